@@ -1,0 +1,7 @@
+//! ringws: a WebSocket (RFC 6455) server for Linux on a thread-per-core io_uring reactor.
+//!
+//! Layers, each a module, with dependencies pointing downward only:
+//! `app` (handlers) -> `server` (connections, queues, timers, metrics) -> `reactor` (io_uring) ->
+//! `protocol` (sans-I/O RFC 6455). See `docs/ARCHITECTURE.md`.
+
+pub mod protocol;
