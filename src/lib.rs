@@ -5,3 +5,4 @@
 //! `protocol` (sans-I/O RFC 6455). See `docs/ARCHITECTURE.md`.
 
 pub mod protocol;
+pub mod reactor;
