@@ -213,7 +213,7 @@ impl Drop for SendQueue {
 #[derive(Default)]
 pub struct BufferPool {
     buffers: Vec<Vec<u8>>,
-    queues: Vec<SendQueue>,
+    queues: Vec<Box<SendQueue>>,
 }
 
 impl BufferPool {
@@ -228,12 +228,14 @@ impl BufferPool {
         }
     }
 
-    pub fn take_queue(&mut self) -> SendQueue {
+    /// A boxed queue, so that an idle connection pays one pointer for it.
+    pub fn take_queue(&mut self) -> Box<SendQueue> {
         self.queues.pop().unwrap_or_default()
     }
 
-    /// Returns an empty queue to the pool (a non-empty or in-flight one is dropped instead).
-    pub fn give_queue(&mut self, mut queue: SendQueue) {
+    /// Returns a queue to the pool, emptied (one with a send in flight is dropped instead, which leaks
+    /// its in-flight buffers; see [`SendQueue`]).
+    pub fn give_queue(&mut self, mut queue: Box<SendQueue>) {
         if queue.in_flight == 0 {
             queue.clear(self);
             if self.queues.len() < POOL_MAX_ITEMS {
