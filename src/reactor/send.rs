@@ -213,6 +213,8 @@ impl Drop for SendQueue {
 #[derive(Default)]
 pub struct BufferPool {
     buffers: Vec<Vec<u8>>,
+    // Boxed on purpose: a connection holds `Option<Box<SendQueue>>` (one pointer while idle).
+    #[allow(clippy::vec_box)]
     queues: Vec<Box<SendQueue>>,
 }
 

@@ -100,7 +100,9 @@ impl ServerConfig {
     /// The per-worker connection limit after defaults: at most the open-file limit minus the reserve.
     pub fn effective_connections_per_worker(&self) -> usize {
         let file_limit = crate::reactor::sys::open_file_limit().min(1 << 20) as usize;
-        let ceiling = file_limit.saturating_sub(admission_reserve(file_limit)).max(1);
+        let ceiling = file_limit
+            .saturating_sub(admission_reserve(file_limit))
+            .max(1);
         if self.max_connections_per_worker == 0 {
             ceiling
         } else {
@@ -110,7 +112,10 @@ impl ServerConfig {
 
     /// The tick of the workers' timer wheels: a quarter of the shortest timeout, between 10 and 100 ms.
     pub fn tick(&self) -> Duration {
-        let mut shortest = self.handshake_timeout.min(self.close_timeout).min(self.shutdown_timeout);
+        let mut shortest = self
+            .handshake_timeout
+            .min(self.close_timeout)
+            .min(self.shutdown_timeout);
         if !self.idle_timeout.is_zero() {
             shortest = shortest.min(self.idle_timeout).min(self.ping_timeout);
         }

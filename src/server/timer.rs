@@ -29,7 +29,10 @@ impl Default for TimerWheel {
 
 impl TimerWheel {
     pub fn new() -> TimerWheel {
-        TimerWheel { buckets: (0..BUCKETS).map(|_| Vec::new()).collect(), now: 0 }
+        TimerWheel {
+            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            now: 0,
+        }
     }
 
     /// The current tick.
@@ -40,7 +43,11 @@ impl TimerWheel {
     /// Schedules a check of `key` at tick `due` (at the earliest the next tick).
     pub fn schedule(&mut self, key: u32, generation: u32, due: u32) {
         let due = due.max(self.now.wrapping_add(1));
-        self.buckets[due as usize % BUCKETS].push(TimerEntry { key, generation, due });
+        self.buckets[due as usize % BUCKETS].push(TimerEntry {
+            key,
+            generation,
+            due,
+        });
     }
 
     /// Advances one tick and moves the entries now due into `out` (entries of the same bucket due in a
