@@ -63,6 +63,8 @@ pub struct Plan {
     pub connect_timeout_ns: u64,
     pub drain_timeout_ns: u64,
     pub ping_interval_ns: u64,
+    /// Connect: one connection sends `VERIFY_PAYLOAD` in the verify phase.
+    pub verify_broadcast: bool,
     pub reconnect: bool,
     pub source_ips: Vec<Ipv4Addr>,
 }
@@ -111,6 +113,7 @@ impl Plan {
             connect_timeout_ns: secs_to_ns(options.connect_timeout),
             drain_timeout_ns: secs_to_ns(options.drain_timeout),
             ping_interval_ns: secs_to_ns(options.ping_interval),
+            verify_broadcast: options.scenario == Scenario::Connect && options.verify_broadcast,
             reconnect: options.reconnect,
             source_ips: (0..options.source_ips)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))

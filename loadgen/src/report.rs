@@ -331,6 +331,14 @@ impl Report {
                 "open after hold",
                 format!("{} of {}", c.open_after_hold, c.target),
             )?;
+            row(
+                out,
+                "pings / pongs",
+                format!(
+                    "{} / {}",
+                    self.counters["pings_sent"], self.counters["pongs_received"]
+                ),
+            )?;
             if let (Some(n), Some(secs), Some(ok)) =
                 (c.verify_received, c.verify_seconds, c.verify_ok)
             {

@@ -352,6 +352,10 @@ impl Worker {
 
     fn publish_ramp(&self) {
         if self.ramp_remaining == 0 {
+            // Counters first, so that the coordinator's snapshot at the end of the ramp is exact.
+            self.shared.workers[self.index]
+                .counters
+                .publish(&self.counters);
             self.shared.workers[self.index]
                 .ramped
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -393,10 +397,7 @@ impl Worker {
                 }
             }
         }
-        if previous < Phase::Verify
-            && phase >= Phase::Verify
-            && self.plan.scenario == Scenario::Connect
-        {
+        if previous < Phase::Verify && phase >= Phase::Verify && self.plan.verify_broadcast {
             if let Some(i) = self
                 .conns
                 .iter()
