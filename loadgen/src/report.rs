@@ -384,6 +384,14 @@ impl Report {
                 self.cpu.user_s, self.cpu.sys_s, self.cpu.us_per_unit
             ),
         )?;
+        let reconnects = self.counters["reconnects"];
+        if reconnects > 0 {
+            row(
+                out,
+                "reconnects",
+                format!("{reconnects} (scheduled, with backoff)"),
+            )?;
+        }
         row(out, "errors", self.errors_total.to_string())?;
         for (name, n) in &self.errors {
             row(out, &format!("  {name}"), n.to_string())?;

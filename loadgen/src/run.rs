@@ -13,7 +13,7 @@ use crate::report::{Measurements, Report, TimelinePoint};
 use crate::stats::{self, Counter, Counters};
 use crate::worker::Worker;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -353,17 +353,13 @@ struct Meter<'a> {
     last_counters: Counters,
     total: Histogram<u64>,
     timeline: Vec<TimelinePoint>,
-    log: Option<(std::fs::File, V2Serializer, bool)>,
+    log: Option<HistLog>,
 }
 
 impl<'a> Meter<'a> {
     fn new(options: &'a Options) -> Result<Meter<'a>, String> {
         let log = match &options.hist_log {
-            Some(path) => Some((
-                std::fs::File::create(path).map_err(|e| format!("--hist-log {path}: {e}"))?,
-                V2Serializer::new(),
-                false,
-            )),
+            Some(path) => Some(HistLog::create(path)?),
             None => None,
         };
         let now = Instant::now();
@@ -429,25 +425,63 @@ impl<'a> Meter<'a> {
                 point.errors
             );
         }
-        if let Some((file, serializer, started)) = self.log.as_mut() {
-            let start = self.last_tick - self.started;
-            let mut builder = IntervalLogWriterBuilder::new();
-            if !*started {
-                builder
-                    .add_comment("ringws-loadgen latency interval log; values in nanoseconds")
-                    .with_start_time(std::time::SystemTime::now() - (now - self.started))
-                    .with_max_value_divisor(1e6);
-                *started = true;
-            } else {
-                builder.with_max_value_divisor(1e6);
-            }
-            if let Ok(mut writer) = builder.begin_log_with(file, serializer) {
-                let _ = writer.write_histogram(&interval, start, elapsed, None);
-            }
+        if let Some(log) = &self.log {
+            log.write(self.last_tick - self.started, elapsed, &interval);
         }
         self.timeline.push(point);
         self.last_counters = counters;
         self.last_tick = now;
+    }
+}
+
+/// The `--hist-log` file: an HdrHistogram interval log (compressed V2 histograms, one line per second)
+/// written by the crate's `IntervalLogWriter` on its own thread, which owns the file for the whole run.
+struct HistLog {
+    sender: Option<std::sync::mpsc::Sender<(Duration, Duration, Histogram<u64>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HistLog {
+    fn create(path: &str) -> Result<HistLog, String> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("--hist-log {path}: {e}"))?,
+        );
+        let (sender, receiver) = std::sync::mpsc::channel::<(Duration, Duration, Histogram<u64>)>();
+        let start_time = std::time::SystemTime::now();
+        let thread = std::thread::spawn(move || {
+            let mut serializer = V2DeflateSerializer::new();
+            let writer = IntervalLogWriterBuilder::new()
+                .add_comment("ringws-loadgen latency interval log; values in nanoseconds")
+                .with_start_time(start_time)
+                .with_max_value_divisor(1e6)
+                .begin_log_with(&mut file, &mut serializer);
+            let Ok(mut writer) = writer else { return };
+            let _ = writer.write_comment("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"");
+            for (start, length, histogram) in receiver {
+                let _ = writer.write_histogram(&histogram, start, length, None);
+            }
+            drop(writer);
+            let _ = file.flush();
+        });
+        Ok(HistLog {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&self, start: Duration, length: Duration, histogram: &Histogram<u64>) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send((start, length, histogram.clone()));
+        }
+    }
+}
+
+impl Drop for HistLog {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
