@@ -101,6 +101,7 @@ loadgen_cpu = r["cpu"]["user_s"] + r["cpu"]["sys_s"]
 print(json.dumps({
     "server": server, "scenario": scenario, "msgs_per_s": r["throughput_per_s"], "messages": units,
     "server_cpu_s": server_cpu, "server_us_per_msg": server_cpu * 1e6 / max(units, 1),
+    "server_busy": server_cpu / max(r["elapsed_s"], 1e-9), "run_s": r["run_s"],
     "loadgen_cpu_s": loadgen_cpu, "loadgen_us_per_msg": loadgen_cpu * 1e6 / max(units, 1),
     "p50_us": r["latency"]["p50_us"], "p99_us": r["latency"]["p99_us"], "p999_us": r["latency"]["p999_us"],
     "errors": r["errors_total"], "loadgen_exit": int(status), "mode": r["mode"], "report": path,
@@ -155,7 +156,7 @@ import json, os, platform, sys, time
 run_dir, duration, depth, server_cpu, loadgen_cpu = sys.argv[1:]
 rows = [json.loads(l) for l in open(os.path.join(run_dir, "rows.jsonl")) if l.strip()]
 base = {r["scenario"]: r for r in rows if r["server"] == "ringws"}
-print(f"scenario        server          msgs/s   srv us/msg  vs ringws  lg us/msg  lg/srv    p50 us    p99 us  errors")
+print(f"scenario        server          msgs/s   srv us/msg  vs ringws  srv busy  lg us/msg  lg/srv    p50 us    p99 us  errors")
 for r in rows:
     b = base.get(r["scenario"])
     r["server_cpu_vs_ringws"] = r["server_us_per_msg"] / b["server_us_per_msg"] if b and b["server_us_per_msg"] else None
@@ -164,13 +165,15 @@ for r in rows:
     vs = f'{r["server_cpu_vs_ringws"]:.2f}x' if r["server_cpu_vs_ringws"] is not None else "-"
     lv = f'{r["loadgen_vs_server_cpu"]:.2f}x' if r["loadgen_vs_server_cpu"] is not None else "-"
     print(f'{r["scenario"]:<15} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} {vs:>10} '
-          f'{r["loadgen_us_per_msg"]:>10.3f} {lv:>7} {r["p50_us"]:>9.1f} {r["p99_us"]:>9.1f} {r["errors"]:>7}')
+          f'{r["server_busy"] * 100:>8.0f}% {r["loadgen_us_per_msg"]:>10.3f} {lv:>7} {r["p50_us"]:>9.1f} '
+          f'{r["p99_us"]:>9.1f} {r["errors"]:>7}')
 summary = {
     "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
     "settings": {"duration_s": float(duration), "depth": int(depth), "server_cpu": int(server_cpu),
                  "loadgen_cpu": int(loadgen_cpu)},
     "notes": "vs ringws = server CPU per message relative to ringws (higher = more CPU per message than ringws); "
+             "srv busy = server CPU time over the loadgen's whole run (ramp + run + drain; 100% = one core); "
              "lg/srv = load generator CPU per message over the server's",
     "rows": rows,
 }

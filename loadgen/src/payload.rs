@@ -93,11 +93,31 @@ pub fn echo_matches(payload: &[u8], conn: u32, seq: u64, size: usize) -> bool {
     payload[..n] == header[..n] && filler_matches(&payload[n..], n)
 }
 
+/// The filler repeated 64 times, so that checking it is a few `memcmp`s rather than a loop per byte.
+const FILLER_PERIOD: usize = 26;
+static FILLER_PATTERN: [u8; FILLER_PERIOD * 64] = {
+    let mut pattern = [0u8; FILLER_PERIOD * 64];
+    let mut i = 0;
+    while i < pattern.len() {
+        pattern[i] = b'a' + (i % FILLER_PERIOD) as u8;
+        i += 1;
+    }
+    pattern
+};
+
+/// Whether `bytes` is the filler as it appears from payload offset `start` on.
 fn filler_matches(bytes: &[u8], start: usize) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b == filler(start + i))
+    let longest = FILLER_PATTERN.len() - FILLER_PERIOD;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let phase = (start + pos) % FILLER_PERIOD;
+        let take = (bytes.len() - pos).min(longest);
+        if bytes[pos..pos + take] != FILLER_PATTERN[phase..phase + take] {
+            return false;
+        }
+        pos += take;
+    }
+    true
 }
 
 /// A decoded broadcast payload.
@@ -144,6 +164,22 @@ mod tests {
             assert!(
                 !echo_matches(&payload[..size.saturating_sub(1)], 7, 123_456, size) || size == 0
             );
+        }
+    }
+
+    #[test]
+    fn filler_check_matches_the_byte_loop_at_every_offset() {
+        let expected: Vec<u8> = (0..5000).map(filler).collect();
+        for start in [0usize, 1, 24, 25, 41, 1000] {
+            for len in [0usize, 1, 25, 26, 1637, 1638, 1639, 1700, 3300] {
+                let slice = &expected[start..start + len];
+                assert!(filler_matches(slice, start), "start {start} len {len}");
+                if len > 0 {
+                    let mut bad = slice.to_vec();
+                    bad[len - 1] ^= 0x20;
+                    assert!(!filler_matches(&bad, start), "start {start} len {len}");
+                }
+            }
         }
     }
 

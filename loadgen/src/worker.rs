@@ -712,7 +712,11 @@ impl Worker {
                     let _ = self.epoll.modify(conn.fd, i as u64, READABLE | HANGUP);
                 }
                 self.leave_ramp(i);
-                if self.phase >= Phase::Run && self.phase != Phase::Drain {
+                // During the drain a churn cycle already under way still runs to its end.
+                let behaviour = self.conns[i].behaviour;
+                if self.phase >= Phase::Run
+                    && (self.phase != Phase::Drain || behaviour == Behaviour::Churn)
+                {
                     self.start_traffic(i, now);
                 }
                 let leftover = handshake.response.len() - consumed;
