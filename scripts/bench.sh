@@ -8,21 +8,24 @@
 # scenario, and stops the server. Prints one table and writes every figure to a JSON file.
 #
 # Environment (all optional):
-#   DURATION=5        seconds per scenario          DEPTH=1            closed-loop pipeline depth
+#   DURATION=5        seconds per scenario          DEPTH=8            closed-loop pipeline depth
 #   SERVER_CPU=0      CPU for the server            LOADGEN_CPU=1      CPU for the load generator
 #   SERVERS="ringws tungstenite fastwebsockets"     OUT=target/bench   output directory
-#   SCENARIOS="echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB open-50pct broadcast-1000"
+#   SCENARIOS="echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"
+#
+# The closed-loop scenarios run DEPTH messages in flight per connection (peak throughput). Open-loop messages
+# each go out alone, so open-50pct runs at half the peak of echo-100-20B-d1 (closed loop, depth 1).
 #
 # Bounded: every loadgen run has a timeout; every process started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
-DEPTH=${DEPTH:-1}
+DEPTH=${DEPTH:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 SERVERS=${SERVERS:-"ringws tungstenite fastwebsockets"}
-SCENARIOS=${SCENARIOS:-"echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB open-50pct broadcast-1000"}
+SCENARIOS=${SCENARIOS:-"echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"}
 OUT=${OUT:-target/bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR="$OUT/$STAMP"
@@ -110,11 +113,11 @@ EOF
     echo "   $server $scenario done" >&2
 }
 
-peak_of() { # peak_of SERVER: closed-loop msgs/s of echo-100-20B for SERVER in this run
+peak_of() { # peak_of SERVER: closed-loop depth-1 msgs/s of echo-100-20B-d1 for SERVER in this run
     python3 - "$RUN_DIR/rows.jsonl" "$1" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-peak = [r["msgs_per_s"] for r in rows if r["server"] == sys.argv[2] and r["scenario"] == "echo-100-20B"]
+peak = [r["msgs_per_s"] for r in rows if r["server"] == sys.argv[2] and r["scenario"] == "echo-100-20B-d1"]
 print(int(peak[0]) if peak else 0)
 EOF
 }
@@ -129,12 +132,13 @@ for server in $SERVERS; do
     has echo-100-1KiB && run_scenario "$server" echo-100-1KiB echo -c 100 -s 1024 -d "$DURATION" --depth "$DEPTH"
     has echo-1000-20B && run_scenario "$server" echo-1000-20B echo -c 1000 -s 20 -d "$DURATION" --depth "$DEPTH"
     has echo-1000-1KiB && run_scenario "$server" echo-1000-1KiB echo -c 1000 -s 1024 -d "$DURATION" --depth "$DEPTH"
+    has echo-100-20B-d1 && run_scenario "$server" echo-100-20B-d1 echo -c 100 -s 20 -d "$DURATION" --depth 1
     if has open-50pct; then
         peak=$(peak_of "$server")
         if [[ "$peak" -gt 0 ]]; then
             run_scenario "$server" open-50pct echo -c 100 -s 20 -d "$DURATION" --rate $((peak / 2))
         else
-            echo "   $server open-50pct skipped: needs echo-100-20B (the peak) in the same run" >&2
+            echo "   $server open-50pct skipped: needs echo-100-20B-d1 (the peak) in the same run" >&2
         fi
     fi
     cleanup
@@ -156,7 +160,7 @@ import json, os, platform, sys, time
 run_dir, duration, depth, server_cpu, loadgen_cpu = sys.argv[1:]
 rows = [json.loads(l) for l in open(os.path.join(run_dir, "rows.jsonl")) if l.strip()]
 base = {r["scenario"]: r for r in rows if r["server"] == "ringws"}
-print(f"scenario        server          msgs/s   srv us/msg  vs ringws  srv busy  lg us/msg  lg/srv    p50 us    p99 us  errors")
+print(f"scenario          server          msgs/s   srv us/msg  vs ringws  srv busy  lg us/msg  lg/srv    p50 us    p99 us  errors")
 for r in rows:
     b = base.get(r["scenario"])
     r["server_cpu_vs_ringws"] = r["server_us_per_msg"] / b["server_us_per_msg"] if b and b["server_us_per_msg"] else None
@@ -164,7 +168,7 @@ for r in rows:
     r["loadgen_vs_server_cpu"] = r["loadgen_us_per_msg"] / r["server_us_per_msg"] if r["server_us_per_msg"] else None
     vs = f'{r["server_cpu_vs_ringws"]:.2f}x' if r["server_cpu_vs_ringws"] is not None else "-"
     lv = f'{r["loadgen_vs_server_cpu"]:.2f}x' if r["loadgen_vs_server_cpu"] is not None else "-"
-    print(f'{r["scenario"]:<15} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} {vs:>10} '
+    print(f'{r["scenario"]:<17} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} {vs:>10} '
           f'{r["server_busy"] * 100:>8.0f}% {r["loadgen_us_per_msg"]:>10.3f} {lv:>7} {r["p50_us"]:>9.1f} '
           f'{r["p99_us"]:>9.1f} {r["errors"]:>7}')
 summary = {
