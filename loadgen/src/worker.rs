@@ -285,7 +285,7 @@ impl Worker {
                 break;
             }
             if now - last_publish >= COUNTER_PUBLISH_NS {
-                self.publish(now);
+                self.publish();
                 last_publish = now;
             }
             if now - last_handover >= HISTOGRAM_HANDOVER_NS {
@@ -323,8 +323,7 @@ impl Worker {
         wake
     }
 
-    fn publish(&mut self, now: u64) {
-        let _ = now;
+    fn publish(&mut self) {
         self.shared.workers[self.index]
             .counters
             .publish(&self.counters);
