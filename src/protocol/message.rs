@@ -6,7 +6,7 @@
 //! of text messages and the frame/message size limits (checked from the header, before any byte is buffered).
 //! Every violation is a `ProtocolError` carrying the close code the RFC requires.
 //!
-//! Memory: the reader is 56 bytes and owns no buffer while idle. Payload is unmasked in place in the caller's
+//! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle. Payload is unmasked in place in the caller's
 //! input; a message wholly inside one input is handed out with zero copies (fragments inside one input are
 //! compacted in place). Only a message or control frame that spans inputs is copied, once, into an
 //! assembly `Vec` taken on demand and freed (capacity released) when it completes. It must never perform
@@ -471,7 +471,9 @@ mod tests {
 
     #[test]
     fn reader_stays_small() {
-        assert!(std::mem::size_of::<MessageReader>() <= MESSAGE_READER_MAX_SIZE);
+        let size = std::mem::size_of::<MessageReader>();
+        println!("size_of::<MessageReader>() = {size}");
+        assert!(size <= MESSAGE_READER_MAX_SIZE, "{size} bytes");
         assert_eq!(MessageReader::new(Role::Server).buffered_capacity(), 0);
     }
 
