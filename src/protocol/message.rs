@@ -6,11 +6,11 @@
 //! of text messages and the frame/message size limits (checked from the header, before any byte is buffered).
 //! Every violation is a `ProtocolError` carrying the close code the RFC requires.
 //!
-//! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle. Payload is unmasked in place in the caller's
-//! input; a message wholly inside one input is handed out with zero copies (fragments inside one input are
-//! compacted in place). Only a message or control frame that spans inputs is copied, once, into an
-//! assembly `Vec` taken on demand and freed (capacity released) when it completes. It must never perform
-//! I/O, read a clock, log, or allocate for a message that fits in one input.
+//! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle.
+//! Payload is unmasked in place in the caller's input; a message wholly inside one input is handed out with
+//! zero copies (fragments inside one input are compacted in place). Only a message or control frame that
+//! spans inputs is copied, once, into an assembly `Vec` taken on demand and freed (capacity released) when it
+//! completes. It must never perform I/O, read a clock, log, or allocate for a message that fits in one input.
 
 use super::close::{parse_close_payload, CloseCode};
 use super::frame::{decode_header, FrameHeader, OpCode, MAX_HEADER_LEN};
