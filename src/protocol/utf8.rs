@@ -40,6 +40,21 @@ fn sequence_len(lead: u8) -> usize {
     }
 }
 
+/// Length of the unfinished code point at the end of `bytes`: the last lead byte within the final 3 bytes,
+/// if it announces more bytes than follow it; else 0.
+#[inline]
+fn unfinished_tail_len(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0xc0 != 0x80 {
+            // Not a continuation byte: ASCII, a lead byte, or a byte that can never appear.
+            let need = sequence_len(byte);
+            return if need > back { back } else { 0 };
+        }
+    }
+    0
+}
+
 impl Utf8Validator {
     pub const fn new() -> Utf8Validator {
         Utf8Validator {
@@ -72,20 +87,24 @@ impl Utf8Validator {
             self.partial_len = 0;
             bytes = &bytes[take..];
         }
-        if simdutf8::basic::from_utf8(bytes).is_ok() {
-            return Ok(());
+        // Split off an unfinished code point at the end so the body is checked in one SIMD pass: the body
+        // then ends on a char boundary (or right before a lead byte), so any error in it is certain.
+        let (body, tail) = bytes.split_at(bytes.len() - unfinished_tail_len(bytes));
+        if simdutf8::basic::from_utf8(body).is_err() {
+            return Err(Utf8Error);
         }
-        match simdutf8::compat::from_utf8(bytes) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error_len().is_none() => {
-                // An unfinished but so far valid code point at the end (at most 3 bytes).
-                let tail = &bytes[e.valid_up_to()..];
-                self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len() as u8;
-                Ok(())
+        if !tail.is_empty() {
+            // A lead byte and fewer continuation bytes than it announces: keep it if it is still a valid
+            // prefix (std reports `error_len() == None` exactly for that).
+            match std::str::from_utf8(tail) {
+                Err(e) if e.error_len().is_none() => {
+                    self.partial[..tail.len()].copy_from_slice(tail);
+                    self.partial_len = tail.len() as u8;
+                }
+                _ => return Err(Utf8Error),
             }
-            Err(_) => Err(Utf8Error),
         }
+        Ok(())
     }
 
     /// Ends the text: Err if a code point is left unfinished. Leaves the validator reset.
