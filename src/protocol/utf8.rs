@@ -40,6 +40,26 @@ fn sequence_len(lead: u8) -> usize {
     }
 }
 
+/// Pieces up to this length skip the SIMD validator (whose setup costs more than it saves on a few words):
+/// an ASCII check by 8-byte words, then `std::str::from_utf8` for the rest.
+const SMALL_TEXT: usize = 64;
+
+/// True if every byte is ASCII, checked 8 bytes at a time.
+#[inline]
+fn is_ascii_words(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        high |= u64::from_ne_bytes(word);
+    }
+    for &byte in chunks.remainder() {
+        high |= byte as u64;
+    }
+    high & 0x8080_8080_8080_8080 == 0
+}
+
 /// Length of the unfinished code point at the end of `bytes`: the last lead byte within the final 3 bytes,
 /// if it announces more bytes than follow it; else 0.
 #[inline]
@@ -90,7 +110,12 @@ impl Utf8Validator {
         // Split off an unfinished code point at the end so the body is checked in one SIMD pass: the body
         // then ends on a char boundary (or right before a lead byte), so any error in it is certain.
         let (body, tail) = bytes.split_at(bytes.len() - unfinished_tail_len(bytes));
-        if simdutf8::basic::from_utf8(body).is_err() {
+        let valid = if body.len() <= SMALL_TEXT {
+            is_ascii_words(body) || std::str::from_utf8(body).is_ok()
+        } else {
+            simdutf8::basic::from_utf8(body).is_ok()
+        };
+        if !valid {
             return Err(Utf8Error);
         }
         if !tail.is_empty() {
