@@ -49,6 +49,8 @@ pub mod flags {
     pub const DISCARD_INPUT: u16 = 1 << 12;
     /// Cancels for in-flight operations were submitted.
     pub const CANCEL_SENT: u16 = 1 << 13;
+    /// Refused at accept (answered 503 from the table's reserve): does not count against the limit.
+    pub const REJECTED: u16 = 1 << 14;
 }
 
 pub struct Connection {
