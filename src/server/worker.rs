@@ -71,6 +71,7 @@ pub struct Core {
     bufs: BufRing,
     pool: BufferPool,
     wheel: TimerWheel,
+    timer_scratch: Vec<TimerEntry>,
     config: Arc<ServerConfig>,
     limits: ReaderLimits,
     shared: Arc<Shared>,
@@ -154,6 +155,7 @@ pub(crate) fn run_worker<H: Handler>(
         bufs,
         pool: BufferPool::default(),
         wheel: TimerWheel::new(),
+        timer_scratch: Vec::new(),
         limits: ReaderLimits {
             max_frame_size: config.max_frame_size,
             max_message_size: config.max_message_size,
@@ -323,11 +325,13 @@ impl<H: Handler> Worker<'_, H> {
     }
 
     fn on_tick(&mut self) {
-        let mut due: Vec<TimerEntry> = Vec::new();
+        // The scratch vector keeps its capacity from tick to tick.
+        let mut due = std::mem::take(&mut self.core.timer_scratch);
         self.core.wheel.advance(&mut due);
-        for entry in due {
+        for entry in due.drain(..) {
             self.core.on_timer(entry);
         }
+        self.core.timer_scratch = due;
         self.core.arm_accept();
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
