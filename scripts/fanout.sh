@@ -32,11 +32,14 @@ c = j.get("counters", {})
 delivered = c.get("delivered", j.get("received", 0))
 run_s = j.get("run_s", 1) or 1
 cpu = ticks / 100
-missing = c.get("missing", j.get("missing"))
+published = c.get("published", j.get("sent"))
+expected = int(published or 0) * int(subs)
+dup, ooo, err = c.get("duplicates"), c.get("out_of_order"), j.get("errors_total")
+check = f"expected={expected} duplicates={dup} out_of_order={ooo} errors={err}"
 published = c.get("published", j.get("sent"))
 print(f"subs={subs:>6} size={size:>5} published={published} delivered={delivered} "
-      f"delivered_per_s={delivered/run_s:,.0f} missing={missing} server_cpu_s={cpu:.2f} "
-      f"server_ns_per_delivery={cpu*1e9/max(delivered,1):.0f}")
+      f"delivered_per_s={delivered/run_s:,.0f} server_cpu_s={cpu:.2f} "
+      f"server_ns_per_delivery={cpu*1e9/max(delivered,1):.0f} {check}")
 ' "$json" $((t1 - t0)) "$subs" "$size"
   done
 done

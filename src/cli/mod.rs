@@ -38,7 +38,7 @@ pub enum Mode {
     Echo,
     /// Every message goes to every connected client.
     Broadcast,
-    /// Clients subscribe to topics and publish on them (see docs/ARCHITECTURE.md, "Pub/sub protocol").
+    /// Clients subscribe to topics and publish on them (protocol: docs/ARCHITECTURE.md, "Pub/sub").
     Pubsub,
 }
 
