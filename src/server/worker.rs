@@ -190,7 +190,14 @@ pub(crate) fn run_worker<H: Handler>(
     if let Err(e) = core.ring.submit_and_wait(0) {
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
-    ready(Ok(format!("{}", core.ring.setup())));
+    let setup = core.ring.setup();
+    if !(setup.single_issuer && setup.defer_taskrun && setup.submit_all) {
+        tracing::warn!(
+            worker = index,
+            "the kernel refused some io_uring setup flags; running with {setup}"
+        );
+    }
+    ready(Ok(format!("{setup}")));
 
     let mut completions = Vec::with_capacity(1024);
     let mut worker = Worker {
