@@ -348,7 +348,11 @@ impl<H: Handler> Worker<'_, H> {
     fn on_doorbell(&mut self) {
         while let Ok(handoff) = self.inbox.try_recv() {
             match handoff.topic {
-                None => self.core.deliver_shared(&handoff.frame, handoff.except),
+                None => {
+                    // Topic frames received before it go out first (in handoff order).
+                    self.notify_closed();
+                    self.core.deliver_shared(&handoff.frame, handoff.except)
+                }
                 Some(topic) => self.core.published.push((topic, handoff.frame)),
             }
         }
