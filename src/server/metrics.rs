@@ -49,7 +49,7 @@ pub const HANDSHAKE_FAILURES: [&str; 8] =
     ["400", "403", "404", "405", "426", "431", "timeout", "other"];
 
 /// Close codes counted individually; everything else is `other`.
-pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011];
+pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011];
 
 #[derive(Default)]
 pub struct WorkerMetrics {
