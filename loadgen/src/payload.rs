@@ -9,6 +9,8 @@
 //! time (`CLOCK_MONOTONIC` ns), then the filler. All ASCII, so text and binary messages carry the same bytes.
 //! Nothing here allocates per message: callers keep one scratch buffer per thread.
 
+use crate::wire::MessageKind;
+
 pub const ECHO_HEADER: usize = 24;
 pub const BROADCAST_HEADER: usize = 41;
 
@@ -120,6 +122,28 @@ fn filler_matches(bytes: &[u8], start: usize) -> bool {
     true
 }
 
+/// Builds into `out` the ringws pub/sub command that publishes `payload` on `topic`: for text,
+/// `{"op":"pub","topic":"T","data":"<payload>"}` (the payload is ASCII without quotes or backslashes, so it
+/// needs no escaping); for binary, `[3][topic length][topic][payload]`.
+pub fn publish_command(out: &mut Vec<u8>, kind: MessageKind, topic: &str, payload: &[u8]) {
+    out.clear();
+    match kind {
+        MessageKind::Text => {
+            out.extend_from_slice(br#"{"op":"pub","topic":""#);
+            out.extend_from_slice(topic.as_bytes());
+            out.extend_from_slice(br#"","data":""#);
+            out.extend_from_slice(payload);
+            out.extend_from_slice(br#""}"#);
+        }
+        MessageKind::Binary => {
+            out.push(3);
+            out.push(topic.len() as u8);
+            out.extend_from_slice(topic.as_bytes());
+            out.extend_from_slice(payload);
+        }
+    }
+}
+
 /// A decoded broadcast payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -181,6 +205,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn publish_commands() {
+        let mut out = Vec::new();
+        publish_command(&mut out, MessageKind::Text, "a/b", b"Pxyz");
+        assert_eq!(out, br#"{"op":"pub","topic":"a/b","data":"Pxyz"}"#);
+        publish_command(&mut out, MessageKind::Binary, "a/b", b"Pxyz");
+        assert_eq!(out, b"\x03\x03a/bPxyz");
     }
 
     #[test]

@@ -227,9 +227,13 @@ impl Report {
                 (Scenario::Echo, Some(rate)) => format!("open loop {rate} msg/s"),
                 (Scenario::Echo, None) => format!("closed loop depth {}", options.depth),
                 (Scenario::Broadcast, _) => format!(
-                    "{} publishers at {} msg/s total",
+                    "{} publishers at {} msg/s total{}",
                     options.publishers,
-                    options.rate.unwrap_or(1000.0)
+                    options.rate.unwrap_or(1000.0),
+                    match &plan.topic {
+                        Some(topic) => format!(", pub/sub topic {topic}"),
+                        None => String::new(),
+                    }
                 ),
                 (Scenario::Churn, rate) => format!(
                     "{} cycles/s, {} echoes each",

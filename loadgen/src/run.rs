@@ -572,7 +572,7 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
         if options.verify_broadcast {
             fleet.advance(Phase::Verify);
             let verify_start = Instant::now();
-            let deadline = Duration::from_secs_f64(options.drain_timeout.max(1.0) + 3.0);
+            let deadline = Duration::from_secs_f64(options.drain_timeout + 1.0);
             loop {
                 let c = fleet.counters();
                 if c.get(Counter::VerifyReceived) >= open_at_hold_end

@@ -165,6 +165,8 @@ pub struct Worker {
     ready: Vec<(u64, u32)>,
     dirty: Vec<u32>,
     scratch: Scratch,
+    /// Pub/sub publish command being built (publishers with `--topic`).
+    command: Vec<u8>,
     rng: Rng,
     counters: Counters,
     hist: Histogram<u64>,
@@ -243,6 +245,7 @@ impl Worker {
             ready: Vec::with_capacity(1024),
             dirty: Vec::with_capacity(conns.len()),
             scratch: Scratch::new(plan.size),
+            command: Vec::new(),
             rng: Rng::new(seed),
             counters: Counters::default(),
             hist: stats::new_histogram(),
@@ -637,12 +640,12 @@ impl Worker {
         conn.state = State::Handshaking;
         conn.out.clear();
         conn.out_pos = 0;
-        let handshake = wire::start_handshake(
-            &mut conn.out,
-            &self.plan.target.host,
-            &self.plan.target.path,
-            &mut self.rng,
-        );
+        let path = match conn.behaviour {
+            Behaviour::Subscriber => &self.plan.subscriber_path,
+            _ => &self.plan.target.path,
+        };
+        let handshake =
+            wire::start_handshake(&mut conn.out, &self.plan.target.host, path, &mut self.rng);
         conn.handshake = Some(Box::new(handshake));
         self.flush(i, now);
     }
@@ -926,10 +929,22 @@ impl Worker {
                     let payload = self
                         .scratch
                         .broadcast(publisher, seq, conn.traffic.next_due_ns);
+                    let message = match &self.plan.topic {
+                        Some(topic) => {
+                            payload::publish_command(
+                                &mut self.command,
+                                self.plan.kind,
+                                topic,
+                                payload,
+                            );
+                            &self.command[..]
+                        }
+                        None => payload,
+                    };
                     wire::encode_frame(
                         &mut conn.out,
                         self.plan.opcode,
-                        payload,
+                        message,
                         self.rng.mask_key(),
                     );
                     conn.traffic.next_due_ns += interval;
