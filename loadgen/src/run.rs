@@ -8,6 +8,7 @@
 
 use crate::cli::{Options, Scenario};
 use crate::clock::{cpu_seconds, now_ns};
+use crate::net;
 use crate::plan::{Phase, Plan, Shared};
 use crate::report::{Measurements, Report, TimelinePoint};
 use crate::stats::{self, Counter, Counters};
@@ -288,6 +289,9 @@ impl Fleet for ChildFleet {
 
 /// Runs as child `index` of a `--procs` run: local workers, phases from stdin, status on stdout.
 pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(), String> {
+    // An interrupt from the terminal reaches the whole process group: the parent handles it and tells
+    // the children (or its exit closes their stdin, which drains them).
+    net::ignore_interrupts();
     let threads = options.threads();
     let mut fleet = LocalFleet::start(
         plan,
@@ -539,6 +543,10 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
             );
             break;
         }
+        if net::interrupted() {
+            ramp_complete = false;
+            break;
+        }
         meter.tick(fleet.as_mut(), Phase::Ramp, false);
         std::thread::sleep(TICK);
     }
@@ -562,6 +570,10 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
         if options.messages.is_some() && options.scenario == Scenario::Echo && fleet.finished() {
             break;
         }
+        if net::interrupted() {
+            eprintln!("ringws-loadgen: interrupted; draining and reporting (interrupt again to quit at once)");
+            break;
+        }
         meter.tick(fleet.as_mut(), Phase::Run, false);
         std::thread::sleep(TICK.min(run_for - elapsed));
     }
@@ -569,7 +581,7 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
     let at_run_end = fleet.counters();
     if options.scenario == Scenario::Connect {
         open_at_hold_end = fleet.counters().get(Counter::Open);
-        if options.verify_broadcast {
+        if options.verify_broadcast && !net::interrupted() {
             fleet.advance(Phase::Verify);
             let verify_start = Instant::now();
             let deadline = Duration::from_secs_f64(options.drain_timeout + 1.0);
