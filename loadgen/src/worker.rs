@@ -36,6 +36,10 @@ const MAX_WAIT_NS: u64 = 10_000_000;
 const QUIET_NS: u64 = 300_000_000;
 const BACKOFF_BASE_NS: u64 = 100_000_000;
 const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+/// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
+/// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
+const MAX_BACKLOG: usize = 4 << 20;
+const BACKLOG_RETRY_NS: u64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -108,6 +112,13 @@ struct Traffic {
     tracks: Vec<Track>,
     verified: bool,
     cycle_start_ns: u64,
+}
+
+impl Conn {
+    /// Bytes queued but not yet accepted by the socket.
+    fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
 }
 
 struct Conn {
@@ -898,6 +909,17 @@ impl Worker {
         self.counters.inc(Counter::Sent);
     }
 
+    /// When to look at an open-loop schedule again: its next due time, or soon if the connection's unsent
+    /// output is full (the schedule keeps its intended times; they are sent, late, once the socket drains).
+    fn next_schedule_check(&self, i: usize, now: u64) -> u64 {
+        let due = self.conns[i].traffic.next_due_ns;
+        if self.conns[i].backlog() >= MAX_BACKLOG {
+            due.max(now + BACKLOG_RETRY_NS)
+        } else {
+            due
+        }
+    }
+
     fn traffic_timer(&mut self, i: usize, now: u64) {
         if self.phase != Phase::Run {
             return;
@@ -907,21 +929,26 @@ impl Worker {
                 let Some(interval) = self.plan.echo_interval_ns else {
                     return;
                 };
-                while self.conns[i].traffic.next_due_ns <= now && self.may_send_echo(i) {
+                while self.conns[i].traffic.next_due_ns <= now
+                    && self.may_send_echo(i)
+                    && self.conns[i].backlog() < MAX_BACKLOG
+                {
                     let intended = self.conns[i].traffic.next_due_ns;
                     self.send_echo(i, intended);
                     self.conns[i].traffic.next_due_ns += interval;
                 }
                 self.mark_dirty(i);
                 if self.may_send_echo(i) {
-                    let due = self.conns[i].traffic.next_due_ns;
+                    let due = self.next_schedule_check(i, now);
                     self.set_timer(i, due);
                 }
             }
             Behaviour::Publisher => {
                 let interval = self.plan.publish_interval_ns;
                 let publisher = self.conns[i].gid;
-                while self.conns[i].traffic.next_due_ns <= now {
+                while self.conns[i].traffic.next_due_ns <= now
+                    && self.conns[i].backlog() < MAX_BACKLOG
+                {
                     let conn = &mut self.conns[i];
                     let seq = conn.traffic.next_send_seq;
                     conn.traffic.next_send_seq += 1;
@@ -952,7 +979,7 @@ impl Worker {
                     self.counters.inc(Counter::Published);
                 }
                 self.mark_dirty(i);
-                let due = self.conns[i].traffic.next_due_ns;
+                let due = self.next_schedule_check(i, now);
                 self.set_timer(i, due);
             }
             Behaviour::Idle => {

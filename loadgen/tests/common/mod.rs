@@ -250,3 +250,19 @@ pub fn tungstenite_broadcast(drop_every: Option<u64>) -> String {
     });
     format!("ws://{addr}/")
 }
+
+/// A server that completes the handshake and then never reads: the client's output backs up.
+pub fn stalled_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if let Ok(ws) = tungstenite::accept(stream) {
+                held.push(ws);
+            }
+        }
+    });
+    format!("ws://{addr}/")
+}
