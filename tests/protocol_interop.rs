@@ -152,6 +152,7 @@ fn our_server_side_with_a_tungstenite_client() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // the callback's error type is tungstenite's `ErrorResponse`
 fn our_client_side_with_a_tungstenite_server() {
     let key = encode_key(*b"sixteen byte key");
     let key_str = std::str::from_utf8(&key).unwrap();
