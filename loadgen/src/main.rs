@@ -1,4 +1,83 @@
+//! `ringws-loadgen`: a load generator for RFC 6455 WebSocket servers (echo closed/open loop, broadcast
+//! fanout, connection ramps, churn), thread per core on epoll, with child processes past the per-process
+//! open-file limit. It counts a message only once it was received and checked, byte for byte.
+//!
+//! This file only wires the pieces: options -> plan -> coordinator (`run.rs`) -> report. It must never
+//! depend on the ringws server; the wire format comes from `ringws::protocol` (see `wire.rs`).
+
+mod cli;
+mod clock;
+mod net;
+mod payload;
+mod plan;
+mod report;
+mod run;
+mod stats;
+mod wire;
+mod worker;
+
+use clap::Parser;
+use std::io::Write;
+use std::sync::Arc;
+
 fn main() {
-    eprintln!("ringws-loadgen: not built yet");
-    std::process::exit(2);
+    let options = cli::Options::parse();
+    if let Err(message) = options.validate() {
+        eprintln!("ringws-loadgen: {message}");
+        std::process::exit(2);
+    }
+    net::raise_open_file_limit();
+    let target = cli::parse_url(&options.url).expect("validated url");
+    let per_proc = options.total_connections().div_ceil(options.procs as u64);
+    let limit = net::open_file_limit();
+    if per_proc + 64 > limit && options.child.is_none() {
+        eprintln!(
+            "ringws-loadgen: {per_proc} connections per process exceed the open-file limit ({limit}); \
+             use --procs {}",
+            options.total_connections().div_ceil(limit.saturating_sub(64).max(1))
+        );
+        std::process::exit(2);
+    }
+    let workers_total = options.threads() * options.procs.max(options.child_of);
+    let plan = Arc::new(plan::Plan::new(&options, target, workers_total));
+
+    if let Some(index) = options.child {
+        if let Err(message) = run::run_child(&options, plan, index) {
+            eprintln!("ringws-loadgen child {index}: {message}");
+            std::process::exit(1);
+        }
+        return;
+    }
+
+    let report = match run::run_leader(&options, plan) {
+        Ok(report) => report,
+        Err(message) => {
+            eprintln!("ringws-loadgen: {message}");
+            std::process::exit(1);
+        }
+    };
+    let json_to_stdout = options.json.as_deref() == Some("-");
+    {
+        let mut table: Box<dyn Write> = if json_to_stdout {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let _ = report.print_table(&mut *table);
+        let _ = table.flush();
+    }
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&report).expect("report json");
+        let result = if json_to_stdout {
+            writeln!(std::io::stdout(), "{text}")
+        } else {
+            std::fs::write(path, text + "\n")
+        };
+        if let Err(err) = result {
+            eprintln!("ringws-loadgen: writing {path}: {err}");
+            std::process::exit(1);
+        }
+    }
+    // Exit status: 0 when nothing went wrong, 1 when any error was counted.
+    std::process::exit(if report.errors_total == 0 { 0 } else { 1 });
 }

@@ -1,0 +1,249 @@
+//! Command-line options of `ringws-loadgen` (clap). Parsing and checking only: what each option means at
+//! run time is decided in `plan.rs` and `worker.rs`.
+
+use clap::{Parser, ValueEnum};
+use std::net::{Ipv4Addr, SocketAddr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// C connections send messages and check every echo (closed loop with --depth, open loop with --rate).
+    Echo,
+    /// C subscribers and P publishers; publishers stamp time and sequence, subscribers count deliveries.
+    Broadcast,
+    /// Ramp to C idle connections, hold them, optionally ping them and check one broadcast reaches all.
+    Connect,
+    /// Connect, exchange --messages echoes, close; --rate cycles per second over C concurrent slots.
+    Churn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Text,
+    Binary,
+}
+
+/// Load generator for RFC 6455 WebSocket servers: echo (closed/open loop), broadcast fanout, connection
+/// ramps and churn, with exact counting and HdrHistogram latencies.
+#[derive(Parser, Debug, Clone, serde::Serialize)]
+#[command(name = "ringws-loadgen", version)]
+pub struct Options {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Server URL: ws://IPv4:PORT/PATH (only literal IPv4 hosts; loopback for load tests).
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    pub url: String,
+
+    /// Connections (echo, connect), subscribers (broadcast) or concurrent slots (churn).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u64,
+
+    /// Seconds of measured load (echo, broadcast, churn). With --messages, an upper bound.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Worker threads per process (default: number of CPUs this process may run on).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+
+    /// Child processes sharing the connections (each has its own open-file limit); one report.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+
+    /// Spread connections over N source addresses 127.0.0.2 .. 127.0.0.(N+1) (0: kernel's choice).
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: u8,
+
+    /// Reconnect dropped connections, with exponential backoff and jitter (counted in the report).
+    #[arg(long)]
+    pub reconnect: bool,
+
+    /// Connection attempts per second over the whole run (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+
+    /// Most connection attempts in progress at once, per worker thread.
+    #[arg(long, default_value_t = 256)]
+    pub max_pending_connects: usize,
+
+    /// Seconds a connect + handshake may take before it counts as a timeout.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for every connection to open before the measured phase starts anyway.
+    #[arg(long, default_value_t = 60.0)]
+    pub ramp_timeout: f64,
+
+    /// Seconds to wait, after sending stops, for messages still in flight (then they count as lost).
+    #[arg(long, default_value_t = 2.0)]
+    pub drain_timeout: f64,
+
+    /// Message payload size in bytes (broadcast: at least 41).
+    #[arg(short = 's', long, default_value_t = 20)]
+    pub size: usize,
+
+    /// Message type.
+    #[arg(long, value_enum, default_value_t = Kind::Binary)]
+    pub kind: Kind,
+
+    /// Echo closed loop: messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+
+    /// Messages per second over the whole run: echo open loop (latency from the intended send time),
+    /// broadcast publish rate (all publishers together), churn cycles per second.
+    #[arg(short = 'r', long)]
+    pub rate: Option<f64>,
+
+    /// Echo: messages per connection, then stop (exact counts). Churn: echoes per cycle (default 1).
+    #[arg(short = 'm', long)]
+    pub messages: Option<u64>,
+
+    /// Broadcast: publisher connections (in addition to the subscribers).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u64,
+
+    /// Connect: seconds to hold the connections open after the ramp.
+    #[arg(long, default_value_t = 5.0)]
+    pub hold: f64,
+
+    /// Connect: seconds between pings on each connection while holding (0: no pings).
+    #[arg(long, default_value_t = 0.0)]
+    pub ping_interval: f64,
+
+    /// Connect: after holding, one connection sends a message and every connection must receive it
+    /// (needs a server in broadcast mode).
+    #[arg(long)]
+    pub verify_broadcast: bool,
+
+    /// Write the final report as JSON to this file ("-" for stdout, then the table goes to stderr).
+    #[arg(long)]
+    pub json: Option<String>,
+
+    /// Write an HdrHistogram interval log (one interval per second) to this file.
+    #[arg(long)]
+    pub hist_log: Option<String>,
+
+    /// No live line on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Internal: this process is child K of --child-of N (started by --procs).
+    #[arg(long, hide = true)]
+    pub child: Option<usize>,
+
+    /// Internal: number of child processes of the run.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub child_of: usize,
+}
+
+/// The parsed target of `--url`.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Host header value (`IP:PORT`).
+    pub host: String,
+    pub path: String,
+}
+
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?),
+        None => (authority, 80),
+    };
+    let ip: Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("{url}: host must be a literal IPv4 address"))?;
+    Ok(Target {
+        addr: SocketAddr::from((ip, port)),
+        host: format!("{ip}:{port}"),
+        path: path.to_string(),
+    })
+}
+
+impl Options {
+    /// Checks combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        parse_url(&self.url)?;
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.procs == 0 {
+            return Err("--procs must be at least 1".into());
+        }
+        if self.depth == 0 {
+            return Err("--depth must be at least 1".into());
+        }
+        if self.threads == Some(0) {
+            return Err("--threads must be at least 1".into());
+        }
+        if let Some(rate) = self.rate {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err("--rate must be a positive number".into());
+            }
+        }
+        if self.duration.is_nan() || self.duration <= 0.0 {
+            return Err("--duration must be positive".into());
+        }
+        match self.scenario {
+            Scenario::Broadcast => {
+                if self.size < crate::payload::BROADCAST_HEADER {
+                    return Err(format!(
+                        "broadcast needs --size >= {}",
+                        crate::payload::BROADCAST_HEADER
+                    ));
+                }
+                if self.publishers == 0 {
+                    return Err("--publishers must be at least 1".into());
+                }
+            }
+            Scenario::Churn if self.rate.is_none() => {
+                return Err("churn needs --rate (cycles per second)".into())
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// Total connections of the run: subscribers plus publishers for broadcast.
+    pub fn total_connections(&self) -> u64 {
+        match self.scenario {
+            Scenario::Broadcast => self.connections + self.publishers,
+            _ => self.connections,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let t = parse_url("ws://127.0.0.1:9001/chat?topic=a").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(t.path, "/chat?topic=a");
+        assert_eq!(t.host, "127.0.0.1:9001");
+        assert_eq!(parse_url("ws://127.0.0.1:80").unwrap().path, "/");
+        assert!(parse_url("http://127.0.0.1/").is_err());
+        assert!(parse_url("ws://localhost:9001/").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! Message payloads the load generator sends and the checks it runs on what comes back.
+//!
+//! Echo payloads: the sequence number (16 hex digits) then the connection id (8 hex digits), each written
+//! least significant digit first, then a fixed filler (`a..z` repeating), cut to the message size. Below 24
+//! bytes the header is cut too, keeping the low digits of the sequence number, which change every message. Every byte of an
+//! echo is compared; a payload from another connection or an older message is a mismatch.
+//!
+//! Broadcast payloads: `P`, 8 hex digits of the publisher id, 16 of its sequence number, 16 of the send
+//! time (`CLOCK_MONOTONIC` ns), then the filler. All ASCII, so text and binary messages carry the same bytes.
+//! Nothing here allocates per message: callers keep one scratch buffer per thread.
+
+pub const ECHO_HEADER: usize = 24;
+pub const BROADCAST_HEADER: usize = 41;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(out: &mut [u8], value: u64) {
+    let digits = out.len();
+    for (i, byte) in out.iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *byte = HEX[((value >> shift) & 0xf) as usize];
+    }
+}
+
+/// Like `put_hex`, least significant digit first.
+fn put_hex_reversed(out: &mut [u8], value: u64) {
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((value >> (4 * i)) & 0xf) as usize];
+    }
+}
+
+fn echo_header(conn: u32, seq: u64) -> [u8; ECHO_HEADER] {
+    let mut header = [0u8; ECHO_HEADER];
+    put_hex_reversed(&mut header[..16], seq);
+    put_hex_reversed(&mut header[16..], conn as u64);
+    header
+}
+
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for &d in digits {
+        let nibble = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        value = (value << 4) | nibble as u64;
+    }
+    Some(value)
+}
+
+fn filler(i: usize) -> u8 {
+    b'a' + (i % 26) as u8
+}
+
+/// A reusable buffer holding the payload being sent (the filler is written once).
+pub struct Scratch {
+    buf: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new(size: usize) -> Scratch {
+        Scratch {
+            buf: (0..size).map(filler).collect(),
+        }
+    }
+
+    /// The echo payload for `(conn, seq)`.
+    pub fn echo(&mut self, conn: u32, seq: u64) -> &[u8] {
+        let header = echo_header(conn, seq);
+        let n = self.buf.len().min(ECHO_HEADER);
+        self.buf[..n].copy_from_slice(&header[..n]);
+        &self.buf
+    }
+
+    /// The broadcast payload for `(publisher, seq)` stamped with `sent_ns`.
+    pub fn broadcast(&mut self, publisher: u32, seq: u64, sent_ns: u64) -> &[u8] {
+        self.buf[0] = b'P';
+        put_hex(&mut self.buf[1..9], publisher as u64);
+        put_hex(&mut self.buf[9..25], seq);
+        put_hex(&mut self.buf[25..41], sent_ns);
+        &self.buf
+    }
+}
+
+/// Whether `payload` is exactly the echo payload of `(conn, seq)` at `size` bytes.
+pub fn echo_matches(payload: &[u8], conn: u32, seq: u64, size: usize) -> bool {
+    if payload.len() != size {
+        return false;
+    }
+    let header = echo_header(conn, seq);
+    let n = size.min(ECHO_HEADER);
+    payload[..n] == header[..n] && filler_matches(&payload[n..], n)
+}
+
+fn filler_matches(bytes: &[u8], start: usize) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == filler(start + i))
+}
+
+/// A decoded broadcast payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub publisher: u32,
+    pub seq: u64,
+    pub sent_ns: u64,
+}
+
+/// Decodes and checks a broadcast payload of `size` bytes; `None` if any byte is wrong.
+pub fn parse_broadcast(payload: &[u8], size: usize) -> Option<Stamp> {
+    if payload.len() != size || size < BROADCAST_HEADER || payload[0] != b'P' {
+        return None;
+    }
+    let stamp = Stamp {
+        publisher: parse_hex(&payload[1..9])? as u32,
+        seq: parse_hex(&payload[9..25])?,
+        sent_ns: parse_hex(&payload[25..41])?,
+    };
+    filler_matches(&payload[BROADCAST_HEADER..], BROADCAST_HEADER).then_some(stamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_round_trip_and_every_byte_checked() {
+        for size in [0usize, 1, 8, 20, 24, 25, 1024] {
+            let mut scratch = Scratch::new(size);
+            let mut payload = scratch.echo(7, 123_456).to_vec();
+            assert!(echo_matches(&payload, 7, 123_456, size));
+            assert_eq!(echo_matches(&payload, 7, 123_457, size), size == 0);
+            assert_eq!(echo_matches(&payload, 8, 123_456, size), size <= 16);
+            for i in 0..size {
+                payload[i] ^= 1;
+                assert!(
+                    !echo_matches(&payload, 7, 123_456, size),
+                    "size {size} byte {i}"
+                );
+                payload[i] ^= 1;
+            }
+            assert!(
+                !echo_matches(&payload[..size.saturating_sub(1)], 7, 123_456, size) || size == 0
+            );
+        }
+    }
+
+    #[test]
+    fn broadcast_round_trip() {
+        let mut scratch = Scratch::new(64);
+        let mut payload = scratch.broadcast(3, 99, 1_234_567_890).to_vec();
+        assert_eq!(
+            parse_broadcast(&payload, 64),
+            Some(Stamp {
+                publisher: 3,
+                seq: 99,
+                sent_ns: 1_234_567_890
+            })
+        );
+        payload[50] = b'!';
+        assert_eq!(parse_broadcast(&payload, 64), None);
+        assert_eq!(parse_broadcast(&payload[..63], 64), None);
+    }
+}

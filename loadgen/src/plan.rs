@@ -1,0 +1,178 @@
+//! The run plan (what every worker must do, fixed before the run starts) and the few values the
+//! coordinator and the workers share while it runs: the phase, the start time of the measured phase, and
+//! each worker's published counters and latency histogram.
+//!
+//! Workers read the phase once per loop iteration; nothing here is touched per message.
+
+use crate::cli::{Kind, Options, Scenario, Target};
+use crate::stats::{self, SharedCounters};
+use crate::wire::{MessageKind, OpCode};
+use hdrhistogram::Histogram;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// Phases of a run, in order. Workers never go back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Open every connection (at `--connect-rate`).
+    Ramp = 0,
+    /// Measured load (echo, broadcast, churn) or holding idle connections (connect).
+    Run = 1,
+    /// Connect scenario: one connection sends a message every connection must receive.
+    Verify = 2,
+    /// Stop sending; wait for what is in flight, up to the drain timeout; then close and exit.
+    Drain = 3,
+}
+
+impl Phase {
+    pub fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Ramp,
+            1 => Phase::Run,
+            2 => Phase::Verify,
+            _ => Phase::Drain,
+        }
+    }
+}
+
+/// Everything a worker needs to know, computed once from the options.
+#[derive(Debug)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub target: Target,
+    pub size: usize,
+    pub opcode: OpCode,
+    pub kind: MessageKind,
+    pub depth: usize,
+    /// Echo open loop: nanoseconds between two sends on one connection.
+    pub echo_interval_ns: Option<u64>,
+    /// Echo: messages per connection (closed loop stops after them). Churn: echoes per cycle.
+    pub messages: Option<u64>,
+    /// Broadcast: subscribers are connection ids `0..subscribers`, publishers the next `publishers` ids.
+    pub subscribers: u64,
+    pub publishers: u64,
+    /// Broadcast: nanoseconds between two publishes of one publisher.
+    pub publish_interval_ns: u64,
+    /// Churn: nanoseconds between two cycle starts of one slot.
+    pub churn_interval_ns: u64,
+    /// Nanoseconds between two connection attempts of one worker during the ramp (0: no pacing).
+    pub connect_interval_ns: u64,
+    pub max_pending_connects: usize,
+    pub connect_timeout_ns: u64,
+    pub drain_timeout_ns: u64,
+    pub ping_interval_ns: u64,
+    /// Connect: one connection sends `VERIFY_PAYLOAD` in the verify phase.
+    pub verify_broadcast: bool,
+    pub reconnect: bool,
+    pub source_ips: Vec<Ipv4Addr>,
+}
+
+fn secs_to_ns(secs: f64) -> u64 {
+    (secs * 1e9).max(0.0) as u64
+}
+
+impl Plan {
+    /// `workers_total`: worker threads over all processes (connect pacing is split between them).
+    pub fn new(options: &Options, target: Target, workers_total: usize) -> Plan {
+        let (opcode, kind) = match options.kind {
+            Kind::Text => (OpCode::Text, MessageKind::Text),
+            Kind::Binary => (OpCode::Binary, MessageKind::Binary),
+        };
+        let per_second_to_interval = |rate: f64, share: f64| secs_to_ns(share / rate).max(1);
+        let echo_interval_ns = match (options.scenario, options.rate) {
+            (Scenario::Echo, Some(rate)) => {
+                Some(per_second_to_interval(rate, options.connections as f64))
+            }
+            _ => None,
+        };
+        let rate = options.rate.unwrap_or(1000.0);
+        Plan {
+            scenario: options.scenario,
+            target,
+            size: options.size,
+            opcode,
+            kind,
+            depth: options.depth,
+            echo_interval_ns,
+            messages: match options.scenario {
+                Scenario::Churn => Some(options.messages.unwrap_or(1)),
+                _ => options.messages,
+            },
+            subscribers: options.connections,
+            publishers: options.publishers,
+            publish_interval_ns: per_second_to_interval(rate, options.publishers as f64),
+            churn_interval_ns: per_second_to_interval(rate, options.connections as f64),
+            connect_interval_ns: if options.connect_rate > 0.0 {
+                per_second_to_interval(options.connect_rate, workers_total as f64)
+            } else {
+                0
+            },
+            max_pending_connects: options.max_pending_connects.max(1),
+            connect_timeout_ns: secs_to_ns(options.connect_timeout),
+            drain_timeout_ns: secs_to_ns(options.drain_timeout),
+            ping_interval_ns: secs_to_ns(options.ping_interval),
+            verify_broadcast: options.scenario == Scenario::Connect && options.verify_broadcast,
+            reconnect: options.reconnect,
+            source_ips: (0..options.source_ips)
+                .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
+                .collect(),
+        }
+    }
+}
+
+/// What one worker shares with its coordinator.
+pub struct WorkerShared {
+    pub counters: SharedCounters,
+    /// Every connection of the worker opened (or failed for good).
+    pub ramped: AtomicBool,
+    /// Echo with --messages: every connection sent and got back all its messages.
+    pub finished: AtomicBool,
+    /// The worker closed everything and stopped.
+    pub done: AtomicBool,
+    /// Latencies recorded since the coordinator last took them (handed over about once a second).
+    pub histogram: Mutex<Histogram<u64>>,
+}
+
+impl Default for WorkerShared {
+    fn default() -> WorkerShared {
+        WorkerShared {
+            counters: SharedCounters::default(),
+            ramped: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            histogram: Mutex::new(stats::new_histogram()),
+        }
+    }
+}
+
+/// What all workers of one process share.
+pub struct Shared {
+    phase: AtomicU8,
+    /// `CLOCK_MONOTONIC` ns at which the measured phase started (0 before).
+    pub run_start_ns: AtomicU64,
+    pub workers: Vec<WorkerShared>,
+}
+
+impl Shared {
+    pub fn new(workers: usize) -> Shared {
+        Shared {
+            phase: AtomicU8::new(Phase::Ramp as u8),
+            run_start_ns: AtomicU64::new(0),
+            workers: (0..workers).map(|_| WorkerShared::default()).collect(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    /// Moves to `phase` (never backwards).
+    pub fn advance(&self, phase: Phase, now_ns: u64) {
+        if phase >= Phase::Run && self.run_start_ns.load(Ordering::Acquire) == 0 {
+            self.run_start_ns.store(now_ns, Ordering::Release);
+        }
+        self.phase.fetch_max(phase as u8, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,1202 @@
+//! One worker thread: an epoll loop driving its share of the connections through connect, handshake,
+//! the scenario's traffic, and close.
+//!
+//! Hot path (readable socket -> `MessageReader::feed` -> check -> queue next frame -> one `send` per
+//! connection per loop iteration): no allocation in steady state (each connection's output buffer and
+//! in-flight queue keep their capacity; one receive buffer per thread), no lock, no log line. Counters are
+//! plain integers published to the coordinator every few milliseconds; the latency histogram is handed over
+//! once a second. A message is counted as received only after every byte of it was checked.
+
+use crate::cli::Scenario;
+use crate::clock::now_ns;
+use crate::net::{self, Epoll, HANGUP, READABLE, WRITABLE};
+use crate::payload::{self, Scratch};
+use crate::plan::{Phase, Plan, Shared};
+use crate::stats::{self, Counter, Counters};
+use crate::wire::{
+    self, ClientHandshake, Event, HandshakeFailure, MessageReader, OpCode, ReaderLimits, Rng, Role,
+};
+use hdrhistogram::Histogram;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The payload of the connect scenario's verification message.
+pub const VERIFY_PAYLOAD: &[u8] = b"ringws-loadgen verify";
+
+const RECEIVE_BUFFER: usize = 256 * 1024;
+const COUNTER_PUBLISH_NS: u64 = 5_000_000;
+const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
+/// Longest epoll wait, so that phase changes are seen within this time.
+const MAX_WAIT_NS: u64 = 10_000_000;
+/// Broadcast drain: subscribers are done once nothing arrived for this long.
+const QUIET_NS: u64 = 300_000_000;
+const BACKOFF_BASE_NS: u64 = 100_000_000;
+const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not connected; waiting in the connect queue or for a timer (backoff, next churn cycle).
+    Waiting,
+    Connecting,
+    Handshaking,
+    Open,
+    /// We sent a close frame and wait for the server's.
+    Closing,
+    /// Finished for this run.
+    Dead,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Echo,
+    Subscriber,
+    Publisher,
+    Idle,
+    Churn,
+}
+
+/// Delivery bookkeeping of one subscriber for one publisher: the next sequence number expected and the
+/// ranges skipped so far (a later arrival inside a range is out of order, elsewhere a duplicate).
+#[derive(Default)]
+struct Track {
+    next: u64,
+    gaps: Vec<(u64, u64)>,
+}
+
+impl Track {
+    /// Returns whether `seq` is a first delivery, and counts duplicates and reordering.
+    fn deliver(&mut self, seq: u64, counters: &mut Counters) -> bool {
+        if seq == self.next {
+            self.next += 1;
+            true
+        } else if seq > self.next {
+            self.gaps.push((self.next, seq));
+            self.next = seq + 1;
+            true
+        } else if let Some(i) = self.gaps.iter().position(|&(lo, hi)| lo <= seq && seq < hi) {
+            let (lo, hi) = self.gaps[i];
+            self.gaps.swap_remove(i);
+            if lo < seq {
+                self.gaps.push((lo, seq));
+            }
+            if seq + 1 < hi {
+                self.gaps.push((seq + 1, hi));
+            }
+            counters.inc(Counter::OutOfOrder);
+            true
+        } else {
+            counters.inc(Counter::Duplicates);
+            false
+        }
+    }
+}
+
+/// Per-connection traffic state.
+#[derive(Default)]
+struct Traffic {
+    /// Echo: send time (intended send time in open loop) of each message not yet echoed, oldest first.
+    in_flight: VecDeque<u64>,
+    next_send_seq: u64,
+    next_recv_seq: u64,
+    /// Open loop / publisher: when the next message is due.
+    next_due_ns: u64,
+    /// Subscriber: one track per publisher.
+    tracks: Vec<Track>,
+    verified: bool,
+    cycle_start_ns: u64,
+}
+
+struct Conn {
+    gid: u32,
+    fd: RawFd,
+    state: State,
+    behaviour: Behaviour,
+    want_write: bool,
+    dirty: bool,
+    /// Counted in the ramp until it first opens or fails for good.
+    in_ramp: bool,
+    timer_due: u64,
+    attempts: u32,
+    reader: MessageReader,
+    handshake: Option<Box<ClientHandshake>>,
+    out: Vec<u8>,
+    out_pos: usize,
+    traffic: Traffic,
+}
+
+/// What the message handler asks the loop to do once `feed` returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Nothing,
+    /// The server sent a close frame.
+    PeerClosed,
+    /// Churn: all echoes of the cycle came back; send our close.
+    CloseCycle,
+}
+
+/// Context the message handler needs besides the connection (disjoint borrows of the worker).
+struct Ctx<'a> {
+    plan: &'a Plan,
+    counters: &'a mut Counters,
+    hist: &'a mut Histogram<u64>,
+    scratch: &'a mut Scratch,
+    rng: &'a mut Rng,
+    phase: Phase,
+    now: u64,
+    last_delivery_ns: &'a mut u64,
+}
+
+pub struct Worker {
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    index: usize,
+    epoll: Epoll,
+    conns: Vec<Conn>,
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    connect_queue: VecDeque<(u64, u32)>,
+    pending_connects: usize,
+    ramp_remaining: usize,
+    active_cycles: usize,
+    rbuf: Vec<u8>,
+    ready: Vec<(u64, u32)>,
+    dirty: Vec<u32>,
+    scratch: Scratch,
+    rng: Rng,
+    counters: Counters,
+    hist: Histogram<u64>,
+    limits: ReaderLimits,
+    phase: Phase,
+    drain_deadline_ns: u64,
+    last_delivery_ns: u64,
+}
+
+fn behaviour_of(plan: &Plan, gid: u64) -> Behaviour {
+    match plan.scenario {
+        Scenario::Echo => Behaviour::Echo,
+        Scenario::Broadcast if gid < plan.subscribers => Behaviour::Subscriber,
+        Scenario::Broadcast => Behaviour::Publisher,
+        Scenario::Connect => Behaviour::Idle,
+        Scenario::Churn => Behaviour::Churn,
+    }
+}
+
+fn connect_error_counter(err: &io::Error) -> Counter {
+    match err.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Counter::ConnectRefused,
+        Some(libc::ETIMEDOUT) => Counter::ConnectTimeout,
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => Counter::AddrNotAvailable,
+        Some(libc::EMFILE) | Some(libc::ENFILE) => Counter::FdLimit,
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) => Counter::Reset,
+        _ => Counter::ConnectOther,
+    }
+}
+
+fn io_error_counter(err: &io::Error) -> Counter {
+    match err.raw_os_error() {
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) => Counter::Reset,
+        _ => Counter::IoError,
+    }
+}
+
+impl Worker {
+    /// A worker owning the connections with global ids `gids`.
+    pub fn new(
+        plan: Arc<Plan>,
+        shared: Arc<Shared>,
+        index: usize,
+        gids: Vec<u64>,
+        seed: u64,
+    ) -> io::Result<Worker> {
+        let ramp = !matches!(plan.scenario, Scenario::Churn);
+        let conns: Vec<Conn> = gids
+            .iter()
+            .map(|&gid| Conn {
+                gid: gid as u32,
+                fd: -1,
+                state: State::Waiting,
+                behaviour: behaviour_of(&plan, gid),
+                want_write: false,
+                dirty: false,
+                in_ramp: ramp,
+                timer_due: 0,
+                attempts: 0,
+                reader: MessageReader::new(Role::Client),
+                handshake: None,
+                out: Vec::new(),
+                out_pos: 0,
+                traffic: Traffic::default(),
+            })
+            .collect();
+        let ramp_remaining = if ramp { conns.len() } else { 0 };
+        Ok(Worker {
+            epoll: Epoll::new(1024)?,
+            timers: BinaryHeap::new(),
+            connect_queue: VecDeque::with_capacity(conns.len()),
+            pending_connects: 0,
+            ramp_remaining,
+            active_cycles: 0,
+            rbuf: vec![0; RECEIVE_BUFFER],
+            ready: Vec::with_capacity(1024),
+            dirty: Vec::with_capacity(conns.len()),
+            scratch: Scratch::new(plan.size),
+            rng: Rng::new(seed),
+            counters: Counters::default(),
+            hist: stats::new_histogram(),
+            limits: ReaderLimits {
+                max_frame_size: 1 << 30,
+                max_message_size: 1 << 30,
+            },
+            phase: Phase::Ramp,
+            drain_deadline_ns: u64::MAX,
+            last_delivery_ns: 0,
+            conns,
+            plan,
+            shared,
+            index,
+        })
+    }
+
+    /// Runs until the coordinator's drain phase is over, then closes everything.
+    pub fn run(mut self) {
+        let start = now_ns();
+        if self.plan.scenario != Scenario::Churn {
+            for i in 0..self.conns.len() {
+                let due = start + i as u64 * self.plan.connect_interval_ns;
+                self.connect_queue.push_back((due, i as u32));
+            }
+        }
+        self.publish_ramp();
+        let mut last_publish = start;
+        let mut last_handover = start;
+        loop {
+            let now = now_ns();
+            let phase = self.shared.phase();
+            if phase != self.phase {
+                self.enter_phase(phase, now);
+            }
+            self.fire_timers(now);
+            self.start_connects(now);
+            self.flush_dirty(now);
+            if self.phase == Phase::Drain && self.drained(now) {
+                break;
+            }
+            if now - last_publish >= COUNTER_PUBLISH_NS {
+                self.publish(now);
+                last_publish = now;
+            }
+            if now - last_handover >= HISTOGRAM_HANDOVER_NS {
+                self.hand_over_histogram();
+                last_handover = now;
+            }
+            let wait = self.next_wake(now).saturating_sub(now).min(MAX_WAIT_NS);
+            self.ready.clear();
+            match self.epoll.wait(Duration::from_nanos(wait)) {
+                Ok(events) => self.ready.extend(events),
+                Err(err) => {
+                    eprintln!("ringws-loadgen: worker {}: epoll_wait: {err}", self.index);
+                    break;
+                }
+            }
+            let now = now_ns();
+            for k in 0..self.ready.len() {
+                let (token, events) = self.ready[k];
+                self.on_event(token as usize, events, now);
+            }
+        }
+        self.finish();
+    }
+
+    fn next_wake(&self, now: u64) -> u64 {
+        let mut wake = now + MAX_WAIT_NS;
+        if let Some(Reverse((due, _))) = self.timers.peek() {
+            wake = wake.min(*due);
+        }
+        if self.pending_connects < self.plan.max_pending_connects {
+            if let Some(&(due, _)) = self.connect_queue.front() {
+                wake = wake.min(due);
+            }
+        }
+        wake
+    }
+
+    fn publish(&mut self, now: u64) {
+        let _ = now;
+        self.shared.workers[self.index]
+            .counters
+            .publish(&self.counters);
+        let finished = self.plan.scenario == Scenario::Echo
+            && self.plan.messages.is_some()
+            && self.phase >= Phase::Run
+            && self.conns.iter().all(|c| self.conn_finished(c));
+        if finished {
+            self.shared.workers[self.index]
+                .finished
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn conn_finished(&self, conn: &Conn) -> bool {
+        match conn.state {
+            State::Dead => true,
+            State::Open => {
+                conn.traffic.in_flight.is_empty()
+                    && conn.traffic.next_send_seq >= self.plan.messages.unwrap_or(u64::MAX)
+            }
+            _ => false,
+        }
+    }
+
+    fn publish_ramp(&self) {
+        if self.ramp_remaining == 0 {
+            // Counters first, so that the coordinator's snapshot at the end of the ramp is exact.
+            self.shared.workers[self.index]
+                .counters
+                .publish(&self.counters);
+            self.shared.workers[self.index]
+                .ramped
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn hand_over_histogram(&mut self) {
+        if self.hist.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.shared.workers[self.index].histogram.lock() {
+            let _ = shared.add(&self.hist);
+        }
+        self.hist.reset();
+    }
+
+    // ----- phases -------------------------------------------------------------------------------------
+
+    fn enter_phase(&mut self, phase: Phase, now: u64) {
+        let previous = self.phase;
+        self.phase = phase;
+        if previous < Phase::Run && phase >= Phase::Run {
+            let run_start = self
+                .shared
+                .run_start_ns
+                .load(std::sync::atomic::Ordering::Acquire)
+                .max(1);
+            if self.plan.scenario == Scenario::Churn {
+                let slots = self.conns.len().max(1) as u64;
+                for i in 0..self.conns.len() {
+                    // Spread the slots' first cycles over one cycle interval.
+                    let due = run_start + self.plan.churn_interval_ns * i as u64 / slots;
+                    self.set_timer(i, due);
+                }
+            }
+            for i in 0..self.conns.len() {
+                if self.conns[i].state == State::Open {
+                    self.start_traffic(i, now);
+                }
+            }
+        }
+        if previous < Phase::Verify && phase >= Phase::Verify && self.plan.verify_broadcast {
+            if let Some(i) = self
+                .conns
+                .iter()
+                .position(|c| c.gid == 0 && c.state == State::Open)
+            {
+                let mask = self.rng.mask_key();
+                wire::encode_frame(
+                    &mut self.conns[i].out,
+                    self.plan.opcode,
+                    VERIFY_PAYLOAD,
+                    mask,
+                );
+                self.counters.inc(Counter::Sent);
+                self.mark_dirty(i);
+            }
+        }
+        if phase == Phase::Drain && previous != Phase::Drain {
+            self.drain_deadline_ns = now + self.plan.drain_timeout_ns;
+            self.last_delivery_ns = now;
+        }
+    }
+
+    /// Whether the drain phase is over for this worker.
+    fn drained(&self, now: u64) -> bool {
+        if now >= self.drain_deadline_ns {
+            return true;
+        }
+        match self.plan.scenario {
+            Scenario::Echo => self
+                .conns
+                .iter()
+                .all(|c| c.traffic.in_flight.is_empty() || c.state != State::Open),
+            Scenario::Broadcast => now - self.last_delivery_ns >= QUIET_NS,
+            Scenario::Churn => self.active_cycles == 0,
+            Scenario::Connect => {
+                now - self.last_delivery_ns >= QUIET_NS.min(self.plan.drain_timeout_ns)
+            }
+        }
+    }
+
+    /// Closes every connection, counts what never came back, and hands over the last figures.
+    fn finish(&mut self) {
+        for i in 0..self.conns.len() {
+            let lost = self.conns[i].traffic.in_flight.len() as u64;
+            self.counters.add(Counter::Lost, lost);
+            self.conns[i].traffic.in_flight.clear();
+            let conn = &mut self.conns[i];
+            if conn.fd >= 0 {
+                if conn.state == State::Open {
+                    // A polite close, best effort: nothing is waited for.
+                    conn.out.clear();
+                    conn.out_pos = 0;
+                    wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
+                    let _ = net::write(conn.fd, &conn.out);
+                    self.counters.dec(Counter::Open);
+                } else if matches!(conn.state, State::Connecting | State::Handshaking) {
+                    self.pending_connects -= 1;
+                } else if conn.state == State::Closing {
+                    self.counters.dec(Counter::Open);
+                }
+                net::close(conn.fd);
+                conn.fd = -1;
+            }
+            conn.state = State::Dead;
+        }
+        self.hand_over_histogram();
+        let me = &self.shared.workers[self.index];
+        me.counters.publish(&self.counters);
+        me.done.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    // ----- timers and connects ------------------------------------------------------------------------
+
+    fn set_timer(&mut self, i: usize, due: u64) {
+        let due = due.max(1);
+        self.conns[i].timer_due = due;
+        self.timers.push(Reverse((due, i as u32)));
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(&Reverse((due, i))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let i = i as usize;
+            if self.conns[i].timer_due != due {
+                continue; // replaced by a later timer
+            }
+            self.conns[i].timer_due = 0;
+            self.on_timer(i, now);
+        }
+    }
+
+    fn on_timer(&mut self, i: usize, now: u64) {
+        match self.conns[i].state {
+            State::Waiting => {
+                if self.phase == Phase::Drain {
+                    return;
+                }
+                if self.conns[i].behaviour == Behaviour::Churn && self.phase != Phase::Run {
+                    return;
+                }
+                self.connect_queue.push_back((now, i as u32));
+            }
+            State::Connecting | State::Handshaking => {
+                self.connect_failed(i, Counter::ConnectTimeout, now)
+            }
+            State::Closing => self.close_connection(i, now, true),
+            State::Open => self.traffic_timer(i, now),
+            State::Dead => {}
+        }
+    }
+
+    fn start_connects(&mut self, now: u64) {
+        while self.pending_connects < self.plan.max_pending_connects {
+            let Some(&(due, i)) = self.connect_queue.front() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.connect_queue.pop_front();
+            if self.phase == Phase::Drain {
+                continue;
+            }
+            self.start_connect(i as usize, now);
+        }
+    }
+
+    fn start_connect(&mut self, i: usize, now: u64) {
+        let source = match self.plan.source_ips.len() {
+            0 => None,
+            n => Some(self.plan.source_ips[self.conns[i].gid as usize % n]),
+        };
+        self.counters.inc(Counter::ConnectAttempts);
+        if self.conns[i].behaviour == Behaviour::Churn {
+            self.conns[i].traffic.cycle_start_ns = now;
+            self.active_cycles += 1;
+        }
+        match net::start_connect(self.plan.target.addr, source) {
+            Ok(fd) => {
+                if let Err(err) = self.epoll.add(fd, i as u64, READABLE | WRITABLE | HANGUP) {
+                    net::close(fd);
+                    self.pending_connects += 1;
+                    self.conns[i].state = State::Connecting;
+                    self.connect_failed(i, connect_error_counter(&err), now);
+                    return;
+                }
+                let conn = &mut self.conns[i];
+                conn.fd = fd;
+                conn.state = State::Connecting;
+                conn.want_write = true;
+                self.pending_connects += 1;
+                self.set_timer(i, now + self.plan.connect_timeout_ns);
+            }
+            Err(err) => {
+                self.pending_connects += 1;
+                self.conns[i].state = State::Connecting;
+                self.connect_failed(i, connect_error_counter(&err), now);
+            }
+        }
+    }
+
+    /// A connect or handshake failed: count it, then retry (backoff) or give up.
+    fn connect_failed(&mut self, i: usize, reason: Counter, now: u64) {
+        self.counters.inc(reason);
+        self.pending_connects -= 1;
+        let conn = &mut self.conns[i];
+        if conn.fd >= 0 {
+            net::close(conn.fd);
+            conn.fd = -1;
+        }
+        conn.handshake = None;
+        conn.out.clear();
+        conn.out_pos = 0;
+        conn.want_write = false;
+        conn.state = State::Waiting;
+        conn.timer_due = 0;
+        if conn.behaviour == Behaviour::Churn {
+            self.active_cycles -= 1;
+            self.schedule_next_cycle(i, now);
+            return;
+        }
+        if self.plan.reconnect && self.phase != Phase::Drain {
+            self.schedule_reconnect(i, now);
+        } else {
+            self.conns[i].state = State::Dead;
+            self.leave_ramp(i);
+        }
+    }
+
+    fn schedule_reconnect(&mut self, i: usize, now: u64) {
+        let attempts = self.conns[i].attempts.min(6);
+        self.conns[i].attempts += 1;
+        let ceiling = (BACKOFF_BASE_NS << attempts).min(BACKOFF_MAX_NS);
+        // Jitter: anywhere in the upper half of the backoff window.
+        let delay = ceiling / 2 + self.rng.below(ceiling / 2 + 1);
+        self.counters.inc(Counter::Reconnects);
+        self.conns[i].state = State::Waiting;
+        self.set_timer(i, now + delay);
+    }
+
+    fn leave_ramp(&mut self, i: usize) {
+        if self.conns[i].in_ramp {
+            self.conns[i].in_ramp = false;
+            self.ramp_remaining -= 1;
+            self.publish_ramp();
+        }
+    }
+
+    // ----- socket events ------------------------------------------------------------------------------
+
+    fn on_event(&mut self, i: usize, events: u32, now: u64) {
+        if i >= self.conns.len() {
+            return;
+        }
+        match self.conns[i].state {
+            State::Connecting => match net::take_error(self.conns[i].fd) {
+                Ok(()) if events & (WRITABLE | READABLE) != 0 => self.on_connected(i, now),
+                Ok(()) => self.connect_failed(i, Counter::ConnectOther, now),
+                Err(err) => self.connect_failed(i, connect_error_counter(&err), now),
+            },
+            State::Handshaking | State::Open | State::Closing => {
+                if events & WRITABLE != 0 && self.conns[i].want_write {
+                    self.flush(i, now);
+                }
+                if events & (READABLE | HANGUP) != 0 {
+                    self.on_readable(i, now);
+                }
+            }
+            State::Waiting | State::Dead => {}
+        }
+    }
+
+    fn on_connected(&mut self, i: usize, now: u64) {
+        let conn = &mut self.conns[i];
+        conn.state = State::Handshaking;
+        conn.out.clear();
+        conn.out_pos = 0;
+        let handshake = wire::start_handshake(
+            &mut conn.out,
+            &self.plan.target.host,
+            &self.plan.target.path,
+            &mut self.rng,
+        );
+        conn.handshake = Some(Box::new(handshake));
+        self.flush(i, now);
+    }
+
+    fn on_readable(&mut self, i: usize, now: u64) {
+        loop {
+            let fd = self.conns[i].fd;
+            if fd < 0 {
+                return;
+            }
+            match net::read(fd, &mut self.rbuf) {
+                Ok(0) => {
+                    self.connection_lost(i, Counter::Eof, now);
+                    return;
+                }
+                Ok(n) => {
+                    self.counters.add(Counter::BytesReceived, n as u64);
+                    match self.conns[i].state {
+                        State::Handshaking => self.on_handshake_bytes(i, n, now),
+                        State::Open | State::Closing => self.on_frames(i, n, now),
+                        _ => return,
+                    }
+                    if n < self.rbuf.len() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    let reason = io_error_counter(&err);
+                    if self.conns[i].state == State::Handshaking {
+                        self.connect_failed(i, reason, now);
+                    } else {
+                        self.connection_lost(i, reason, now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_handshake_bytes(&mut self, i: usize, n: usize, now: u64) {
+        let Some(handshake) = self.conns[i].handshake.as_mut() else {
+            return;
+        };
+        handshake.response.extend_from_slice(&self.rbuf[..n]);
+        match handshake.check() {
+            Ok(None) => {}
+            Ok(Some(consumed)) => {
+                let mut handshake = self.conns[i]
+                    .handshake
+                    .take()
+                    .expect("handshake in progress");
+                self.pending_connects -= 1;
+                self.counters.inc(Counter::Connected);
+                self.counters.inc(Counter::Open);
+                let conn = &mut self.conns[i];
+                conn.state = State::Open;
+                conn.attempts = 0;
+                conn.timer_due = 0;
+                conn.reader = MessageReader::new(Role::Client);
+                conn.traffic.in_flight.clear();
+                conn.traffic.next_send_seq = 0;
+                conn.traffic.next_recv_seq = 0;
+                if !conn.want_write {
+                    let _ = self.epoll.modify(conn.fd, i as u64, READABLE | HANGUP);
+                }
+                self.leave_ramp(i);
+                if self.phase >= Phase::Run && self.phase != Phase::Drain {
+                    self.start_traffic(i, now);
+                }
+                let leftover = handshake.response.len() - consumed;
+                if leftover > 0 {
+                    self.rbuf[..leftover].copy_from_slice(&handshake.response[consumed..]);
+                    handshake.response.clear();
+                    self.on_frames(i, leftover, now);
+                }
+            }
+            Err(HandshakeFailure::Status(503)) => {
+                self.connect_failed(i, Counter::HandshakeRejected503, now)
+            }
+            Err(HandshakeFailure::Status(_)) => {
+                self.connect_failed(i, Counter::HandshakeRejectedOther, now)
+            }
+            Err(HandshakeFailure::Invalid) => {
+                self.connect_failed(i, Counter::HandshakeInvalid, now)
+            }
+        }
+    }
+
+    /// Feeds `self.rbuf[..n]` to the connection's reader and acts on what it decodes.
+    fn on_frames(&mut self, i: usize, n: usize, now: u64) {
+        let Worker {
+            plan,
+            conns,
+            rbuf,
+            counters,
+            hist,
+            scratch,
+            rng,
+            limits,
+            phase,
+            last_delivery_ns,
+            ..
+        } = self;
+        let conn = &mut conns[i];
+        let gid = conn.gid;
+        let behaviour = conn.behaviour;
+        let closing = conn.state == State::Closing;
+        let mut after = After::Nothing;
+        let mut ctx = Ctx {
+            plan,
+            counters,
+            hist,
+            scratch,
+            rng,
+            phase: *phase,
+            now,
+            last_delivery_ns,
+        };
+        let traffic = &mut conn.traffic;
+        let out = &mut conn.out;
+        let result = conn.reader.feed(&mut rbuf[..n], limits, |event| {
+            if after == After::PeerClosed {
+                return;
+            }
+            match event {
+                Event::Message { kind, payload } => {
+                    if let Some(next) =
+                        on_message(&mut ctx, behaviour, gid, traffic, out, kind, payload)
+                    {
+                        after = next;
+                    }
+                }
+                Event::Ping(payload) => {
+                    wire::encode_frame(out, OpCode::Pong, payload, ctx.rng.mask_key());
+                    ctx.counters.inc(Counter::PingsAnswered);
+                }
+                Event::Pong(_) => ctx.counters.inc(Counter::PongsReceived),
+                Event::Close { .. } => after = After::PeerClosed,
+            }
+        });
+        let wrote = !conn.out.is_empty();
+        if let Err(err) = result {
+            let code = err.close_code();
+            let conn = &mut self.conns[i];
+            wire::encode_close(&mut conn.out, code.0, self.rng.mask_key());
+            let _ = net::write(conn.fd, &conn.out[conn.out_pos..]);
+            self.connection_lost(i, Counter::ProtocolViolation, now);
+            return;
+        }
+        match after {
+            After::Nothing => {
+                if wrote {
+                    self.mark_dirty(i);
+                }
+            }
+            After::CloseCycle => {
+                let conn = &mut self.conns[i];
+                wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
+                conn.state = State::Closing;
+                self.mark_dirty(i);
+                self.set_timer(i, now + self.plan.connect_timeout_ns);
+            }
+            After::PeerClosed => {
+                if closing {
+                    self.close_connection(i, now, false);
+                } else {
+                    // Answer the close, then drop the connection (counted: the server ended it).
+                    let conn = &mut self.conns[i];
+                    wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
+                    let _ = net::write(conn.fd, &conn.out[conn.out_pos..]);
+                    self.connection_lost(i, Counter::ClosedByServer, now);
+                }
+            }
+        }
+    }
+
+    // ----- traffic ------------------------------------------------------------------------------------
+
+    /// A connection is open and the measured phase runs: start its scenario traffic.
+    fn start_traffic(&mut self, i: usize, now: u64) {
+        let run_start = self
+            .shared
+            .run_start_ns
+            .load(std::sync::atomic::Ordering::Acquire)
+            .max(now.min(1));
+        match self.conns[i].behaviour {
+            Behaviour::Echo | Behaviour::Churn => match self.plan.echo_interval_ns {
+                Some(interval) if self.conns[i].behaviour == Behaviour::Echo => {
+                    let offset = self.rng.below(interval);
+                    self.conns[i].traffic.next_due_ns = now.max(run_start) + offset;
+                    let due = self.conns[i].traffic.next_due_ns;
+                    self.set_timer(i, due);
+                }
+                _ => {
+                    let depth = if self.conns[i].behaviour == Behaviour::Churn {
+                        1
+                    } else {
+                        self.plan.depth
+                    };
+                    for _ in 0..depth {
+                        if !self.may_send_echo(i) {
+                            break;
+                        }
+                        self.send_echo(i, now);
+                    }
+                    self.mark_dirty(i);
+                }
+            },
+            Behaviour::Publisher => {
+                let interval = self.plan.publish_interval_ns;
+                let offset = self.rng.below(interval);
+                self.conns[i].traffic.next_due_ns = now.max(run_start) + offset;
+                let due = self.conns[i].traffic.next_due_ns;
+                self.set_timer(i, due);
+            }
+            Behaviour::Idle => {
+                if self.plan.ping_interval_ns > 0 {
+                    let offset = self.rng.below(self.plan.ping_interval_ns);
+                    self.set_timer(i, now + offset);
+                }
+            }
+            Behaviour::Subscriber => {}
+        }
+    }
+
+    fn may_send_echo(&self, i: usize) -> bool {
+        self.plan
+            .messages
+            .is_none_or(|limit| self.conns[i].traffic.next_send_seq < limit)
+    }
+
+    fn send_echo(&mut self, i: usize, sent_ns: u64) {
+        let conn = &mut self.conns[i];
+        let seq = conn.traffic.next_send_seq;
+        conn.traffic.next_send_seq += 1;
+        conn.traffic.in_flight.push_back(sent_ns);
+        let payload = self.scratch.echo(conn.gid, seq);
+        wire::encode_frame(
+            &mut conn.out,
+            self.plan.opcode,
+            payload,
+            self.rng.mask_key(),
+        );
+        self.counters.inc(Counter::Sent);
+    }
+
+    fn traffic_timer(&mut self, i: usize, now: u64) {
+        if self.phase != Phase::Run {
+            return;
+        }
+        match self.conns[i].behaviour {
+            Behaviour::Echo => {
+                let Some(interval) = self.plan.echo_interval_ns else {
+                    return;
+                };
+                while self.conns[i].traffic.next_due_ns <= now && self.may_send_echo(i) {
+                    let intended = self.conns[i].traffic.next_due_ns;
+                    self.send_echo(i, intended);
+                    self.conns[i].traffic.next_due_ns += interval;
+                }
+                self.mark_dirty(i);
+                if self.may_send_echo(i) {
+                    let due = self.conns[i].traffic.next_due_ns;
+                    self.set_timer(i, due);
+                }
+            }
+            Behaviour::Publisher => {
+                let interval = self.plan.publish_interval_ns;
+                let publisher = self.conns[i].gid;
+                while self.conns[i].traffic.next_due_ns <= now {
+                    let conn = &mut self.conns[i];
+                    let seq = conn.traffic.next_send_seq;
+                    conn.traffic.next_send_seq += 1;
+                    // The stamp is the intended send time: delivery latency includes any sending delay.
+                    let payload = self
+                        .scratch
+                        .broadcast(publisher, seq, conn.traffic.next_due_ns);
+                    wire::encode_frame(
+                        &mut conn.out,
+                        self.plan.opcode,
+                        payload,
+                        self.rng.mask_key(),
+                    );
+                    conn.traffic.next_due_ns += interval;
+                    self.counters.inc(Counter::Sent);
+                    self.counters.inc(Counter::Published);
+                }
+                self.mark_dirty(i);
+                let due = self.conns[i].traffic.next_due_ns;
+                self.set_timer(i, due);
+            }
+            Behaviour::Idle => {
+                let conn = &mut self.conns[i];
+                let stamp = now.to_be_bytes();
+                wire::encode_frame(&mut conn.out, OpCode::Ping, &stamp, self.rng.mask_key());
+                self.counters.inc(Counter::PingsSent);
+                self.mark_dirty(i);
+                self.set_timer(i, now + self.plan.ping_interval_ns);
+            }
+            Behaviour::Subscriber | Behaviour::Churn => {}
+        }
+    }
+
+    fn schedule_next_cycle(&mut self, i: usize, now: u64) {
+        let start = self.conns[i].traffic.cycle_start_ns;
+        let mut due = start + self.plan.churn_interval_ns;
+        if due < now {
+            self.counters.inc(Counter::ChurnBehind);
+            due = now;
+        }
+        self.conns[i].state = State::Waiting;
+        self.set_timer(i, due);
+    }
+
+    // ----- writing and closing ------------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, i: usize) {
+        if !self.conns[i].dirty {
+            self.conns[i].dirty = true;
+            self.dirty.push(i as u32);
+        }
+    }
+
+    fn flush_dirty(&mut self, now: u64) {
+        for k in 0..self.dirty.len() {
+            let i = self.dirty[k] as usize;
+            self.conns[i].dirty = false;
+            if !self.conns[i].want_write {
+                self.flush(i, now);
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// Writes as much of the connection's output as the socket takes; waits for EPOLLOUT for the rest.
+    fn flush(&mut self, i: usize, now: u64) {
+        let conn = &mut self.conns[i];
+        if conn.fd < 0 {
+            return;
+        }
+        while conn.out_pos < conn.out.len() {
+            match net::write(conn.fd, &conn.out[conn.out_pos..]) {
+                Ok(n) => {
+                    conn.out_pos += n;
+                    self.counters.add(Counter::BytesSent, n as u64);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    let reason = io_error_counter(&err);
+                    if conn.state == State::Handshaking {
+                        self.connect_failed(i, reason, now);
+                    } else {
+                        self.connection_lost(i, reason, now);
+                    }
+                    return;
+                }
+            }
+        }
+        let done = conn.out_pos == conn.out.len();
+        if done {
+            conn.out.clear();
+            conn.out_pos = 0;
+        }
+        if done == conn.want_write {
+            conn.want_write = !done;
+            let interest = if done {
+                READABLE | HANGUP
+            } else {
+                READABLE | WRITABLE | HANGUP
+            };
+            let _ = self.epoll.modify(conn.fd, i as u64, interest);
+        }
+    }
+
+    /// An open connection ended without us asking: count why, count its unanswered messages as lost,
+    /// and reconnect if asked to.
+    fn connection_lost(&mut self, i: usize, reason: Counter, now: u64) {
+        if matches!(self.conns[i].state, State::Connecting | State::Handshaking) {
+            self.connect_failed(i, reason, now);
+            return;
+        }
+        if self.conns[i].state == State::Closing && self.conns[i].behaviour == Behaviour::Churn {
+            // The server closed TCP right after its close frame: the cycle still completed.
+            if reason == Counter::Eof {
+                self.close_connection(i, now, false);
+                return;
+            }
+        }
+        self.counters.inc(reason);
+        let lost = self.conns[i].traffic.in_flight.len() as u64;
+        self.counters.add(Counter::Lost, lost);
+        self.conns[i].traffic.in_flight.clear();
+        self.release(i);
+        if self.conns[i].behaviour == Behaviour::Churn {
+            self.active_cycles -= 1;
+            self.schedule_next_cycle(i, now);
+        } else if self.plan.reconnect && self.phase != Phase::Drain {
+            self.schedule_reconnect(i, now);
+        } else {
+            self.conns[i].state = State::Dead;
+        }
+    }
+
+    /// Ends a connection we were closing (churn cycle end, or close timeout when `timed_out`).
+    fn close_connection(&mut self, i: usize, now: u64, timed_out: bool) {
+        if timed_out {
+            self.counters.inc(Counter::ConnectTimeout);
+        } else {
+            self.counters.inc(Counter::ChurnCycles);
+            let start = self.conns[i].traffic.cycle_start_ns;
+            stats::record(&mut self.hist, now - start);
+        }
+        self.release(i);
+        self.active_cycles -= 1;
+        self.schedule_next_cycle(i, now);
+    }
+
+    /// Closes the socket of an open (or closing) connection and resets its buffers.
+    fn release(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if conn.fd >= 0 {
+            net::close(conn.fd);
+            conn.fd = -1;
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+        conn.want_write = false;
+        conn.timer_due = 0;
+        conn.state = State::Waiting;
+        self.counters.dec(Counter::Open);
+    }
+}
+
+/// Checks one received message against what the connection expects; returns a follow-up for the loop.
+fn on_message(
+    ctx: &mut Ctx<'_>,
+    behaviour: Behaviour,
+    gid: u32,
+    traffic: &mut Traffic,
+    out: &mut Vec<u8>,
+    kind: wire::MessageKind,
+    payload: &[u8],
+) -> Option<After> {
+    match behaviour {
+        Behaviour::Echo | Behaviour::Churn => {
+            let Some(sent_ns) = traffic.in_flight.pop_front() else {
+                ctx.counters.inc(Counter::Unexpected);
+                return None;
+            };
+            let seq = traffic.next_recv_seq;
+            traffic.next_recv_seq += 1;
+            if kind != ctx.plan.kind {
+                ctx.counters.inc(Counter::WrongType);
+            } else if !payload::echo_matches(payload, gid, seq, ctx.plan.size) {
+                ctx.counters.inc(Counter::Mismatch);
+            } else {
+                ctx.counters.inc(Counter::Received);
+                if behaviour == Behaviour::Echo {
+                    stats::record(ctx.hist, ctx.now.saturating_sub(sent_ns));
+                }
+            }
+            let limit = ctx.plan.messages.unwrap_or(u64::MAX);
+            if behaviour == Behaviour::Churn {
+                if traffic.next_recv_seq >= limit {
+                    return Some(After::CloseCycle);
+                }
+                if ctx.phase == Phase::Run || ctx.phase == Phase::Drain {
+                    send_next_echo(ctx, gid, traffic, out, ctx.now);
+                }
+            } else if ctx.plan.echo_interval_ns.is_none()
+                && ctx.phase == Phase::Run
+                && traffic.next_send_seq < limit
+            {
+                send_next_echo(ctx, gid, traffic, out, ctx.now);
+            }
+            None
+        }
+        Behaviour::Subscriber => {
+            match payload::parse_broadcast(payload, ctx.plan.size) {
+                Some(stamp) if kind == ctx.plan.kind => {
+                    let publisher = (stamp.publisher as u64).wrapping_sub(ctx.plan.subscribers);
+                    if publisher >= ctx.plan.publishers {
+                        ctx.counters.inc(Counter::Mismatch);
+                        return None;
+                    }
+                    if traffic.tracks.is_empty() {
+                        traffic
+                            .tracks
+                            .resize_with(ctx.plan.publishers as usize, Track::default);
+                    }
+                    *ctx.last_delivery_ns = ctx.now;
+                    if traffic.tracks[publisher as usize].deliver(stamp.seq, ctx.counters) {
+                        ctx.counters.inc(Counter::Delivered);
+                        stats::record(ctx.hist, ctx.now.saturating_sub(stamp.sent_ns));
+                    }
+                }
+                Some(_) => ctx.counters.inc(Counter::WrongType),
+                None => ctx.counters.inc(Counter::Mismatch),
+            }
+            None
+        }
+        Behaviour::Publisher => {
+            ctx.counters.inc(Counter::PublisherEchoes);
+            None
+        }
+        Behaviour::Idle => {
+            if payload == VERIFY_PAYLOAD && !traffic.verified {
+                traffic.verified = true;
+                *ctx.last_delivery_ns = ctx.now;
+                ctx.counters.inc(Counter::VerifyReceived);
+            } else {
+                ctx.counters.inc(Counter::Unexpected);
+            }
+            None
+        }
+    }
+}
+
+fn send_next_echo(
+    ctx: &mut Ctx<'_>,
+    gid: u32,
+    traffic: &mut Traffic,
+    out: &mut Vec<u8>,
+    sent_ns: u64,
+) {
+    let seq = traffic.next_send_seq;
+    traffic.next_send_seq += 1;
+    traffic.in_flight.push_back(sent_ns);
+    let payload = ctx.scratch.echo(gid, seq);
+    wire::encode_frame(out, ctx.plan.opcode, payload, ctx.rng.mask_key());
+    ctx.counters.inc(Counter::Sent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_counts_duplicates_and_reordering_exactly() {
+        let mut counters = Counters::default();
+        let mut track = Track::default();
+        let mut firsts = 0;
+        for seq in [0u64, 1, 4, 2, 2, 3, 5, 0, 7, 6] {
+            if track.deliver(seq, &mut counters) {
+                firsts += 1;
+            }
+        }
+        assert_eq!(firsts, 8); // 0..=7 once each
+        assert_eq!(counters.get(Counter::Duplicates), 2); // the second 2 and the second 0
+        assert_eq!(counters.get(Counter::OutOfOrder), 3); // 2, 3 and 6 arrived after later numbers
+        assert!(track.gaps.is_empty());
+    }
+}

@@ -1,0 +1,242 @@
+//! Helpers for the load generator's integration tests: run `ringws-loadgen` with `--json -` and parse the
+//! report, start the real `ringws` server (from the workspace's `target/debug`), and small tungstenite
+//! servers (echo, corrupting echo, broadcast) on threads for behaviour the real server must never show.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tungstenite::{Message, WebSocket};
+
+/// The outcome of one load generator run.
+pub struct Run {
+    pub success: bool,
+    pub report: Value,
+}
+
+impl Run {
+    pub fn counter(&self, name: &str) -> u64 {
+        self.report["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {}", self.report))
+    }
+
+    pub fn u64_at(&self, pointer: &str) -> u64 {
+        self.report
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no {pointer} in {}", self.report))
+    }
+}
+
+/// Runs `ringws-loadgen <args> --json - -q` (bounded by a 60 s timeout) and parses its report.
+pub fn loadgen(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringws-loadgen"))
+        .args(args)
+        .args(["--json", "-", "-q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ringws-loadgen");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
+        let _ = tx.send(text);
+    });
+    let text = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(text) => text,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringws-loadgen {args:?} did not finish within 60 s");
+        }
+    };
+    let status = child.wait().expect("wait ringws-loadgen");
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("report of {args:?} is not JSON ({e}): {text}"));
+    Run {
+        success: status.success(),
+        report,
+    }
+}
+
+/// The real server, started from `<workspace>/target/debug/ringws`; killed (by PID) on drop.
+pub struct Ringws {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Ringws {
+    pub fn start(extra_args: &[&str]) -> Ringws {
+        let binary: PathBuf = [
+            env!("CARGO_MANIFEST_DIR"),
+            "..",
+            "target",
+            "debug",
+            "ringws",
+        ]
+        .iter()
+        .collect();
+        assert!(
+            binary.exists(),
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            binary.display()
+        );
+        let mut child = Command::new(&binary)
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ringws");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ringws listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Ringws {
+                child,
+                addr: addr.parse().expect("listening address"),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("ringws did not report its listening address (exit: {status:?})");
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+impl Drop for Ringws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a test server does to each echoed message (numbered from 0 over the whole server).
+#[derive(Clone, Copy)]
+pub enum Tamper {
+    None,
+    /// Flip one payload byte of every `n`th message.
+    FlipByteEvery(u64),
+    /// Send every `n`th message back as text instead of binary.
+    WrongTypeEvery(u64),
+}
+
+/// A tungstenite echo server on a thread (one thread per connection). Returns its ws:// URL.
+pub fn tungstenite_echo(tamper: Tamper) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counter = Arc::new(Mutex::new(0u64));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                while let Ok(message) = ws.read() {
+                    let message = match message {
+                        Message::Binary(_) | Message::Text(_) => {
+                            let n = {
+                                let mut c = counter.lock().unwrap();
+                                *c += 1;
+                                *c - 1
+                            };
+                            tamper_message(message, tamper, n)
+                        }
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(message).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("ws://{addr}/")
+}
+
+fn tamper_message(message: Message, tamper: Tamper, n: u64) -> Message {
+    match tamper {
+        Tamper::FlipByteEvery(every) if n % every == 0 => {
+            let mut bytes = message.into_data().to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+            Message::Binary(bytes.into())
+        }
+        Tamper::WrongTypeEvery(every) if n % every == 0 => {
+            let bytes = message.into_data().to_vec();
+            Message::Text(String::from_utf8(bytes).expect("ASCII payload").into())
+        }
+        _ => message,
+    }
+}
+
+/// A tungstenite broadcast server: every message goes to every connection (the sender included), except
+/// that every `drop_every`th message (if set) is withheld from the connection accepted first.
+pub fn tungstenite_broadcast(drop_every: Option<u64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    type Writers = Arc<Mutex<Vec<(usize, WebSocket<TcpStream>)>>>;
+    let writers: Writers = Arc::new(Mutex::new(Vec::new()));
+    let published = Arc::new(Mutex::new(0u64));
+    std::thread::spawn(move || {
+        for (id, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_nodelay(true);
+            let Ok(mut reader) = tungstenite::accept(stream) else {
+                continue;
+            };
+            let Ok(write_half) = reader.get_ref().try_clone() else {
+                continue;
+            };
+            let writer =
+                WebSocket::from_raw_socket(write_half, tungstenite::protocol::Role::Server, None);
+            writers.lock().unwrap().push((id, writer));
+            let writers = writers.clone();
+            let published = published.clone();
+            std::thread::spawn(move || {
+                while let Ok(message) = reader.read() {
+                    if !(message.is_binary() || message.is_text()) {
+                        continue;
+                    }
+                    let mut all = writers.lock().unwrap();
+                    let n = {
+                        let mut p = published.lock().unwrap();
+                        *p += 1;
+                        *p - 1
+                    };
+                    for (conn, writer) in all.iter_mut() {
+                        if *conn == 0 && drop_every.is_some_and(|every| n % every == 0) {
+                            continue;
+                        }
+                        let _ = writer.send(message.clone());
+                    }
+                }
+            });
+        }
+    });
+    format!("ws://{addr}/")
+}
