@@ -4,4 +4,8 @@
 //! `app` (handlers) -> `server` (connections, queues, timers, metrics) -> `reactor` (io_uring) ->
 //! `protocol` (sans-I/O RFC 6455). See `docs/ARCHITECTURE.md`.
 
+pub mod app;
+pub mod cli;
 pub mod protocol;
+pub mod reactor;
+pub mod server;

@@ -1,4 +1,5 @@
+//! The `ringws` binary: see `ringws serve --help`.
+
 fn main() {
-    eprintln!("ringws: the server is not built yet");
-    std::process::exit(2);
+    std::process::exit(ringws::cli::main());
 }

@@ -1,0 +1,295 @@
+//! The command line: `ringws serve [flags]`, parsed with clap into a [`ServerConfig`], logging setup,
+//! the startup line and the `ringws listening on IP:PORT` line, and signal handling (SIGINT/SIGTERM start
+//! the graceful shutdown).
+//!
+//! This module owns the process's stdout contract (exactly one line, once every worker accepts) and must
+//! never print anything else to stdout.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{Broadcast, Echo};
+use crate::reactor::sys;
+use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringws",
+    version,
+    about = "A WebSocket (RFC 6455) server on a thread-per-core io_uring reactor"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve WebSocket connections (and /healthz, /metrics, / over plain HTTP on the same port).
+    Serve(ServeArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every message comes back to its sender.
+    Echo,
+    /// Every message goes to every connected client.
+    Broadcast,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the slow connection with 1008.
+    Close,
+    /// Drop the message for the slow connection.
+    Drop,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// What the server does with messages.
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: Mode,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// TCP port (0 = an ephemeral port, the same for all workers).
+    #[arg(long, default_value_t = 9001)]
+    pub port: u16,
+    /// Worker threads, one io_uring each [default: CPU count]. May exceed the CPU count (each ring holds
+    /// up to the open-file limit of connections).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Do not pin worker threads to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Largest message (reassembled), e.g. 16MiB; larger -> close 1009.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Largest single frame payload; larger -> close 1009 [default: --max-message-size].
+    #[arg(long, value_parser = parse_size)]
+    pub max_frame_size: Option<usize>,
+    /// Most open WebSocket connections over all workers (0 = only the per-worker limit); beyond it,
+    /// upgrades are answered 503.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
+    /// Most connections per worker (its fixed-file table is this plus a small reserve used to answer 503)
+    /// [default: the open-file limit minus the reserve].
+    #[arg(long)]
+    pub max_connections_per_worker: Option<usize>,
+    /// Largest HTTP request header block; larger -> 431.
+    #[arg(long, default_value = "8KiB", value_parser = parse_size)]
+    pub max_header_bytes: usize,
+    /// Comma-separated allowed Origin values (default: any); another origin -> 403.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Comma-separated subprotocols the server speaks, preferred first (default: none).
+    #[arg(long, value_delimiter = ',')]
+    pub subprotocols: Vec<String>,
+    /// Time to finish the opening handshake (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Idle time before the server pings a connection (0 = never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time to wait for any data after an idle ping before dropping the connection.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+    /// Time to wait for the peer to finish a close handshake.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// On SIGINT/SIGTERM, time to wait for close replies before exiting.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Bytes queued to one connection before backpressure applies (reads paused for its own replies; the
+    /// slow-consumer policy for messages from others).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_backpressure: usize,
+    /// What to do with a connection over --max-backpressure when others' messages are queued to it.
+    #[arg(long, value_enum, default_value = "close")]
+    pub slow_consumer: SlowConsumer,
+    /// In broadcast mode, whether the sender gets its own message back.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub broadcast_include_sender: bool,
+    /// Size of each provided receive buffer.
+    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
+    pub recv_buffer_size: usize,
+    /// Receive buffers per worker (a power of two, at most 32768).
+    #[arg(long, default_value_t = 256)]
+    pub recv_buffers: u16,
+}
+
+/// Parses `1048576`, `64KiB`, `16MiB`, `1GiB` (also `k`/`KB`/`m`/`MB` as binary multiples).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("invalid size: {text}"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {text} (use B, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("size too large: {text}"))
+}
+
+/// Parses `10s`, `500ms`, `2m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration: {text}"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(value),
+        "ms" => Duration::from_millis(value),
+        "m" | "min" => Duration::from_secs(value * 60),
+        _ => return Err(format!("invalid duration unit in {text} (use ms, s, m)")),
+    })
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> ServerConfig {
+        ServerConfig {
+            bind: self.bind,
+            port: self.port,
+            workers: self.workers.unwrap_or_else(sys::cpu_count).max(1),
+            pin_workers: !self.no_pin,
+            max_message_size: self.max_message_size,
+            max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size) as u64,
+            max_connections: self.max_connections,
+            max_connections_per_worker: self.max_connections_per_worker.unwrap_or(0),
+            max_header_bytes: self.max_header_bytes,
+            allowed_origins: self.allowed_origins.clone(),
+            subprotocols: self.subprotocols.clone(),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            ping_timeout: self.ping_timeout,
+            close_timeout: self.close_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_backpressure: self.max_backpressure,
+            slow_consumer: match self.slow_consumer {
+                SlowConsumer::Close => SlowConsumerPolicy::Close,
+                SlowConsumer::Drop => SlowConsumerPolicy::Drop,
+            },
+            recv_buffer_size: self.recv_buffer_size,
+            recv_buffers: self.recv_buffers,
+            broadcast_include_sender: self.broadcast_include_sender,
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs `ringws serve` until SIGINT/SIGTERM and the graceful shutdown complete. Returns the exit code.
+pub fn serve(args: ServeArgs) -> i32 {
+    init_logging();
+    let config = args.to_config();
+    if !config.recv_buffers.is_power_of_two() {
+        tracing::error!("--recv-buffers must be a power of two");
+        return 2;
+    }
+    // Block the termination signals before any worker thread exists, so only this thread takes them.
+    if let Err(e) = sys::block_termination_signals() {
+        tracing::error!("cannot block signals: {e}");
+        return 1;
+    }
+    let mode = args.mode;
+    let include_sender = config.broadcast_include_sender;
+    let started = match mode {
+        Mode::Echo => Server::start(config, |_| Echo),
+        Mode::Broadcast => Server::start(config, move |_| Broadcast { include_sender }),
+    };
+    let server: ServerHandle = match started {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return 1;
+        }
+    };
+    let c = server.config();
+    tracing::info!(
+        address = %server.local_addr(),
+        workers = c.workers,
+        mode = ?mode,
+        max_message_size = c.max_message_size,
+        max_frame_size = c.max_frame_size,
+        max_connections = c.max_connections,
+        max_connections_per_worker = c.effective_connections_per_worker(),
+        max_header_bytes = c.max_header_bytes,
+        handshake_timeout = ?c.handshake_timeout,
+        idle_timeout = ?c.idle_timeout,
+        ping_timeout = ?c.ping_timeout,
+        close_timeout = ?c.close_timeout,
+        max_backpressure = c.max_backpressure,
+        ring = server.ring_setup(),
+        "ringws started"
+    );
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "ringws listening on {}", server.local_addr());
+        let _ = stdout.flush();
+    }
+    let signal = sys::wait_termination_signal();
+    tracing::info!(signal, "shutting down");
+    server.shutdown();
+    server.join();
+    tracing::info!("stopped");
+    0
+}
+
+/// Entry point of the `ringws` binary.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("8KiB"), Ok(8192));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("12XB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

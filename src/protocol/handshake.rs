@@ -1,0 +1,583 @@
+//! The opening handshake (RFC 6455 section 4) over HTTP/1.1, both sides, without I/O.
+//!
+//! Server side: `parse_request` (httparse, zero-copy, fixed header array; "need more" vs error; header block
+//! limit), `validate_upgrade` (RFC 6455 4.2.1 plus Origin allowlist and subprotocol choice), `accept_key`,
+//! `write_101`, and `HandshakeError`, mapped in exactly one place (`status`, `reason`, `write_response`) to
+//! the HTTP answer. Client side: `build_client_request` and `validate_server_response`.
+//!
+//! It must never allocate while parsing (responses are appended to the caller's `Vec`), never echo a
+//! subprotocol the client did not offer, and never panic on any input.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+use std::fmt;
+
+/// Most header lines accepted in a request or response; more -> 431.
+pub const MAX_HEADERS: usize = 32;
+
+/// Default limit of the request line plus header block, in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 8192;
+
+/// RFC 6455 section 1.3.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why a handshake is refused; each maps to one HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not an HTTP/1.x request at all, or a malformed header; also bad WebSocket headers (400).
+    BadRequest(&'static str),
+    /// HTTP/1.0 (RFC 6455 requires HTTP/1.1 or higher) (400).
+    NotHttp11,
+    /// No `Host` header, or more than one (400).
+    MissingHost,
+    /// A method other than GET (405, with `Allow: GET`).
+    MethodNotAllowed,
+    /// No `Upgrade: websocket` on a WebSocket-only resource (426, with `Upgrade: websocket`).
+    UpgradeRequired,
+    /// `Sec-WebSocket-Version` missing or not 13 (426, with `Sec-WebSocket-Version: 13`).
+    VersionNotSupported,
+    /// `Origin` not in the allowlist (403).
+    OriginNotAllowed,
+    /// Request line plus headers over the limit, or too many header lines (431).
+    HeadersTooLarge,
+    /// No such resource (404).
+    NotFound,
+}
+
+impl HandshakeError {
+    /// The HTTP status code of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::BadRequest(_)
+            | HandshakeError::NotHttp11
+            | HandshakeError::MissingHost => 400,
+            HandshakeError::OriginNotAllowed => 403,
+            HandshakeError::NotFound => 404,
+            HandshakeError::MethodNotAllowed => 405,
+            HandshakeError::UpgradeRequired | HandshakeError::VersionNotSupported => 426,
+            HandshakeError::HeadersTooLarge => 431,
+        }
+    }
+
+    /// A short explanation: the response body and a log line.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::BadRequest(reason) => reason,
+            HandshakeError::NotHttp11 => "HTTP/1.1 required",
+            HandshakeError::MissingHost => "exactly one Host header required",
+            HandshakeError::MethodNotAllowed => "only GET can open a WebSocket",
+            HandshakeError::UpgradeRequired => "WebSocket upgrade required",
+            HandshakeError::VersionNotSupported => "Sec-WebSocket-Version 13 required",
+            HandshakeError::OriginNotAllowed => "origin not allowed",
+            HandshakeError::HeadersTooLarge => "request header fields too large",
+            HandshakeError::NotFound => "not found",
+        }
+    }
+
+    /// Appends the complete HTTP/1.1 answer (status, `Connection: close`, `Content-Length`, the headers the
+    /// status requires, a one-line text body).
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let extra: &[(&str, &str)] = match self {
+            HandshakeError::MethodNotAllowed => &[("Allow", "GET"), ("Connection", "close")],
+            HandshakeError::UpgradeRequired => &[
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Connection", "close"),
+            ],
+            HandshakeError::VersionNotSupported => {
+                &[("Sec-WebSocket-Version", "13"), ("Connection", "close")]
+            }
+            _ => &[("Connection", "close")],
+        };
+        let reason = self.reason();
+        let mut body = [0u8; 128];
+        let n = reason.len().min(body.len() - 1);
+        body[..n].copy_from_slice(&reason.as_bytes()[..n]);
+        body[n] = b'\n';
+        write_http_response(
+            out,
+            self.status(),
+            "text/plain; charset=utf-8",
+            extra,
+            &body[..n + 1],
+        );
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// The standard reason phrase of the statuses this server sends.
+pub fn status_text(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Appends a complete HTTP/1.1 response: status line, `Content-Type`, `Content-Length`, `extra_headers` in
+/// order, blank line, body. Add `("Connection", "close")` to `extra_headers` if the connection will close.
+pub fn write_http_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status as u64);
+    out.push(b' ');
+    out.extend_from_slice(status_text(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in extra_headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A parsed HTTP/1.x request head, borrowing the receive buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'b> {
+    method: &'b str,
+    path: &'b str,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    version: u8,
+    headers: [(&'b str, &'b [u8]); MAX_HEADERS],
+    header_count: usize,
+}
+
+impl<'b> Request<'b> {
+    pub fn method(&self) -> &'b str {
+        self.method
+    }
+
+    /// The request target as sent, query included (`/chat?room=1`).
+    pub fn path(&self) -> &'b str {
+        self.path
+    }
+
+    /// The target without its query.
+    pub fn path_only(&self) -> &'b str {
+        self.path.split('?').next().unwrap_or(self.path)
+    }
+
+    /// The HTTP minor version (1 for HTTP/1.1).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// All header lines in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
+        self.headers[..self.header_count].iter().copied()
+    }
+
+    /// The value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        self.headers_named(name).next()
+    }
+
+    /// The values of every header line with this name (case-insensitive), in order.
+    pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b [u8]> + 's {
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Does any comma-separated token of any `name` header equal `token` (case-insensitive)?
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers_named(name)
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
+    }
+
+    /// Does the request ask for a WebSocket (an `Upgrade` header listing `websocket`)? The rest is checked by
+    /// `validate_upgrade`.
+    pub fn is_upgrade(&self) -> bool {
+        self.header_has_token("upgrade", "websocket")
+    }
+
+    /// The `Content-Length`, if any. Err if malformed or given twice with different values.
+    pub fn content_length(&self) -> Result<Option<u64>, HandshakeError> {
+        let mut found: Option<u64> = None;
+        for value in self.headers_named("content-length") {
+            let value = trim(value);
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(HandshakeError::BadRequest("invalid Content-Length"));
+            }
+            let n = value
+                .iter()
+                .fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64);
+            if found.is_some_and(|f| f != n) {
+                return Err(HandshakeError::BadRequest("conflicting Content-Length"));
+            }
+            found = Some(n);
+        }
+        Ok(found)
+    }
+}
+
+/// Comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn trim(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more (unless the buffer is
+/// already at `max_header_bytes`, which is 431). `Ok(Some((request, consumed)))`: bytes after `consumed` are
+/// not part of the head.
+pub fn parse_request(
+    buf: &[u8],
+    max_header_bytes: usize,
+) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut raw);
+    let window = &buf[..buf.len().min(max_header_bytes)];
+    match parsed.parse(window) {
+        Ok(httparse::Status::Complete(consumed)) => {
+            let (Some(method), Some(path), Some(version)) =
+                (parsed.method, parsed.path, parsed.version)
+            else {
+                return Err(HandshakeError::BadRequest("malformed request line"));
+            };
+            let mut request = Request {
+                method,
+                path,
+                version,
+                headers: [("", &[]); MAX_HEADERS],
+                header_count: parsed.headers.len(),
+            };
+            for (slot, header) in request.headers.iter_mut().zip(parsed.headers.iter()) {
+                *slot = (header.name, header.value);
+            }
+            Ok(Some((request, consumed)))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= max_header_bytes {
+                Err(HandshakeError::HeadersTooLarge)
+            } else {
+                Ok(None)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::HeadersTooLarge),
+        Err(httparse::Error::Version) => Err(HandshakeError::BadRequest("not an HTTP/1.x request")),
+        Err(_) => Err(HandshakeError::BadRequest("malformed HTTP request")),
+    }
+}
+
+/// Server configuration for accepting upgrades.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandshakePolicy<'p> {
+    /// Accepted `Origin` values (exact, ASCII case-insensitive). Empty: any origin. A request without `Origin`
+    /// (a non-browser client, which could send any value anyway) is accepted.
+    pub allowed_origins: &'p [String],
+    /// Subprotocols this server speaks, most preferred first.
+    pub subprotocols: &'p [String],
+}
+
+/// An accepted upgrade: what `write_101` needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade<'b> {
+    /// The client's `Sec-WebSocket-Key` (trimmed).
+    pub key: &'b [u8],
+    /// The chosen subprotocol, borrowed from the client's offer (so always one it offered).
+    pub protocol: Option<&'b str>,
+}
+
+/// Checks an upgrade request per RFC 6455 section 4.2.1 and the policy; chooses the subprotocol (the first of
+/// `policy.subprotocols` the client offered; none if it offered none of them).
+pub fn validate_upgrade<'b>(
+    request: &Request<'b>,
+    policy: &HandshakePolicy<'_>,
+) -> Result<Upgrade<'b>, HandshakeError> {
+    if request.method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if request.version != 1 {
+        return Err(HandshakeError::NotHttp11);
+    }
+    if request.headers_named("host").count() != 1 {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !request.is_upgrade() {
+        return Err(HandshakeError::UpgradeRequired);
+    }
+    if !request.header_has_token("connection", "upgrade") {
+        return Err(HandshakeError::BadRequest(
+            "Connection header must list Upgrade",
+        ));
+    }
+    let mut versions = request.headers_named("sec-websocket-version");
+    match (versions.next().map(trim), versions.next()) {
+        (Some(b"13"), None) => {}
+        _ => return Err(HandshakeError::VersionNotSupported),
+    }
+    let mut keys = request.headers_named("sec-websocket-key");
+    let key = match (keys.next().map(trim), keys.next()) {
+        (Some(key), None) if is_valid_key(key) => key,
+        _ => return Err(HandshakeError::BadRequest("invalid Sec-WebSocket-Key")),
+    };
+    match request.content_length()? {
+        None | Some(0) => {}
+        Some(_) => return Err(HandshakeError::BadRequest("upgrade request with a body")),
+    }
+    if request.header("transfer-encoding").is_some() {
+        return Err(HandshakeError::BadRequest("upgrade request with a body"));
+    }
+    if !policy.allowed_origins.is_empty() {
+        let mut origins = request.headers_named("origin");
+        match (origins.next(), origins.next()) {
+            (None, _) => {}
+            (Some(origin), None) => {
+                let origin = trim(origin);
+                if !policy
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin))
+                {
+                    return Err(HandshakeError::OriginNotAllowed);
+                }
+            }
+            (Some(_), Some(_)) => return Err(HandshakeError::OriginNotAllowed),
+        }
+    }
+    let protocol = choose_subprotocol(request, policy.subprotocols);
+    Ok(Upgrade { key, protocol })
+}
+
+fn choose_subprotocol<'b>(request: &Request<'b>, supported: &[String]) -> Option<&'b str> {
+    for wanted in supported {
+        for value in request.headers_named("sec-websocket-protocol") {
+            for offered in tokens(value) {
+                if offered == wanted.as_bytes() {
+                    // `offered` is a sub-slice of a header value httparse validated as visible ASCII.
+                    return std::str::from_utf8(offered).ok();
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A key is the base64 of 16 bytes: 24 characters, the last two `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    let mut decoded = [0u8; 18];
+    key.len() == 24 && matches!(BASE64.decode_slice(key, &mut decoded), Ok(16))
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+pub fn accept_key(key: &[u8]) -> [u8; 28] {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID);
+    let digest = sha.finalize();
+    let mut out = [0u8; 28];
+    let n = BASE64
+        .encode_slice(digest, &mut out)
+        .expect("20 bytes encode to 28");
+    debug_assert_eq!(n, 28);
+    out
+}
+
+/// Appends the `101 Switching Protocols` response for `key`, with the chosen subprotocol if any.
+pub fn write_101(out: &mut Vec<u8>, key: &[u8], protocol: Option<&str>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(&accept_key(key));
+    out.extend_from_slice(b"\r\n");
+    if let Some(protocol) = protocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(protocol.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Base64 of 16 caller-supplied random bytes: a client `Sec-WebSocket-Key`.
+pub fn encode_key(random: [u8; 16]) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    BASE64
+        .encode_slice(random, &mut out)
+        .expect("16 bytes encode to 24");
+    out
+}
+
+/// Appends a client upgrade request (`GET path HTTP/1.1` with Host, Upgrade, Connection, key, version 13,
+/// and `Sec-WebSocket-Protocol` if `protocols` is not empty).
+pub fn build_client_request(
+    out: &mut Vec<u8>,
+    host: &str,
+    path: &str,
+    key_b64: &str,
+    protocols: &[&str],
+) {
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    out.extend_from_slice(key_b64.as_bytes());
+    out.extend_from_slice(b"\r\nSec-WebSocket-Version: 13\r\n");
+    if !protocols.is_empty() {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        for (i, protocol) in protocols.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(protocol.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Why a client refuses the server's handshake response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseError {
+    /// Not a parsable HTTP/1.1 response head.
+    Malformed(&'static str),
+    /// The head exceeds the limit or has too many header lines.
+    TooLarge,
+    /// A status other than 101.
+    Status(u16),
+    /// Missing `Upgrade: websocket` or `Connection: Upgrade`.
+    NotUpgraded,
+    /// `Sec-WebSocket-Accept` missing or wrong.
+    BadAccept,
+    /// A `Sec-WebSocket-Protocol` the client did not offer (or several).
+    UnrequestedProtocol,
+    /// A `Sec-WebSocket-Extensions` header: none was offered.
+    UnrequestedExtension,
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseError::Malformed(why) => write!(f, "malformed handshake response: {why}"),
+            ResponseError::TooLarge => f.write_str("handshake response too large"),
+            ResponseError::Status(status) => write!(f, "handshake refused with status {status}"),
+            ResponseError::NotUpgraded => f.write_str("response does not upgrade to websocket"),
+            ResponseError::BadAccept => f.write_str("wrong Sec-WebSocket-Accept"),
+            ResponseError::UnrequestedProtocol => {
+                f.write_str("server chose a subprotocol that was not offered")
+            }
+            ResponseError::UnrequestedExtension => {
+                f.write_str("server chose an extension that was not offered")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
+/// Checks the server's answer to `build_client_request`. `Ok(None)`: incomplete, read more.
+/// `Ok(Some((consumed, protocol)))`: upgraded; bytes after `consumed` are already WebSocket frames.
+/// `expected_accept` is `accept_key(key)`; `offered_protocols` what the request listed.
+pub fn validate_server_response(
+    buf: &[u8],
+    expected_accept: &[u8],
+    offered_protocols: &[&str],
+) -> Result<Option<(usize, Option<String>)>, ResponseError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut raw);
+    let window = &buf[..buf.len().min(DEFAULT_MAX_HEADER_BYTES)];
+    let consumed = match response.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= DEFAULT_MAX_HEADER_BYTES => {
+            return Err(ResponseError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
+        Err(_) => return Err(ResponseError::Malformed("invalid HTTP response head")),
+    };
+    if response.version != Some(1) {
+        return Err(ResponseError::Malformed("not HTTP/1.1"));
+    }
+    let status = response.code.unwrap_or(0);
+    if status != 101 {
+        return Err(ResponseError::Status(status));
+    }
+    let named = |name: &'static str| {
+        response
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let has_token = |name: &'static str, token: &str| {
+        named(name).any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(ResponseError::NotUpgraded);
+    }
+    let mut accepts = named("sec-websocket-accept");
+    match (accepts.next().map(trim), accepts.next()) {
+        (Some(accept), None) if accept == expected_accept => {}
+        _ => return Err(ResponseError::BadAccept),
+    }
+    if named("sec-websocket-extensions").next().is_some() {
+        return Err(ResponseError::UnrequestedExtension);
+    }
+    let mut protocols = named("sec-websocket-protocol");
+    let protocol = match (protocols.next().map(trim), protocols.next()) {
+        (None, _) => None,
+        (Some(chosen), None) => match offered_protocols.iter().find(|p| p.as_bytes() == chosen) {
+            Some(p) => Some((*p).to_string()),
+            None => return Err(ResponseError::UnrequestedProtocol),
+        },
+        (Some(_), Some(_)) => return Err(ResponseError::UnrequestedProtocol),
+    };
+    Ok(Some((consumed, protocol)))
+}

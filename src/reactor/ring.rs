@@ -1,0 +1,323 @@
+//! One io_uring per worker: setup with flag fallback, safe builders for the operations the server uses,
+//! submission and completion draining.
+//!
+//! Every submission that references memory (the multishot tick's timespec, a send's `msghdr`) takes that
+//! memory from a reactor-owned type whose lifetime rule is documented where it is created. This module must
+//! never block anywhere but in `submit_and_wait`.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::send::SendQueue;
+
+/// Which setup flags the kernel accepted, for the startup log line.
+#[derive(Debug, Clone, Default)]
+pub struct RingSetup {
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+    pub submit_all: bool,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub fixed_files: u32,
+}
+
+impl std::fmt::Display for RingSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut flags = Vec::new();
+        if self.single_issuer {
+            flags.push("SINGLE_ISSUER");
+        }
+        if self.defer_taskrun {
+            flags.push("DEFER_TASKRUN");
+        }
+        if self.submit_all {
+            flags.push("SUBMIT_ALL");
+        }
+        write!(
+            f,
+            "{} sq={} cq={} fixed_files={}",
+            if flags.is_empty() {
+                "none".to_string()
+            } else {
+                flags.join("|")
+            },
+            self.sq_entries,
+            self.cq_entries,
+            self.fixed_files
+        )
+    }
+}
+
+/// A completion copied out of the completion queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    pub user_data: u64,
+    pub result: i32,
+    pub flags: u32,
+}
+
+impl Completion {
+    /// Whether a multishot request stays armed after this completion.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer this completion filled, if any.
+    pub fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// A worker's ring. Not `Send` in spirit: with `SINGLE_ISSUER` only the creating thread may submit.
+pub struct Ring {
+    ring: IoUring,
+    setup: RingSetup,
+    /// The tick's interval; the kernel reads it for every expiry of the multishot timeout, so it lives
+    /// (boxed, at a stable address) as long as the ring.
+    tick_interval: Box<types::Timespec>,
+}
+
+impl Ring {
+    /// Creates a ring with SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL and a sparse fixed-file table of
+    /// `fixed_files` slots, falling back to fewer flags when the kernel refuses them (logged by the caller
+    /// from [`Ring::setup`]).
+    pub fn new(sq_entries: u32, cq_entries: u32, fixed_files: u32) -> io::Result<Ring> {
+        let attempts: [(bool, bool, bool); 4] = [
+            (true, true, true),
+            (true, true, false),
+            (true, false, false),
+            (false, false, false),
+        ];
+        let mut last_err = None;
+        for (single_issuer, defer_taskrun, submit_all) in attempts {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(cq_entries);
+            if single_issuer {
+                builder.setup_single_issuer();
+            }
+            if defer_taskrun {
+                builder.setup_defer_taskrun();
+            }
+            if submit_all {
+                builder.setup_submit_all();
+            }
+            match builder.build(sq_entries) {
+                Ok(ring) => {
+                    ring.submitter().register_files_sparse(fixed_files)?;
+                    let setup = RingSetup {
+                        single_issuer,
+                        defer_taskrun,
+                        submit_all,
+                        sq_entries: ring.params().sq_entries(),
+                        cq_entries: ring.params().cq_entries(),
+                        fixed_files,
+                    };
+                    return Ok(Ring {
+                        ring,
+                        setup,
+                        tick_interval: Box::new(types::Timespec::new()),
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
+    }
+
+    pub fn setup(&self) -> &RingSetup {
+        &self.setup
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    pub(crate) fn inner(&self) -> &IoUring {
+        &self.ring
+    }
+
+    /// Queues one entry, submitting first if the submission queue is full.
+    ///
+    /// # Safety
+    /// Every buffer the entry points to must stay valid until its completion (or, for multishot requests,
+    /// its final completion) is reaped.
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: forwarded from the caller's contract.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // Queue full: hand what we have to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::error!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Multishot accept on `listener`, each connection installed directly into the fixed-file table.
+    pub fn accept_multishot(&mut self, listener: RawFd, user_data: u64) {
+        let entry = opcode::AcceptMulti::new(types::Fd(listener))
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data);
+        // SAFETY: a multishot accept without an address buffer references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Multishot receive on direct descriptor `slot` into buffers of group `buf_group`.
+    pub fn recv_multishot(&mut self, slot: u32, buf_group: u16, user_data: u64) {
+        let entry = opcode::RecvMulti::new(types::Fixed(slot), buf_group)
+            .build()
+            .user_data(user_data);
+        // SAFETY: buffers come from the provided buffer ring, which lives as long as the ring
+        // (see `BufRing`); no other memory is referenced.
+        unsafe { self.push(entry) }
+    }
+
+    /// Submits the in-flight part of `queue` as one `sendmsg` on direct descriptor `slot`. Returns false
+    /// when the queue has nothing to send or a send is already in flight.
+    pub fn send_queue(&mut self, slot: u32, queue: &mut SendQueue, user_data: u64) -> bool {
+        let Some(msg) = queue.prepare_send() else {
+            return false;
+        };
+        let entry = opcode::SendMsg::new(types::Fixed(slot), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
+        // SAFETY: `prepare_send` marked the queue in flight: the `msghdr`, its iovec array and every chunk
+        // they point to are kept alive and unmoved until `SendQueue::complete` is called for this send's
+        // completion, and a queue dropped while in flight leaks them instead of freeing (see `SendQueue`).
+        unsafe { self.push(entry.user_data(user_data)) }
+        true
+    }
+
+    /// `shutdown(2)` on direct descriptor `slot`.
+    pub fn shutdown(&mut self, slot: u32, how: i32, user_data: u64) {
+        let entry = opcode::Shutdown::new(types::Fixed(slot), how)
+            .build()
+            .user_data(user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Closes direct descriptor `slot`, freeing its fixed-file table entry.
+    pub fn close_fixed(&mut self, slot: u32, user_data: u64) {
+        let entry = opcode::Close::new(types::Fixed(slot))
+            .build()
+            .user_data(user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Closes a regular file descriptor through the ring.
+    pub fn close_fd(&mut self, fd: RawFd, user_data: u64) {
+        let entry = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Cancels every request whose `user_data` equals `target`.
+    pub fn cancel(&mut self, target: u64, user_data: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Arms a multishot timeout that completes every `interval`, forever.
+    pub fn tick_every(&mut self, interval: std::time::Duration, user_data: u64) {
+        *self.tick_interval = types::Timespec::from(interval);
+        let entry = opcode::Timeout::new(&*self.tick_interval as *const types::Timespec)
+            .flags(types::TimeoutFlags::MULTISHOT)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the timespec is boxed inside `self` and never freed or moved before the ring is dropped.
+        unsafe { self.push(entry) }
+    }
+
+    /// Posts a completion with `user_data` and `value` on another ring (`MSG_RING`), waking it.
+    pub fn ring_doorbell(
+        &mut self,
+        target_ring_fd: RawFd,
+        value: i32,
+        user_data: u64,
+        own_user_data: u64,
+    ) {
+        let entry = opcode::MsgRingData::new(types::Fd(target_ring_fd), value, user_data, None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(own_user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Submits queued entries and waits for at least `want` completions.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out` (which keeps its capacity between calls).
+    pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            out.push(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
+        }
+    }
+}
+
+/// A ring used only to ring other rings' doorbells from threads that have no worker ring (the main
+/// thread on shutdown, library callers publishing from any thread).
+pub struct DoorbellRing {
+    ring: IoUring,
+}
+
+impl DoorbellRing {
+    pub fn new() -> io::Result<DoorbellRing> {
+        Ok(DoorbellRing {
+            ring: IoUring::new(64)?,
+        })
+    }
+
+    /// Posts a completion with `user_data` and `value` to the ring `target_ring_fd` and waits for the
+    /// message to be delivered.
+    pub fn ring(&mut self, target_ring_fd: RawFd, value: i32, user_data: u64) -> io::Result<()> {
+        let entry =
+            opcode::MsgRingData::new(types::Fd(target_ring_fd), value, user_data, None).build();
+        // SAFETY: references no user memory.
+        unsafe { self.ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("doorbell queue full"))?;
+        self.ring.submit_and_wait(1)?;
+        let result = self
+            .ring
+            .completion()
+            .next()
+            .map(|c| c.result())
+            .unwrap_or(0);
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        Ok(())
+    }
+}

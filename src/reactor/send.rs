@@ -1,0 +1,307 @@
+//! Send queues: the bytes queued for one connection, sent as one vectored `sendmsg` at a time, and the
+//! worker's pool of output buffers and queues.
+//!
+//! A queue holds chunks: owned buffers (taken from the [`BufferPool`], small frames coalesced into one)
+//! and shared, reference-counted buffers (one broadcast frame referenced by many queues, never copied).
+//! Lifetime rule: while a send is in flight, the chunks it covers, the iovec array and the `msghdr` are
+//! neither freed, moved nor modified (new bytes only go to chunks after them); a queue dropped while a send
+//! is in flight leaks them rather than free memory the kernel may still read. Nothing here allocates in
+//! steady state: buffers and queues come back to the pool.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Most chunks covered by one `sendmsg`.
+pub const MAX_IOV: usize = 64;
+/// Small owned frames are appended to the last owned chunk while it stays below this size.
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// Buffers larger than this are freed instead of pooled.
+const POOL_MAX_CAPACITY: usize = 256 * 1024;
+/// At most this many free buffers and queues are kept.
+const POOL_MAX_ITEMS: usize = 4096;
+
+/// Queued bytes.
+pub enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+/// The `msghdr` and its iovec array, boxed so that moving the queue never moves them.
+struct IoVecs {
+    iov: [libc::iovec; MAX_IOV],
+    msg: libc::msghdr,
+}
+
+/// The send queue of one connection.
+pub struct SendQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of `chunks[0]` already sent.
+    head_offset: usize,
+    /// Bytes queued and not yet sent.
+    queued_bytes: usize,
+    /// Number of leading chunks covered by the send in flight (0: none in flight).
+    in_flight: usize,
+    io: Box<IoVecs>,
+}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        SendQueue::new()
+    }
+}
+
+impl SendQueue {
+    pub fn new() -> SendQueue {
+        // SAFETY: `iovec` and `msghdr` are plain C structs for which all-zero bytes are a valid value
+        // (null pointers, zero lengths).
+        let io: IoVecs = unsafe { std::mem::zeroed() };
+        SendQueue {
+            chunks: VecDeque::new(),
+            head_offset: 0,
+            queued_bytes: 0,
+            in_flight: 0,
+            io: Box::new(io),
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued_bytes == 0
+    }
+
+    pub fn send_in_flight(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Appends bytes written by `write` to an owned buffer (the last one if it is not in flight and has
+    /// room, else a pooled one). `size_hint` is how many bytes `write` will append.
+    pub fn push_owned(
+        &mut self,
+        pool: &mut BufferPool,
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let can_coalesce = self.chunks.len() > self.in_flight
+            && matches!(self.chunks.back(), Some(Chunk::Owned(v)) if v.len() + size_hint <= COALESCE_LIMIT);
+        if !can_coalesce {
+            let mut buf = pool.take_buffer();
+            buf.reserve(size_hint);
+            self.chunks.push_back(Chunk::Owned(buf));
+        }
+        let Some(Chunk::Owned(buf)) = self.chunks.back_mut() else {
+            unreachable!("an owned chunk was pushed")
+        };
+        let before = buf.len();
+        write(buf);
+        self.queued_bytes += buf.len() - before;
+    }
+
+    /// Appends a shared buffer (a reference, no copy).
+    pub fn push_shared(&mut self, bytes: Arc<[u8]>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.queued_bytes += bytes.len();
+        self.chunks.push_back(Chunk::Shared(bytes));
+    }
+
+    /// Fills the iovecs for the next send and marks the covered chunks in flight. Returns the `msghdr` to
+    /// submit, or `None` if nothing is queued or a send is already in flight.
+    pub(crate) fn prepare_send(&mut self) -> Option<*const libc::msghdr> {
+        if self.in_flight > 0 || self.queued_bytes == 0 {
+            return None;
+        }
+        let mut count = 0;
+        for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
+            let bytes = chunk.bytes();
+            let skip = if i == 0 { self.head_offset } else { 0 };
+            if bytes.len() == skip {
+                continue;
+            }
+            self.io.iov[count] = libc::iovec {
+                iov_base: bytes[skip..].as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len() - skip,
+            };
+            count += 1;
+        }
+        self.in_flight = self.chunks.len().min(MAX_IOV);
+        let iov_ptr = self.io.iov.as_mut_ptr();
+        let msg = &mut self.io.msg;
+        msg.msg_iov = iov_ptr;
+        msg.msg_iovlen = count as _;
+        Some(msg as *const libc::msghdr)
+    }
+
+    /// Records the completion of the send in flight: `sent` bytes went out (0 on error). Fully sent chunks
+    /// go back to the pool; a partly sent one stays at the head with its offset.
+    pub fn complete(&mut self, sent: usize, pool: &mut BufferPool) {
+        self.in_flight = 0;
+        let mut remaining = sent.min(self.queued_bytes);
+        self.queued_bytes -= remaining;
+        while remaining > 0 {
+            let Some(head) = self.chunks.front() else {
+                break;
+            };
+            let left = head.bytes().len() - self.head_offset;
+            if remaining >= left {
+                remaining -= left;
+                self.head_offset = 0;
+                if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
+                    pool.give_buffer(buf);
+                }
+            } else {
+                self.head_offset += remaining;
+                remaining = 0;
+            }
+        }
+        // Drop fully sent empty chunks (a zero-length owned buffer).
+        while self.head_offset == 0
+            && matches!(self.chunks.front(), Some(c) if c.bytes().is_empty())
+        {
+            if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
+                pool.give_buffer(buf);
+            }
+        }
+    }
+
+    /// Drops everything queued (nothing may be in flight).
+    pub fn clear(&mut self, pool: &mut BufferPool) {
+        assert_eq!(self.in_flight, 0, "clearing a queue with a send in flight");
+        while let Some(chunk) = self.chunks.pop_front() {
+            if let Chunk::Owned(buf) = chunk {
+                pool.give_buffer(buf);
+            }
+        }
+        self.head_offset = 0;
+        self.queued_bytes = 0;
+    }
+}
+
+impl Drop for SendQueue {
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            // The kernel may still read these: leak them rather than free memory in use.
+            let chunks = std::mem::take(&mut self.chunks);
+            std::mem::forget(chunks);
+            let io = std::mem::replace(
+                &mut self.io,
+                Box::new(IoVecs {
+                    // SAFETY: all-zero bytes are a valid `iovec` and `msghdr`.
+                    iov: unsafe { std::mem::zeroed() },
+                    // SAFETY: as above.
+                    msg: unsafe { std::mem::zeroed() },
+                }),
+            );
+            std::mem::forget(io);
+        }
+    }
+}
+
+/// The worker's pool of output buffers and send queues.
+#[derive(Default)]
+pub struct BufferPool {
+    buffers: Vec<Vec<u8>>,
+    // Boxed on purpose: a connection holds `Option<Box<SendQueue>>` (one pointer while idle).
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<SendQueue>>,
+}
+
+impl BufferPool {
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.buffers.pop().unwrap_or_default()
+    }
+
+    pub fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= POOL_MAX_CAPACITY && self.buffers.len() < POOL_MAX_ITEMS {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
+
+    /// A boxed queue, so that an idle connection pays one pointer for it.
+    pub fn take_queue(&mut self) -> Box<SendQueue> {
+        self.queues.pop().unwrap_or_default()
+    }
+
+    /// Returns a queue to the pool, emptied (one with a send in flight is dropped instead, which leaks
+    /// its in-flight buffers; see [`SendQueue`]).
+    pub fn give_queue(&mut self, mut queue: Box<SendQueue>) {
+        if queue.in_flight == 0 {
+            queue.clear(self);
+            if self.queues.len() < POOL_MAX_ITEMS {
+                self.queues.push(queue);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent_bytes(q: &mut SendQueue) -> Vec<u8> {
+        let msg = q.prepare_send().expect("something to send");
+        let mut out = Vec::new();
+        // SAFETY: the msghdr and iovecs were just filled from live chunks of `q`.
+        unsafe {
+            let msg = &*msg;
+            for i in 0..msg.msg_iovlen {
+                let iov = &*msg.msg_iov.add(i);
+                out.extend_from_slice(std::slice::from_raw_parts(
+                    iov.iov_base as *const u8,
+                    iov.iov_len,
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn coalesces_small_owned_and_keeps_shared_by_reference() {
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_owned(&mut pool, 3, |b| b.extend_from_slice(b"abc"));
+        q.push_owned(&mut pool, 2, |b| b.extend_from_slice(b"de"));
+        let shared: Arc<[u8]> = Arc::from(&b"XYZ"[..]);
+        q.push_shared(Arc::clone(&shared));
+        assert_eq!(Arc::strong_count(&shared), 2);
+        assert_eq!(q.queued_bytes(), 8);
+        assert_eq!(q.chunks.len(), 2);
+        assert_eq!(sent_bytes(&mut q), b"abcdeXYZ");
+        // In flight: new bytes go to a new chunk, not into the one being sent.
+        q.push_owned(&mut pool, 1, |b| b.push(b'!'));
+        assert_eq!(q.chunks.len(), 3);
+        q.complete(8, &mut pool);
+        assert_eq!(Arc::strong_count(&shared), 1);
+        assert_eq!(sent_bytes(&mut q), b"!");
+    }
+
+    #[test]
+    fn short_send_continues_from_the_offset() {
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_owned(&mut pool, 6, |b| b.extend_from_slice(b"hello!"));
+        q.push_shared(Arc::from(&b"world"[..]));
+        let _ = sent_bytes(&mut q);
+        q.complete(4, &mut pool);
+        assert_eq!(q.queued_bytes(), 7);
+        assert_eq!(sent_bytes(&mut q), b"o!world");
+        q.complete(3, &mut pool);
+        assert_eq!(sent_bytes(&mut q), b"orld");
+        q.complete(4, &mut pool);
+        assert!(q.is_empty());
+        assert!(q.prepare_send().is_none());
+    }
+}

@@ -1,0 +1,124 @@
+//! Server configuration: every limit, timeout and size, with its documented default. Built by the CLI
+//! (or by a program embedding ringws) and shared read-only by all workers.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// What happens to a connection whose send queue exceeds `max_backpressure` when another connection's
+/// message (broadcast, publish) is queued to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close it with 1008 (policy violation) and a reason.
+    Close,
+    /// Skip the message for that connection.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind (default 0.0.0.0).
+    pub bind: IpAddr,
+    /// TCP port (default 9001; 0 = ephemeral, the same for every worker).
+    pub port: u16,
+    /// Worker threads, each with its own ring and listener (default: CPU count).
+    pub workers: usize,
+    /// Pin worker `i` to CPU `i % cpus` (default on).
+    pub pin_workers: bool,
+    /// Largest message, reassembled (default 16 MiB); larger -> close 1009.
+    pub max_message_size: usize,
+    /// Largest single frame payload (default 16 MiB); larger -> close 1009.
+    pub max_frame_size: u64,
+    /// Most open WebSocket connections over all workers (0 = no limit beyond the per-worker one); an
+    /// upgrade beyond it is answered 503.
+    pub max_connections: usize,
+    /// Most connections one worker holds (default: the open-file limit minus the admission reserve). Its
+    /// fixed-file table has this many slots plus a small reserve used to answer 503 while full.
+    pub max_connections_per_worker: usize,
+    /// Largest HTTP request header block (default 8 KiB); larger -> 431.
+    pub max_header_bytes: usize,
+    /// Allowed `Origin` values (empty = any); another origin -> 403.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in preference order (empty = none).
+    pub subprotocols: Vec<String>,
+    /// Time to complete the opening handshake (default 10 s); the connection is then closed.
+    pub handshake_timeout: Duration,
+    /// Idle time before the server sends a ping (default 30 s; zero disables idle pings).
+    pub idle_timeout: Duration,
+    /// Time to wait for any data after an idle ping before closing (default 30 s).
+    pub ping_timeout: Duration,
+    /// Time to wait for the peer to finish the close handshake (default 5 s).
+    pub close_timeout: Duration,
+    /// Time to wait for close replies on SIGINT/SIGTERM before exiting (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// Most bytes queued to one connection before backpressure applies (default 1 MiB).
+    pub max_backpressure: usize,
+    /// What to do with a slow consumer (default close).
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Size of each provided receive buffer (default 16 KiB).
+    pub recv_buffer_size: usize,
+    /// Receive buffers per worker, a power of two (default 256).
+    pub recv_buffers: u16,
+    /// In broadcast mode, send a client's message back to itself too (default on).
+    pub broadcast_include_sender: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 9001,
+            workers: crate::reactor::sys::cpu_count(),
+            pin_workers: true,
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+            max_connections: 0,
+            max_connections_per_worker: 0,
+            max_header_bytes: 8192,
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            max_backpressure: 1 << 20,
+            slow_consumer: SlowConsumerPolicy::Close,
+            recv_buffer_size: 16 * 1024,
+            recv_buffers: 256,
+            broadcast_include_sender: true,
+        }
+    }
+}
+
+/// Fixed-file slots kept beyond `max_connections_per_worker` so that a worker at its limit can still
+/// accept a connection, answer 503 and close it instead of leaving clients hanging.
+pub fn admission_reserve(max_connections_per_worker: usize) -> usize {
+    (max_connections_per_worker / 64).clamp(4, 256)
+}
+
+impl ServerConfig {
+    /// The per-worker connection limit after defaults: at most the open-file limit minus the reserve.
+    pub fn effective_connections_per_worker(&self) -> usize {
+        let file_limit = crate::reactor::sys::open_file_limit().min(1 << 20) as usize;
+        let ceiling = file_limit
+            .saturating_sub(admission_reserve(file_limit))
+            .max(1);
+        if self.max_connections_per_worker == 0 {
+            ceiling
+        } else {
+            self.max_connections_per_worker.min(ceiling)
+        }
+    }
+
+    /// The tick of the workers' timer wheels: a quarter of the shortest timeout, between 10 and 100 ms.
+    pub fn tick(&self) -> Duration {
+        let mut shortest = self
+            .handshake_timeout
+            .min(self.close_timeout)
+            .min(self.shutdown_timeout);
+        if !self.idle_timeout.is_zero() {
+            shortest = shortest.min(self.idle_timeout).min(self.ping_timeout);
+        }
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+    }
+}

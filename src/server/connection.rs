@@ -1,0 +1,129 @@
+//! One connection's state: where it is in its life (handshake, open, closing), what is in flight on the
+//! ring for it, its protocol reader and its send queue.
+//!
+//! Kept small on purpose (see `docs/ARCHITECTURE.md` for `size_of` and measured RSS): an idle open
+//! connection holds no buffer, no queue and no timer besides its one wheel entry. This module must not
+//! know how an operation is submitted; the worker drives it.
+
+use crate::protocol::{MessageReader, Role};
+use crate::reactor::SendQueue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Waiting for (the rest of) the HTTP request.
+    Handshake,
+    /// WebSocket open.
+    Open,
+    /// A close frame or an HTTP answer was sent or received: draining, then the TCP close.
+    Closing,
+}
+
+/// Flag bits of [`Connection::flags`].
+pub mod flags {
+    /// A multishot receive is armed.
+    pub const RECV_ARMED: u16 = 1 << 0;
+    /// A shutdown(2) is in flight.
+    pub const SHUTDOWN_IN_FLIGHT: u16 = 1 << 1;
+    /// Our write side is shut (FIN sent after everything queued).
+    pub const WRITE_SHUT: u16 = 1 << 2;
+    /// We sent a close frame: nothing else may be sent.
+    pub const CLOSE_SENT: u16 = 1 << 3;
+    /// The peer's close frame arrived.
+    pub const CLOSE_RECEIVED: u16 = 1 << 4;
+    /// A server ping is waiting for any sign of life.
+    pub const AWAITING_PONG: u16 = 1 << 5;
+    /// Reads are paused: the send queue is over the backpressure cap.
+    pub const RECV_PAUSED: u16 = 1 << 6;
+    /// Shut the write side once the queue is flushed.
+    pub const SHUT_AFTER_FLUSH: u16 = 1 << 7;
+    /// The connection is ending: release it once nothing is in flight.
+    pub const DOOMED: u16 = 1 << 8;
+    /// Ending without waiting for the queue to flush (cancel in-flight operations).
+    pub const ABORT: u16 = 1 << 9;
+    /// The close of the direct descriptor is in flight.
+    pub const FD_CLOSING: u16 = 1 << 10;
+    /// In the worker's list of connections to flush at the end of this batch.
+    pub const DIRTY: u16 = 1 << 11;
+    /// Input after a protocol error or an HTTP answer is read and dropped.
+    pub const DISCARD_INPUT: u16 = 1 << 12;
+    /// Cancels for in-flight operations were submitted.
+    pub const CANCEL_SENT: u16 = 1 << 13;
+}
+
+pub struct Connection {
+    /// Frame reader (no buffer while idle).
+    pub reader: MessageReader,
+    /// Bytes waiting to be sent; `None` while nothing is queued (the box goes back to the pool).
+    pub queue: Option<Box<SendQueue>>,
+    /// The start of an HTTP request that did not fit one receive (handshake only).
+    pub pending: Option<Box<Vec<u8>>>,
+    /// Index of the connection's direct descriptor in the ring's fixed-file table.
+    pub fixed: u32,
+    /// Incarnation of this slab slot, carried in every `user_data`.
+    pub generation: u32,
+    /// Tick at which the current state started (or the idle ping was sent).
+    pub since: u32,
+    /// Tick of the last received byte.
+    pub last_activity: u32,
+    /// Due tick of the connection's live timer-wheel entry.
+    pub timer_at: u32,
+    pub flags: u16,
+    pub state: State,
+}
+
+impl Connection {
+    pub fn new(fixed: u32, generation: u32, now: u32) -> Connection {
+        Connection {
+            reader: MessageReader::new(Role::Server),
+            queue: None,
+            pending: None,
+            fixed,
+            generation,
+            since: now,
+            last_activity: now,
+            timer_at: 0,
+            flags: 0,
+            state: State::Handshake,
+        }
+    }
+
+    #[inline]
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    #[inline]
+    pub fn set(&mut self, flag: u16) {
+        self.flags |= flag;
+    }
+
+    #[inline]
+    pub fn clear(&mut self, flag: u16) {
+        self.flags &= !flag;
+    }
+
+    pub fn send_in_flight(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.send_in_flight())
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.queued_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented bound (docs/ARCHITECTURE.md): a connection and its slab entry stay small.
+    #[test]
+    fn connection_is_small() {
+        assert!(
+            std::mem::size_of::<Connection>() <= 104,
+            "{}",
+            std::mem::size_of::<Connection>()
+        );
+        assert!(std::mem::size_of::<slab::Slab<Connection>>() <= 64);
+    }
+}

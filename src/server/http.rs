@@ -1,0 +1,72 @@
+//! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page), and the
+//! answers for everything else (404, 405). One request per connection (`Connection: close`).
+//!
+//! Only the routing and the response bytes live here; the worker decides when a request is plain HTTP
+//! and queues what this module writes. Never on the message hot path.
+
+use crate::protocol::handshake::{write_http_response, Request};
+
+use super::metrics::{render_prometheus, WorkerMetrics};
+
+/// The demo page served at `/`.
+pub const DEMO_PAGE: &str = include_str!("../../web/demo.html");
+
+/// Whether a request is an attempt to open a WebSocket (and so gets the handshake's checks and
+/// statuses rather than plain routing).
+pub fn wants_websocket(request: &Request<'_>) -> bool {
+    request.is_upgrade()
+        || request.header("sec-websocket-key").is_some()
+        || request.header("sec-websocket-version").is_some()
+}
+
+/// Writes the answer to a plain (non-upgrade) request into `out`; returns its status.
+pub fn route(
+    request: &Request<'_>,
+    metrics: &[std::sync::Arc<WorkerMetrics>],
+    out: &mut Vec<u8>,
+) -> u16 {
+    let close = [("Connection", "close")];
+    let head = request.method() == "HEAD";
+    if request.method() != "GET" && !head {
+        let body = b"method not allowed\n";
+        write_http_response(
+            out,
+            405,
+            "text/plain; charset=utf-8",
+            &[("Allow", "GET, HEAD"), close[0]],
+            body,
+        );
+        return 405;
+    }
+    let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) =
+        match request.path_only() {
+            "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render_prometheus(metrics).into_bytes().into(),
+            ),
+            "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
+            _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
+        };
+    if head {
+        // Same headers, no body: write the full response and cut the body off.
+        let start = out.len();
+        write_http_response(out, status, content_type, &close, &body);
+        out.truncate(start + (out.len() - start - body.len()));
+    } else {
+        write_http_response(out, status, content_type, &close, &body);
+    }
+    status
+}
+
+/// The answer to a connection refused for capacity.
+pub fn write_503(out: &mut Vec<u8>) {
+    write_http_response(
+        out,
+        503,
+        "text/plain; charset=utf-8",
+        &[("Connection", "close"), ("Retry-After", "1")],
+        b"server at capacity\n",
+    );
+}

@@ -1,0 +1,272 @@
+//! Per-worker counters and their Prometheus text rendering.
+//!
+//! Each worker owns one [`WorkerMetrics`] and is its only writer: a counter update is a relaxed load and
+//! store (no read-modify-write, no lock), readable from any thread for `/metrics`. Nothing here logs or
+//! allocates on the hot path; rendering allocates, but only for a `/metrics` request.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with a single writer thread.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection was refused before or at the upgrade.
+pub const REJECT_REASONS: [&str; 3] = ["table_full", "max_connections", "shutting_down"];
+pub const REJECT_TABLE_FULL: usize = 0;
+pub const REJECT_MAX_CONNECTIONS: usize = 1;
+pub const REJECT_SHUTTING_DOWN: usize = 2;
+
+/// Handshake failures, by the HTTP status answered (or `timeout`).
+pub const HANDSHAKE_FAILURES: [&str; 8] =
+    ["400", "403", "404", "405", "426", "431", "timeout", "other"];
+
+/// Close codes counted individually; everything else is `other`.
+pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011];
+
+#[derive(Default)]
+pub struct WorkerMetrics {
+    /// TCP connections currently held (any state).
+    pub connections_open: Counter,
+    /// TCP connections accepted since start.
+    pub connections_total: Counter,
+    /// WebSocket connections currently open.
+    pub websockets_open: Counter,
+    /// Successful upgrades since start.
+    pub websockets_total: Counter,
+    /// Plain HTTP requests answered.
+    pub http_requests: Counter,
+    pub rejected: [Counter; REJECT_REASONS.len()],
+    pub handshake_failures: [Counter; HANDSHAKE_FAILURES.len()],
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
+    /// Closes by code (received from the peer, or 1006 for a connection lost without a close).
+    pub closes: [Counter; CLOSE_CODES.len() + 1],
+    /// Times a connection's reads were paused because its send queue exceeded the cap.
+    pub backpressure_pauses: Counter,
+    pub slow_consumer_closes: Counter,
+    pub slow_consumer_drops: Counter,
+    /// Accept errors (ENFILE, EMFILE, ENOBUFS...), which stop the multishot accept until slots free.
+    pub accept_errors: Counter,
+    /// Broadcast frames encoded (once per message, shared by every recipient).
+    pub frames_encoded: Counter,
+    /// Batches of shared frames handed to another worker.
+    pub handoffs: Counter,
+    /// Shared frames queued to connections.
+    pub deliveries: Counter,
+}
+
+impl WorkerMetrics {
+    pub fn close_code(&self, code: u16) {
+        let index = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len());
+        self.closes[index].inc();
+    }
+
+    pub fn handshake_failure(&self, status: u16) {
+        let label = status.to_string();
+        let index = HANDSHAKE_FAILURES
+            .iter()
+            .position(|&s| s == label)
+            .unwrap_or(HANDSHAKE_FAILURES.len() - 1);
+        self.handshake_failures[index].inc();
+    }
+
+    pub fn handshake_timeout(&self) {
+        self.handshake_failures[6].inc();
+    }
+}
+
+/// Name, Prometheus type, help text and accessor of one per-worker counter.
+type CounterSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerMetrics) -> &Counter,
+);
+
+/// Renders every worker's counters as Prometheus text exposition.
+pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
+    let mut out = String::with_capacity(4096);
+    let simple: [CounterSpec; 15] = [
+        (
+            "ringws_connections_open",
+            "gauge",
+            "TCP connections held",
+            |m| &m.connections_open,
+        ),
+        (
+            "ringws_connections_total",
+            "counter",
+            "TCP connections accepted",
+            |m| &m.connections_total,
+        ),
+        (
+            "ringws_websockets_open",
+            "gauge",
+            "WebSocket connections open",
+            |m| &m.websockets_open,
+        ),
+        (
+            "ringws_websockets_total",
+            "counter",
+            "WebSocket upgrades",
+            |m| &m.websockets_total,
+        ),
+        (
+            "ringws_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered",
+            |m| &m.http_requests,
+        ),
+        (
+            "ringws_messages_in_total",
+            "counter",
+            "Messages received",
+            |m| &m.messages_in,
+        ),
+        (
+            "ringws_bytes_in_total",
+            "counter",
+            "Message payload bytes received",
+            |m| &m.bytes_in,
+        ),
+        (
+            "ringws_messages_out_total",
+            "counter",
+            "Messages queued for sending",
+            |m| &m.messages_out,
+        ),
+        (
+            "ringws_bytes_out_total",
+            "counter",
+            "Message payload bytes queued for sending",
+            |m| &m.bytes_out,
+        ),
+        (
+            "ringws_backpressure_events_total",
+            "counter",
+            "Reads paused by a full send queue",
+            |m| &m.backpressure_pauses,
+        ),
+        (
+            "ringws_slow_consumer_closes_total",
+            "counter",
+            "Slow consumers closed with 1008",
+            |m| &m.slow_consumer_closes,
+        ),
+        (
+            "ringws_slow_consumer_drops_total",
+            "counter",
+            "Messages dropped for slow consumers",
+            |m| &m.slow_consumer_drops,
+        ),
+        (
+            "ringws_accept_errors_total",
+            "counter",
+            "Accept failures (table full, ENOBUFS...)",
+            |m| &m.accept_errors,
+        ),
+        (
+            "ringws_frames_encoded_total",
+            "counter",
+            "Shared frames encoded for fanout",
+            |m| &m.frames_encoded,
+        ),
+        (
+            "ringws_deliveries_total",
+            "counter",
+            "Shared frames queued to connections",
+            |m| &m.deliveries,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, m) in workers.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(m).get());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_handoffs_total Batches of shared frames handed to other workers\n# TYPE ringws_handoffs_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_handoffs_total{{worker=\"{i}\"}} {}",
+            m.handoffs.get()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_rejected_total Connections refused\n# TYPE ringws_rejected_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (r, reason) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_rejected_total{{worker=\"{i}\",reason=\"{reason}\"}} {}",
+                m.rejected[r].get()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_handshake_failures_total Failed opening handshakes\n# TYPE ringws_handshake_failures_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (r, reason) in HANDSHAKE_FAILURES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_handshake_failures_total{{worker=\"{i}\",reason=\"{reason}\"}} {}",
+                m.handshake_failures[r].get()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringws_closes_total Connections closed, by close code\n# TYPE ringws_closes_total counter");
+    for (i, m) in workers.iter().enumerate() {
+        for (c, counter) in m.closes.iter().enumerate() {
+            let code = CLOSE_CODES
+                .get(c)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "other".to_string());
+            let _ = writeln!(
+                out,
+                "ringws_closes_total{{worker=\"{i}\",code=\"{code}\"}} {}",
+                counter.get()
+            );
+        }
+    }
+    out
+}

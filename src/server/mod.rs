@@ -1,0 +1,191 @@
+//! The server: workers (one ring, listener and slab each), the connection state machine, send queues,
+//! backpressure, timers, limits, metrics and HTTP routes.
+//!
+//! [`Server::start`] binds one SO_REUSEPORT listener per worker (worker 0 first, so that port 0 resolves
+//! to one ephemeral port for all), starts the workers and returns once every worker accepts.
+//! [`ServerHandle::shutdown`] starts the graceful shutdown (close 1001 to every open connection) and
+//! [`ServerHandle::join`] waits for it. This layer never touches a socket except through the reactor.
+
+pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod http;
+pub mod metrics;
+pub mod timer;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+pub use config::{ServerConfig, SlowConsumerPolicy};
+pub use handler::{ConnId, Ctx, Handler};
+pub use metrics::WorkerMetrics;
+
+use crate::reactor::ring::DoorbellRing;
+use crate::reactor::{sys, Op, UserData};
+use worker::Handoff;
+
+/// State shared by all workers of one server (read-mostly; no lock on the hot path).
+pub(crate) struct Shared {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) metrics: Vec<Arc<WorkerMetrics>>,
+    /// Each worker's ring fd (for `MSG_RING` doorbells), -1 until it runs.
+    pub(crate) ring_fds: Vec<AtomicI32>,
+    /// Each worker's inbox of frames handed over by other workers.
+    pub(crate) inboxes: Vec<Sender<Handoff>>,
+    pub(crate) shutdown: AtomicBool,
+    /// Open WebSocket connections over all workers (for `--max-connections`).
+    pub(crate) websockets_open: AtomicUsize,
+}
+
+/// A running server.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+    ring_setup: String,
+    doorbell: Mutex<Option<DoorbellRing>>,
+}
+
+pub struct Server;
+
+impl Server {
+    /// Binds, starts `config.workers` workers, each with a handler from `make_handler(worker_index)`
+    /// (called on the worker's thread), and returns once all of them accept connections.
+    pub fn start<H, F>(config: ServerConfig, make_handler: F) -> std::io::Result<ServerHandle>
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        sys::raise_open_file_limit();
+        let workers = config.workers.max(1);
+        let mut listeners = Vec::with_capacity(workers);
+        let first = sys::reuseport_listener(SocketAddr::new(config.bind, config.port), 4096)?;
+        let local_addr = sys::local_addr(&first)?;
+        listeners.push(first);
+        for _ in 1..workers {
+            listeners.push(sys::reuseport_listener(local_addr, 4096)?);
+        }
+        let mut senders = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            metrics: (0..workers)
+                .map(|_| Arc::new(WorkerMetrics::default()))
+                .collect(),
+            ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
+            inboxes: senders,
+            shutdown: AtomicBool::new(false),
+            websockets_open: AtomicUsize::new(0),
+        });
+        let make_handler = Arc::new(make_handler);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let cpus = sys::cpu_count();
+        let mut threads = Vec::with_capacity(workers);
+        for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            let shared = Arc::clone(&shared);
+            let make_handler = Arc::clone(&make_handler);
+            let ready_tx = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringws-worker-{index}"))
+                .spawn(move || {
+                    if shared.config.pin_workers {
+                        if let Err(e) = sys::pin_current_thread(index % cpus) {
+                            tracing::warn!(
+                                worker = index,
+                                "could not pin to CPU {}: {e}",
+                                index % cpus
+                            );
+                        }
+                    }
+                    let handler = make_handler(index);
+                    worker::run_worker(index, listener, shared, inbox, handler, |result| {
+                        let _ = ready_tx.send(result);
+                    });
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut ring_setup = String::new();
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(setup)) => ring_setup = setup,
+                Ok(Err(message)) => {
+                    shared.shutdown.store(true, Ordering::Release);
+                    return Err(std::io::Error::other(message));
+                }
+                Err(_) => return Err(std::io::Error::other("a worker exited during startup")),
+            }
+        }
+        Ok(ServerHandle {
+            shared,
+            threads,
+            local_addr,
+            ring_setup,
+            doorbell: Mutex::new(None),
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The address the workers listen on (the real port when started with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The io_uring setup flags the kernel accepted (for the startup log line).
+    pub fn ring_setup(&self) -> &str {
+        &self.ring_setup
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Every worker's counters.
+    pub fn metrics(&self) -> &[Arc<WorkerMetrics>] {
+        &self.shared.metrics
+    }
+
+    /// Prometheus text of every worker's counters.
+    pub fn render_metrics(&self) -> String {
+        metrics::render_prometheus(&self.shared.metrics)
+    }
+
+    /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the
+    /// replies up to the shutdown timeout. Callable from any thread; returns at once.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Wakes every worker (a `MSG_RING` doorbell); their tick would notice within one tick anyway.
+    fn wake_all(&self) {
+        let mut guard = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = DoorbellRing::new().ok();
+        }
+        let Some(ring) = guard.as_mut() else { return };
+        for fd in &self.shared.ring_fds {
+            let fd = fd.load(Ordering::Acquire);
+            if fd >= 0 {
+                let _ = ring.ring(fd, 0, UserData::new(u32::MAX, 0, Op::Doorbell).encode());
+            }
+        }
+    }
+}

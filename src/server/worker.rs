@@ -1,0 +1,1107 @@
+//! One worker: a thread with its own ring, listener, buffer ring, slab of connections, timer wheel and
+//! handler, driving every connection through handshake -> open -> closing -> released.
+//!
+//! The loop: submit and wait, drain completions, dispatch each by its `user_data` (stale generations are
+//! dropped), then flush the send queues touched in this batch (one vectored send per connection) and ring
+//! other workers' doorbells once per batch. Hot path (recv -> parse -> handler -> queue -> send): no
+//! allocation per message in steady state (pooled buffers and queues), no lock, no syscall besides
+//! `io_uring_enter`, no log line. Teardown order: a connection is released (slot freed, generation
+//! bumped) only after its receive, send and shutdown have completed and its direct descriptor is closed.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::protocol::close::encode_close_payload;
+use crate::protocol::frame::{encode_header, OpCode};
+use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy};
+use crate::protocol::{
+    CloseCode, Event, MessageKind, MessageReader, ProtocolError, ReaderLimits, Role,
+};
+use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
+
+use super::config::ServerConfig;
+use super::connection::{flags::*, Connection, State};
+use super::handler::{ConnId, Ctx, Handler};
+use super::http;
+use super::metrics::{
+    WorkerMetrics, REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL,
+};
+use super::timer::{TimerEntry, TimerWheel};
+use super::Shared;
+
+/// Buffer group id of every worker's provided buffer ring.
+const BUF_GROUP: u16 = 0;
+/// `user_data` slot for operations that belong to no connection (accept, tick, doorbell).
+const NO_SLOT: u32 = u32::MAX;
+
+/// A frame handed from one worker to another: encoded once, shared.
+pub struct Handoff {
+    /// The complete frame bytes.
+    pub frame: Arc<[u8]>,
+    /// The sending connection, if it must not receive it (worker index, id).
+    pub except: Option<(usize, ConnId)>,
+}
+
+/// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
+pub struct Core {
+    pub(crate) index: usize,
+    pub(crate) conns: Slab<Connection>,
+    ring: Ring,
+    bufs: BufRing,
+    pool: BufferPool,
+    wheel: TimerWheel,
+    config: Arc<ServerConfig>,
+    limits: ReaderLimits,
+    shared: Arc<Shared>,
+    metrics: Arc<WorkerMetrics>,
+    listener: Option<OwnedFd>,
+    accept_armed: bool,
+    accept_error_logged: bool,
+    /// Connections this worker serves; beyond it (until the table's reserve is used up), new
+    /// connections are answered 503.
+    max_conns: usize,
+    /// Fixed-file table slots.
+    table_size: usize,
+    next_generation: u32,
+    /// Connections touched in this batch, flushed at its end.
+    dirty: Vec<u32>,
+    /// Connections that left the open state, for the handler's `on_close`.
+    closed: Vec<(ConnId, Option<CloseCode>)>,
+    /// Workers to wake at the end of this batch (bit per worker).
+    doorbells: Vec<bool>,
+    handshake_ticks: u32,
+    idle_ticks: u32,
+    ping_ticks: u32,
+    close_ticks: u32,
+    shutting_down: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+fn ticks(duration: Duration, tick: Duration) -> u32 {
+    if duration.is_zero() {
+        return 0;
+    }
+    (duration.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u32::MAX as u128 / 4) as u32
+}
+
+/// Runs worker `index` until shutdown completes. `ready` is called once the worker accepts connections.
+pub(crate) fn run_worker<H: Handler>(
+    index: usize,
+    listener: OwnedFd,
+    shared: Arc<Shared>,
+    inbox: Receiver<Handoff>,
+    mut handler: H,
+    ready: impl FnOnce(Result<String, String>),
+) {
+    let config = Arc::clone(&shared.config);
+    let max_conns = config.effective_connections_per_worker();
+    let table_size = max_conns + super::config::admission_reserve(max_conns);
+    let cq_entries = (table_size as u32 * 2)
+        .next_power_of_two()
+        .clamp(4096, 32768);
+    let ring = match Ring::new(2048, cq_entries, table_size as u32) {
+        Ok(ring) => ring,
+        Err(e) => return ready(Err(format!("worker {index}: io_uring setup failed: {e}"))),
+    };
+    let bufs = match BufRing::new(
+        &ring,
+        BUF_GROUP,
+        config.recv_buffers,
+        config.recv_buffer_size,
+    ) {
+        Ok(bufs) => bufs,
+        Err(e) => {
+            return ready(Err(format!(
+                "worker {index}: buffer ring setup failed: {e}"
+            )))
+        }
+    };
+    let tick = config.tick();
+    let mut core = Core {
+        index,
+        conns: Slab::new(),
+        ring,
+        bufs,
+        pool: BufferPool::default(),
+        wheel: TimerWheel::new(),
+        limits: ReaderLimits {
+            max_frame_size: config.max_frame_size,
+            max_message_size: config.max_message_size,
+        },
+        metrics: Arc::clone(&shared.metrics[index]),
+        listener: Some(listener),
+        accept_armed: false,
+        accept_error_logged: false,
+        max_conns,
+        table_size,
+        next_generation: 1,
+        dirty: Vec::new(),
+        closed: Vec::new(),
+        doorbells: vec![false; shared.metrics.len()],
+        handshake_ticks: ticks(config.handshake_timeout, tick),
+        idle_ticks: ticks(config.idle_timeout, tick),
+        ping_ticks: ticks(config.ping_timeout, tick),
+        close_ticks: ticks(config.close_timeout, tick),
+        shutting_down: false,
+        shutdown_deadline: None,
+        config,
+        shared,
+    };
+    core.shared.ring_fds[index].store(core.ring.fd(), Ordering::Release);
+    core.arm_accept();
+    core.ring
+        .tick_every(tick, UserData::new(NO_SLOT, 0, Op::Tick).encode());
+    if let Err(e) = core.ring.submit_and_wait(0) {
+        return ready(Err(format!("worker {index}: submit failed: {e}")));
+    }
+    ready(Ok(format!("{}", core.ring.setup())));
+
+    let mut completions = Vec::with_capacity(1024);
+    let mut worker = Worker {
+        core,
+        handler: &mut handler,
+        inbox,
+    };
+    loop {
+        if let Err(e) = worker.core.ring.submit_and_wait(1) {
+            tracing::error!(worker = index, "io_uring_enter failed: {e}");
+            break;
+        }
+        completions.clear();
+        worker.core.ring.drain_completions(&mut completions);
+        for completion in &completions {
+            worker.dispatch(*completion);
+        }
+        worker.end_of_batch();
+        if worker.core.shutting_down {
+            if worker.core.conns.is_empty() {
+                break;
+            }
+            if let Some(deadline) = worker.core.shutdown_deadline {
+                if Instant::now() >= deadline {
+                    // Out of patience: abort whatever is left, then give the closes a moment.
+                    worker.core.shutdown_deadline = None;
+                    let keys: Vec<usize> = worker.core.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        worker.core.doom(key, true);
+                    }
+                    worker.end_of_batch();
+                    worker.core.shutdown_deadline = None;
+                    let hard_deadline = Instant::now() + Duration::from_secs(1);
+                    while !worker.core.conns.is_empty() && Instant::now() < hard_deadline {
+                        if worker.core.ring.submit_and_wait(1).is_err() {
+                            break;
+                        }
+                        completions.clear();
+                        worker.core.ring.drain_completions(&mut completions);
+                        for completion in &completions {
+                            worker.dispatch(*completion);
+                        }
+                        worker.end_of_batch();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(worker = index, "worker stopped");
+}
+
+struct Worker<'h, H: Handler> {
+    core: Core,
+    handler: &'h mut H,
+    inbox: Receiver<Handoff>,
+}
+
+impl<H: Handler> Worker<'_, H> {
+    fn dispatch(&mut self, completion: Completion) {
+        let Some(ud) = UserData::decode(completion.user_data) else {
+            return;
+        };
+        match ud.op {
+            Op::Accept => self.core.on_accept(completion),
+            Op::Tick => self.on_tick(),
+            Op::Doorbell => self.on_doorbell(),
+            Op::Cancel => {}
+            Op::Recv | Op::Send | Op::Shutdown | Op::Close => {
+                let key = ud.slot as usize;
+                let live = self
+                    .core
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.generation == ud.generation);
+                if !live {
+                    // A completion for an earlier incarnation of this slot: drop it (but give back any
+                    // buffer it carries).
+                    if let Some(bid) = completion.buffer_id() {
+                        self.core.bufs.recycle_id(bid);
+                    }
+                    return;
+                }
+                match ud.op {
+                    Op::Recv => self.on_recv(key, completion),
+                    Op::Send => self.core.on_send(key, completion),
+                    Op::Shutdown => self.core.on_shutdown(key),
+                    Op::Close => self.core.on_close_done(key),
+                    _ => unreachable!(),
+                }
+            }
+        }
+        self.notify_closed();
+    }
+
+    fn notify_closed(&mut self) {
+        while let Some((id, code)) = self.core.closed.pop() {
+            self.handler.on_close(
+                &mut Ctx {
+                    core: &mut self.core,
+                },
+                id,
+                code,
+            );
+        }
+    }
+
+    fn end_of_batch(&mut self) {
+        self.notify_closed();
+        self.core.flush_dirty();
+        self.core.ring_doorbells();
+    }
+
+    fn on_tick(&mut self) {
+        let mut due: Vec<TimerEntry> = Vec::new();
+        self.core.wheel.advance(&mut due);
+        for entry in due {
+            self.core.on_timer(entry);
+        }
+        if !self.core.accept_armed && !self.core.shutting_down {
+            self.core.arm_accept();
+        }
+        if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
+            self.core.begin_shutdown();
+        }
+    }
+
+    fn on_doorbell(&mut self) {
+        while let Ok(handoff) = self.inbox.try_recv() {
+            self.core.deliver_shared(&handoff.frame, handoff.except);
+        }
+        if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
+            self.core.begin_shutdown();
+        }
+    }
+
+    fn on_recv(&mut self, key: usize, completion: Completion) {
+        let more = completion.more();
+        if !more {
+            self.core.conns[key].clear(RECV_ARMED);
+        }
+        let result = completion.result;
+        if result > 0 {
+            match completion.buffer_id() {
+                Some(bid) => self.on_input(key, bid, result as usize),
+                None => self.core.doom(key, true),
+            }
+        } else if result == 0 {
+            self.core.on_peer_eof(key);
+        } else if result != -libc::ENOBUFS && result != -libc::ECANCELED {
+            tracing::debug!(
+                worker = self.core.index,
+                "recv error: {}",
+                std::io::Error::from_raw_os_error(-result)
+            );
+            self.core.lost(key);
+        }
+        // Re-arm a multishot receive that ended without the connection ending (buffer ring ran dry: the
+        // data waits in the socket; cancelled for backpressure and since resumed).
+        let conn = &self.core.conns[key];
+        if !conn.has(RECV_ARMED) && result != 0 && !conn.has(DOOMED) && !conn.has(RECV_PAUSED) {
+            self.core.arm_recv(key);
+        }
+        self.core.try_release(key);
+    }
+
+    fn on_input(&mut self, key: usize, bid: u16, len: usize) {
+        let mut buf = self.core.bufs.take(bid, len);
+        let now = self.core.wheel.now();
+        let conn = &mut self.core.conns[key];
+        conn.last_activity = now;
+        conn.clear(AWAITING_PONG);
+        if conn.has(DISCARD_INPUT) || conn.has(DOOMED) {
+            // Lingering after an answer or an error: drop what the peer still sends.
+        } else if conn.state == State::Handshake {
+            self.on_handshake_bytes(key, buf.bytes_mut());
+        } else {
+            self.feed(key, buf.bytes_mut());
+        }
+        self.core.bufs.recycle(buf);
+        self.core.check_backpressure(key);
+    }
+
+    /// Feeds WebSocket bytes to the connection's reader and acts on its events.
+    fn feed(&mut self, key: usize, bytes: &mut [u8]) {
+        let conn = &mut self.core.conns[key];
+        let id = ConnId {
+            key: key as u32,
+            generation: conn.generation,
+        };
+        // The reader is moved out for the call, so that events can act on the worker (including this
+        // connection's queue) while it runs.
+        let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
+        let limits = self.core.limits;
+        let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
+        self.core.conns[key].reader = reader;
+        if let Err(error) = result {
+            self.core.protocol_error(key, error);
+        }
+    }
+
+    fn on_event(&mut self, id: ConnId, event: Event<'_>) {
+        let key = id.key as usize;
+        let core = &mut self.core;
+        let conn = &mut core.conns[key];
+        let open = conn.state == State::Open && !conn.has(CLOSE_SENT);
+        match event {
+            Event::Message { kind, payload } => {
+                if open {
+                    core.metrics.messages_in.inc();
+                    core.metrics.bytes_in.add(payload.len() as u64);
+                    self.handler.on_message(
+                        &mut Ctx {
+                            core: &mut self.core,
+                        },
+                        id,
+                        kind,
+                        payload,
+                    );
+                }
+            }
+            Event::Ping(payload) => {
+                if open {
+                    core.queue_frame(key, OpCode::Pong, payload);
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close { code, reason: _ } => {
+                conn.set(CLOSE_RECEIVED);
+                core.metrics.close_code(code.map_or(1005, |c| c.0));
+                if conn.has(CLOSE_SENT) {
+                    // The reply to our close: the handshake is complete, close TCP once flushed.
+                    core.shut_after_flush(key);
+                } else {
+                    let reply = code.unwrap_or(CloseCode::NORMAL);
+                    core.send_close(key, reply, "");
+                    core.leave_open(key, Some(code.unwrap_or(CloseCode::NO_STATUS)));
+                    core.shut_after_flush(key);
+                }
+            }
+        }
+    }
+
+    /// Handles request bytes of a connection still in its opening handshake.
+    fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
+        let max_header_bytes = self.core.config.max_header_bytes;
+        match self.core.conns[key].pending.take() {
+            None => self.handle_request(key, bytes),
+            Some(mut pending) => {
+                pending.extend_from_slice(bytes);
+                self.handle_request(key, &mut pending);
+                if let Some(conn) = self.core.conns.get_mut(key) {
+                    if conn.state == State::Handshake
+                        && conn.pending.is_none()
+                        && pending.len() < max_header_bytes
+                    {
+                        conn.pending = Some(pending);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses `data` as the start of an HTTP request and answers it, upgrades, or keeps it for more.
+    fn handle_request(&mut self, key: usize, data: &mut [u8]) {
+        let max_header_bytes = self.core.config.max_header_bytes;
+        let parsed = match parse_request(data, max_header_bytes) {
+            Ok(None) => {
+                let conn = &mut self.core.conns[key];
+                if conn.pending.is_none() {
+                    // Keep the start of the request for the next receive (the caller keeps an existing one).
+                    conn.pending = Some(Box::new(data.to_vec()));
+                }
+                return;
+            }
+            Ok(Some(parsed)) => parsed,
+            Err(error) => {
+                tracing::debug!(worker = self.core.index, "bad request: {error}");
+                self.core.metrics.handshake_failure(error.status());
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        let (request, consumed) = parsed;
+        self.core.conns[key].pending = None;
+        if !http::wants_websocket(&request) {
+            self.core.metrics.http_requests.inc();
+            let metrics = self.core.shared.metrics.clone();
+            let status = self
+                .core
+                .answer_http(key, |out| http::route(&request, &metrics, out));
+            if status >= 400 {
+                self.core.metrics.handshake_failure(status);
+            }
+            return;
+        }
+        let config = Arc::clone(&self.core.config);
+        let policy = HandshakePolicy {
+            allowed_origins: &config.allowed_origins,
+            subprotocols: &config.subprotocols,
+        };
+        let upgrade = match validate_upgrade(&request, &policy) {
+            Ok(upgrade) => upgrade,
+            Err(error) => {
+                tracing::debug!(worker = self.core.index, "handshake refused: {error}");
+                self.core.metrics.handshake_failure(error.status());
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        if self.core.shutting_down {
+            self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
+            self.core.answer_http(key, http::write_503);
+            return;
+        }
+        let open_total = self
+            .core
+            .shared
+            .websockets_open
+            .fetch_add(1, Ordering::AcqRel);
+        if config.max_connections > 0 && open_total >= config.max_connections {
+            self.core
+                .shared
+                .websockets_open
+                .fetch_sub(1, Ordering::AcqRel);
+            self.core.metrics.rejected[REJECT_MAX_CONNECTIONS].inc();
+            self.core.answer_http(key, http::write_503);
+            return;
+        }
+        let now = self.core.wheel.now();
+        let path = request.path();
+        let (accept_key, protocol) = (upgrade.key, upgrade.protocol);
+        let conn = &mut self.core.conns[key];
+        conn.state = State::Open;
+        conn.since = now;
+        conn.last_activity = now;
+        self.core.metrics.websockets_open.inc();
+        self.core.metrics.websockets_total.inc();
+        self.core.push_bytes(key, 256, |out| {
+            crate::protocol::handshake::write_101(out, accept_key, protocol)
+        });
+        if self.core.idle_ticks > 0 {
+            self.core
+                .schedule(key, now.wrapping_add(self.core.idle_ticks));
+        }
+        let id = ConnId {
+            key: key as u32,
+            generation: self.core.conns[key].generation,
+        };
+        self.handler.on_open(
+            &mut Ctx {
+                core: &mut self.core,
+            },
+            id,
+            path,
+        );
+        // Frames the client sent right behind its request.
+        let rest = &mut data[consumed..];
+        if !rest.is_empty() && self.core.conns[key].state == State::Open {
+            self.feed(key, rest);
+        }
+    }
+}
+
+impl Core {
+    fn ud(&self, key: usize, op: Op) -> u64 {
+        UserData::new(key as u32, self.conns[key].generation, op).encode()
+    }
+
+    fn arm_accept(&mut self) {
+        if self.accept_armed || self.conns.len() >= self.table_size {
+            return;
+        }
+        if let Some(listener) = &self.listener {
+            let fd = listener.as_raw_fd();
+            self.ring
+                .accept_multishot(fd, UserData::new(NO_SLOT, 0, Op::Accept).encode());
+            self.accept_armed = true;
+        }
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let ud = self.ud(key, Op::Recv);
+        let conn = &mut self.conns[key];
+        conn.set(RECV_ARMED);
+        let fixed = conn.fixed;
+        self.ring.recv_multishot(fixed, self.bufs.group(), ud);
+    }
+
+    fn on_accept(&mut self, completion: Completion) {
+        if !completion.more() {
+            self.accept_armed = false;
+        }
+        if completion.result < 0 {
+            let errno = -completion.result;
+            if errno == libc::ECANCELED {
+                return;
+            }
+            self.metrics.accept_errors.inc();
+            if errno == libc::ENFILE || errno == libc::EMFILE {
+                self.metrics.rejected[REJECT_TABLE_FULL].inc();
+            }
+            if !self.accept_error_logged {
+                self.accept_error_logged = true;
+                tracing::warn!(
+                    worker = self.index,
+                    "accept failed: {} ({} connections held); accepting resumes when a slot frees (logged once)",
+                    std::io::Error::from_raw_os_error(errno),
+                    self.conns.len()
+                );
+            }
+            // Not re-armed here (no spinning): a released connection or the next tick re-arms it.
+            return;
+        }
+        let fixed = completion.result as u32;
+        self.metrics.connections_total.inc();
+        self.metrics.connections_open.inc();
+        let generation = self.next_generation;
+        self.next_generation =
+            self.next_generation.wrapping_add(1) & crate::reactor::GENERATION_MASK;
+        let now = self.wheel.now();
+        let key = self.conns.insert(Connection::new(fixed, generation, now));
+        self.arm_recv(key);
+        if self.shutting_down {
+            self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
+            self.answer_http(key, http::write_503);
+        } else if self.conns.len() > self.max_conns {
+            // Over this worker's limit: answer from the table's reserve and close.
+            self.metrics.rejected[REJECT_TABLE_FULL].inc();
+            self.answer_http(key, http::write_503);
+        } else {
+            self.schedule(key, now.wrapping_add(self.handshake_ticks));
+        }
+    }
+
+    /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
+    fn answer_http<R>(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut result = None;
+        self.push_bytes(key, 512, |out| result = Some(write(out)));
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        conn.pending = None;
+        conn.state = State::Closing;
+        conn.since = now;
+        conn.set(DISCARD_INPUT);
+        self.shut_after_flush(key);
+        self.schedule(key, now.wrapping_add(self.close_ticks));
+        result.expect("the writer ran")
+    }
+
+    /// Appends raw bytes to a connection's queue and marks it for flushing.
+    fn push_bytes(&mut self, key: usize, size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let conn = &mut self.conns[key];
+        let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
+        queue.push_owned(&mut self.pool, size_hint, write);
+        self.mark_dirty(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.has(DIRTY) {
+            conn.set(DIRTY);
+            self.dirty.push(key as u32);
+        }
+    }
+
+    /// Queues one unfragmented frame (server frames are unmasked).
+    fn queue_frame(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+        let mut header = [0u8; 14];
+        let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+        self.push_bytes(key, header_len + payload.len(), |out| {
+            out.extend_from_slice(&header[..header_len]);
+            out.extend_from_slice(payload);
+        });
+    }
+
+    fn send_close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if self.conns[key].has(CLOSE_SENT) {
+            return;
+        }
+        let (payload, len) = encode_close_payload(code, reason);
+        self.queue_frame(key, OpCode::Close, &payload[..len]);
+        self.conns[key].set(CLOSE_SENT);
+    }
+
+    /// The connection stops being open (closing handshake, error, loss): counters, close timer, and the
+    /// handler's `on_close` (after the current event).
+    fn leave_open(&mut self, key: usize, code: Option<CloseCode>) {
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        if conn.state != State::Open {
+            return;
+        }
+        conn.state = State::Closing;
+        conn.since = now;
+        let id = ConnId {
+            key: key as u32,
+            generation: conn.generation,
+        };
+        self.metrics.websockets_open.sub(1);
+        self.shared.websockets_open.fetch_sub(1, Ordering::AcqRel);
+        self.closed.push((id, code));
+        self.schedule(key, now.wrapping_add(self.close_ticks));
+    }
+
+    fn protocol_error(&mut self, key: usize, error: ProtocolError) {
+        tracing::debug!(worker = self.index, "protocol error: {error}");
+        let code = error.close_code();
+        self.send_close(key, code, error.reason());
+        self.conns[key].set(DISCARD_INPUT);
+        self.leave_open(key, Some(code));
+        self.shut_after_flush(key);
+    }
+
+    /// Shut our write side (FIN) once everything queued is sent; the peer's EOF then releases it.
+    fn shut_after_flush(&mut self, key: usize) {
+        self.conns[key].set(SHUT_AFTER_FLUSH);
+        self.mark_dirty(key);
+    }
+
+    /// The connection was lost (reset, error): no close handshake is possible.
+    fn lost(&mut self, key: usize) {
+        if self.conns[key].state == State::Open {
+            self.metrics.close_code(1006);
+        }
+        self.leave_open(key, Some(CloseCode::ABNORMAL));
+        self.doom(key, true);
+    }
+
+    fn on_peer_eof(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.state == State::Open {
+            self.metrics.close_code(1006);
+        }
+        self.leave_open(key, Some(CloseCode::ABNORMAL));
+        // Still send what is queued (the peer may only have shut its write side).
+        self.doom(key, false);
+    }
+
+    /// Ends a connection: with `abort`, cancel what is in flight now; otherwise let the queue flush first.
+    fn doom(&mut self, key: usize, abort: bool) {
+        let now = self.wheel.now();
+        let recv_ud = self.ud(key, Op::Recv);
+        let send_ud = self.ud(key, Op::Send);
+        let conn = &mut self.conns[key];
+        if conn.state == State::Open {
+            // Callers leave the open state first; keep counters right if one did not.
+            self.leave_open(key, Some(CloseCode::ABNORMAL));
+        }
+        let conn = &mut self.conns[key];
+        if !conn.has(DOOMED) {
+            conn.set(DOOMED);
+            conn.state = State::Closing;
+            conn.since = now;
+            conn.pending = None;
+            self.schedule(key, now.wrapping_add(self.close_ticks));
+        }
+        let conn = &mut self.conns[key];
+        if abort && !conn.has(ABORT) {
+            conn.set(ABORT);
+        }
+        if conn.has(ABORT) && !conn.has(CANCEL_SENT) {
+            conn.set(CANCEL_SENT);
+            let (recv_armed, send_in_flight) = (conn.has(RECV_ARMED), conn.send_in_flight());
+            if recv_armed {
+                self.ring
+                    .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            }
+            if send_in_flight {
+                self.ring
+                    .cancel(send_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            }
+        } else if !conn.has(ABORT)
+            && conn.has(RECV_ARMED)
+            && !conn.has(CANCEL_SENT)
+            && conn.queued_bytes() == 0
+        {
+            conn.set(CANCEL_SENT);
+            self.ring
+                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+        self.mark_dirty(key);
+        self.try_release(key);
+    }
+
+    /// Closes the direct descriptor once nothing is in flight for a doomed connection.
+    fn try_release(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.has(DOOMED)
+            || conn.has(FD_CLOSING)
+            || conn.has(RECV_ARMED)
+            || conn.has(SHUTDOWN_IN_FLIGHT)
+            || conn.send_in_flight()
+            || (!conn.has(ABORT) && conn.queued_bytes() > 0)
+        {
+            return;
+        }
+        let ud = self.ud(key, Op::Close);
+        let conn = &mut self.conns[key];
+        conn.set(FD_CLOSING);
+        let fixed = conn.fixed;
+        self.ring.close_fixed(fixed, ud);
+    }
+
+    fn on_close_done(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        if let Some(queue) = conn.queue.take() {
+            self.pool.give_queue(queue);
+        }
+        self.metrics.connections_open.sub(1);
+        if !self.accept_armed && !self.shutting_down {
+            self.arm_accept();
+        }
+    }
+
+    fn on_shutdown(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        conn.clear(SHUTDOWN_IN_FLIGHT);
+        if conn.has(DOOMED) && conn.has(RECV_ARMED) && !conn.has(CANCEL_SENT) {
+            let ud = self.ud(key, Op::Recv);
+            self.conns[key].set(CANCEL_SENT);
+            self.ring
+                .cancel(ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+        self.try_release(key);
+    }
+
+    fn on_send(&mut self, key: usize, completion: Completion) {
+        let conn = &mut self.conns[key];
+        let sent = completion.result.max(0) as usize;
+        if let Some(queue) = conn.queue.as_mut() {
+            queue.complete(sent, &mut self.pool);
+        }
+        if completion.result < 0 {
+            if let Some(queue) = conn.queue.as_mut() {
+                queue.clear(&mut self.pool);
+            }
+            self.lost(key);
+            return;
+        }
+        let conn = &mut self.conns[key];
+        if conn.has(RECV_PAUSED) && conn.queued_bytes() <= self.config.max_backpressure / 2 {
+            conn.clear(RECV_PAUSED);
+            if !conn.has(RECV_ARMED) && !conn.has(DOOMED) {
+                self.arm_recv(key);
+            }
+        }
+        self.mark_dirty(key);
+        self.try_release(key);
+    }
+
+    /// Pauses reading from a connection whose own replies pile up (a client that sends but does not
+    /// read): TCP flow control then slows the client down.
+    fn check_backpressure(&mut self, key: usize) {
+        let recv_ud = self.ud(key, Op::Recv);
+        let conn = &mut self.conns[key];
+        if conn.has(RECV_PAUSED)
+            || conn.has(DOOMED)
+            || conn.queued_bytes() <= self.config.max_backpressure
+        {
+            return;
+        }
+        conn.set(RECV_PAUSED);
+        self.metrics.backpressure_pauses.inc();
+        if conn.has(RECV_ARMED) {
+            self.ring
+                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+    }
+
+    /// Submits sends (and shutdowns after the last send) for every connection touched in this batch.
+    fn flush_dirty(&mut self) {
+        while let Some(key) = self.dirty.pop() {
+            let key = key as usize;
+            let send_ud = self.ud(key, Op::Send);
+            let shutdown_ud = self.ud(key, Op::Shutdown);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.clear(DIRTY);
+            if conn.has(FD_CLOSING) {
+                continue;
+            }
+            let fixed = conn.fixed;
+            if conn.has(ABORT) {
+                if !conn.send_in_flight() {
+                    if let Some(queue) = conn.queue.take() {
+                        self.pool.give_queue(queue);
+                    }
+                }
+            } else if let Some(queue) = conn.queue.as_mut() {
+                if !queue.send_in_flight() && !queue.is_empty() {
+                    self.ring.send_queue(fixed, queue, send_ud);
+                }
+            }
+            let conn = &mut self.conns[key];
+            let idle = !conn.send_in_flight() && conn.queued_bytes() == 0;
+            if idle {
+                if let Some(queue) = conn.queue.take() {
+                    self.pool.give_queue(queue);
+                }
+                let conn = &mut self.conns[key];
+                if conn.has(SHUT_AFTER_FLUSH)
+                    && !conn.has(WRITE_SHUT)
+                    && !conn.has(SHUTDOWN_IN_FLIGHT)
+                    && !conn.has(ABORT)
+                {
+                    conn.set(WRITE_SHUT | SHUTDOWN_IN_FLIGHT);
+                    self.ring.shutdown(fixed, libc::SHUT_WR, shutdown_ud);
+                }
+                if self.conns[key].has(DOOMED) && !self.conns[key].has(ABORT) {
+                    // Flushed: stop reading too, then release.
+                    let conn = &mut self.conns[key];
+                    if conn.has(RECV_ARMED)
+                        && !conn.has(CANCEL_SENT)
+                        && !conn.has(SHUTDOWN_IN_FLIGHT)
+                    {
+                        conn.set(CANCEL_SENT);
+                        let recv_ud = self.ud(key, Op::Recv);
+                        self.ring
+                            .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                    }
+                }
+            }
+            self.try_release(key);
+        }
+    }
+
+    fn schedule(&mut self, key: usize, due: u32) {
+        let conn = &mut self.conns[key];
+        conn.timer_at = due;
+        let generation = conn.generation;
+        self.wheel.schedule(key as u32, generation, due);
+    }
+
+    fn on_timer(&mut self, entry: TimerEntry) {
+        let key = entry.key as usize;
+        let now = self.wheel.now();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.generation != entry.generation || conn.timer_at != entry.due {
+            return; // stale: the connection was rescheduled or the slot reused
+        }
+        match conn.state {
+            State::Handshake => {
+                let due = conn.since.wrapping_add(self.handshake_ticks);
+                if (now.wrapping_sub(due) as i32) >= 0 {
+                    tracing::debug!(worker = self.index, "handshake timeout");
+                    self.metrics.handshake_timeout();
+                    self.doom(key, true);
+                } else {
+                    self.schedule(key, due);
+                }
+            }
+            State::Open => {
+                if self.idle_ticks == 0 {
+                    return;
+                }
+                if conn.has(AWAITING_PONG) {
+                    let due = conn.since.wrapping_add(self.ping_ticks);
+                    if (now.wrapping_sub(due) as i32) >= 0 {
+                        tracing::debug!(worker = self.index, "no answer to idle ping");
+                        self.lost(key);
+                    } else {
+                        self.schedule(key, due);
+                    }
+                } else {
+                    let due = conn.last_activity.wrapping_add(self.idle_ticks);
+                    if (now.wrapping_sub(due) as i32) >= 0 {
+                        conn.set(AWAITING_PONG);
+                        conn.since = now;
+                        self.queue_frame(key, OpCode::Ping, b"");
+                        self.schedule(key, now.wrapping_add(self.ping_ticks));
+                    } else {
+                        self.schedule(key, due);
+                    }
+                }
+            }
+            State::Closing => {
+                let due = conn.since.wrapping_add(self.close_ticks);
+                if (now.wrapping_sub(due) as i32) >= 0 {
+                    self.doom(key, true);
+                } else {
+                    self.schedule(key, due);
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        if self.accept_armed {
+            self.ring.cancel(
+                UserData::new(NO_SLOT, 0, Op::Accept).encode(),
+                UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+            );
+        }
+        if let Some(listener) = self.listener.take() {
+            let fd = listener.as_raw_fd();
+            std::mem::forget(listener);
+            self.ring
+                .close_fd(fd, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            match self.conns[key].state {
+                State::Handshake => self.doom(key, true),
+                State::Open => {
+                    self.send_close(key, CloseCode::GOING_AWAY, "server shutting down");
+                    self.leave_open(key, Some(CloseCode::GOING_AWAY));
+                }
+                State::Closing => {}
+            }
+        }
+        tracing::info!(
+            worker = self.index,
+            connections = self.conns.len(),
+            "shutting down"
+        );
+    }
+
+    // ---- used by handlers through `Ctx` ----
+
+    fn live_open(&self, id: ConnId) -> Option<usize> {
+        let key = id.key as usize;
+        let conn = self.conns.get(key)?;
+        (conn.generation == id.generation && conn.state == State::Open && !conn.has(CLOSE_SENT))
+            .then_some(key)
+    }
+
+    pub(crate) fn send_message(&mut self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
+        let Some(key) = self.live_open(id) else {
+            return false;
+        };
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        self.metrics.messages_out.inc();
+        self.metrics.bytes_out.add(payload.len() as u64);
+        self.queue_frame(key, opcode, payload);
+        true
+    }
+
+    pub(crate) fn close_connection(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        let Some(key) = self.live_open(id) else {
+            return;
+        };
+        self.send_close(key, code, reason);
+        self.leave_open(key, Some(code));
+    }
+
+    pub(crate) fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        let mut header = [0u8; 14];
+        let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+        let mut frame = Vec::with_capacity(header_len + payload.len());
+        frame.extend_from_slice(&header[..header_len]);
+        frame.extend_from_slice(payload);
+        let frame: Arc<[u8]> = frame.into();
+        self.metrics.frames_encoded.inc();
+        for (worker, sender) in self.shared.inboxes.iter().enumerate() {
+            if worker == self.index {
+                continue;
+            }
+            let handoff = Handoff {
+                frame: Arc::clone(&frame),
+                except: except.map(|id| (self.index, id)),
+            };
+            if sender.send(handoff).is_ok() {
+                self.doorbells[worker] = true;
+            }
+        }
+        self.deliver_shared(&frame, except.map(|id| (self.index, id)));
+    }
+
+    /// Queues a shared frame to every open connection of this worker (a reference each, no copy),
+    /// applying the slow-consumer policy to those over the backpressure cap.
+    fn deliver_shared(&mut self, frame: &Arc<[u8]>, except: Option<(usize, ConnId)>) {
+        let skip = except
+            .filter(|(worker, _)| *worker == self.index)
+            .map(|(_, id)| id);
+        let cap = self.config.max_backpressure;
+        let policy = self.config.slow_consumer;
+        let mut slow: Vec<usize> = Vec::new();
+        let mut delivered = 0u64;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.state != State::Open || conn.has(CLOSE_SENT) {
+                continue;
+            }
+            if skip.is_some_and(|id| id.key as usize == key && id.generation == conn.generation) {
+                continue;
+            }
+            if conn.queued_bytes() > cap {
+                match policy {
+                    super::config::SlowConsumerPolicy::Drop => {
+                        self.metrics.slow_consumer_drops.inc();
+                    }
+                    super::config::SlowConsumerPolicy::Close => slow.push(key),
+                }
+                continue;
+            }
+            let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
+            queue.push_shared(Arc::clone(frame));
+            delivered += 1;
+            if !conn.has(DIRTY) {
+                conn.set(DIRTY);
+                self.dirty.push(key as u32);
+            }
+        }
+        self.metrics.deliveries.add(delivered);
+        self.metrics.messages_out.add(delivered);
+        self.metrics.bytes_out.add(delivered * frame.len() as u64);
+        for key in slow {
+            self.metrics.slow_consumer_closes.inc();
+            self.send_close(key, CloseCode::POLICY, "slow consumer");
+            self.leave_open(key, Some(CloseCode::POLICY));
+        }
+    }
+
+    fn ring_doorbells(&mut self) {
+        for worker in 0..self.doorbells.len() {
+            if !std::mem::take(&mut self.doorbells[worker]) {
+                continue;
+            }
+            let fd = self.shared.ring_fds[worker].load(Ordering::Acquire);
+            if fd >= 0 {
+                self.metrics.handoffs.inc();
+                self.ring.ring_doorbell(
+                    fd,
+                    0,
+                    UserData::new(NO_SLOT, 0, Op::Doorbell).encode(),
+                    UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+                );
+            }
+        }
+    }
+}
