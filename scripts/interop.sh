@@ -92,16 +92,16 @@ fi
 log "Python websockets client"
 PY_ARGS=(--echo "ws://$ECHO_ADDR/")
 [ -n "$BROADCAST_ADDR" ] && PY_ARGS+=(--broadcast "ws://$BROADCAST_ADDR/")
-scripts/.venv/bin/python scripts/interop/python_client.py "${PY_ARGS[@]}" || FAILED=1
+scripts/.venv/bin/python scripts/interop/python_client.py "${PY_ARGS[@]}" | tee "$LOGS/python.out" || FAILED=1
 
 log "Node ws client"
-node scripts/interop/node_client.mjs "ws://$ECHO_ADDR/" || FAILED=1
+node scripts/interop/node_client.mjs "ws://$ECHO_ADDR/" | tee "$LOGS/node.out" || FAILED=1
 
 log "headless Chromium on the demo page"
 BROWSER_MODE=broadcast
 [ -z "$BROADCAST_ADDR" ] && BROWSER_MODE=echo
 timeout 180 node scripts/interop/browser.mjs --mode "$BROWSER_MODE" --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
-    || FAILED=1
+    | tee "$LOGS/browser.out" || FAILED=1
 
 # The servers must still be alive after every client.
 for pid in "${PIDS[@]}"; do
@@ -110,6 +110,15 @@ for pid in "${PIDS[@]}"; do
         FAILED=1
     fi
 done
+
+# Totals over the three clients (each prints `N passed, N failed` as its last line).
+PASSED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^SKIP ' || true)
+if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
+    FAILED_TOTAL=1 # a client or server died without reporting a check
+fi
+echo "interop: $PASSED_TOTAL passed, $FAILED_TOTAL failed, $SKIPPED_TOTAL skipped"
 
 if [ "$FAILED" -ne 0 ]; then
     log "FAILED (server logs in $LOGS)"

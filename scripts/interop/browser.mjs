@@ -9,7 +9,7 @@
 // stopped by PID. With --mode echo (no broadcast mode in the server) the cross-page delivery checks are
 // reported as skipped, never as passed. Prints one line per check and `N passed, N failed`.
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, openSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
@@ -50,7 +50,7 @@ function startServer(port) {
   return new Promise((resolve, reject) => {
     const [program, ...args] = serverCommand;
     const child = spawn(program, [...args, "serve", "--bind", "127.0.0.1", "--port", String(port), "--mode", mode], {
-      stdio: ["ignore", "pipe", "inherit"],
+      stdio: ["ignore", "pipe", openSync(path.join(artifacts, "browser-server.log"), "a")],
     });
     let buffer = "";
     const timer = setTimeout(() => reject(new Error("server did not print its listening line in 20 s")), 20_000);

@@ -51,15 +51,20 @@ fn selects(pattern: &str, id: &str) -> bool {
     id == pattern || id.starts_with(&format!("{pattern}."))
 }
 
-fn run_case(case: &Case, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+/// Runs one case; the duration covers the connection and the exchange, not building the payloads.
+fn run_case(case: &Case, addr: SocketAddr, timeout: Duration) -> (Result<(), String>, Duration) {
     let rng = Rng::seeded(&case.id);
+    let mut elapsed = Duration::ZERO;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut script = Script::new(rng.clone());
         (case.build)(&mut script);
         let steps = script.finish();
-        execute(addr, timeout, rng, steps)
+        let started = Instant::now();
+        let outcome = execute(addr, timeout, rng, steps);
+        elapsed = started.elapsed();
+        outcome
     }));
-    match result {
+    let result = match result {
         Ok(outcome) => outcome,
         Err(panic) => Err(format!(
             "the case panicked: {}",
@@ -69,7 +74,8 @@ fn run_case(case: &Case, addr: SocketAddr, timeout: Duration) -> Result<(), Stri
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default()
         )),
-    }
+    };
+    (result, elapsed)
 }
 
 fn report(case: &Case, result: &Result<(), String>, elapsed: Duration, verbose: bool) {
@@ -131,9 +137,8 @@ pub fn main() -> i32 {
                 let Some(case) = untimed.get(index) else {
                     break;
                 };
-                let case_started = Instant::now();
-                let result = run_case(case, addr, timeout);
-                report(case, &result, case_started.elapsed(), verbose);
+                let (result, elapsed) = run_case(case, addr, timeout);
+                report(case, &result, elapsed, verbose);
                 outcomes.lock().expect("outcomes").push(Outcome {
                     id: case.id.clone(),
                     family: case.family,
@@ -145,9 +150,8 @@ pub fn main() -> i32 {
     let untimed_elapsed = started.elapsed();
     for case in &timed {
         // Large payloads need more than the per-frame timeout of the small cases.
-        let case_started = Instant::now();
-        let result = run_case(case, addr, timeout.max(Duration::from_secs(30)));
-        report(case, &result, case_started.elapsed(), verbose);
+        let (result, elapsed) = run_case(case, addr, timeout.max(Duration::from_secs(30)));
+        report(case, &result, elapsed, verbose);
         outcomes.lock().expect("outcomes").push(Outcome {
             id: case.id.clone(),
             family: case.family,

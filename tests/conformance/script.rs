@@ -472,7 +472,10 @@ fn expect_tcp_closed(client: &mut Client) -> Result<(), String> {
             "expected TCP closed after the close frame, got {}",
             frame.describe()
         )),
-        Err(ReadEnd::Closed { leftover: 0, .. }) => Ok(()),
+        Err(ReadEnd::Closed {
+            leftover: 0,
+            reset: false,
+        }) => Ok(()),
         Err(end) => Err(format!(
             "expected TCP closed after the close frame, got {}",
             end.describe()
