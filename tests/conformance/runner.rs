@@ -10,6 +10,8 @@
 //! - `RINGWS_CONFORMANCE_THREADS` (default 4), `RINGWS_CONFORMANCE_TIMEOUT_MS` (default 3000: the
 //!   longest wait for any one expected frame or close).
 //! - `RINGWS_CONFORMANCE_VERBOSE=1`: print every case, not only failures.
+//! - `RINGWS_CONFORMANCE_MAX_MESSAGE`: the target's message size limit in bytes (default 16 MiB, ringws's
+//!   default), for the cases at the limit.
 
 use crate::common::ServerProcess;
 use crate::suite::cases::{all_cases, Case};

@@ -3,7 +3,8 @@
 
 use super::{binary_payload, size_label, utf8_payload};
 use crate::suite::cases::Family;
-use crate::suite::wire::{OP_BINARY, OP_TEXT};
+use crate::suite::script::{spec, with_length};
+use crate::suite::wire::{LengthField, OP_BINARY, OP_TEXT};
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
@@ -115,5 +116,60 @@ pub fn cases() -> Family {
             },
         );
     }
+    // 9.10 the message size limit (16 MiB by default; RINGWS_CONFORMANCE_MAX_MESSAGE for another
+    // target): a message one byte over it fails with 1009, whole or in fragments, and a header that
+    // announces it is refused without the payload.
+    let limit = max_message_size();
+    family.group();
+    family.case(
+        format!("fragmented binary message of exactly the limit ({}) is echoed", size_label(limit)),
+        move |s| {
+            let payload = binary_payload(limit, "9.10-limit");
+            s.fragmented(OP_BINARY, &payload, limit / 2 + 1);
+            s.flush_in_background();
+            s.expect_binary(&payload);
+            s.close_normally();
+        },
+    );
+    for (opcode, kind) in kinds {
+        family.case(
+            format!("{kind} message of the limit + 1 byte in one frame fails with 1009"),
+            move |s| {
+                let payload = payload(opcode, limit + 1, &format!("9.10-{kind}"));
+                s.frame(true, 0, opcode, &payload);
+                s.flush_in_background();
+                s.expect_failure(1009);
+            },
+        );
+    }
+    family.case(
+        "two fragments adding up to the limit + 1 byte fail with 1009",
+        move |s| {
+            let payload = binary_payload(limit + 1, "9.10-fragments");
+            s.fragmented(OP_BINARY, &payload, limit / 2 + 1);
+            s.flush_in_background();
+            s.expect_failure(1009);
+        },
+    );
+    family.case(
+        "a header announcing the limit + 1 byte fails with 1009 before any payload",
+        move |s| {
+            let key = s.rng.mask_key();
+            let header = with_length(
+                spec(true, 0, OP_BINARY, Some(key)),
+                LengthField::Long(limit as u64 + 1),
+            );
+            s.raw_frame(header, b"");
+            s.expect_failure(1009);
+        },
+    );
     family
+}
+
+/// The target's largest message: `RINGWS_CONFORMANCE_MAX_MESSAGE` bytes, or ringws's default 16 MiB.
+fn max_message_size() -> usize {
+    std::env::var("RINGWS_CONFORMANCE_MAX_MESSAGE")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(16 * MIB)
 }
