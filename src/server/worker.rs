@@ -374,7 +374,9 @@ impl<H: Handler> Worker<'_, H> {
             }
         } else if result == 0 {
             self.core.on_peer_eof(key);
-        } else if result != -libc::ENOBUFS && result != -libc::ECANCELED {
+        } else if result == -libc::ENOBUFS {
+            self.core.metrics.recv_buffers_exhausted.inc();
+        } else if result != -libc::ECANCELED {
             tracing::debug!(
                 worker = self.core.index,
                 "recv error: {}",
