@@ -168,6 +168,21 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// One accept on `listener`, installed into a free fixed-file slot (used near the table's capacity,
+    /// where each accept must be matched by a free slot).
+    pub fn accept_one(&mut self, listener: RawFd, user_data: u64) {
+        let entry = opcode::Accept::new(
+            types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .file_index(Some(types::DestinationSlot::auto_target()))
+        .build()
+        .user_data(user_data);
+        // SAFETY: no address buffer is passed (null pointers), so no user memory is referenced.
+        unsafe { self.push(entry) }
+    }
+
     /// Multishot receive on direct descriptor `slot` into buffers of group `buf_group`.
     pub fn recv_multishot(&mut self, slot: u32, buf_group: u16, user_data: u64) {
         let entry = opcode::RecvMulti::new(types::Fixed(slot), buf_group)

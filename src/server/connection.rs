@@ -49,6 +49,8 @@ pub mod flags {
     pub const DISCARD_INPUT: u16 = 1 << 12;
     /// Cancels for in-flight operations were submitted.
     pub const CANCEL_SENT: u16 = 1 << 13;
+    /// Refused at accept (answered 503 from the table's reserve): does not count against the limit.
+    pub const REJECTED: u16 = 1 << 14;
 }
 
 pub struct Connection {
@@ -116,14 +118,15 @@ impl Connection {
 mod tests {
     use super::*;
 
-    /// The documented bound (docs/ARCHITECTURE.md): a connection and its slab entry stay small.
+    /// The documented bound (docs/ARCHITECTURE.md): a connection, with its reader, queue and pending
+    /// pointers, stays within 96 bytes (88 today); its slab entry adds the enum tag (one word).
     #[test]
     fn connection_is_small() {
-        assert!(
-            std::mem::size_of::<Connection>() <= 104,
-            "{}",
-            std::mem::size_of::<Connection>()
+        let size = std::mem::size_of::<Connection>();
+        println!(
+            "size_of::<Connection>() = {size}, MessageReader = {}",
+            std::mem::size_of::<MessageReader>()
         );
-        assert!(std::mem::size_of::<slab::Slab<Connection>>() <= 64);
+        assert!(size <= 96, "{size}");
     }
 }

@@ -60,13 +60,20 @@ pub struct Core {
     shared: Arc<Shared>,
     metrics: Arc<WorkerMetrics>,
     listener: Option<OwnedFd>,
+    /// The multishot accept is armed (used while below `max_conns`).
     accept_armed: bool,
+    /// A cancel of the multishot accept is in flight.
+    accept_cancelling: bool,
+    /// Single-shot accepts in flight (used from `max_conns` on, one per free slot at most).
+    single_accepts: usize,
     accept_error_logged: bool,
     /// Connections this worker serves; beyond it (until the table's reserve is used up), new
     /// connections are answered 503.
     max_conns: usize,
     /// Fixed-file table slots.
     table_size: usize,
+    /// Connections refused at accept and still being answered (they use the table's reserve).
+    rejected_in_reserve: usize,
     next_generation: u32,
     /// Connections touched in this batch, flushed at its end.
     dirty: Vec<u32>,
@@ -136,9 +143,12 @@ pub(crate) fn run_worker<H: Handler>(
         metrics: Arc::clone(&shared.metrics[index]),
         listener: Some(listener),
         accept_armed: false,
+        accept_cancelling: false,
+        single_accepts: 0,
         accept_error_logged: false,
         max_conns,
         table_size,
+        rejected_in_reserve: 0,
         next_generation: 1,
         dirty: Vec::new(),
         closed: Vec::new(),
@@ -224,7 +234,7 @@ impl<H: Handler> Worker<'_, H> {
             return;
         };
         match ud.op {
-            Op::Accept => self.core.on_accept(completion),
+            Op::Accept => self.core.on_accept(ud.generation == 1, completion),
             Op::Tick => self.on_tick(),
             Op::Doorbell => self.on_doorbell(),
             Op::Cancel => {}
@@ -279,9 +289,7 @@ impl<H: Handler> Worker<'_, H> {
         for entry in due {
             self.core.on_timer(entry);
         }
-        if !self.core.accept_armed && !self.core.shutting_down {
-            self.core.arm_accept();
-        }
+        self.core.arm_accept();
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
         }
@@ -529,15 +537,41 @@ impl Core {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
     }
 
+    /// Keeps accepting within the fixed-file table: a multishot accept while below `max_conns`; from
+    /// there (the table's reserve, where clients are answered 503) one single-shot accept at a time and
+    /// only while a slot is free, so that the table never overflows (an accept into a full table fails
+    /// and drops the client). New clients then wait in the listen backlog until a slot frees.
     fn arm_accept(&mut self) {
-        if self.accept_armed || self.conns.len() >= self.table_size {
+        if self.shutting_down {
             return;
         }
-        if let Some(listener) = &self.listener {
-            let fd = listener.as_raw_fd();
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let fd = listener.as_raw_fd();
+        let held = self.conns.len();
+        if held < self.max_conns {
+            if !self.accept_armed && self.single_accepts == 0 {
+                self.ring
+                    .accept_multishot(fd, UserData::new(NO_SLOT, 0, Op::Accept).encode());
+                self.accept_armed = true;
+            }
+            return;
+        }
+        if self.accept_armed {
+            if !self.accept_cancelling {
+                self.accept_cancelling = true;
+                self.ring.cancel(
+                    UserData::new(NO_SLOT, 0, Op::Accept).encode(),
+                    UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+                );
+            }
+            return;
+        }
+        if self.single_accepts == 0 && held < self.table_size {
+            self.single_accepts += 1;
             self.ring
-                .accept_multishot(fd, UserData::new(NO_SLOT, 0, Op::Accept).encode());
-            self.accept_armed = true;
+                .accept_one(fd, UserData::new(NO_SLOT, 1, Op::Accept).encode());
         }
     }
 
@@ -549,29 +583,33 @@ impl Core {
         self.ring.recv_multishot(fixed, self.bufs.group(), ud);
     }
 
-    fn on_accept(&mut self, completion: Completion) {
-        if !completion.more() {
+    fn on_accept(&mut self, single: bool, completion: Completion) {
+        if single {
+            self.single_accepts -= 1;
+        } else if !completion.more() {
             self.accept_armed = false;
+            self.accept_cancelling = false;
         }
         if completion.result < 0 {
             let errno = -completion.result;
-            if errno == libc::ECANCELED {
+            if errno != libc::ECANCELED {
+                self.metrics.accept_errors.inc();
+                if errno == libc::ENFILE || errno == libc::EMFILE {
+                    self.metrics.rejected[REJECT_TABLE_FULL].inc();
+                }
+                if !self.accept_error_logged {
+                    self.accept_error_logged = true;
+                    tracing::warn!(
+                        worker = self.index,
+                        "accept failed: {} ({} connections held); retried on the next tick or freed slot (logged once)",
+                        std::io::Error::from_raw_os_error(errno),
+                        self.conns.len()
+                    );
+                }
+                // Not re-armed here (no spinning): a released connection or the next tick re-arms it.
                 return;
             }
-            self.metrics.accept_errors.inc();
-            if errno == libc::ENFILE || errno == libc::EMFILE {
-                self.metrics.rejected[REJECT_TABLE_FULL].inc();
-            }
-            if !self.accept_error_logged {
-                self.accept_error_logged = true;
-                tracing::warn!(
-                    worker = self.index,
-                    "accept failed: {} ({} connections held); accepting resumes when a slot frees (logged once)",
-                    std::io::Error::from_raw_os_error(errno),
-                    self.conns.len()
-                );
-            }
-            // Not re-armed here (no spinning): a released connection or the next tick re-arms it.
+            self.arm_accept();
             return;
         }
         let fixed = completion.result as u32;
@@ -586,13 +624,16 @@ impl Core {
         if self.shutting_down {
             self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             self.answer_http(key, http::write_503);
-        } else if self.conns.len() > self.max_conns {
+        } else if self.conns.len() - self.rejected_in_reserve > self.max_conns {
             // Over this worker's limit: answer from the table's reserve and close.
             self.metrics.rejected[REJECT_TABLE_FULL].inc();
+            self.conns[key].set(REJECTED);
+            self.rejected_in_reserve += 1;
             self.answer_http(key, http::write_503);
         } else {
             self.schedule(key, now.wrapping_add(self.handshake_ticks));
         }
+        self.arm_accept();
     }
 
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
@@ -768,13 +809,14 @@ impl Core {
 
     fn on_close_done(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
+        if conn.has(REJECTED) {
+            self.rejected_in_reserve -= 1;
+        }
         if let Some(queue) = conn.queue.take() {
             self.pool.give_queue(queue);
         }
         self.metrics.connections_open.sub(1);
-        if !self.accept_armed && !self.shutting_down {
-            self.arm_accept();
-        }
+        self.arm_accept();
     }
 
     fn on_shutdown(&mut self, key: usize) {

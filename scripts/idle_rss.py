@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Measures the server's resident memory per idle WebSocket connection.
+
+Starts `ringws serve --workers 1` (release build), warms it up (connections opened and closed, so the
+receive buffers and pools are touched once), reads VmRSS, opens N idle WebSocket connections (full
+handshake each), reads VmRSS again and prints the difference per connection. User-space memory only:
+the kernel's socket memory is not in the process's RSS.
+
+Usage: python3 scripts/idle_rss.py [N=10000]
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "ringws")
+REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def open_ws(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(REQUEST)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("server closed during handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head.decode(errors="replace"))
+    return s
+
+
+def main():
+    if not os.path.exists(BIN):
+        subprocess.run(["cargo", "build", "--release", "--bin", "ringws"], cwd=ROOT, check=True)
+    server = subprocess.Popen(
+        [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline().strip()
+        port = int(line.rsplit(":", 1)[1])
+        # Warm-up: touch every receive buffer and fill the pools once.
+        for _ in range(3):
+            warm = [open_ws(port) for _ in range(1000)]
+            for s in warm:
+                s.sendall(bytes([0x82, 0x80 | 100, 1, 2, 3, 4]) + bytes(100))
+            for s in warm:
+                s.recv(4096)
+            for s in warm:
+                s.close()
+            time.sleep(0.5)
+        before = rss_kib(server.pid)
+        conns = [open_ws(port) for _ in range(N)]
+        time.sleep(1.0)
+        after = rss_kib(server.pid)
+        per_conn = (after - before) * 1024 / N
+        print(f"idle connections: {N}")
+        print(f"VmRSS before: {before} KiB, after: {after} KiB")
+        print(f"user-space bytes per idle connection: {per_conn:.0f}")
+        for s in conns:
+            s.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
