@@ -581,3 +581,366 @@ pub fn validate_server_response(
     };
     Ok(Some((consumed, protocol)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn request(extra: &str) -> Vec<u8> {
+        format!(
+            "GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn validate(
+        bytes: &[u8],
+        policy: &HandshakePolicy<'_>,
+    ) -> Result<Option<String>, HandshakeError> {
+        let (req, _) = parse_request(bytes, DEFAULT_MAX_HEADER_BYTES)?.expect("complete request");
+        validate_upgrade(&req, policy).map(|u| u.protocol.map(str::to_string))
+    }
+
+    fn replace(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    }
+
+    #[test]
+    fn rfc_accept_key() {
+        // RFC 6455 section 1.3.
+        assert_eq!(
+            &accept_key(RFC_KEY.as_bytes()),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn parses_and_accepts_a_valid_upgrade() {
+        let mut bytes = request("");
+        let head_len = bytes.len();
+        bytes.extend_from_slice(b"\x81\x80");
+        let (req, consumed) = parse_request(&bytes, DEFAULT_MAX_HEADER_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(consumed, head_len);
+        assert_eq!(
+            (req.method(), req.path(), req.path_only(), req.version()),
+            ("GET", "/chat?room=1", "/chat", 1)
+        );
+        assert_eq!(req.header("HOST"), Some(&b"example.com"[..]));
+        assert!(req.is_upgrade());
+        assert_eq!(req.content_length(), Ok(None));
+        let upgrade = validate_upgrade(&req, &HandshakePolicy::default()).unwrap();
+        assert_eq!(
+            upgrade,
+            Upgrade {
+                key: RFC_KEY.as_bytes(),
+                protocol: None
+            }
+        );
+        let mut out = Vec::new();
+        write_101(&mut out, upgrade.key, Some("chat"));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn incomplete_needs_more_at_every_prefix() {
+        let bytes = request("");
+        for len in 0..bytes.len() {
+            assert!(
+                parse_request(&bytes[..len], DEFAULT_MAX_HEADER_BYTES)
+                    .unwrap()
+                    .is_none(),
+                "prefix {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_block_limits_are_431() {
+        let bytes = request(&format!("X-Pad: {}\r\n", "a".repeat(600)));
+        assert_eq!(
+            parse_request(&bytes, 512).unwrap_err(),
+            HandshakeError::HeadersTooLarge
+        );
+        assert_eq!(
+            parse_request(&bytes[..600], 512).unwrap_err(),
+            HandshakeError::HeadersTooLarge
+        );
+        assert!(parse_request(&bytes[..300], 512).unwrap().is_none());
+        let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            parse_request(&request(&many), 1 << 16).unwrap_err(),
+            HandshakeError::HeadersTooLarge
+        );
+        assert_eq!(HandshakeError::HeadersTooLarge.status(), 431);
+    }
+
+    #[test]
+    fn each_rule_has_its_status() {
+        let ok = request("");
+        let policy = HandshakePolicy::default();
+        let cases: Vec<(Vec<u8>, HandshakeError, u16)> = vec![
+            (
+                replace(&ok, "GET", "POST"),
+                HandshakeError::MethodNotAllowed,
+                405,
+            ),
+            (
+                replace(&ok, "HTTP/1.1", "HTTP/1.0"),
+                HandshakeError::NotHttp11,
+                400,
+            ),
+            (
+                replace(&ok, "Host: example.com\r\n", ""),
+                HandshakeError::MissingHost,
+                400,
+            ),
+            (request("Host: other\r\n"), HandshakeError::MissingHost, 400),
+            (
+                replace(&ok, "Upgrade: websocket\r\n", ""),
+                HandshakeError::UpgradeRequired,
+                426,
+            ),
+            (
+                replace(&ok, "Upgrade: websocket", "Upgrade: h2c"),
+                HandshakeError::UpgradeRequired,
+                426,
+            ),
+            (
+                replace(&ok, "keep-alive, Upgrade", "keep-alive"),
+                HandshakeError::BadRequest("Connection header must list Upgrade"),
+                400,
+            ),
+            (
+                replace(&ok, "Version: 13", "Version: 8"),
+                HandshakeError::VersionNotSupported,
+                426,
+            ),
+            (
+                replace(&ok, "Sec-WebSocket-Version: 13\r\n", ""),
+                HandshakeError::VersionNotSupported,
+                426,
+            ),
+            (
+                replace(&ok, RFC_KEY, "dGhlIHNhbXBsZSBub25jZQ"),
+                HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+                400,
+            ),
+            (
+                replace(&ok, RFC_KEY, "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+                400,
+            ),
+            (
+                request(&format!("Sec-WebSocket-Key: {RFC_KEY}\r\n")),
+                HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+                400,
+            ),
+            (
+                request("Content-Length: 5\r\n"),
+                HandshakeError::BadRequest("upgrade request with a body"),
+                400,
+            ),
+            (
+                request("Content-Length: x\r\n"),
+                HandshakeError::BadRequest("invalid Content-Length"),
+                400,
+            ),
+        ];
+        for (bytes, expected, status) in cases {
+            let err = validate(&bytes, &policy).unwrap_err();
+            assert_eq!(
+                (err, err.status()),
+                (expected, status),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(
+            parse_request(b"\x16\x03\x01\x02\x00", 1024)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(HandshakeError::NotFound.status(), 404);
+    }
+
+    #[test]
+    fn tokens_are_case_insensitive_and_may_span_lines() {
+        let bytes = replace(
+            &request("Connection: UPGRADE\r\n"),
+            "Connection: keep-alive, Upgrade",
+            "Connection: keep-alive",
+        );
+        let bytes = replace(&bytes, "Upgrade: websocket", "upgrade: WebSocket");
+        assert_eq!(validate(&bytes, &HandshakePolicy::default()), Ok(None));
+    }
+
+    #[test]
+    fn origin_allowlist() {
+        let allowed = vec!["https://good.example".to_string()];
+        let policy = HandshakePolicy {
+            allowed_origins: &allowed,
+            subprotocols: &[],
+        };
+        assert_eq!(
+            validate(&request("Origin: https://good.example\r\n"), &policy),
+            Ok(None)
+        );
+        assert_eq!(
+            validate(&request("Origin: HTTPS://GOOD.example\r\n"), &policy),
+            Ok(None)
+        );
+        let err = validate(&request("Origin: https://evil.example\r\n"), &policy).unwrap_err();
+        assert_eq!((err, err.status()), (HandshakeError::OriginNotAllowed, 403));
+        assert_eq!(
+            validate(&request(""), &policy),
+            Ok(None),
+            "no Origin: not a browser"
+        );
+        assert_eq!(
+            validate(
+                &request("Origin: https://evil.example\r\n"),
+                &HandshakePolicy::default()
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn subprotocol_is_only_ever_one_the_client_offered() {
+        let ours = vec!["v2.chat".to_string(), "v1.chat".to_string()];
+        let policy = HandshakePolicy {
+            allowed_origins: &[],
+            subprotocols: &ours,
+        };
+        assert_eq!(
+            validate(
+                &request("Sec-WebSocket-Protocol: v1.chat, v2.chat\r\n"),
+                &policy
+            ),
+            Ok(Some("v2.chat".into()))
+        );
+        assert_eq!(
+            validate(
+                &request("Sec-WebSocket-Protocol: v1.chat\r\nSec-WebSocket-Protocol: x\r\n"),
+                &policy
+            ),
+            Ok(Some("v1.chat".into()))
+        );
+        assert_eq!(
+            validate(&request("Sec-WebSocket-Protocol: other\r\n"), &policy),
+            Ok(None)
+        );
+        assert_eq!(validate(&request(""), &policy), Ok(None));
+        assert_eq!(
+            validate(&request("Sec-WebSocket-Protocol: V2.CHAT\r\n"), &policy),
+            Ok(None),
+            "exact match"
+        );
+    }
+
+    #[test]
+    fn error_responses_are_complete_http() {
+        for err in [
+            HandshakeError::VersionNotSupported,
+            HandshakeError::MethodNotAllowed,
+            HandshakeError::HeadersTooLarge,
+            HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+        ] {
+            let mut out = Vec::new();
+            err.write_response(&mut out);
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            let n = match resp.parse(&out).unwrap() {
+                httparse::Status::Complete(n) => n,
+                httparse::Status::Partial => panic!("incomplete response"),
+            };
+            assert_eq!(resp.code, Some(err.status()));
+            let get = |name: &str| {
+                resp.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            assert_eq!(get("connection"), Some(&b"close"[..]));
+            let body = &out[n..];
+            assert_eq!(
+                get("content-length"),
+                Some(body.len().to_string().as_bytes())
+            );
+            assert_eq!(body, format!("{}\n", err.reason()).as_bytes());
+            if err == HandshakeError::VersionNotSupported {
+                assert_eq!(get("sec-websocket-version"), Some(&b"13"[..]));
+            }
+            if err == HandshakeError::MethodNotAllowed {
+                assert_eq!(get("allow"), Some(&b"GET"[..]));
+            }
+        }
+        let mut out = Vec::new();
+        write_http_response(&mut out, 200, "text/plain", &[], b"ok\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+        );
+    }
+
+    #[test]
+    fn client_request_round_trips_through_the_server_side() {
+        let key = encode_key(*b"0123456789abcdef");
+        let key_str = std::str::from_utf8(&key).unwrap();
+        let mut req = Vec::new();
+        build_client_request(&mut req, "127.0.0.1:9000", "/echo", key_str, &["a", "b"]);
+        let ours = vec!["b".to_string()];
+        let policy = HandshakePolicy {
+            allowed_origins: &[],
+            subprotocols: &ours,
+        };
+        let (parsed, consumed) = parse_request(&req, DEFAULT_MAX_HEADER_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(consumed, req.len());
+        let upgrade = validate_upgrade(&parsed, &policy).unwrap();
+        assert_eq!(upgrade.protocol, Some("b"));
+        let mut resp = Vec::new();
+        write_101(&mut resp, upgrade.key, upgrade.protocol);
+        let head = resp.len();
+        resp.extend_from_slice(b"\x81\x00");
+        let accept = accept_key(&key);
+        for len in 0..head {
+            assert_eq!(
+                validate_server_response(&resp[..len], &accept, &["a", "b"]),
+                Ok(None)
+            );
+        }
+        assert_eq!(
+            validate_server_response(&resp, &accept, &["a", "b"]),
+            Ok(Some((head, Some("b".into()))))
+        );
+        assert_eq!(
+            validate_server_response(&resp, &accept, &["a"]),
+            Err(ResponseError::UnrequestedProtocol)
+        );
+        assert_eq!(
+            validate_server_response(&resp, &accept_key(b"other"), &["b"]),
+            Err(ResponseError::BadAccept)
+        );
+        let mut refused = Vec::new();
+        HandshakeError::VersionNotSupported.write_response(&mut refused);
+        assert_eq!(
+            validate_server_response(&refused, &accept, &[]),
+            Err(ResponseError::Status(426))
+        );
+    }
+}
