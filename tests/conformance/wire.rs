@@ -388,7 +388,8 @@ impl Client {
         }
         let _ = self.stream.set_read_timeout(Some(deadline - now));
         let old_len = self.received.len();
-        let want = (self.received.capacity() - old_len).max(64 * 1024);
+        // Read at most 1 MiB at a time: the zero-fill of the spare capacity must not dominate big frames.
+        let want = (self.received.capacity() - old_len).clamp(64 * 1024, 1 << 20);
         self.received.resize(old_len + want, 0);
         let result = self.stream.read(&mut self.received[old_len..]);
         match result {
