@@ -102,6 +102,14 @@ async function sees(page, from, text, timeout = 10_000) {
 }
 
 let server = await startServer(0);
+// Stopped from outside (the interop script's timeout): stop the server we started, by its PID, first.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    if (server.child.exitCode === null) server.child.kill("SIGKILL");
+    console.log(`FAIL browser interrupted by ${signal}`);
+    process.exit(1);
+  });
+}
 const port = server.port;
 const url = `http://127.0.0.1:${port}/`;
 console.log(`browser: server pid ${server.child.pid} on port ${port}, mode ${mode}`);
