@@ -101,7 +101,14 @@ async function sees(page, from, text, timeout = 10_000) {
   );
 }
 
-let server = await startServer(0);
+let server;
+try {
+  server = await startServer(0);
+} catch (error) {
+  fail("server starts", error);
+  console.log(`browser: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  process.exit(1);
+}
 // Stopped from outside (the interop script's timeout): stop the server we started, by its PID, first.
 for (const signal of ["SIGTERM", "SIGINT"]) {
   process.on(signal, () => {
