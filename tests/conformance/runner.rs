@@ -116,10 +116,19 @@ pub fn main() -> i32 {
             .parse()
             .unwrap_or_else(|_| panic!("RINGWS_CONFORMANCE_ADDR={addr:?} is not IP:PORT")),
         Err(_) => {
-            let process = ServerProcess::start(&["--mode", "echo"]);
-            let addr = process.addr;
-            server = Some(process);
-            addr
+            let started = std::panic::catch_unwind(|| ServerProcess::start(&["--mode", "echo"]));
+            match started {
+                Ok(process) => {
+                    let addr = process.addr;
+                    server = Some(process);
+                    addr
+                }
+                Err(_) => {
+                    println!("FAIL server   `ringws serve --mode echo` did not start (see above)");
+                    println!("0 passed, 1 failed");
+                    return 1;
+                }
+            }
         }
     };
     println!(
