@@ -5,7 +5,21 @@ mod common;
 
 use common::*;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Blocks until every reader has received message `sent - ahead` (so the writer is at most `ahead`
+/// messages ahead of the slowest reader).
+fn wait_for_readers(progress: &[std::sync::Arc<AtomicUsize>], sent: usize, ahead: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while progress
+        .iter()
+        .any(|p| p.load(Ordering::Acquire) + ahead < sent + 1)
+    {
+        assert!(Instant::now() < deadline, "a reader stopped receiving");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
 
 fn metric_sum(addr: std::net::SocketAddr, name: &str) -> u64 {
     let mut m = connect(addr);
@@ -112,8 +126,15 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
         .collect();
     const M: usize = 4000;
     const SIZE: usize = 4096; // 16 MiB in total: far over what the slow clients' sockets and cap hold
-    let fast: Vec<_> = (0..2)
-        .map(|_| {
+                              // Each fast client reports its progress; the writer never runs more than 32 messages (128 KiB)
+                              // ahead of the slowest of them, so their queues stay under the cap however loaded the machine is.
+    let progress: Vec<_> = (0..2)
+        .map(|_| std::sync::Arc::new(AtomicUsize::new(0)))
+        .collect();
+    let fast: Vec<_> = progress
+        .iter()
+        .map(|done| {
+            let done = done.clone();
             let mut client = raw_websocket(server.addr);
             std::thread::spawn(move || {
                 for i in 0..M {
@@ -123,6 +144,7 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
                         (opcode, data.len(), data[..8].to_vec()),
                         (0x2, SIZE, (i as u64).to_be_bytes().to_vec())
                     );
+                    done.store(i + 1, Ordering::Release);
                 }
             })
         })
@@ -139,10 +161,7 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
         writer
             .write_all(&client_frame(true, 0, 0x2, &payload, true))
             .unwrap();
-        if i % 16 == 15 {
-            // Pace the publisher so that readers that do read keep up.
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_readers(&progress, i, 32);
     }
     for f in fast {
         f.join()
@@ -173,4 +192,87 @@ fn set_small_rcvbuf(stream: &std::net::TcpStream) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+fn server_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
+    const CAP_KIB: u64 = 256;
+    let server = ServerProcess::start(&[
+        "--mode",
+        "broadcast",
+        "--workers",
+        "2",
+        "--broadcast-include-sender",
+        "false",
+        "--max-backpressure",
+        "256KiB",
+        "--close-timeout",
+        "300ms",
+    ]);
+    let slow: Vec<_> = (0..100)
+        .map(|_| {
+            let s = raw_websocket(server.addr);
+            set_small_rcvbuf(&s);
+            s
+        })
+        .collect();
+    const M: usize = 12_000;
+    const SIZE: usize = 4096; // 48 MiB published: far more than the caps allow to pile up
+    let progress = vec![std::sync::Arc::new(AtomicUsize::new(0))];
+    let done = progress[0].clone();
+    let mut fast = raw_websocket(server.addr);
+    let reader = std::thread::spawn(move || {
+        for i in 0..M {
+            let (_, _, data) =
+                read_server_frame(&mut fast).unwrap_or_else(|| panic!("fast client lost at {i}"));
+            assert_eq!(data[..8], (i as u64).to_be_bytes());
+            done.store(i + 1, Ordering::Release);
+        }
+    });
+    let mut writer = raw_websocket(server.addr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_sum(server.addr, "ringws_websockets_open") < 102 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rss_before = server_rss_kib(server.pid());
+    let mut rss_peak = rss_before;
+    for i in 0..M {
+        let mut payload = vec![0u8; SIZE];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        writer
+            .write_all(&client_frame(true, 0, 0x2, &payload, true))
+            .unwrap();
+        wait_for_readers(&progress, i, 32);
+        if i % 1000 == 0 {
+            rss_peak = rss_peak.max(server_rss_kib(server.pid()));
+        }
+    }
+    reader
+        .join()
+        .expect("the fast subscriber received everything, in order");
+    rss_peak = rss_peak.max(server_rss_kib(server.pid()));
+    println!("server RSS: {rss_before} KiB before, {rss_peak} KiB peak");
+    // Bounded by the caps (100 x 256 KiB of queued references at most) plus slack, not by the 48 MiB sent.
+    let bound = 100 * CAP_KIB + 8 * 1024;
+    assert!(
+        rss_peak - rss_before < bound,
+        "server RSS grew by {} KiB (bound {bound} KiB)",
+        rss_peak - rss_before
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_sum(server.addr, "ringws_slow_consumer_closes_total") < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "slow subscribers were not all closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(slow);
 }

@@ -45,3 +45,57 @@ fn user_handler_sees_open_path_and_messages() {
     drop(ws);
     server.join();
 }
+
+#[test]
+fn server_handle_publishes_from_any_thread() {
+    use ringws::app::PubSub;
+    let config = ServerConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        workers: 2,
+        ..ServerConfig::default()
+    };
+    let server = std::sync::Arc::new(Server::start(config, |_| PubSub::new(8)).expect("start"));
+    let addr = server.local_addr();
+    let mut clients: Vec<_> = (0..6)
+        .map(|_| {
+            let stream = common::connect(addr);
+            tungstenite::client::client(format!("ws://{addr}/?topic=ticks"), stream)
+                .unwrap()
+                .0
+        })
+        .collect();
+    // Subscriptions happen at open; make sure each connection is open on its worker (a sub round trip).
+    for ws in &mut clients {
+        ws.send(Message::text(r#"{"op":"sub","topic":"sync"}"#))
+            .unwrap();
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::text(r#"{"ok":"sub","topic":"sync"}"#)
+        );
+    }
+    let publisher = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            for i in 0..20 {
+                server.publish(
+                    Some("ticks"),
+                    MessageKind::Text,
+                    format!("tick {i}").as_bytes(),
+                );
+            }
+            server.publish(None, MessageKind::Binary, b"to everyone");
+        })
+    };
+    publisher.join().unwrap();
+    for ws in &mut clients {
+        for i in 0..20 {
+            assert_eq!(ws.read().unwrap(), Message::text(format!("tick {i}")));
+        }
+        assert_eq!(ws.read().unwrap(), Message::binary(&b"to everyone"[..]));
+    }
+    drop(clients);
+    let server = std::sync::Arc::try_unwrap(server).ok().expect("only owner");
+    server.shutdown();
+    server.join();
+}

@@ -7,6 +7,7 @@ use std::io::Write;
 
 #[test]
 fn five_thousand_concurrent_clients_echo_correctly() {
+    raise_open_file_limit(5000 + 100);
     let server = ServerProcess::start(&["--workers", "2"]);
     let addr = server.addr;
     const THREADS: usize = 10;
@@ -50,5 +51,23 @@ fn five_thousand_concurrent_clients_echo_correctly() {
             .expect("websockets_total line");
         let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n > 500, "worker {worker} took only {n} connections");
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit; fails clearly if that is below `needed`.
+fn raise_open_file_limit(needed: u64) {
+    // SAFETY: getrlimit/setrlimit with a valid, writable rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        assert!(
+            lim.rlim_cur >= needed,
+            "this test needs {needed} open files; the hard limit is {}",
+            lim.rlim_max
+        );
     }
 }

@@ -101,7 +101,22 @@ async function sees(page, from, text, timeout = 10_000) {
   );
 }
 
-let server = await startServer(0);
+let server;
+try {
+  server = await startServer(0);
+} catch (error) {
+  fail("server starts", error);
+  console.log(`browser: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  process.exit(1);
+}
+// Stopped from outside (the interop script's timeout): stop the server we started, by its PID, first.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    if (server.child.exitCode === null) server.child.kill("SIGKILL");
+    console.log(`FAIL browser interrupted by ${signal}`);
+    process.exit(1);
+  });
+}
 const port = server.port;
 const url = `http://127.0.0.1:${port}/`;
 console.log(`browser: server pid ${server.child.pid} on port ${port}, mode ${mode}`);
@@ -121,6 +136,39 @@ try {
     pages.push(page);
   }
   const [alice, bob] = pages;
+
+  // Chromium's own WebSocket API, before the chat pages connect (in broadcast mode, with the sender
+  // included, a lone client gets its own messages back like an echo).
+  const apiPage = await (await browser.newContext()).newPage();
+  await check("Chromium WebSocket API: multi-byte text, 1 MiB binary, clean close with 4000", async () => {
+    const result = await apiPage.evaluate(async (wsUrl) => {
+      const ws = new WebSocket(wsUrl);
+      ws.binaryType = "arraybuffer";
+      const next = () => new Promise((resolve, reject) => {
+        ws.onmessage = (event) => resolve(event.data);
+        ws.onclose = (event) => reject(new Error(`closed ${event.code}`));
+      });
+      await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("error")); });
+      const text = "κόσμε € 😀 ".repeat(5000);
+      let reply = next();
+      ws.send(text);
+      if ((await reply) !== text) return "text echo differs";
+      const bytes = new Uint8Array(1 << 20);
+      for (let i = 0; i < bytes.length; i += 1) bytes[i] = (i * 7919) & 0xff;
+      reply = next();
+      ws.send(bytes.buffer);
+      const got = new Uint8Array(await reply);
+      if (got.length !== bytes.length || got.some((b, i) => b !== bytes[i])) return "binary echo differs";
+      const closed = new Promise((resolve) => { ws.onclose = (event) => resolve(event); });
+      ws.close(4000, "bye");
+      const event = await closed;
+      if (!event.wasClean) return `close not clean (code ${event.code})`;
+      if (event.code !== 4000 && event.code !== 1000) return `close code ${event.code}`;
+      return "ok";
+    }, url.replace("http://", "ws://"));
+    if (result !== "ok") throw new Error(result);
+  });
+  await apiPage.context().close();
 
   await check("GET / serves the demo page", async () => {
     const response = await alice.goto(url);

@@ -3,7 +3,10 @@
 //!
 //! Handlers run on the worker threads' hot path: they must not block, sleep, lock or log per message.
 
+mod pubsub;
+
 pub use crate::server::{ConnId, Ctx, Handler};
+pub use pubsub::PubSub;
 
 use crate::protocol::MessageKind;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::{Broadcast, Echo};
+use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys;
 use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
@@ -38,6 +38,8 @@ pub enum Mode {
     Echo,
     /// Every message goes to every connected client.
     Broadcast,
+    /// Clients subscribe to topics and publish on them (protocol: docs/ARCHITECTURE.md, "Pub/sub").
+    Pubsub,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,12 @@ pub struct ServeArgs {
     /// In broadcast mode, whether the sender gets its own message back.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub broadcast_include_sender: bool,
+    /// Bearer token required by `POST /publish` (default: none).
+    #[arg(long)]
+    pub publish_token: Option<String>,
+    /// In pubsub mode, most topics one connection may subscribe to.
+    #[arg(long, default_value_t = 64)]
+    pub max_subscriptions: usize,
     /// Size of each provided receive buffer.
     #[arg(long, default_value = "16KiB", value_parser = parse_size)]
     pub recv_buffer_size: usize,
@@ -193,6 +201,8 @@ impl ServeArgs {
             recv_buffer_size: self.recv_buffer_size,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
+            publish_token: self.publish_token.clone(),
+            max_subscriptions: self.max_subscriptions,
         }
     }
 }
@@ -225,6 +235,10 @@ pub fn serve(args: ServeArgs) -> i32 {
     let started = match mode {
         Mode::Echo => Server::start(config, |_| Echo),
         Mode::Broadcast => Server::start(config, move |_| Broadcast { include_sender }),
+        Mode::Pubsub => {
+            let max_subscriptions = config.max_subscriptions;
+            Server::start(config, move |_| PubSub::new(max_subscriptions))
+        }
     };
     let server: ServerHandle = match started {
         Ok(server) => server,

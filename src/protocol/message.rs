@@ -190,7 +190,7 @@ impl MessageReader {
         let mut local: Option<(usize, usize)> = None;
         let mut control_start = ControlStart::Buffered;
         loop {
-            match self.frame {
+            let (remaining, mask, phase, opcode, fin) = match self.frame {
                 FrameState::Header { buf, len } => {
                     let (header, consumed) = if len == 0 {
                         match decode_header(&input[pos..])? {
@@ -231,6 +231,14 @@ impl MessageReader {
                     if header.opcode.is_control() {
                         control_start = ControlStart::Input(pos);
                     }
+                    // Go straight on to the payload: the state is stored only if the input ends inside it.
+                    (
+                        header.payload_len,
+                        header.mask,
+                        0u8,
+                        header.opcode,
+                        header.fin,
+                    )
                 }
                 FrameState::Payload {
                     remaining,
@@ -238,109 +246,107 @@ impl MessageReader {
                     phase,
                     opcode,
                     fin,
-                } => {
-                    let take = remaining.min((input.len() - pos) as u64) as usize;
-                    let start = pos;
-                    pos += take;
-                    if let Some(key) = mask {
-                        apply_mask(&mut input[start..pos], key, phase as usize);
-                    }
-                    let remaining = remaining - take as u64;
-                    let complete = remaining == 0;
-                    self.frame = if complete {
-                        NO_HEADER
-                    } else {
-                        FrameState::Payload {
-                            remaining,
-                            mask,
-                            phase: ((phase as usize + take) & 3) as u8,
-                            opcode,
-                            fin,
-                        }
-                    };
-                    if opcode.is_control() {
-                        let buffered = matches!(control_start, ControlStart::Buffered);
-                        if !complete {
-                            if buffered {
-                                // Began in an earlier input: keep gathering behind the message bytes.
-                                self.buffer.extend_from_slice(&input[start..pos]);
-                                self.control_len += take as u8;
-                            }
-                            break;
-                        }
-                        let payload: &[u8] = match control_start {
-                            ControlStart::Input(s) => &input[s..pos],
-                            ControlStart::Buffered => {
-                                self.buffer.extend_from_slice(&input[start..pos]);
-                                &self.buffer[self.buffer.len() - self.control_len as usize - take..]
-                            }
-                        };
-                        control_start = ControlStart::Buffered;
-                        match opcode {
-                            OpCode::Ping => on_event(Event::Ping(payload)),
-                            OpCode::Pong => on_event(Event::Pong(payload)),
-                            _ => {
-                                let (code, reason) = parse_close_payload(payload)?;
-                                on_event(Event::Close { code, reason });
-                                self.done = true;
-                                self.buffer = Vec::new();
-                                return Ok(());
-                            }
-                        }
-                        if buffered {
-                            let message_bytes =
-                                self.buffer.len() - self.control_len as usize - take;
-                            self.buffer.truncate(message_bytes);
-                            self.control_len = 0;
-                            if self.buffer.is_empty() {
-                                self.buffer = Vec::new();
-                            }
-                        }
-                        continue;
-                    }
-                    // A data frame: validate text as it arrives, gather the message.
-                    let kind = self.message.unwrap_or(MessageKind::Binary);
-                    if kind == MessageKind::Text {
-                        self.utf8
-                            .feed(&input[start..pos])
-                            .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    }
-                    if self.buffer.is_empty() {
-                        local = Some(match local {
-                            None => (start, take),
-                            Some((s, l)) => {
-                                if s + l != start {
-                                    input.copy_within(start..pos, s + l);
-                                }
-                                (s, l + take)
-                            }
-                        });
-                    } else {
+                } => (remaining, mask, phase, opcode, fin),
+            };
+            let take = remaining.min((input.len() - pos) as u64) as usize;
+            let start = pos;
+            pos += take;
+            if let Some(key) = mask {
+                apply_mask(&mut input[start..pos], key, phase as usize);
+            }
+            let remaining = remaining - take as u64;
+            let complete = remaining == 0;
+            self.frame = if complete {
+                NO_HEADER
+            } else {
+                FrameState::Payload {
+                    remaining,
+                    mask,
+                    phase: ((phase as usize + take) & 3) as u8,
+                    opcode,
+                    fin,
+                }
+            };
+            if opcode.is_control() {
+                let buffered = matches!(control_start, ControlStart::Buffered);
+                if !complete {
+                    if buffered {
+                        // Began in an earlier input: keep gathering behind the message bytes.
                         self.buffer.extend_from_slice(&input[start..pos]);
+                        self.control_len += take as u8;
                     }
-                    if !complete {
-                        break;
+                    break;
+                }
+                let payload: &[u8] = match control_start {
+                    ControlStart::Input(s) => &input[s..pos],
+                    ControlStart::Buffered => {
+                        self.buffer.extend_from_slice(&input[start..pos]);
+                        &self.buffer[self.buffer.len() - self.control_len as usize - take..]
                     }
-                    if fin {
-                        if kind == MessageKind::Text {
-                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                };
+                control_start = ControlStart::Buffered;
+                match opcode {
+                    OpCode::Ping => on_event(Event::Ping(payload)),
+                    OpCode::Pong => on_event(Event::Pong(payload)),
+                    _ => {
+                        let (code, reason) = parse_close_payload(payload)?;
+                        on_event(Event::Close { code, reason });
+                        self.done = true;
+                        self.buffer = Vec::new();
+                        return Ok(());
+                    }
+                }
+                if buffered {
+                    let message_bytes = self.buffer.len() - self.control_len as usize - take;
+                    self.buffer.truncate(message_bytes);
+                    self.control_len = 0;
+                    if self.buffer.is_empty() {
+                        self.buffer = Vec::new();
+                    }
+                }
+                continue;
+            }
+            // A data frame: validate text as it arrives, gather the message.
+            let kind = self.message.unwrap_or(MessageKind::Binary);
+            if kind == MessageKind::Text {
+                self.utf8
+                    .feed(&input[start..pos])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            if self.buffer.is_empty() {
+                local = Some(match local {
+                    None => (start, take),
+                    Some((s, l)) => {
+                        if s + l != start {
+                            input.copy_within(start..pos, s + l);
                         }
-                        self.message = None;
-                        if self.buffer.is_empty() {
-                            let (s, l) = local.take().unwrap_or((0, 0));
-                            on_event(Event::Message {
-                                kind,
-                                payload: &input[s..s + l],
-                            });
-                        } else {
-                            local = None;
-                            on_event(Event::Message {
-                                kind,
-                                payload: &self.buffer,
-                            });
-                            self.buffer = Vec::new();
-                        }
+                        (s, l + take)
                     }
+                });
+            } else {
+                self.buffer.extend_from_slice(&input[start..pos]);
+            }
+            if !complete {
+                break;
+            }
+            if fin {
+                if kind == MessageKind::Text {
+                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                self.message = None;
+                if self.buffer.is_empty() {
+                    let (s, l) = local.take().unwrap_or((0, 0));
+                    on_event(Event::Message {
+                        kind,
+                        payload: &input[s..s + l],
+                    });
+                } else {
+                    local = None;
+                    on_event(Event::Message {
+                        kind,
+                        payload: &self.buffer,
+                    });
+                    self.buffer = Vec::new();
                 }
             }
         }
@@ -400,13 +406,6 @@ impl MessageReader {
         {
             return Err(ProtocolError::MessageTooBig);
         }
-        self.frame = FrameState::Payload {
-            remaining: header.payload_len,
-            mask: header.mask,
-            phase: 0,
-            opcode: header.opcode,
-            fin: header.fin,
-        };
         Ok(())
     }
 }

@@ -40,6 +40,41 @@ fn sequence_len(lead: u8) -> usize {
     }
 }
 
+/// Pieces up to this length skip the SIMD validator (whose setup costs more than it saves on a few words):
+/// an ASCII check by 8-byte words, then `std::str::from_utf8` for the rest.
+const SMALL_TEXT: usize = 64;
+
+/// True if every byte is ASCII, checked 8 bytes at a time.
+#[inline]
+fn is_ascii_words(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        high |= u64::from_ne_bytes(word);
+    }
+    for &byte in chunks.remainder() {
+        high |= byte as u64;
+    }
+    high & 0x8080_8080_8080_8080 == 0
+}
+
+/// Length of the unfinished code point at the end of `bytes`: the last lead byte within the final 3 bytes,
+/// if it announces more bytes than follow it; else 0.
+#[inline]
+fn unfinished_tail_len(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0xc0 != 0x80 {
+            // Not a continuation byte: ASCII, a lead byte, or a byte that can never appear.
+            let need = sequence_len(byte);
+            return if need > back { back } else { 0 };
+        }
+    }
+    0
+}
+
 impl Utf8Validator {
     pub const fn new() -> Utf8Validator {
         Utf8Validator {
@@ -72,20 +107,29 @@ impl Utf8Validator {
             self.partial_len = 0;
             bytes = &bytes[take..];
         }
-        if simdutf8::basic::from_utf8(bytes).is_ok() {
-            return Ok(());
+        // Split off an unfinished code point at the end so the body is checked in one SIMD pass: the body
+        // then ends on a char boundary (or right before a lead byte), so any error in it is certain.
+        let (body, tail) = bytes.split_at(bytes.len() - unfinished_tail_len(bytes));
+        let valid = if body.len() <= SMALL_TEXT {
+            is_ascii_words(body) || std::str::from_utf8(body).is_ok()
+        } else {
+            simdutf8::basic::from_utf8(body).is_ok()
+        };
+        if !valid {
+            return Err(Utf8Error);
         }
-        match simdutf8::compat::from_utf8(bytes) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error_len().is_none() => {
-                // An unfinished but so far valid code point at the end (at most 3 bytes).
-                let tail = &bytes[e.valid_up_to()..];
-                self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len() as u8;
-                Ok(())
+        if !tail.is_empty() {
+            // A lead byte and fewer continuation bytes than it announces: keep it if it is still a valid
+            // prefix (std reports `error_len() == None` exactly for that).
+            match std::str::from_utf8(tail) {
+                Err(e) if e.error_len().is_none() => {
+                    self.partial[..tail.len()].copy_from_slice(tail);
+                    self.partial_len = tail.len() as u8;
+                }
+                _ => return Err(Utf8Error),
             }
-            Err(_) => Err(Utf8Error),
         }
+        Ok(())
     }
 
     /// Ends the text: Err if a code point is left unfinished. Leaves the validator reset.

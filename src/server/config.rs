@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub recv_buffers: u16,
     /// In broadcast mode, send a client's message back to itself too (default on).
     pub broadcast_include_sender: bool,
+    /// Bearer token required by `POST /publish` (default: none required).
+    pub publish_token: Option<String>,
+    /// In pubsub mode, most topics one connection may subscribe to (default 64).
+    pub max_subscriptions: usize,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +90,8 @@ impl Default for ServerConfig {
             recv_buffer_size: 16 * 1024,
             recv_buffers: 256,
             broadcast_include_sender: true,
+            publish_token: None,
+            max_subscriptions: 64,
         }
     }
 }

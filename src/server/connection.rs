@@ -51,6 +51,8 @@ pub mod flags {
     pub const CANCEL_SENT: u16 = 1 << 13;
     /// Refused at accept (answered 503 from the table's reserve): does not count against the limit.
     pub const REJECTED: u16 = 1 << 14;
+    /// A `POST /publish` head arrived; waiting for the rest of its body (in `pending`).
+    pub const WAITING_BODY: u16 = 1 << 15;
 }
 
 pub struct Connection {

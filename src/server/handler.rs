@@ -5,6 +5,8 @@
 //! lock and need not be `Send`. Handlers run on the hot path: they must not block, sleep or make
 //! syscalls; everything they send goes through the worker's queues and ring.
 
+use std::sync::Arc;
+
 use crate::protocol::{CloseCode, MessageKind};
 
 use super::worker::Core;
@@ -41,6 +43,13 @@ pub trait Handler: 'static {
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, code: Option<CloseCode>) {
         let _ = (ctx, conn, code);
     }
+
+    /// A frame published on `topic` (by [`Ctx::publish`] on any worker, by `POST /publish`, or by
+    /// `ServerHandle::publish`), already encoded once: queue it to this worker's subscribers with
+    /// [`Ctx::send_frame`] (a reference each, no copy). Called on every worker, in publish order.
+    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, frame: &Arc<[u8]>) {
+        let _ = (ctx, topic, frame);
+    }
 }
 
 /// The handler's view of its worker: send to, close and broadcast to connections.
@@ -63,6 +72,18 @@ impl Ctx<'_> {
     /// encoded once and shared by every send queue.
     pub fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
         self.core.broadcast(kind, payload, except);
+    }
+
+    /// Publishes one message on `topic` to every worker's handler (`on_published`, this worker's after
+    /// the current call): the frame is encoded once.
+    pub fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
+        self.core.publish(topic, kind, payload);
+    }
+
+    /// Queues an already encoded, shared frame (from `on_published`) to `conn`, applying the
+    /// slow-consumer policy. Returns whether it was queued.
+    pub fn send_frame(&mut self, conn: ConnId, frame: &Arc<[u8]>) -> bool {
+        self.core.send_frame(conn, frame)
     }
 
     /// This worker's index.

@@ -70,3 +70,48 @@ pub fn write_503(out: &mut Vec<u8>) {
         b"server at capacity\n",
     );
 }
+
+/// The first value of query parameter `name` in `path` (`/x?a=1&topic=t`), undecoded.
+pub fn query_param<'p>(path: &'p str, name: &'p str) -> Option<&'p str> {
+    query_params(path, name).next()
+}
+
+/// Every value of query parameter `name` in `path`, undecoded.
+pub fn query_params<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = &'p str> + 'p {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    query.split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Longest topic name.
+pub const MAX_TOPIC_LEN: usize = 64;
+
+/// Topic names: 1 to 64 bytes of ASCII letters, digits and `.`, `_`, `-`, `:`, `/`.
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_and_topics() {
+        assert_eq!(query_param("/ws?topic=a&x=1&topic=b", "topic"), Some("a"));
+        assert_eq!(
+            query_params("/ws?topic=a&x=1&topic=b", "topic").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(query_param("/ws", "topic"), None);
+        assert!(valid_topic("news/eu.sport-1:live_2"));
+        assert!(!valid_topic(""));
+        assert!(!valid_topic("a b"));
+        assert!(!valid_topic(&"x".repeat(65)));
+    }
+}

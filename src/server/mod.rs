@@ -160,6 +160,22 @@ impl ServerHandle {
         metrics::render_prometheus(&self.shared.metrics)
     }
 
+    /// Publishes one message from any thread: encoded once, handed to every worker, one doorbell each.
+    /// With a topic, every worker's handler gets it in `on_published` (pubsub mode delivers it to that
+    /// topic's subscribers); without, it goes to every open connection (broadcast).
+    pub fn publish(&self, topic: Option<&str>, kind: crate::protocol::MessageKind, payload: &[u8]) {
+        let frame = worker::encode_shared(kind, payload);
+        let topic: Option<Arc<str>> = topic.map(Arc::from);
+        for sender in &self.shared.inboxes {
+            let _ = sender.send(Handoff {
+                frame: Arc::clone(&frame),
+                except: None,
+                topic: topic.clone(),
+            });
+        }
+        self.wake_all();
+    }
+
     /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the
     /// replies up to the shutdown timeout. Callable from any thread; returns at once.
     pub fn shutdown(&self) {

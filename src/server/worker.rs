@@ -45,6 +45,22 @@ pub struct Handoff {
     pub frame: Arc<[u8]>,
     /// The sending connection, if it must not receive it (worker index, id).
     pub except: Option<(usize, ConnId)>,
+    /// `None`: for every open connection (broadcast); `Some(topic)`: for the handler's subscribers of it.
+    pub topic: Option<Arc<str>>,
+}
+
+/// Encodes one unfragmented server frame (unmasked) into a shared buffer.
+pub(crate) fn encode_shared(kind: MessageKind, payload: &[u8]) -> Arc<[u8]> {
+    let opcode = match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    };
+    let mut header = [0u8; 14];
+    let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+    let mut frame = Vec::with_capacity(header_len + payload.len());
+    frame.extend_from_slice(&header[..header_len]);
+    frame.extend_from_slice(payload);
+    frame.into()
 }
 
 /// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
@@ -55,6 +71,7 @@ pub struct Core {
     bufs: BufRing,
     pool: BufferPool,
     wheel: TimerWheel,
+    timer_scratch: Vec<TimerEntry>,
     config: Arc<ServerConfig>,
     limits: ReaderLimits,
     shared: Arc<Shared>,
@@ -79,6 +96,8 @@ pub struct Core {
     dirty: Vec<u32>,
     /// Connections that left the open state, for the handler's `on_close`.
     closed: Vec<(ConnId, Option<CloseCode>)>,
+    /// Frames published on a topic, for the handler's `on_published` (after the current event).
+    published: Vec<(Arc<str>, Arc<[u8]>)>,
     /// Workers to wake at the end of this batch (bit per worker).
     doorbells: Vec<bool>,
     handshake_ticks: u32,
@@ -136,6 +155,7 @@ pub(crate) fn run_worker<H: Handler>(
         bufs,
         pool: BufferPool::default(),
         wheel: TimerWheel::new(),
+        timer_scratch: Vec::new(),
         limits: ReaderLimits {
             max_frame_size: config.max_frame_size,
             max_message_size: config.max_message_size,
@@ -152,6 +172,7 @@ pub(crate) fn run_worker<H: Handler>(
         next_generation: 1,
         dirty: Vec::new(),
         closed: Vec::new(),
+        published: Vec::new(),
         doorbells: vec![false; shared.metrics.len()],
         handshake_ticks: ticks(config.handshake_timeout, tick),
         idle_ticks: ticks(config.idle_timeout, tick),
@@ -169,7 +190,14 @@ pub(crate) fn run_worker<H: Handler>(
     if let Err(e) = core.ring.submit_and_wait(0) {
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
-    ready(Ok(format!("{}", core.ring.setup())));
+    let setup = core.ring.setup();
+    if !(setup.single_issuer && setup.defer_taskrun && setup.submit_all) {
+        tracing::warn!(
+            worker = index,
+            "the kernel refused some io_uring setup flags; running with {setup}"
+        );
+    }
+    ready(Ok(format!("{setup}")));
 
     let mut completions = Vec::with_capacity(1024);
     let mut worker = Worker {
@@ -265,15 +293,35 @@ impl<H: Handler> Worker<'_, H> {
         self.notify_closed();
     }
 
+    /// Runs the handler's deferred callbacks: `on_published` (in publish order) and `on_close`.
     fn notify_closed(&mut self) {
-        while let Some((id, code)) = self.core.closed.pop() {
-            self.handler.on_close(
-                &mut Ctx {
-                    core: &mut self.core,
-                },
-                id,
-                code,
-            );
+        loop {
+            if !self.core.published.is_empty() {
+                let mut published = std::mem::take(&mut self.core.published);
+                for (topic, frame) in published.drain(..) {
+                    self.handler.on_published(
+                        &mut Ctx {
+                            core: &mut self.core,
+                        },
+                        &topic,
+                        &frame,
+                    );
+                }
+                if self.core.published.is_empty() {
+                    // Keep the vector's capacity for the next batch.
+                    self.core.published = published;
+                }
+            } else if let Some((id, code)) = self.core.closed.pop() {
+                self.handler.on_close(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    id,
+                    code,
+                );
+            } else {
+                break;
+            }
         }
     }
 
@@ -284,11 +332,13 @@ impl<H: Handler> Worker<'_, H> {
     }
 
     fn on_tick(&mut self) {
-        let mut due: Vec<TimerEntry> = Vec::new();
+        // The scratch vector keeps its capacity from tick to tick.
+        let mut due = std::mem::take(&mut self.core.timer_scratch);
         self.core.wheel.advance(&mut due);
-        for entry in due {
+        for entry in due.drain(..) {
             self.core.on_timer(entry);
         }
+        self.core.timer_scratch = due;
         self.core.arm_accept();
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
@@ -297,7 +347,14 @@ impl<H: Handler> Worker<'_, H> {
 
     fn on_doorbell(&mut self) {
         while let Ok(handoff) = self.inbox.try_recv() {
-            self.core.deliver_shared(&handoff.frame, handoff.except);
+            match handoff.topic {
+                None => {
+                    // Topic frames received before it go out first (in handoff order).
+                    self.notify_closed();
+                    self.core.deliver_shared(&handoff.frame, handoff.except)
+                }
+                Some(topic) => self.core.published.push((topic, handoff.frame)),
+            }
         }
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
@@ -317,7 +374,9 @@ impl<H: Handler> Worker<'_, H> {
             }
         } else if result == 0 {
             self.core.on_peer_eof(key);
-        } else if result != -libc::ENOBUFS && result != -libc::ECANCELED {
+        } else if result == -libc::ENOBUFS {
+            self.core.metrics.recv_buffers_exhausted.inc();
+        } else if result != -libc::ECANCELED {
             tracing::debug!(
                 worker = self.core.index,
                 "recv error: {}",
@@ -413,22 +472,109 @@ impl<H: Handler> Worker<'_, H> {
 
     /// Handles request bytes of a connection still in its opening handshake.
     fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
-        let max_header_bytes = self.core.config.max_header_bytes;
         match self.core.conns[key].pending.take() {
-            None => self.handle_request(key, bytes),
+            None => {
+                self.handle_request(key, bytes);
+                let conn = &mut self.core.conns[key];
+                if conn.state == State::Handshake
+                    && conn.has(WAITING_BODY)
+                    && conn.pending.is_none()
+                {
+                    conn.pending = Some(Box::new(bytes.to_vec()));
+                }
+            }
             Some(mut pending) => {
                 pending.extend_from_slice(bytes);
                 self.handle_request(key, &mut pending);
                 if let Some(conn) = self.core.conns.get_mut(key) {
-                    if conn.state == State::Handshake
-                        && conn.pending.is_none()
-                        && pending.len() < max_header_bytes
-                    {
+                    if conn.state == State::Handshake && conn.pending.is_none() {
                         conn.pending = Some(pending);
                     }
                 }
             }
         }
+    }
+
+    /// `POST /publish?topic=T` (body = the message; text if UTF-8): publishes on `T` to every worker's
+    /// handler, or without a topic broadcasts to every open connection. With `--publish-token`, requires
+    /// `Authorization: Bearer <token>` (else 401).
+    fn handle_publish(&mut self, key: usize, request: &crate::protocol::Request<'_>, body: &[u8]) {
+        use crate::protocol::handshake::write_http_response;
+        let config = Arc::clone(&self.core.config);
+        let text = "text/plain; charset=utf-8";
+        let close = ("Connection", "close");
+        if request.method() != "POST" {
+            self.core.answer_http(key, |out| {
+                write_http_response(out, 405, text, &[("Allow", "POST"), close], b"use POST\n")
+            });
+            return;
+        }
+        if let Some(token) = &config.publish_token {
+            let authorized = request
+                .header("authorization")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .is_some_and(|given| given.trim() == token);
+            if !authorized {
+                self.core.answer_http(key, |out| {
+                    write_http_response(
+                        out,
+                        401,
+                        text,
+                        &[("WWW-Authenticate", "Bearer"), close],
+                        b"bad or missing token\n",
+                    )
+                });
+                return;
+            }
+        }
+        let length = match request.content_length() {
+            Ok(Some(length)) => length,
+            Ok(None) => {
+                self.core.answer_http(key, |out| {
+                    write_http_response(out, 411, text, &[close], b"Content-Length required\n")
+                });
+                return;
+            }
+            Err(error) => {
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        if length > config.max_message_size as u64 {
+            self.core.answer_http(key, |out| {
+                write_http_response(out, 413, text, &[close], b"message too large\n")
+            });
+            return;
+        }
+        if (body.len() as u64) < length {
+            // Wait for the rest of the body (the caller keeps the bytes received so far).
+            self.core.conns[key].set(WAITING_BODY);
+            return;
+        }
+        let body = &body[..length as usize];
+        let topic = http::query_param(request.path(), "topic");
+        if let Some(topic) = topic {
+            if !http::valid_topic(topic) {
+                self.core.answer_http(key, |out| {
+                    write_http_response(out, 400, text, &[close], b"invalid topic\n")
+                });
+                return;
+            }
+        }
+        let kind = if std::str::from_utf8(body).is_ok() {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        match topic {
+            Some(topic) => self.core.publish(topic, kind, body),
+            None => self.core.broadcast(kind, body, None),
+        }
+        self.core.metrics.http_requests.inc();
+        self.core.answer_http(key, |out| {
+            write_http_response(out, 200, text, &[close], b"published\n")
+        });
     }
 
     /// Parses `data` as the start of an HTTP request and answers it, upgrades, or keeps it for more.
@@ -453,6 +599,10 @@ impl<H: Handler> Worker<'_, H> {
         };
         let (request, consumed) = parsed;
         self.core.conns[key].pending = None;
+        if request.path_only() == "/publish" && !http::wants_websocket(&request) {
+            self.handle_publish(key, &request, &data[consumed..]);
+            return;
+        }
         if !http::wants_websocket(&request) {
             self.core.metrics.http_requests.inc();
             let metrics = self.core.shared.metrics.clone();
@@ -1059,30 +1209,69 @@ impl Core {
     }
 
     pub(crate) fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
-        let mut header = [0u8; 14];
-        let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
-        let mut frame = Vec::with_capacity(header_len + payload.len());
-        frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(payload);
-        let frame: Arc<[u8]> = frame.into();
+        let frame = encode_shared(kind, payload);
         self.metrics.frames_encoded.inc();
+        let except = except.map(|id| (self.index, id));
+        self.hand_off(&frame, except, None);
+        self.deliver_shared(&frame, except);
+    }
+
+    /// Publishes on `topic`: one encoded frame, handed to every other worker; every worker's handler
+    /// (this one's after the current event) gets it in `on_published`.
+    pub(crate) fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
+        let frame = encode_shared(kind, payload);
+        self.metrics.frames_encoded.inc();
+        let topic: Arc<str> = Arc::from(topic);
+        self.hand_off(&frame, None, Some(&topic));
+        self.published.push((topic, frame));
+    }
+
+    fn hand_off(
+        &mut self,
+        frame: &Arc<[u8]>,
+        except: Option<(usize, ConnId)>,
+        topic: Option<&Arc<str>>,
+    ) {
         for (worker, sender) in self.shared.inboxes.iter().enumerate() {
             if worker == self.index {
                 continue;
             }
             let handoff = Handoff {
-                frame: Arc::clone(&frame),
-                except: except.map(|id| (self.index, id)),
+                frame: Arc::clone(frame),
+                except,
+                topic: topic.cloned(),
             };
             if sender.send(handoff).is_ok() {
                 self.doorbells[worker] = true;
             }
         }
-        self.deliver_shared(&frame, except.map(|id| (self.index, id)));
+    }
+
+    /// Queues a shared frame to one connection, applying the slow-consumer policy. Returns whether it was
+    /// queued.
+    pub(crate) fn send_frame(&mut self, id: ConnId, frame: &Arc<[u8]>) -> bool {
+        let Some(key) = self.live_open(id) else {
+            return false;
+        };
+        let conn = &mut self.conns[key];
+        if conn.queued_bytes() > self.config.max_backpressure {
+            match self.config.slow_consumer {
+                super::config::SlowConsumerPolicy::Drop => self.metrics.slow_consumer_drops.inc(),
+                super::config::SlowConsumerPolicy::Close => {
+                    self.metrics.slow_consumer_closes.inc();
+                    self.send_close(key, CloseCode::POLICY, "slow consumer");
+                    self.leave_open(key, Some(CloseCode::POLICY));
+                }
+            }
+            return false;
+        }
+        let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
+        queue.push_shared(Arc::clone(frame));
+        self.metrics.deliveries.inc();
+        self.metrics.messages_out.inc();
+        self.metrics.bytes_out.add(frame.len() as u64);
+        self.mark_dirty(key);
+        true
     }
 
     /// Queues a shared frame to every open connection of this worker (a reference each, no copy),

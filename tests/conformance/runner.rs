@@ -7,7 +7,7 @@
 //! - `RINGWS_CONFORMANCE_FILTER=1.1,6.4`: run only cases whose id is or starts with one of these
 //!   (command-line arguments not starting with `-` are filters too).
 //! - `RINGWS_CONFORMANCE_SKIP=9`: skip those ids/prefixes (family 9 is the slow one).
-//! - `RINGWS_CONFORMANCE_THREADS` (default 4), `RINGWS_CONFORMANCE_TIMEOUT_MS` (default 3000: the
+//! - `RINGWS_CONFORMANCE_THREADS` (default 4), `RINGWS_CONFORMANCE_TIMEOUT_MS` (default 5000: the
 //!   longest wait for any one expected frame or close).
 //! - `RINGWS_CONFORMANCE_VERBOSE=1`: print every case, not only failures.
 //! - `RINGWS_CONFORMANCE_MAX_MESSAGE`: the target's message size limit in bytes (default 16 MiB, ringws's
@@ -100,7 +100,7 @@ pub fn main() -> i32 {
     filters.extend(std::env::args().skip(1).filter(|arg| !arg.starts_with('-')));
     let skips = env_list("RINGWS_CONFORMANCE_SKIP");
     let threads = env_number("RINGWS_CONFORMANCE_THREADS", 4).max(1) as usize;
-    let timeout = Duration::from_millis(env_number("RINGWS_CONFORMANCE_TIMEOUT_MS", 3000));
+    let timeout = Duration::from_millis(env_number("RINGWS_CONFORMANCE_TIMEOUT_MS", 5000));
     let verbose = std::env::var_os("RINGWS_CONFORMANCE_VERBOSE").is_some();
 
     let every_case = all_cases();
@@ -116,10 +116,19 @@ pub fn main() -> i32 {
             .parse()
             .unwrap_or_else(|_| panic!("RINGWS_CONFORMANCE_ADDR={addr:?} is not IP:PORT")),
         Err(_) => {
-            let process = ServerProcess::start(&["--mode", "echo"]);
-            let addr = process.addr;
-            server = Some(process);
-            addr
+            let started = std::panic::catch_unwind(|| ServerProcess::start(&["--mode", "echo"]));
+            match started {
+                Ok(process) => {
+                    let addr = process.addr;
+                    server = Some(process);
+                    addr
+                }
+                Err(_) => {
+                    println!("FAIL server   `ringws serve --mode echo` did not start (see above)");
+                    println!("0 passed, 1 failed");
+                    return 1;
+                }
+            }
         }
     };
     println!(

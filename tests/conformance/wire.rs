@@ -18,6 +18,10 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
+/// Larger server frames are reported as malformed rather than buffered (the suite never sends a
+/// message over 17 MiB, so no correct echo needs more).
+const MAX_SERVER_FRAME: u64 = 64 << 20;
+
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A small deterministic generator (xorshift64*) for mask keys and payload bytes, seeded per case so
@@ -247,6 +251,8 @@ impl ReadEnd {
 pub struct Client {
     stream: TcpStream,
     received: Vec<u8>,
+    /// Where each read lands before it is appended to `received`.
+    scratch: Vec<u8>,
     /// Offset of the first unconsumed byte in `received`.
     consumed: usize,
     pub timeout: Duration,
@@ -269,6 +275,7 @@ impl Client {
         let mut client = Client {
             stream,
             received: Vec::with_capacity(64 * 1024),
+            scratch: vec![0; 256 * 1024],
             consumed: 0,
             timeout,
             rng,
@@ -388,37 +395,28 @@ impl Client {
         }
         let _ = self.stream.set_read_timeout(Some(deadline - now));
         let old_len = self.received.len();
-        let want = (self.received.capacity() - old_len).max(64 * 1024);
-        self.received.resize(old_len + want, 0);
-        let result = self.stream.read(&mut self.received[old_len..]);
+        // Read into a scratch buffer zeroed once, then copy: no per-read zero-fill of spare capacity.
+        let result = self.stream.read(&mut self.scratch);
         match result {
-            Ok(0) => {
-                self.received.truncate(old_len);
-                Err(ReadEnd::Closed {
-                    reset: false,
-                    leftover: old_len - self.consumed,
-                })
-            }
+            Ok(0) => Err(ReadEnd::Closed {
+                reset: false,
+                leftover: old_len - self.consumed,
+            }),
             Ok(n) => {
-                self.received.truncate(old_len + n);
+                self.received.extend_from_slice(&self.scratch[..n]);
                 Ok(())
             }
-            Err(error) => {
-                self.received.truncate(old_len);
-                match error.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => Err(ReadEnd::Timeout {
-                        buffered: old_len - self.consumed,
-                    }),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
-                        Err(ReadEnd::Closed {
-                            reset: true,
-                            leftover: old_len - self.consumed,
-                        })
-                    }
-                    ErrorKind::Interrupted => Ok(()),
-                    _ => Err(ReadEnd::Io(error.to_string())),
-                }
-            }
+            Err(error) => match error.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => Err(ReadEnd::Timeout {
+                    buffered: old_len - self.consumed,
+                }),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => Err(ReadEnd::Closed {
+                    reset: true,
+                    leftover: old_len - self.consumed,
+                }),
+                ErrorKind::Interrupted => Ok(()),
+                _ => Err(ReadEnd::Io(error.to_string())),
+            },
         }
     }
 
@@ -497,6 +495,11 @@ impl Client {
             return Err(ReadEnd::Malformed(format!(
                 "control frame {} with fin={fin} and {len} bytes",
                 opcode_name(opcode)
+            )));
+        }
+        if len > MAX_SERVER_FRAME {
+            return Err(ReadEnd::Malformed(format!(
+                "server frame announces {len} bytes, more than any message the suite sends"
             )));
         }
         let total = header as u64 + len;

@@ -88,7 +88,7 @@ pub fn cases() -> Family {
         },
     );
 
-    // 7.3 close payload shapes.
+    // 7.2 close payload shapes.
     family.group();
     family.case(
         "close without payload: answered with no code or 1000",
@@ -154,7 +154,7 @@ pub fn cases() -> Family {
         s.expect_failure(1002);
     });
 
-    // 7.5 close reasons that are not UTF-8.
+    // 7.3 close reasons that are not UTF-8.
     family.group();
     for (name, reason) in [
         ("surrogate", vec![0xED, 0xA0, 0x80]),
@@ -182,7 +182,7 @@ pub fn cases() -> Family {
         );
     }
 
-    // 7.7 valid codes are answered (echoed, or 1000).
+    // 7.4 valid codes are answered (echoed, or 1000).
     family.group();
     for &code in VALID_CODES {
         family.case(
@@ -201,7 +201,7 @@ pub fn cases() -> Family {
         );
     }
 
-    // 7.9 invalid codes fail with 1002.
+    // 7.5 invalid codes fail with 1002.
     family.group();
     for &code in INVALID_CODES {
         family.case(
@@ -213,7 +213,7 @@ pub fn cases() -> Family {
         );
     }
 
-    // 7.11 data after close, interleaved with a message in progress, and after data.
+    // 7.6 messages right before a close are all echoed before the close answer.
     family.group();
     for (opcode, kind) in [(OP_TEXT, "text"), (OP_BINARY, "binary")] {
         family.case(

@@ -122,7 +122,10 @@ pub fn cases() -> Family {
     let limit = max_message_size();
     family.group();
     family.case(
-        format!("fragmented binary message of exactly the limit ({}) is echoed", size_label(limit)),
+        format!(
+            "fragmented binary message of exactly the limit ({}) is echoed",
+            size_label(limit)
+        ),
         move |s| {
             let payload = binary_payload(limit, "9.10-limit");
             s.fragmented(OP_BINARY, &payload, limit / 2 + 1);

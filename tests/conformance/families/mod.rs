@@ -32,7 +32,20 @@ pub fn binary_payload(len: usize, seed: &str) -> Vec<u8> {
 }
 
 /// Valid UTF-8 of exactly `len` bytes mixing 1-, 2-, 3- and 4-byte code points, deterministic for `seed`.
+/// Beyond 64 KiB a random 64 KiB block is repeated (whole code points), so that multi-MiB payloads are
+/// cheap to build in a debug binary.
 pub fn utf8_payload(len: usize, seed: &str) -> Vec<u8> {
+    const BLOCK: usize = 64 * 1024;
+    if len > 2 * BLOCK {
+        let block = utf8_payload(BLOCK, seed);
+        let mut out = Vec::with_capacity(len);
+        while out.len() + BLOCK <= len {
+            out.extend_from_slice(&block);
+        }
+        let rest = len - out.len();
+        out.extend_from_slice(&utf8_payload(rest, &format!("{seed}-rest")));
+        return out;
+    }
     let mut rng = Rng::seeded(seed);
     let mut out = Vec::with_capacity(len);
     let samples = [

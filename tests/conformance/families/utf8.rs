@@ -44,6 +44,21 @@ fn valid_table() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ];
     table.push(("every ASCII byte", (0u8..0x80).collect()));
+    // The 66 noncharacters (U+FDD0..U+FDEF and the last two code points of each plane) are valid UTF-8.
+    let noncharacters: String = (0xFDD0u32..=0xFDEF)
+        .chain((0..=16u32).flat_map(|plane| [plane << 16 | 0xFFFE, plane << 16 | 0xFFFF]))
+        .map(|code| char::from_u32(code).expect("noncharacters are scalar values"))
+        .collect();
+    table.push(("all 66 noncharacters", noncharacters.into_bytes()));
+    // The first and last code point of every plane.
+    let plane_edges: String = (0..=16u32)
+        .flat_map(|plane| [plane << 16, plane << 16 | 0xFFFD])
+        .filter_map(char::from_u32)
+        .collect();
+    table.push((
+        "first and last code points of every plane",
+        plane_edges.into_bytes(),
+    ));
     table
 }
 

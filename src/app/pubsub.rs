@@ -1,0 +1,259 @@
+//! `--mode pubsub`: clients subscribe to topics and publish on them.
+//!
+//! Protocol (documented in `docs/ARCHITECTURE.md`):
+//! - text frames, JSON: `{"op":"sub","topic":"a"}`, `{"op":"unsub","topic":"a"}`,
+//!   `{"op":"pub","topic":"a","data":...}` (a JSON string is delivered as its text, any other JSON value as
+//!   its JSON text); answers `{"ok":"sub","topic":"a"}` / `{"ok":"unsub",...}`, errors
+//!   `{"error":"...","op":...}` (the connection stays open);
+//! - binary frames: `[op][topic length][topic][payload]`, op 1 sub, 2 unsub, 3 pub (payload delivered as a
+//!   binary message); answers as above, in text;
+//! - the URL: `/ws?topic=a&topic=b` subscribes at open.
+//!
+//! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
+//! worker delivers the shared frame to its own subscribers, in publish order. Topic tables are per worker
+//! (one handler per worker thread): no lock. Subscribe/unsubscribe allocate (topic names, table entries);
+//! publishing allocates only the shared frame.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::protocol::{CloseCode, MessageKind};
+use crate::server::http::{query_params, valid_topic};
+use crate::server::{ConnId, Ctx, Handler};
+
+#[derive(Deserialize)]
+struct Command<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The per-worker pub/sub state.
+pub struct PubSub {
+    /// Local subscribers of each topic.
+    topics: HashMap<Box<str>, Vec<ConnId>>,
+    /// Topics of each local connection.
+    subscriptions: HashMap<ConnId, Vec<Box<str>>>,
+    max_subscriptions: usize,
+    reply: String,
+}
+
+impl PubSub {
+    pub fn new(max_subscriptions: usize) -> PubSub {
+        PubSub {
+            topics: HashMap::new(),
+            subscriptions: HashMap::new(),
+            max_subscriptions,
+            reply: String::new(),
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, topic: &str) -> Result<(), &'static str> {
+        if !valid_topic(topic) {
+            return Err("invalid topic (1-64 of A-Z a-z 0-9 . _ - : /)");
+        }
+        let subs = self.subscriptions.entry(conn).or_default();
+        if subs.iter().any(|t| &**t == topic) {
+            return Ok(());
+        }
+        if subs.len() >= self.max_subscriptions {
+            return Err("subscription limit reached");
+        }
+        subs.push(topic.into());
+        self.topics.entry(topic.into()).or_default().push(conn);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, topic: &str) {
+        if let Some(subs) = self.subscriptions.get_mut(&conn) {
+            subs.retain(|t| &**t != topic);
+        }
+        if let Some(conns) = self.topics.get_mut(topic) {
+            conns.retain(|c| *c != conn);
+            if conns.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        result: Result<(), &str>,
+        op: &str,
+        topic: &str,
+    ) {
+        self.reply.clear();
+        let op_json = serde_json::to_string(op).unwrap_or_default();
+        let topic_json = serde_json::to_string(topic).unwrap_or_default();
+        match result {
+            Ok(()) => self
+                .reply
+                .push_str(&format!("{{\"ok\":{op_json},\"topic\":{topic_json}}}")),
+            Err(e) => {
+                let e = serde_json::to_string(e).unwrap_or_default();
+                self.reply.push_str(&format!(
+                    "{{\"error\":{e},\"op\":{op_json},\"topic\":{topic_json}}}"
+                ))
+            }
+        }
+        ctx.send(conn, MessageKind::Text, self.reply.as_bytes());
+    }
+
+    fn error(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: &str) {
+        let e = serde_json::to_string(message).unwrap_or_default();
+        self.reply.clear();
+        self.reply.push_str(&format!("{{\"error\":{e}}}"));
+        ctx.send(conn, MessageKind::Text, self.reply.as_bytes());
+    }
+
+    fn command(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        op: u8,
+        topic: &str,
+        payload: &[u8],
+        kind: MessageKind,
+    ) {
+        let name = match op {
+            1 => "sub",
+            2 => "unsub",
+            _ => "pub",
+        };
+        match op {
+            1 => {
+                let result = self.subscribe(conn, topic);
+                self.answer(ctx, conn, result, name, topic);
+            }
+            2 => {
+                self.unsubscribe(conn, topic);
+                self.answer(ctx, conn, Ok(()), name, topic);
+            }
+            _ => {
+                if !valid_topic(topic) {
+                    self.answer(
+                        ctx,
+                        conn,
+                        Err("invalid topic (1-64 of A-Z a-z 0-9 . _ - : /)"),
+                        name,
+                        topic,
+                    );
+                } else {
+                    ctx.publish(topic, kind, payload);
+                }
+            }
+        }
+    }
+}
+
+impl Handler for PubSub {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
+        for topic in query_params(path, "topic") {
+            if let Err(e) = self.subscribe(conn, topic) {
+                self.answer(ctx, conn, Err(e), "sub", topic);
+            }
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, kind: MessageKind, payload: &[u8]) {
+        match kind {
+            MessageKind::Text => {
+                let command: Command<'_> = match serde_json::from_slice(payload) {
+                    Ok(command) => command,
+                    Err(_) => {
+                        return self.error(
+                            ctx,
+                            conn,
+                            "malformed command: expected {\"op\":..,\"topic\":..}",
+                        );
+                    }
+                };
+                let Some(topic) = command.topic.as_deref() else {
+                    return self.error(ctx, conn, "missing topic");
+                };
+                match &*command.op {
+                    "sub" => self.command(ctx, conn, 1, topic, b"", kind),
+                    "unsub" => self.command(ctx, conn, 2, topic, b"", kind),
+                    "pub" => {
+                        let Some(data) = command.data else {
+                            return self.error(ctx, conn, "pub needs data");
+                        };
+                        // A JSON string is delivered as its text; any other value as its JSON text.
+                        match serde_json::from_str::<std::borrow::Cow<'_, str>>(data.get()) {
+                            Ok(text) => self.command(
+                                ctx,
+                                conn,
+                                3,
+                                topic,
+                                text.as_bytes(),
+                                MessageKind::Text,
+                            ),
+                            Err(_) => self.command(
+                                ctx,
+                                conn,
+                                3,
+                                topic,
+                                data.get().as_bytes(),
+                                MessageKind::Text,
+                            ),
+                        }
+                    }
+                    _ => self.error(ctx, conn, "unknown op (sub, unsub, pub)"),
+                }
+            }
+            MessageKind::Binary => {
+                let [op @ 1..=3, topic_len, rest @ ..] = payload else {
+                    return self.error(
+                        ctx,
+                        conn,
+                        "malformed binary command: [op 1-3][topic length][topic][payload]",
+                    );
+                };
+                let topic_len = *topic_len as usize;
+                if rest.len() < topic_len {
+                    return self.error(ctx, conn, "binary command shorter than its topic length");
+                }
+                let Ok(topic) = std::str::from_utf8(&rest[..topic_len]) else {
+                    return self.error(ctx, conn, "topic is not UTF-8");
+                };
+                self.command(
+                    ctx,
+                    conn,
+                    *op,
+                    topic,
+                    &rest[topic_len..],
+                    MessageKind::Binary,
+                );
+            }
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
+        if let Some(topics) = self.subscriptions.remove(&conn) {
+            for topic in topics {
+                if let Some(conns) = self.topics.get_mut(&topic) {
+                    conns.retain(|c| *c != conn);
+                    if conns.is_empty() {
+                        self.topics.remove(&topic);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, frame: &Arc<[u8]>) {
+        if let Some(conns) = self.topics.get(topic) {
+            for &conn in conns {
+                ctx.send_frame(conn, frame);
+            }
+        }
+    }
+}
