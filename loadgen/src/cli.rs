@@ -106,6 +106,11 @@ pub struct Options {
     #[arg(long, default_value_t = 1)]
     pub publishers: u64,
 
+    /// Broadcast on a pub/sub topic (`ringws serve --mode pubsub`): subscribers connect with `?topic=T`,
+    /// publishers send `{"op":"pub","topic":T,"data":...}` (text) or `[3][len][T][payload]` (binary).
+    #[arg(long)]
+    pub topic: Option<String>,
+
     /// Connect: seconds to hold the connections open after the ramp.
     #[arg(long, default_value_t = 5.0)]
     pub hold: f64,
@@ -205,6 +210,12 @@ impl Options {
                 }
                 if self.publishers == 0 {
                     return Err("--publishers must be at least 1".into());
+                }
+                if let Some(topic) = &self.topic {
+                    let valid = |c: char| c.is_ascii_alphanumeric() || "._-:/".contains(c);
+                    if topic.is_empty() || topic.len() > 64 || !topic.chars().all(valid) {
+                        return Err("--topic: 1 to 64 characters of A-Z a-z 0-9 . _ - : /".into());
+                    }
                 }
             }
             Scenario::Churn if self.rate.is_none() => {

@@ -49,6 +49,7 @@ fn main() {
         return;
     }
 
+    net::catch_interrupts();
     let report = match run::run_leader(&options, plan) {
         Ok(report) => report,
         Err(message) => {

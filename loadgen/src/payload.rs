@@ -9,6 +9,8 @@
 //! time (`CLOCK_MONOTONIC` ns), then the filler. All ASCII, so text and binary messages carry the same bytes.
 //! Nothing here allocates per message: callers keep one scratch buffer per thread.
 
+use crate::wire::MessageKind;
+
 pub const ECHO_HEADER: usize = 24;
 pub const BROADCAST_HEADER: usize = 41;
 
@@ -93,11 +95,53 @@ pub fn echo_matches(payload: &[u8], conn: u32, seq: u64, size: usize) -> bool {
     payload[..n] == header[..n] && filler_matches(&payload[n..], n)
 }
 
+/// The filler repeated 64 times, so that checking it is a few `memcmp`s rather than a loop per byte.
+const FILLER_PERIOD: usize = 26;
+static FILLER_PATTERN: [u8; FILLER_PERIOD * 64] = {
+    let mut pattern = [0u8; FILLER_PERIOD * 64];
+    let mut i = 0;
+    while i < pattern.len() {
+        pattern[i] = b'a' + (i % FILLER_PERIOD) as u8;
+        i += 1;
+    }
+    pattern
+};
+
+/// Whether `bytes` is the filler as it appears from payload offset `start` on.
 fn filler_matches(bytes: &[u8], start: usize) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b == filler(start + i))
+    let longest = FILLER_PATTERN.len() - FILLER_PERIOD;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let phase = (start + pos) % FILLER_PERIOD;
+        let take = (bytes.len() - pos).min(longest);
+        if bytes[pos..pos + take] != FILLER_PATTERN[phase..phase + take] {
+            return false;
+        }
+        pos += take;
+    }
+    true
+}
+
+/// Builds into `out` the ringws pub/sub command that publishes `payload` on `topic`: for text,
+/// `{"op":"pub","topic":"T","data":"<payload>"}` (the payload is ASCII without quotes or backslashes, so it
+/// needs no escaping); for binary, `[3][topic length][topic][payload]`.
+pub fn publish_command(out: &mut Vec<u8>, kind: MessageKind, topic: &str, payload: &[u8]) {
+    out.clear();
+    match kind {
+        MessageKind::Text => {
+            out.extend_from_slice(br#"{"op":"pub","topic":""#);
+            out.extend_from_slice(topic.as_bytes());
+            out.extend_from_slice(br#"","data":""#);
+            out.extend_from_slice(payload);
+            out.extend_from_slice(br#""}"#);
+        }
+        MessageKind::Binary => {
+            out.push(3);
+            out.push(topic.len() as u8);
+            out.extend_from_slice(topic.as_bytes());
+            out.extend_from_slice(payload);
+        }
+    }
 }
 
 /// A decoded broadcast payload.
@@ -145,6 +189,31 @@ mod tests {
                 !echo_matches(&payload[..size.saturating_sub(1)], 7, 123_456, size) || size == 0
             );
         }
+    }
+
+    #[test]
+    fn filler_check_matches_the_byte_loop_at_every_offset() {
+        let expected: Vec<u8> = (0..5000).map(filler).collect();
+        for start in [0usize, 1, 24, 25, 41, 1000] {
+            for len in [0usize, 1, 25, 26, 1637, 1638, 1639, 1700, 3300] {
+                let slice = &expected[start..start + len];
+                assert!(filler_matches(slice, start), "start {start} len {len}");
+                if len > 0 {
+                    let mut bad = slice.to_vec();
+                    bad[len - 1] ^= 0x20;
+                    assert!(!filler_matches(&bad, start), "start {start} len {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn publish_commands() {
+        let mut out = Vec::new();
+        publish_command(&mut out, MessageKind::Text, "a/b", b"Pxyz");
+        assert_eq!(out, br#"{"op":"pub","topic":"a/b","data":"Pxyz"}"#);
+        publish_command(&mut out, MessageKind::Binary, "a/b", b"Pxyz");
+        assert_eq!(out, b"\x03\x03a/bPxyz");
     }
 
     #[test]

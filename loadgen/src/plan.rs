@@ -67,6 +67,10 @@ pub struct Plan {
     pub verify_broadcast: bool,
     pub reconnect: bool,
     pub source_ips: Vec<Ipv4Addr>,
+    /// Broadcast on a pub/sub topic: subscribers use `subscriber_path`, publishers wrap each message.
+    pub topic: Option<String>,
+    /// The request path of subscribers (`--url`'s path, plus `topic=T` with `--topic`).
+    pub subscriber_path: String,
 }
 
 fn secs_to_ns(secs: f64) -> u64 {
@@ -88,8 +92,19 @@ impl Plan {
             _ => None,
         };
         let rate = options.rate.unwrap_or(1000.0);
+        let topic = match options.scenario {
+            Scenario::Broadcast => options.topic.clone(),
+            _ => None,
+        };
+        let subscriber_path = match &topic {
+            Some(t) if target.path.contains('?') => format!("{}&topic={t}", target.path),
+            Some(t) => format!("{}?topic={t}", target.path),
+            None => target.path.clone(),
+        };
         Plan {
             scenario: options.scenario,
+            topic,
+            subscriber_path,
             target,
             size: options.size,
             opcode,

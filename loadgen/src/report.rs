@@ -227,9 +227,13 @@ impl Report {
                 (Scenario::Echo, Some(rate)) => format!("open loop {rate} msg/s"),
                 (Scenario::Echo, None) => format!("closed loop depth {}", options.depth),
                 (Scenario::Broadcast, _) => format!(
-                    "{} publishers at {} msg/s total",
+                    "{} publishers at {} msg/s total{}",
                     options.publishers,
-                    options.rate.unwrap_or(1000.0)
+                    options.rate.unwrap_or(1000.0),
+                    match &plan.topic {
+                        Some(topic) => format!(", pub/sub topic {topic}"),
+                        None => String::new(),
+                    }
                 ),
                 (Scenario::Churn, rate) => format!(
                     "{} cycles/s, {} echoes each",
@@ -384,6 +388,14 @@ impl Report {
                 self.cpu.user_s, self.cpu.sys_s, self.cpu.us_per_unit
             ),
         )?;
+        let reconnects = self.counters["reconnects"];
+        if reconnects > 0 {
+            row(
+                out,
+                "reconnects",
+                format!("{reconnects} (scheduled, with backoff)"),
+            )?;
+        }
         row(out, "errors", self.errors_total.to_string())?;
         for (name, n) in &self.errors {
             row(out, &format!("  {name}"), n.to_string())?;

@@ -8,12 +8,13 @@
 
 use crate::cli::{Options, Scenario};
 use crate::clock::{cpu_seconds, now_ns};
+use crate::net;
 use crate::plan::{Phase, Plan, Shared};
 use crate::report::{Measurements, Report, TimelinePoint};
 use crate::stats::{self, Counter, Counters};
 use crate::worker::Worker;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -288,6 +289,9 @@ impl Fleet for ChildFleet {
 
 /// Runs as child `index` of a `--procs` run: local workers, phases from stdin, status on stdout.
 pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(), String> {
+    // An interrupt from the terminal reaches the whole process group: the parent handles it and tells
+    // the children (or its exit closes their stdin, which drains them).
+    net::ignore_interrupts();
     let threads = options.threads();
     let mut fleet = LocalFleet::start(
         plan,
@@ -353,17 +357,13 @@ struct Meter<'a> {
     last_counters: Counters,
     total: Histogram<u64>,
     timeline: Vec<TimelinePoint>,
-    log: Option<(std::fs::File, V2Serializer, bool)>,
+    log: Option<HistLog>,
 }
 
 impl<'a> Meter<'a> {
     fn new(options: &'a Options) -> Result<Meter<'a>, String> {
         let log = match &options.hist_log {
-            Some(path) => Some((
-                std::fs::File::create(path).map_err(|e| format!("--hist-log {path}: {e}"))?,
-                V2Serializer::new(),
-                false,
-            )),
+            Some(path) => Some(HistLog::create(path)?),
             None => None,
         };
         let now = Instant::now();
@@ -429,25 +429,63 @@ impl<'a> Meter<'a> {
                 point.errors
             );
         }
-        if let Some((file, serializer, started)) = self.log.as_mut() {
-            let start = self.last_tick - self.started;
-            let mut builder = IntervalLogWriterBuilder::new();
-            if !*started {
-                builder
-                    .add_comment("ringws-loadgen latency interval log; values in nanoseconds")
-                    .with_start_time(std::time::SystemTime::now() - (now - self.started))
-                    .with_max_value_divisor(1e6);
-                *started = true;
-            } else {
-                builder.with_max_value_divisor(1e6);
-            }
-            if let Ok(mut writer) = builder.begin_log_with(file, serializer) {
-                let _ = writer.write_histogram(&interval, start, elapsed, None);
-            }
+        if let Some(log) = &self.log {
+            log.write(self.last_tick - self.started, elapsed, &interval);
         }
         self.timeline.push(point);
         self.last_counters = counters;
         self.last_tick = now;
+    }
+}
+
+/// The `--hist-log` file: an HdrHistogram interval log (compressed V2 histograms, one line per second)
+/// written by the crate's `IntervalLogWriter` on its own thread, which owns the file for the whole run.
+struct HistLog {
+    sender: Option<std::sync::mpsc::Sender<(Duration, Duration, Histogram<u64>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HistLog {
+    fn create(path: &str) -> Result<HistLog, String> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("--hist-log {path}: {e}"))?,
+        );
+        let (sender, receiver) = std::sync::mpsc::channel::<(Duration, Duration, Histogram<u64>)>();
+        let start_time = std::time::SystemTime::now();
+        let thread = std::thread::spawn(move || {
+            let mut serializer = V2DeflateSerializer::new();
+            let writer = IntervalLogWriterBuilder::new()
+                .add_comment("ringws-loadgen latency interval log; values in nanoseconds")
+                .with_start_time(start_time)
+                .with_max_value_divisor(1e6)
+                .begin_log_with(&mut file, &mut serializer);
+            let Ok(mut writer) = writer else { return };
+            let _ = writer.write_comment("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"");
+            for (start, length, histogram) in receiver {
+                let _ = writer.write_histogram(&histogram, start, length, None);
+            }
+            drop(writer);
+            let _ = file.flush();
+        });
+        Ok(HistLog {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&self, start: Duration, length: Duration, histogram: &Histogram<u64>) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send((start, length, histogram.clone()));
+        }
+    }
+}
+
+impl Drop for HistLog {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -505,6 +543,10 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
             );
             break;
         }
+        if net::interrupted() {
+            ramp_complete = false;
+            break;
+        }
         meter.tick(fleet.as_mut(), Phase::Ramp, false);
         std::thread::sleep(TICK);
     }
@@ -528,6 +570,10 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
         if options.messages.is_some() && options.scenario == Scenario::Echo && fleet.finished() {
             break;
         }
+        if net::interrupted() {
+            eprintln!("ringws-loadgen: interrupted; draining and reporting (interrupt again to quit at once)");
+            break;
+        }
         meter.tick(fleet.as_mut(), Phase::Run, false);
         std::thread::sleep(TICK.min(run_for - elapsed));
     }
@@ -535,10 +581,10 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
     let at_run_end = fleet.counters();
     if options.scenario == Scenario::Connect {
         open_at_hold_end = fleet.counters().get(Counter::Open);
-        if options.verify_broadcast {
+        if options.verify_broadcast && !net::interrupted() {
             fleet.advance(Phase::Verify);
             let verify_start = Instant::now();
-            let deadline = Duration::from_secs_f64(options.drain_timeout.max(1.0) + 3.0);
+            let deadline = Duration::from_secs_f64(options.drain_timeout + 1.0);
             loop {
                 let c = fleet.counters();
                 if c.get(Counter::VerifyReceived) >= open_at_hold_end

@@ -36,6 +36,10 @@ const MAX_WAIT_NS: u64 = 10_000_000;
 const QUIET_NS: u64 = 300_000_000;
 const BACKOFF_BASE_NS: u64 = 100_000_000;
 const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+/// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
+/// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
+const MAX_BACKLOG: usize = 4 << 20;
+const BACKLOG_RETRY_NS: u64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -110,6 +114,13 @@ struct Traffic {
     cycle_start_ns: u64,
 }
 
+impl Conn {
+    /// Bytes queued but not yet accepted by the socket.
+    fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
 struct Conn {
     gid: u32,
     fd: RawFd,
@@ -165,6 +176,8 @@ pub struct Worker {
     ready: Vec<(u64, u32)>,
     dirty: Vec<u32>,
     scratch: Scratch,
+    /// Pub/sub publish command being built (publishers with `--topic`).
+    command: Vec<u8>,
     rng: Rng,
     counters: Counters,
     hist: Histogram<u64>,
@@ -243,6 +256,7 @@ impl Worker {
             ready: Vec::with_capacity(1024),
             dirty: Vec::with_capacity(conns.len()),
             scratch: Scratch::new(plan.size),
+            command: Vec::new(),
             rng: Rng::new(seed),
             counters: Counters::default(),
             hist: stats::new_histogram(),
@@ -285,7 +299,7 @@ impl Worker {
                 break;
             }
             if now - last_publish >= COUNTER_PUBLISH_NS {
-                self.publish(now);
+                self.publish();
                 last_publish = now;
             }
             if now - last_handover >= HISTOGRAM_HANDOVER_NS {
@@ -323,8 +337,7 @@ impl Worker {
         wake
     }
 
-    fn publish(&mut self, now: u64) {
-        let _ = now;
+    fn publish(&mut self) {
         self.shared.workers[self.index]
             .counters
             .publish(&self.counters);
@@ -638,12 +651,12 @@ impl Worker {
         conn.state = State::Handshaking;
         conn.out.clear();
         conn.out_pos = 0;
-        let handshake = wire::start_handshake(
-            &mut conn.out,
-            &self.plan.target.host,
-            &self.plan.target.path,
-            &mut self.rng,
-        );
+        let path = match conn.behaviour {
+            Behaviour::Subscriber => &self.plan.subscriber_path,
+            _ => &self.plan.target.path,
+        };
+        let handshake =
+            wire::start_handshake(&mut conn.out, &self.plan.target.host, path, &mut self.rng);
         conn.handshake = Some(Box::new(handshake));
         self.flush(i, now);
     }
@@ -712,7 +725,11 @@ impl Worker {
                     let _ = self.epoll.modify(conn.fd, i as u64, READABLE | HANGUP);
                 }
                 self.leave_ramp(i);
-                if self.phase >= Phase::Run && self.phase != Phase::Drain {
+                // During the drain a churn cycle already under way still runs to its end.
+                let behaviour = self.conns[i].behaviour;
+                if self.phase >= Phase::Run
+                    && (self.phase != Phase::Drain || behaviour == Behaviour::Churn)
+                {
                     self.start_traffic(i, now);
                 }
                 let leftover = handshake.response.len() - consumed;
@@ -892,6 +909,17 @@ impl Worker {
         self.counters.inc(Counter::Sent);
     }
 
+    /// When to look at an open-loop schedule again: its next due time, or soon if the connection's unsent
+    /// output is full (the schedule keeps its intended times; they are sent, late, once the socket drains).
+    fn next_schedule_check(&self, i: usize, now: u64) -> u64 {
+        let due = self.conns[i].traffic.next_due_ns;
+        if self.conns[i].backlog() >= MAX_BACKLOG {
+            due.max(now + BACKLOG_RETRY_NS)
+        } else {
+            due
+        }
+    }
+
     fn traffic_timer(&mut self, i: usize, now: u64) {
         if self.phase != Phase::Run {
             return;
@@ -901,21 +929,26 @@ impl Worker {
                 let Some(interval) = self.plan.echo_interval_ns else {
                     return;
                 };
-                while self.conns[i].traffic.next_due_ns <= now && self.may_send_echo(i) {
+                while self.conns[i].traffic.next_due_ns <= now
+                    && self.may_send_echo(i)
+                    && self.conns[i].backlog() < MAX_BACKLOG
+                {
                     let intended = self.conns[i].traffic.next_due_ns;
                     self.send_echo(i, intended);
                     self.conns[i].traffic.next_due_ns += interval;
                 }
                 self.mark_dirty(i);
                 if self.may_send_echo(i) {
-                    let due = self.conns[i].traffic.next_due_ns;
+                    let due = self.next_schedule_check(i, now);
                     self.set_timer(i, due);
                 }
             }
             Behaviour::Publisher => {
                 let interval = self.plan.publish_interval_ns;
                 let publisher = self.conns[i].gid;
-                while self.conns[i].traffic.next_due_ns <= now {
+                while self.conns[i].traffic.next_due_ns <= now
+                    && self.conns[i].backlog() < MAX_BACKLOG
+                {
                     let conn = &mut self.conns[i];
                     let seq = conn.traffic.next_send_seq;
                     conn.traffic.next_send_seq += 1;
@@ -923,10 +956,22 @@ impl Worker {
                     let payload = self
                         .scratch
                         .broadcast(publisher, seq, conn.traffic.next_due_ns);
+                    let message = match &self.plan.topic {
+                        Some(topic) => {
+                            payload::publish_command(
+                                &mut self.command,
+                                self.plan.kind,
+                                topic,
+                                payload,
+                            );
+                            &self.command[..]
+                        }
+                        None => payload,
+                    };
                     wire::encode_frame(
                         &mut conn.out,
                         self.plan.opcode,
-                        payload,
+                        message,
                         self.rng.mask_key(),
                     );
                     conn.traffic.next_due_ns += interval;
@@ -934,7 +979,7 @@ impl Worker {
                     self.counters.inc(Counter::Published);
                 }
                 self.mark_dirty(i);
-                let due = self.conns[i].traffic.next_due_ns;
+                let due = self.next_schedule_check(i, now);
                 self.set_timer(i, due);
             }
             Behaviour::Idle => {

@@ -62,3 +62,40 @@ fn withheld_messages_are_reported_missing() {
     );
     assert_eq!(run.u64_at("/broadcast/duplicates"), 0);
 }
+
+#[test]
+fn pubsub_topic_subscribers_get_every_message_from_ringws() {
+    let server = Ringws::start(&["--workers", "2", "--mode", "pubsub"]);
+    let url = server.url();
+    for kind in ["text", "binary"] {
+        let run = loadgen(&[
+            "broadcast",
+            "--url",
+            &url,
+            "-c",
+            "20",
+            "--publishers",
+            "2",
+            "-r",
+            "300",
+            "-d",
+            "0.5",
+            "-s",
+            "48",
+            "--topic",
+            "news",
+            "--kind",
+            kind,
+        ]);
+        assert!(
+            run.success,
+            "{kind}: errors reported: {}",
+            run.report["errors"]
+        );
+        let published = run.u64_at("/broadcast/published");
+        assert!(published >= 120, "{kind}: published {published}");
+        assert_eq!(run.u64_at("/broadcast/delivered"), published * 20, "{kind}");
+        // Publishers are not subscribed to the topic: nothing comes back to them.
+        assert_eq!(run.counter("publisher_echoes"), 0, "{kind}");
+    }
+}

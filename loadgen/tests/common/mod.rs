@@ -16,6 +16,8 @@ use tungstenite::{Message, WebSocket};
 pub struct Run {
     pub success: bool,
     pub report: Value,
+    /// The table and any diagnostics (stderr), kept out of the test output.
+    pub stderr: String,
 }
 
 impl Run {
@@ -40,10 +42,16 @@ pub fn loadgen(args: &[&str]) -> Run {
         .args(["--json", "-", "-q"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ringws-loadgen");
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -59,11 +67,13 @@ pub fn loadgen(args: &[&str]) -> Run {
         }
     };
     let status = child.wait().expect("wait ringws-loadgen");
+    let stderr = stderr_reader.join().unwrap_or_default();
     let report: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("report of {args:?} is not JSON ({e}): {text}"));
+        .unwrap_or_else(|e| panic!("report of {args:?} is not JSON ({e}): {text}\n{stderr}"));
     Run {
         success: status.success(),
         report,
+        stderr,
     }
 }
 
@@ -236,6 +246,22 @@ pub fn tungstenite_broadcast(drop_every: Option<u64>) -> String {
                     }
                 }
             });
+        }
+    });
+    format!("ws://{addr}/")
+}
+
+/// A server that completes the handshake and then never reads: the client's output backs up.
+pub fn stalled_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if let Ok(ws) = tungstenite::accept(stream) {
+                held.push(ws);
+            }
         }
     });
     format!("ws://{addr}/")

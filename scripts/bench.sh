@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Echo and broadcast benchmark: ringws against tokio-tungstenite and fastwebsockets echo servers, same run,
+# same load generator (ringws-loadgen).
+#
+# Builds release binaries, then for each server: starts it pinned to CPU $SERVER_CPU (ringws with one
+# worker; the others on a single-threaded runtime), runs ringws-loadgen pinned to CPU $LOADGEN_CPU for the
+# standard scenarios, reads the server's CPU time (utime + stime from /proc/PID/stat) before and after each
+# scenario, and stops the server. Prints one table and writes every figure to a JSON file.
+#
+# Environment (all optional):
+#   DURATION=5        seconds per scenario          DEPTH=8            closed-loop pipeline depth
+#   SERVER_CPU=0      CPU for the server            LOADGEN_CPU=1      CPU for the load generator
+#   SERVERS="ringws tungstenite fastwebsockets"     OUT=target/bench   output directory
+#   SCENARIOS="echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"
+#
+# The closed-loop scenarios run DEPTH messages in flight per connection (peak throughput). Open-loop messages
+# each go out alone, so open-50pct runs at half the peak of echo-100-20B-d1 (closed loop, depth 1).
+#
+# Bounded: every loadgen run has a timeout; every process started here is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5}
+DEPTH=${DEPTH:-8}
+SERVER_CPU=${SERVER_CPU:-0}
+LOADGEN_CPU=${LOADGEN_CPU:-1}
+SERVERS=${SERVERS:-"ringws tungstenite fastwebsockets"}
+SCENARIOS=${SCENARIOS:-"echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"}
+OUT=${OUT:-target/bench}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RUN_DIR="$OUT/$STAMP"
+mkdir -p "$RUN_DIR"
+TICKS=$(getconf CLK_TCK)
+
+echo "== building (release, nice 10)" >&2
+nice -n 10 cargo build --release -p ringws -p ringws-loadgen >&2
+nice -n 10 cargo build --release --manifest-path benches/peers/Cargo.toml >&2
+
+RINGWS=target/release/ringws
+LOADGEN=target/release/ringws-loadgen
+PEERS=benches/peers/target/release
+
+SERVER_PID=""
+SERVER_ADDR=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+trap cleanup EXIT INT TERM
+
+# start_server NAME [MODE]: starts the server pinned to SERVER_CPU, sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local name=$1 mode=${2:-echo} log="$RUN_DIR/server-$1-$2.log"
+    case $name in
+        ringws) taskset -c "$SERVER_CPU" "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin \
+                    --mode "$mode" >"$log.out" 2>"$log" & ;;
+        tungstenite) taskset -c "$SERVER_CPU" "$PEERS/tungstenite-echo" --port 0 >"$log.out" 2>"$log" & ;;
+        fastwebsockets) taskset -c "$SERVER_CPU" "$PEERS/fastwebsockets-echo" --port 0 >"$log.out" 2>"$log" & ;;
+        *) echo "unknown server $name" >&2; return 1 ;;
+    esac
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        SERVER_ADDR=$(sed -n 's/^.*listening on \([0-9.]*:[0-9]*\).*$/\1/p' "$log.out" | head -n1)
+        [[ -n "$SERVER_ADDR" ]] && return 0
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "$name exited before listening; see $log" >&2
+            SERVER_PID=""
+            return 1
+        fi
+        sleep 0.05
+    done
+    echo "$name did not report its address within 10 s" >&2
+    cleanup
+    return 1
+}
+
+server_ticks() {
+    awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"
+}
+
+# run_scenario SERVER SCENARIO ARGS...: one loadgen run; appends a JSON line to the results.
+run_scenario() {
+    local server=$1 scenario=$2
+    shift 2
+    local json="$RUN_DIR/$server-$scenario.json" before after status=0
+    before=$(server_ticks)
+    timeout $((${DURATION%.*} + 90)) taskset -c "$LOADGEN_CPU" "$LOADGEN" "$@" --url "ws://$SERVER_ADDR/" \
+        --threads 1 --quiet --json "$json" >/dev/null || status=$?
+    after=$(server_ticks)
+    if [[ ! -s "$json" ]]; then
+        echo "   $server $scenario: loadgen failed (exit $status), no report" >&2
+        return 0
+    fi
+    python3 - "$json" "$server" "$scenario" "$before" "$after" "$TICKS" "$status" >>"$RUN_DIR/rows.jsonl" <<'EOF'
+import json, sys
+path, server, scenario, before, after, ticks, status = sys.argv[1:]
+r = json.load(open(path))
+units = r["broadcast"]["delivered"] if r.get("broadcast") else r["received"]
+server_cpu = (int(after) - int(before)) / int(ticks)
+loadgen_cpu = r["cpu"]["user_s"] + r["cpu"]["sys_s"]
+print(json.dumps({
+    "server": server, "scenario": scenario, "msgs_per_s": r["throughput_per_s"], "messages": units,
+    "server_cpu_s": server_cpu, "server_us_per_msg": server_cpu * 1e6 / max(units, 1),
+    "server_busy": server_cpu / max(r["elapsed_s"], 1e-9), "run_s": r["run_s"],
+    "loadgen_cpu_s": loadgen_cpu, "loadgen_us_per_msg": loadgen_cpu * 1e6 / max(units, 1),
+    "p50_us": r["latency"]["p50_us"], "p99_us": r["latency"]["p99_us"], "p999_us": r["latency"]["p999_us"],
+    "errors": r["errors_total"], "loadgen_exit": int(status), "mode": r["mode"], "report": path,
+}))
+EOF
+    echo "   $server $scenario done" >&2
+}
+
+peak_of() { # peak_of SERVER: closed-loop depth-1 msgs/s of echo-100-20B-d1 for SERVER in this run
+    python3 - "$RUN_DIR/rows.jsonl" "$1" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peak = [r["msgs_per_s"] for r in rows if r["server"] == sys.argv[2] and r["scenario"] == "echo-100-20B-d1"]
+print(int(peak[0]) if peak else 0)
+EOF
+}
+
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+touch "$RUN_DIR/rows.jsonl"
+for server in $SERVERS; do
+    echo "== $server" >&2
+    start_server "$server" echo || continue
+    has echo-100-20B && run_scenario "$server" echo-100-20B echo -c 100 -s 20 -d "$DURATION" --depth "$DEPTH"
+    has echo-100-1KiB && run_scenario "$server" echo-100-1KiB echo -c 100 -s 1024 -d "$DURATION" --depth "$DEPTH"
+    has echo-1000-20B && run_scenario "$server" echo-1000-20B echo -c 1000 -s 20 -d "$DURATION" --depth "$DEPTH"
+    has echo-1000-1KiB && run_scenario "$server" echo-1000-1KiB echo -c 1000 -s 1024 -d "$DURATION" --depth "$DEPTH"
+    has echo-100-20B-d1 && run_scenario "$server" echo-100-20B-d1 echo -c 100 -s 20 -d "$DURATION" --depth 1
+    if has open-50pct; then
+        peak=$(peak_of "$server")
+        if [[ "$peak" -gt 0 ]]; then
+            run_scenario "$server" open-50pct echo -c 100 -s 20 -d "$DURATION" --rate $((peak / 2))
+        else
+            echo "   $server open-50pct skipped: needs echo-100-20B-d1 (the peak) in the same run" >&2
+        fi
+    fi
+    cleanup
+    if has broadcast-1000; then
+        if [[ "$server" != ringws ]]; then
+            echo "   $server broadcast-1000 skipped: the comparison servers only echo" >&2
+        elif ! "$RINGWS" serve --help 2>/dev/null | grep -q -- "broadcast"; then
+            echo "   ringws broadcast-1000 skipped: this ringws has no --mode broadcast" >&2
+        else
+            start_server ringws broadcast || continue
+            run_scenario ringws broadcast-1000 broadcast -c 1000 --publishers 1 -r 1000 -s 64 -d "$DURATION"
+            cleanup
+        fi
+    fi
+done
+
+python3 - "$RUN_DIR" "$DURATION" "$DEPTH" "$SERVER_CPU" "$LOADGEN_CPU" <<'EOF'
+import json, os, platform, sys, time
+run_dir, duration, depth, server_cpu, loadgen_cpu = sys.argv[1:]
+rows = [json.loads(l) for l in open(os.path.join(run_dir, "rows.jsonl")) if l.strip()]
+base = {r["scenario"]: r for r in rows if r["server"] == "ringws"}
+print(f"scenario          server          msgs/s   srv us/msg  vs ringws  srv busy  lg us/msg  lg/srv    p50 us    p99 us  errors")
+for r in rows:
+    b = base.get(r["scenario"])
+    r["server_cpu_vs_ringws"] = r["server_us_per_msg"] / b["server_us_per_msg"] if b and b["server_us_per_msg"] else None
+    r["msgs_per_s_vs_ringws"] = r["msgs_per_s"] / b["msgs_per_s"] if b and b["msgs_per_s"] else None
+    r["loadgen_vs_server_cpu"] = r["loadgen_us_per_msg"] / r["server_us_per_msg"] if r["server_us_per_msg"] else None
+    vs = f'{r["server_cpu_vs_ringws"]:.2f}x' if r["server_cpu_vs_ringws"] is not None else "-"
+    lv = f'{r["loadgen_vs_server_cpu"]:.2f}x' if r["loadgen_vs_server_cpu"] is not None else "-"
+    print(f'{r["scenario"]:<17} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} {vs:>10} '
+          f'{r["server_busy"] * 100:>8.0f}% {r["loadgen_us_per_msg"]:>10.3f} {lv:>7} {r["p50_us"]:>9.1f} '
+          f'{r["p99_us"]:>9.1f} {r["errors"]:>7}')
+summary = {
+    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
+    "settings": {"duration_s": float(duration), "depth": int(depth), "server_cpu": int(server_cpu),
+                 "loadgen_cpu": int(loadgen_cpu)},
+    "notes": "vs ringws = server CPU per message relative to ringws (higher = more CPU per message than ringws); "
+             "srv busy = server CPU time over the loadgen's whole run (ramp + run + drain; 100% = one core); "
+             "lg/srv = load generator CPU per message over the server's",
+    "rows": rows,
+}
+with open(os.path.join(run_dir, "results.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+print(f"\nresults: {os.path.join(run_dir, 'results.json')}")
+EOF
