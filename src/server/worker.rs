@@ -191,6 +191,12 @@ pub(crate) fn run_worker<H: Handler>(
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
     let setup = core.ring.setup();
+    if let Some((sq, cq)) = setup.shrunk_from {
+        tracing::warn!(
+            worker = index,
+            "not enough memory for an io_uring with sq={sq} cq={cq}; running with {setup}"
+        );
+    }
     if !(setup.single_issuer && setup.defer_taskrun && setup.submit_all) {
         tracing::warn!(
             worker = index,
