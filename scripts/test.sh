@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Installs what it needs by itself (idempotent).
+# Runs every test of the project: unit, property, integration and conformance tests (cargo), then interop
+# with real clients (Python websockets, Node ws, headless Chromium). Installs what it needs by itself,
+# idempotently (a venv and npm packages under scripts/, Debian's chromium if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --workspace --all-targets
 cargo test --workspace
+bash scripts/interop.sh

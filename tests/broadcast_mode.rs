@@ -180,18 +180,9 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
 }
 
 fn set_small_rcvbuf(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 4096;
-    // SAFETY: a valid socket fd and a c_int option value of the size passed.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    socket2::SockRef::from(stream)
+        .set_recv_buffer_size(4096)
+        .expect("SO_RCVBUF");
 }
 
 fn server_rss_kib(pid: u32) -> u64 {

@@ -84,4 +84,17 @@ fn tiny_buffer_ring_running_dry_loses_no_data() {
     for t in threads {
         t.join().expect("client");
     }
+    // The ring did run dry (and every byte still arrived).
+    let mut m = connect(addr);
+    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("ringws_recv_buffers_exhausted_total{worker=\"0\"}"))
+        .expect("metric");
+    let exhausted: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        exhausted > 0,
+        "the buffer ring never ran dry: the test did not exercise -ENOBUFS"
+    );
 }

@@ -174,3 +174,67 @@ fn http_publish_body_split_across_receives() {
     assert_eq!(status, 200);
     assert_eq!(read_text(&mut sub), body);
 }
+
+#[test]
+fn subscribers_leaving_mid_stream_cost_the_others_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = ServerProcess::start(&["--mode", "pubsub", "--workers", "2"]);
+    const M: usize = 2000;
+    let mut leavers: Vec<_> = (0..10)
+        .map(|_| ws_at(server.addr, "/?topic=feed"))
+        .collect();
+    let stayers: Vec<_> = (0..10)
+        .map(|_| ws_at(server.addr, "/?topic=feed"))
+        .collect();
+    let mut publisher = ws_at(server.addr, "/");
+    wait_open(server.addr, 21);
+    let progress: Vec<_> = (0..10)
+        .map(|_| std::sync::Arc::new(AtomicUsize::new(0)))
+        .collect();
+    let readers: Vec<_> = stayers
+        .into_iter()
+        .zip(progress.iter().cloned())
+        .map(|(mut s, done)| {
+            std::thread::spawn(move || {
+                for i in 0..M {
+                    assert_eq!(read_text(&mut s), format!("m{i}"));
+                    done.store(i + 1, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    for i in 0..M {
+        send_text(
+            &mut publisher,
+            &format!(r#"{{"op":"pub","topic":"feed","data":"m{i}"}}"#),
+        );
+        if i == M / 4 {
+            // Half the subscribers vanish mid-stream: some reset, some close cleanly.
+            for (n, mut s) in leavers.drain(..).enumerate() {
+                if n % 2 == 0 {
+                    let _ = s.write_all(&client_frame(true, 0, 0x8, &1000u16.to_be_bytes(), true));
+                }
+                drop(s);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while progress
+            .iter()
+            .any(|p| p.load(Ordering::Acquire) + 64 < i + 1)
+        {
+            assert!(Instant::now() < deadline, "a subscriber stopped receiving");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    for r in readers {
+        r.join()
+            .expect("every remaining subscriber got every message in order");
+    }
+    // Every subscriber is gone from the server (the readers dropped theirs at the end): only the
+    // publisher remains open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_sum(server.addr, "ringws_websockets_open") != 1 {
+        assert!(Instant::now() < deadline, "subscribers still counted open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -12,6 +12,23 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::send::SendQueue;
 
+/// Smallest submission queue [`Ring::new`] falls back to under memory pressure.
+pub const MIN_SQ_ENTRIES: u32 = 256;
+/// Smallest completion queue [`Ring::new`] falls back to under memory pressure.
+pub const MIN_CQ_ENTRIES: u32 = 512;
+
+/// The next queue sizes to try after `ENOMEM`: both halved, not below the minimums; `None` once both
+/// are at their minimum.
+fn smaller_sizes(sq: u32, cq: u32) -> Option<(u32, u32)> {
+    if sq <= MIN_SQ_ENTRIES && cq <= MIN_CQ_ENTRIES {
+        return None;
+    }
+    Some((
+        (sq / 2).max(MIN_SQ_ENTRIES).min(sq),
+        (cq / 2).max(MIN_CQ_ENTRIES).min(cq),
+    ))
+}
+
 /// Which setup flags the kernel accepted, for the startup log line.
 #[derive(Debug, Clone, Default)]
 pub struct RingSetup {
@@ -21,6 +38,8 @@ pub struct RingSetup {
     pub sq_entries: u32,
     pub cq_entries: u32,
     pub fixed_files: u32,
+    /// The queue sizes asked for, when memory pressure (`ENOMEM`) forced smaller ones.
+    pub shrunk_from: Option<(u32, u32)>,
 }
 
 impl std::fmt::Display for RingSetup {
@@ -46,7 +65,11 @@ impl std::fmt::Display for RingSetup {
             self.sq_entries,
             self.cq_entries,
             self.fixed_files
-        )
+        )?;
+        if let Some((sq, cq)) = self.shrunk_from {
+            write!(f, " (shrunk from sq={sq} cq={cq}: out of memory)")?;
+        }
+        Ok(())
     }
 }
 
@@ -81,9 +104,30 @@ pub struct Ring {
 
 impl Ring {
     /// Creates a ring with SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL and a sparse fixed-file table of
-    /// `fixed_files` slots, falling back to fewer flags when the kernel refuses them (logged by the caller
-    /// from [`Ring::setup`]).
+    /// `fixed_files` slots, falling back to fewer flags when the kernel refuses them, and to smaller
+    /// queues (halved, down to [`MIN_SQ_ENTRIES`] / [`MIN_CQ_ENTRIES`]) when it is out of memory for
+    /// them (both logged by the caller from [`Ring::setup`]). A smaller CQ costs no completions: the
+    /// kernel keeps overflowed ones until the CQ has room.
     pub fn new(sq_entries: u32, cq_entries: u32, fixed_files: u32) -> io::Result<Ring> {
+        let (mut sq, mut cq) = (sq_entries, cq_entries);
+        loop {
+            match Ring::with_sizes(sq, cq, fixed_files) {
+                Ok(mut ring) => {
+                    if (sq, cq) != (sq_entries, cq_entries) {
+                        ring.setup.shrunk_from = Some((sq_entries, cq_entries));
+                    }
+                    return Ok(ring);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => match smaller_sizes(sq, cq) {
+                    Some((s, c)) => (sq, cq) = (s, c),
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn with_sizes(sq_entries: u32, cq_entries: u32, fixed_files: u32) -> io::Result<Ring> {
         let attempts: [(bool, bool, bool); 4] = [
             (true, true, true),
             (true, true, false),
@@ -113,6 +157,7 @@ impl Ring {
                         sq_entries: ring.params().sq_entries(),
                         cq_entries: ring.params().cq_entries(),
                         fixed_files,
+                        shrunk_from: None,
                     };
                     return Ok(Ring {
                         ring,
@@ -120,6 +165,8 @@ impl Ring {
                         tick_interval: Box::new(types::Timespec::new()),
                     });
                 }
+                // Out of memory is not a refused flag: fewer flags would not help.
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => return Err(e),
                 Err(e) => last_err = Some(e),
             }
         }
@@ -334,5 +381,33 @@ impl DoorbellRing {
             return Err(io::Error::from_raw_os_error(-result));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_shrink_by_halves_to_the_minimums_then_stop() {
+        let mut sizes = vec![(2048, 32768)];
+        while let Some(next) = smaller_sizes(sizes.last().unwrap().0, sizes.last().unwrap().1) {
+            sizes.push(next);
+        }
+        assert_eq!(
+            sizes,
+            [
+                (2048, 32768),
+                (1024, 16384),
+                (512, 8192),
+                (256, 4096),
+                (256, 2048),
+                (256, 1024),
+                (256, 512)
+            ]
+        );
+        // Sizes already below a minimum are not raised.
+        assert_eq!(smaller_sizes(128, 4096), Some((128, 2048)));
+        assert_eq!(smaller_sizes(128, 256), None);
     }
 }

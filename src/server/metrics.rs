@@ -77,6 +77,8 @@ pub struct WorkerMetrics {
     pub slow_consumer_drops: Counter,
     /// Accept errors (ENFILE, EMFILE, ENOBUFS...), which stop the multishot accept until slots free.
     pub accept_errors: Counter,
+    /// Multishot receives ended because the provided buffer ring ran dry (re-armed, no data lost).
+    pub recv_buffers_exhausted: Counter,
     /// Broadcast frames encoded (once per message, shared by every recipient).
     pub frames_encoded: Counter,
     /// Batches of shared frames handed to another worker.
@@ -119,7 +121,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 15] = [
+    let simple: [CounterSpec; 16] = [
         (
             "ringws_connections_open",
             "gauge",
@@ -197,6 +199,12 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Accept failures (table full, ENOBUFS...)",
             |m| &m.accept_errors,
+        ),
+        (
+            "ringws_recv_buffers_exhausted_total",
+            "counter",
+            "Receives re-armed after the buffer ring ran dry",
+            |m| &m.recv_buffers_exhausted,
         ),
         (
             "ringws_frames_encoded_total",

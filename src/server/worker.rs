@@ -191,6 +191,12 @@ pub(crate) fn run_worker<H: Handler>(
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
     let setup = core.ring.setup();
+    if let Some((sq, cq)) = setup.shrunk_from {
+        tracing::warn!(
+            worker = index,
+            "not enough memory for an io_uring with sq={sq} cq={cq}; running with {setup}"
+        );
+    }
     if !(setup.single_issuer && setup.defer_taskrun && setup.submit_all) {
         tracing::warn!(
             worker = index,
@@ -374,7 +380,9 @@ impl<H: Handler> Worker<'_, H> {
             }
         } else if result == 0 {
             self.core.on_peer_eof(key);
-        } else if result != -libc::ENOBUFS && result != -libc::ECANCELED {
+        } else if result == -libc::ENOBUFS {
+            self.core.metrics.recv_buffers_exhausted.inc();
+        } else if result != -libc::ECANCELED {
             tracing::debug!(
                 worker = self.core.index,
                 "recv error: {}",

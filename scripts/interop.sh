@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Interop with real clients: Python `websockets`, Node `ws`, and headless Chromium on the demo page.
+#
+# Installs what it needs, idempotently: a venv in scripts/.venv (pip), npm packages in
+# scripts/interop/node_modules, and Debian's chromium only if /usr/bin/chromium is missing. Starts the
+# servers it tests itself on ephemeral ports (read from the `ringws listening on IP:PORT` line), by PID,
+# and stops them by PID. Screenshots go to artifacts/. Exits non-zero on any failure.
+#
+# RINGWS_INTEROP_SERVER: the server command to test instead of target/debug/ringws (built here), e.g. the
+# referee: "scripts/.venv/bin/python scripts/interop/referee_server.py".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ARTIFACTS=$ROOT/artifacts
+LOGS=$ARTIFACTS/interop-logs
+mkdir -p "$ARTIFACTS" "$LOGS"
+
+log() { printf 'interop: %s\n' "$*"; }
+
+# --- install ---------------------------------------------------------------------------------------
+if [ ! -x scripts/.venv/bin/python ]; then
+    log "creating scripts/.venv"
+    python3 -m venv scripts/.venv
+fi
+if ! scripts/.venv/bin/python -c 'import websockets' 2>/dev/null; then
+    log "installing Python packages"
+    scripts/.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/interop/requirements.txt
+fi
+if [ ! -d scripts/interop/node_modules/ws ] || [ ! -d scripts/interop/node_modules/playwright-core ]; then
+    log "installing npm packages"
+    (cd scripts/interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    log "installing chromium"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+if [ -n "${RINGWS_INTEROP_SERVER:-}" ]; then
+    read -r -a SERVER <<<"$RINGWS_INTEROP_SERVER"
+else
+    cargo build --quiet --bin ringws
+    SERVER=("$ROOT/target/debug/ringws")
+fi
+
+# --- servers, started and stopped by PID -----------------------------------------------------------
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+# start_server MODE: starts a server on an ephemeral port; sets SERVER_ADDR (empty if it did not start).
+start_server() {
+    local mode=$1 out=$LOGS/server-$1.out
+    "${SERVER[@]}" serve --bind 127.0.0.1 --port 0 --mode "$mode" >"$out" 2>"$LOGS/server-$mode.err" &
+    local pid=$!
+    PIDS+=("$pid")
+    SERVER_ADDR=
+    for _ in $(seq 200); do
+        SERVER_ADDR=$(sed -n 's/^ringws listening on //p' "$out" | head -n1)
+        [ -n "$SERVER_ADDR" ] && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    if [ -n "$SERVER_ADDR" ]; then
+        log "$mode server pid $pid on $SERVER_ADDR"
+    else
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        unset 'PIDS[${#PIDS[@]}-1]'
+    fi
+    return 0
+}
+
+FAILED=0
+start_server echo
+ECHO_ADDR=$SERVER_ADDR
+if [ -z "$ECHO_ADDR" ]; then
+    log "FAIL: the echo server did not start (see $LOGS/server-echo.err)"
+    exit 1
+fi
+start_server broadcast
+BROADCAST_ADDR=$SERVER_ADDR
+if [ -z "$BROADCAST_ADDR" ]; then
+    # Only a server that does not know the mode is skipped; one that knows it and fails is a failure.
+    if grep -q "invalid value 'broadcast'" "$LOGS/server-broadcast.err" 2>/dev/null; then
+        log "SKIP: this server has no broadcast mode: broadcast checks are skipped, the browser test runs in echo mode"
+    else
+        log "FAIL: the broadcast server did not start (see $LOGS/server-broadcast.err)"
+        exit 1
+    fi
+fi
+
+# --- clients ---------------------------------------------------------------------------------------
+log "Python websockets client"
+PY_ARGS=(--echo "ws://$ECHO_ADDR/")
+if [ -n "$BROADCAST_ADDR" ]; then
+    PY_ARGS+=(--broadcast "ws://$BROADCAST_ADDR/")
+else
+    PY_ARGS+=(--skip-broadcast "the server has no broadcast mode")
+fi
+scripts/.venv/bin/python scripts/interop/python_client.py "${PY_ARGS[@]}" | tee "$LOGS/python.out" || FAILED=1
+
+log "Node ws client"
+node scripts/interop/node_client.mjs "ws://$ECHO_ADDR/" | tee "$LOGS/node.out" || FAILED=1
+
+log "headless Chromium on the demo page"
+BROWSER_MODE=broadcast
+[ -z "$BROADCAST_ADDR" ] && BROWSER_MODE=echo
+timeout 180 node scripts/interop/browser.mjs --mode "$BROWSER_MODE" --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
+    | tee "$LOGS/browser.out" || FAILED=1
+
+# The servers must still be alive after every client.
+for pid in "${PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        log "FAIL: server pid $pid exited during the interop run"
+        FAILED=1
+    fi
+done
+
+# Totals over the three clients (each prints `N passed, N failed` as its last line).
+PASSED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^SKIP ' || true)
+if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
+    FAILED_TOTAL=1 # a client or server died without reporting a check
+fi
+echo "interop: $PASSED_TOTAL passed, $FAILED_TOTAL failed, $SKIPPED_TOTAL skipped"
+
+if [ "$FAILED" -ne 0 ]; then
+    log "FAILED (server logs in $LOGS)"
+    exit 1
+fi
+log "all interop checks passed"
