@@ -239,9 +239,12 @@ def plan(args, env):
     if source_ips > 250:
         raise SystemExit(f"{args.target} connections need {source_ips} source addresses (> 250)")
     ramp_timeout = args.ramp_timeout or max(60.0, args.target / 2000.0)
-    time_limit = args.time_limit or (ramp_timeout + args.hold + 120.0)
+    # The loadgen waits drain_timeout + 3 s for the broadcast to reach everyone, then as long to close.
+    drain_timeout = max(10.0, args.target / 20000.0)
+    time_limit = args.time_limit or (ramp_timeout + args.hold + 2 * drain_timeout + 120.0)
     return {"per_ring": per_ring, "workers": workers, "procs": procs, "threads_per_proc": 1,
             "source_ips": source_ips, "ports_per_source": ports, "ramp_timeout": ramp_timeout,
+            "drain_timeout": drain_timeout,
             "time_limit": time_limit}
 
 
@@ -358,7 +361,7 @@ def run(args, p, floor, stopper, summary):
                    "--procs", str(p["procs"]), "--threads", "1", "--source-ips", str(p["source_ips"]),
                    "--hold", str(args.hold), "--ping-interval", str(args.ping_interval),
                    "--verify-broadcast", "--ramp-timeout", str(p["ramp_timeout"]),
-                   "--connect-timeout", "30", "--drain-timeout", "10", "--json", report_path]
+                   "--connect-timeout", "30", "--drain-timeout", str(p["drain_timeout"]), "--json", report_path]
     if args.connect_rate > 0:
         loadgen_cmd += ["--connect-rate", str(args.connect_rate)]
     log("loadgen: " + " ".join(loadgen_cmd))
