@@ -118,13 +118,28 @@ def slabinfo():
     return out
 
 
+NETSTAT_COUNTERS = ["TCPMemoryPressures", "TCPAbortOnMemory", "TCPRcvQDrop", "PruneCalled",
+                    "RcvPruned", "TCPBacklogDrop", "ListenOverflows", "ListenDrops", "TCPTimeouts",
+                    "TCPRetransFail", "TCPAbortOnTimeout", "TCPSynRetrans"]
+
+
+def netstat():
+    """TcpExt counters of /proc/net/netstat (kernel TCP events: memory pressure, drops, timeouts)."""
+    lines = (read("/proc/net/netstat") or "").splitlines()
+    out = {}
+    for head, values in zip(lines[0::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            out.update(zip(head.split()[1:], (int(v) for v in values.split()[1:])))
+    return out
+
+
 def kernel_snapshot():
     mi = meminfo()
-    return {"sockstat": sockstat(), "slab": slabinfo(), "Slab": mi.get("Slab", 0),
+    return {"sockstat": sockstat(), "slab": slabinfo(), "Slab": mi.get("Slab", 0), "netstat": netstat(),
             "SUnreclaim": mi.get("SUnreclaim", 0), "MemAvailable": mi.get("MemAvailable", 0)}
 
 
-def http_get(port, path, timeout=10.0):
+def http_get(port, path, timeout=30.0):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
@@ -240,7 +255,7 @@ def plan(args, env):
         raise SystemExit(f"{args.target} connections need {source_ips} source addresses (> 250)")
     ramp_timeout = args.ramp_timeout or max(60.0, args.target / 2000.0)
     # The loadgen waits drain_timeout + 3 s for the broadcast to reach everyone, then as long to close.
-    drain_timeout = max(10.0, args.target / 20000.0)
+    drain_timeout = args.drain_timeout or max(10.0, args.target / 20000.0)
     time_limit = args.time_limit or (ramp_timeout + args.hold + 2 * drain_timeout + 120.0)
     return {"per_ring": per_ring, "workers": workers, "procs": procs, "threads_per_proc": 1,
             "source_ips": source_ips, "ports_per_source": ports, "ramp_timeout": ramp_timeout,
@@ -253,6 +268,8 @@ def main():
     ap.add_argument("target", nargs="?", type=int, default=100_000, help="connections (default 100000)")
     ap.add_argument("--hold", type=float, default=60.0, help="seconds to hold the connections (60)")
     ap.add_argument("--ping-interval", type=float, default=20.0, help="client ping interval, s (20)")
+    ap.add_argument("--server-idle-timeout", default="30s",
+                    help="server --idle-timeout: it pings connections quiet for this long (30s)")
     ap.add_argument("--workers", type=int, default=0, help="server worker rings (default: from TARGET)")
     ap.add_argument("--procs", type=int, default=0, help="loadgen processes (default: from TARGET)")
     ap.add_argument("--source-ips", type=int, default=0, help="source addresses (default: from TARGET)")
@@ -262,6 +279,8 @@ def main():
                     help="fraction of the ephemeral port range used per source address (0.25)")
     ap.add_argument("--connect-rate", type=float, default=0.0, help="connects/s (0: as fast as possible)")
     ap.add_argument("--ramp-timeout", type=float, default=0.0, help="s (default max(60, TARGET/2000))")
+    ap.add_argument("--drain-timeout", type=float, default=0.0,
+                    help="loadgen --drain-timeout; the broadcast may take it + 3 s (default max(10, TARGET/20000))")
     ap.add_argument("--time-limit", type=float, default=0.0, help="wall-clock bound of the run, s")
     ap.add_argument("--max-use-gib", type=float, default=16.0,
                     help="abort when the machine's memory in use (MemTotal - MemAvailable) exceeds it (16)")
@@ -290,7 +309,8 @@ def main():
         f"{p['ramp_timeout']:.0f}s, time limit {p['time_limit']:.0f}s")
     # Rough need: ~4.6 KB of kernel memory per socket, two sockets per connection, plus user space.
     need = args.target * (2 * 4600 + 1500)
-    log(f"memory guard: abort if MemAvailable < {floor / GIB:.1f} GiB (use > {args.max_use_gib:.0f} GiB); "
+    log(f"memory guard: abort if available memory (MemAvailable minus the growth of reclaimable slab) < "
+        f"{floor / GIB:.1f} GiB (use > {args.max_use_gib:.0f} GiB); "
         f"estimated need {need / GIB:.1f} GiB")
     if env["MemAvailable"] - need < floor:
         log("REFUSED: the estimated need does not fit above the memory floor")
@@ -324,7 +344,8 @@ def run(args, p, floor, stopper, summary):
     kernel_before = kernel_snapshot()
     server_cmd = [SERVER_BIN, "serve", "--mode", "broadcast", "--bind", "127.0.0.1", "--port", "0",
                   "--workers", str(p["workers"]), "--recv-buffers", str(args.recv_buffers),
-                  "--recv-buffer-size", args.recv_buffer_size, "--handshake-timeout", "30s"]
+                  "--recv-buffer-size", args.recv_buffer_size, "--handshake-timeout", "30s",
+                  "--idle-timeout", args.server_idle_timeout]
     log("server: " + " ".join(server_cmd))
     server_log = open(os.path.join(ROOT, "target", "scale-server.log"), "w")
     stopper.server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, stderr=server_log, text=True)
@@ -389,16 +410,24 @@ def run(args, p, floor, stopper, summary):
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
 
-    min_available = meminfo()["MemAvailable"]
+    reclaimable_at_start = meminfo()["SReclaimable"]
+
+    def guarded_available():
+        # MemAvailable counts reclaimable slab (dentries, socket inodes) as free, but the slab of open
+        # sockets is pinned: count its growth since the start as used.
+        mi = meminfo()
+        return mi["MemAvailable"] - max(0, mi["SReclaimable"] - reclaimable_at_start)
+
+    min_available = guarded_available()
     last_print = 0.0
     ramp_done_at = None
     while stopper.loadgen.poll() is None:
         time.sleep(0.5)
         now = time.monotonic()
-        avail = meminfo()["MemAvailable"]
+        avail = guarded_available()
         min_available = min(min_available, avail)
         if avail < floor:
-            stopper.abort(f"MemAvailable {avail / GIB:.2f} GiB under the floor {floor / GIB:.2f} GiB "
+            stopper.abort(f"available memory {avail / GIB:.2f} GiB under the floor {floor / GIB:.2f} GiB "
                           f"at {state['open']} open connections")
             break
         if now - t_start > p["time_limit"]:
@@ -435,7 +464,7 @@ def run(args, p, floor, stopper, summary):
         if now - last_print >= 10:
             last_print = now
             log(f"  [{now - t_start:5.0f}s] {phase:<6} open {state['open']:>8} errors {state['errors']:>6} "
-                f"| MemAvailable {avail / GIB:5.2f} GiB | server VmRSS {mib(proc_status(spid).get('VmRSS', 0))}")
+                f"| available {avail / GIB:5.2f} GiB | server VmRSS {mib(proc_status(spid).get('VmRSS', 0))}")
     elapsed = time.monotonic() - t_start
     stopper.loadgen.wait()
     reader.join(timeout=5)
@@ -538,11 +567,16 @@ def print_summary(args, summary, kernel_before, elapsed):
             f"{ {k: v for k, v in mi.items() if k.startswith('ringws_rejected_total') and v} or 0}, "
             f"handshake failures "
             f"{ {k: v for k, v in mi.items() if k.startswith('ringws_handshake_failures') and v} or 0}")
+    n0 = kernel_before["netstat"]
+    n1 = netstat()
+    events = {k: n1.get(k, 0) - n0.get(k, 0) for k in NETSTAT_COUNTERS if n1.get(k, 0) - n0.get(k, 0)}
+    log(f"kernel TCP events during the run (/proc/net/netstat TcpExt, whole machine): {events or 'none'}")
+    summary["netstat_delta"] = events
     me = summary.get("metrics_end", {})
     closes = {k: v for k, v in me.items() if k.startswith("ringws_closes_total") and v}
     log(f"server metrics at end: accept errors {me.get('ringws_accept_errors_total')}, "
         f"slow-consumer closes {me.get('ringws_slow_consumer_closes_total')}, closes {closes or 0}")
-    log(f"lowest MemAvailable during the run: {summary['min_mem_available'] / GIB:.2f} GiB")
+    log(f"lowest available memory during the run (MemAvailable minus the growth of reclaimable slab): {summary['min_mem_available'] / GIB:.2f} GiB")
     log(f"RESULT: {'PASS' if ok else 'FAIL'} ({args.target} connections)")
     return 0 if ok else 1
 
