@@ -458,9 +458,10 @@ def run(args, p, floor, stopper, summary):
                 log(f"  /metrics at idle failed: {e}")
             log(f"  idle snapshot at {state['open']} open: server VmRSS {mib(snaps['server_idle']['VmRSS'])}, "
                 f"MemAvailable {kernel_snapshot()['MemAvailable'] / GIB:.2f} GiB")
-        if phase in ("verify", "drain") and "server_after_broadcast" not in snaps:
-            time.sleep(0.5)
+        # The loadgen leaves the verify phase when every connection got the broadcast (or it timed out).
+        if phase == "drain" and "server_after_broadcast" not in snaps:
             snaps["server_after_broadcast"] = proc_status(spid)
+            snaps["kernel_after_broadcast"] = kernel_snapshot()
         if now - last_print >= 10:
             last_print = now
             log(f"  [{now - t_start:5.0f}s] {phase:<6} open {state['open']:>8} errors {state['errors']:>6} "
@@ -540,8 +541,12 @@ def print_summary(args, summary, kernel_before, elapsed):
         if "server_after_broadcast" in snaps:
             b = snaps["server_after_broadcast"]
             log(f"server after the broadcast: VmRSS {mib(b['VmRSS'])}, RssAnon {mib(b['RssAnon'])} "
-                f"({(b['VmRSS'] - start['VmRSS']) / n:.0f} bytes per connection: send queues taken and kept "
-                f"by the pools)")
+                f"({(b['VmRSS'] - idle['VmRSS']) / n:.0f} bytes per connection more than idle: send queues, "
+                f"pooled or freed and kept by the allocator); peak VmRSS (VmHWM) {mib(b['VmHWM'])}")
+            kb = snaps.get("kernel_after_broadcast")
+            if kb:
+                log(f"kernel after the broadcast: sockstat TCP mem {kb['sockstat'].get('TCP', {}).get('mem')} "
+                    f"pages, Slab {mib(kb['Slab'])}")
         lg = snaps.get("loadgen_idle")
         if lg:
             log(f"loadgen ({lg['processes']} processes) RSS at idle: {mib(lg['VmRSS'])} "
