@@ -255,7 +255,8 @@ def plan(args, env):
         raise SystemExit(f"{args.target} connections need {source_ips} source addresses (> 250)")
     ramp_timeout = args.ramp_timeout or max(60.0, args.target / 2000.0)
     # The loadgen waits drain_timeout + 3 s for the broadcast to reach everyone, then as long to close.
-    drain_timeout = args.drain_timeout or max(10.0, args.target / 20000.0)
+    # A broadcast to 1M connections took 72-101 s here (kernel TCP memory over tcp_mem, see SCALING.md).
+    drain_timeout = args.drain_timeout or max(10.0, args.target / 8000.0)
     time_limit = args.time_limit or (ramp_timeout + args.hold + 2 * drain_timeout + 120.0)
     return {"per_ring": per_ring, "workers": workers, "procs": procs, "threads_per_proc": 1,
             "source_ips": source_ips, "ports_per_source": ports, "ramp_timeout": ramp_timeout,
@@ -280,7 +281,7 @@ def main():
     ap.add_argument("--connect-rate", type=float, default=0.0, help="connects/s (0: as fast as possible)")
     ap.add_argument("--ramp-timeout", type=float, default=0.0, help="s (default max(60, TARGET/2000))")
     ap.add_argument("--drain-timeout", type=float, default=0.0,
-                    help="loadgen --drain-timeout; the broadcast may take it + 3 s (default max(10, TARGET/20000))")
+                    help="loadgen --drain-timeout; the broadcast may take it + 3 s (default max(10, TARGET/8000))")
     ap.add_argument("--time-limit", type=float, default=0.0, help="wall-clock bound of the run, s")
     ap.add_argument("--max-use-gib", type=float, default=16.0,
                     help="abort when the machine's memory in use (MemTotal - MemAvailable) exceeds it (16)")
