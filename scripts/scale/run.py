@@ -192,7 +192,7 @@ class Stopper:
         if p is None or p.poll() is not None:
             return
         try:
-            # The loadgen leader runs in its own session: its group is it and its child processes.
+            # The loadgen leader was started with setsid: its process group is it and its child processes.
             os.killpg(p.pid, signal.SIGKILL if force else signal.SIGTERM)
         except ProcessLookupError:
             pass
