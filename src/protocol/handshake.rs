@@ -14,7 +14,7 @@ use sha1::{Digest, Sha1};
 use std::fmt;
 
 /// Most header lines accepted in a request or response; more -> 431.
-pub const MAX_HEADERS: usize = 32;
+pub const MAX_HEADERS: usize = 64;
 
 /// Default limit of the request line plus header block, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8192;
