@@ -1,9 +1,10 @@
 //! Incremental UTF-8 validation of a text message that arrives in pieces (fragments, receive buffers).
 //!
-//! Owns `Utf8Validator`: 4 bytes of state (at most 3 bytes of an unfinished code point and their count). Whole
-//! pieces go through `simdutf8`; only a code point straddling two pieces is stitched together here. It fails
-//! as soon as the bytes seen so far can no longer start a valid string (fail fast), and accepts a code point
-//! split anywhere. It must never allocate and never copy a piece.
+//! Owns `Utf8Validator`: 4 bytes of state (at most 3 bytes of an unfinished code point and their count). Each
+//! piece is checked in one pass (`simdutf8`; an ASCII word check or `std` for pieces up to 64 bytes) after its
+//! unfinished trailing code point is split off; only a code point straddling two pieces is stitched together
+//! here. It fails as soon as the bytes seen so far can no longer start a valid string (fail fast), and accepts
+//! a code point split anywhere. It must never allocate and never copy more than 4 bytes of a piece.
 
 use std::fmt;
 
