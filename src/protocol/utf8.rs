@@ -171,6 +171,38 @@ mod tests {
     }
 
     #[test]
+    fn unfinished_tail_is_split_off_only_when_incomplete() {
+        assert_eq!(unfinished_tail_len(b""), 0);
+        assert_eq!(unfinished_tail_len(b"abc"), 0);
+        assert_eq!(unfinished_tail_len(b"a\xe2"), 1);
+        assert_eq!(unfinished_tail_len(b"a\xe2\x82"), 2);
+        assert_eq!(
+            unfinished_tail_len(b"a\xe2\x82\xac"),
+            0,
+            "complete euro sign"
+        );
+        assert_eq!(unfinished_tail_len(b"\xf0\x9f\x98"), 3);
+        assert_eq!(
+            unfinished_tail_len(b"\xf0\x9f\x98\x80"),
+            0,
+            "lead is 4 back: complete"
+        );
+        assert_eq!(
+            unfinished_tail_len(b"a\xff"),
+            0,
+            "an impossible byte stays in the body and fails there"
+        );
+        assert_eq!(
+            unfinished_tail_len(b"a\x80\x80\x80"),
+            0,
+            "stray continuation bytes stay in the body"
+        );
+        assert!(is_ascii_words(b"plain ascii text, 27 bytes!"));
+        assert!(!is_ascii_words(b"plain ascii text\xc3\xa9 and more"));
+        assert!(!is_ascii_words(b"\x80"));
+    }
+
+    #[test]
     fn state_is_tiny() {
         assert!(std::mem::size_of::<Utf8Validator>() <= 8);
     }
