@@ -14,7 +14,7 @@ use sha1::{Digest, Sha1};
 use std::fmt;
 
 /// Most header lines accepted in a request or response; more -> 431.
-pub const MAX_HEADERS: usize = 32;
+pub const MAX_HEADERS: usize = 64;
 
 /// Default limit of the request line plus header block, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8192;
@@ -183,7 +183,7 @@ pub struct Request<'b> {
     path: &'b str,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     version: u8,
-    headers: [(&'b str, &'b [u8]); MAX_HEADERS],
+    headers: [httparse::Header<'b>; MAX_HEADERS],
     header_count: usize,
 }
 
@@ -209,7 +209,9 @@ impl<'b> Request<'b> {
 
     /// All header lines in order.
     pub fn headers(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
-        self.headers[..self.header_count].iter().copied()
+        self.headers[..self.header_count]
+            .iter()
+            .map(|h| (h.name, h.value))
     }
 
     /// The value of the first header with this name (case-insensitive).
@@ -281,8 +283,15 @@ pub fn parse_request(
     buf: &[u8],
     max_header_bytes: usize,
 ) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut raw);
+    // httparse fills the request's own header array: no second array, no copy.
+    let mut request = Request {
+        method: "",
+        path: "",
+        version: 0,
+        headers: [httparse::EMPTY_HEADER; MAX_HEADERS],
+        header_count: 0,
+    };
+    let mut parsed = httparse::Request::new(&mut request.headers);
     let window = &buf[..buf.len().min(max_header_bytes)];
     match parsed.parse(window) {
         Ok(httparse::Status::Complete(consumed)) => {
@@ -291,16 +300,11 @@ pub fn parse_request(
             else {
                 return Err(HandshakeError::BadRequest("malformed request line"));
             };
-            let mut request = Request {
-                method,
-                path,
-                version,
-                headers: [("", &[]); MAX_HEADERS],
-                header_count: parsed.headers.len(),
-            };
-            for (slot, header) in request.headers.iter_mut().zip(parsed.headers.iter()) {
-                *slot = (header.name, header.value);
-            }
+            let header_count = parsed.headers.len();
+            request.method = method;
+            request.path = path;
+            request.version = version;
+            request.header_count = header_count;
             Ok(Some((request, consumed)))
         }
         Ok(httparse::Status::Partial) => {

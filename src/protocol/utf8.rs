@@ -1,9 +1,10 @@
 //! Incremental UTF-8 validation of a text message that arrives in pieces (fragments, receive buffers).
 //!
-//! Owns `Utf8Validator`: 4 bytes of state (at most 3 bytes of an unfinished code point and their count). Whole
-//! pieces go through `simdutf8`; only a code point straddling two pieces is stitched together here. It fails
-//! as soon as the bytes seen so far can no longer start a valid string (fail fast), and accepts a code point
-//! split anywhere. It must never allocate and never copy a piece.
+//! Owns `Utf8Validator`: 4 bytes of state (at most 3 bytes of an unfinished code point and their count). Each
+//! piece is checked in one pass (`simdutf8`; an ASCII word check or `std` for pieces up to 64 bytes) after its
+//! unfinished trailing code point is split off; only a code point straddling two pieces is stitched together
+//! here. It fails as soon as the bytes seen so far can no longer start a valid string (fail fast), and accepts
+//! a code point split anywhere. It must never allocate and never copy more than 4 bytes of a piece.
 
 use std::fmt;
 
@@ -167,6 +168,38 @@ mod tests {
         }
         v.feed(&bytes[start..])?;
         v.finish()
+    }
+
+    #[test]
+    fn unfinished_tail_is_split_off_only_when_incomplete() {
+        assert_eq!(unfinished_tail_len(b""), 0);
+        assert_eq!(unfinished_tail_len(b"abc"), 0);
+        assert_eq!(unfinished_tail_len(b"a\xe2"), 1);
+        assert_eq!(unfinished_tail_len(b"a\xe2\x82"), 2);
+        assert_eq!(
+            unfinished_tail_len(b"a\xe2\x82\xac"),
+            0,
+            "complete euro sign"
+        );
+        assert_eq!(unfinished_tail_len(b"\xf0\x9f\x98"), 3);
+        assert_eq!(
+            unfinished_tail_len(b"\xf0\x9f\x98\x80"),
+            0,
+            "lead is 4 back: complete"
+        );
+        assert_eq!(
+            unfinished_tail_len(b"a\xff"),
+            0,
+            "an impossible byte stays in the body and fails there"
+        );
+        assert_eq!(
+            unfinished_tail_len(b"a\x80\x80\x80"),
+            0,
+            "stray continuation bytes stay in the body"
+        );
+        assert!(is_ascii_words(b"plain ascii text, 27 bytes!"));
+        assert!(!is_ascii_words(b"plain ascii text\xc3\xa9 and more"));
+        assert!(!is_ascii_words(b"\x80"));
     }
 
     #[test]
