@@ -17,8 +17,10 @@ pub const MAX_IOV: usize = 64;
 const COALESCE_LIMIT: usize = 64 * 1024;
 /// Buffers larger than this are freed instead of pooled.
 const POOL_MAX_CAPACITY: usize = 256 * 1024;
-/// At most this many free buffers and queues are kept.
+/// At most this many free buffers and queues are kept while the worker is busy.
 const POOL_MAX_ITEMS: usize = 4096;
+/// Free buffers and queues kept once the worker has been quiet for a while ([`BufferPool::shrink_if_quiet`]).
+const POOL_QUIET_ITEMS: usize = 64;
 
 /// Queued bytes.
 pub enum Chunk {
@@ -209,17 +211,24 @@ impl Drop for SendQueue {
     }
 }
 
-/// The worker's pool of output buffers and send queues.
+/// The worker's pool of output buffers and send queues. Drained queues come back here, so an idle
+/// connection owns none; after a burst (a broadcast to many connections) the pool is cut back to a few
+/// items once the worker is quiet, and the freed memory is handed back to the system.
 #[derive(Default)]
 pub struct BufferPool {
     buffers: Vec<Vec<u8>>,
     // Boxed on purpose: a connection holds `Option<Box<SendQueue>>` (one pointer while idle).
     #[allow(clippy::vec_box)]
     queues: Vec<Box<SendQueue>>,
+    /// Buffers and queues taken since the last [`BufferPool::shrink_if_quiet`].
+    taken_since_check: usize,
+    /// Items freed (over the caps) since memory was last handed back to the system.
+    freed_since_trim: usize,
 }
 
 impl BufferPool {
     pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.taken_since_check += 1;
         self.buffers.pop().unwrap_or_default()
     }
 
@@ -227,12 +236,46 @@ impl BufferPool {
         if buf.capacity() <= POOL_MAX_CAPACITY && self.buffers.len() < POOL_MAX_ITEMS {
             buf.clear();
             self.buffers.push(buf);
+        } else if buf.capacity() > 0 {
+            self.freed_since_trim += 1;
         }
     }
 
     /// A boxed queue, so that an idle connection pays one pointer for it.
     pub fn take_queue(&mut self) -> Box<SendQueue> {
+        self.taken_since_check += 1;
         self.queues.pop().unwrap_or_default()
+    }
+
+    /// Free buffers and queues held (for tests and metrics).
+    pub fn pooled(&self) -> (usize, usize) {
+        (self.buffers.len(), self.queues.len())
+    }
+
+    /// Called periodically (the worker's tick). If nothing was taken from the pool since the previous
+    /// call, cuts it back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was
+    /// freed since the last time this returned true that handing it back to the system is worth it.
+    pub fn shrink_if_quiet(&mut self) -> bool {
+        let quiet = self.taken_since_check == 0;
+        self.taken_since_check = 0;
+        if !quiet {
+            return false;
+        }
+        if self.buffers.len() > POOL_QUIET_ITEMS {
+            self.freed_since_trim += self.buffers.len() - POOL_QUIET_ITEMS;
+            self.buffers.truncate(POOL_QUIET_ITEMS);
+            self.buffers.shrink_to(POOL_QUIET_ITEMS);
+        }
+        if self.queues.len() > POOL_QUIET_ITEMS {
+            self.freed_since_trim += self.queues.len() - POOL_QUIET_ITEMS;
+            self.queues.truncate(POOL_QUIET_ITEMS);
+            self.queues.shrink_to(POOL_QUIET_ITEMS);
+        }
+        if self.freed_since_trim >= POOL_QUIET_ITEMS {
+            self.freed_since_trim = 0;
+            return true;
+        }
+        false
     }
 
     /// Returns a queue to the pool, emptied (one with a send in flight is dropped instead, which leaks
@@ -242,6 +285,8 @@ impl BufferPool {
             queue.clear(self);
             if self.queues.len() < POOL_MAX_ITEMS {
                 self.queues.push(queue);
+            } else {
+                self.freed_since_trim += 1;
             }
         }
     }
@@ -286,6 +331,25 @@ mod tests {
         q.complete(8, &mut pool);
         assert_eq!(Arc::strong_count(&shared), 1);
         assert_eq!(sent_bytes(&mut q), b"!");
+    }
+
+    #[test]
+    fn pool_is_cut_back_only_after_a_quiet_period() {
+        let mut pool = BufferPool::default();
+        let queues: Vec<_> = (0..1000).map(|_| pool.take_queue()).collect();
+        for q in queues {
+            pool.give_queue(q);
+        }
+        assert_eq!(pool.pooled().1, 1000);
+        // Items were taken since the last check: busy, keep everything.
+        assert!(!pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, 1000);
+        // Nothing taken since: quiet, cut back, and worth a trim.
+        assert!(pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
+        // Nothing more freed: no second trim.
+        assert!(!pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
     }
 
     #[test]
