@@ -12,10 +12,13 @@
 #   DURATION=5        seconds per scenario          DEPTH=8            closed-loop pipeline depth
 #   SERVER_CPU=0      CPU for the server            LOADGEN_CPU=1      CPU for the load generator
 #   SERVERS="ringws uws fastwebsockets tungstenite nodews"   OUT=target/bench   output directory
-#   SCENARIOS="echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"
+#   SCENARIOS="echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct
+#              broadcast-1000 broadcast-1000-r500"
 #
 # The closed-loop scenarios run DEPTH messages in flight per connection (peak throughput). Open-loop messages
 # each go out alone, so open-50pct runs at half the peak of echo-100-20B-d1 (closed loop, depth 1).
+# broadcast-1000: one publisher at 1000 msgs/s of 64 B to 1000 subscribers (1M deliveries/s asked);
+# broadcast-1000-r500: the same at 500 msgs/s (0.5M deliveries/s), a rate uWebSockets.js also sustains here.
 #
 # uws is benches/peers/node/uws-echo.mjs (and, for broadcast-1000, benches/peers/uws/server.js, which
 # publishes every message to every other connection like `ringws serve --mode broadcast`); nodews is
@@ -33,7 +36,7 @@ DEPTH=${DEPTH:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 SERVERS=${SERVERS:-"ringws uws fastwebsockets tungstenite nodews"}
-SCENARIOS=${SCENARIOS:-"echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000"}
+SCENARIOS=${SCENARIOS:-"echo-100-20B echo-100-1KiB echo-1000-20B echo-1000-1KiB echo-100-20B-d1 open-50pct broadcast-1000 broadcast-1000-r500"}
 OUT=${OUT:-target/bench}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR="$OUT/$STAMP"
@@ -176,21 +179,19 @@ for server in $SERVERS; do
         fi
     fi
     cleanup
-    if has broadcast-1000; then
-        if [[ "$server" == uws ]]; then
-            start_server uws broadcast || continue
-            run_scenario uws broadcast-1000 broadcast -c 1000 --publishers 1 -r 1000 -s 64 -d "$DURATION"
-            cleanup
-        elif [[ "$server" != ringws ]]; then
-            echo "   $server broadcast-1000 skipped: this comparison server only echoes" >&2
-        elif ! "$RINGWS" serve --help 2>/dev/null | grep -q -- "broadcast"; then
-            echo "   ringws broadcast-1000 skipped: this ringws has no --mode broadcast" >&2
+    for bc in broadcast-1000:1000 broadcast-1000-r500:500; do
+        name=${bc%%:*} rate=${bc##*:}
+        has "$name" || continue
+        if [[ "$server" != ringws && "$server" != uws ]]; then
+            echo "   $server $name skipped: this comparison server only echoes" >&2
+        elif [[ "$server" == ringws ]] && ! "$RINGWS" serve --help 2>/dev/null | grep -q -- "broadcast"; then
+            echo "   ringws $name skipped: this ringws has no --mode broadcast" >&2
         else
-            start_server ringws broadcast || continue
-            run_scenario ringws broadcast-1000 broadcast -c 1000 --publishers 1 -r 1000 -s 64 -d "$DURATION"
+            start_server "$server" broadcast || continue
+            run_scenario "$server" "$name" broadcast -c 1000 --publishers 1 -r "$rate" -s 64 -d "$DURATION"
             cleanup
         fi
-    fi
+    done
 done
 
 python3 - "$RUN_DIR" "$DURATION" "$DEPTH" "$SERVER_CPU" "$LOADGEN_CPU" <<'EOF'
@@ -204,7 +205,7 @@ def ratio(a, b):
     return a / b if b else None
 def fmt(x):
     return f"{x:.2f}x" if x is not None else "-"
-print(f"scenario          server          msgs/s   srv us/msg  vs ringws    vs uws  srv busy  lg us/msg  lg/srv"
+print(f"scenario            server          msgs/s   srv us/msg  vs ringws    vs uws  srv busy  lg us/msg  lg/srv"
       f"    p50 us    p99 us  errors")
 for r in rows:
     b, u = base.get(r["scenario"]), uws.get(r["scenario"])
@@ -213,7 +214,7 @@ for r in rows:
     r["server_cpu_vs_uws"] = ratio(r["server_us_per_msg"], u["server_us_per_msg"]) if u else None
     r["msgs_per_s_vs_uws"] = ratio(r["msgs_per_s"], u["msgs_per_s"]) if u else None
     r["loadgen_vs_server_cpu"] = ratio(r["loadgen_us_per_msg"], r["server_us_per_msg"])
-    print(f'{r["scenario"]:<17} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} '
+    print(f'{r["scenario"]:<19} {r["server"]:<15} {r["msgs_per_s"]:>8.0f} {r["server_us_per_msg"]:>11.3f} '
           f'{fmt(r["server_cpu_vs_ringws"]):>10} {fmt(r["server_cpu_vs_uws"]):>9} {r["server_busy"] * 100:>8.0f}% '
           f'{r["loadgen_us_per_msg"]:>10.3f} {fmt(r["loadgen_vs_server_cpu"]):>7} {r["p50_us"]:>9.1f} '
           f'{r["p99_us"]:>9.1f} {r["errors"]:>7}')
@@ -229,7 +230,7 @@ if side:
     print("\nringws / uWebSockets, server CPU per message (echo target <= 0.70x; broadcast-1000 is per delivery,"
           " its fanout target >= 1.5x is on deliveries/s at saturation, which this fixed-rate row does not measure)")
     for x in side:
-        print(f'  {x["scenario"]:<17} {x["ringws_us_per_msg"]:.3f} / {x["uws_us_per_msg"]:.3f} us = '
+        print(f'  {x["scenario"]:<19} {x["ringws_us_per_msg"]:.3f} / {x["uws_us_per_msg"]:.3f} us = '
               f'{fmt(x["ringws_over_uws_cpu"])}   msgs/s ratio {fmt(x["ringws_over_uws_msgs_per_s"])}'
               f'{"   ERRORS " + str(x["errors"]) if x["errors"] else ""}')
 busy = [l for l in load if l["loadavg_1m"] > 1.5]
