@@ -1,45 +1,101 @@
 #!/usr/bin/env bash
 # Broadcast fanout: delivered messages/s and server CPU per delivered message, for 1, 100, 1000 and 10000
-# subscribers and two payload sizes. ringws --mode broadcast --workers 1 pinned to CPU 0, ringws-loadgen
-# (one publisher, one thread) pinned to CPU 1; the publish rate is set so that about 150k deliveries/s are
-# asked for. CPU = utime + stime of the server from /proc.
+# subscribers and two payload sizes. `ringws serve --mode broadcast --workers 1` pinned to CPU 0,
+# `ringws-loadgen broadcast` (one publisher, one thread) pinned to CPU 1.
 #
-# Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="64 1024" DUR=s)
+# Server CPU is counted over the publish phase only: a sampler polls the server's `/metrics` every 50 ms
+# and reads utime + stime from /proc/PID/stat at the same moment; the window starts at the first sample
+# with every subscriber and the publisher open (handshakes excluded) and ends at the last sample in which
+# `ringws_deliveries_total` grew (the loadgen's closes excluded). CPU per delivery = CPU in the window /
+# deliveries in the window (the server's own counter). Correctness comes from the loadgen's report:
+# expected = published x subscribers, delivered, missing, duplicates, out of order, errors.
+# The sampler's own requests (20 HTTP requests/s) are included in the window's CPU.
+#
+# The publish rate asks for DELIVERIES/s in total (default 4,000,000), i.e. DELIVERIES / subscribers
+# publishes per second, capped at MAX_RATE (default 200,000) publishes per second.
+#
+# Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="64 1024" DUR=s DELIVERIES=n MAX_RATE=n
+#                             SERVER=ringws|uws)
+# SERVER=uws runs the same load against benches/peers/uws/server.js (uWebSockets.js; `npm install` in that
+# folder first), which prints the same samples itself every 50 ms (its own /proc/self/stat, open
+# connections, deliveries counted as publishes x other subscribers).
 # Needs: target/release/ringws and target/release/ringws-loadgen (LOADGEN=path to override).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"64 1024"}; DUR=${DUR:-4}
+DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-200000}; SERVER=${SERVER:-ringws}
 for size in $SIZES; do
   for subs in $SUBS; do
-    rate=$((150000 / subs)); [ "$rate" -gt 20000 ] && rate=20000; [ "$rate" -lt 5 ] && rate=5
-    out=$(mktemp)
-    taskset -c 0 target/release/ringws serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
-      --idle-timeout 0 >"$out" 2>/dev/null &
+    rate=$((DELIVERIES / subs)); [ "$rate" -gt "$MAX_RATE" ] && rate=$MAX_RATE; [ "$rate" -lt 5 ] && rate=5
+    out=$(mktemp); json=$(mktemp); samples=$(mktemp)
+    if [ "$SERVER" = uws ]; then
+      taskset -c 0 node benches/peers/uws/server.js 0 samples >"$out" 2>/dev/null &
+    else
+      taskset -c 0 target/release/ringws serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
+        --idle-timeout 0 >"$out" 2>/dev/null &
+    fi
     pid=$!
     for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
-    port=$(sed 's/.*://' "$out")
-    t0=$(awk '{print $14+$15}' /proc/$pid/stat)
-    json=$(taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
-      --rate "$rate" -d "$DUR" -t 1 -q --json /dev/stdout 2>/dev/null || true)
-    t1=$(awk '{print $14+$15}' /proc/$pid/stat)
-    kill "$pid"; wait "$pid" 2>/dev/null || true; rm -f "$out"
-    python3 -c '
+    port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$out" | head -1)
+    taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
+      --rate "$rate" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
+    lpid=$!
+    # Sampler: lines "t cpu_ticks open deliveries" every 50 ms while the loadgen runs.
+    python3 - "$pid" "$port" "$lpid" "$SERVER" >"$samples" <<'EOF'
+import os, socket, sys, time
+pid, port, lpid, server = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+def metrics():
+    if server != "ringws":
+        return 0, 0
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    vals = {}
+    for line in data.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            name = name.split("{")[0]
+            if name in ("ringws_websockets_open", "ringws_deliveries_total"):
+                vals[name] = vals.get(name, 0) + float(v)
+    return int(vals.get("ringws_websockets_open", 0)), int(vals.get("ringws_deliveries_total", 0))
+while server == "ringws" and os.path.exists(f"/proc/{lpid}") and open(f"/proc/{lpid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    c0 = cpu(); o, d = metrics(); c1 = cpu()
+    print(time.monotonic(), (c0 + c1) / 2, o, d, flush=True)
+    time.sleep(0.05)
+EOF
+    wait "$lpid" || true
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    [ "$SERVER" = uws ] && grep -v "listening on" "$out" >"$samples"
+    rm -f "$out"
+    python3 - "$json" "$samples" "$subs" "$size" "$rate" "$SERVER" <<'EOF'
 import json, sys
-raw, ticks, subs, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-j = json.loads(raw[raw.index("{"):])
-c = j.get("counters", {})
-delivered = c.get("delivered", j.get("received", 0))
-run_s = j.get("run_s", 1) or 1
-cpu = ticks / 100
-published = c.get("published", j.get("sent"))
-expected = int(published or 0) * int(subs)
-dup, ooo, err = c.get("duplicates"), c.get("out_of_order"), j.get("errors_total")
-check = f"expected={expected} duplicates={dup} out_of_order={ooo} errors={err}"
-published = c.get("published", j.get("sent"))
-print(f"subs={subs:>6} size={size:>5} published={published} delivered={delivered} "
-      f"delivered_per_s={delivered/run_s:,.0f} server_cpu_s={cpu:.2f} "
-      f"server_ns_per_delivery={cpu*1e9/max(delivered,1):.0f} {check}")
-' "$json" $((t1 - t0)) "$subs" "$size"
+jpath, spath, subs, size, rate, server = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+raw = open(jpath).read()
+j = json.loads(raw[raw.index("{"):]) if "{" in raw else {}
+b = j.get("broadcast", {})
+rows = [tuple(map(float, l.split())) for l in open(spath) if l.strip()]
+start = next((i for i, r in enumerate(rows) if r[2] >= subs + 1), None)
+end = max((i for i in range(1, len(rows)) if rows[i][3] > rows[i - 1][3]), default=None)
+if start is None or end is None or end <= start:
+    print(f"server={server} subs={subs} size={size}: no publish window found ({len(rows)} samples)"); sys.exit()
+secs = rows[end][0] - rows[start][0]
+ticks = rows[end][1] - rows[start][1]
+deliveries = rows[end][3] - rows[start][3]
+cpu_s = ticks / 100
+check = (f"expected={b.get('expected')} delivered={b.get('delivered')} missing={b.get('missing')} "
+         f"duplicates={b.get('duplicates')} out_of_order={b.get('out_of_order')} errors={j.get('errors_total')}")
+print(f"server={server} subs={subs:>6} size={size:>5} rate={rate}/s window_s={secs:.2f} "
+      f"delivered_per_s={deliveries / max(secs, 1e-9):,.0f} server_cpu_s={cpu_s:.2f} "
+      f"cpu_share={cpu_s / max(secs, 1e-9):.2f} server_ns_per_delivery={cpu_s * 1e9 / max(deliveries, 1):.0f} | {check}")
+EOF
+    [ -n "${KEEP:-}" ] && cp "$samples" "/tmp/fanout-samples-$SERVER-$subs-$size"
+    rm -f "$json" "$samples"
   done
 done

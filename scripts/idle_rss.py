@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Measures the server's resident memory per idle WebSocket connection.
 
-Starts `ringws serve --workers 1` (release build), warms it up (connections opened and closed, so the
-receive buffers and pools are touched once), reads VmRSS, opens N idle WebSocket connections (full
-handshake each), reads VmRSS again and prints the difference per connection. User-space memory only:
-the kernel's socket memory is not in the process's RSS.
+Starts `ringws serve --mode broadcast --workers 1` (release build), warms it up (1000 connections
+opened, one broadcast to them, closed; three times, so the receive buffers and pools are touched once),
+reads VmRSS, opens N idle WebSocket connections (full handshake each), reads VmRSS again and prints the
+difference per connection. Then one connection sends a 100-byte message, every other connection reads the
+broadcast, and after a second VmRSS is read a third time: idle connections must own no buffers after
+activity either, so the per-connection figure after the broadcast should stay close to the idle one.
+User-space memory only: the kernel's socket memory is not in the process's RSS.
 
 Usage: python3 scripts/idle_rss.py [N=10000]
 """
@@ -43,11 +46,26 @@ def open_ws(port):
     return s
 
 
+def broadcast_once(conns):
+    """The first connection sends 100 bytes; every other one must receive the 102-byte frame."""
+    conns[0].sendall(bytes([0x82, 0x80 | 100, 1, 2, 3, 4]) + bytes(100))
+    for s in conns[1:]:
+        got = b""
+        while len(got) < 102:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("server closed a subscriber")
+            got += chunk
+        if got[:2] != bytes([0x82, 100]):
+            raise RuntimeError(f"unexpected frame {got[:8]!r}")
+
+
 def main():
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--bin", "ringws"], cwd=ROOT, check=True)
     server = subprocess.Popen(
-        [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0"],
+        [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
+         "--mode", "broadcast"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline().strip()
@@ -55,10 +73,7 @@ def main():
         # Warm-up: touch every receive buffer and fill the pools once.
         for _ in range(3):
             warm = [open_ws(port) for _ in range(1000)]
-            for s in warm:
-                s.sendall(bytes([0x82, 0x80 | 100, 1, 2, 3, 4]) + bytes(100))
-            for s in warm:
-                s.recv(4096)
+            broadcast_once(warm)
             for s in warm:
                 s.close()
             time.sleep(0.5)
@@ -70,6 +85,12 @@ def main():
         print(f"idle connections: {N}")
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
         print(f"user-space bytes per idle connection: {per_conn:.0f}")
+        broadcast_once(conns)
+        time.sleep(1.0)
+        after_broadcast = rss_kib(server.pid)
+        per_conn = (after_broadcast - before) * 1024 / N
+        print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")
+        print(f"user-space bytes per idle connection after the broadcast: {per_conn:.0f}")
         for s in conns:
             s.close()
     finally:

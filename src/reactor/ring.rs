@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::send::SendQueue;
+use super::send::{SendOp, SendQueue};
 
 /// Smallest submission queue [`Ring::new`] falls back to under memory pressure.
 pub const MIN_SQ_ENTRIES: u32 = 256;
@@ -240,18 +240,25 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Submits the in-flight part of `queue` as one `sendmsg` on direct descriptor `slot`. Returns false
-    /// when the queue has nothing to send or a send is already in flight.
+    /// Submits the next part of `queue` on direct descriptor `slot`: one `send` for a single chunk, one
+    /// vectored `sendmsg` for several. Returns false when the queue has nothing to send or a send is
+    /// already in flight.
     pub fn send_queue(&mut self, slot: u32, queue: &mut SendQueue, user_data: u64) -> bool {
-        let Some(msg) = queue.prepare_send() else {
-            return false;
+        let entry = match queue.prepare_send() {
+            None => return false,
+            Some(SendOp::Single(ptr, len)) => {
+                opcode::Send::new(types::Fixed(slot), ptr, len as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Some(SendOp::Vectored(msg)) => opcode::SendMsg::new(types::Fixed(slot), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
         };
-        let entry = opcode::SendMsg::new(types::Fixed(slot), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build();
-        // SAFETY: `prepare_send` marked the queue in flight: the `msghdr`, its iovec array and every chunk
-        // they point to are kept alive and unmoved until `SendQueue::complete` is called for this send's
-        // completion, and a queue dropped while in flight leaks them instead of freeing (see `SendQueue`).
+        // SAFETY: `prepare_send` marked the queue in flight: the bytes of a single send, or the `msghdr`,
+        // its iovec array and every chunk they point to, are kept alive and unmoved until
+        // `SendQueue::complete` is called for this send's completion, and a queue dropped while in flight
+        // leaks them instead of freeing (see `SendQueue`).
         unsafe { self.push(entry.user_data(user_data)) }
         true
     }

@@ -17,8 +17,10 @@ pub const MAX_IOV: usize = 64;
 const COALESCE_LIMIT: usize = 64 * 1024;
 /// Buffers larger than this are freed instead of pooled.
 const POOL_MAX_CAPACITY: usize = 256 * 1024;
-/// At most this many free buffers and queues are kept.
+/// At most this many free buffers and queues are kept while the worker is busy.
 const POOL_MAX_ITEMS: usize = 4096;
+/// Free buffers and queues kept once the worker has been quiet for a while ([`BufferPool::shrink_if_quiet`]).
+const POOL_QUIET_ITEMS: usize = 64;
 
 /// Queued bytes.
 pub enum Chunk {
@@ -35,7 +37,16 @@ impl Chunk {
     }
 }
 
-/// The `msghdr` and its iovec array, boxed so that moving the queue never moves them.
+/// What [`SendQueue::prepare_send`] asks to submit.
+pub(crate) enum SendOp {
+    /// One contiguous range: a plain `send` (no `msghdr`, no iovec array to import).
+    Single(*const u8, usize),
+    /// Several chunks: a vectored `sendmsg` of this `msghdr`.
+    Vectored(*const libc::msghdr),
+}
+
+/// The `msghdr` and its iovec array, boxed so that moving the queue never moves them. Allocated only
+/// the first time a queue sends more than one chunk at once.
 struct IoVecs {
     iov: [libc::iovec; MAX_IOV],
     msg: libc::msghdr,
@@ -50,7 +61,7 @@ pub struct SendQueue {
     queued_bytes: usize,
     /// Number of leading chunks covered by the send in flight (0: none in flight).
     in_flight: usize,
-    io: Box<IoVecs>,
+    io: Option<Box<IoVecs>>,
 }
 
 impl Default for SendQueue {
@@ -61,15 +72,12 @@ impl Default for SendQueue {
 
 impl SendQueue {
     pub fn new() -> SendQueue {
-        // SAFETY: `iovec` and `msghdr` are plain C structs for which all-zero bytes are a valid value
-        // (null pointers, zero lengths).
-        let io: IoVecs = unsafe { std::mem::zeroed() };
         SendQueue {
             chunks: VecDeque::new(),
             head_offset: 0,
             queued_bytes: 0,
             in_flight: 0,
-            io: Box::new(io),
+            io: None,
         }
     }
 
@@ -117,12 +125,27 @@ impl SendQueue {
         self.chunks.push_back(Chunk::Shared(bytes));
     }
 
-    /// Fills the iovecs for the next send and marks the covered chunks in flight. Returns the `msghdr` to
-    /// submit, or `None` if nothing is queued or a send is already in flight.
-    pub(crate) fn prepare_send(&mut self) -> Option<*const libc::msghdr> {
+    /// Prepares the next send and marks the chunks it covers in flight: a plain send of the head chunk
+    /// when only one chunk is queued, else a vectored send of up to [`MAX_IOV`] chunks. Returns `None` if
+    /// nothing is queued or a send is already in flight.
+    pub(crate) fn prepare_send(&mut self) -> Option<SendOp> {
         if self.in_flight > 0 || self.queued_bytes == 0 {
             return None;
         }
+        if self.chunks.len() == 1 {
+            let bytes = &self.chunks[0].bytes()[self.head_offset..];
+            self.in_flight = 1;
+            return Some(SendOp::Single(bytes.as_ptr(), bytes.len()));
+        }
+        let io = self.io.get_or_insert_with(|| {
+            Box::new(IoVecs {
+                // SAFETY: `iovec` and `msghdr` are plain C structs for which all-zero bytes are a valid
+                // value (null pointers, zero lengths).
+                iov: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                msg: unsafe { std::mem::zeroed() },
+            })
+        });
         let mut count = 0;
         for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
             let bytes = chunk.bytes();
@@ -130,18 +153,18 @@ impl SendQueue {
             if bytes.len() == skip {
                 continue;
             }
-            self.io.iov[count] = libc::iovec {
+            io.iov[count] = libc::iovec {
                 iov_base: bytes[skip..].as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len() - skip,
             };
             count += 1;
         }
         self.in_flight = self.chunks.len().min(MAX_IOV);
-        let iov_ptr = self.io.iov.as_mut_ptr();
-        let msg = &mut self.io.msg;
+        let iov_ptr = io.iov.as_mut_ptr();
+        let msg = &mut io.msg;
         msg.msg_iov = iov_ptr;
         msg.msg_iovlen = count as _;
-        Some(msg as *const libc::msghdr)
+        Some(SendOp::Vectored(msg as *const libc::msghdr))
     }
 
     /// Records the completion of the send in flight: `sent` bytes went out (0 on error). Fully sent chunks
@@ -195,31 +218,29 @@ impl Drop for SendQueue {
             // The kernel may still read these: leak them rather than free memory in use.
             let chunks = std::mem::take(&mut self.chunks);
             std::mem::forget(chunks);
-            let io = std::mem::replace(
-                &mut self.io,
-                Box::new(IoVecs {
-                    // SAFETY: all-zero bytes are a valid `iovec` and `msghdr`.
-                    iov: unsafe { std::mem::zeroed() },
-                    // SAFETY: as above.
-                    msg: unsafe { std::mem::zeroed() },
-                }),
-            );
-            std::mem::forget(io);
+            std::mem::forget(self.io.take());
         }
     }
 }
 
-/// The worker's pool of output buffers and send queues.
+/// The worker's pool of output buffers and send queues. Drained queues come back here, so an idle
+/// connection owns none; after a burst (a broadcast to many connections) the pool is cut back to a few
+/// items once the worker is quiet, and the freed memory is handed back to the system.
 #[derive(Default)]
 pub struct BufferPool {
     buffers: Vec<Vec<u8>>,
     // Boxed on purpose: a connection holds `Option<Box<SendQueue>>` (one pointer while idle).
     #[allow(clippy::vec_box)]
     queues: Vec<Box<SendQueue>>,
+    /// Buffers and queues taken since the last [`BufferPool::shrink_if_quiet`].
+    taken_since_check: usize,
+    /// Items freed (over the caps) since memory was last handed back to the system.
+    freed_since_trim: usize,
 }
 
 impl BufferPool {
     pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.taken_since_check += 1;
         self.buffers.pop().unwrap_or_default()
     }
 
@@ -227,12 +248,46 @@ impl BufferPool {
         if buf.capacity() <= POOL_MAX_CAPACITY && self.buffers.len() < POOL_MAX_ITEMS {
             buf.clear();
             self.buffers.push(buf);
+        } else if buf.capacity() > 0 {
+            self.freed_since_trim += 1;
         }
     }
 
     /// A boxed queue, so that an idle connection pays one pointer for it.
     pub fn take_queue(&mut self) -> Box<SendQueue> {
+        self.taken_since_check += 1;
         self.queues.pop().unwrap_or_default()
+    }
+
+    /// Free buffers and queues held (for tests and metrics).
+    pub fn pooled(&self) -> (usize, usize) {
+        (self.buffers.len(), self.queues.len())
+    }
+
+    /// Called periodically (the worker's tick). If nothing was taken from the pool since the previous
+    /// call, cuts it back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was
+    /// freed since the last time this returned true that handing it back to the system is worth it.
+    pub fn shrink_if_quiet(&mut self) -> bool {
+        let quiet = self.taken_since_check == 0;
+        self.taken_since_check = 0;
+        if !quiet {
+            return false;
+        }
+        if self.buffers.len() > POOL_QUIET_ITEMS {
+            self.freed_since_trim += self.buffers.len() - POOL_QUIET_ITEMS;
+            self.buffers.truncate(POOL_QUIET_ITEMS);
+            self.buffers.shrink_to(POOL_QUIET_ITEMS);
+        }
+        if self.queues.len() > POOL_QUIET_ITEMS {
+            self.freed_since_trim += self.queues.len() - POOL_QUIET_ITEMS;
+            self.queues.truncate(POOL_QUIET_ITEMS);
+            self.queues.shrink_to(POOL_QUIET_ITEMS);
+        }
+        if self.freed_since_trim >= POOL_QUIET_ITEMS {
+            self.freed_since_trim = 0;
+            return true;
+        }
+        false
     }
 
     /// Returns a queue to the pool, emptied (one with a send in flight is dropped instead, which leaks
@@ -242,6 +297,8 @@ impl BufferPool {
             queue.clear(self);
             if self.queues.len() < POOL_MAX_ITEMS {
                 self.queues.push(queue);
+            } else {
+                self.freed_since_trim += 1;
             }
         }
     }
@@ -252,20 +309,43 @@ mod tests {
     use super::*;
 
     fn sent_bytes(q: &mut SendQueue) -> Vec<u8> {
-        let msg = q.prepare_send().expect("something to send");
         let mut out = Vec::new();
-        // SAFETY: the msghdr and iovecs were just filled from live chunks of `q`.
-        unsafe {
-            let msg = &*msg;
-            for i in 0..msg.msg_iovlen {
-                let iov = &*msg.msg_iov.add(i);
-                out.extend_from_slice(std::slice::from_raw_parts(
-                    iov.iov_base as *const u8,
-                    iov.iov_len,
-                ));
-            }
+        match q.prepare_send().expect("something to send") {
+            // SAFETY: the pointer and length were just taken from a live chunk of `q`.
+            SendOp::Single(ptr, len) => unsafe {
+                out.extend_from_slice(std::slice::from_raw_parts(ptr, len));
+            },
+            // SAFETY: the msghdr and iovecs were just filled from live chunks of `q`.
+            SendOp::Vectored(msg) => unsafe {
+                let msg = &*msg;
+                for i in 0..msg.msg_iovlen {
+                    let iov = &*msg.msg_iov.add(i);
+                    out.extend_from_slice(std::slice::from_raw_parts(
+                        iov.iov_base as *const u8,
+                        iov.iov_len,
+                    ));
+                }
+            },
         }
         out
+    }
+
+    #[test]
+    fn a_single_chunk_needs_no_iovec_array() {
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_shared(Arc::from(&b"frame"[..]));
+        assert!(matches!(q.prepare_send(), Some(SendOp::Single(_, 5))));
+        assert!(q.io.is_none());
+        q.complete(2, &mut pool);
+        assert_eq!(sent_bytes(&mut q), b"ame");
+        q.complete(3, &mut pool);
+        q.push_shared(Arc::from(&b"a"[..]));
+        q.push_shared(Arc::from(&b"b"[..]));
+        assert!(matches!(q.prepare_send(), Some(SendOp::Vectored(_))));
+        assert!(q.io.is_some());
+        q.complete(2, &mut pool);
+        assert!(q.is_empty());
     }
 
     #[test]
@@ -286,6 +366,25 @@ mod tests {
         q.complete(8, &mut pool);
         assert_eq!(Arc::strong_count(&shared), 1);
         assert_eq!(sent_bytes(&mut q), b"!");
+    }
+
+    #[test]
+    fn pool_is_cut_back_only_after_a_quiet_period() {
+        let mut pool = BufferPool::default();
+        let queues: Vec<_> = (0..1000).map(|_| pool.take_queue()).collect();
+        for q in queues {
+            pool.give_queue(q);
+        }
+        assert_eq!(pool.pooled().1, 1000);
+        // Items were taken since the last check: busy, keep everything.
+        assert!(!pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, 1000);
+        // Nothing taken since: quiet, cut back, and worth a trim.
+        assert!(pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
+        // Nothing more freed: no second trim.
+        assert!(!pool.shrink_if_quiet());
+        assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
     }
 
     #[test]

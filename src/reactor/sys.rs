@@ -1,8 +1,8 @@
 //! Thin, checked wrappers over the few plain syscalls used outside the hot path: listener sockets with
 //! SO_REUSEPORT, thread pinning, signal masks and waiting, resource limits.
 //!
-//! Everything here runs at startup or shutdown only; none of it may be called per connection or per
-//! message.
+//! Everything here runs at startup or shutdown only (or, for [`release_free_memory`], at most once per
+//! timer tick after a burst); none of it may be called per connection or per message.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -210,5 +210,17 @@ pub fn wait_termination_signal() -> i32 {
         if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
             return sig;
         }
+    }
+}
+
+/// Hands free heap memory back to the system (glibc `malloc_trim(0)`: free pages inside the heap are
+/// released too, not only its top). Called after a worker cut its pools back, so that memory used for a
+/// burst does not stay resident while connections sit idle. A no-op on other C libraries.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` takes no pointers and only reorganises the allocator's free memory; it is
+    // thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -345,6 +345,9 @@ impl<H: Handler> Worker<'_, H> {
             self.core.on_timer(entry);
         }
         self.core.timer_scratch = due;
+        if self.core.pool.shrink_if_quiet() {
+            crate::reactor::sys::release_free_memory();
+        }
         self.core.arm_accept();
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
