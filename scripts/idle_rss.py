@@ -9,7 +9,7 @@ broadcast, and after a second VmRSS is read a third time: idle connections must 
 activity either, so the per-connection figure after the broadcast should stay close to the idle one.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000]
+Usage: python3 scripts/idle_rss.py [N=10000]   (env RINGWS=path to another ringws binary)
 """
 import os
 import socket
@@ -19,7 +19,7 @@ import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "ringws")
+BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
 REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
