@@ -3,7 +3,9 @@
 # subscribers and two payload sizes. `ringws serve --mode broadcast --workers 1` pinned to CPU 0,
 # `ringws-loadgen broadcast` (one publisher, one thread) pinned to CPU 1. The publisher does not get its
 # own messages back (`--broadcast-include-sender false`, like uWebSockets' ws.publish), so deliveries =
-# publishes x subscribers.
+# publishes x subscribers. Both servers allow 64 MiB of queued output per connection (ringws' default
+# 1 MiB closes a subscriber that falls 10 ms behind a 100 MB/s stream, which a preempted load generator
+# on a shared machine does).
 #
 # Server CPU is counted over the publish phase only: a sampler polls the server's `/metrics` every 50 ms
 # and reads utime + stime from /proc/PID/stat at the same moment; the window starts at the first sample
@@ -35,7 +37,7 @@ for size in $SIZES; do
       taskset -c 0 node benches/peers/uws/server.js 0 samples >"$out" 2>/dev/null &
     else
       taskset -c 0 "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
-        --broadcast-include-sender false --idle-timeout 0 >"$out" 2>/dev/null &
+        --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0 >"$out" 2>/dev/null &
     fi
     pid=$!
     for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
@@ -93,6 +95,8 @@ deliveries = rows[end][3] - rows[start][3]
 cpu_s = ticks / 100
 check = (f"expected={b.get('expected')} delivered={b.get('delivered')} missing={b.get('missing')} "
          f"duplicates={b.get('duplicates')} out_of_order={b.get('out_of_order')} errors={j.get('errors_total')}")
+if j.get("errors_total"):
+    check += f" {dict((k, v) for k, v in j.get('errors', {}).items() if v)}"
 print(f"server={server} subs={subs:>6} size={size:>5} rate={rate}/s window_s={secs:.2f} "
       f"delivered_per_s={deliveries / max(secs, 1e-9):,.0f} server_cpu_s={cpu_s:.2f} "
       f"cpu_share={cpu_s / max(secs, 1e-9):.2f} server_ns_per_delivery={cpu_s * 1e9 / max(deliveries, 1):.0f} | {check}")
