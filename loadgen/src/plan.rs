@@ -144,6 +144,8 @@ pub struct WorkerShared {
     pub ramped: AtomicBool,
     /// Echo with --messages: every connection sent and got back all its messages.
     pub finished: AtomicBool,
+    /// The worker entered the drain phase and published its final send counts.
+    pub draining: AtomicBool,
     /// The worker closed everything and stopped.
     pub done: AtomicBool,
     /// Latencies recorded since the coordinator last took them (handed over about once a second).
@@ -156,6 +158,7 @@ impl Default for WorkerShared {
             counters: SharedCounters::default(),
             ramped: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             done: AtomicBool::new(false),
             histogram: Mutex::new(stats::new_histogram()),
         }
@@ -167,6 +170,8 @@ pub struct Shared {
     phase: AtomicU8,
     /// `CLOCK_MONOTONIC` ns at which the measured phase started (0 before).
     pub run_start_ns: AtomicU64,
+    /// Set by the coordinator during the drain once everything expected arrived: workers stop at once.
+    pub drain_complete: AtomicBool,
     pub workers: Vec<WorkerShared>,
 }
 
@@ -175,6 +180,7 @@ impl Shared {
         Shared {
             phase: AtomicU8::new(Phase::Ramp as u8),
             run_start_ns: AtomicU64::new(0),
+            drain_complete: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerShared::default()).collect(),
         }
     }

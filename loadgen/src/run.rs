@@ -24,6 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(20);
+/// The parent -> child command for `Fleet::complete_drain` (phase commands are `Phase as u8`).
+const DRAIN_COMPLETE: u8 = 100;
 
 /// A set of workers the coordinator drives: threads here, or child processes.
 trait Fleet {
@@ -34,6 +36,10 @@ trait Fleet {
     fn finished(&mut self) -> bool;
     fn done(&mut self) -> bool;
     fn advance(&mut self, phase: Phase);
+    /// Every worker is in the drain phase (its send counters are final).
+    fn draining(&mut self) -> bool;
+    /// During the drain: everything expected arrived, stop now.
+    fn complete_drain(&mut self);
     /// Waits for every worker to stop.
     fn join(&mut self);
 }
@@ -116,6 +122,17 @@ impl Fleet for LocalFleet {
         self.shared.advance(phase, now_ns());
     }
 
+    fn draining(&mut self) -> bool {
+        self.shared
+            .workers
+            .iter()
+            .all(|w| w.draining.load(Ordering::Acquire))
+    }
+
+    fn complete_drain(&mut self) {
+        self.shared.drain_complete.store(true, Ordering::Release);
+    }
+
     fn join(&mut self) {
         for handle in self.handles.drain(..) {
             let _ = handle.join();
@@ -129,6 +146,8 @@ struct ChildStatus {
     counters: Vec<u64>,
     ramped: bool,
     finished: bool,
+    #[serde(default)]
+    draining: bool,
     done: bool,
     /// Serialized histogram of the latencies since the previous line that carried one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -276,6 +295,17 @@ impl Fleet for ChildFleet {
         }
     }
 
+    fn draining(&mut self) -> bool {
+        self.all(|v| v.status.draining || v.exited)
+    }
+
+    fn complete_drain(&mut self) {
+        for stdin in self.stdins.iter_mut().flatten() {
+            let _ = writeln!(stdin, "{DRAIN_COMPLETE}");
+            let _ = stdin.flush();
+        }
+    }
+
     fn join(&mut self) {
         self.stdins.clear(); // EOF tells children to finish if they have not yet
         for child in &mut self.children {
@@ -302,13 +332,19 @@ pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(),
     )
     .map_err(|e| format!("starting workers: {e}"))?;
     let commanded = Arc::new(AtomicU8::new(Phase::Ramp as u8));
+    let drain_complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let commanded = commanded.clone();
+        let drain_complete = drain_complete.clone();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
-                if let Ok(phase) = line.trim().parse::<u8>() {
-                    commanded.fetch_max(phase, Ordering::AcqRel);
+                match line.trim().parse::<u8>() {
+                    Ok(DRAIN_COMPLETE) => drain_complete.store(true, Ordering::Release),
+                    Ok(phase) => {
+                        commanded.fetch_max(phase.min(Phase::Drain as u8), Ordering::AcqRel);
+                    }
+                    Err(_) => {}
                 }
             }
             // Parent gone or finished: drain and stop.
@@ -319,6 +355,9 @@ pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(),
     let mut last_hist = Instant::now();
     loop {
         fleet.advance(Phase::from_u8(commanded.load(Ordering::Acquire)));
+        if drain_complete.load(Ordering::Acquire) {
+            fleet.complete_drain();
+        }
         let done = fleet.done();
         let hist = if done || last_hist.elapsed() >= Duration::from_secs(1) {
             last_hist = Instant::now();
@@ -327,10 +366,13 @@ pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(),
         } else {
             None
         };
+        // Read `draining` before the counters: once it is set, the counters read after it are final.
+        let draining = fleet.draining();
         let status = ChildStatus {
             counters: fleet.counters().0.to_vec(),
             ramped: fleet.ramped(),
             finished: fleet.finished(),
+            draining,
             done,
             hist,
         };
@@ -607,6 +649,12 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
     let drain_start = Instant::now();
     let drain_limit = Duration::from_secs_f64(options.drain_timeout + 10.0);
     while !fleet.done() && drain_start.elapsed() < drain_limit {
+        if options.scenario == Scenario::Broadcast && fleet.draining() {
+            let c = fleet.counters();
+            if c.get(Counter::Delivered) >= c.get(Counter::Published) * options.connections {
+                fleet.complete_drain();
+            }
+        }
         meter.tick(fleet.as_mut(), Phase::Drain, false);
         std::thread::sleep(TICK);
     }

@@ -32,8 +32,9 @@ const COUNTER_PUBLISH_NS: u64 = 5_000_000;
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
 /// Longest epoll wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
-/// Broadcast drain: subscribers are done once nothing arrived for this long.
-const QUIET_NS: u64 = 300_000_000;
+/// Broadcast drain: subscribers stop once nothing arrived for this long (unless the coordinator, which
+/// knows how many messages were published, says earlier that everything arrived).
+const QUIET_NS: u64 = 1_000_000_000;
 const BACKOFF_BASE_NS: u64 = 100_000_000;
 const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
@@ -295,7 +296,13 @@ impl Worker {
             self.fire_timers(now);
             self.start_connects(now);
             self.flush_dirty(now);
-            if self.phase == Phase::Drain && self.drained(now) {
+            if self.phase == Phase::Drain
+                && (self
+                    .shared
+                    .drain_complete
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    || self.drained(now))
+            {
                 break;
             }
             if now - last_publish >= COUNTER_PUBLISH_NS {
@@ -430,6 +437,11 @@ impl Worker {
         if phase == Phase::Drain && previous != Phase::Drain {
             self.drain_deadline_ns = now + self.plan.drain_timeout_ns;
             self.last_delivery_ns = now;
+            // Nothing new is sent from here on: these counts are final.
+            let me = &self.shared.workers[self.index];
+            me.counters.publish(&self.counters);
+            me.draining
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -445,8 +457,9 @@ impl Worker {
                 .all(|c| c.traffic.in_flight.is_empty() || c.state != State::Open),
             Scenario::Broadcast => now - self.last_delivery_ns >= QUIET_NS,
             Scenario::Churn => self.active_cycles == 0,
+            // Every ping answered (a pong still on its way is not an error).
             Scenario::Connect => {
-                now - self.last_delivery_ns >= QUIET_NS.min(self.plan.drain_timeout_ns)
+                self.counters.get(Counter::PongsReceived) >= self.counters.get(Counter::PingsSent)
             }
         }
     }

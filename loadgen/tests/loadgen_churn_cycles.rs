@@ -12,7 +12,8 @@ fn churn_completes_cycles_without_errors() {
     ]);
     assert!(run.success, "errors reported: {}", run.report["errors"]);
     let cycles = run.counter("churn_cycles");
-    assert!((150..=210).contains(&cycles), "cycles {cycles}");
+    // 200 cycles are scheduled; a loaded machine may finish fewer (behind schedule), never more.
+    assert!((100..=210).contains(&cycles), "cycles {cycles}");
     assert_eq!(run.u64_at("/received"), run.u64_at("/sent"));
     assert_eq!(run.u64_at("/received"), cycles * 3);
 }

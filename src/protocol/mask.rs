@@ -16,12 +16,22 @@ pub type MaskFn = fn(&mut [u8], [u8; 4], usize);
 /// more than they save.
 const SMALL: usize = 32;
 
+/// Below this length (and from `SMALL`) x86_64 calls the SSE2 kernel directly (part of the baseline, so no
+/// dispatch); from here on the runtime-selected kernel (AVX2 where present) pays for its indirect call.
+#[cfg(target_arch = "x86_64")]
+const MEDIUM: usize = 256;
+
 /// XORs `buf` in place with `key`, starting at `key[phase % 4]`. Uses the fastest kernel this CPU supports
 /// (selected once, then one load per call). Applying it twice restores the input.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
     if buf.len() < SMALL {
         apply_mask_word(buf, key, phase);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if buf.len() < MEDIUM {
+        x86::apply_mask_sse2(buf, key, phase);
         return;
     }
     let kernel = KERNEL.get_or_init(select_kernel);
@@ -62,8 +72,8 @@ fn rotate_key(key: [u8; 4], phase: usize) -> [u8; 4] {
 
 static KERNEL: OnceLock<(&'static str, MaskFn)> = OnceLock::new();
 
-/// Name of the kernel `apply_mask` uses on this CPU for buffers of 32 bytes or more ("avx2", "sse2",
-/// "neon" or "word").
+/// Name of the kernel `apply_mask` uses on this CPU for large buffers ("avx2", "sse2", "neon" or "word";
+/// on x86_64, buffers of 32 to 255 bytes always take SSE2 and shorter ones the word loop).
 pub fn selected_kernel() -> &'static str {
     KERNEL.get_or_init(select_kernel).0
 }

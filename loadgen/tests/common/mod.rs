@@ -85,15 +85,20 @@ pub struct Ringws {
 
 impl Ringws {
     pub fn start(extra_args: &[&str]) -> Ringws {
-        let binary: PathBuf = [
-            env!("CARGO_MANIFEST_DIR"),
-            "..",
-            "target",
-            "debug",
-            "ringws",
-        ]
-        .iter()
-        .collect();
+        // `RINGWS_BIN` if set, else `ringws` in the workspace's target directory (`CARGO_TARGET_DIR` if set).
+        let binary: PathBuf = match std::env::var_os("RINGWS_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        [env!("CARGO_MANIFEST_DIR"), "..", "target"]
+                            .iter()
+                            .collect()
+                    });
+                target.join("debug").join("ringws")
+            }
+        };
         assert!(
             binary.exists(),
             "{} is missing: build the workspace first (cargo build --workspace)",
