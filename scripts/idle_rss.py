@@ -5,11 +5,11 @@ Starts `ringws serve --mode broadcast --workers 1` (release build), warms it up 
 opened, one broadcast to them, closed; three times, so the receive buffers and pools are touched once),
 reads VmRSS, opens N idle WebSocket connections (full handshake each), reads VmRSS again and prints the
 difference per connection. Then one connection sends a 100-byte message, every other connection reads the
-broadcast, and after a second VmRSS is read a third time: idle connections must own no buffers after
+broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own no buffers after
 activity either, so the per-connection figure after the broadcast should stay close to the idle one.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000]
+Usage: python3 scripts/idle_rss.py [N=10000]   (env RINGWS=path to another ringws binary)
 """
 import os
 import socket
@@ -19,7 +19,7 @@ import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "ringws")
+BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
 REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
@@ -86,7 +86,8 @@ def main():
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
         print(f"user-space bytes per idle connection: {per_conn:.0f}")
         broadcast_once(conns)
-        time.sleep(1.0)
+        # The worker cuts its pools back after about a second without output.
+        time.sleep(2.5)
         after_broadcast = rss_kib(server.pid)
         per_conn = (after_broadcast - before) * 1024 / N
         print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")

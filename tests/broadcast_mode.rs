@@ -267,3 +267,45 @@ fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
     }
     drop(slow);
 }
+
+/// Idle connections own no output buffers after activity either: after one broadcast to 3000 idle
+/// connections has drained, the worker's pools are cut back and their memory handed back, so the
+/// server's RSS returns close to its idle level (each drained queue with its iovec array would hold
+/// over 1 KiB, about 3.5 MiB for these connections).
+#[test]
+fn memory_is_released_after_a_broadcast_to_idle_connections() {
+    const N: usize = 3000;
+    let server = ServerProcess::start(&[
+        "--mode",
+        "broadcast",
+        "--workers",
+        "1",
+        "--idle-timeout",
+        "0",
+    ]);
+    let mut conns: Vec<_> = (0..N).map(|_| raw_websocket(server.addr)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(server.addr, "ringws_websockets_open") < N as u64 {
+        assert!(Instant::now() < deadline, "connections did not open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_idle = server_rss_kib(server.pid());
+    conns[0]
+        .write_all(&client_frame(true, 0, 0x2, &[7u8; 100], true))
+        .unwrap();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let (_, opcode, data) =
+            read_server_frame(c).unwrap_or_else(|| panic!("connection {i} got no broadcast"));
+        assert_eq!((opcode, data.len()), (0x2, 100));
+    }
+    // The pools are cut back after about a second without output.
+    std::thread::sleep(Duration::from_millis(2500));
+    let rss_after = server_rss_kib(server.pid());
+    println!("server RSS: {rss_idle} KiB idle, {rss_after} KiB after the broadcast");
+    let grown = rss_after.saturating_sub(rss_idle);
+    assert!(
+        grown < 1024,
+        "server RSS grew by {grown} KiB after one broadcast to {N} idle connections"
+    );
+}

@@ -234,6 +234,8 @@ pub struct BufferPool {
     queues: Vec<Box<SendQueue>>,
     /// Buffers and queues taken since the last [`BufferPool::shrink_if_quiet`].
     taken_since_check: usize,
+    /// Consecutive calls of [`BufferPool::shrink_if_quiet`] with nothing taken.
+    quiet_checks: u32,
     /// Items freed (over the caps) since memory was last handed back to the system.
     freed_since_trim: usize,
 }
@@ -264,13 +266,18 @@ impl BufferPool {
         (self.buffers.len(), self.queues.len())
     }
 
-    /// Called periodically (the worker's tick). If nothing was taken from the pool since the previous
-    /// call, cuts it back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was
-    /// freed since the last time this returned true that handing it back to the system is worth it.
-    pub fn shrink_if_quiet(&mut self) -> bool {
-        let quiet = self.taken_since_check == 0;
-        self.taken_since_check = 0;
-        if !quiet {
+    /// Called periodically (the worker's tick). Once nothing has been taken from the pool for
+    /// `quiet_checks` calls in a row (so periodic bursts do not free and reallocate every time), cuts it
+    /// back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was freed since
+    /// the last time this returned true that handing it back to the system is worth it.
+    pub fn shrink_if_quiet(&mut self, quiet_checks: u32) -> bool {
+        if self.taken_since_check > 0 {
+            self.taken_since_check = 0;
+            self.quiet_checks = 0;
+            return false;
+        }
+        self.quiet_checks = self.quiet_checks.saturating_add(1);
+        if self.quiet_checks < quiet_checks {
             return false;
         }
         if self.buffers.len() > POOL_QUIET_ITEMS {
@@ -377,13 +384,22 @@ mod tests {
         }
         assert_eq!(pool.pooled().1, 1000);
         // Items were taken since the last check: busy, keep everything.
-        assert!(!pool.shrink_if_quiet());
+        assert!(!pool.shrink_if_quiet(2));
         assert_eq!(pool.pooled().1, 1000);
-        // Nothing taken since: quiet, cut back, and worth a trim.
-        assert!(pool.shrink_if_quiet());
+        // Quiet once: not yet.
+        assert!(!pool.shrink_if_quiet(2));
+        assert_eq!(pool.pooled().1, 1000);
+        // Activity resets the count.
+        let q = pool.take_queue();
+        pool.give_queue(q);
+        assert!(!pool.shrink_if_quiet(2));
+        assert!(!pool.shrink_if_quiet(2));
+        assert_eq!(pool.pooled().1, 1000);
+        // Quiet twice in a row: cut back, and worth a trim.
+        assert!(pool.shrink_if_quiet(2));
         assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
         // Nothing more freed: no second trim.
-        assert!(!pool.shrink_if_quiet());
+        assert!(!pool.shrink_if_quiet(2));
         assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
     }
 

@@ -104,6 +104,8 @@ pub struct Core {
     idle_ticks: u32,
     ping_ticks: u32,
     close_ticks: u32,
+    /// Ticks without output activity (about one second) before the pools are cut back.
+    pool_quiet_ticks: u32,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
 }
@@ -178,6 +180,7 @@ pub(crate) fn run_worker<H: Handler>(
         idle_ticks: ticks(config.idle_timeout, tick),
         ping_ticks: ticks(config.ping_timeout, tick),
         close_ticks: ticks(config.close_timeout, tick),
+        pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
         shutting_down: false,
         shutdown_deadline: None,
         config,
@@ -345,7 +348,7 @@ impl<H: Handler> Worker<'_, H> {
             self.core.on_timer(entry);
         }
         self.core.timer_scratch = due;
-        if self.core.pool.shrink_if_quiet() {
+        if self.core.pool.shrink_if_quiet(self.core.pool_quiet_ticks) {
             crate::reactor::sys::release_free_memory();
         }
         self.core.arm_accept();
