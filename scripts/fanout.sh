@@ -18,7 +18,7 @@
 # The publish rate asks for DELIVERIES/s in total (default 4,000,000), i.e. DELIVERIES / subscribers
 # publishes per second, capped at MAX_RATE (default 100,000) publishes per second.
 #
-# Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="64 1024" DUR=s DELIVERIES=n MAX_RATE=n
+# Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="16 1024" DUR=s DELIVERIES=n MAX_RATE=n
 #                             SERVER=ringws|uws)
 # SERVER=uws runs the same load against benches/peers/uws/server.js (uWebSockets.js; `npm install` in that
 # folder first), which prints the same samples itself every 50 ms (its own /proc/self/stat, open
@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/release/ringws}
-SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"64 1024"}; DUR=${DUR:-4}
+SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"16 1024"}; DUR=${DUR:-4}
 DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-100000}; SERVER=${SERVER:-ringws}
 for size in $SIZES; do
   for subs in $SUBS; do

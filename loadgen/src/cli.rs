@@ -81,7 +81,7 @@ pub struct Options {
     #[arg(long, default_value_t = 2.0)]
     pub drain_timeout: f64,
 
-    /// Message payload size in bytes (broadcast: at least 41).
+    /// Message payload size in bytes (broadcast: at least 41 for text; binary from 16 with a compact stamp).
     #[arg(short = 's', long, default_value_t = 20)]
     pub size: usize,
 
@@ -202,10 +202,14 @@ impl Options {
         }
         match self.scenario {
             Scenario::Broadcast => {
-                if self.size < crate::payload::BROADCAST_HEADER {
+                let min_size = match self.kind {
+                    Kind::Text => crate::payload::BROADCAST_HEADER,
+                    Kind::Binary => crate::payload::COMPACT_BROADCAST_HEADER,
+                };
+                if self.size < min_size {
                     return Err(format!(
-                        "broadcast needs --size >= {}",
-                        crate::payload::BROADCAST_HEADER
+                        "broadcast needs --size >= {} for {:?} messages",
+                        min_size, self.kind
                     ));
                 }
                 if self.publishers == 0 {

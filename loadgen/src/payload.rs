@@ -7,12 +7,16 @@
 //!
 //! Broadcast payloads: `P`, 8 hex digits of the publisher id, 16 of its sequence number, 16 of the send
 //! time (`CLOCK_MONOTONIC` ns), then the filler. All ASCII, so text and binary messages carry the same bytes.
+//! Binary broadcast messages shorter than that (16 to 40 bytes) use the compact stamp instead: the publisher id
+//! (u32), the low 32 bits of its sequence number (u32) and the send time (u64), little endian, then the filler;
+//! the sequence number then wraps after 2^32 messages per publisher.
 //! Nothing here allocates per message: callers keep one scratch buffer per thread.
 
 use crate::wire::MessageKind;
 
 pub const ECHO_HEADER: usize = 24;
 pub const BROADCAST_HEADER: usize = 41;
+pub const COMPACT_BROADCAST_HEADER: usize = 16;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -77,6 +81,12 @@ impl Scratch {
 
     /// The broadcast payload for `(publisher, seq)` stamped with `sent_ns`.
     pub fn broadcast(&mut self, publisher: u32, seq: u64, sent_ns: u64) -> &[u8] {
+        if self.buf.len() < BROADCAST_HEADER {
+            self.buf[..4].copy_from_slice(&publisher.to_le_bytes());
+            self.buf[4..8].copy_from_slice(&(seq as u32).to_le_bytes());
+            self.buf[8..16].copy_from_slice(&sent_ns.to_le_bytes());
+            return &self.buf;
+        }
         self.buf[0] = b'P';
         put_hex(&mut self.buf[1..9], publisher as u64);
         put_hex(&mut self.buf[9..25], seq);
@@ -154,6 +164,9 @@ pub struct Stamp {
 
 /// Decodes and checks a broadcast payload of `size` bytes; `None` if any byte is wrong.
 pub fn parse_broadcast(payload: &[u8], size: usize) -> Option<Stamp> {
+    if size < BROADCAST_HEADER {
+        return parse_compact_broadcast(payload, size);
+    }
     if payload.len() != size || size < BROADCAST_HEADER || payload[0] != b'P' {
         return None;
     }
@@ -163,6 +176,24 @@ pub fn parse_broadcast(payload: &[u8], size: usize) -> Option<Stamp> {
         sent_ns: parse_hex(&payload[25..41])?,
     };
     filler_matches(&payload[BROADCAST_HEADER..], BROADCAST_HEADER).then_some(stamp)
+}
+
+/// The compact stamp of binary broadcast messages of 16 to 40 bytes.
+fn parse_compact_broadcast(payload: &[u8], size: usize) -> Option<Stamp> {
+    if payload.len() != size || size < COMPACT_BROADCAST_HEADER {
+        return None;
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(payload[at..at + 4].try_into().unwrap());
+    let stamp = Stamp {
+        publisher: u32_at(0),
+        seq: u32_at(4) as u64,
+        sent_ns: u64::from_le_bytes(payload[8..16].try_into().unwrap()),
+    };
+    filler_matches(
+        &payload[COMPACT_BROADCAST_HEADER..],
+        COMPACT_BROADCAST_HEADER,
+    )
+    .then_some(stamp)
 }
 
 #[cfg(test)]
@@ -231,5 +262,28 @@ mod tests {
         payload[50] = b'!';
         assert_eq!(parse_broadcast(&payload, 64), None);
         assert_eq!(parse_broadcast(&payload[..63], 64), None);
+    }
+
+    #[test]
+    fn compact_broadcast_round_trip() {
+        for size in [16usize, 17, 40] {
+            let mut scratch = Scratch::new(size);
+            let mut payload = scratch.broadcast(70_000, 5, 987_654_321_012).to_vec();
+            assert_eq!(payload.len(), size);
+            assert_eq!(
+                parse_broadcast(&payload, size),
+                Some(Stamp {
+                    publisher: 70_000,
+                    seq: 5,
+                    sent_ns: 987_654_321_012
+                })
+            );
+            assert_eq!(parse_broadcast(&payload[..size - 1], size), None);
+            if size > 16 {
+                payload[size - 1] = b'!';
+                assert_eq!(parse_broadcast(&payload, size), None);
+            }
+        }
+        assert_eq!(parse_broadcast(&[0u8; 15], 15), None);
     }
 }
