@@ -195,13 +195,13 @@ pub fn tungstenite_echo(tamper: Tamper) -> String {
 
 fn tamper_message(message: Message, tamper: Tamper, n: u64) -> Message {
     match tamper {
-        Tamper::FlipByteEvery(every) if n % every == 0 => {
+        Tamper::FlipByteEvery(every) if n.is_multiple_of(every) => {
             let mut bytes = message.into_data().to_vec();
             let last = bytes.len() - 1;
             bytes[last] ^= 0x01;
             Message::Binary(bytes.into())
         }
-        Tamper::WrongTypeEvery(every) if n % every == 0 => {
+        Tamper::WrongTypeEvery(every) if n.is_multiple_of(every) => {
             let bytes = message.into_data().to_vec();
             Message::Text(String::from_utf8(bytes).expect("ASCII payload").into())
         }

@@ -72,9 +72,9 @@ pub fn utf8_payload(len: usize, seed: &str) -> Vec<u8> {
 
 /// A human-readable byte count for descriptions.
 pub fn size_label(len: usize) -> String {
-    if len >= 1 << 20 && len % (1 << 20) == 0 {
+    if len >= 1 << 20 && len.is_multiple_of(1 << 20) {
         format!("{} MiB", len >> 20)
-    } else if len >= 1 << 10 && len % (1 << 10) == 0 {
+    } else if len >= 1 << 10 && len.is_multiple_of(1 << 10) {
         format!("{} KiB", len >> 10)
     } else {
         format!("{len} bytes")
