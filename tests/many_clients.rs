@@ -56,18 +56,16 @@ fn five_thousand_concurrent_clients_echo_correctly() {
 
 /// Raises this process's soft open-file limit to its hard limit; fails clearly if that is below `needed`.
 fn raise_open_file_limit(needed: u64) {
-    // SAFETY: getrlimit/setrlimit with a valid, writable rlimit struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        assert!(
-            lim.rlim_cur >= needed,
-            "this test needs {needed} open files; the hard limit is {}",
-            lim.rlim_max
-        );
+    let (soft, hard) = rlimit::Resource::NOFILE
+        .get()
+        .expect("getrlimit(RLIMIT_NOFILE)");
+    if soft < hard {
+        rlimit::Resource::NOFILE
+            .set(hard, hard)
+            .expect("setrlimit(RLIMIT_NOFILE)");
     }
+    assert!(
+        hard >= needed,
+        "this test needs {needed} open files; the hard limit is {hard}"
+    );
 }
