@@ -126,8 +126,9 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
         .collect();
     const M: usize = 4000;
     const SIZE: usize = 4096; // 16 MiB in total: far over what the slow clients' sockets and cap hold
-                              // Each fast client reports its progress; the writer never runs more than 32 messages (128 KiB)
-                              // ahead of the slowest of them, so their queues stay under the cap however loaded the machine is.
+
+    // Each fast client reports its progress; the writer never runs more than 32 messages (128 KiB)
+    // ahead of the slowest of them, so their queues stay under the cap however loaded the machine is.
     let progress: Vec<_> = (0..2)
         .map(|_| std::sync::Arc::new(AtomicUsize::new(0)))
         .collect();
