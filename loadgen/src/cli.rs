@@ -1,6 +1,7 @@
 //! Command-line options of `ringws-loadgen` (clap). Parsing and checking only: what each option means at
 //! run time is decided in `plan.rs` and `worker.rs`.
 
+use crate::engine::EngineKind;
 use clap::{Parser, ValueEnum};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -56,6 +57,11 @@ pub struct Options {
     /// Spread connections over N source addresses 127.0.0.2 .. 127.0.0.(N+1) (0: kernel's choice).
     #[arg(long, default_value_t = 0)]
     pub source_ips: u8,
+
+    /// I/O engine: io_uring (falls back to epoll, with one line on stderr, where io_uring cannot be set
+    /// up) or epoll.
+    #[arg(long, value_enum, default_value_t = EngineKind::Uring)]
+    pub engine: EngineKind,
 
     /// Reconnect dropped connections, with exponential backoff and jitter (counted in the report).
     #[arg(long)]

@@ -7,12 +7,14 @@
 
 mod cli;
 mod clock;
+mod engine;
 mod net;
 mod payload;
 mod plan;
 mod report;
 mod run;
 mod stats;
+mod uring;
 mod wire;
 mod worker;
 

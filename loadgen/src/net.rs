@@ -2,8 +2,8 @@
 //! connect (optionally from a chosen source address with `IP_BIND_ADDRESS_NO_PORT`), read, write, close,
 //! and an epoll set with nanosecond timeouts (`epoll_pwait2`).
 //!
-//! This module owns every `unsafe` block of the crate besides `clock.rs`; each states why it is sound. It
-//! never interprets the bytes it moves.
+//! This module owns every `unsafe` block of the crate besides `clock.rs` and `uring.rs` (io_uring); each
+//! states why it is sound. It never interprets the bytes it moves.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -48,15 +48,9 @@ fn set_int_option(
     .map(|_| ())
 }
 
-/// Starts a non-blocking TCP connect to `target` (IPv4 only) from `source` (port chosen at connect time).
-/// Returns the socket; completion is reported by epoll (writable) and `take_error`.
-pub fn start_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<RawFd> {
-    let SocketAddr::V4(target) = target else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "only IPv4 targets are supported",
-        ));
-    };
+/// A non-blocking TCP socket (IPv4) with `TCP_NODELAY`, bound to `source` (port chosen at connect time)
+/// when given: everything of a client connection but the connect itself.
+pub fn open_socket(source: Option<Ipv4Addr>) -> io::Result<RawFd> {
     // SAFETY: plain socket(2) call with constant arguments.
     let fd = check(unsafe {
         libc::socket(
@@ -80,21 +74,6 @@ pub fn start_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result
                 )
             })?;
         }
-        let remote = sockaddr_v4(target);
-        // SAFETY: `remote` is a valid sockaddr_in and its exact size is passed.
-        let ret = unsafe {
-            libc::connect(
-                fd,
-                &remote as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(err);
-            }
-        }
         Ok(())
     })();
     match result {
@@ -104,6 +83,40 @@ pub fn start_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result
             Err(err)
         }
     }
+}
+
+/// The target as a `sockaddr_in` (IPv4 only).
+pub fn target_sockaddr(target: SocketAddr) -> io::Result<libc::sockaddr_in> {
+    match target {
+        SocketAddr::V4(target) => Ok(sockaddr_v4(target)),
+        SocketAddr::V6(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only IPv4 targets are supported",
+        )),
+    }
+}
+
+/// Starts a non-blocking TCP connect to `target` (IPv4 only) from `source` (port chosen at connect time).
+/// Returns the socket; completion is reported by epoll (writable) and `take_error`.
+pub fn start_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<RawFd> {
+    let remote = target_sockaddr(target)?;
+    let fd = open_socket(source)?;
+    // SAFETY: `remote` is a valid sockaddr_in and its exact size is passed.
+    let ret = unsafe {
+        libc::connect(
+            fd,
+            &remote as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            close(fd);
+            return Err(err);
+        }
+    }
+    Ok(fd)
 }
 
 /// The pending error of a socket (`SO_ERROR`), used to learn how a non-blocking connect ended.
@@ -138,7 +151,7 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// `send(2)` of `buf` without SIGPIPE.
+/// `send(2)` of `buf` without SIGPIPE and without blocking (the socket may be a blocking one).
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
     let n = unsafe {
@@ -146,7 +159,7 @@ pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             fd,
             buf.as_ptr() as *const libc::c_void,
             buf.len(),
-            libc::MSG_NOSIGNAL,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {

@@ -5,6 +5,7 @@
 //! Workers read the phase once per loop iteration; nothing here is touched per message.
 
 use crate::cli::{Kind, Options, Scenario, Target};
+use crate::engine::EngineKind;
 use crate::stats::{self, SharedCounters};
 use crate::wire::{MessageKind, OpCode};
 use hdrhistogram::Histogram;
@@ -41,6 +42,8 @@ impl Phase {
 #[derive(Debug)]
 pub struct Plan {
     pub scenario: Scenario,
+    /// The I/O engine workers try first (io_uring falls back to epoll).
+    pub engine: EngineKind,
     pub target: Target,
     pub size: usize,
     pub opcode: OpCode,
@@ -103,6 +106,7 @@ impl Plan {
         };
         Plan {
             scenario: options.scenario,
+            engine: options.engine,
             topic,
             subscriber_path,
             target,
@@ -150,6 +154,8 @@ pub struct WorkerShared {
     pub done: AtomicBool,
     /// Latencies recorded since the coordinator last took them (handed over about once a second).
     pub histogram: Mutex<Histogram<u64>>,
+    /// The I/O engine the worker runs on, as it describes itself (set once when it starts).
+    pub engine: Mutex<String>,
 }
 
 impl Default for WorkerShared {
@@ -161,6 +167,7 @@ impl Default for WorkerShared {
             draining: AtomicBool::new(false),
             done: AtomicBool::new(false),
             histogram: Mutex::new(stats::new_histogram()),
+            engine: Mutex::new(String::new()),
         }
     }
 }

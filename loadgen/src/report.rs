@@ -42,6 +42,8 @@ pub struct Measurements {
     pub verify: Option<(u64, f64)>,
     pub cpu: (f64, f64),
     pub elapsed_secs: f64,
+    /// The I/O engine(s) the workers ran on.
+    pub engine: String,
 }
 
 #[derive(Serialize, Debug)]
@@ -108,6 +110,8 @@ pub struct Report {
     pub mode: String,
     pub procs: usize,
     pub threads_per_proc: usize,
+    /// The I/O engine the workers ran on ("io_uring ..." or "epoll").
+    pub engine: String,
     pub started_unix_s: f64,
     pub elapsed_s: f64,
     pub ramp: Ramp,
@@ -244,6 +248,7 @@ impl Report {
             },
             procs: options.procs,
             threads_per_proc: options.threads(),
+            engine: m.engine.clone(),
             started_unix_s: m
                 .started_wall
                 .duration_since(std::time::UNIX_EPOCH)
@@ -291,6 +296,7 @@ impl Report {
                 self.connections, self.procs, self.threads_per_proc
             ),
         )?;
+        row(out, "engine", self.engine.clone())?;
         row(
             out,
             "ramp",

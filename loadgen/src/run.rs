@@ -12,7 +12,7 @@ use crate::net;
 use crate::plan::{Phase, Plan, Shared};
 use crate::report::{Measurements, Report, TimelinePoint};
 use crate::stats::{self, Counter, Counters};
-use crate::worker::Worker;
+use crate::worker::run_worker;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
@@ -42,6 +42,18 @@ trait Fleet {
     fn complete_drain(&mut self);
     /// Waits for every worker to stop.
     fn join(&mut self);
+    /// The I/O engines the workers run on (distinct descriptions, joined).
+    fn engine(&mut self) -> String;
+}
+
+fn join_distinct(names: impl Iterator<Item = String>) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for name in names {
+        if !name.is_empty() && !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen.join("; ")
 }
 
 /// Worker threads of this process.
@@ -67,10 +79,10 @@ impl LocalFleet {
         for t in 0..threads {
             let gids: Vec<u64> = mine.iter().copied().skip(t).step_by(threads).collect();
             let seed = now_ns() ^ ((proc_index as u64) << 48) ^ ((t as u64) << 32);
-            let worker = Worker::new(plan.clone(), shared.clone(), t, gids, seed)?;
+            let (plan, shared) = (plan.clone(), shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("loadgen-worker-{t}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || run_worker(plan, shared, t, gids, seed))?;
             handles.push(handle);
         }
         Ok(LocalFleet { shared, handles })
@@ -138,6 +150,15 @@ impl Fleet for LocalFleet {
             let _ = handle.join();
         }
     }
+
+    fn engine(&mut self) -> String {
+        join_distinct(
+            self.shared
+                .workers
+                .iter()
+                .map(|w| w.engine.lock().map(|e| e.clone()).unwrap_or_default()),
+        )
+    }
 }
 
 /// One status line of a child process.
@@ -149,6 +170,8 @@ struct ChildStatus {
     #[serde(default)]
     draining: bool,
     done: bool,
+    #[serde(default)]
+    engine: String,
     /// Serialized histogram of the latencies since the previous line that carried one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     hist: Option<String>,
@@ -315,6 +338,14 @@ impl Fleet for ChildFleet {
             let _ = reader.join();
         }
     }
+
+    fn engine(&mut self) -> String {
+        join_distinct(
+            self.views
+                .iter()
+                .map(|v| v.lock().expect("child view").status.engine.clone()),
+        )
+    }
 }
 
 /// Runs as child `index` of a `--procs` run: local workers, phases from stdin, status on stdout.
@@ -375,6 +406,7 @@ pub fn run_child(options: &Options, plan: Arc<Plan>, index: usize) -> Result<(),
             draining,
             done,
             hist,
+            engine: fleet.engine(),
         };
         let line = serde_json::to_string(&status).expect("status json");
         let mut out = stdout.lock();
@@ -680,6 +712,7 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
             verify,
             cpu,
             elapsed_secs: t0.elapsed().as_secs_f64(),
+            engine: fleet.engine(),
         },
     ))
 }

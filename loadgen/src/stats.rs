@@ -69,6 +69,7 @@ counters! {
     Reset = "connection_reset", true;
     Eof = "connection_eof", true;
     IoError = "io_error", true;
+    RecvNoBuffers = "recv_no_buffers", false;
 }
 
 /// One worker's counters (hot path: plain integers).

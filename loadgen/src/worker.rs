@@ -1,18 +1,21 @@
-//! One worker thread: an epoll loop driving its share of the connections through connect, handshake,
-//! the scenario's traffic, and close.
+//! One worker thread: an event loop driving its share of the connections through connect, handshake,
+//! the scenario's traffic, and close, on an I/O engine (`engine.rs`: io_uring or epoll) it talks to in
+//! completions (connected, bytes received, send done, end of stream, error).
 //!
-//! Hot path (readable socket -> `MessageReader::feed` -> check -> queue next frame -> one `send` per
-//! connection per loop iteration): no allocation in steady state (each connection's output buffer and
-//! in-flight queue keep their capacity; one receive buffer per thread), no lock, no log line. Counters are
-//! plain integers published to the coordinator every few milliseconds; the latency histogram is handed over
-//! once a second. A message is counted as received only after every byte of it was checked.
+//! Hot path (bytes received -> `MessageReader::feed` -> check -> queue next frame -> one send per
+//! connection per loop iteration, all of a loop's sends submitted together): no allocation in steady state
+//! (each connection's output buffers and in-flight queue keep their capacity; receive buffers belong to the
+//! engine), no lock, no log line. Counters are plain integers published to the coordinator every few
+//! milliseconds; the latency histogram is handed over once a second. A message is counted as received only
+//! after every byte of it was checked. This module never makes a socket call itself.
 
 use crate::cli::Scenario;
 use crate::clock::now_ns;
-use crate::net::{self, Epoll, HANGUP, READABLE, WRITABLE};
+use crate::engine::{Chunk, Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
 use crate::payload::{self, Scratch};
 use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
+use crate::uring::UringEngine;
 use crate::wire::{
     self, ClientHandshake, Event, HandshakeFailure, MessageReader, OpCode, ReaderLimits, Rng, Role,
 };
@@ -20,17 +23,15 @@ use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The payload of the connect scenario's verification message.
 pub const VERIFY_PAYLOAD: &[u8] = b"ringws-loadgen verify";
 
-const RECEIVE_BUFFER: usize = 256 * 1024;
 const COUNTER_PUBLISH_NS: u64 = 5_000_000;
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
-/// Longest epoll wait, so that phase changes are seen within this time.
+/// Longest engine wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
 /// Broadcast drain: subscribers stop once nothing arrived for this long (unless the coordinator, which
 /// knows how many messages were published, says earlier that everything arrived).
@@ -41,6 +42,8 @@ const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
 const MAX_BACKLOG: usize = 4 << 20;
 const BACKLOG_RETRY_NS: u64 = 1_000_000;
+/// Longest wait at the end for the engine's cancelled operations to complete.
+const FINISH_TIMEOUT_NS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -115,19 +118,12 @@ struct Traffic {
     cycle_start_ns: u64,
 }
 
-impl Conn {
-    /// Bytes queued but not yet accepted by the socket.
-    fn backlog(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-}
-
 struct Conn {
     gid: u32,
-    fd: RawFd,
+    /// The engine's socket handle (`NO_SOCK` between attempts).
+    sock: u32,
     state: State,
     behaviour: Behaviour,
-    want_write: bool,
     dirty: bool,
     /// Counted in the ramp until it first opens or fails for good.
     in_ramp: bool,
@@ -135,8 +131,8 @@ struct Conn {
     attempts: u32,
     reader: MessageReader,
     handshake: Option<Box<ClientHandshake>>,
+    /// Frames gathered for the next send (the engine holds the one in flight).
     out: Vec<u8>,
-    out_pos: usize,
     traffic: Traffic,
 }
 
@@ -162,19 +158,17 @@ struct Ctx<'a> {
     last_delivery_ns: &'a mut u64,
 }
 
-pub struct Worker {
+pub struct Worker<E: Engine> {
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     index: usize,
-    epoll: Epoll,
+    io: E,
     conns: Vec<Conn>,
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     connect_queue: VecDeque<(u64, u32)>,
     pending_connects: usize,
     ramp_remaining: usize,
     active_cycles: usize,
-    rbuf: Vec<u8>,
-    ready: Vec<(u64, u32)>,
     dirty: Vec<u32>,
     scratch: Scratch,
     /// Pub/sub publish command being built (publishers with `--topic`).
@@ -216,24 +210,70 @@ fn io_error_counter(err: &io::Error) -> Counter {
     }
 }
 
-impl Worker {
+fn set_engine(shared: &Shared, index: usize, description: String) {
+    if let Ok(mut engine) = shared.workers[index].engine.lock() {
+        *engine = description;
+    }
+}
+
+/// Set once the io_uring fallback was announced (one line per process).
+static FALLBACK_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+/// Runs worker `index` for the connections with global ids `gids` on this thread, on the plan's engine
+/// (created here: an io_uring ring belongs to the thread that submits to it). When io_uring cannot be set
+/// up, the worker runs on epoll and one line on stderr says why.
+pub fn run_worker(plan: Arc<Plan>, shared: Arc<Shared>, index: usize, gids: Vec<u64>, seed: u64) {
+    let config = EngineConfig {
+        target: plan.target.addr,
+        connections: gids.len(),
+    };
+    if plan.engine == EngineKind::Uring {
+        match UringEngine::new(&config) {
+            Ok(io) => {
+                set_engine(&shared, index, io.describe());
+                return Worker::new(plan, shared, index, gids, seed, io).run();
+            }
+            Err(err) => {
+                if !FALLBACK_ANNOUNCED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("ringws-loadgen: io_uring unavailable ({err}); using epoll");
+                }
+            }
+        }
+    }
+    match EpollEngine::new(&config) {
+        Ok(io) => {
+            set_engine(&shared, index, "epoll".to_string());
+            Worker::new(plan, shared, index, gids, seed, io).run()
+        }
+        Err(err) => {
+            eprintln!("ringws-loadgen: worker {index}: no I/O engine: {err}");
+            let me = &shared.workers[index];
+            me.ramped.store(true, std::sync::atomic::Ordering::Release);
+            me.draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            me.done.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl<E: Engine> Worker<E> {
     /// A worker owning the connections with global ids `gids`.
-    pub fn new(
+    fn new(
         plan: Arc<Plan>,
         shared: Arc<Shared>,
         index: usize,
         gids: Vec<u64>,
         seed: u64,
-    ) -> io::Result<Worker> {
+        io: E,
+    ) -> Worker<E> {
         let ramp = !matches!(plan.scenario, Scenario::Churn);
         let conns: Vec<Conn> = gids
             .iter()
             .map(|&gid| Conn {
                 gid: gid as u32,
-                fd: -1,
+                sock: NO_SOCK,
                 state: State::Waiting,
                 behaviour: behaviour_of(&plan, gid),
-                want_write: false,
                 dirty: false,
                 in_ramp: ramp,
                 timer_due: 0,
@@ -241,20 +281,17 @@ impl Worker {
                 reader: MessageReader::new(Role::Client),
                 handshake: None,
                 out: Vec::new(),
-                out_pos: 0,
                 traffic: Traffic::default(),
             })
             .collect();
         let ramp_remaining = if ramp { conns.len() } else { 0 };
-        Ok(Worker {
-            epoll: Epoll::new(1024)?,
+        Worker {
+            io,
             timers: BinaryHeap::new(),
             connect_queue: VecDeque::with_capacity(conns.len()),
             pending_connects: 0,
             ramp_remaining,
             active_cycles: 0,
-            rbuf: vec![0; RECEIVE_BUFFER],
-            ready: Vec::with_capacity(1024),
             dirty: Vec::with_capacity(conns.len()),
             scratch: Scratch::new(plan.size),
             command: Vec::new(),
@@ -272,7 +309,18 @@ impl Worker {
             plan,
             shared,
             index,
-        })
+        }
+    }
+
+    /// Bytes queued on connection `i` but not yet accepted by its socket.
+    fn backlog(&self, i: usize) -> usize {
+        let conn = &self.conns[i];
+        conn.out.len()
+            + if conn.sock == NO_SOCK {
+                0
+            } else {
+                self.io.unsent(conn.sock)
+            }
     }
 
     /// Runs until the coordinator's drain phase is over, then closes everything.
@@ -314,18 +362,16 @@ impl Worker {
                 last_handover = now;
             }
             let wait = self.next_wake(now).saturating_sub(now).min(MAX_WAIT_NS);
-            self.ready.clear();
-            match self.epoll.wait(Duration::from_nanos(wait)) {
-                Ok(events) => self.ready.extend(events),
-                Err(err) => {
-                    eprintln!("ringws-loadgen: worker {}: epoll_wait: {err}", self.index);
-                    break;
-                }
+            if let Err(err) = self.io.wait(wait) {
+                eprintln!(
+                    "ringws-loadgen: worker {}: waiting for I/O: {err}",
+                    self.index
+                );
+                break;
             }
             let now = now_ns();
-            for k in 0..self.ready.len() {
-                let (token, events) = self.ready[k];
-                self.on_event(token as usize, events, now);
+            while let Some(event) = self.io.next_event() {
+                self.on_io(event, now);
             }
         }
         self.finish();
@@ -345,6 +391,8 @@ impl Worker {
     }
 
     fn publish(&mut self) {
+        let no_buffers = self.io.take_no_buffer_count();
+        self.counters.add(Counter::RecvNoBuffers, no_buffers);
         self.shared.workers[self.index]
             .counters
             .publish(&self.counters);
@@ -471,23 +519,31 @@ impl Worker {
             self.counters.add(Counter::Lost, lost);
             self.conns[i].traffic.in_flight.clear();
             let conn = &mut self.conns[i];
-            if conn.fd >= 0 {
+            if conn.sock != NO_SOCK {
+                conn.out.clear();
                 if conn.state == State::Open {
                     // A polite close, best effort: nothing is waited for.
-                    conn.out.clear();
-                    conn.out_pos = 0;
                     wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                    let _ = net::write(conn.fd, &conn.out);
                     self.counters.dec(Counter::Open);
                 } else if matches!(conn.state, State::Connecting | State::Handshaking) {
                     self.pending_connects -= 1;
                 } else if conn.state == State::Closing {
                     self.counters.dec(Counter::Open);
                 }
-                net::close(conn.fd);
-                conn.fd = -1;
+                self.io.close(conn.sock, &conn.out);
+                conn.sock = NO_SOCK;
+                conn.out.clear();
             }
             conn.state = State::Dead;
+        }
+        // Every cancelled operation must complete before the engine's memory may go.
+        self.io.finish(FINISH_TIMEOUT_NS);
+        if self.io.sockets() > 0 {
+            eprintln!(
+                "ringws-loadgen: worker {}: {} sockets still had operations in flight at exit (kept open)",
+                self.index,
+                self.io.sockets()
+            );
         }
         self.hand_over_histogram();
         let me = &self.shared.workers[self.index];
@@ -564,19 +620,11 @@ impl Worker {
             self.conns[i].traffic.cycle_start_ns = now;
             self.active_cycles += 1;
         }
-        match net::start_connect(self.plan.target.addr, source) {
-            Ok(fd) => {
-                if let Err(err) = self.epoll.add(fd, i as u64, READABLE | WRITABLE | HANGUP) {
-                    net::close(fd);
-                    self.pending_connects += 1;
-                    self.conns[i].state = State::Connecting;
-                    self.connect_failed(i, connect_error_counter(&err), now);
-                    return;
-                }
+        match self.io.connect(i as u32, source) {
+            Ok(sock) => {
                 let conn = &mut self.conns[i];
-                conn.fd = fd;
+                conn.sock = sock;
                 conn.state = State::Connecting;
-                conn.want_write = true;
                 self.pending_connects += 1;
                 self.set_timer(i, now + self.plan.connect_timeout_ns);
             }
@@ -593,14 +641,12 @@ impl Worker {
         self.counters.inc(reason);
         self.pending_connects -= 1;
         let conn = &mut self.conns[i];
-        if conn.fd >= 0 {
-            net::close(conn.fd);
-            conn.fd = -1;
+        if conn.sock != NO_SOCK {
+            self.io.close(conn.sock, &[]);
+            conn.sock = NO_SOCK;
         }
         conn.handshake = None;
         conn.out.clear();
-        conn.out_pos = 0;
-        conn.want_write = false;
         conn.state = State::Waiting;
         conn.timer_due = 0;
         if conn.behaviour == Behaviour::Churn {
@@ -635,35 +681,51 @@ impl Worker {
         }
     }
 
-    // ----- socket events ------------------------------------------------------------------------------
+    // ----- I/O events ---------------------------------------------------------------------------------
 
-    fn on_event(&mut self, i: usize, events: u32, now: u64) {
-        if i >= self.conns.len() {
-            return;
-        }
-        match self.conns[i].state {
-            State::Connecting => match net::take_error(self.conns[i].fd) {
-                Ok(()) if events & (WRITABLE | READABLE) != 0 => self.on_connected(i, now),
-                Ok(()) => self.connect_failed(i, Counter::ConnectOther, now),
-                Err(err) => self.connect_failed(i, connect_error_counter(&err), now),
-            },
-            State::Handshaking | State::Open | State::Closing => {
-                if events & WRITABLE != 0 && self.conns[i].want_write {
-                    self.flush(i, now);
-                }
-                if events & (READABLE | HANGUP) != 0 {
-                    self.on_readable(i, now);
+    fn on_io(&mut self, event: IoEvent, now: u64) {
+        match event {
+            IoEvent::Connected(i) => {
+                let i = i as usize;
+                if self.conns[i].state == State::Connecting {
+                    self.on_connected(i);
                 }
             }
+            IoEvent::ConnectFailed(i, errno) => {
+                let i = i as usize;
+                if self.conns[i].state == State::Connecting {
+                    let err = io::Error::from_raw_os_error(errno);
+                    self.connect_failed(i, connect_error_counter(&err), now);
+                }
+            }
+            IoEvent::Data(i, chunk) => self.on_data(i as usize, chunk, now),
+            IoEvent::Sent { owner, bytes, idle } => {
+                let i = owner as usize;
+                self.counters.add(Counter::BytesSent, bytes as u64);
+                if idle && !self.conns[i].out.is_empty() {
+                    self.mark_dirty(i);
+                }
+            }
+            IoEvent::Eof(i) => self.on_failure(i as usize, Counter::Eof, now),
+            IoEvent::Failed(i, errno) => {
+                let reason = io_error_counter(&io::Error::from_raw_os_error(errno));
+                self.on_failure(i as usize, reason, now);
+            }
+        }
+    }
+
+    fn on_failure(&mut self, i: usize, reason: Counter, now: u64) {
+        match self.conns[i].state {
+            State::Connecting | State::Handshaking => self.connect_failed(i, reason, now),
+            State::Open | State::Closing => self.connection_lost(i, reason, now),
             State::Waiting | State::Dead => {}
         }
     }
 
-    fn on_connected(&mut self, i: usize, now: u64) {
+    fn on_connected(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         conn.state = State::Handshaking;
         conn.out.clear();
-        conn.out_pos = 0;
         let path = match conn.behaviour {
             Behaviour::Subscriber => &self.plan.subscriber_path,
             _ => &self.plan.target.path,
@@ -671,51 +733,30 @@ impl Worker {
         let handshake =
             wire::start_handshake(&mut conn.out, &self.plan.target.host, path, &mut self.rng);
         conn.handshake = Some(Box::new(handshake));
-        self.flush(i, now);
+        self.mark_dirty(i);
     }
 
-    fn on_readable(&mut self, i: usize, now: u64) {
-        loop {
-            let fd = self.conns[i].fd;
-            if fd < 0 {
-                return;
+    /// Bytes arrived on connection `i`; the engine's buffer is given back before this returns.
+    fn on_data(&mut self, i: usize, chunk: Chunk, now: u64) {
+        self.counters.add(Counter::BytesReceived, chunk.len as u64);
+        match self.conns[i].state {
+            State::Handshaking => {
+                let bytes = self.io.bytes(chunk);
+                if let Some(handshake) = self.conns[i].handshake.as_mut() {
+                    handshake.response.extend_from_slice(bytes);
+                }
+                self.io.recycle(chunk);
+                self.on_handshake_bytes(i, now);
             }
-            match net::read(fd, &mut self.rbuf) {
-                Ok(0) => {
-                    self.connection_lost(i, Counter::Eof, now);
-                    return;
-                }
-                Ok(n) => {
-                    self.counters.add(Counter::BytesReceived, n as u64);
-                    match self.conns[i].state {
-                        State::Handshaking => self.on_handshake_bytes(i, n, now),
-                        State::Open | State::Closing => self.on_frames(i, n, now),
-                        _ => return,
-                    }
-                    if n < self.rbuf.len() {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    let reason = io_error_counter(&err);
-                    if self.conns[i].state == State::Handshaking {
-                        self.connect_failed(i, reason, now);
-                    } else {
-                        self.connection_lost(i, reason, now);
-                    }
-                    return;
-                }
-            }
+            State::Open | State::Closing => self.on_frames(i, Some(chunk), &mut [], now),
+            _ => self.io.recycle(chunk),
         }
     }
 
-    fn on_handshake_bytes(&mut self, i: usize, n: usize, now: u64) {
+    fn on_handshake_bytes(&mut self, i: usize, now: u64) {
         let Some(handshake) = self.conns[i].handshake.as_mut() else {
             return;
         };
-        handshake.response.extend_from_slice(&self.rbuf[..n]);
         match handshake.check() {
             Ok(None) => {}
             Ok(Some(consumed)) => {
@@ -734,9 +775,6 @@ impl Worker {
                 conn.traffic.in_flight.clear();
                 conn.traffic.next_send_seq = 0;
                 conn.traffic.next_recv_seq = 0;
-                if !conn.want_write {
-                    let _ = self.epoll.modify(conn.fd, i as u64, READABLE | HANGUP);
-                }
                 self.leave_ramp(i);
                 // During the drain a churn cycle already under way still runs to its end.
                 let behaviour = self.conns[i].behaviour;
@@ -745,11 +783,8 @@ impl Worker {
                 {
                     self.start_traffic(i, now);
                 }
-                let leftover = handshake.response.len() - consumed;
-                if leftover > 0 {
-                    self.rbuf[..leftover].copy_from_slice(&handshake.response[consumed..]);
-                    handshake.response.clear();
-                    self.on_frames(i, leftover, now);
+                if handshake.response.len() > consumed {
+                    self.on_frames(i, None, &mut handshake.response[consumed..], now);
                 }
             }
             Err(HandshakeFailure::Status(503)) => {
@@ -764,12 +799,13 @@ impl Worker {
         }
     }
 
-    /// Feeds `self.rbuf[..n]` to the connection's reader and acts on what it decodes.
-    fn on_frames(&mut self, i: usize, n: usize, now: u64) {
+    /// Feeds the engine's `chunk` (or, without one, `extra`) to the connection's reader, gives the chunk
+    /// back, and acts on what was decoded.
+    fn on_frames(&mut self, i: usize, chunk: Option<Chunk>, extra: &mut [u8], now: u64) {
         let Worker {
+            io,
             plan,
             conns,
-            rbuf,
             counters,
             hist,
             scratch,
@@ -796,7 +832,11 @@ impl Worker {
         };
         let traffic = &mut conn.traffic;
         let out = &mut conn.out;
-        let result = conn.reader.feed(&mut rbuf[..n], limits, |event| {
+        let bytes = match chunk {
+            Some(chunk) => io.bytes(chunk),
+            None => extra,
+        };
+        let result = conn.reader.feed(bytes, limits, |event| {
             if after == After::PeerClosed {
                 return;
             }
@@ -816,13 +856,15 @@ impl Worker {
                 Event::Close { .. } => after = After::PeerClosed,
             }
         });
-        let wrote = !conn.out.is_empty();
+        if let Some(chunk) = chunk {
+            self.io.recycle(chunk);
+        }
+        let wrote = !self.conns[i].out.is_empty();
         if let Err(err) = result {
             let code = err.close_code();
             let conn = &mut self.conns[i];
             wire::encode_close(&mut conn.out, code.0, self.rng.mask_key());
-            let _ = net::write(conn.fd, &conn.out[conn.out_pos..]);
-            self.connection_lost(i, Counter::ProtocolViolation, now);
+            self.connection_lost_saying(i, Counter::ProtocolViolation, now);
             return;
         }
         match after {
@@ -845,8 +887,7 @@ impl Worker {
                     // Answer the close, then drop the connection (counted: the server ended it).
                     let conn = &mut self.conns[i];
                     wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                    let _ = net::write(conn.fd, &conn.out[conn.out_pos..]);
-                    self.connection_lost(i, Counter::ClosedByServer, now);
+                    self.connection_lost_saying(i, Counter::ClosedByServer, now);
                 }
             }
         }
@@ -926,7 +967,7 @@ impl Worker {
     /// output is full (the schedule keeps its intended times; they are sent, late, once the socket drains).
     fn next_schedule_check(&self, i: usize, now: u64) -> u64 {
         let due = self.conns[i].traffic.next_due_ns;
-        if self.conns[i].backlog() >= MAX_BACKLOG {
+        if self.backlog(i) >= MAX_BACKLOG {
             due.max(now + BACKLOG_RETRY_NS)
         } else {
             due
@@ -944,7 +985,7 @@ impl Worker {
                 };
                 while self.conns[i].traffic.next_due_ns <= now
                     && self.may_send_echo(i)
-                    && self.conns[i].backlog() < MAX_BACKLOG
+                    && self.backlog(i) < MAX_BACKLOG
                 {
                     let intended = self.conns[i].traffic.next_due_ns;
                     self.send_echo(i, intended);
@@ -959,9 +1000,7 @@ impl Worker {
             Behaviour::Publisher => {
                 let interval = self.plan.publish_interval_ns;
                 let publisher = self.conns[i].gid;
-                while self.conns[i].traffic.next_due_ns <= now
-                    && self.conns[i].backlog() < MAX_BACKLOG
-                {
+                while self.conns[i].traffic.next_due_ns <= now && self.backlog(i) < MAX_BACKLOG {
                     let conn = &mut self.conns[i];
                     let seq = conn.traffic.next_send_seq;
                     conn.traffic.next_send_seq += 1;
@@ -1031,57 +1070,36 @@ impl Worker {
         for k in 0..self.dirty.len() {
             let i = self.dirty[k] as usize;
             self.conns[i].dirty = false;
-            if !self.conns[i].want_write {
-                self.flush(i, now);
-            }
+            self.flush(i, now);
         }
         self.dirty.clear();
     }
 
-    /// Writes as much of the connection's output as the socket takes; waits for EPOLLOUT for the rest.
+    /// Hands the connection's gathered output to the engine, unless its previous send is unfinished (then
+    /// the engine's `Sent { idle: true }` brings the connection back here).
     fn flush(&mut self, i: usize, now: u64) {
         let conn = &mut self.conns[i];
-        if conn.fd < 0 {
+        if conn.sock == NO_SOCK || conn.out.is_empty() {
             return;
         }
-        while conn.out_pos < conn.out.len() {
-            match net::write(conn.fd, &conn.out[conn.out_pos..]) {
-                Ok(n) => {
-                    conn.out_pos += n;
-                    self.counters.add(Counter::BytesSent, n as u64);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    let reason = io_error_counter(&err);
-                    if conn.state == State::Handshaking {
-                        self.connect_failed(i, reason, now);
-                    } else {
-                        self.connection_lost(i, reason, now);
-                    }
-                    return;
-                }
+        match self.io.send(conn.sock, &mut conn.out) {
+            Ok(n) => self.counters.add(Counter::BytesSent, n as u64),
+            Err(err) => {
+                let reason = io_error_counter(&err);
+                self.on_failure(i, reason, now);
             }
-        }
-        let done = conn.out_pos == conn.out.len();
-        if done {
-            conn.out.clear();
-            conn.out_pos = 0;
-        }
-        if done == conn.want_write {
-            conn.want_write = !done;
-            let interest = if done {
-                READABLE | HANGUP
-            } else {
-                READABLE | WRITABLE | HANGUP
-            };
-            let _ = self.epoll.modify(conn.fd, i as u64, interest);
         }
     }
 
     /// An open connection ended without us asking: count why, count its unanswered messages as lost,
     /// and reconnect if asked to.
     fn connection_lost(&mut self, i: usize, reason: Counter, now: u64) {
+        self.conns[i].out.clear();
+        self.connection_lost_saying(i, reason, now);
+    }
+
+    /// `connection_lost`, sending what the connection's output holds (a close frame) first, best effort.
+    fn connection_lost_saying(&mut self, i: usize, reason: Counter, now: u64) {
         if matches!(self.conns[i].state, State::Connecting | State::Handshaking) {
             self.connect_failed(i, reason, now);
             return;
@@ -1117,21 +1135,21 @@ impl Worker {
             let start = self.conns[i].traffic.cycle_start_ns;
             stats::record(&mut self.hist, now - start);
         }
+        self.conns[i].out.clear();
         self.release(i);
         self.active_cycles -= 1;
         self.schedule_next_cycle(i, now);
     }
 
-    /// Closes the socket of an open (or closing) connection and resets its buffers.
+    /// Closes the socket of an open (or closing) connection, sending what its output holds first (best
+    /// effort), and resets its buffers.
     fn release(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        if conn.fd >= 0 {
-            net::close(conn.fd);
-            conn.fd = -1;
+        if conn.sock != NO_SOCK {
+            self.io.close(conn.sock, &conn.out);
+            conn.sock = NO_SOCK;
         }
         conn.out.clear();
-        conn.out_pos = 0;
-        conn.want_write = false;
         conn.timer_due = 0;
         conn.state = State::Waiting;
         self.counters.dec(Counter::Open);
