@@ -1,89 +1,122 @@
 //! `ringws-loadgen connect` opens and holds exactly the requested connections (also split over child
-//! processes and source addresses), pings them, and checks that one broadcast reaches every connection.
+//! processes and source addresses), pings them, and checks that one broadcast reaches every connection, on
+//! both I/O engines.
 
 mod common;
-use common::{loadgen, Ringws};
+use common::{loadgen_on, Ringws, ENGINES};
 
 #[test]
 fn connect_reaches_the_target_and_reports_it() {
     let server = Ringws::start(&["--workers", "2"]);
     let url = server.url();
-    let run = loadgen(&[
-        "connect",
-        "--url",
-        &url,
-        "-c",
-        "1000",
-        "--hold",
-        "0.5",
-        "--ping-interval",
-        "0.2",
-    ]);
-    assert!(run.success, "errors reported: {}", run.report["errors"]);
-    assert_eq!(run.u64_at("/connect/open_after_hold"), 1000);
-    assert_eq!(run.u64_at("/ramp/connected"), 1000);
-    assert_eq!(run.report["ramp"]["complete"], true);
-    assert!(run.counter("pings_sent") >= 1000);
-    assert_eq!(run.counter("pongs_received"), run.counter("pings_sent"));
+    for engine in ENGINES {
+        let run = loadgen_on(
+            engine,
+            &[
+                "connect",
+                "--url",
+                &url,
+                "-c",
+                "1000",
+                "--hold",
+                "0.5",
+                "--ping-interval",
+                "0.2",
+            ],
+        );
+        assert!(
+            run.success,
+            "{engine}: errors reported: {}",
+            run.report["errors"]
+        );
+        assert_eq!(run.u64_at("/connect/open_after_hold"), 1000);
+        assert_eq!(run.u64_at("/ramp/connected"), 1000);
+        assert_eq!(run.report["ramp"]["complete"], true);
+        assert!(run.counter("pings_sent") >= 1000);
+        assert_eq!(run.counter("pongs_received"), run.counter("pings_sent"));
+    }
 }
 
 #[test]
 fn child_processes_and_source_addresses_add_up() {
     let server = Ringws::start(&["--workers", "2"]);
     let url = server.url();
-    let run = loadgen(&[
-        "connect",
-        "--url",
-        &url,
-        "-c",
-        "600",
-        "--hold",
-        "0.3",
-        "--procs",
-        "3",
-        "--source-ips",
-        "3",
-    ]);
-    assert!(run.success, "errors reported: {}", run.report["errors"]);
-    assert_eq!(run.u64_at("/connect/open_after_hold"), 600);
-    assert_eq!(run.u64_at("/procs"), 3);
+    for engine in ENGINES {
+        let run = loadgen_on(
+            engine,
+            &[
+                "connect",
+                "--url",
+                &url,
+                "-c",
+                "600",
+                "--hold",
+                "0.3",
+                "--procs",
+                "3",
+                "--source-ips",
+                "3",
+            ],
+        );
+        assert!(
+            run.success,
+            "{engine}: errors reported: {}",
+            run.report["errors"]
+        );
+        assert_eq!(run.u64_at("/connect/open_after_hold"), 600);
+        assert_eq!(run.u64_at("/procs"), 3);
+    }
 }
 
 #[test]
 fn one_broadcast_reaches_every_connection() {
     let server = Ringws::start(&["--workers", "2", "--mode", "broadcast"]);
     let url = server.url();
-    let run = loadgen(&[
-        "connect",
-        "--url",
-        &url,
-        "-c",
-        "500",
-        "--hold",
-        "0.2",
-        "--verify-broadcast",
-    ]);
-    assert!(run.success, "errors reported: {}", run.report["errors"]);
-    assert_eq!(run.u64_at("/connect/verify_received"), 500);
-    assert_eq!(run.report["connect"]["verify_ok"], true);
+    for engine in ENGINES {
+        let run = loadgen_on(
+            engine,
+            &[
+                "connect",
+                "--url",
+                &url,
+                "-c",
+                "500",
+                "--hold",
+                "0.2",
+                "--verify-broadcast",
+            ],
+        );
+        assert!(
+            run.success,
+            "{engine}: errors reported: {}",
+            run.report["errors"]
+        );
+        assert_eq!(run.u64_at("/connect/verify_received"), 500);
+        assert_eq!(run.report["connect"]["verify_ok"], true);
+    }
 }
 
 #[test]
 fn an_echo_server_fails_the_broadcast_check() {
     let server = Ringws::start(&["--workers", "1"]);
     let url = server.url();
-    let run = loadgen(&[
-        "connect",
-        "--url",
-        &url,
-        "-c",
-        "20",
-        "--hold",
-        "0.1",
-        "--verify-broadcast",
-        "--drain-timeout",
-        "0.5",
-    ]);
-    assert_eq!(run.u64_at("/connect/verify_received"), 1);
-    assert_eq!(run.report["connect"]["verify_ok"], false);
+    for engine in ENGINES {
+        let run = loadgen_on(
+            engine,
+            &[
+                "connect",
+                "--url",
+                &url,
+                "-c",
+                "20",
+                "--hold",
+                "0.1",
+                "--verify-broadcast",
+                "--drain-timeout",
+                "0.5",
+            ],
+        );
+        assert_eq!(run.u64_at("/connect/verify_received"), 1);
+        assert_eq!(run.report["connect"]["verify_ok"], false);
+    }
 }

@@ -35,11 +35,88 @@ impl Run {
     }
 }
 
+/// The I/O engines every scenario test runs on.
+pub const ENGINES: [&str; 2] = ["uring", "epoll"];
+
 /// Runs `ringws-loadgen <args> --json - -q` (bounded by a 60 s timeout) and parses its report.
 pub fn loadgen(args: &[&str]) -> Run {
+    run_loadgen(args, &[], None).0
+}
+
+/// `loadgen` with `--engine engine`; checks that the run really used that engine (no silent fallback).
+pub fn loadgen_on(engine: &str, args: &[&str]) -> Run {
+    let run = run_loadgen(&with_engine(engine, args), &[], None).0;
+    check_engine(engine, &run);
+    run
+}
+
+fn with_engine<'a>(engine: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--engine", engine]);
+    all
+}
+
+fn check_engine(engine: &str, run: &Run) {
+    let used = run.report["engine"].as_str().unwrap_or_default();
+    let expected = if engine == "uring" {
+        "io_uring"
+    } else {
+        engine
+    };
+    assert!(
+        used.starts_with(expected),
+        "asked for {engine}, ran on {used:?}\n{}",
+        run.stderr
+    );
+}
+
+/// Resources of a running load generator process, sampled from /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub elapsed_s: f64,
+    pub fds: usize,
+    pub rss_kib: u64,
+}
+
+/// `loadgen_on`, also sampling the process's open descriptors and resident memory every `every`.
+pub fn loadgen_sampled(engine: &str, args: &[&str], every: Duration) -> (Run, Vec<Sample>) {
+    let (run, samples) = run_loadgen(&with_engine(engine, args), &[], Some(every));
+    check_engine(engine, &run);
+    (run, samples)
+}
+
+/// `loadgen` with extra environment variables.
+pub fn loadgen_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_loadgen(args, env, None).0
+}
+
+fn sample(pid: u32, started: std::time::Instant) -> Option<Sample> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Sample {
+        elapsed_s: started.elapsed().as_secs_f64(),
+        fds,
+        rss_kib,
+    })
+}
+
+fn run_loadgen(
+    args: &[&str],
+    env: &[(&str, &str)],
+    sample_every: Option<Duration>,
+) -> (Run, Vec<Sample>) {
+    let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringws-loadgen"))
         .args(args)
         .args(["--json", "-", "-q"])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -58,23 +135,36 @@ pub fn loadgen(args: &[&str]) -> Run {
         let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
         let _ = tx.send(text);
     });
-    let text = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(text) => text,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ringws-loadgen {args:?} did not finish within 60 s");
+    let mut samples = Vec::new();
+    let deadline = started + Duration::from_secs(60);
+    let poll = sample_every.unwrap_or(Duration::from_millis(100));
+    let text = loop {
+        match rx.recv_timeout(poll) {
+            Ok(text) => break text,
+            Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {
+                if sample_every.is_some() {
+                    samples.extend(sample(child.id(), started));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ringws-loadgen {args:?} did not finish within 60 s");
+            }
         }
     };
     let status = child.wait().expect("wait ringws-loadgen");
     let stderr = stderr_reader.join().unwrap_or_default();
     let report: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("report of {args:?} is not JSON ({e}): {text}\n{stderr}"));
-    Run {
-        success: status.success(),
-        report,
-        stderr,
-    }
+    (
+        Run {
+            success: status.success(),
+            report,
+            stderr,
+        },
+        samples,
+    )
 }
 
 /// The real server, started from `<workspace>/target/debug/ringws`; killed (by PID) on drop.
@@ -254,6 +344,53 @@ pub fn tungstenite_broadcast(drop_every: Option<u64>) -> String {
         }
     });
     format!("ws://{addr}/")
+}
+
+/// A tungstenite echo server that, on every connection, echoes `messages` messages, then sends a close
+/// frame and drops the connection. Returns its ws:// URL.
+pub fn closing_echo_server(messages: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                let mut echoed = 0;
+                while echoed < messages {
+                    match ws.read() {
+                        Ok(m @ (Message::Binary(_) | Message::Text(_))) => {
+                            if ws.send(m).is_err() {
+                                return;
+                            }
+                            echoed += 1;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => return,
+                    }
+                }
+                let _ = ws.close(None);
+                let _ = ws.flush();
+            });
+        }
+    });
+    format!("ws://{addr}/")
+}
+
+/// A listening socket that never accepts (backlog 0): past the first connection the kernel drops the
+/// SYNs, so connects hang until the client gives up. Keep the listener alive while testing.
+pub fn unaccepting_listener() -> (TcpListener, String) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let listener: TcpListener = socket.into();
+    let addr = listener.local_addr().expect("addr");
+    (listener, format!("ws://{addr}/"))
 }
 
 /// A server that completes the handshake and then never reads: the client's output backs up.
