@@ -175,6 +175,8 @@ struct Slot {
     state: State,
     /// Operations in flight naming `fd` (a multishot receive counts until its last completion).
     ops: u32,
+    /// A multishot receive is armed (never two: their bytes could interleave).
+    recv_armed: bool,
     send_in_flight: bool,
     sending: Vec<u8>,
     pos: usize,
@@ -311,6 +313,10 @@ impl UringEngine {
 
     fn arm_recv(&mut self, sock: u32) {
         let slot = &mut self.slots[sock as usize];
+        if slot.recv_armed {
+            return;
+        }
+        slot.recv_armed = true;
         slot.ops += 1;
         let entry = opcode::RecvMulti::new(Fd(slot.fd), BUFFER_GROUP)
             .build()
@@ -345,6 +351,7 @@ impl UringEngine {
         slot.sending.clear();
         slot.pos = 0;
         slot.send_in_flight = false;
+        slot.recv_armed = false;
         self.free.push(sock);
         self.sockets -= 1;
         self.closing -= 1;
@@ -367,6 +374,9 @@ impl UringEngine {
         }
         if op == OP_SEND {
             slot.send_in_flight = false;
+        }
+        if op == OP_RECV && !more {
+            slot.recv_armed = false;
         }
         match slot.state {
             State::Free | State::Closing => {
@@ -494,6 +504,7 @@ impl Engine for UringEngine {
                     owner: 0,
                     state: State::Free,
                     ops: 0,
+                    recv_armed: false,
                     send_in_flight: false,
                     sending: Vec::new(),
                     pos: 0,
