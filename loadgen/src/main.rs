@@ -1,6 +1,6 @@
 //! `ringws-loadgen`: a load generator for RFC 6455 WebSocket servers (echo closed/open loop, broadcast
-//! fanout, connection ramps, churn), thread per core on epoll, with child processes past the per-process
-//! open-file limit. It counts a message only once it was received and checked, byte for byte.
+//! fanout, connection ramps, churn), thread per core on io_uring (or epoll), with child processes past the
+//! per-process open-file limit. It counts a message only once it was received and checked, byte for byte.
 //!
 //! This file only wires the pieces: options -> plan -> coordinator (`run.rs`) -> report. It must never
 //! depend on the ringws server; the wire format comes from `ringws::protocol` (see `wire.rs`).

@@ -28,6 +28,12 @@ const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_CANCEL: u64 = 4;
 const BUFFER_GROUP: u16 = 0;
+/// Lateness allowed on timed wake-ups: the kernel's default timer slack for a normal task, which
+/// `epoll_pwait2` applies by itself (so both engines wake alike). A timer that is late by up to this much
+/// lets one wake-up serve several open-loop sends; they keep their intended send times, so the lateness
+/// shows in the measured latency. Without it the io_uring engine took 3x the timer interrupts of epoll at
+/// 20,000 open-loop messages/s, and more CPU per message.
+const TIMER_SLACK_NS: u64 = 50_000;
 /// Size of one provided receive buffer.
 pub const BUFFER_SIZE: usize = 16 * 1024;
 
@@ -469,6 +475,11 @@ impl UringEngine {
             }
         }
         self.rearm.clear();
+        let timeout_ns = if timeout_ns == 0 {
+            0
+        } else {
+            timeout_ns + TIMER_SLACK_NS
+        };
         let ts = Timespec::new()
             .sec(timeout_ns / 1_000_000_000)
             .nsec((timeout_ns % 1_000_000_000) as u32);

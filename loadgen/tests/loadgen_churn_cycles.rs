@@ -49,7 +49,7 @@ fn many_churn_cycles_leak_no_descriptors_or_memory() {
         );
         assert!(run.success, "{engine}: errors: {}", run.report["errors"]);
         let cycles = run.counter("churn_cycles");
-        assert!(cycles >= 1500, "{engine}: only {cycles} cycles");
+        assert!(cycles >= 1000, "{engine}: only {cycles} cycles");
         // Samples taken while cycles run (after the first second, before the last half second).
         let during: Vec<_> = samples
             .iter()

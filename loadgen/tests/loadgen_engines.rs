@@ -95,7 +95,7 @@ fn connects_that_hang_time_out_and_end_the_ramp() {
         assert_eq!(run.counter("connected"), 0, "{engine}");
         assert_eq!(run.u64_at("/ramp/connected"), 0, "{engine}");
         assert!(
-            started.elapsed().as_secs_f64() < 4.0,
+            started.elapsed().as_secs_f64() < 8.0,
             "{engine}: took {:?}",
             started.elapsed()
         );
