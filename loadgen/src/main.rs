@@ -32,11 +32,27 @@ fn main() {
     let target = cli::parse_url(&options.url).expect("validated url");
     let per_proc = options.total_connections().div_ceil(options.procs as u64);
     let limit = net::open_file_limit();
-    if per_proc + 64 > limit && options.child.is_none() {
+    // io_uring keeps sockets in each worker's fixed-file table (each up to the limit), epoll in the
+    // process's descriptor table.
+    let per_table = match options.engine {
+        engine::EngineKind::Uring => per_proc.div_ceil(options.threads() as u64),
+        engine::EngineKind::Epoll => per_proc,
+    };
+    if per_table + 64 > limit && options.child.is_none() {
+        let per_process_capacity = match options.engine {
+            engine::EngineKind::Uring => {
+                (limit.saturating_sub(64).max(1)) * options.threads() as u64
+            }
+            engine::EngineKind::Epoll => limit.saturating_sub(64).max(1),
+        };
         eprintln!(
-            "ringws-loadgen: {per_proc} connections per process exceed the open-file limit ({limit}); \
-             use --procs {}",
-            options.total_connections().div_ceil(limit.saturating_sub(64).max(1))
+            "ringws-loadgen: {per_proc} connections per process exceed what the open-file limit ({limit}) \
+             allows {}; use --procs {}",
+            match options.engine {
+                engine::EngineKind::Uring => "per worker thread's io_uring",
+                engine::EngineKind::Epoll => "per process with epoll",
+            },
+            options.total_connections().div_ceil(per_process_capacity)
         );
         std::process::exit(2);
     }

@@ -70,6 +70,10 @@ counters! {
     Eof = "connection_eof", true;
     IoError = "io_error", true;
     RecvNoBuffers = "recv_no_buffers", false;
+    // Most sockets a worker held at once (summed over workers): connections plus those still closing.
+    SocketsMax = "sockets_max", false;
+    // Sockets whose operations had not completed when the worker stopped (kept, never freed).
+    SocketsLeft = "sockets_left_at_exit", true;
 }
 
 /// One worker's counters (hot path: plain integers).

@@ -1,14 +1,16 @@
 //! The io_uring engine: one ring per worker thread (SINGLE_ISSUER | DEFER_TASKRUN when the kernel has
-//! them), `IORING_OP_CONNECT`, one multishot receive per connection into a provided buffer ring, at most one
-//! send in flight per connection, and one `io_uring_enter` per loop iteration (submit everything queued,
-//! wait for a completion or the next timer).
+//! them), sockets held as direct descriptors (the ring's fixed-file table, not the process's descriptor
+//! table: each worker's ring can hold as many as the open-file limit), `IORING_OP_CONNECT`, one multishot
+//! receive per connection into a provided buffer ring, at most one send in flight per connection, and one
+//! `io_uring_enter` per loop iteration (submit everything queued, wait for a completion or the next timer).
 //!
 //! Memory rules (all `unsafe` of the engine is here, each block says why it is sound):
 //! - A provided buffer is the worker's from the completion that names it until `recycle` publishes it
 //!   back; it is never published twice.
 //! - A send's bytes (`Slot::sending`) are not touched, moved or freed while the send is in flight.
-//! - A socket's descriptor is closed, and its slot reused, only once every operation that names it has
-//!   completed (`Slot::ops` is zero); closing first cancels them (`ASYNC_CANCEL` by descriptor).
+//! - A socket's slot (its fixed-file index) is reused only once every operation that names it has
+//!   completed (`Slot::ops` is zero, the ring's own close included); closing first cancels them
+//!   (`ASYNC_CANCEL` by descriptor).
 //! - The buffer memory and the sends' buffers are freed only after every operation has completed; if
 //!   some never do (a teardown timed out), they are leaked rather than freed under the kernel.
 //!
@@ -16,17 +18,19 @@
 
 use crate::engine::{Chunk, Engine, EngineConfig, IoEvent};
 use crate::net;
-use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, CancelBuilder, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 const OP_CONNECT: u64 = 1;
 const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_CANCEL: u64 = 4;
+const OP_CLOSE: u64 = 5;
+const OP_SHUTDOWN: u64 = 6;
+const OP_LAST_WORDS: u64 = 7;
 const BUFFER_GROUP: u16 = 0;
 /// Lateness allowed on timed wake-ups: the kernel's default timer slack for a normal task, which
 /// `epoll_pwait2` applies by itself (so both engines wake alike). A timer that is late by up to this much
@@ -175,11 +179,11 @@ enum State {
     Closing,
 }
 
+/// One socket; its index is its direct descriptor (fixed-file table index).
 struct Slot {
-    fd: RawFd,
     owner: u32,
     state: State,
-    /// Operations in flight naming `fd` (a multishot receive counts until its last completion).
+    /// Operations in flight naming this slot (a multishot receive counts until its last completion).
     ops: u32,
     /// A multishot receive is armed (never two: their bytes could interleave).
     recv_armed: bool,
@@ -214,6 +218,8 @@ pub struct UringEngine {
     sockets: usize,
     /// Slots closing (operations still in flight).
     closing: usize,
+    /// Size of the fixed-file table (most sockets at once).
+    table: u32,
     setup: RingSetup,
 }
 
@@ -254,6 +260,10 @@ impl UringEngine {
         let Some((ring, single_issuer, defer_taskrun)) = built else {
             return Err(last_err.unwrap_or_else(|| io::Error::other("io_uring setup failed")));
         };
+        // Direct descriptors: the connections, the slots still closing, and some slack; the kernel caps
+        // a table at the open-file limit.
+        let table = (config.connections as u64 * 2 + 64).min(net::open_file_limit()) as u32;
+        ring.submitter().register_files_sparse(table)?;
         let buffers = smaller_pow2(config.connections * 2, 256, 4096) as u16;
         let bufs = BufRing::new(&ring, buffers)?;
         let setup = RingSetup {
@@ -275,6 +285,7 @@ impl UringEngine {
             no_buffers: 0,
             sockets: 0,
             closing: 0,
+            table,
             setup,
         })
     }
@@ -292,10 +303,11 @@ impl UringEngine {
             flags.push("COOP_TASKRUN");
         }
         format!(
-            "io_uring ({}, sq {}, cq {}, {} x {} KiB receive buffers)",
+            "io_uring ({}, sq {}, cq {}, {} direct descriptors, {} x {} KiB receive buffers)",
             flags.join(" | "),
             s.sq_entries,
             s.cq_entries,
+            self.table,
             s.buffers,
             BUFFER_SIZE / 1024
         )
@@ -317,6 +329,14 @@ impl UringEngine {
         }
     }
 
+    /// Queues an operation on `sock` that references no memory of ours, counting it in the slot's
+    /// operations.
+    fn push_simple(&mut self, entry: squeue::Entry, op: u64, sock: u32) {
+        self.slots[sock as usize].ops += 1;
+        // SAFETY: callers pass only entries that reference no user memory (cancel, close, shutdown).
+        unsafe { self.push(entry.user_data(user_data(op, sock))) }
+    }
+
     fn arm_recv(&mut self, sock: u32) {
         let slot = &mut self.slots[sock as usize];
         if slot.recv_armed {
@@ -324,7 +344,7 @@ impl UringEngine {
         }
         slot.recv_armed = true;
         slot.ops += 1;
-        let entry = opcode::RecvMulti::new(Fd(slot.fd), BUFFER_GROUP)
+        let entry = opcode::RecvMulti::new(Fixed(sock), BUFFER_GROUP)
             .build()
             .user_data(user_data(OP_RECV, sock));
         // SAFETY: the receive writes only into provided buffers, which stay mapped while any operation
@@ -338,7 +358,7 @@ impl UringEngine {
         slot.ops += 1;
         slot.send_in_flight = true;
         let rest = &slot.sending[slot.pos..];
-        let entry = opcode::Send::new(Fd(slot.fd), rest.as_ptr(), rest.len() as u32)
+        let entry = opcode::Send::new(Fixed(sock), rest.as_ptr(), rest.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data(OP_SEND, sock));
@@ -351,8 +371,6 @@ impl UringEngine {
     fn release_slot(&mut self, sock: u32) {
         let slot = &mut self.slots[sock as usize];
         debug_assert_eq!(slot.ops, 0);
-        net::close(slot.fd);
-        slot.fd = -1;
         slot.state = State::Free;
         slot.sending.clear();
         slot.pos = 0;
@@ -378,7 +396,7 @@ impl UringEngine {
         if !(op == OP_RECV && more) {
             slot.ops -= 1;
         }
-        if op == OP_SEND {
+        if op == OP_SEND || op == OP_LAST_WORDS {
             slot.send_in_flight = false;
         }
         if op == OP_RECV && !more {
@@ -389,12 +407,16 @@ impl UringEngine {
                 if let Some(id) = buf {
                     self.bufs.recycle(id);
                 }
-                if op == OP_CANCEL && res == -libc::EINVAL {
-                    // A kernel without cancel-by-descriptor: shutdown(2) ends the operations instead.
-                    // SAFETY: plain shutdown(2) on a descriptor this slot still owns.
-                    unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
-                }
-                if slot.state == State::Closing && slot.ops == 0 {
+                let closing = slot.state == State::Closing;
+                let ops = slot.ops;
+                if closing && op == OP_CANCEL && res == -libc::EINVAL {
+                    // A kernel without cancel-by-descriptor: a shutdown ends the operations instead.
+                    self.push_simple(
+                        opcode::Shutdown::new(Fixed(sock), libc::SHUT_RDWR).build(),
+                        OP_SHUTDOWN,
+                        sock,
+                    );
+                } else if closing && ops == 0 {
                     self.release_slot(sock);
                 }
                 None
@@ -506,12 +528,14 @@ impl UringEngine {
 
 impl Engine for UringEngine {
     fn connect(&mut self, owner: u32, source: Option<Ipv4Addr>) -> io::Result<u32> {
+        if self.free.is_empty() && self.slots.len() as u32 >= self.table {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
         let fd = net::open_socket(source)?;
         let sock = match self.free.pop() {
             Some(sock) => sock,
             None => {
                 self.slots.push(Slot {
-                    fd: -1,
                     owner: 0,
                     state: State::Free,
                     ops: 0,
@@ -523,14 +547,20 @@ impl Engine for UringEngine {
                 (self.slots.len() - 1) as u32
             }
         };
+        // The socket moves into the ring's table; the process's descriptor is closed at once.
+        let installed = self.ring.submitter().register_files_update(sock, &[fd]);
+        net::close(fd);
+        if let Err(err) = installed {
+            self.free.push(sock);
+            return Err(err);
+        }
         let slot = &mut self.slots[sock as usize];
-        slot.fd = fd;
         slot.owner = owner;
         slot.state = State::Connecting;
         slot.ops = 1;
         self.sockets += 1;
         let entry = opcode::Connect::new(
-            Fd(fd),
+            Fixed(sock),
             &*self.target as *const libc::sockaddr_in as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
@@ -567,23 +597,40 @@ impl Engine for UringEngine {
         if !matches!(slot.state, State::Connecting | State::Open) {
             return;
         }
-        if !last_words.is_empty() && slot.state == State::Open && !slot.send_in_flight {
-            // Best effort, never blocking; nothing else is being sent on this socket.
-            let _ = net::write(slot.fd, last_words);
-        }
+        let was_open = slot.state == State::Open;
+        let sending = slot.send_in_flight;
         slot.state = State::Closing;
         self.closing += 1;
-        if slot.ops == 0 {
-            self.release_slot(sock);
-            return;
+        // In submission order: cancel what is in flight, send the last words (best effort, only when
+        // nothing else is being sent), then close the direct descriptor. The slot is free once all of
+        // these completed.
+        if slot.ops > 0 {
+            self.push_simple(
+                opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(sock)).all()).build(),
+                OP_CANCEL,
+                sock,
+            );
         }
-        let fd = slot.fd;
-        slot.ops += 1;
-        let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+        if was_open && !sending && !last_words.is_empty() {
+            let slot = &mut self.slots[sock as usize];
+            slot.sending.clear();
+            slot.sending.extend_from_slice(last_words);
+            slot.pos = 0;
+            slot.ops += 1;
+            slot.send_in_flight = true;
+            let entry = opcode::Send::new(
+                Fixed(sock),
+                slot.sending.as_ptr(),
+                slot.sending.len() as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(user_data(OP_CANCEL, sock));
-        // SAFETY: a cancel references no user memory.
-        unsafe { self.push(entry) }
+            .user_data(user_data(OP_LAST_WORDS, sock));
+            // SAFETY: as in `push_send`: `sending` stays untouched until this send's completion, since
+            // the slot is reused only when its operation count is back to zero.
+            unsafe { self.push(entry) }
+        }
+        self.push_simple(opcode::Close::new(Fixed(sock)).build(), OP_CLOSE, sock);
     }
 
     fn wait(&mut self, timeout_ns: u64) -> io::Result<()> {
@@ -635,15 +682,9 @@ impl Drop for UringEngine {
     fn drop(&mut self) {
         if self.slots.iter().any(|s| s.ops > 0) {
             // Some operations never completed: the kernel may still use their memory after the ring is
-            // gone, so it is leaked instead of freed (and their descriptors stay open).
+            // gone, so it is leaked instead of freed. (Dropping the ring releases the sockets.)
             self.bufs.leak();
             std::mem::forget(std::mem::take(&mut self.slots));
-        } else {
-            for slot in &self.slots {
-                if slot.state != State::Free {
-                    net::close(slot.fd);
-                }
-            }
         }
     }
 }

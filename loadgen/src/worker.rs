@@ -538,13 +538,8 @@ impl<E: Engine> Worker<E> {
         }
         // Every cancelled operation must complete before the engine's memory may go.
         self.io.finish(FINISH_TIMEOUT_NS);
-        if self.io.sockets() > 0 {
-            eprintln!(
-                "ringws-loadgen: worker {}: {} sockets still had operations in flight at exit (kept open)",
-                self.index,
-                self.io.sockets()
-            );
-        }
+        let left = self.io.sockets() as u64;
+        self.counters.add(Counter::SocketsLeft, left);
         self.hand_over_histogram();
         let me = &self.shared.workers[self.index];
         me.counters.publish(&self.counters);
@@ -622,6 +617,13 @@ impl<E: Engine> Worker<E> {
         }
         match self.io.connect(i as u32, source) {
             Ok(sock) => {
+                let held = self.io.sockets() as u64;
+                if held > self.counters.get(Counter::SocketsMax) {
+                    self.counters.add(
+                        Counter::SocketsMax,
+                        held - self.counters.get(Counter::SocketsMax),
+                    );
+                }
                 let conn = &mut self.conns[i];
                 conn.sock = sock;
                 conn.state = State::Connecting;

@@ -50,6 +50,14 @@ fn many_churn_cycles_leak_no_descriptors_or_memory() {
         assert!(run.success, "{engine}: errors: {}", run.report["errors"]);
         let cycles = run.counter("churn_cycles");
         assert!(cycles >= 1000, "{engine}: only {cycles} cycles");
+        // Sockets held at once (io_uring's direct descriptors are not in /proc/PID/fd): the 20 slots
+        // plus those whose close is still completing.
+        let sockets = run.counter("sockets_max");
+        assert!(
+            (1..=40).contains(&sockets),
+            "{engine}: {sockets} sockets at once"
+        );
+        assert_eq!(run.counter("sockets_left_at_exit"), 0, "{engine}");
         // Samples taken while cycles run (after the first second, before the last half second).
         let during: Vec<_> = samples
             .iter()

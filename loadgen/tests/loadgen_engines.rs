@@ -1,9 +1,13 @@
 //! What the io_uring engine adds: `--engine` parses (and a bad value is a usage error), the fallback to
 //! epoll when io_uring cannot be set up (one stderr line, same exact counts), connect timeouts and
-//! refused connects, and a server that closes mid-stream (the drop counted, the connection reopened).
+//! refused connects, a server that closes mid-stream (the drop counted, the connection reopened), and
+//! io_uring's direct descriptors holding more connections than the process's open-file limit.
 
 mod common;
-use common::{closing_echo_server, loadgen_env, loadgen_on, unaccepting_listener, Ringws, ENGINES};
+use common::{
+    closing_echo_server, loadgen_env, loadgen_limited, loadgen_on, unaccepting_listener, Ringws,
+    ENGINES,
+};
 use std::process::Command;
 use std::time::Instant;
 
@@ -171,4 +175,45 @@ fn a_server_closing_mid_stream_is_counted_and_reconnected() {
         // A message the server read but did not answer before closing is lost, never mismatched.
         assert!(run.counter("lost_in_flight") <= closed, "{engine}");
     }
+}
+
+#[test]
+fn io_uring_holds_more_connections_than_the_open_file_limit() {
+    let server = Ringws::start(&["--workers", "1"]);
+    let url = server.url();
+    // Open-file limit 256 for the load generator: 300 connections fit with io_uring (150 per worker
+    // thread in each ring's direct-descriptor table), not with epoll (one descriptor each).
+    let args = [
+        "connect",
+        "--url",
+        &url,
+        "-c",
+        "300",
+        "--hold",
+        "0.3",
+        "--threads",
+        "2",
+    ];
+    let run = loadgen_limited("uring", 256, &args);
+    assert!(
+        run.success,
+        "errors: {}\n{}",
+        run.report["errors"], run.stderr
+    );
+    assert_eq!(run.u64_at("/connect/open_after_hold"), 300);
+    assert_eq!(run.counter("fd_limit"), 0);
+    let mut all = args.to_vec();
+    all.extend(["--engine", "epoll", "--json", "-"]);
+    let epoll = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_ringws-loadgen"))
+        .args(&all)
+        .output()
+        .expect("run prlimit (util-linux)");
+    assert_eq!(
+        epoll.status.code(),
+        Some(2),
+        "epoll must refuse 300 connections"
+    );
+    assert!(String::from_utf8_lossy(&epoll.stderr).contains("--procs 2"));
 }

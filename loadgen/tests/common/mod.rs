@@ -43,6 +43,20 @@ pub fn loadgen(args: &[&str]) -> Run {
     run_loadgen(args, &[], None).0
 }
 
+/// `loadgen_on`, run under an open-file limit of `nofile` (soft and hard, with util-linux `prlimit`).
+pub fn loadgen_limited(engine: &str, nofile: u32, args: &[&str]) -> Run {
+    let limit = format!("--nofile={nofile}:{nofile}");
+    let mut all = vec![
+        "--prlimit-wrapper",
+        &limit[..],
+        env!("CARGO_BIN_EXE_ringws-loadgen"),
+    ];
+    all.extend(with_engine(engine, args));
+    let run = run_loadgen(&all, &[], None).0;
+    check_engine(engine, &run);
+    run
+}
+
 /// `loadgen` with `--engine engine`; checks that the run really used that engine (no silent fallback).
 pub fn loadgen_on(engine: &str, args: &[&str]) -> Run {
     let run = run_loadgen(&with_engine(engine, args), &[], None).0;
@@ -113,8 +127,17 @@ fn run_loadgen(
     sample_every: Option<Duration>,
 ) -> (Run, Vec<Sample>) {
     let started = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringws-loadgen"))
-        .args(args)
+    // `--prlimit-wrapper LIMIT EXE` (test-only marker): run EXE under `prlimit LIMIT`.
+    let (program, args): (&str, Vec<&str>) = match args {
+        ["--prlimit-wrapper", limit, exe, rest @ ..] => {
+            let mut all = vec![*limit, "--", *exe];
+            all.extend_from_slice(rest);
+            ("prlimit", all)
+        }
+        _ => (env!("CARGO_BIN_EXE_ringws-loadgen"), args.to_vec()),
+    };
+    let mut child = Command::new(program)
+        .args(&args)
         .args(["--json", "-", "-q"])
         .envs(env.iter().copied())
         .stdin(Stdio::null())
