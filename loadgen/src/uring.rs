@@ -10,7 +10,7 @@
 //! - A send's bytes (`Slot::sending`) are not touched, moved or freed while the send is in flight.
 //! - A socket's slot (its fixed-file index) is reused only once every operation that names it has
 //!   completed (`Slot::ops` is zero, the ring's own close included); closing first cancels them
-//!   (`ASYNC_CANCEL` by descriptor).
+//!   (`ASYNC_CANCEL` of each pending operation).
 //! - The buffer memory and the sends' buffers are freed only after every operation has completed; if
 //!   some never do (a teardown timed out), they are leaked rather than freed under the kernel.
 //!
@@ -410,7 +410,7 @@ impl UringEngine {
                 let closing = slot.state == State::Closing;
                 let ops = slot.ops;
                 if closing && op == OP_CANCEL && res == -libc::EINVAL {
-                    // A kernel without cancel-by-descriptor: a shutdown ends the operations instead.
+                    // A kernel that refuses the cancel: a shutdown ends the operations instead.
                     self.push_simple(
                         opcode::Shutdown::new(Fixed(sock), libc::SHUT_RDWR).build(),
                         OP_SHUTDOWN,
@@ -599,14 +599,31 @@ impl Engine for UringEngine {
         }
         let was_open = slot.state == State::Open;
         let sending = slot.send_in_flight;
+        let receiving = slot.recv_armed;
         slot.state = State::Closing;
         self.closing += 1;
         // In submission order: cancel what is in flight, send the last words (best effort, only when
         // nothing else is being sent), then close the direct descriptor. The slot is free once all of
-        // these completed.
-        if slot.ops > 0 {
+        // these completed. Cancels name the operation (user_data): the kernel finds it with a hash
+        // lookup, where a cancel by descriptor scans every pending request (quadratic when thousands of
+        // connections close together).
+        let mut pending = [0u64; 3];
+        let mut n = 0;
+        if !was_open {
+            pending[n] = user_data(OP_CONNECT, sock);
+            n += 1;
+        }
+        if receiving {
+            pending[n] = user_data(OP_RECV, sock);
+            n += 1;
+        }
+        if sending {
+            pending[n] = user_data(OP_SEND, sock);
+            n += 1;
+        }
+        for &target in &pending[..n] {
             self.push_simple(
-                opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(sock)).all()).build(),
+                opcode::AsyncCancel2::new(CancelBuilder::user_data(target)).build(),
                 OP_CANCEL,
                 sock,
             );
