@@ -264,7 +264,7 @@ impl UringEngine {
         // a table at the open-file limit.
         let table = (config.connections as u64 * 2 + 64).min(net::open_file_limit()) as u32;
         ring.submitter().register_files_sparse(table)?;
-        let buffers = smaller_pow2(config.connections * 2, 256, 4096) as u16;
+        let buffers = smaller_pow2(config.connections, 256, 1024) as u16;
         let bufs = BufRing::new(&ring, buffers)?;
         let setup = RingSetup {
             single_issuer,
