@@ -223,6 +223,11 @@ pub struct UringEngine {
     setup: RingSetup,
 }
 
+/// A size from the environment (tests only; unset in normal runs).
+fn knob(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn smaller_pow2(n: usize, lo: usize, hi: usize) -> usize {
     n.next_power_of_two().clamp(lo, hi)
 }
@@ -234,8 +239,13 @@ impl UringEngine {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         let target = Box::new(net::target_sockaddr(config.target)?);
-        let sq = smaller_pow2(config.connections * 2, 256, 4096) as u32;
-        let cq = smaller_pow2(config.connections * 4, 1024, 65536) as u32;
+        // Test knobs: tiny queues and few buffers make CQ overflow and ENOBUFS happen on purpose.
+        let sq = knob("RINGWS_LOADGEN_URING_SQ")
+            .unwrap_or_else(|| smaller_pow2(config.connections * 2, 256, 4096))
+            as u32;
+        let cq = knob("RINGWS_LOADGEN_URING_CQ")
+            .unwrap_or_else(|| smaller_pow2(config.connections * 4, 1024, 65536))
+            .max(sq as usize) as u32;
         let mut last_err = None;
         let mut built = None;
         for (single_issuer, defer_taskrun) in [(true, true), (true, false), (false, false)] {
@@ -264,7 +274,10 @@ impl UringEngine {
         // a table at the open-file limit.
         let table = (config.connections as u64 * 2 + 64).min(net::open_file_limit()) as u32;
         ring.submitter().register_files_sparse(table)?;
-        let buffers = smaller_pow2(config.connections, 256, 1024) as u16;
+        let buffers = knob("RINGWS_LOADGEN_URING_BUFFERS")
+            .unwrap_or_else(|| smaller_pow2(config.connections, 256, 1024))
+            .clamp(1, 32768)
+            .next_power_of_two() as u16;
         let bufs = BufRing::new(&ring, buffers)?;
         let setup = RingSetup {
             single_issuer,

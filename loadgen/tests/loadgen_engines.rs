@@ -217,3 +217,37 @@ fn io_uring_holds_more_connections_than_the_open_file_limit() {
     );
     assert!(String::from_utf8_lossy(&epoll.stderr).contains("--procs 2"));
 }
+
+#[test]
+fn io_uring_counts_exactly_with_buffers_and_queues_too_small() {
+    let server = Ringws::start(&["--workers", "1"]);
+    let url = server.url();
+    // 4 receive buffers and an 8-entry completion queue for 50 connections with 8 messages in flight
+    // each: receives stop for want of buffers (re-armed) and completions overflow the queue (kept by the
+    // kernel), and still every message is counted once and checked.
+    let run = loadgen_env(
+        &[
+            "echo", "--url", &url, "-c", "50", "-m", "200", "--depth", "8", "-d", "30", "--engine",
+            "uring",
+        ],
+        &[
+            ("RINGWS_LOADGEN_URING_BUFFERS", "4"),
+            ("RINGWS_LOADGEN_URING_SQ", "4"),
+            ("RINGWS_LOADGEN_URING_CQ", "8"),
+        ],
+    );
+    assert!(
+        run.success,
+        "errors: {}\n{}",
+        run.report["errors"], run.stderr
+    );
+    let engine = run.report["engine"].as_str().unwrap_or_default();
+    assert!(engine.contains("cq 8,"), "{engine}");
+    assert!(engine.contains(" 4 x 16 KiB"), "{engine}");
+    assert_eq!(run.u64_at("/sent"), 50 * 200);
+    assert_eq!(run.u64_at("/received"), 50 * 200);
+    assert!(
+        run.counter("recv_no_buffers") > 0,
+        "4 buffers for 50 connections never ran out"
+    );
+}
