@@ -29,8 +29,7 @@ const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_CANCEL: u64 = 4;
 const OP_CLOSE: u64 = 5;
-const OP_SHUTDOWN: u64 = 6;
-const OP_LAST_WORDS: u64 = 7;
+const OP_LAST_WORDS: u64 = 6;
 const BUFFER_GROUP: u16 = 0;
 /// Lateness allowed on timed wake-ups: the kernel's default timer slack for a normal task, which
 /// `epoll_pwait2` applies by itself (so both engines wake alike). A timer that is late by up to this much
@@ -248,7 +247,12 @@ impl UringEngine {
             .max(sq as usize) as u32;
         let mut last_err = None;
         let mut built = None;
-        for (single_issuer, defer_taskrun) in [(true, true), (true, false), (false, false)] {
+        // Flag by flag: SINGLE_ISSUER | DEFER_TASKRUN, then SINGLE_ISSUER | COOP_TASKRUN, then none.
+        for (single_issuer, defer_taskrun, coop_taskrun) in [
+            (true, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(cq);
             if single_issuer {
@@ -256,7 +260,8 @@ impl UringEngine {
             }
             if defer_taskrun {
                 builder.setup_defer_taskrun();
-            } else {
+            }
+            if coop_taskrun {
                 builder.setup_coop_taskrun();
             }
             match builder.build(sq) {
@@ -312,11 +317,11 @@ impl UringEngine {
         }
         if s.defer_taskrun {
             flags.push("DEFER_TASKRUN");
-        } else {
+        } else if s.single_issuer {
             flags.push("COOP_TASKRUN");
         }
         format!(
-            "io_uring ({}, sq {}, cq {}, {} direct descriptors, {} x {} KiB receive buffers)",
+            "io_uring ({}; sq {}, cq {}, {} direct descriptors, {} x {} KiB receive buffers)",
             flags.join(" | "),
             s.sq_entries,
             s.cq_entries,
@@ -346,7 +351,7 @@ impl UringEngine {
     /// operations.
     fn push_simple(&mut self, entry: squeue::Entry, op: u64, sock: u32) {
         self.slots[sock as usize].ops += 1;
-        // SAFETY: callers pass only entries that reference no user memory (cancel, close, shutdown).
+        // SAFETY: callers pass only entries that reference no user memory (cancel, close).
         unsafe { self.push(entry.user_data(user_data(op, sock))) }
     }
 
@@ -407,7 +412,8 @@ impl UringEngine {
             return None;
         };
         if !(op == OP_RECV && more) {
-            slot.ops -= 1;
+            debug_assert!(slot.ops > 0, "completion for a slot with no operation");
+            slot.ops = slot.ops.saturating_sub(1);
         }
         if op == OP_SEND || op == OP_LAST_WORDS {
             slot.send_in_flight = false;
@@ -420,16 +426,7 @@ impl UringEngine {
                 if let Some(id) = buf {
                     self.bufs.recycle(id);
                 }
-                let closing = slot.state == State::Closing;
-                let ops = slot.ops;
-                if closing && op == OP_CANCEL && res == -libc::EINVAL {
-                    // A kernel that refuses the cancel: a shutdown ends the operations instead.
-                    self.push_simple(
-                        opcode::Shutdown::new(Fixed(sock), libc::SHUT_RDWR).build(),
-                        OP_SHUTDOWN,
-                        sock,
-                    );
-                } else if closing && ops == 0 {
+                if slot.state == State::Closing && slot.ops == 0 {
                     self.release_slot(sock);
                 }
                 None
