@@ -187,10 +187,7 @@ impl TlsState {
         loop {
             let status = self.conn.process_tls_records(&mut buf[start..]);
             let mut discard = status.discard;
-            let state = match status.state {
-                Ok(state) => state,
-                Err(e) => return Err(e),
-            };
+            let state = status.state?;
             let done = match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
