@@ -6,11 +6,16 @@
 //! `handshakes`: C threads each connecting, upgrading (TLS handshake first with --ca), sending one message,
 //! reading its echo and dropping the connection, for DUR seconds; prints the connections completed.
 //! `cert`: writes a self-signed certificate for `localhost` and 127.0.0.1 (DIR/cert.pem, DIR/key.pem).
+//! `compare`: the whole comparison in one run: starts `BIN serve --workers 1 --no-pin` under
+//! `taskset -c 0` (if present) without and then with TLS, runs the echo load and then the handshake
+//! load against each, and prints the server's CPU time (utime + stime from /proc/PID/stat) per message
+//! and per connection. Run it under `taskset -c 1` so that the client does not share the server's CPU.
 //!
 //! Usage:
 //!   tls_bench echo ADDR [--ca CERT.pem] [-c 16] [-s 32] [--depth 4] [-d 5]
 //!   tls_bench handshakes ADDR [--ca CERT.pem] [-c 4] [-d 5]
 //!   tls_bench cert DIR
+//!   tls_bench compare BIN [-c 16] [-s 32] [--depth 4] [-d 5]
 //!
 //! Output: one line of `key=value` pairs. Loopback only; every loop is bounded by DUR.
 
@@ -155,6 +160,132 @@ fn run(options: Options, worker: fn(&Options, &AtomicBool, &AtomicU64)) -> (u64,
     )
 }
 
+/// Server CPU time so far, in clock ticks (utime + stime; 100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let after_comm = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state field (3).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn write_cert(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("create DIR");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("generate");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).expect("write key");
+}
+
+struct Spawned {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(bin: &str, extra: &[String]) -> Spawned {
+    use std::io::BufRead;
+    let taskset = std::path::Path::new("/usr/bin/taskset").exists();
+    let mut command = if taskset {
+        let mut c = std::process::Command::new("/usr/bin/taskset");
+        c.args(["-c", "0", bin]);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    command
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--no-pin",
+        ])
+        .args(["--idle-timeout", "0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("spawn the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("ringws listening on ")
+        .expect("listening line")
+        .parse()
+        .expect("address");
+    Spawned { child, addr }
+}
+
+fn compare(args: &[String]) {
+    let bin = args.first().expect("BIN").clone();
+    let dir = std::env::temp_dir().join(format!("ringws-tls-bench-{}", std::process::id()));
+    write_cert(&dir);
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    for (scheme, extra) in [
+        ("ws", vec![]),
+        (
+            "wss",
+            vec![
+                "--tls-cert".to_string(),
+                cert.clone(),
+                "--tls-key".to_string(),
+                key.clone(),
+            ],
+        ),
+    ] {
+        let server = spawn_server(&bin, &extra);
+        let pid = server.child.id();
+        let mut flags = vec![server.addr.to_string()];
+        if scheme == "wss" {
+            flags.extend(["--ca".to_string(), cert.clone()]);
+        }
+        flags.extend(args[1..].iter().cloned());
+        let options = parse(&flags);
+        let (size, c, depth) = (options.size, options.connections, options.depth);
+        let t0 = cpu_ticks(pid);
+        let (messages, secs) = run(options, echo_worker);
+        let t1 = cpu_ticks(pid);
+        println!(
+            "scheme={scheme} mode=echo size={size} c={c} depth={depth} messages={messages} secs={secs:.2} \
+             server_cpu_s={:.2} cpu_us_per_msg={:.2}",
+            (t1 - t0) as f64 / 100.0,
+            (t1 - t0) as f64 * 1e4 / messages.max(1) as f64
+        );
+        // Handshakes: 4 client threads, each connect + (TLS) + upgrade + one echo + drop.
+        let mut options = parse(&flags);
+        options.connections = 4;
+        let t0 = cpu_ticks(pid);
+        let (connections, secs) = run(options, handshake_worker);
+        let t1 = cpu_ticks(pid);
+        println!(
+            "scheme={scheme} mode=handshakes c=4 connections={connections} secs={secs:.2} rate={:.0}/s \
+             server_cpu_s={:.2} cpu_us_per_connection={:.1}",
+            connections as f64 / secs,
+            (t1 - t0) as f64 / 100.0,
+            (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -183,19 +314,12 @@ fn main() {
         }
         Some("cert") => {
             let dir = std::path::PathBuf::from(args.get(1).expect("DIR"));
-            std::fs::create_dir_all(&dir).expect("create DIR");
-            let certified = rcgen::generate_simple_self_signed(vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-            ])
-            .expect("generate");
-            std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
-            std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem())
-                .expect("write key");
+            write_cert(&dir);
             println!("{}", dir.join("cert.pem").display());
         }
+        Some("compare") => compare(&args[1..]),
         _ => {
-            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR");
+            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags]");
             std::process::exit(2);
         }
     }
