@@ -9,7 +9,8 @@
 //! `compare`: the whole comparison in one run: starts `BIN serve --workers 1 --no-pin` under
 //! `taskset -c 0` (if present) without and then with TLS, runs the echo load and then the handshake
 //! load against each, and prints the server's CPU time (utime + stime from /proc/PID/stat) per message
-//! and per connection. Run it under `taskset -c 1` so that the client does not share the server's CPU.
+//! and per connection; then the echo round trips of one established connection alone and while 4
+//! threads open connections (handshake starvation). Run it under `taskset -c 1` so that the client does not share the server's CPU.
 //!
 //! Usage:
 //!   tls_bench echo ADDR [--ca CERT.pem] [-c 16] [-s 32] [--depth 4] [-d 5]
@@ -106,6 +107,67 @@ fn handshake_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
         }
     }
     count.fetch_add(done, Ordering::Relaxed);
+}
+
+/// Round trips of one established connection (32-byte echo, one at a time) until `stop`; returns the
+/// sorted round-trip times.
+fn probe(options: &Options, stop: &AtomicBool) -> Vec<Duration> {
+    let mut ws = open(options).expect("connect probe");
+    let mut rtts = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        ws.send(Message::binary(vec![b'p'; 32]))
+            .expect("probe write");
+        ws.read().expect("probe read");
+        rtts.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rtts.sort();
+    rtts
+}
+
+fn summary(rtts: &[Duration]) -> String {
+    let at = |q: f64| rtts[((rtts.len() as f64 - 1.0) * q) as usize].as_micros();
+    if rtts.is_empty() {
+        return "rtts=0".to_string();
+    }
+    format!(
+        "rtts={} p50_us={} p99_us={} max_us={}",
+        rtts.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// An established connection's echo round trips alone, then while 4 threads open connections.
+fn probe_during_handshakes(flags: &[String], scheme: &str) {
+    let options = Arc::new(parse(flags));
+    for (phase, load) in [("idle", false), ("during-handshakes", true)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let prober = {
+            let (options, stop) = (options.clone(), stop.clone());
+            std::thread::spawn(move || probe(&options, &stop))
+        };
+        let count = Arc::new(AtomicU64::new(0));
+        let loaders: Vec<_> = (0..if load { 4 } else { 0 })
+            .map(|_| {
+                let (options, stop, count) = (options.clone(), stop.clone(), count.clone());
+                std::thread::spawn(move || handshake_worker(&options, &stop, &count))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        for t in loaders {
+            t.join().expect("loader");
+        }
+        let rtts = prober.join().expect("prober");
+        println!(
+            "scheme={scheme} mode=probe phase={phase} connections_opened={} {}",
+            count.load(Ordering::Relaxed),
+            summary(&rtts)
+        );
+    }
 }
 
 fn parse(args: &[String]) -> Options {
@@ -282,6 +344,7 @@ fn compare(args: &[String]) {
             (t1 - t0) as f64 / 100.0,
             (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
         );
+        probe_during_handshakes(&flags, scheme);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

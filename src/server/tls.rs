@@ -382,3 +382,20 @@ fn encrypt_into(
     });
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a TLS connection adds to a plain one before any heap the rustls state owns (the
+    /// measured total per idle connection is in docs/BENCHMARKS.md).
+    #[test]
+    fn tls_state_size() {
+        let size = std::mem::size_of::<TlsState>();
+        println!(
+            "size_of::<TlsState>() = {size}, UnbufferedServerConnection = {}",
+            std::mem::size_of::<UnbufferedServerConnection>()
+        );
+        assert!(size <= 2048, "{size}");
+    }
+}
