@@ -194,3 +194,42 @@ fn tls_slowloris_hits_the_handshake_timeout() {
         "{text}"
     );
 }
+
+#[test]
+fn capacity_503_is_delivered_over_tls() {
+    // One connection per worker: the next one is accepted into the table's reserve and answered 503,
+    // which over TLS means completing its handshake first.
+    let server = TlsServer::start(&["--workers", "1", "--max-connections-per-worker", "1"]);
+    let mut ws = server.ws("/");
+    still_serves(&mut ws, 0);
+    let mut refused = server.connect();
+    refused
+        .write_all(common::upgrade_request("/").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    match refused.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) => panic!("no close_notify after the 503: {e}"),
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    still_serves(&mut ws, 1);
+
+    // --max-connections: the upgrade itself is refused with 503 after the TLS handshake.
+    let server = TlsServer::start(&["--workers", "1", "--max-connections", "1"]);
+    let mut ws = server.ws("/");
+    let mut refused = server.connect();
+    refused
+        .write_all(common::upgrade_request("/").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    refused
+        .read_to_end(&mut answer)
+        .expect("close_notify after the 503");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    still_serves(&mut ws, 2);
+}

@@ -1163,9 +1163,16 @@ impl Core {
                 // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
                 // close_notify before our FIN.
                 let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
+                let doomed = conn.has(DOOMED);
                 let Some(tls) = conn.tls.as_mut() else {
                     continue;
                 };
+                if doomed && (!tls.handshake_done || tls.failed) {
+                    // Ending before its handshake completed: queued plaintext can never be sent.
+                    if let Some(queue) = conn.queue.as_mut() {
+                        queue.clear(&mut self.pool);
+                    }
+                }
                 if let Err(error) =
                     tls.encrypt_queued(conn.queue.as_deref_mut(), &mut self.pool, close)
                 {
