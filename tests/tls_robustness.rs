@@ -233,3 +233,46 @@ fn capacity_503_is_delivered_over_tls() {
     );
     still_serves(&mut ws, 2);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn bytes_after_close_notify_are_dropped_unread() {
+    let server = TlsServer::start(&["--workers", "1"]);
+    let mut ws = server.ws("/");
+    still_serves(&mut ws, 0);
+    let mut closing = server.ws("/");
+    still_serves(&mut closing, 1);
+    let before = rss_kib(server.server.pid());
+    // close_notify, then 16 MiB of record-shaped bytes the server must neither parse nor keep.
+    let stream = closing.get_mut();
+    stream.conn.send_close_notify();
+    stream.conn.write_tls(&mut stream.sock).unwrap();
+    let mut record = vec![0x17, 0x03, 0x03, 0x40, 0x00];
+    record.resize(5 + 0x4000, 0xab);
+    for _ in 0..1024 {
+        stream.sock.write_all(&record).unwrap();
+    }
+    // Let the server read it all (the echo of the other connection is ordered after it on one worker).
+    std::thread::sleep(Duration::from_millis(300));
+    still_serves(&mut ws, 2);
+    let grown = rss_kib(server.server.pid()).saturating_sub(before);
+    assert!(
+        grown < 4096,
+        "server RSS grew by {grown} KiB after close_notify"
+    );
+    let text = metrics(&server);
+    assert_eq!(
+        metric(&text, "ringws_tls_handshake_failures_total"),
+        0,
+        "{text}"
+    );
+}

@@ -106,6 +106,8 @@ pub struct TlsState {
     pub close_notify_sent: bool,
     /// A TLS error ended the connection: nothing more is processed or encrypted.
     pub failed: bool,
+    /// The peer sent close_notify: anything it sends after it is dropped unread.
+    pub peer_closed: bool,
 }
 
 impl TlsState {
@@ -117,6 +119,7 @@ impl TlsState {
             handshake_done: false,
             close_notify_sent: false,
             failed: false,
+            peer_closed: false,
         })
     }
 
@@ -144,6 +147,9 @@ impl TlsState {
         plain: &mut Vec<u8>,
     ) -> Result<RecvOutcome, rustls::Error> {
         let mut outcome = RecvOutcome::default();
+        if self.peer_closed {
+            return Ok(outcome);
+        }
         let result = if self.incoming.is_empty() {
             // The usual case: whole records inside this receive, processed in place.
             match self.process(input, pool, plain, &mut outcome) {
@@ -170,6 +176,10 @@ impl TlsState {
         };
         if result.is_err() {
             self.fail(pool);
+        } else if outcome.peer_closed {
+            // Nothing after close_notify is read, so nothing is kept for it either.
+            self.peer_closed = true;
+            self.incoming = Vec::new();
         }
         result
     }
