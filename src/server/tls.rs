@@ -96,7 +96,8 @@ pub struct RecvOutcome {
 /// The TLS state of one connection (boxed; plain connections hold `None`).
 pub struct TlsState {
     conn: UnbufferedServerConnection,
-    /// The start of a record that spans receives (empty, without capacity, between records).
+    /// The start of a record that spans receives (a pooled buffer; empty, without capacity, between
+    /// records).
     incoming: Vec<u8>,
     /// Ciphertext waiting to be sent (handshake records, encrypted frames, alerts); `None` while empty.
     pub out: Option<Box<SendQueue>>,
@@ -137,6 +138,14 @@ impl TlsState {
         self.incoming.capacity()
     }
 
+    /// Gives the buffers this connection holds back to the pool (at release).
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        recycle(pool, std::mem::take(&mut self.incoming));
+        if let Some(queue) = self.out.take() {
+            pool.give_queue(queue);
+        }
+    }
+
     /// Processes received ciphertext: appends the decrypted application data to `plain`, queues the
     /// handshake records to send. On error the connection is failed (an alert is queued if rustls has
     /// one) and must not be used further.
@@ -155,7 +164,11 @@ impl TlsState {
             match self.process(input, pool, plain, &mut outcome) {
                 Ok(consumed) => {
                     if consumed < input.len() {
-                        self.incoming.extend_from_slice(&input[consumed..]);
+                        // A pooled buffer: records spanning receives (large messages) allocate
+                        // nothing in steady state.
+                        let mut incoming = pool.take_buffer();
+                        incoming.extend_from_slice(&input[consumed..]);
+                        self.incoming = incoming;
                     }
                     Ok(outcome)
                 }
@@ -169,8 +182,10 @@ impl TlsState {
                 if consumed < incoming.len() {
                     incoming.drain(..consumed);
                     self.incoming = incoming;
+                } else {
+                    // Back to the pool: no buffer is kept between records.
+                    recycle(pool, incoming);
                 }
-                // Else dropped: no buffer is kept between records.
             }
             result.map(|_| outcome)
         };
@@ -179,7 +194,7 @@ impl TlsState {
         } else if outcome.peer_closed {
             // Nothing after close_notify is read, so nothing is kept for it either.
             self.peer_closed = true;
-            self.incoming = Vec::new();
+            recycle(pool, std::mem::take(&mut self.incoming));
         }
         result
     }
@@ -251,7 +266,7 @@ impl TlsState {
     /// Marks the connection failed and queues the alert rustls prepared for the error, if any.
     fn fail(&mut self, pool: &mut BufferPool) {
         self.failed = true;
-        self.incoming = Vec::new();
+        recycle(pool, std::mem::take(&mut self.incoming));
         for _ in 0..4 {
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
@@ -320,6 +335,13 @@ impl TlsState {
             }
         }
         Ok(())
+    }
+}
+
+/// Gives a buffer back to the pool unless it never allocated.
+fn recycle(pool: &mut BufferPool, buf: Vec<u8>) {
+    if buf.capacity() > 0 {
+        pool.give_buffer(buf);
     }
 }
 

@@ -1066,8 +1066,8 @@ impl Core {
         if let Some(queue) = conn.queue.take() {
             self.pool.give_queue(queue);
         }
-        if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
-            self.pool.give_queue(queue);
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.release_buffers(&mut self.pool);
         }
         self.metrics.connections_open.sub(1);
         self.arm_accept();
