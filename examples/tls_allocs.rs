@@ -6,6 +6,8 @@
 //! (`cargo build --release --example tls_bench --example tls_allocs`; then
 //! `target/release/examples/tls_allocs target/release/examples/tls_bench 32`)
 //!
+//! `RINGWS_DHAT_FILE=dhat.json` keeps dhat's profile (allocation sites) for `dh_view` or a script.
+//!
 //! Prints, per scheme, the messages echoed in the measured window (after a warm-up run), the heap
 //! blocks allocated meanwhile by the whole process, and their ratio. The window includes the client's
 //! 4 connections being opened and closed (handshakes allocate), so the ratio is an upper bound of the
@@ -40,9 +42,11 @@ fn main() {
     let key = dir.join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    // RINGWS_DHAT_FILE=path keeps dhat's profile (allocation sites, 12 frames deep) for inspection.
+    let keep = std::env::var_os("RINGWS_DHAT_FILE");
     let profiler = dhat::Profiler::builder()
-        .file_name(dir.join("dhat.json"))
-        .trim_backtraces(Some(1))
+        .file_name(keep.clone().map_or(dir.join("dhat.json"), Into::into))
+        .trim_backtraces(Some(if keep.is_some() { 12 } else { 1 }))
         .build();
     for tls in [false, true] {
         let config = ServerConfig {
