@@ -418,6 +418,166 @@ fn encrypt_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    fn server_config() -> (Arc<rustls::ServerConfig>, CertificateDer<'static>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "ringws-tls-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), certified.key_pair.serialize_pem()).unwrap();
+        let config = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (config, certified.cert.der().clone())
+    }
+
+    fn client(cert: &CertificateDer<'static>, tls12: bool) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap()
+    }
+
+    /// Moves the client's pending records to the server in receives of `chunk` bytes; returns the
+    /// plaintext the server got.
+    fn client_to_server(
+        client: &mut rustls::ClientConnection,
+        server: &mut TlsState,
+        pool: &mut BufferPool,
+        chunk: usize,
+    ) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut plain = Vec::new();
+        for piece in wire.chunks_mut(chunk) {
+            server.receive(piece, pool, &mut plain).unwrap();
+        }
+        plain
+    }
+
+    /// Moves the server's queued ciphertext to the client; returns the plaintext the client read.
+    fn server_to_client(
+        server: &mut TlsState,
+        client: &mut rustls::ClientConnection,
+        pool: &mut BufferPool,
+    ) -> Vec<u8> {
+        let mut wire = Vec::new();
+        if let Some(out) = server.out.as_mut() {
+            while let Some(bytes) = out.front() {
+                let n = bytes.len();
+                wire.extend_from_slice(bytes);
+                out.complete(n, pool);
+            }
+        }
+        let mut rd = &wire[..];
+        let mut plain = Vec::new();
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+            client.process_new_packets().unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match client.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+        }
+        plain
+    }
+
+    /// Handshake, data both ways and close_notify, with the client's bytes cut into receives of every
+    /// size class (one byte, a few bytes, mid-record, whole): the plaintext is the same.
+    #[test]
+    fn any_chunking_gives_the_same_plaintext() {
+        let (config, cert) = server_config();
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        for tls12 in [false, true] {
+            for chunk in [1usize, 3, 1000, 16_389, usize::MAX] {
+                let mut pool = BufferPool::default();
+                let mut server = TlsState::new(&config).unwrap();
+                let mut client = client(&cert, tls12);
+                client.set_buffer_limit(None);
+                for _ in 0..4 {
+                    assert!(client_to_server(&mut client, &mut server, &mut pool, chunk).is_empty());
+                    assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
+                    if !client.is_handshaking() && server.handshake_done {
+                        break;
+                    }
+                }
+                assert!(
+                    server.handshake_done && !client.is_handshaking(),
+                    "chunk {chunk}"
+                );
+                client.writer().write_all(&message).unwrap();
+                let got = client_to_server(&mut client, &mut server, &mut pool, chunk);
+                assert_eq!(got, message, "chunk {chunk}, tls12 {tls12}");
+                assert_eq!(
+                    server.buffered_capacity(),
+                    0,
+                    "no buffer kept between records"
+                );
+
+                // Server to client: a plaintext queue (owned and shared chunks), encrypted at flush.
+                let mut plain_queue = SendQueue::new();
+                plain_queue.push_owned(&mut pool, 10, |b| b.extend_from_slice(b"0123456789"));
+                plain_queue.push_shared(Arc::from(&message[..]));
+                let mut received = Vec::new();
+                while !plain_queue.is_empty() {
+                    server
+                        .encrypt_queued(Some(&mut plain_queue), &mut pool, false)
+                        .unwrap();
+                    assert!(server.queued_bytes() <= CIPHERTEXT_AHEAD + 2 * ENCRYPT_SLICE);
+                    received.extend(server_to_client(&mut server, &mut client, &mut pool));
+                }
+                server
+                    .encrypt_queued(Some(&mut plain_queue), &mut pool, true)
+                    .unwrap();
+                assert!(server.close_notify_sent);
+                received.extend(server_to_client(&mut server, &mut client, &mut pool));
+                // close_notify: the client's reader reports a clean end of stream.
+                assert_eq!(client.reader().read(&mut [0u8; 1]).unwrap(), 0);
+                assert_eq!(&received[..10], b"0123456789");
+                assert_eq!(&received[10..], &message[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_fails_with_an_alert() {
+        let (config, _) = server_config();
+        let mut pool = BufferPool::default();
+        let mut server = TlsState::new(&config).unwrap();
+        let mut plain = Vec::new();
+        let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        assert!(server.receive(&mut input, &mut pool, &mut plain).is_err());
+        assert!(server.failed);
+        assert!(plain.is_empty());
+        let alert = server
+            .out
+            .as_ref()
+            .and_then(|q| q.front())
+            .expect("an alert");
+        assert_eq!(alert[0], 0x15, "{alert:?}");
+    }
 
     /// What a TLS connection adds to a plain one before any heap the rustls state owns (the
     /// measured total per idle connection is in docs/BENCHMARKS.md).
