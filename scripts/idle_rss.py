@@ -9,15 +9,23 @@ broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own
 activity either, so the per-connection figure after the broadcast should stay close to the idle one.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000]   (env RINGWS=path to another ringws binary)
+Usage: python3 scripts/idle_rss.py [N=10000] [--tls]   (env RINGWS=path to another ringws binary)
+
+With --tls the server runs with a self-signed test certificate (scripts/interop/test_cert.py) and every
+connection is a wss:// one (TLS handshake, then the upgrade), so the figures include the TLS state.
 """
 import os
 import socket
 import subprocess
+import ssl
 import sys
+import tempfile
 import time
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+ARGS = [a for a in sys.argv[1:] if a != "--tls"]
+TLS = "--tls" in sys.argv[1:]
+N = int(ARGS[0]) if ARGS else 10000
+CONTEXT = None
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
 REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -34,6 +42,8 @@ def rss_kib(pid):
 
 def open_ws(port):
     s = socket.create_connection(("127.0.0.1", port))
+    if CONTEXT is not None:
+        s = CONTEXT.wrap_socket(s, server_hostname="localhost")
     s.sendall(REQUEST)
     head = b""
     while b"\r\n\r\n" not in head:
@@ -61,11 +71,19 @@ def broadcast_once(conns):
 
 
 def main():
+    global CONTEXT
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--bin", "ringws"], cwd=ROOT, check=True)
+    tls_args = []
+    if TLS:
+        sys.path.insert(0, os.path.join(ROOT, "scripts", "interop"))
+        from test_cert import make_cert
+        cert_path, key_path = make_cert(tempfile.mkdtemp(prefix="ringws-idle-tls-"))
+        CONTEXT = ssl.create_default_context(cafile=cert_path)
+        tls_args = ["--tls-cert", cert_path, "--tls-key", key_path]
     server = subprocess.Popen(
         [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
-         "--mode", "broadcast"],
+         "--mode", "broadcast"] + tls_args,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline().strip()
@@ -82,7 +100,7 @@ def main():
         time.sleep(1.0)
         after = rss_kib(server.pid)
         per_conn = (after - before) * 1024 / N
-        print(f"idle connections: {N}")
+        print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}")
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
         print(f"user-space bytes per idle connection: {per_conn:.0f}")
         broadcast_once(conns)

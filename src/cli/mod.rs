@@ -28,7 +28,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve WebSocket connections (and /healthz, /metrics, / over plain HTTP on the same port).
+    /// Serve WebSocket connections (and /healthz, /metrics, / over HTTP on the same port; with
+    /// --tls-cert/--tls-key, wss:// and https:// only).
     Serve(ServeArgs),
 }
 
@@ -128,6 +129,13 @@ pub struct ServeArgs {
     /// Receive buffers per worker (a power of two, at most 32768).
     #[arg(long, default_value_t = 256)]
     pub recv_buffers: u16,
+    /// PEM certificate chain (leaf first): the listener then speaks TLS only (wss://, https://). Needs
+    /// --tls-key.
+    #[arg(long, value_name = "CERT.pem", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of --tls-cert.
+    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Parses `1048576`, `64KiB`, `16MiB`, `1GiB` (also `k`/`KB`/`m`/`MB` as binary multiples).
@@ -203,6 +211,7 @@ impl ServeArgs {
             broadcast_include_sender: self.broadcast_include_sender,
             publish_token: self.publish_token.clone(),
             max_subscriptions: self.max_subscriptions,
+            tls: None,
         }
     }
 }
@@ -220,10 +229,19 @@ fn init_logging() {
 /// Runs `ringws serve` until SIGINT/SIGTERM and the graceful shutdown complete. Returns the exit code.
 pub fn serve(args: ServeArgs) -> i32 {
     init_logging();
-    let config = args.to_config();
+    let mut config = args.to_config();
     if !config.recv_buffers.is_power_of_two() {
         tracing::error!("--recv-buffers must be a power of two");
         return 2;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match crate::server::tls::load_server_config(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(message) => {
+                tracing::error!("{message}");
+                return 2;
+            }
+        }
     }
     // Block the termination signals before any worker thread exists, so only this thread takes them.
     if let Err(e) = sys::block_termination_signals() {
@@ -252,6 +270,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         address = %server.local_addr(),
         workers = c.workers,
         mode = ?mode,
+        scheme = if c.tls.is_some() { "wss" } else { "ws" },
         max_message_size = c.max_message_size,
         max_frame_size = c.max_frame_size,
         max_connections = c.max_connections,

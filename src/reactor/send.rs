@@ -93,6 +93,19 @@ impl SendQueue {
         self.in_flight > 0
     }
 
+    /// The unsent bytes of the head chunk (for a queue whose bytes are consumed by [`SendQueue::complete`]
+    /// without a send, e.g. plaintext to encrypt).
+    pub fn front(&self) -> Option<&[u8]> {
+        if self.queued_bytes == 0 {
+            return None;
+        }
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| &c.bytes()[if i == 0 { self.head_offset } else { 0 }..])
+            .find(|b| !b.is_empty())
+    }
+
     /// Appends bytes written by `write` to an owned buffer (the last one if it is not in flight and has
     /// room, else a pooled one). `size_hint` is how many bytes `write` will append.
     pub fn push_owned(

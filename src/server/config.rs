@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub publish_token: Option<String>,
     /// In pubsub mode, most topics one connection may subscribe to (default 64).
     pub max_subscriptions: usize,
+    /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
+    /// Build it with [`crate::server::tls::load_server_config`].
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             broadcast_include_sender: true,
             publish_token: None,
             max_subscriptions: 64,
+            tls: None,
         }
     }
 }

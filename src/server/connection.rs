@@ -8,6 +8,8 @@
 use crate::protocol::{MessageReader, Role};
 use crate::reactor::SendQueue;
 
+use super::tls::TlsState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum State {
@@ -62,6 +64,9 @@ pub struct Connection {
     pub queue: Option<Box<SendQueue>>,
     /// The start of an HTTP request that did not fit one receive (handshake only).
     pub pending: Option<Box<Vec<u8>>>,
+    /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
+    /// at flush time into the ciphertext queue inside it.
+    pub tls: Option<Box<TlsState>>,
     /// Index of the connection's direct descriptor in the ring's fixed-file table.
     pub fixed: u32,
     /// Incarnation of this slab slot, carried in every `user_data`.
@@ -82,6 +87,7 @@ impl Connection {
             reader: MessageReader::new(Role::Server),
             queue: None,
             pending: None,
+            tls: None,
             fixed,
             generation,
             since: now,
@@ -108,11 +114,16 @@ impl Connection {
     }
 
     pub fn send_in_flight(&self) -> bool {
-        self.queue.as_ref().is_some_and(|q| q.send_in_flight())
+        match &self.tls {
+            None => self.queue.as_ref().is_some_and(|q| q.send_in_flight()),
+            Some(tls) => tls.send_in_flight(),
+        }
     }
 
+    /// Bytes queued and not yet sent (for TLS: plaintext not yet encrypted plus ciphertext not yet sent).
     pub fn queued_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.queued_bytes())
+            + self.tls.as_ref().map_or(0, |t| t.queued_bytes())
     }
 }
 
@@ -120,8 +131,8 @@ impl Connection {
 mod tests {
     use super::*;
 
-    /// The documented bound (docs/ARCHITECTURE.md): a connection, with its reader, queue and pending
-    /// pointers, stays within 96 bytes (88 today); its slab entry adds the enum tag (one word).
+    /// The documented bound (docs/ARCHITECTURE.md): a connection, with its reader, queue, pending and TLS
+    /// pointers, stays within 96 bytes (96 today); its slab entry adds the enum tag (one word).
     #[test]
     fn connection_is_small() {
         let size = std::mem::size_of::<Connection>();

@@ -85,6 +85,10 @@ pub struct WorkerMetrics {
     pub handoffs: Counter,
     /// Shared frames queued to connections.
     pub deliveries: Counter,
+    /// TLS handshakes completed (`--tls-cert`).
+    pub tls_handshakes: Counter,
+    /// TLS connections ended by a TLS error (bad record, garbage, plain HTTP, handshake failure).
+    pub tls_failures: Counter,
 }
 
 impl WorkerMetrics {
@@ -121,7 +125,19 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 16] = [
+    let simple: [CounterSpec; 18] = [
+        (
+            "ringws_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed",
+            |m| &m.tls_handshakes,
+        ),
+        (
+            "ringws_tls_handshake_failures_total",
+            "counter",
+            "TLS connections ended by a TLS error (handshake failure, bad record, not TLS)",
+            |m| &m.tls_failures,
+        ),
         (
             "ringws_connections_open",
             "gauge",

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod timer;
+pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;

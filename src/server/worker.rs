@@ -108,6 +108,8 @@ pub struct Core {
     pool_quiet_ticks: u32,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
+    /// Plaintext decrypted from one TLS receive (reused; TLS connections only).
+    tls_plain: Vec<u8>,
 }
 
 fn ticks(duration: Duration, tick: Duration) -> u32 {
@@ -183,6 +185,7 @@ pub(crate) fn run_worker<H: Handler>(
         pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
         shutting_down: false,
         shutdown_deadline: None,
+        tls_plain: Vec::new(),
         config,
         shared,
     };
@@ -411,7 +414,9 @@ impl<H: Handler> Worker<'_, H> {
         let conn = &mut self.core.conns[key];
         conn.last_activity = now;
         conn.clear(AWAITING_PONG);
-        if conn.has(DISCARD_INPUT) || conn.has(DOOMED) {
+        if conn.tls.is_some() {
+            self.on_tls_input(key, buf.bytes_mut());
+        } else if conn.has(DISCARD_INPUT) || conn.has(DOOMED) {
             // Lingering after an answer or an error: drop what the peer still sends.
         } else if conn.state == State::Handshake {
             self.on_handshake_bytes(key, buf.bytes_mut());
@@ -420,6 +425,49 @@ impl<H: Handler> Worker<'_, H> {
         }
         self.core.bufs.recycle(buf);
         self.core.check_backpressure(key);
+    }
+
+    /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain
+    /// bytes take. After an HTTP answer or a protocol error the records are still processed (so that a
+    /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
+    fn on_tls_input(&mut self, key: usize, input: &mut [u8]) {
+        let conn = &mut self.core.conns[key];
+        if conn.has(DOOMED) {
+            return;
+        }
+        let Some(mut tls) = conn.tls.take() else {
+            return;
+        };
+        if tls.failed {
+            conn.tls = Some(tls);
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.core.tls_plain);
+        plain.clear();
+        let result = tls.receive(input, &mut self.core.pool, &mut plain);
+        self.core.conns[key].tls = Some(tls);
+        self.core.mark_dirty(key);
+        match result {
+            Err(error) => self.core.tls_failed(key, &error),
+            Ok(outcome) => {
+                if outcome.handshake_completed {
+                    self.core.metrics.tls_handshakes.inc();
+                }
+                let conn = &self.core.conns[key];
+                if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(DOOMED) {
+                    if conn.state == State::Handshake {
+                        self.on_handshake_bytes(key, &mut plain);
+                    } else {
+                        self.feed(key, &mut plain);
+                    }
+                }
+            }
+        }
+        plain.clear();
+        if plain.capacity() > 4 * crate::server::tls::CIPHERTEXT_AHEAD {
+            plain = Vec::new();
+        }
+        self.core.tls_plain = plain;
     }
 
     /// Feeds WebSocket bytes to the connection's reader and acts on its events.
@@ -783,6 +831,18 @@ impl Core {
         let now = self.wheel.now();
         let key = self.conns.insert(Connection::new(fixed, generation, now));
         self.arm_recv(key);
+        if let Some(tls_config) = &self.config.tls {
+            match super::tls::TlsState::new(tls_config) {
+                Ok(tls) => self.conns[key].tls = Some(Box::new(tls)),
+                Err(error) => {
+                    tracing::debug!(worker = self.index, "TLS setup failed: {error}");
+                    self.metrics.tls_failures.inc();
+                    self.doom(key, true);
+                    self.arm_accept();
+                    return;
+                }
+            }
+        }
         if self.shutting_down {
             self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             self.answer_http(key, http::write_503);
@@ -874,6 +934,35 @@ impl Core {
         self.send_close(key, code, error.reason());
         self.conns[key].set(DISCARD_INPUT);
         self.leave_open(key, Some(code));
+        self.shut_after_flush(key);
+    }
+
+    /// A TLS error (garbage, plain HTTP on the TLS port, bad record, failed handshake): the connection
+    /// ends after the alert rustls queued (if any) is sent; its plaintext queue is dropped (it can no
+    /// longer be encrypted). Other connections are not affected.
+    fn tls_failed(&mut self, key: usize, error: &rustls::Error) {
+        tracing::debug!(worker = self.index, "TLS error: {error}");
+        self.metrics.tls_failures.inc();
+        if self.conns[key].state == State::Open {
+            self.metrics.close_code(1006);
+            self.leave_open(key, Some(CloseCode::ABNORMAL));
+        }
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.failed = true;
+        }
+        if let Some(mut queue) = conn.queue.take() {
+            queue.clear(&mut self.pool);
+            self.pool.give_queue(queue);
+        }
+        conn.pending = None;
+        if conn.state != State::Closing {
+            conn.state = State::Closing;
+            conn.since = now;
+            self.schedule(key, now.wrapping_add(self.close_ticks));
+        }
+        self.conns[key].set(DISCARD_INPUT);
         self.shut_after_flush(key);
     }
 
@@ -977,6 +1066,9 @@ impl Core {
         if let Some(queue) = conn.queue.take() {
             self.pool.give_queue(queue);
         }
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.release_buffers(&mut self.pool);
+        }
         self.metrics.connections_open.sub(1);
         self.arm_accept();
     }
@@ -996,11 +1088,19 @@ impl Core {
     fn on_send(&mut self, key: usize, completion: Completion) {
         let conn = &mut self.conns[key];
         let sent = completion.result.max(0) as usize;
-        if let Some(queue) = conn.queue.as_mut() {
+        // What was sent: the ciphertext queue of a TLS connection, else the queue itself.
+        let sent_queue = match conn.tls.as_mut() {
+            Some(tls) => tls.out.as_mut(),
+            None => conn.queue.as_mut(),
+        };
+        if let Some(queue) = sent_queue {
             queue.complete(sent, &mut self.pool);
         }
         if completion.result < 0 {
             if let Some(queue) = conn.queue.as_mut() {
+                queue.clear(&mut self.pool);
+            }
+            if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
                 queue.clear(&mut self.pool);
             }
             self.lost(key);
@@ -1055,6 +1155,35 @@ impl Core {
                     if let Some(queue) = conn.queue.take() {
                         self.pool.give_queue(queue);
                     }
+                    if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
+                        self.pool.give_queue(queue);
+                    }
+                }
+            } else if conn.tls.is_some() {
+                // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
+                // close_notify before our FIN.
+                let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
+                let doomed = conn.has(DOOMED);
+                let Some(tls) = conn.tls.as_mut() else {
+                    continue;
+                };
+                if doomed && (!tls.handshake_done || tls.failed) {
+                    // Ending before its handshake completed: queued plaintext can never be sent.
+                    if let Some(queue) = conn.queue.as_mut() {
+                        queue.clear(&mut self.pool);
+                    }
+                }
+                if let Err(error) =
+                    tls.encrypt_queued(conn.queue.as_deref_mut(), &mut self.pool, close)
+                {
+                    // Sends the alert, if any, then FIN (the connection is closing).
+                    self.tls_failed(key, &error);
+                }
+                let conn = &mut self.conns[key];
+                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
+                    if !queue.send_in_flight() && !queue.is_empty() {
+                        self.ring.send_queue(fixed, queue, send_ud);
+                    }
                 }
             } else if let Some(queue) = conn.queue.as_mut() {
                 if !queue.send_in_flight() && !queue.is_empty() {
@@ -1065,6 +1194,9 @@ impl Core {
             let idle = !conn.send_in_flight() && conn.queued_bytes() == 0;
             if idle {
                 if let Some(queue) = conn.queue.take() {
+                    self.pool.give_queue(queue);
+                }
+                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
                     self.pool.give_queue(queue);
                 }
                 let conn = &mut self.conns[key];

@@ -1,0 +1,389 @@
+//! A small load client for comparing ws:// and wss:// on the same server build, and for TLS handshake
+//! rates; `scripts/tls_bench.sh` drives it and reads the server's CPU time from /proc.
+//!
+//! `echo`: C connections (one blocking thread each), each sending DEPTH messages of SIZE bytes and
+//! reading the DEPTH echoes, in a closed loop for DUR seconds; prints the messages echoed.
+//! `handshakes`: C threads each connecting, upgrading (TLS handshake first with --ca), sending one message,
+//! reading its echo and dropping the connection, for DUR seconds; prints the connections completed.
+//! `cert`: writes a self-signed certificate for `localhost` and 127.0.0.1 (DIR/cert.pem, DIR/key.pem).
+//! `compare`: the whole comparison in one run: starts `BIN serve --workers 1 --no-pin` under
+//! `taskset -c 0` (if present) without and then with TLS, runs the echo load and then the handshake
+//! load against each, and prints the server's CPU time (utime + stime from /proc/PID/stat) per message
+//! and per connection; then the echo round trips of one established connection alone and while 4
+//! threads open connections (handshake starvation). Run it under `taskset -c 1` so that the client does not share the server's CPU.
+//!
+//! Usage:
+//!   tls_bench echo ADDR [--ca CERT.pem] [-c 16] [-s 32] [--depth 4] [-d 5]
+//!   tls_bench handshakes ADDR [--ca CERT.pem] [-c 4] [-d 5]
+//!   tls_bench cert DIR
+//!   tls_bench compare BIN [-c 16] [-s 32] [--depth 4] [-d 5]
+//!
+//! Output: one line of `key=value` pairs. Loopback only; every loop is bounded by DUR.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tungstenite::Message;
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+struct Options {
+    addr: SocketAddr,
+    ca: Option<Arc<rustls::ClientConfig>>,
+    connections: usize,
+    size: usize,
+    depth: usize,
+    duration: Duration,
+}
+
+fn client_config(ca_path: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_path).expect("read --ca") {
+        roots.add(cert.expect("parse --ca")).expect("add --ca");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn open(options: &Options) -> std::io::Result<tungstenite::WebSocket<Box<dyn Stream>>> {
+    let tcp = TcpStream::connect(options.addr)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let stream: Box<dyn Stream> = match &options.ca {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = ServerName::try_from("localhost").expect("name");
+            let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+                .map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
+    let (ws, _) = tungstenite::client::client("ws://localhost/", stream)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(ws)
+}
+
+fn echo_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
+    let mut ws = open(options).expect("connect");
+    let payload = vec![b'x'; options.size];
+    let mut done = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..options.depth {
+            ws.write(Message::binary(payload.clone())).expect("write");
+        }
+        ws.flush().expect("flush");
+        for _ in 0..options.depth {
+            match ws.read().expect("read") {
+                Message::Binary(b) if b.len() == options.size => done += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    count.fetch_add(done, Ordering::Relaxed);
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
+
+fn handshake_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
+    let mut done = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut ws = open(options).expect("connect");
+        ws.send(Message::text("hi")).expect("write");
+        match ws.read().expect("read") {
+            Message::Text(t) if t.as_str() == "hi" => done += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    count.fetch_add(done, Ordering::Relaxed);
+}
+
+/// Round trips of one established connection (32-byte echo, one at a time) until `stop`; returns the
+/// sorted round-trip times.
+fn probe(options: &Options, stop: &AtomicBool) -> Vec<Duration> {
+    let mut ws = open(options).expect("connect probe");
+    let mut rtts = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        ws.send(Message::binary(vec![b'p'; 32]))
+            .expect("probe write");
+        ws.read().expect("probe read");
+        rtts.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rtts.sort();
+    rtts
+}
+
+fn summary(rtts: &[Duration]) -> String {
+    let at = |q: f64| rtts[((rtts.len() as f64 - 1.0) * q) as usize].as_micros();
+    if rtts.is_empty() {
+        return "rtts=0".to_string();
+    }
+    format!(
+        "rtts={} p50_us={} p99_us={} max_us={}",
+        rtts.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// An established connection's echo round trips alone, then while 4 threads open connections.
+fn probe_during_handshakes(flags: &[String], scheme: &str) {
+    let options = Arc::new(parse(flags));
+    for (phase, load) in [("idle", false), ("during-handshakes", true)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let prober = {
+            let (options, stop) = (options.clone(), stop.clone());
+            std::thread::spawn(move || probe(&options, &stop))
+        };
+        let count = Arc::new(AtomicU64::new(0));
+        let loaders: Vec<_> = (0..if load { 4 } else { 0 })
+            .map(|_| {
+                let (options, stop, count) = (options.clone(), stop.clone(), count.clone());
+                std::thread::spawn(move || handshake_worker(&options, &stop, &count))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        for t in loaders {
+            t.join().expect("loader");
+        }
+        let rtts = prober.join().expect("prober");
+        println!(
+            "scheme={scheme} mode=probe phase={phase} connections_opened={} {}",
+            count.load(Ordering::Relaxed),
+            summary(&rtts)
+        );
+    }
+}
+
+fn parse(args: &[String]) -> Options {
+    let addr = args
+        .first()
+        .expect("ADDR")
+        .parse()
+        .expect("ADDR as IP:PORT");
+    let mut options = Options {
+        addr,
+        ca: None,
+        connections: 16,
+        size: 32,
+        depth: 4,
+        duration: Duration::from_secs(5),
+    };
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).expect("flag value").as_str();
+        match args[i].as_str() {
+            "--ca" => options.ca = Some(client_config(value)),
+            "-c" => options.connections = value.parse().expect("-c"),
+            "-s" => options.size = value.parse().expect("-s"),
+            "--depth" => options.depth = value.parse().expect("--depth"),
+            "-d" => options.duration = Duration::from_secs_f64(value.parse().expect("-d")),
+            other => panic!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    options
+}
+
+fn run(options: Options, worker: fn(&Options, &AtomicBool, &AtomicU64)) -> (u64, f64) {
+    let options = Arc::new(options);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let (options, stop, count) = (options.clone(), stop.clone(), count.clone());
+            std::thread::spawn(move || worker(&options, &stop, &count))
+        })
+        .collect();
+    std::thread::sleep(options.duration);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("worker thread");
+    }
+    (
+        count.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Server CPU time so far, in clock ticks (utime + stime; 100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let after_comm = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state field (3).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn write_cert(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("create DIR");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("generate");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).expect("write key");
+}
+
+struct Spawned {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(bin: &str, extra: &[String]) -> Spawned {
+    use std::io::BufRead;
+    let taskset = std::path::Path::new("/usr/bin/taskset").exists();
+    let mut command = if taskset {
+        let mut c = std::process::Command::new("/usr/bin/taskset");
+        c.args(["-c", "0", bin]);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    command
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--no-pin",
+        ])
+        .args(["--idle-timeout", "0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("spawn the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("ringws listening on ")
+        .expect("listening line")
+        .parse()
+        .expect("address");
+    Spawned { child, addr }
+}
+
+fn compare(args: &[String]) {
+    let bin = args.first().expect("BIN").clone();
+    let dir = std::env::temp_dir().join(format!("ringws-tls-bench-{}", std::process::id()));
+    write_cert(&dir);
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    for (scheme, extra) in [
+        ("ws", vec![]),
+        (
+            "wss",
+            vec![
+                "--tls-cert".to_string(),
+                cert.clone(),
+                "--tls-key".to_string(),
+                key.clone(),
+            ],
+        ),
+    ] {
+        let server = spawn_server(&bin, &extra);
+        let pid = server.child.id();
+        let mut flags = vec![server.addr.to_string()];
+        if scheme == "wss" {
+            flags.extend(["--ca".to_string(), cert.clone()]);
+        }
+        flags.extend(args[1..].iter().cloned());
+        let options = parse(&flags);
+        let (size, c, depth) = (options.size, options.connections, options.depth);
+        let t0 = cpu_ticks(pid);
+        let (messages, secs) = run(options, echo_worker);
+        let t1 = cpu_ticks(pid);
+        println!(
+            "scheme={scheme} mode=echo size={size} c={c} depth={depth} messages={messages} secs={secs:.2} \
+             server_cpu_s={:.2} cpu_us_per_msg={:.2}",
+            (t1 - t0) as f64 / 100.0,
+            (t1 - t0) as f64 * 1e4 / messages.max(1) as f64
+        );
+        // Handshakes: 4 client threads, each connect + (TLS) + upgrade + one echo + drop.
+        let mut options = parse(&flags);
+        options.connections = 4;
+        let t0 = cpu_ticks(pid);
+        let (connections, secs) = run(options, handshake_worker);
+        let t1 = cpu_ticks(pid);
+        println!(
+            "scheme={scheme} mode=handshakes c=4 connections={connections} secs={secs:.2} rate={:.0}/s \
+             server_cpu_s={:.2} cpu_us_per_connection={:.1}",
+            connections as f64 / secs,
+            (t1 - t0) as f64 / 100.0,
+            (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
+        );
+        probe_during_handshakes(&flags, scheme);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("echo") => {
+            let options = parse(&args[1..]);
+            let (size, depth, c, tls) = (
+                options.size,
+                options.depth,
+                options.connections,
+                options.ca.is_some(),
+            );
+            let (messages, secs) = run(options, echo_worker);
+            println!(
+                "mode=echo tls={tls} size={size} c={c} depth={depth} messages={messages} secs={secs:.2} rate={:.0}",
+                messages as f64 / secs
+            );
+        }
+        Some("handshakes") => {
+            let options = parse(&args[1..]);
+            let (c, tls) = (options.connections, options.ca.is_some());
+            let (connections, secs) = run(options, handshake_worker);
+            println!(
+                "mode=handshakes tls={tls} c={c} connections={connections} secs={secs:.2} rate={:.0}",
+                connections as f64 / secs
+            );
+        }
+        Some("cert") => {
+            let dir = std::path::PathBuf::from(args.get(1).expect("DIR"));
+            write_cert(&dir);
+            println!("{}", dir.join("cert.pem").display());
+        }
+        Some("compare") => compare(&args[1..]),
+        _ => {
+            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags]");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! TLS for `wss://` and `https://`: loading the certificate and key, and the per-connection TLS state
+//! (a rustls unbuffered server connection) that turns received ciphertext into plaintext and queued
+//! plaintext into ciphertext.
+//!
+//! The worker owns the I/O: it hands this module the ciphertext of each receive (the provided buffer,
+//! processed in place; only the start of a record that spans receives is kept, in a buffer freed once
+//! it is consumed) and gets the plaintext back in a reused per-worker scratch buffer, which then takes
+//! exactly the path plain bytes take. At flush time the connection's plaintext queue (owned frames and
+//! shared broadcast frames alike) is encrypted into the ciphertext queue that the send writes. Plain
+//! connections never reach this module. It must never block, never touch a socket and never log per
+//! record; an idle TLS connection holds no buffer here, only the rustls state.
+//!
+//! Kernel TLS (kTLS) is not used: the kernels this runs on may lack `CONFIG_TLS` (see
+//! `docs/ARCHITECTURE.md`), and user-space records keep one code path.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, WriteTraffic,
+};
+
+use crate::reactor::{BufferPool, SendQueue};
+
+/// Plaintext encrypted per call of [`WriteTraffic::encrypt`] (four full records).
+const ENCRYPT_SLICE: usize = 64 * 1024;
+/// Ciphertext kept queued ahead of the send: encryption stops here until the send catches up, so a large
+/// message is encrypted as it goes out rather than all at once.
+pub const CIPHERTEXT_AHEAD: usize = 256 * 1024;
+/// Upper bound of the bytes a record adds to its plaintext (header, explicit nonce, content type, tag),
+/// with margin; the exact size is asked for again if it is ever short.
+const RECORD_OVERHEAD: usize = 64;
+/// Largest plaintext per record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// Loads a PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1) into a server configuration
+/// for TLS 1.2 and 1.3 (ring provider, no client authentication, no ALPN, no session resumption). The
+/// error names the file at fault.
+pub fn load_server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert_path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot parse TLS certificate {}: {e}", cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "no PEM certificate (BEGIN CERTIFICATE) found in {}",
+            cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "no PEM private key (PKCS#8, PKCS#1 or SEC1) found in {}",
+            key_path.display()
+        ),
+        e => format!("cannot read TLS private key {}: {e}", key_path.display()),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "the private key in {} does not match the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+            e => format!(
+                "unusable TLS key {} for certificate {}: {e}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        })?;
+    // No session resumption: no shared session cache (a lock on the handshake path), no tickets.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// What one receive did besides producing plaintext.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecvOutcome {
+    /// The TLS handshake completed during this receive.
+    pub handshake_completed: bool,
+    /// The peer sent close_notify.
+    pub peer_closed: bool,
+}
+
+/// The TLS state of one connection (boxed; plain connections hold `None`).
+pub struct TlsState {
+    conn: UnbufferedServerConnection,
+    /// The start of a record that spans receives (a pooled buffer; empty, without capacity, between
+    /// records).
+    incoming: Vec<u8>,
+    /// Ciphertext waiting to be sent (handshake records, encrypted frames, alerts); `None` while empty.
+    pub out: Option<Box<SendQueue>>,
+    /// The handshake completed: application data may be encrypted.
+    pub handshake_done: bool,
+    /// close_notify was queued: nothing more is encrypted.
+    pub close_notify_sent: bool,
+    /// A TLS error ended the connection: nothing more is processed or encrypted.
+    pub failed: bool,
+    /// The peer sent close_notify: anything it sends after it is dropped unread.
+    pub peer_closed: bool,
+}
+
+impl TlsState {
+    pub fn new(config: &Arc<rustls::ServerConfig>) -> Result<TlsState, rustls::Error> {
+        Ok(TlsState {
+            conn: UnbufferedServerConnection::new(Arc::clone(config))?,
+            incoming: Vec::new(),
+            out: None,
+            handshake_done: false,
+            close_notify_sent: false,
+            failed: false,
+            peer_closed: false,
+        })
+    }
+
+    /// Ciphertext queued and not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.as_ref().map_or(0, |q| q.queued_bytes())
+    }
+
+    pub fn send_in_flight(&self) -> bool {
+        self.out.as_ref().is_some_and(|q| q.send_in_flight())
+    }
+
+    /// Bytes held for a record spanning receives (0 while idle).
+    pub fn buffered_capacity(&self) -> usize {
+        self.incoming.capacity()
+    }
+
+    /// Gives the buffers this connection holds back to the pool (at release).
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        recycle(pool, std::mem::take(&mut self.incoming));
+        if let Some(queue) = self.out.take() {
+            pool.give_queue(queue);
+        }
+    }
+
+    /// Processes received ciphertext: appends the decrypted application data to `plain`, queues the
+    /// handshake records to send. On error the connection is failed (an alert is queued if rustls has
+    /// one) and must not be used further.
+    pub fn receive(
+        &mut self,
+        input: &mut [u8],
+        pool: &mut BufferPool,
+        plain: &mut Vec<u8>,
+    ) -> Result<RecvOutcome, rustls::Error> {
+        let mut outcome = RecvOutcome::default();
+        if self.peer_closed {
+            return Ok(outcome);
+        }
+        let result = if self.incoming.is_empty() {
+            // The usual case: whole records inside this receive, processed in place.
+            match self.process(input, pool, plain, &mut outcome) {
+                Ok(consumed) => {
+                    if consumed < input.len() {
+                        // A pooled buffer: records spanning receives (large messages) allocate
+                        // nothing in steady state.
+                        let mut incoming = pool.take_buffer();
+                        incoming.extend_from_slice(&input[consumed..]);
+                        self.incoming = incoming;
+                    }
+                    Ok(outcome)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.incoming.extend_from_slice(input);
+            let mut incoming = std::mem::take(&mut self.incoming);
+            let result = self.process(&mut incoming, pool, plain, &mut outcome);
+            if let Ok(consumed) = result {
+                if consumed < incoming.len() {
+                    incoming.drain(..consumed);
+                    self.incoming = incoming;
+                } else {
+                    // Back to the pool: no buffer is kept between records.
+                    recycle(pool, incoming);
+                }
+            }
+            result.map(|_| outcome)
+        };
+        if result.is_err() {
+            self.fail(pool);
+        } else if outcome.peer_closed {
+            // Nothing after close_notify is read, so nothing is kept for it either.
+            self.peer_closed = true;
+            recycle(pool, std::mem::take(&mut self.incoming));
+        }
+        result
+    }
+
+    /// Runs rustls over `buf` until it needs more input; returns the bytes consumed (the rest is the
+    /// start of a record, or handshake bytes rustls keeps for later, and must be presented again).
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        pool: &mut BufferPool,
+        plain: &mut Vec<u8>,
+        outcome: &mut RecvOutcome,
+    ) -> Result<usize, rustls::Error> {
+        let mut start = 0;
+        loop {
+            let status = self.conn.process_tls_records(&mut buf[start..]);
+            let mut discard = status.discard;
+            let state = status.state?;
+            let done = match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                    false
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    // 0-RTT is not enabled; anything offered is dropped (it could be a replay).
+                    while let Some(record) = early.next_record() {
+                        discard += record?.discard;
+                    }
+                    false
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.out, pool, |dst| encode.encode(dst))?;
+                    false
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    // The records are in the queue, in order: the send will carry them.
+                    transmit.done();
+                    false
+                }
+                ConnectionState::PeerClosed => {
+                    outcome.peer_closed = true;
+                    false
+                }
+                ConnectionState::WriteTraffic(_) => {
+                    if !self.handshake_done {
+                        self.handshake_done = true;
+                        outcome.handshake_completed = true;
+                    }
+                    true
+                }
+                ConnectionState::BlockedHandshake | ConnectionState::Closed => true,
+                _ => {
+                    return Err(rustls::Error::General(
+                        "unexpected TLS connection state".into(),
+                    ))
+                }
+            };
+            start += discard;
+            if done {
+                return Ok(start);
+            }
+        }
+    }
+
+    /// Marks the connection failed and queues the alert rustls prepared for the error, if any.
+    fn fail(&mut self, pool: &mut BufferPool) {
+        self.failed = true;
+        recycle(pool, std::mem::take(&mut self.incoming));
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if encode_into(&mut self.out, pool, |dst| encode.encode(dst)).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Encrypts queued plaintext from `plain` (front first) into the ciphertext queue, up to
+    /// [`CIPHERTEXT_AHEAD`] queued; with `close`, once `plain` is empty, queues close_notify. Does nothing
+    /// before the handshake completes (the plaintext waits) or after a failure.
+    pub fn encrypt_queued(
+        &mut self,
+        plain: Option<&mut SendQueue>,
+        pool: &mut BufferPool,
+        close: bool,
+    ) -> Result<(), rustls::Error> {
+        if !self.handshake_done || self.failed || self.close_notify_sent {
+            return Ok(());
+        }
+        let has_plain = plain.as_ref().is_some_and(|q| !q.is_empty());
+        if !has_plain && !close {
+            return Ok(());
+        }
+        if self.queued_bytes() >= CIPHERTEXT_AHEAD {
+            return Ok(());
+        }
+        let mut plain = plain;
+        for _ in 0..8 {
+            let status = self.conn.process_tls_records(&mut self.incoming[..]);
+            if status.discard != 0 {
+                // Only a partial record is ever kept; a complete one here would be a bug.
+                return Err(rustls::Error::General(
+                    "unprocessed TLS record at flush".into(),
+                ));
+            }
+            match status.state? {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    if let Some(plain) = plain.as_deref_mut() {
+                        while self.out.as_ref().map_or(0, |q| q.queued_bytes()) < CIPHERTEXT_AHEAD {
+                            let Some(bytes) = plain.front() else { break };
+                            let take = bytes.len().min(ENCRYPT_SLICE);
+                            encrypt_into(&mut self.out, pool, &mut traffic, &bytes[..take])?;
+                            plain.complete(take, pool);
+                        }
+                    }
+                    if close && plain.as_ref().is_none_or(|q| q.is_empty()) {
+                        encode_into(&mut self.out, pool, |dst| {
+                            traffic.queue_close_notify(dst).map_err(encrypt_to_encode)
+                        })?;
+                        self.close_notify_sent = true;
+                    }
+                    return Ok(());
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.out, pool, |dst| encode.encode(dst))?;
+                }
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives a buffer back to the pool unless it never allocated.
+fn recycle(pool: &mut BufferPool, buf: Vec<u8>) {
+    if buf.capacity() > 0 {
+        pool.give_buffer(buf);
+    }
+}
+
+fn encrypt_to_encode(e: EncryptError) -> EncodeError {
+    match e {
+        EncryptError::InsufficientSize(size) => EncodeError::InsufficientSize(size),
+        // Only a size error is retried; any other failure ends the connection.
+        _ => EncodeError::AlreadyEncoded,
+    }
+}
+
+/// Appends what `encode` writes (a handshake record, an alert) to the ciphertext queue, asking first
+/// for the size it needs.
+fn encode_into(
+    out: &mut Option<Box<SendQueue>>,
+    pool: &mut BufferPool,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let need = match encode(&mut []) {
+        Ok(_) => return Ok(()),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            required_size
+        }
+        Err(e) => return Err(rustls::Error::General(format!("TLS encode: {e}"))),
+    };
+    let queue = out.get_or_insert_with(|| pool.take_queue());
+    let mut result = Ok(());
+    queue.push_owned(pool, need, |buf| {
+        let start = buf.len();
+        buf.resize(start + need, 0);
+        match encode(&mut buf[start..]) {
+            Ok(n) => buf.truncate(start + n),
+            Err(e) => {
+                buf.truncate(start);
+                result = Err(rustls::Error::General(format!("TLS encode: {e}")));
+            }
+        }
+    });
+    result
+}
+
+/// Encrypts `data` into the ciphertext queue (rustls cuts it into records).
+fn encrypt_into(
+    out: &mut Option<Box<SendQueue>>,
+    pool: &mut BufferPool,
+    traffic: &mut WriteTraffic<'_, rustls::server::ServerConnectionData>,
+    data: &[u8],
+) -> Result<(), rustls::Error> {
+    let records = data.len().div_ceil(MAX_FRAGMENT).max(1);
+    let bound = data.len() + records * RECORD_OVERHEAD;
+    let queue = out.get_or_insert_with(|| pool.take_queue());
+    let mut result = Ok(());
+    queue.push_owned(pool, bound, |buf| {
+        let start = buf.len();
+        buf.resize(start + bound, 0);
+        let written = match traffic.encrypt(data, &mut buf[start..]) {
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                buf.resize(start + required_size, 0);
+                traffic.encrypt(data, &mut buf[start..])
+            }
+            other => other,
+        };
+        match written {
+            Ok(n) => buf.truncate(start + n),
+            Err(e) => {
+                buf.truncate(start);
+                result = Err(rustls::Error::General(format!("TLS encrypt: {e}")));
+            }
+        }
+    });
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn server_config() -> (Arc<rustls::ServerConfig>, CertificateDer<'static>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "ringws-tls-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), certified.key_pair.serialize_pem()).unwrap();
+        let config = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (config, certified.cert.der().clone())
+    }
+
+    fn client(cert: &CertificateDer<'static>, tls12: bool) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap()
+    }
+
+    /// Moves the client's pending records to the server in receives of `chunk` bytes; returns the
+    /// plaintext the server got.
+    fn client_to_server(
+        client: &mut rustls::ClientConnection,
+        server: &mut TlsState,
+        pool: &mut BufferPool,
+        chunk: usize,
+    ) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut plain = Vec::new();
+        for piece in wire.chunks_mut(chunk) {
+            server.receive(piece, pool, &mut plain).unwrap();
+        }
+        plain
+    }
+
+    /// Moves the server's queued ciphertext to the client; returns the plaintext the client read.
+    fn server_to_client(
+        server: &mut TlsState,
+        client: &mut rustls::ClientConnection,
+        pool: &mut BufferPool,
+    ) -> Vec<u8> {
+        let mut wire = Vec::new();
+        if let Some(out) = server.out.as_mut() {
+            while let Some(bytes) = out.front() {
+                let n = bytes.len();
+                wire.extend_from_slice(bytes);
+                out.complete(n, pool);
+            }
+        }
+        let mut rd = &wire[..];
+        let mut plain = Vec::new();
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+            client.process_new_packets().unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match client.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+        }
+        plain
+    }
+
+    /// Handshake, data both ways and close_notify, with the client's bytes cut into receives of every
+    /// size class (one byte, a few bytes, mid-record, whole): the plaintext is the same.
+    #[test]
+    fn any_chunking_gives_the_same_plaintext() {
+        let (config, cert) = server_config();
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        for tls12 in [false, true] {
+            for chunk in [1usize, 3, 1000, 16_389, usize::MAX] {
+                let mut pool = BufferPool::default();
+                let mut server = TlsState::new(&config).unwrap();
+                let mut client = client(&cert, tls12);
+                client.set_buffer_limit(None);
+                for _ in 0..4 {
+                    assert!(client_to_server(&mut client, &mut server, &mut pool, chunk).is_empty());
+                    assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
+                    if !client.is_handshaking() && server.handshake_done {
+                        break;
+                    }
+                }
+                assert!(
+                    server.handshake_done && !client.is_handshaking(),
+                    "chunk {chunk}"
+                );
+                client.writer().write_all(&message).unwrap();
+                let got = client_to_server(&mut client, &mut server, &mut pool, chunk);
+                assert_eq!(got, message, "chunk {chunk}, tls12 {tls12}");
+                assert_eq!(
+                    server.buffered_capacity(),
+                    0,
+                    "no buffer kept between records"
+                );
+
+                // Server to client: a plaintext queue (owned and shared chunks), encrypted at flush.
+                let mut plain_queue = SendQueue::new();
+                plain_queue.push_owned(&mut pool, 10, |b| b.extend_from_slice(b"0123456789"));
+                plain_queue.push_shared(Arc::from(&message[..]));
+                let mut received = Vec::new();
+                while !plain_queue.is_empty() {
+                    server
+                        .encrypt_queued(Some(&mut plain_queue), &mut pool, false)
+                        .unwrap();
+                    assert!(server.queued_bytes() <= CIPHERTEXT_AHEAD + 2 * ENCRYPT_SLICE);
+                    received.extend(server_to_client(&mut server, &mut client, &mut pool));
+                }
+                server
+                    .encrypt_queued(Some(&mut plain_queue), &mut pool, true)
+                    .unwrap();
+                assert!(server.close_notify_sent);
+                received.extend(server_to_client(&mut server, &mut client, &mut pool));
+                // close_notify: the client's reader reports a clean end of stream.
+                assert_eq!(client.reader().read(&mut [0u8; 1]).unwrap(), 0);
+                assert_eq!(&received[..10], b"0123456789");
+                assert_eq!(&received[10..], &message[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_fails_with_an_alert() {
+        let (config, _) = server_config();
+        let mut pool = BufferPool::default();
+        let mut server = TlsState::new(&config).unwrap();
+        let mut plain = Vec::new();
+        let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        assert!(server.receive(&mut input, &mut pool, &mut plain).is_err());
+        assert!(server.failed);
+        assert!(plain.is_empty());
+        let alert = server
+            .out
+            .as_ref()
+            .and_then(|q| q.front())
+            .expect("an alert");
+        assert_eq!(alert[0], 0x15, "{alert:?}");
+    }
+
+    /// What a TLS connection adds to a plain one before any heap the rustls state owns (the
+    /// measured total per idle connection is in docs/BENCHMARKS.md).
+    #[test]
+    fn tls_state_size() {
+        let size = std::mem::size_of::<TlsState>();
+        println!(
+            "size_of::<TlsState>() = {size}, UnbufferedServerConnection = {}",
+            std::mem::size_of::<UnbufferedServerConnection>()
+        );
+        assert!(size <= 2048, "{size}");
+    }
+}
