@@ -22,7 +22,7 @@ if [ ! -x scripts/.venv/bin/python ]; then
     log "creating scripts/.venv"
     python3 -m venv scripts/.venv
 fi
-if ! scripts/.venv/bin/python -c 'import websockets' 2>/dev/null; then
+if ! scripts/.venv/bin/python -c 'import websockets, cryptography' 2>/dev/null; then
     log "installing Python packages"
     scripts/.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/interop/requirements.txt
 fi
@@ -109,6 +109,13 @@ else
 fi
 scripts/.venv/bin/python scripts/interop/python_client.py "${PY_ARGS[@]}" | tee "$LOGS/python.out" || FAILED=1
 
+# wss:// needs the ringws binary itself (it starts its own TLS servers with a fresh test certificate).
+: >"$LOGS/python-wss.out"
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
+    log "Python websockets client over wss://"
+    scripts/.venv/bin/python scripts/interop/python_wss.py "${SERVER[@]}" | tee "$LOGS/python-wss.out" || FAILED=1
+fi
+
 log "Node ws client"
 node scripts/interop/node_client.mjs "ws://$ECHO_ADDR/" | tee "$LOGS/node.out" || FAILED=1
 
@@ -126,10 +133,10 @@ for pid in "${PIDS[@]}"; do
     fi
 done
 
-# Totals over the three clients (each prints `N passed, N failed` as its last line).
-PASSED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^ok ' || true)
-FAILED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^FAIL ' || true)
-SKIPPED_TOTAL=$(cat "$LOGS"/{python,node,browser}.out | grep -c '^SKIP ' || true)
+# Totals over the clients (each prints `N passed, N failed` as its last line).
+PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^SKIP ' || true)
 if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
     FAILED_TOTAL=1 # a client or server died without reporting a check
 fi
