@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// [default: the open-file limit minus the reserve].
     #[arg(long)]
     pub max_connections_per_worker: Option<usize>,
+    /// Length of each worker's listen queue (connections the kernel holds before a worker accepts
+    /// them; capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub listen_backlog: u32,
     /// Largest HTTP request header block; larger -> 431.
     #[arg(long, default_value = "8KiB", value_parser = parse_size)]
     pub max_header_bytes: usize,
@@ -193,6 +197,7 @@ impl ServeArgs {
             max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size) as u64,
             max_connections: self.max_connections,
             max_connections_per_worker: self.max_connections_per_worker.unwrap_or(0),
+            listen_backlog: self.listen_backlog,
             max_header_bytes: self.max_header_bytes,
             allowed_origins: self.allowed_origins.clone(),
             subprotocols: self.subprotocols.clone(),
@@ -275,6 +280,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         max_frame_size = c.max_frame_size,
         max_connections = c.max_connections,
         max_connections_per_worker = c.effective_connections_per_worker(),
+        listen_backlog = c.listen_backlog,
         max_header_bytes = c.max_header_bytes,
         handshake_timeout = ?c.handshake_timeout,
         idle_timeout = ?c.idle_timeout,
@@ -318,6 +324,20 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn listen_backlog_flag_reaches_the_config() {
+        let serve = |args: &[&str]| {
+            let argv = ["ringws", "serve"].iter().chain(args).copied();
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(serve) => serve.to_config().listen_backlog,
+            })
+        };
+        assert_eq!(serve(&[]).unwrap(), 4096);
+        assert_eq!(serve(&["--listen-backlog", "17"]).unwrap(), 17);
+        assert!(serve(&["--listen-backlog", "0"]).is_err());
+        assert!(serve(&["--listen-backlog", "-3"]).is_err());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Most connections one worker holds (default: the open-file limit minus the admission reserve). Its
     /// fixed-file table has this many slots plus a small reserve used to answer 503 while full.
     pub max_connections_per_worker: usize,
+    /// Length of each worker's listen queue, capped by the kernel at net.core.somaxconn (default: 4096).
+    pub listen_backlog: u32,
     /// Largest HTTP request header block (default 8 KiB); larger -> 431.
     pub max_header_bytes: usize,
     /// Allowed `Origin` values (empty = any); another origin -> 403.
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             max_frame_size: 16 << 20,
             max_connections: 0,
             max_connections_per_worker: 0,
+            listen_backlog: 4096,
             max_header_bytes: 8192,
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),

@@ -64,11 +64,12 @@ impl Server {
         sys::raise_open_file_limit();
         let workers = config.workers.max(1);
         let mut listeners = Vec::with_capacity(workers);
-        let first = sys::reuseport_listener(SocketAddr::new(config.bind, config.port), 4096)?;
+        let backlog = i32::try_from(config.listen_backlog.max(1)).unwrap_or(i32::MAX);
+        let first = sys::reuseport_listener(SocketAddr::new(config.bind, config.port), backlog)?;
         let local_addr = sys::local_addr(&first)?;
         listeners.push(first);
         for _ in 1..workers {
-            listeners.push(sys::reuseport_listener(local_addr, 4096)?);
+            listeners.push(sys::reuseport_listener(local_addr, backlog)?);
         }
         let mut senders = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
