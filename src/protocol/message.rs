@@ -85,6 +85,9 @@ enum FrameState {
     },
 }
 
+/// Largest message the reader reserves in one step when its size is known (see `feed`).
+const RESERVE_AHEAD_MAX: u64 = 256 * 1024;
+
 const NO_HEADER: FrameState = FrameState::Header {
     buf: [0; MAX_HEADER_LEN],
     len: 0,
@@ -353,6 +356,21 @@ impl MessageReader {
         debug_assert_eq!(pos, input.len());
         // Keep what the next input continues: message bytes first, then the control frame in progress.
         if let Some((s, l)) = local {
+            // The message continues in a later input. When its last frame is the one in progress, its
+            // size is known: reserve it once instead of growing (bounded, so that a header alone cannot
+            // make the reader ask for a large block).
+            if let FrameState::Payload {
+                remaining,
+                fin: true,
+                opcode,
+                ..
+            } = self.frame
+            {
+                let total = (l as u64).saturating_add(remaining);
+                if !opcode.is_control() && total <= RESERVE_AHEAD_MAX {
+                    self.buffer.reserve_exact(total as usize);
+                }
+            }
             self.buffer.extend_from_slice(&input[s..s + l]);
         }
         if let (ControlStart::Input(s), FrameState::Payload { .. }) = (control_start, self.frame) {
@@ -519,6 +537,44 @@ mod tests {
             .unwrap();
         assert_eq!(events, vec![Owned::Ping(b"p".to_vec()), text("Hello")]);
         assert_eq!(reader.buffered_capacity(), 0);
+    }
+
+    #[test]
+    fn known_message_size_is_reserved_once_within_a_bound() {
+        let limits = ReaderLimits::default();
+        // 16 KiB in one frame, cut after 1000 bytes: the rest is known, reserved exactly once.
+        let payload = vec![7u8; 16 * 1024];
+        let bytes = cf(true, OpCode::Binary, &payload);
+        let mut reader = MessageReader::new(Role::Server);
+        let mut got = Vec::new();
+        let (a, b) = bytes.split_at(1000);
+        reader.feed(&mut a.to_vec(), &limits, |_| {}).unwrap();
+        assert_eq!(reader.buffered_capacity(), payload.len());
+        reader
+            .feed(&mut b.to_vec(), &limits, |ev| got.push(own(ev)))
+            .unwrap();
+        assert_eq!(got, vec![Owned::Message(MessageKind::Binary, payload)]);
+        // A header announcing 1 MiB with a few bytes behind it: nothing reserved ahead of the data.
+        let mut header = cf(true, OpCode::Binary, &vec![1u8; 1 << 20]);
+        header.truncate(20);
+        let mut reader = MessageReader::new(Role::Server);
+        reader.feed(&mut header, &limits, |_| {}).unwrap();
+        assert!(
+            reader.buffered_capacity() < 4096,
+            "{}",
+            reader.buffered_capacity()
+        );
+        // Not the last frame of its message: the total is unknown, nothing reserved ahead either.
+        let first = cf(false, OpCode::Binary, &[3u8; 5000]);
+        let mut reader = MessageReader::new(Role::Server);
+        reader
+            .feed(&mut first[..100].to_vec(), &limits, |_| {})
+            .unwrap();
+        assert!(
+            reader.buffered_capacity() < 5000,
+            "{}",
+            reader.buffered_capacity()
+        );
     }
 
     #[test]
