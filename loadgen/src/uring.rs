@@ -247,7 +247,8 @@ impl UringEngine {
             .max(sq as usize) as u32;
         let mut last_err = None;
         let mut built = None;
-        // Flag by flag: SINGLE_ISSUER | DEFER_TASKRUN, then SINGLE_ISSUER | COOP_TASKRUN, then none.
+        // Flag by flag: SINGLE_ISSUER | DEFER_TASKRUN, then SINGLE_ISSUER | COOP_TASKRUN, then none;
+        // SUBMIT_ALL with the first two (an entry that fails at submission does not hold back the rest).
         for (single_issuer, defer_taskrun, coop_taskrun) in [
             (true, true, false),
             (true, false, true),
@@ -255,6 +256,9 @@ impl UringEngine {
         ] {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(cq);
+            if single_issuer {
+                builder.setup_submit_all();
+            }
             if single_issuer {
                 builder.setup_single_issuer();
             }
