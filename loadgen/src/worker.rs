@@ -656,7 +656,16 @@ impl<E: Engine> Worker<E> {
         self.pending_connects -= 1;
         let conn = &mut self.conns[i];
         if conn.sock != NO_SOCK {
-            self.io.close(conn.sock, &[]);
+            conn.out.clear();
+            // The alert rustls queued for a failed TLS handshake tells the server why (best effort).
+            let last_words: &[u8] = match conn.tls.as_deref_mut() {
+                Some(tls) => match tls.seal(&mut conn.out) {
+                    Ok(()) => &tls.cipher,
+                    Err(_) => &[],
+                },
+                None => &[],
+            };
+            self.io.close(conn.sock, last_words);
             conn.sock = NO_SOCK;
         }
         conn.tls = None;
