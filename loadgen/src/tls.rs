@@ -302,6 +302,120 @@ mod tests {
         assert!(plain.is_empty());
     }
 
+    /// A rustls server in memory with a certificate for `localhost`, and a client plan trusting it.
+    fn pair(version: &str) -> (rustls::ServerConnection, TlsConn) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("ringws-loadgen-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join(format!("ca-{version}.pem"));
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        server.set_buffer_limit(None);
+        let options = <Options as clap::Parser>::parse_from([
+            "ringws-loadgen",
+            "echo",
+            "--url",
+            "wss://localhost:1/",
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--tls-version",
+            version,
+        ]);
+        let target = crate::cli::parse_url(&options.url).unwrap();
+        let client = TlsConn::new(&plan(&options, &target).unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (server, client)
+    }
+
+    /// Feeds `cipher` to the server (all of it: `read_tls` may take less per call) and appends the
+    /// plaintext to `plain`.
+    fn server_input(server: &mut rustls::ServerConnection, mut cipher: &[u8], plain: &mut Vec<u8>) {
+        while !cipher.is_empty() {
+            server.read_tls(&mut cipher).unwrap();
+            let state = server.process_new_packets().unwrap();
+            let start = plain.len();
+            plain.resize(start + state.plaintext_bytes_to_read(), 0);
+            server.reader().read_exact(&mut plain[start..]).unwrap();
+        }
+    }
+
+    /// Everything the server has to send, as ciphertext.
+    fn server_output(server: &mut rustls::ServerConnection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn plaintext_survives_any_split_of_the_ciphertext_both_ways() {
+        for version in ["1.2", "1.3"] {
+            let (mut server, mut client) = pair(version);
+            // The request is written before the handshake and leaves once it completes.
+            let mut out = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+            let mut plain = Vec::new();
+            let mut server_plain = Vec::new();
+            client.seal(&mut out).unwrap();
+            for _ in 0..4 {
+                let cipher = std::mem::take(&mut client.cipher);
+                server_input(&mut server, &cipher, &mut server_plain);
+                // The server's flight, fed to the client one byte at a time.
+                for byte in server_output(&mut server).chunks(1) {
+                    client.receive(byte, &mut plain).unwrap();
+                }
+                client.seal(&mut Vec::new()).unwrap();
+            }
+            assert!(!client.handshaking(), "TLS {version}");
+            let expected_version = match version {
+                "1.2" => rustls::ProtocolVersion::TLSv1_2,
+                _ => rustls::ProtocolVersion::TLSv1_3,
+            };
+            assert_eq!(client.version(), Some(expected_version));
+            assert_eq!(server_plain, b"GET / HTTP/1.1\r\n\r\n", "TLS {version}");
+            // 100 KB from the server (several records), in uneven pieces.
+            let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            server.writer().write_all(&message).unwrap();
+            let cipher = server_output(&mut server);
+            plain.clear();
+            for piece in cipher.chunks(7_001) {
+                client.receive(piece, &mut plain).unwrap();
+            }
+            assert_eq!(plain, message, "TLS {version}");
+            // And the other way: frames sealed in two batches arrive in order.
+            let mut out = message[..60_000].to_vec();
+            client.seal(&mut out).unwrap();
+            assert!(out.is_empty());
+            out.extend_from_slice(&message[60_000..]);
+            client.seal(&mut out).unwrap();
+            let cipher = std::mem::take(&mut client.cipher);
+            let mut received = Vec::new();
+            for piece in cipher.chunks(5_000) {
+                server_input(&mut server, piece, &mut received);
+            }
+            assert_eq!(received, message, "TLS {version}");
+            // A corrupted record after the handshake is a session error, not a panic.
+            server.writer().write_all(b"more").unwrap();
+            let mut cipher = server_output(&mut server);
+            let last = cipher.len() - 1;
+            cipher[last] ^= 1;
+            assert_eq!(
+                client.receive(&cipher, &mut plain),
+                Err(TlsFailure::Session),
+                "TLS {version}"
+            );
+        }
+    }
+
     #[test]
     fn missing_ca_file_is_named() {
         let options = <Options as clap::Parser>::parse_from([
