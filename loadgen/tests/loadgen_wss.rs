@@ -331,3 +331,31 @@ fn wss_without_a_trust_choice_is_refused_at_startup() {
         "{stderr}"
     );
 }
+
+#[test]
+fn child_processes_carry_the_tls_options() {
+    let server = TlsRingws::start(NAMES, &["--workers", "2"]);
+    let url = server.url("localhost");
+    let run = loadgen_on(
+        "uring",
+        &[
+            "connect",
+            "--url",
+            &url,
+            "--ca-cert",
+            &server.cert.cert_path,
+            "--tls-version",
+            "1.2",
+            "-c",
+            "300",
+            "--procs",
+            "3",
+            "--hold",
+            "0.3",
+        ],
+    );
+    assert!(run.success, "errors: {}", run.report["errors"]);
+    assert_eq!(run.u64_at("/ramp/connected"), 300);
+    assert_eq!(run.counter("tls12_handshakes"), 300);
+    assert_eq!(run.counter("tls13_handshakes"), 0);
+}
