@@ -7,9 +7,14 @@
 # (server CPU / wall time of the run). Then the medians per row and engine, and io_uring/epoll ratios.
 #
 # Usage: scripts/loadgen_cpu.sh            (env: ROUNDS=3 DUR=5 RATE=20000 ROWS="d8-100 d8-1000 ..."
-#                                                ENGINES="uring epoll" SERVER_CPU=0 LOADGEN_CPU=1)
+#                                                ENGINES="uring epoll" SCHEMES="ws" SERVER_CPU=0 LOADGEN_CPU=1)
+# SCHEMES="ws wss" (or SCHEME=wss) also runs each row over wss://: the server gets --tls-cert/--tls-key
+# (TLS_CERT/TLS_KEY, or an ECDSA P-256 certificate for 127.0.0.1 made with openssl in a temporary
+# directory), the loadgen --ca-cert; rows over wss are labelled ENGINE-wss, with wss/ws ratios at the end.
 # Rows: d8-100 (100 conns, 20 B, depth 8), d8-1000 (1000 conns, 20 B, depth 8), d8-100-1k (100 conns,
-# 1 KiB, depth 8), d1-100 (100 conns, 20 B, depth 1), open-100 (100 conns, 20 B, open loop at RATE msg/s).
+# 1 KiB, depth 8), d1-100 (100 conns, 20 B, depth 1), open-100 (100 conns, 20 B, open loop at RATE msg/s),
+# connect-2000 (not a default: `connect -c 2000 --hold 1`; msg/s is then connects/s of the ramp and the
+# us/msg columns are CPU per connection, over the whole run).
 # Needs target/release/ringws and target/release/ringws-loadgen (cargo build --release --workspace).
 # Bounded: every loadgen run has a time limit; every server is stopped by its PID.
 set -euo pipefail
@@ -19,6 +24,7 @@ LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; RATE=${RATE:-20000}
 ROWS=${ROWS:-"d8-100 d8-1000 d8-100-1k d1-100 open-100"}
 ENGINES=${ENGINES:-"uring epoll"}
+SCHEMES=${SCHEMES:-${SCHEME:-ws}}
 SERVER_CPU=${SERVER_CPU:-0}; LOADGEN_CPU=${LOADGEN_CPU:-1}
 for bin in "$SERVER" "$LOADGEN"; do
   [ -x "$bin" ] || { echo "missing $bin: cargo build --release --workspace" >&2; exit 2; }
@@ -26,27 +32,44 @@ done
 HZ=$(getconf CLK_TCK)
 RESULTS=$(mktemp)
 SERVER_PID=""
+CERT_DIR=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   rm -f "$RESULTS"
+  if [ -n "$CERT_DIR" ]; then rm -rf "$CERT_DIR"; fi
 }
 trap cleanup EXIT
+case " $SCHEMES " in
+  *" wss "*)
+    if [ -z "${TLS_CERT:-}" ]; then
+      CERT_DIR=$(mktemp -d)
+      TLS_CERT=$CERT_DIR/cert.pem; TLS_KEY=$CERT_DIR/key.pem
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+        -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null || { echo "openssl could not make a certificate" >&2; exit 2; }
+    fi ;;
+esac
 
-row_args() { # row -> loadgen arguments
+row_args() { # row -> loadgen scenario and arguments
   case $1 in
-    d8-100) echo "-c 100 -s 20 --depth 8" ;;
-    d8-1000) echo "-c 1000 -s 20 --depth 8" ;;
-    d8-100-1k) echo "-c 100 -s 1024 --depth 8" ;;
-    d1-100) echo "-c 100 -s 20 --depth 1" ;;
-    open-100) echo "-c 100 -s 20 -r $RATE" ;;
+    d8-100) echo "echo -c 100 -s 20 --depth 8" ;;
+    d8-1000) echo "echo -c 1000 -s 20 --depth 8" ;;
+    d8-100-1k) echo "echo -c 100 -s 1024 --depth 8" ;;
+    d1-100) echo "echo -c 100 -s 20 --depth 1" ;;
+    open-100) echo "echo -c 100 -s 20 -r $RATE" ;;
+    connect-2000) echo "connect -c 2000 --hold 1" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
   esac
 }
 
-run_one() { # row engine round
-  local row=$1 engine=$2 round=$3 out json t0 t1 port
+run_one() { # row engine round scheme
+  local row=$1 engine=$2 round=$3 scheme=${4:-ws} out json t0 t1 port label=$2
+  local server_tls=() loadgen_tls=()
+  if [ "$scheme" = wss ]; then
+    server_tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY"); loadgen_tls=(--ca-cert "$TLS_CERT"); label=$engine-wss
+  fi
   out=$(mktemp)
-  taskset -c "$SERVER_CPU" "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin >"$out" 2>/dev/null &
+  taskset -c "$SERVER_CPU" "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin "${server_tls[@]}" >"$out" 2>/dev/null &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
   port=$(grep -o "listening on .*" "$out" | awk '{print $3}'); port=${port##*:}
@@ -54,11 +77,11 @@ run_one() { # row engine round
   [ -n "$port" ] || { echo "server did not start" >&2; exit 1; }
   t0=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
   # shellcheck disable=SC2046
-  json=$(timeout $((DUR + 60)) taskset -c "$LOADGEN_CPU" "$LOADGEN" echo --url "ws://127.0.0.1:$port/" \
-    $(row_args "$row") -t 1 -d "$DUR" --engine "$engine" -q --json - 2>/dev/null || true)
+  json=$(timeout $((DUR + 60)) taskset -c "$LOADGEN_CPU" "$LOADGEN" $(row_args "$row") \
+    --url "$scheme://127.0.0.1:$port/" "${loadgen_tls[@]}" -t 1 -d "$DUR" --engine "$engine" -q --json - 2>/dev/null || true)
   t1=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-  python3 - "$json" "$((t1 - t0))" "$HZ" "$row" "$engine" "$round" >>"$RESULTS" <<'EOF'
+  python3 - "$json" "$((t1 - t0))" "$HZ" "$row" "$label" "$round" >>"$RESULTS" <<'EOF'
 import json, sys
 text, ticks, hz, row, engine, rnd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:]
 try:
@@ -66,27 +89,31 @@ try:
 except ValueError:
     print(f"{row}\t{engine}\t{rnd}\tfailed")
     sys.exit(0)
-msgs = max(j["received"], 1)
+connect = j["scenario"] == "connect"
+msgs = max(j["ramp"]["connected"] if connect else j["received"], 1)
+rate = j["ramp"]["connects_per_s"] if connect else j["throughput_per_s"]
 server_s = ticks / hz
 loadgen_s = j["cpu"]["user_s"] + j["cpu"]["sys_s"]
 print("\t".join(str(v) for v in [
-    row, engine, rnd, j["throughput_per_s"], server_s * 1e6 / msgs, loadgen_s * 1e6 / msgs,
+    row, engine, rnd, rate, server_s * 1e6 / msgs, loadgen_s * 1e6 / msgs,
     100 * server_s / j["elapsed_s"], 100 * loadgen_s / j["elapsed_s"], j["errors_total"]]))
 EOF
-  tail -n 1 "$RESULTS" | awk -F'\t' '$4 == "failed" { printf "%-10s %-6s round %s  FAILED\n", $1, $2, $3; next }
-    { printf "%-10s %-6s round %s  %9.0f msg/s  server %6.3f us/msg  loadgen %6.3f us/msg  ratio %5.2fx  server busy %3.0f%%  loadgen busy %3.0f%%  errors %d\n",
+  tail -n 1 "$RESULTS" | awk -F'\t' '$4 == "failed" { printf "%-10s %-9s round %s  FAILED\n", $1, $2, $3; next }
+    { printf "%-10s %-9s round %s  %9.0f msg/s  server %6.3f us/msg  loadgen %6.3f us/msg  ratio %5.2fx  server busy %3.0f%%  loadgen busy %3.0f%%  errors %d\n",
       $1, $2, $3, $4, $5, $6, $6 / $5, $7, $8, $9 }'
 }
 
 echo "loadgen_cpu.sh: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 echo "server: taskset -c $SERVER_CPU $SERVER serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin"
-echo "loadgen: taskset -c $LOADGEN_CPU $LOADGEN echo <row> -t 1 -d $DUR --engine <engine>; $ROUNDS rounds"
+echo "loadgen: taskset -c $LOADGEN_CPU $LOADGEN <row> -t 1 -d $DUR --engine <engine>; $ROUNDS rounds; schemes: $SCHEMES"
 for row in $ROWS; do
   for round in $(seq "$ROUNDS"); do
     # Alternate which engine goes first, so that drift over time does not favour one.
     order=$ENGINES
     if [ $((round % 2)) -eq 0 ]; then order=$(echo "$ENGINES" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-    for engine in $order; do run_one "$row" "$engine" "$round"; done
+    for engine in $order; do
+      for scheme in $SCHEMES; do run_one "$row" "$engine" "$round" "$scheme"; done
+    done
   done
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -100,13 +127,17 @@ for line in open(sys.argv[1]):
     rows.setdefault(f[0], {}).setdefault(f[1], []).append([float(x) for x in f[3:9]])
 print()
 print("medians per row and engine (loadgen/server ratio = median loadgen us/msg / median server us/msg)")
-print(f"{'row':<10} {'engine':<6} {'msg/s':>9} {'server us/msg':>14} {'loadgen us/msg':>15} {'ratio':>6} {'server busy':>12}")
+print(f"{'row':<10} {'engine':<9} {'msg/s':>9} {'server us/msg':>14} {'loadgen us/msg':>15} {'ratio':>6} {'server busy':>12}")
 for row, engines in rows.items():
     med = {}
     for engine, runs in engines.items():
         m = [statistics.median(col) for col in zip(*runs)]
         med[engine] = m
-        print(f"{row:<10} {engine:<6} {m[0]:>9.0f} {m[1]:>14.3f} {m[2]:>15.3f} {m[2] / m[1]:>5.2f}x {m[3]:>11.0f}%")
+        print(f"{row:<10} {engine:<9} {m[0]:>9.0f} {m[1]:>14.3f} {m[2]:>15.3f} {m[2] / m[1]:>5.2f}x {m[3]:>11.0f}%")
     if "uring" in med and "epoll" in med:
         print(f"{row:<10} uring/epoll loadgen us/msg: {med['uring'][2] / med['epoll'][2]:.2f}x")
+    for engine in ("uring", "epoll"):
+        if engine in med and engine + "-wss" in med:
+            ws, wss = med[engine], med[engine + "-wss"]
+            print(f"{row:<10} {engine} wss/ws: server us/msg {wss[1] / ws[1]:.2f}x, loadgen us/msg {wss[2] / ws[2]:.2f}x")
 EOF

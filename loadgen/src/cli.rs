@@ -25,6 +25,20 @@ pub enum Kind {
     Binary,
 }
 
+/// TLS versions a wss:// client offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    #[serde(rename = "1.2")]
+    V12,
+    #[value(name = "1.3")]
+    #[serde(rename = "1.3")]
+    V13,
+    #[value(name = "any")]
+    #[serde(rename = "any")]
+    Any,
+}
+
 /// Load generator for RFC 6455 WebSocket servers: echo (closed/open loop), broadcast fanout, connection
 /// ramps and churn, with exact counting and HdrHistogram latencies.
 #[derive(Parser, Debug, Clone, serde::Serialize)]
@@ -34,9 +48,22 @@ pub struct Options {
     #[arg(value_enum)]
     pub scenario: Scenario,
 
-    /// Server URL: ws://IPv4:PORT/PATH (only literal IPv4 hosts; loopback for load tests).
+    /// Server URL: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (HOST: an IPv4 address, or a name
+    /// resolved once at startup to an IPv4 address; loopback for load tests).
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
+
+    /// wss://: trust the certificates in this PEM file (and nothing else) as roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<String>,
+
+    /// wss://: accept any server certificate (no authentication; handshake signatures are still checked).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// wss://: TLS versions offered.
+    #[arg(long, value_enum, default_value_t = TlsVersion::Any)]
+    pub tls_version: TlsVersion,
 
     /// Connections (echo, connect), subscribers (broadcast) or concurrent slots (churn).
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -155,37 +182,91 @@ pub struct Options {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
-    /// Host header value (`IP:PORT`).
+    /// Host header value (`HOST:PORT`, as written in the URL).
     pub host: String,
+    /// The URL's host alone (the TLS server name: SNI when it is a DNS name).
+    pub hostname: String,
     pub path: String,
+    /// `wss://`: the connection speaks TLS.
+    pub tls: bool,
+}
+
+impl Target {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "wss"
+        } else {
+            "ws"
+        }
+    }
 }
 
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        (true, rest)
+    } else {
+        return Err(format!("{url}: only ws:// and wss:// URLs are supported"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let default_port = if tls { 443 } else { 80 };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?),
-        None => (authority, 80),
+        None => (authority, default_port),
     };
-    let ip: Ipv4Addr = host
-        .parse()
-        .map_err(|_| format!("{url}: host must be a literal IPv4 address"))?;
+    if host.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    let ip: Ipv4Addr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) => resolve_ipv4(host, port).map_err(|e| format!("{url}: {e}"))?,
+    };
     Ok(Target {
         addr: SocketAddr::from((ip, port)),
-        host: format!("{ip}:{port}"),
+        host: format!("{host}:{port}"),
+        hostname: host.to_string(),
         path: path.to_string(),
+        tls,
     })
+}
+
+/// The first IPv4 address of `host` (resolved once, at startup).
+fn resolve_ipv4(host: &str, port: u16) -> Result<Ipv4Addr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host}: {e}"))?;
+    addrs
+        .filter_map(|a| match a {
+            SocketAddr::V4(v4) => Some(*v4.ip()),
+            SocketAddr::V6(_) => None,
+        })
+        .next()
+        .ok_or_else(|| format!("host {host} has no IPv4 address"))
 }
 
 impl Options {
     /// Checks combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        parse_url(&self.url)?;
+        let target = parse_url(&self.url)?;
+        if target.tls {
+            if self.ca_cert.is_none() && !self.insecure {
+                return Err(format!(
+                    "{}: wss:// needs --ca-cert FILE (PEM roots to trust) or --insecure (accept any \
+                     certificate); no system root store is used",
+                    self.url
+                ));
+            }
+            if self.ca_cert.is_some() && self.insecure {
+                return Err("--ca-cert and --insecure exclude each other".into());
+            }
+        } else if self.ca_cert.is_some() || self.insecure {
+            return Err("--ca-cert and --insecure apply to wss:// URLs only".into());
+        }
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
@@ -263,8 +344,16 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(t.path, "/chat?topic=a");
         assert_eq!(t.host, "127.0.0.1:9001");
+        assert!(!t.tls);
         assert_eq!(parse_url("ws://127.0.0.1:80").unwrap().path, "/");
         assert!(parse_url("http://127.0.0.1/").is_err());
-        assert!(parse_url("ws://localhost:9001/").is_err());
+        assert!(parse_url("ws://:9001/").is_err());
+        let t = parse_url("wss://localhost:9443/x").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.hostname, "localhost");
+        assert_eq!(t.host, "localhost:9443");
+        assert!(t.addr.ip().is_loopback());
+        assert_eq!(parse_url("wss://127.0.0.1").unwrap().addr.port(), 443);
+        assert!(parse_url("wss://no-such-host.invalid:1/").is_err());
     }
 }

@@ -14,6 +14,7 @@ mod plan;
 mod report;
 mod run;
 mod stats;
+mod tls;
 mod uring;
 mod wire;
 mod worker;
@@ -57,7 +58,19 @@ fn main() {
         std::process::exit(2);
     }
     let workers_total = options.threads() * options.procs.max(options.child_of);
-    let plan = Arc::new(plan::Plan::new(&options, target, workers_total));
+    let tls = match target.tls {
+        true => match tls::plan(&options, &target) {
+            Ok(tls) => Some(tls),
+            Err(message) => {
+                eprintln!("ringws-loadgen: {message}");
+                std::process::exit(2);
+            }
+        },
+        false => None,
+    };
+    let mut plan = plan::Plan::new(&options, target, workers_total);
+    plan.tls = tls;
+    let plan = Arc::new(plan);
 
     if let Some(index) = options.child {
         if let Err(message) = run::run_child(&options, plan, index) {

@@ -74,6 +74,8 @@ pub struct Plan {
     pub topic: Option<String>,
     /// The request path of subscribers (`--url`'s path, plus `topic=T` with `--topic`).
     pub subscriber_path: String,
+    /// `wss://`: the TLS client configuration every connection uses (`None` for `ws://`).
+    pub tls: Option<crate::tls::TlsPlan>,
 }
 
 fn secs_to_ns(secs: f64) -> u64 {
@@ -137,6 +139,7 @@ impl Plan {
             source_ips: (0..options.source_ips)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
                 .collect(),
+            tls: None,
         }
     }
 }

@@ -112,6 +112,11 @@ pub struct Report {
     pub threads_per_proc: usize,
     /// The I/O engine the workers ran on ("io_uring ..." or "epoll").
     pub engine: String,
+    /// "ws" or "wss".
+    pub scheme: &'static str,
+    /// wss://: versions offered, server name, how the server is trusted ("INSECURE" with `--insecure`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     pub started_unix_s: f64,
     pub elapsed_s: f64,
     pub ramp: Ramp,
@@ -249,6 +254,8 @@ impl Report {
             procs: options.procs,
             threads_per_proc: options.threads(),
             engine: m.engine.clone(),
+            scheme: plan.target.scheme(),
+            tls: plan.tls.as_ref().map(|t| t.description.clone()),
             started_unix_s: m
                 .started_wall
                 .duration_since(std::time::UNIX_EPOCH)
@@ -297,6 +304,24 @@ impl Report {
             ),
         )?;
         row(out, "engine", self.engine.clone())?;
+        row(
+            out,
+            "scheme",
+            match &self.tls {
+                Some(tls) => format!("{} ({tls})", self.scheme),
+                None => self.scheme.to_string(),
+            },
+        )?;
+        if self.tls.is_some() {
+            row(
+                out,
+                "tls handshakes",
+                format!(
+                    "{} TLS 1.3, {} TLS 1.2",
+                    self.counters["tls13_handshakes"], self.counters["tls12_handshakes"]
+                ),
+            )?;
+        }
         row(
             out,
             "ramp",

@@ -492,7 +492,7 @@ impl<'a> Meter<'a> {
         };
         if !self.options.quiet {
             eprintln!(
-                "[{:6.1}s] {:<6} open {:>7} | {:>10.0} {}/s | p50 {:>9} p99 {:>9} | errors {}",
+                "[{:6.1}s] {:<6} open {:>7} | {:>10.0} {}/s | p50 {:>9} p99 {:>9} | errors {}{}",
                 point.t,
                 point.phase,
                 point.open,
@@ -500,7 +500,12 @@ impl<'a> Meter<'a> {
                 counter.label(),
                 fmt_us(point.p50_us),
                 fmt_us(point.p99_us),
-                point.errors
+                point.errors,
+                if self.options.insecure {
+                    " | wss INSECURE (certificate not checked)"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(log) = &self.log {

@@ -64,6 +64,13 @@ counters! {
     HandshakeRejected503 = "handshake_http_503", true;
     HandshakeRejectedOther = "handshake_http_other", true;
     HandshakeInvalid = "handshake_invalid", true;
+    // wss://: the TLS handshake failed (certificate not trusted or not for the host, no common version,
+    // the server does not speak TLS, or the connection ended during the TLS handshake).
+    TlsHandshake = "tls_handshake", true;
+    // wss://: a TLS error after the handshake (bad record, fatal alert).
+    TlsError = "tls_error", true;
+    TlsHandshakes12 = "tls12_handshakes", false;
+    TlsHandshakes13 = "tls13_handshakes", false;
     ProtocolViolation = "protocol_violation", true;
     ClosedByServer = "closed_by_server", true;
     Reset = "connection_reset", true;

@@ -8,6 +8,11 @@
 //! engine), no lock, no log line. Counters are plain integers published to the coordinator every few
 //! milliseconds; the latency histogram is handed over once a second. A message is counted as received only
 //! after every byte of it was checked. This module never makes a socket call itself.
+//!
+//! `wss://` connections hold a TLS state (`tls.rs`) between the engine and the WebSocket layer: received
+//! ciphertext is decrypted into the worker's reused plaintext buffer, which then takes the path plain bytes
+//! take; gathered frames are encrypted when the engine can take a send. Plain connections only test that
+//! the state is absent.
 
 use crate::cli::Scenario;
 use crate::clock::now_ns;
@@ -15,6 +20,7 @@ use crate::engine::{Chunk, Engine, EngineConfig, EngineKind, EpollEngine, IoEven
 use crate::payload::{self, Scratch};
 use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
+use crate::tls::{TlsConn, TlsFailure};
 use crate::uring::UringEngine;
 use crate::wire::{
     self, ClientHandshake, Event, HandshakeFailure, MessageReader, OpCode, ReaderLimits, Rng, Role,
@@ -131,8 +137,10 @@ struct Conn {
     attempts: u32,
     reader: MessageReader,
     handshake: Option<Box<ClientHandshake>>,
-    /// Frames gathered for the next send (the engine holds the one in flight).
+    /// Frames gathered for the next send (the engine holds the one in flight). Plaintext for wss://.
     out: Vec<u8>,
+    /// wss://: the connection's TLS state (from TCP connect to close).
+    tls: Option<Box<TlsConn>>,
     traffic: Traffic,
 }
 
@@ -173,6 +181,8 @@ pub struct Worker<E: Engine> {
     scratch: Scratch,
     /// Pub/sub publish command being built (publishers with `--topic`).
     command: Vec<u8>,
+    /// wss://: plaintext decrypted from one receive (reused).
+    plain: Vec<u8>,
     rng: Rng,
     counters: Counters,
     hist: Histogram<u64>,
@@ -218,6 +228,8 @@ fn set_engine(shared: &Shared, index: usize, description: String) {
 
 /// Set once the io_uring fallback was announced (one line per process).
 static FALLBACK_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+/// Set once a TLS failure was described on stderr (one line per process; the rest are counted).
+static TLS_FAILURE_ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
 /// Runs worker `index` for the connections with global ids `gids` on this thread, on the plan's engine
 /// (created here: an io_uring ring belongs to the thread that submits to it). When io_uring cannot be set
@@ -281,6 +293,7 @@ impl<E: Engine> Worker<E> {
                 reader: MessageReader::new(Role::Client),
                 handshake: None,
                 out: Vec::new(),
+                tls: None,
                 traffic: Traffic::default(),
             })
             .collect();
@@ -295,6 +308,7 @@ impl<E: Engine> Worker<E> {
             dirty: Vec::with_capacity(conns.len()),
             scratch: Scratch::new(plan.size),
             command: Vec::new(),
+            plain: Vec::new(),
             rng: Rng::new(seed),
             counters: Counters::default(),
             hist: stats::new_histogram(),
@@ -530,11 +544,9 @@ impl<E: Engine> Worker<E> {
                 } else if conn.state == State::Closing {
                     self.counters.dec(Counter::Open);
                 }
-                self.io.close(conn.sock, &conn.out);
-                conn.sock = NO_SOCK;
-                conn.out.clear();
+                self.close_socket(i);
             }
-            conn.state = State::Dead;
+            self.conns[i].state = State::Dead;
         }
         // Every cancelled operation must complete before the engine's memory may go.
         self.io.finish(FINISH_TIMEOUT_NS);
@@ -644,9 +656,19 @@ impl<E: Engine> Worker<E> {
         self.pending_connects -= 1;
         let conn = &mut self.conns[i];
         if conn.sock != NO_SOCK {
-            self.io.close(conn.sock, &[]);
+            conn.out.clear();
+            // The alert rustls queued for a failed TLS handshake tells the server why (best effort).
+            let last_words: &[u8] = match conn.tls.as_deref_mut() {
+                Some(tls) => match tls.seal(&mut conn.out) {
+                    Ok(()) => &tls.cipher,
+                    Err(_) => &[],
+                },
+                None => &[],
+            };
+            self.io.close(conn.sock, last_words);
             conn.sock = NO_SOCK;
         }
+        conn.tls = None;
         conn.handshake = None;
         conn.out.clear();
         conn.state = State::Waiting;
@@ -690,7 +712,7 @@ impl<E: Engine> Worker<E> {
             IoEvent::Connected(i) => {
                 let i = i as usize;
                 if self.conns[i].state == State::Connecting {
-                    self.on_connected(i);
+                    self.on_connected(i, now);
                 }
             }
             IoEvent::ConnectFailed(i, errno) => {
@@ -704,7 +726,10 @@ impl<E: Engine> Worker<E> {
             IoEvent::Sent { owner, bytes, idle } => {
                 let i = owner as usize;
                 self.counters.add(Counter::BytesSent, bytes as u64);
-                if idle && !self.conns[i].out.is_empty() {
+                let conn = &self.conns[i];
+                if idle
+                    && (!conn.out.is_empty() || conn.tls.as_ref().is_some_and(|t| t.wants_write()))
+                {
                     self.mark_dirty(i);
                 }
             }
@@ -717,6 +742,11 @@ impl<E: Engine> Worker<E> {
     }
 
     fn on_failure(&mut self, i: usize, reason: Counter, now: u64) {
+        // The connection ended while its TLS handshake was under way.
+        let reason = match &self.conns[i].tls {
+            Some(tls) if tls.handshaking() => Counter::TlsHandshake,
+            _ => reason,
+        };
         match self.conns[i].state {
             State::Connecting | State::Handshaking => self.connect_failed(i, reason, now),
             State::Open | State::Closing => self.connection_lost(i, reason, now),
@@ -724,7 +754,16 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    fn on_connected(&mut self, i: usize) {
+    fn on_connected(&mut self, i: usize, now: u64) {
+        if let Some(plan) = &self.plan.tls {
+            match TlsConn::new(plan) {
+                Ok(tls) => self.conns[i].tls = Some(Box::new(tls)),
+                Err(_) => {
+                    self.connect_failed(i, Counter::TlsHandshake, now);
+                    return;
+                }
+            }
+        }
         let conn = &mut self.conns[i];
         conn.state = State::Handshaking;
         conn.out.clear();
@@ -741,6 +780,10 @@ impl<E: Engine> Worker<E> {
     /// Bytes arrived on connection `i`; the engine's buffer is given back before this returns.
     fn on_data(&mut self, i: usize, chunk: Chunk, now: u64) {
         self.counters.add(Counter::BytesReceived, chunk.len as u64);
+        if self.conns[i].tls.is_some() {
+            self.on_tls_data(i, chunk, now);
+            return;
+        }
         match self.conns[i].state {
             State::Handshaking => {
                 let bytes = self.io.bytes(chunk);
@@ -752,6 +795,75 @@ impl<E: Engine> Worker<E> {
             }
             State::Open | State::Closing => self.on_frames(i, Some(chunk), &mut [], now),
             _ => self.io.recycle(chunk),
+        }
+    }
+
+    /// wss://: decrypts the engine's `chunk` (given back at once), then hands the plaintext to the
+    /// handshake check or the message reader, and acts on TLS errors.
+    fn on_tls_data(&mut self, i: usize, chunk: Chunk, now: u64) {
+        let sock = self.conns[i].sock;
+        let result = {
+            let Worker {
+                io, conns, plain, ..
+            } = self;
+            let bytes = io.bytes(chunk);
+            match conns[i].tls.as_deref_mut() {
+                Some(tls) => tls.receive(bytes, plain),
+                None => Ok(()),
+            }
+        };
+        self.io.recycle(chunk);
+        if let Some(tls) = self.conns[i].tls.as_deref_mut() {
+            if !tls.established && !tls.handshaking() {
+                tls.established = true;
+                match tls.version() {
+                    Some(rustls::ProtocolVersion::TLSv1_2) => {
+                        self.counters.inc(Counter::TlsHandshakes12)
+                    }
+                    Some(rustls::ProtocolVersion::TLSv1_3) => {
+                        self.counters.inc(Counter::TlsHandshakes13)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !self.plain.is_empty() {
+            let mut plain = std::mem::take(&mut self.plain);
+            match self.conns[i].state {
+                State::Handshaking => {
+                    if let Some(handshake) = self.conns[i].handshake.as_mut() {
+                        handshake.response.extend_from_slice(&plain);
+                    }
+                    self.on_handshake_bytes(i, now);
+                }
+                State::Open | State::Closing => self.on_frames(i, None, &mut plain, now),
+                _ => {}
+            }
+            plain.clear();
+            self.plain = plain;
+        }
+        // What the plaintext did may have ended this connection.
+        let conn = &self.conns[i];
+        if conn.sock != sock || conn.tls.is_none() {
+            return;
+        }
+        if result.is_err()
+            && !TLS_FAILURE_ANNOUNCED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let reason = conn.tls.as_ref().and_then(|t| t.error.as_deref());
+            eprintln!(
+                "ringws-loadgen: TLS failure (first of the run; all are counted): {}",
+                reason.unwrap_or("unknown")
+            );
+        }
+        match result {
+            Err(TlsFailure::Handshake) => self.on_failure(i, Counter::TlsHandshake, now),
+            Err(TlsFailure::Session) => self.on_failure(i, Counter::TlsError, now),
+            Ok(()) => {
+                if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                    self.mark_dirty(i);
+                }
+            }
         }
     }
 
@@ -1079,18 +1191,59 @@ impl<E: Engine> Worker<E> {
 
     /// Hands the connection's gathered output to the engine, unless its previous send is unfinished (then
     /// the engine's `Sent { idle: true }` brings the connection back here).
+    /// wss://: the gathered plaintext is encrypted only when the engine can take it, so that it waits
+    /// (and counts as backlog) in `out` like plain output.
     fn flush(&mut self, i: usize, now: u64) {
         let conn = &mut self.conns[i];
-        if conn.sock == NO_SOCK || conn.out.is_empty() {
+        if conn.sock == NO_SOCK {
             return;
         }
-        match self.io.send(conn.sock, &mut conn.out) {
+        let result = match conn.tls.as_deref_mut() {
+            None => {
+                if conn.out.is_empty() {
+                    return;
+                }
+                self.io.send(conn.sock, &mut conn.out)
+            }
+            Some(tls) => {
+                if self.io.unsent(conn.sock) > 0 {
+                    return;
+                }
+                if tls.seal(&mut conn.out).is_err() {
+                    self.on_failure(i, Counter::TlsError, now);
+                    return;
+                }
+                if tls.cipher.is_empty() {
+                    return;
+                }
+                self.io.send(conn.sock, &mut tls.cipher)
+            }
+        };
+        match result {
             Ok(n) => self.counters.add(Counter::BytesSent, n as u64),
             Err(err) => {
                 let reason = io_error_counter(&err);
                 self.on_failure(i, reason, now);
             }
         }
+    }
+
+    /// Closes connection `i`'s socket, sending what its output holds first (best effort; for wss://
+    /// encrypted, then close_notify), and drops its TLS state.
+    fn close_socket(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if conn.sock != NO_SOCK {
+            match conn.tls.as_deref_mut() {
+                None => self.io.close(conn.sock, &conn.out),
+                Some(tls) => match tls.seal_last(&mut conn.out) {
+                    Ok(()) => self.io.close(conn.sock, &tls.cipher),
+                    Err(_) => self.io.close(conn.sock, &[]),
+                },
+            }
+            conn.sock = NO_SOCK;
+        }
+        conn.tls = None;
+        conn.out.clear();
     }
 
     /// An open connection ended without us asking: count why, count its unanswered messages as lost,
@@ -1146,12 +1299,8 @@ impl<E: Engine> Worker<E> {
     /// Closes the socket of an open (or closing) connection, sending what its output holds first (best
     /// effort), and resets its buffers.
     fn release(&mut self, i: usize) {
+        self.close_socket(i);
         let conn = &mut self.conns[i];
-        if conn.sock != NO_SOCK {
-            self.io.close(conn.sock, &conn.out);
-            conn.sock = NO_SOCK;
-        }
-        conn.out.clear();
         conn.timer_due = 0;
         conn.state = State::Waiting;
         self.counters.dec(Counter::Open);
