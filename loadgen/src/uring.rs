@@ -20,6 +20,7 @@ use crate::engine::{Chunk, Engine, EngineConfig, IoEvent};
 use crate::net;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
+use ringws::reactor::sys::Mapping;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -44,46 +45,6 @@ fn user_data(op: u64, sock: u32) -> u64 {
     (op << 32) | sock as u64
 }
 
-/// An anonymous private mapping, unmapped on drop unless leaked.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        // SAFETY: an anonymous private mapping without an address hint has no preconditions; the result
-        // is checked against MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: `ptr`/`len` are what mmap returned; the owner drops (or leaks) the mapping only
-            // when no operation can still use it (see the module's memory rules).
-            unsafe { libc::munmap(self.ptr.cast(), self.len) };
-        }
-    }
-}
-
 /// The provided buffer ring of one worker: `count` buffers of `BUFFER_SIZE` bytes.
 struct BufRing {
     entries: Mapping,
@@ -101,7 +62,7 @@ impl BufRing {
         // 0) and stays mapped as long as the ring may use it (it is dropped after the ring, or leaked).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
-                entries.ptr as u64,
+                entries.ptr() as u64,
                 count,
                 BUFFER_GROUP,
                 0,
@@ -122,12 +83,12 @@ impl BufRing {
 
     fn publish(&mut self, id: u16) {
         let index = (self.tail & (self.count - 1)) as usize;
-        let base = self.entries.ptr as *mut BufRingEntry;
+        let base = self.entries.ptr() as *mut BufRingEntry;
         // SAFETY: `index < count`, so the entry lies inside the entries mapping; the kernel reads only
         // entries between its head and the published tail, and this one is past the tail until `commit`.
         let entry = unsafe { &mut *base.add(index) };
         // SAFETY: `id < count`, so the address stays inside the buffer mapping.
-        let addr = unsafe { self.buffers.ptr.add(id as usize * BUFFER_SIZE) };
+        let addr = unsafe { self.buffers.ptr().add(id as usize * BUFFER_SIZE) };
         entry.set_addr(addr as u64);
         entry.set_len(BUFFER_SIZE as u32);
         entry.set_bid(id);
@@ -135,7 +96,7 @@ impl BufRing {
     }
 
     fn commit(&mut self) {
-        let base = self.entries.ptr as *const BufRingEntry;
+        let base = self.entries.ptr() as *const BufRingEntry;
         // SAFETY: `base` is the first entry of the live ring mapping, whose reserved field is the ring's
         // tail; the kernel reads it concurrently, so it is stored with release ordering through an
         // `AtomicU16` of the same size and alignment.
@@ -151,7 +112,7 @@ impl BufRing {
         // completion that named it and does not touch it again until `recycle` publishes it; the worker
         // holds at most one chunk at a time, and `&mut self` makes this borrow exclusive.
         unsafe {
-            std::slice::from_raw_parts_mut(self.buffers.ptr.add(id as usize * BUFFER_SIZE), len)
+            std::slice::from_raw_parts_mut(self.buffers.ptr().add(id as usize * BUFFER_SIZE), len)
         }
     }
 
@@ -164,8 +125,8 @@ impl BufRing {
 
     /// Keeps the memory mapped for good (operations may still use it).
     fn leak(&mut self) {
-        self.entries.len = 0;
-        self.buffers.len = 0;
+        self.entries.leak();
+        self.buffers.leak();
     }
 }
 

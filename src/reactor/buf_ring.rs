@@ -14,44 +14,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 
 use super::ring::Ring;
-
-/// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result is
-        // checked against MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned and nothing references the mapping any more
-        // (every `RecvBuf` holds an `Rc` to it).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
+use super::sys::Mapping;
 
 struct Region {
     entries: Mapping,
@@ -104,7 +67,7 @@ impl BufRing {
         // `Region` is only dropped after the ring that uses it (see the module's lifetime rule).
         unsafe {
             ring.inner().submitter().register_buf_ring_with_flags(
-                entries.ptr as u64,
+                entries.ptr() as u64,
                 count,
                 group,
                 0,
@@ -139,7 +102,7 @@ impl BufRing {
             "buffer id or length out of range"
         );
         // SAFETY: `id < count` so the offset stays inside the buffer mapping.
-        let ptr = unsafe { self.region.buffers.ptr.add(id as usize * self.buf_size) };
+        let ptr = unsafe { self.region.buffers.ptr().add(id as usize * self.buf_size) };
         RecvBuf {
             region: Rc::clone(&self.region),
             id,
@@ -165,19 +128,20 @@ impl BufRing {
 
     fn publish(&mut self, id: u16) {
         let index = (self.tail & (self.count - 1)) as usize;
-        let base = self.region.entries.ptr as *mut BufRingEntry;
+        let base = self.region.entries.ptr() as *mut BufRingEntry;
         // SAFETY: `index < count`, so the entry lies inside the entries mapping; the kernel only reads
         // entries between its head and our published tail, and this one is past the tail until `commit`.
         let entry = unsafe { &mut *base.add(index) };
         // SAFETY: `id < count` so the address stays inside the buffer mapping.
-        entry.set_addr(unsafe { self.region.buffers.ptr.add(id as usize * self.buf_size) } as u64);
+        entry
+            .set_addr(unsafe { self.region.buffers.ptr().add(id as usize * self.buf_size) } as u64);
         entry.set_len(self.buf_size as u32);
         entry.set_bid(id);
         self.tail = self.tail.wrapping_add(1);
     }
 
     fn commit(&mut self) {
-        let base = self.region.entries.ptr as *const BufRingEntry;
+        let base = self.region.entries.ptr() as *const BufRingEntry;
         // SAFETY: `base` is the first entry of a live, page-aligned ring mapping, so its `resv` field is
         // the ring's tail; the kernel reads it atomically, so we store it with release ordering through
         // an `AtomicU16` of the same size and alignment.

@@ -224,3 +224,62 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// An anonymous private read-write mapping (memory shared with the kernel: provided buffer rings),
+/// unmapped on drop unless leaked.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    pub fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result is
+        // checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Start of the mapping (page aligned).
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Never unmap: for memory the kernel may still write into (an operation that never completed).
+    pub fn leak(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: `ptr`/`len` are exactly what mmap returned; owners drop a mapping only once nothing
+            // (neither the kernel nor a live slice) can use it any more, and leak it otherwise.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
