@@ -21,16 +21,6 @@ fn wait_for_readers(progress: &[std::sync::Arc<AtomicUsize>], sent: usize, ahead
     }
 }
 
-fn metric_sum(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut m = connect(addr);
-    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn every_client_on_both_workers_gets_every_message_in_order() {
     let server = ServerProcess::start(&["--mode", "broadcast", "--workers", "2"]);

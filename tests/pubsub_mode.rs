@@ -8,16 +8,6 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn metric_sum(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut m = connect(addr);
-    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 fn ws_at(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
     let mut stream = connect(addr);
     let (status, head) = http_exchange(&mut stream, &upgrade_request(path));

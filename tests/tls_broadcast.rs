@@ -7,19 +7,10 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::tls::{metric, TlsServer, TlsStream};
+use common::metric;
+use common::tls::{metrics, TlsServer, TlsStream};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
-
-fn metrics(server: &TlsServer) -> String {
-    let mut stream = server.connect();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_string()
-}
 
 fn wait_open(server: &TlsServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);

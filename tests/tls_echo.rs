@@ -7,7 +7,8 @@ mod common;
 use std::io::{Read, Write};
 
 use common::client_frame;
-use common::tls::{metric, read_head, TlsServer, TlsStream};
+use common::metric;
+use common::tls::{TlsServer, TlsStream};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
@@ -130,35 +131,13 @@ fn fragmented_messages_and_ping_pong() {
     }
 }
 
-/// Reads one server frame from a TLS stream: (fin, opcode, payload).
-fn read_frame(stream: &mut TlsStream) -> Option<(bool, u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).ok()?;
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            stream.read_exact(&mut b).ok()?;
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            stream.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).ok()?;
-    Some((head[0] & 0x80 != 0, head[0] & 0x0f, payload))
-}
-
 fn raw_wss(server: &TlsServer) -> TlsStream {
     let mut stream = server.connect();
     stream
         .write_all(common::upgrade_request("/").as_bytes())
         .unwrap();
     stream.flush().unwrap();
-    let (status, head) = read_head(&mut stream);
+    let (status, head) = common::read_response_head(&mut stream);
     assert_eq!(status, 101, "{head}");
     assert!(head.contains(common::SAMPLE_ACCEPT), "{head}");
     stream
@@ -208,7 +187,7 @@ fn protocol_violations_get_their_close_codes_over_tls() {
         let mut stream = raw_wss(&server);
         stream.write_all(&bytes).unwrap();
         stream.flush().unwrap();
-        match read_frame(&mut stream) {
+        match common::read_server_frame(&mut stream) {
             Some((true, 0x8, p)) => {
                 assert!(p.len() >= 2, "{name}: close without code");
                 assert_eq!(u16::from_be_bytes([p[0], p[1]]), code, "{name}");

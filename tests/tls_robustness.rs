@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::tls::{metric, TlsServer};
+use common::metric;
+use common::tls::{metrics, TlsServer};
 use rustls::pki_types::ServerName;
 use tungstenite::Message;
 
@@ -35,16 +36,6 @@ fn client_hello(server: &TlsServer) -> Vec<u8> {
     conn.write_tls(&mut hello).unwrap();
     assert!(hello.len() > 100 && hello[0] == 0x16, "{hello:?}");
     hello
-}
-
-fn metrics(server: &TlsServer) -> String {
-    let mut stream = server.connect();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_string()
 }
 
 fn still_serves(ws: &mut tungstenite::WebSocket<common::tls::TlsStream>, round: usize) {

@@ -120,8 +120,8 @@ pub fn http_exchange(stream: &mut TcpStream, request: &str) -> (u16, String) {
     read_response_head(stream)
 }
 
-/// Reads an HTTP response head byte by byte (so no byte after it is consumed).
-pub fn read_response_head(stream: &mut TcpStream) -> (u16, String) {
+/// Reads an HTTP response head byte by byte (so no byte after it is consumed), from any stream.
+pub fn read_response_head<S: Read>(stream: &mut S) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -191,8 +191,8 @@ pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool
     out
 }
 
-/// One server frame: (fin, opcode, payload). `None` on EOF or timeout.
-pub fn read_server_frame(stream: &mut TcpStream) -> Option<(bool, u8, Vec<u8>)> {
+/// One server frame from any stream: (fin, opcode, payload). `None` on EOF or timeout.
+pub fn read_server_frame<S: Read>(stream: &mut S) -> Option<(bool, u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).ok()?;
     assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
@@ -286,6 +286,26 @@ impl ServerProcess {
 
 /// TLS helpers: a self-signed certificate made at test time, a `ringws serve --tls-cert --tls-key`
 /// process, and rustls clients trusting only that certificate.
+/// The value of counter `name` summed over workers in a Prometheus text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let base = key.split('{').next()?;
+            (base == name).then(|| value.parse::<f64>().ok())?
+        })
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Fetches `/metrics` from a plain server and returns counter `name` summed over workers.
+pub fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
+    let mut stream = connect(addr);
+    http_exchange(&mut stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    metric(&String::from_utf8_lossy(&read_to_end(&mut stream)), name)
+}
+
 pub mod tls {
     use super::*;
     use std::path::PathBuf;
@@ -430,39 +450,14 @@ pub mod tls {
         }
     }
 
-    /// Reads an HTTP response head from any stream, byte by byte.
-    pub fn read_head<S: Read>(stream: &mut S) -> (u16, String) {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte) {
-                Ok(0) => break,
-                Ok(_) => head.push(byte[0]),
-                Err(e) => panic!(
-                    "reading response head: {e} (so far: {:?})",
-                    String::from_utf8_lossy(&head)
-                ),
-            }
-        }
-        let text = String::from_utf8_lossy(&head).to_string();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, text)
-    }
-
-    /// The value of counter `name` summed over workers in a Prometheus text.
-    pub fn metric(text: &str, name: &str) -> u64 {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (key, value) = l.rsplit_once(' ')?;
-                let base = key.split('{').next()?;
-                (base == name).then(|| value.parse::<f64>().ok())?
-            })
-            .map(|v| v as u64)
-            .sum()
+    /// The server's `/metrics` text, fetched over https.
+    pub fn metrics(server: &TlsServer) -> String {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
     }
 }
