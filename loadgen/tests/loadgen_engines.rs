@@ -5,8 +5,8 @@
 
 mod common;
 use common::{
-    closing_echo_server, loadgen_env, loadgen_limited, loadgen_on, unaccepting_listener, Ringws,
-    ENGINES,
+    closed_port_url, closing_echo_server, loadgen_env, loadgen_limited, loadgen_on,
+    unaccepting_listener, Ringws, ENGINES,
 };
 use std::process::Command;
 use std::time::Instant;
@@ -109,12 +109,7 @@ fn connects_that_hang_time_out_and_end_the_ramp() {
 #[test]
 fn refused_connects_with_reconnect_are_retried_and_counted() {
     for engine in ENGINES {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("ws://127.0.0.1:{port}/");
+        let url = closed_port_url();
         let run = loadgen_on(
             engine,
             &[

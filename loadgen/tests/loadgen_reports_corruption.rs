@@ -3,7 +3,7 @@
 //! engines.
 
 mod common;
-use common::{loadgen_on, tungstenite_echo, Tamper, ENGINES};
+use common::{closed_port_url, loadgen_on, tungstenite_echo, Tamper, ENGINES};
 
 #[test]
 fn flipped_bytes_are_counted_as_mismatches() {
@@ -42,13 +42,7 @@ fn wrong_message_type_is_counted() {
 #[test]
 fn nothing_listening_is_a_connect_error_not_a_hang() {
     for engine in ENGINES {
-        // Bind then drop a listener: the port is (almost certainly) closed now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("ws://127.0.0.1:{port}/");
+        let url = closed_port_url();
         let run = loadgen_on(
             engine,
             &[

@@ -403,6 +403,16 @@ pub fn closing_echo_server(messages: usize) -> String {
     format!("ws://{addr}/")
 }
 
+/// A `ws://` URL on a local port nothing listens on (a listener bound, then dropped): connects are refused.
+pub fn closed_port_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    format!("ws://127.0.0.1:{port}/")
+}
+
 /// A listening socket that never accepts (backlog 0): past the first connection the kernel drops the
 /// SYNs, so connects hang until the client gives up. Keep the listener alive while testing.
 pub fn unaccepting_listener() -> (TcpListener, String) {
