@@ -9,6 +9,7 @@ pub mod close;
 mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http_response;
 pub mod mask;
 pub mod message;
 pub mod utf8;
