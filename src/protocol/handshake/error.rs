@@ -1,0 +1,143 @@
+//! Why an opening handshake is refused, and the HTTP answer to each refusal, mapped in exactly one place:
+//! `HandshakeError::status`, `reason` and `write_response`.
+//!
+//! It owns the mapping only: it never decides whether a request is acceptable (that is `request.rs` and
+//! `upgrade.rs`), and writing an answer allocates nothing beyond the bytes appended to the caller's `Vec`.
+
+use crate::protocol::http_response::write_http_response;
+use std::fmt;
+
+/// Why a handshake is refused; each maps to one HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not an HTTP/1.x request at all, or a malformed header; also bad WebSocket headers (400).
+    BadRequest(&'static str),
+    /// HTTP/1.0 (RFC 6455 requires HTTP/1.1 or higher) (400).
+    NotHttp11,
+    /// No `Host` header, or more than one (400).
+    MissingHost,
+    /// A method other than GET (405, with `Allow: GET`).
+    MethodNotAllowed,
+    /// No `Upgrade: websocket` on a WebSocket-only resource (426, with `Upgrade: websocket`).
+    UpgradeRequired,
+    /// `Sec-WebSocket-Version` missing or not 13 (426, with `Sec-WebSocket-Version: 13`).
+    VersionNotSupported,
+    /// `Origin` not in the allowlist (403).
+    OriginNotAllowed,
+    /// Request line plus headers over the limit, or too many header lines (431).
+    HeadersTooLarge,
+    /// No such resource (404).
+    NotFound,
+}
+
+impl HandshakeError {
+    /// The HTTP status code of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::BadRequest(_)
+            | HandshakeError::NotHttp11
+            | HandshakeError::MissingHost => 400,
+            HandshakeError::OriginNotAllowed => 403,
+            HandshakeError::NotFound => 404,
+            HandshakeError::MethodNotAllowed => 405,
+            HandshakeError::UpgradeRequired | HandshakeError::VersionNotSupported => 426,
+            HandshakeError::HeadersTooLarge => 431,
+        }
+    }
+
+    /// A short explanation: the response body and a log line.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::BadRequest(reason) => reason,
+            HandshakeError::NotHttp11 => "HTTP/1.1 required",
+            HandshakeError::MissingHost => "exactly one Host header required",
+            HandshakeError::MethodNotAllowed => "only GET can open a WebSocket",
+            HandshakeError::UpgradeRequired => "WebSocket upgrade required",
+            HandshakeError::VersionNotSupported => "Sec-WebSocket-Version 13 required",
+            HandshakeError::OriginNotAllowed => "origin not allowed",
+            HandshakeError::HeadersTooLarge => "request header fields too large",
+            HandshakeError::NotFound => "not found",
+        }
+    }
+
+    /// Appends the complete HTTP/1.1 answer (status, `Connection: close`, `Content-Length`, the headers the
+    /// status requires, a one-line text body).
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let extra: &[(&str, &str)] = match self {
+            HandshakeError::MethodNotAllowed => &[("Allow", "GET"), ("Connection", "close")],
+            HandshakeError::UpgradeRequired => &[
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Connection", "close"),
+            ],
+            HandshakeError::VersionNotSupported => {
+                &[("Sec-WebSocket-Version", "13"), ("Connection", "close")]
+            }
+            _ => &[("Connection", "close")],
+        };
+        let reason = self.reason();
+        let mut body = [0u8; 128];
+        let n = reason.len().min(body.len() - 1);
+        body[..n].copy_from_slice(&reason.as_bytes()[..n]);
+        body[n] = b'\n';
+        write_http_response(
+            out,
+            self.status(),
+            "text/plain; charset=utf-8",
+            extra,
+            &body[..n + 1],
+        );
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_responses_are_complete_http() {
+        for err in [
+            HandshakeError::VersionNotSupported,
+            HandshakeError::MethodNotAllowed,
+            HandshakeError::HeadersTooLarge,
+            HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+        ] {
+            let mut out = Vec::new();
+            err.write_response(&mut out);
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            let n = match resp.parse(&out).unwrap() {
+                httparse::Status::Complete(n) => n,
+                httparse::Status::Partial => panic!("incomplete response"),
+            };
+            assert_eq!(resp.code, Some(err.status()));
+            let get = |name: &str| {
+                resp.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            assert_eq!(get("connection"), Some(&b"close"[..]));
+            let body = &out[n..];
+            assert_eq!(
+                get("content-length"),
+                Some(body.len().to_string().as_bytes())
+            );
+            assert_eq!(body, format!("{}\n", err.reason()).as_bytes());
+            if err == HandshakeError::VersionNotSupported {
+                assert_eq!(get("sec-websocket-version"), Some(&b"13"[..]));
+            }
+            if err == HandshakeError::MethodNotAllowed {
+                assert_eq!(get("allow"), Some(&b"GET"[..]));
+            }
+        }
+    }
+}
