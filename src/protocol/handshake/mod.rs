@@ -17,161 +17,16 @@ use std::fmt;
 pub use crate::protocol::http_response::{status_text, write_http_response};
 
 mod error;
+mod request;
+#[cfg(test)]
+mod test_support;
 
 pub use error::HandshakeError;
-
-/// Most header lines accepted in a request or response; more -> 431.
-pub const MAX_HEADERS: usize = 64;
-
-/// Default limit of the request line plus header block, in bytes.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 8192;
+pub use request::{parse_request, Request, DEFAULT_MAX_HEADER_BYTES, MAX_HEADERS};
+use request::{tokens, trim};
 
 /// RFC 6455 section 1.3.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// A parsed HTTP/1.x request head, borrowing the receive buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'b> {
-    method: &'b str,
-    path: &'b str,
-    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
-    version: u8,
-    headers: [httparse::Header<'b>; MAX_HEADERS],
-    header_count: usize,
-}
-
-impl<'b> Request<'b> {
-    pub fn method(&self) -> &'b str {
-        self.method
-    }
-
-    /// The request target as sent, query included (`/chat?room=1`).
-    pub fn path(&self) -> &'b str {
-        self.path
-    }
-
-    /// The target without its query.
-    pub fn path_only(&self) -> &'b str {
-        self.path.split('?').next().unwrap_or(self.path)
-    }
-
-    /// The HTTP minor version (1 for HTTP/1.1).
-    pub fn version(&self) -> u8 {
-        self.version
-    }
-
-    /// All header lines in order.
-    pub fn headers(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
-        self.headers[..self.header_count]
-            .iter()
-            .map(|h| (h.name, h.value))
-    }
-
-    /// The value of the first header with this name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
-        self.headers_named(name).next()
-    }
-
-    /// The values of every header line with this name (case-insensitive), in order.
-    pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b [u8]> + 's {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-
-    /// Does any comma-separated token of any `name` header equal `token` (case-insensitive)?
-    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers_named(name)
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
-    }
-
-    /// Does the request ask for a WebSocket (an `Upgrade` header listing `websocket`)? The rest is checked by
-    /// `validate_upgrade`.
-    pub fn is_upgrade(&self) -> bool {
-        self.header_has_token("upgrade", "websocket")
-    }
-
-    /// The `Content-Length`, if any. Err if malformed or given twice with different values.
-    pub fn content_length(&self) -> Result<Option<u64>, HandshakeError> {
-        let mut found: Option<u64> = None;
-        for value in self.headers_named("content-length") {
-            let value = trim(value);
-            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-                return Err(HandshakeError::BadRequest("invalid Content-Length"));
-            }
-            let n = value
-                .iter()
-                .fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64);
-            if found.is_some_and(|f| f != n) {
-                return Err(HandshakeError::BadRequest("conflicting Content-Length"));
-            }
-            found = Some(n);
-        }
-        Ok(found)
-    }
-}
-
-/// Comma-separated tokens of a header value, trimmed, empty ones skipped.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(trim)
-        .filter(|t| !t.is_empty())
-}
-
-fn trim(mut value: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = value {
-        value = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = value {
-        value = rest;
-    }
-    value
-}
-
-/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more (unless the buffer is
-/// already at `max_header_bytes`, which is 431). `Ok(Some((request, consumed)))`: bytes after `consumed` are
-/// not part of the head.
-pub fn parse_request(
-    buf: &[u8],
-    max_header_bytes: usize,
-) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
-    // httparse fills the request's own header array: no second array, no copy.
-    let mut request = Request {
-        method: "",
-        path: "",
-        version: 0,
-        headers: [httparse::EMPTY_HEADER; MAX_HEADERS],
-        header_count: 0,
-    };
-    let mut parsed = httparse::Request::new(&mut request.headers);
-    let window = &buf[..buf.len().min(max_header_bytes)];
-    match parsed.parse(window) {
-        Ok(httparse::Status::Complete(consumed)) => {
-            let (Some(method), Some(path), Some(version)) =
-                (parsed.method, parsed.path, parsed.version)
-            else {
-                return Err(HandshakeError::BadRequest("malformed request line"));
-            };
-            let header_count = parsed.headers.len();
-            request.method = method;
-            request.path = path;
-            request.version = version;
-            request.header_count = header_count;
-            Ok(Some((request, consumed)))
-        }
-        Ok(httparse::Status::Partial) => {
-            if buf.len() >= max_header_bytes {
-                Err(HandshakeError::HeadersTooLarge)
-            } else {
-                Ok(None)
-            }
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::HeadersTooLarge),
-        Err(httparse::Error::Version) => Err(HandshakeError::BadRequest("not an HTTP/1.x request")),
-        Err(_) => Err(HandshakeError::BadRequest("malformed HTTP request")),
-    }
-}
 
 /// Server configuration for accepting upgrades.
 #[derive(Debug, Clone, Copy, Default)]
@@ -198,10 +53,10 @@ pub fn validate_upgrade<'b>(
     request: &Request<'b>,
     policy: &HandshakePolicy<'_>,
 ) -> Result<Upgrade<'b>, HandshakeError> {
-    if request.method != "GET" {
+    if request.method() != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    if request.version != 1 {
+    if request.version() != 1 {
         return Err(HandshakeError::NotHttp11);
     }
     if request.headers_named("host").count() != 1 {
@@ -441,17 +296,8 @@ pub fn validate_server_response(
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::{request, RFC_KEY};
     use super::*;
-
-    const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-    fn request(extra: &str) -> Vec<u8> {
-        format!(
-            "GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
-             Sec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        )
-        .into_bytes()
-    }
 
     fn validate(
         bytes: &[u8],
@@ -508,39 +354,6 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn incomplete_needs_more_at_every_prefix() {
-        let bytes = request("");
-        for len in 0..bytes.len() {
-            assert!(
-                parse_request(&bytes[..len], DEFAULT_MAX_HEADER_BYTES)
-                    .unwrap()
-                    .is_none(),
-                "prefix {len}"
-            );
-        }
-    }
-
-    #[test]
-    fn header_block_limits_are_431() {
-        let bytes = request(&format!("X-Pad: {}\r\n", "a".repeat(600)));
-        assert_eq!(
-            parse_request(&bytes, 512).unwrap_err(),
-            HandshakeError::HeadersTooLarge
-        );
-        assert_eq!(
-            parse_request(&bytes[..600], 512).unwrap_err(),
-            HandshakeError::HeadersTooLarge
-        );
-        assert!(parse_request(&bytes[..300], 512).unwrap().is_none());
-        let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(
-            parse_request(&request(&many), 1 << 16).unwrap_err(),
-            HandshakeError::HeadersTooLarge
-        );
-        assert_eq!(HandshakeError::HeadersTooLarge.status(), 431);
     }
 
     #[test]
