@@ -140,4 +140,103 @@ mod tests {
             }
         }
     }
+
+    const EVERY_ERROR: [HandshakeError; 9] = [
+        HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
+        HandshakeError::NotHttp11,
+        HandshakeError::MissingHost,
+        HandshakeError::MethodNotAllowed,
+        HandshakeError::UpgradeRequired,
+        HandshakeError::VersionNotSupported,
+        HandshakeError::OriginNotAllowed,
+        HandshakeError::HeadersTooLarge,
+        HandshakeError::NotFound,
+    ];
+
+    /// Parses a response `write_response` produced: (status, headers as (lowercase name, value), body).
+    fn parse(out: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let n = match resp.parse(out).unwrap() {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("incomplete response"),
+        };
+        let headers = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        (resp.code.unwrap(), headers, out[n..].to_vec())
+    }
+
+    #[test]
+    fn each_error_has_its_status_and_reason() {
+        let expected = [
+            (400, "invalid Sec-WebSocket-Key"),
+            (400, "HTTP/1.1 required"),
+            (400, "exactly one Host header required"),
+            (405, "only GET can open a WebSocket"),
+            (426, "WebSocket upgrade required"),
+            (426, "Sec-WebSocket-Version 13 required"),
+            (403, "origin not allowed"),
+            (431, "request header fields too large"),
+            (404, "not found"),
+        ];
+        for (err, (status, reason)) in EVERY_ERROR.into_iter().zip(expected) {
+            assert_eq!((err.status(), err.reason()), (status, reason), "{err:?}");
+            assert_eq!(err.to_string(), format!("{status} {reason}"));
+        }
+    }
+
+    #[test]
+    fn every_answer_closes_and_carries_the_headers_its_status_requires() {
+        for err in EVERY_ERROR {
+            let mut out = Vec::new();
+            err.write_response(&mut out);
+            let (status, headers, body) = parse(&out);
+            assert_eq!(status, err.status());
+            let get = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(get("connection"), Some("close"), "{err:?}");
+            assert_eq!(get("content-type"), Some("text/plain; charset=utf-8"));
+            assert_eq!(body, format!("{}\n", err.reason()).as_bytes());
+            let required: &[(&str, &str)] = match err {
+                HandshakeError::MethodNotAllowed => &[("allow", "GET")],
+                HandshakeError::UpgradeRequired => {
+                    &[("upgrade", "websocket"), ("sec-websocket-version", "13")]
+                }
+                HandshakeError::VersionNotSupported => &[("sec-websocket-version", "13")],
+                _ => &[],
+            };
+            for (name, value) in required {
+                assert_eq!(get(name), Some(*value), "{err:?}");
+            }
+            assert_eq!(
+                headers.len(),
+                3 + required.len(),
+                "{err:?}: only Content-Type, Content-Length, Connection and the required ones"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_a_128_byte_body() {
+        let long: &'static str = "r".repeat(300).leak();
+        let mut out = Vec::new();
+        HandshakeError::BadRequest(long).write_response(&mut out);
+        let (status, _, body) = parse(&out);
+        assert_eq!(status, 400);
+        assert_eq!(body.len(), 128);
+        assert_eq!(&body[..127], &long.as_bytes()[..127]);
+        assert_eq!(body[127], b'\n');
+    }
 }
