@@ -194,4 +194,130 @@ mod tests {
         );
         assert_eq!(HandshakeError::HeadersTooLarge.status(), 431);
     }
+
+    fn parse(bytes: &[u8]) -> Request<'_> {
+        parse_request(bytes, DEFAULT_MAX_HEADER_BYTES)
+            .unwrap()
+            .expect("complete request")
+            .0
+    }
+
+    #[test]
+    fn the_head_ends_at_the_blank_line() {
+        let mut bytes = request("");
+        let head_len = bytes.len();
+        bytes.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+        let (req, consumed) = parse_request(&bytes, DEFAULT_MAX_HEADER_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(consumed, head_len);
+        assert_eq!(req.path(), "/chat?room=1");
+        let old = b"GET /old HTTP/1.0\r\n\r\n";
+        let req = parse(old);
+        assert_eq!(
+            (req.method(), req.path_only(), req.version()),
+            ("GET", "/old", 0)
+        );
+        assert_eq!(req.headers().count(), 0);
+    }
+
+    #[test]
+    fn the_limit_counts_the_whole_head() {
+        let bytes = request("");
+        assert!(parse_request(&bytes, bytes.len()).unwrap().is_some());
+        assert_eq!(
+            parse_request(&bytes, bytes.len() - 1).unwrap_err(),
+            HandshakeError::HeadersTooLarge
+        );
+        let base_headers = parse(&bytes).headers().count();
+        let fill = |n: usize| -> String { (0..n).map(|i| format!("X-{i}: v\r\n")).collect() };
+        let at_limit = request(&fill(MAX_HEADERS - base_headers));
+        assert_eq!(parse(&at_limit).headers().count(), MAX_HEADERS);
+        assert_eq!(
+            parse_request(&request(&fill(MAX_HEADERS - base_headers + 1)), 1 << 16).unwrap_err(),
+            HandshakeError::HeadersTooLarge
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_400() {
+        for bytes in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"GET /\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            let err = parse_request(bytes, DEFAULT_MAX_HEADER_BYTES).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::BadRequest(_)),
+                "{}: {err:?}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively_in_order() {
+        let bytes = request("X-Multi: one\r\nx-multi: two\r\nX-MULTI: three\r\n");
+        let req = parse(&bytes);
+        assert_eq!(req.header("x-multi"), Some(&b"one"[..]));
+        assert_eq!(
+            req.headers_named("X-Multi").collect::<Vec<_>>(),
+            [&b"one"[..], b"two", b"three"]
+        );
+        assert_eq!(req.header("absent"), None);
+        let names: Vec<&str> = req.headers().map(|(name, _)| name).collect();
+        assert_eq!(names.first(), Some(&"Host"));
+        assert_eq!(names.last(), Some(&"X-MULTI"));
+        assert_eq!(req.path_only(), "/chat");
+        let plain = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let req = parse(plain);
+        assert_eq!((req.path(), req.path_only()), ("/healthz", "/healthz"));
+        assert!(!req.is_upgrade());
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_empty_ones_skipped() {
+        let bytes = request("X-List: ,, alpha ,\tBeta\t,,\r\n");
+        let req = parse(&bytes);
+        assert!(req.header_has_token("x-list", "alpha"));
+        assert!(req.header_has_token("x-list", "beta"));
+        assert!(!req.header_has_token("x-list", ""));
+        assert!(!req.header_has_token("x-list", "alpha ,"));
+        assert!(!req.header_has_token("x-absent", "alpha"));
+        assert_eq!(
+            tokens(b" a,\tb ,, c").collect::<Vec<_>>(),
+            [&b"a"[..], b"b", b"c"]
+        );
+        assert_eq!(trim(b" \t x y \t "), b"x y");
+        assert_eq!(trim(b" \t "), b"");
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        let length = |extra: &str| parse(&request(extra)).content_length();
+        assert_eq!(length(""), Ok(None));
+        assert_eq!(length("Content-Length: 0\r\n"), Ok(Some(0)));
+        assert_eq!(
+            length("Content-Length: 42\r\ncontent-length: 42\r\n"),
+            Ok(Some(42))
+        );
+        assert_eq!(
+            length("Content-Length: 9999999999999999999\r\n"),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
+        let invalid = Err(HandshakeError::BadRequest("invalid Content-Length"));
+        for value in ["", "+5", "-1", "5 5", "0x10", "12345678901234567890"] {
+            assert_eq!(
+                length(&format!("Content-Length: {value}\r\n")),
+                invalid,
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            length("Content-Length: 1\r\nContent-Length: 2\r\n"),
+            Err(HandshakeError::BadRequest("conflicting Content-Length"))
+        );
+    }
 }
