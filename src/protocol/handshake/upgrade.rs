@@ -372,4 +372,73 @@ mod tests {
             "exact match"
         );
     }
+
+    #[test]
+    fn a_body_in_any_form_is_refused() {
+        let policy = HandshakePolicy::default();
+        assert_eq!(
+            validate(&request("Content-Length: 0\r\n"), &policy),
+            Ok(None)
+        );
+        let with_body = Err(HandshakeError::BadRequest("upgrade request with a body"));
+        assert_eq!(
+            validate(&request("Transfer-Encoding: chunked\r\n"), &policy),
+            with_body
+        );
+        assert_eq!(
+            validate(
+                &request("Content-Length: 0\r\nTransfer-Encoding: identity\r\n"),
+                &policy
+            ),
+            with_body
+        );
+    }
+
+    #[test]
+    fn version_and_key_must_each_appear_once() {
+        let policy = HandshakePolicy::default();
+        assert_eq!(
+            validate(&request("Sec-WebSocket-Version: 13\r\n"), &policy),
+            Err(HandshakeError::VersionNotSupported)
+        );
+        let ok = request("");
+        for key in [
+            "dGhlIHNhbXBsZSBub25jZQ!=",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ===",
+            "",
+        ] {
+            assert_eq!(
+                validate(&replace(&ok, RFC_KEY, key), &policy),
+                Err(HandshakeError::BadRequest("invalid Sec-WebSocket-Key")),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_origins_are_refused_only_under_an_allowlist() {
+        let two = request("Origin: https://good.example\r\nOrigin: https://good.example\r\n");
+        let allowed = vec!["https://good.example".to_string()];
+        let policy = HandshakePolicy {
+            allowed_origins: &allowed,
+            subprotocols: &[],
+        };
+        assert_eq!(
+            validate(&two, &policy),
+            Err(HandshakeError::OriginNotAllowed)
+        );
+        assert_eq!(validate(&two, &HandshakePolicy::default()), Ok(None));
+    }
+
+    #[test]
+    fn the_101_without_a_subprotocol_names_none() {
+        let mut out = b"earlier".to_vec();
+        write_101(&mut out, RFC_KEY.as_bytes(), None);
+        assert_eq!(
+            out,
+            b"earlierHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
 }
