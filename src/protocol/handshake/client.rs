@@ -203,4 +203,163 @@ mod tests {
             Err(ResponseError::Status(426))
         );
     }
+
+    /// The accept value for RFC 6455's sample key.
+    const RFC_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    /// A valid 101 for RFC 6455's sample key, with `extra` header lines; `edit` replaces its first match.
+    fn response(extra: &str, edit: (&str, &str)) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
+        )
+        .replacen(edit.0, edit.1, 1)
+        .into_bytes()
+    }
+
+    fn check(
+        bytes: &[u8],
+        offered: &[&str],
+    ) -> Result<Option<(usize, Option<String>)>, ResponseError> {
+        validate_server_response(bytes, RFC_ACCEPT, offered)
+    }
+
+    #[test]
+    fn key_and_request_bytes() {
+        assert_eq!(
+            &encode_key(*b"the sample nonce"),
+            b"dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        let mut out = b"earlier".to_vec();
+        build_client_request(&mut out, "example.com:80", "/chat?x=1", "KEY", &[]);
+        assert_eq!(
+            out,
+            b"earlierGET /chat?x=1 HTTP/1.1\r\nHost: example.com:80\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: KEY\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        build_client_request(&mut out, "h", "/", "KEY", &["v2.chat", "v1.chat", "x"]);
+        assert!(out.ends_with(
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v2.chat, v1.chat, x\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn an_upgrade_is_recognised_case_insensitively() {
+        let ok = response("", ("", ""));
+        assert_eq!(check(&ok, &[]), Ok(Some((ok.len(), None))));
+        let loose = response(
+            "",
+            (
+                "Upgrade: websocket\r\nConnection: Upgrade",
+                "upgrade: WebSocket\r\nconnection: keep-alive, UPGRADE",
+            ),
+        );
+        assert_eq!(check(&loose, &[]), Ok(Some((loose.len(), None))));
+    }
+
+    #[test]
+    fn each_refusal_has_its_reason() {
+        let cases: Vec<(Vec<u8>, &[&str], ResponseError)> = vec![
+            (
+                b"\x16\x03\x01\x00\x02\r\n\r\n".to_vec(),
+                &[],
+                ResponseError::Malformed("invalid HTTP response head"),
+            ),
+            (
+                response("", ("HTTP/1.1", "HTTP/1.0")),
+                &[],
+                ResponseError::Malformed("not HTTP/1.1"),
+            ),
+            (
+                response("", ("101 Switching Protocols", "200 OK")),
+                &[],
+                ResponseError::Status(200),
+            ),
+            (
+                response("", ("Upgrade: websocket\r\n", "")),
+                &[],
+                ResponseError::NotUpgraded,
+            ),
+            (
+                response("", ("Upgrade: websocket", "Upgrade: h2c")),
+                &[],
+                ResponseError::NotUpgraded,
+            ),
+            (
+                response("", ("Connection: Upgrade\r\n", "")),
+                &[],
+                ResponseError::NotUpgraded,
+            ),
+            (
+                response(
+                    "",
+                    ("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n", ""),
+                ),
+                &[],
+                ResponseError::BadAccept,
+            ),
+            (
+                response(
+                    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
+                    ("", ""),
+                ),
+                &[],
+                ResponseError::BadAccept,
+            ),
+            (
+                response("Sec-WebSocket-Extensions: permessage-deflate\r\n", ("", "")),
+                &[],
+                ResponseError::UnrequestedExtension,
+            ),
+            (
+                response("Sec-WebSocket-Protocol: chat\r\n", ("", "")),
+                &[],
+                ResponseError::UnrequestedProtocol,
+            ),
+            (
+                response(
+                    "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: chat\r\n",
+                    ("", ""),
+                ),
+                &["chat"],
+                ResponseError::UnrequestedProtocol,
+            ),
+        ];
+        for (bytes, offered, expected) in cases {
+            assert_eq!(
+                check(&bytes, offered),
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(
+            check(
+                &response("Sec-WebSocket-Protocol:  chat \r\n", ("", "")),
+                &["x", "chat"]
+            )
+            .map(|r| r.and_then(|(_, protocol)| protocol)),
+            Ok(Some("chat".to_string()))
+        );
+    }
+
+    #[test]
+    fn an_oversized_head_is_too_large() {
+        let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            check(&response(&many, ("", "")), &[]),
+            Err(ResponseError::TooLarge)
+        );
+        let padded = response(
+            &format!("X-Pad: {}\r\n", "a".repeat(DEFAULT_MAX_HEADER_BYTES)),
+            ("", ""),
+        );
+        assert_eq!(check(&padded, &[]), Err(ResponseError::TooLarge));
+        assert_eq!(
+            check(&padded[..DEFAULT_MAX_HEADER_BYTES - 1], &[]),
+            Ok(None),
+            "below the limit it is only incomplete"
+        );
+    }
 }
