@@ -340,6 +340,69 @@ mod tests {
         assert!(serve(&["--listen-backlog", "-3"]).is_err());
     }
 
+    /// `ringws serve` with no flags must run exactly the documented [`ServerConfig::default()`]. The
+    /// destructuring names every field, so a new config field does not compile until it is checked here.
+    #[test]
+    fn no_flags_give_the_default_config() {
+        let ServerConfig {
+            bind,
+            port,
+            workers: _, // computed: the CPU count at startup
+            pin_workers,
+            max_message_size,
+            max_frame_size,
+            max_connections,
+            max_connections_per_worker,
+            listen_backlog,
+            max_header_bytes,
+            allowed_origins,
+            subprotocols,
+            handshake_timeout,
+            idle_timeout,
+            ping_timeout,
+            close_timeout,
+            shutdown_timeout,
+            max_backpressure,
+            slow_consumer,
+            recv_buffer_size,
+            recv_buffers,
+            broadcast_include_sender,
+            publish_token,
+            max_subscriptions,
+            tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
+        } = ServerConfig::default();
+        let parsed = match Cli::try_parse_from(["ringws", "serve"]).unwrap().command {
+            Command::Serve(serve) => serve.to_config(),
+        };
+        assert_eq!(parsed.bind, bind);
+        assert_eq!(parsed.port, port);
+        assert_eq!(parsed.pin_workers, pin_workers);
+        assert_eq!(parsed.max_message_size, max_message_size);
+        assert_eq!(parsed.max_frame_size, max_frame_size);
+        assert_eq!(parsed.max_connections, max_connections);
+        assert_eq!(
+            parsed.max_connections_per_worker,
+            max_connections_per_worker
+        );
+        assert_eq!(parsed.listen_backlog, listen_backlog);
+        assert_eq!(parsed.max_header_bytes, max_header_bytes);
+        assert_eq!(parsed.allowed_origins, allowed_origins);
+        assert_eq!(parsed.subprotocols, subprotocols);
+        assert_eq!(parsed.handshake_timeout, handshake_timeout);
+        assert_eq!(parsed.idle_timeout, idle_timeout);
+        assert_eq!(parsed.ping_timeout, ping_timeout);
+        assert_eq!(parsed.close_timeout, close_timeout);
+        assert_eq!(parsed.shutdown_timeout, shutdown_timeout);
+        assert_eq!(parsed.max_backpressure, max_backpressure);
+        assert_eq!(parsed.slow_consumer, slow_consumer);
+        assert_eq!(parsed.recv_buffer_size, recv_buffer_size);
+        assert_eq!(parsed.recv_buffers, recv_buffers);
+        assert_eq!(parsed.broadcast_include_sender, broadcast_include_sender);
+        assert_eq!(parsed.publish_token, publish_token);
+        assert_eq!(parsed.max_subscriptions, max_subscriptions);
+        assert!(parsed.tls.is_none());
+    }
+
     #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
