@@ -5,8 +5,10 @@
 //! This module owns the process's stdout contract (exactly one line, once every worker accepts) and must
 //! never print anything else to stdout.
 
+use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -70,11 +72,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_pin: bool,
     /// Largest message (reassembled), e.g. 16MiB; larger -> close 1009.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-    pub max_message_size: usize,
+    #[arg(long, default_value = "16MiB")]
+    pub max_message_size: ByteSize,
     /// Largest single frame payload; larger -> close 1009 [default: --max-message-size].
-    #[arg(long, value_parser = parse_size)]
-    pub max_frame_size: Option<usize>,
+    #[arg(long)]
+    pub max_frame_size: Option<ByteSize>,
     /// Most open WebSocket connections over all workers (0 = only the per-worker limit); beyond it,
     /// upgrades are answered 503.
     #[arg(long, default_value_t = 0)]
@@ -88,8 +90,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub listen_backlog: u32,
     /// Largest HTTP request header block; larger -> 431.
-    #[arg(long, default_value = "8KiB", value_parser = parse_size)]
-    pub max_header_bytes: usize,
+    #[arg(long, default_value = "8KiB")]
+    pub max_header_bytes: ByteSize,
     /// Comma-separated allowed Origin values (default: any); another origin -> 403.
     #[arg(long, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -97,24 +99,24 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     pub subprotocols: Vec<String>,
     /// Time to finish the opening handshake (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: HumanDuration,
     /// Idle time before the server pings a connection (0 = never).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
+    #[arg(long, default_value = "30s")]
+    pub idle_timeout: HumanDuration,
     /// Time to wait for any data after an idle ping before dropping the connection.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub ping_timeout: Duration,
+    #[arg(long, default_value = "30s")]
+    pub ping_timeout: HumanDuration,
     /// Time to wait for the peer to finish a close handshake.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub close_timeout: Duration,
+    #[arg(long, default_value = "5s")]
+    pub close_timeout: HumanDuration,
     /// On SIGINT/SIGTERM, time to wait for close replies before exiting.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    #[arg(long, default_value = "5s")]
+    pub shutdown_timeout: HumanDuration,
     /// Bytes queued to one connection before backpressure applies (reads paused for its own replies; the
     /// slow-consumer policy for messages from others).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
-    pub max_backpressure: usize,
+    #[arg(long, default_value = "1MiB")]
+    pub max_backpressure: ByteSize,
     /// What to do with a connection over --max-backpressure when others' messages are queued to it.
     #[arg(long, value_enum, default_value = "close")]
     pub slow_consumer: SlowConsumer,
@@ -128,8 +130,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64)]
     pub max_subscriptions: usize,
     /// Size of each provided receive buffer.
-    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
-    pub recv_buffer_size: usize,
+    #[arg(long, default_value = "16KiB")]
+    pub recv_buffer_size: ByteSize,
     /// Receive buffers per worker (a power of two, at most 32768).
     #[arg(long, default_value_t = 256)]
     pub recv_buffers: u16,
@@ -186,6 +188,58 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A byte count on the command line: read by [`parse_size`], printed in the largest binary unit that
+/// divides it exactly (`16MiB`, `8KiB`, `1536`), so the printed form parses back to the same count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_size(text).map(ByteSize)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        let bytes = self.0;
+        if bytes != 0 {
+            for (unit_bytes, unit) in UNITS {
+                if bytes.is_multiple_of(unit_bytes) {
+                    return write!(f, "{}{unit}", bytes / unit_bytes);
+                }
+            }
+        }
+        write!(f, "{bytes}")
+    }
+}
+
+/// A duration on the command line: read by [`parse_duration`], printed in whole seconds (`10s`) or else
+/// whole milliseconds (`500ms`), forms that parse back to the same duration. (The command line cannot
+/// give less than a millisecond; such a part prints rounded down.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_nanos() == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            write!(f, "{}ms", self.0.as_millis())
+        }
+    }
+}
+
 impl ServeArgs {
     pub fn to_config(&self) -> ServerConfig {
         ServerConfig {
@@ -193,25 +247,25 @@ impl ServeArgs {
             port: self.port,
             workers: self.workers.unwrap_or_else(sys::cpu_count).max(1),
             pin_workers: !self.no_pin,
-            max_message_size: self.max_message_size,
-            max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size) as u64,
+            max_message_size: self.max_message_size.0,
+            max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size).0 as u64,
             max_connections: self.max_connections,
             max_connections_per_worker: self.max_connections_per_worker.unwrap_or(0),
             listen_backlog: self.listen_backlog,
-            max_header_bytes: self.max_header_bytes,
+            max_header_bytes: self.max_header_bytes.0,
             allowed_origins: self.allowed_origins.clone(),
             subprotocols: self.subprotocols.clone(),
-            handshake_timeout: self.handshake_timeout,
-            idle_timeout: self.idle_timeout,
-            ping_timeout: self.ping_timeout,
-            close_timeout: self.close_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-            max_backpressure: self.max_backpressure,
+            handshake_timeout: self.handshake_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            ping_timeout: self.ping_timeout.0,
+            close_timeout: self.close_timeout.0,
+            shutdown_timeout: self.shutdown_timeout.0,
+            max_backpressure: self.max_backpressure.0,
             slow_consumer: match self.slow_consumer {
                 SlowConsumer::Close => SlowConsumerPolicy::Close,
                 SlowConsumer::Drop => SlowConsumerPolicy::Drop,
             },
-            recv_buffer_size: self.recv_buffer_size,
+            recv_buffer_size: self.recv_buffer_size.0,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
             publish_token: self.publish_token.clone(),
@@ -324,6 +378,53 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_print_as_they_parse() {
+        assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
+        assert_eq!(ByteSize(8192).to_string(), "8KiB");
+        assert_eq!(ByteSize(3 << 30).to_string(), "3GiB");
+        assert_eq!(ByteSize(1536).to_string(), "1536");
+        assert_eq!(ByteSize(0).to_string(), "0");
+        assert_eq!(HumanDuration(Duration::from_secs(10)).to_string(), "10s");
+        assert_eq!(
+            HumanDuration(Duration::from_millis(500)).to_string(),
+            "500ms"
+        );
+        assert_eq!(
+            HumanDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0s");
+
+        let defaults = ServerConfig::default();
+        let default_sizes = [
+            defaults.max_message_size,
+            usize::try_from(defaults.max_frame_size).unwrap(),
+            defaults.max_header_bytes,
+            defaults.max_backpressure,
+            defaults.recv_buffer_size,
+        ];
+        for bytes in default_sizes
+            .into_iter()
+            .chain([0, 1, 1023, 1024, 1536, 3 << 20])
+        {
+            let text = ByteSize(bytes).to_string();
+            assert_eq!(text.parse(), Ok(ByteSize(bytes)), "{text}");
+        }
+        let default_durations = [
+            defaults.handshake_timeout,
+            defaults.idle_timeout,
+            defaults.ping_timeout,
+            defaults.close_timeout,
+            defaults.shutdown_timeout,
+        ];
+        let other_durations = [0, 1, 500, 1500, 120_000].map(Duration::from_millis);
+        for duration in default_durations.into_iter().chain(other_durations) {
+            let text = HumanDuration(duration).to_string();
+            assert_eq!(text.parse(), Ok(HumanDuration(duration)), "{text}");
+        }
     }
 
     #[test]
