@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -53,16 +54,43 @@ pub enum SlowConsumer {
     Drop,
 }
 
+impl From<SlowConsumerPolicy> for SlowConsumer {
+    fn from(policy: SlowConsumerPolicy) -> Self {
+        match policy {
+            SlowConsumerPolicy::Close => SlowConsumer::Close,
+            SlowConsumerPolicy::Drop => SlowConsumer::Drop,
+        }
+    }
+}
+
+impl From<SlowConsumer> for SlowConsumerPolicy {
+    fn from(choice: SlowConsumer) -> Self {
+        match choice {
+            SlowConsumer::Close => SlowConsumerPolicy::Close,
+            SlowConsumer::Drop => SlowConsumerPolicy::Drop,
+        }
+    }
+}
+
+/// [`ServerConfig::default()`], built once: the single source of every `serve` flag's default (and of the
+/// `[default: ...]` that `--help` prints), so a default changed in `server/config.rs` changes the CLI too.
+fn server_defaults() -> &'static ServerConfig {
+    static DEFAULTS: OnceLock<ServerConfig> = OnceLock::new();
+    DEFAULTS.get_or_init(ServerConfig::default)
+}
+
+/// Flags of `ringws serve`. Every flag that sets a [`ServerConfig`] field takes its default from
+/// [`ServerConfig::default()`]; only `--mode`, which picks the handler, has its own.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// What the server does with messages.
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Mode,
     /// Address to bind.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value_t = server_defaults().bind)]
     pub bind: IpAddr,
     /// TCP port (0 = an ephemeral port, the same for all workers).
-    #[arg(long, default_value_t = 9001)]
+    #[arg(long, default_value_t = server_defaults().port)]
     pub port: u16,
     /// Worker threads, one io_uring each [default: CPU count]. May exceed the CPU count (each ring holds
     /// up to the open-file limit of connections).
@@ -72,14 +100,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_pin: bool,
     /// Largest message (reassembled), e.g. 16MiB; larger -> close 1009.
-    #[arg(long, default_value = "16MiB")]
+    #[arg(long, default_value_t = ByteSize(server_defaults().max_message_size))]
     pub max_message_size: ByteSize,
     /// Largest single frame payload; larger -> close 1009 [default: --max-message-size].
     #[arg(long)]
     pub max_frame_size: Option<ByteSize>,
     /// Most open WebSocket connections over all workers (0 = only the per-worker limit); beyond it,
     /// upgrades are answered 503.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = server_defaults().max_connections)]
     pub max_connections: usize,
     /// Most connections per worker (its fixed-file table is this plus a small reserve used to answer 503)
     /// [default: the open-file limit minus the reserve].
@@ -87,10 +115,14 @@ pub struct ServeArgs {
     pub max_connections_per_worker: Option<usize>,
     /// Length of each worker's listen queue (connections the kernel holds before a worker accepts
     /// them; capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(
+        long,
+        default_value_t = server_defaults().listen_backlog,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
     pub listen_backlog: u32,
     /// Largest HTTP request header block; larger -> 431.
-    #[arg(long, default_value = "8KiB")]
+    #[arg(long, default_value_t = ByteSize(server_defaults().max_header_bytes))]
     pub max_header_bytes: ByteSize,
     /// Comma-separated allowed Origin values (default: any); another origin -> 403.
     #[arg(long, value_delimiter = ',')]
@@ -99,41 +131,45 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     pub subprotocols: Vec<String>,
     /// Time to finish the opening handshake (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value_t = HumanDuration(server_defaults().handshake_timeout))]
     pub handshake_timeout: HumanDuration,
     /// Idle time before the server pings a connection (0 = never).
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value_t = HumanDuration(server_defaults().idle_timeout))]
     pub idle_timeout: HumanDuration,
     /// Time to wait for any data after an idle ping before dropping the connection.
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value_t = HumanDuration(server_defaults().ping_timeout))]
     pub ping_timeout: HumanDuration,
     /// Time to wait for the peer to finish a close handshake.
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value_t = HumanDuration(server_defaults().close_timeout))]
     pub close_timeout: HumanDuration,
     /// On SIGINT/SIGTERM, time to wait for close replies before exiting.
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value_t = HumanDuration(server_defaults().shutdown_timeout))]
     pub shutdown_timeout: HumanDuration,
     /// Bytes queued to one connection before backpressure applies (reads paused for its own replies; the
     /// slow-consumer policy for messages from others).
-    #[arg(long, default_value = "1MiB")]
+    #[arg(long, default_value_t = ByteSize(server_defaults().max_backpressure))]
     pub max_backpressure: ByteSize,
     /// What to do with a connection over --max-backpressure when others' messages are queued to it.
-    #[arg(long, value_enum, default_value = "close")]
+    #[arg(long, value_enum, default_value_t = server_defaults().slow_consumer.into())]
     pub slow_consumer: SlowConsumer,
     /// In broadcast mode, whether the sender gets its own message back.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        default_value_t = server_defaults().broadcast_include_sender,
+        action = clap::ArgAction::Set
+    )]
     pub broadcast_include_sender: bool,
     /// Bearer token required by `POST /publish` (default: none).
     #[arg(long)]
     pub publish_token: Option<String>,
     /// In pubsub mode, most topics one connection may subscribe to.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = server_defaults().max_subscriptions)]
     pub max_subscriptions: usize,
     /// Size of each provided receive buffer.
-    #[arg(long, default_value = "16KiB")]
+    #[arg(long, default_value_t = ByteSize(server_defaults().recv_buffer_size))]
     pub recv_buffer_size: ByteSize,
     /// Receive buffers per worker (a power of two, at most 32768).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = server_defaults().recv_buffers)]
     pub recv_buffers: u16,
     /// PEM certificate chain (leaf first): the listener then speaks TLS only (wss://, https://). Needs
     /// --tls-key.
@@ -241,16 +277,21 @@ impl fmt::Display for HumanDuration {
 }
 
 impl ServeArgs {
+    /// The server configuration these flags give; a flag not given keeps its [`ServerConfig::default()`]
+    /// value (`--max-frame-size` defaults to `--max-message-size`). `tls` stays `None`: [`serve`] loads it.
     pub fn to_config(&self) -> ServerConfig {
+        let defaults = server_defaults();
         ServerConfig {
             bind: self.bind,
             port: self.port,
-            workers: self.workers.unwrap_or_else(sys::cpu_count).max(1),
-            pin_workers: !self.no_pin,
+            workers: self.workers.unwrap_or(defaults.workers).max(1),
+            pin_workers: defaults.pin_workers && !self.no_pin,
             max_message_size: self.max_message_size.0,
             max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size).0 as u64,
             max_connections: self.max_connections,
-            max_connections_per_worker: self.max_connections_per_worker.unwrap_or(0),
+            max_connections_per_worker: self
+                .max_connections_per_worker
+                .unwrap_or(defaults.max_connections_per_worker),
             listen_backlog: self.listen_backlog,
             max_header_bytes: self.max_header_bytes.0,
             allowed_origins: self.allowed_origins.clone(),
@@ -261,10 +302,7 @@ impl ServeArgs {
             close_timeout: self.close_timeout.0,
             shutdown_timeout: self.shutdown_timeout.0,
             max_backpressure: self.max_backpressure.0,
-            slow_consumer: match self.slow_consumer {
-                SlowConsumer::Close => SlowConsumerPolicy::Close,
-                SlowConsumer::Drop => SlowConsumerPolicy::Drop,
-            },
+            slow_consumer: self.slow_consumer.into(),
             recv_buffer_size: self.recv_buffer_size.0,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
