@@ -14,6 +14,8 @@
 //! take; gathered frames are encrypted when the engine can take a send. Plain connections only test that
 //! the state is absent.
 
+mod phases;
+
 use crate::cli::Scenario;
 use crate::clock::now_ns;
 use crate::engine::{Chunk, Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
@@ -39,17 +41,12 @@ const COUNTER_PUBLISH_NS: u64 = 5_000_000;
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
 /// Longest engine wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
-/// Broadcast drain: subscribers stop once nothing arrived for this long (unless the coordinator, which
-/// knows how many messages were published, says earlier that everything arrived).
-const QUIET_NS: u64 = 1_000_000_000;
 const BACKOFF_BASE_NS: u64 = 100_000_000;
 const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
 /// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
 const MAX_BACKLOG: usize = 4 << 20;
 const BACKLOG_RETRY_NS: u64 = 1_000_000;
-/// Longest wait at the end for the engine's cancelled operations to complete.
-const FINISH_TIMEOUT_NS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -346,7 +343,7 @@ impl<E: Engine> Worker<E> {
                 self.connect_queue.push_back((due, i as u32));
             }
         }
-        self.publish_ramp();
+        self.publish_ramped_if_done();
         let mut last_publish = start;
         let mut last_handover = start;
         loop {
@@ -363,12 +360,12 @@ impl<E: Engine> Worker<E> {
                     .shared
                     .drain_complete
                     .load(std::sync::atomic::Ordering::Acquire)
-                    || self.drained(now))
+                    || self.drain_over(now))
             {
                 break;
             }
             if now - last_publish >= COUNTER_PUBLISH_NS {
-                self.publish();
+                self.publish_counters();
                 last_publish = now;
             }
             if now - last_handover >= HISTOGRAM_HANDOVER_NS {
@@ -388,7 +385,7 @@ impl<E: Engine> Worker<E> {
                 self.on_io(event, now);
             }
         }
-        self.finish();
+        self.close_all_and_hand_over();
     }
 
     fn next_wake(&self, now: u64) -> u64 {
@@ -402,160 +399,6 @@ impl<E: Engine> Worker<E> {
             }
         }
         wake
-    }
-
-    fn publish(&mut self) {
-        let no_buffers = self.io.take_no_buffer_count();
-        self.counters.add(Counter::RecvNoBuffers, no_buffers);
-        self.shared.workers[self.index]
-            .counters
-            .publish(&self.counters);
-        let finished = self.plan.scenario == Scenario::Echo
-            && self.plan.messages.is_some()
-            && self.phase >= Phase::Run
-            && self.conns.iter().all(|c| self.conn_finished(c));
-        if finished {
-            self.shared.workers[self.index]
-                .finished
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    fn conn_finished(&self, conn: &Conn) -> bool {
-        match conn.state {
-            State::Dead => true,
-            State::Open => {
-                conn.traffic.in_flight.is_empty()
-                    && conn.traffic.next_send_seq >= self.plan.messages.unwrap_or(u64::MAX)
-            }
-            _ => false,
-        }
-    }
-
-    fn publish_ramp(&self) {
-        if self.ramp_remaining == 0 {
-            // Counters first, so that the coordinator's snapshot at the end of the ramp is exact.
-            self.shared.workers[self.index]
-                .counters
-                .publish(&self.counters);
-            self.shared.workers[self.index]
-                .ramped
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    fn hand_over_histogram(&mut self) {
-        if self.hist.is_empty() {
-            return;
-        }
-        if let Ok(mut shared) = self.shared.workers[self.index].histogram.lock() {
-            let _ = shared.add(&self.hist);
-        }
-        self.hist.reset();
-    }
-
-    // ----- phases -------------------------------------------------------------------------------------
-
-    fn enter_phase(&mut self, phase: Phase, now: u64) {
-        let previous = self.phase;
-        self.phase = phase;
-        if previous < Phase::Run && phase >= Phase::Run {
-            let run_start = self
-                .shared
-                .run_start_ns
-                .load(std::sync::atomic::Ordering::Acquire)
-                .max(1);
-            if self.plan.scenario == Scenario::Churn {
-                let slots = self.conns.len().max(1) as u64;
-                for i in 0..self.conns.len() {
-                    // Spread the slots' first cycles over one cycle interval.
-                    let due = run_start + self.plan.churn_interval_ns * i as u64 / slots;
-                    self.set_timer(i, due);
-                }
-            }
-            for i in 0..self.conns.len() {
-                if self.conns[i].state == State::Open {
-                    self.start_traffic(i, now);
-                }
-            }
-        }
-        if previous < Phase::Verify && phase >= Phase::Verify && self.plan.verify_broadcast {
-            if let Some(i) = self
-                .conns
-                .iter()
-                .position(|c| c.gid == 0 && c.state == State::Open)
-            {
-                let mask = self.rng.mask_key();
-                wire::encode_frame(
-                    &mut self.conns[i].out,
-                    self.plan.opcode,
-                    VERIFY_PAYLOAD,
-                    mask,
-                );
-                self.counters.inc(Counter::Sent);
-                self.mark_dirty(i);
-            }
-        }
-        if phase == Phase::Drain && previous != Phase::Drain {
-            self.drain_deadline_ns = now + self.plan.drain_timeout_ns;
-            self.last_delivery_ns = now;
-            // Nothing new is sent from here on: these counts are final.
-            let me = &self.shared.workers[self.index];
-            me.counters.publish(&self.counters);
-            me.draining
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    /// Whether the drain phase is over for this worker.
-    fn drained(&self, now: u64) -> bool {
-        if now >= self.drain_deadline_ns {
-            return true;
-        }
-        match self.plan.scenario {
-            Scenario::Echo => self
-                .conns
-                .iter()
-                .all(|c| c.traffic.in_flight.is_empty() || c.state != State::Open),
-            Scenario::Broadcast => now - self.last_delivery_ns >= QUIET_NS,
-            Scenario::Churn => self.active_cycles == 0,
-            // Every ping answered (a pong still on its way is not an error).
-            Scenario::Connect => {
-                self.counters.get(Counter::PongsReceived) >= self.counters.get(Counter::PingsSent)
-            }
-        }
-    }
-
-    /// Closes every connection, counts what never came back, and hands over the last figures.
-    fn finish(&mut self) {
-        for i in 0..self.conns.len() {
-            let lost = self.conns[i].traffic.in_flight.len() as u64;
-            self.counters.add(Counter::Lost, lost);
-            self.conns[i].traffic.in_flight.clear();
-            let conn = &mut self.conns[i];
-            if conn.sock != NO_SOCK {
-                conn.out.clear();
-                if conn.state == State::Open {
-                    // A polite close, best effort: nothing is waited for.
-                    wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                    self.counters.dec(Counter::Open);
-                } else if matches!(conn.state, State::Connecting | State::Handshaking) {
-                    self.pending_connects -= 1;
-                } else if conn.state == State::Closing {
-                    self.counters.dec(Counter::Open);
-                }
-                self.close_socket(i);
-            }
-            self.conns[i].state = State::Dead;
-        }
-        // Every cancelled operation must complete before the engine's memory may go.
-        self.io.finish(FINISH_TIMEOUT_NS);
-        let left = self.io.sockets() as u64;
-        self.counters.add(Counter::SocketsLeft, left);
-        self.hand_over_histogram();
-        let me = &self.shared.workers[self.index];
-        me.counters.publish(&self.counters);
-        me.done.store(true, std::sync::atomic::Ordering::Release);
     }
 
     // ----- timers and connects ------------------------------------------------------------------------
@@ -695,14 +538,6 @@ impl<E: Engine> Worker<E> {
         self.counters.inc(Counter::Reconnects);
         self.conns[i].state = State::Waiting;
         self.set_timer(i, now + delay);
-    }
-
-    fn leave_ramp(&mut self, i: usize) {
-        if self.conns[i].in_ramp {
-            self.conns[i].in_ramp = false;
-            self.ramp_remaining -= 1;
-            self.publish_ramp();
-        }
     }
 
     // ----- I/O events ---------------------------------------------------------------------------------
