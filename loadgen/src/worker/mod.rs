@@ -14,6 +14,7 @@
 //! take; gathered frames are encrypted when the engine can take a send. Plain connections only test that
 //! the state is absent.
 
+mod connect;
 mod phases;
 
 use crate::cli::Scenario;
@@ -24,9 +25,7 @@ use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
 use crate::tls::{TlsConn, TlsFailure};
 use crate::uring::UringEngine;
-use crate::wire::{
-    self, ClientHandshake, Event, HandshakeFailure, MessageReader, OpCode, ReaderLimits, Rng, Role,
-};
+use crate::wire::{self, ClientHandshake, Event, MessageReader, OpCode, ReaderLimits, Rng, Role};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -41,8 +40,6 @@ const COUNTER_PUBLISH_NS: u64 = 5_000_000;
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
 /// Longest engine wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
-const BACKOFF_BASE_NS: u64 = 100_000_000;
-const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
 /// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
 const MAX_BACKLOG: usize = 4 << 20;
@@ -199,17 +196,6 @@ fn behaviour_of(plan: &Plan, gid: u64) -> Behaviour {
     }
 }
 
-fn connect_error_counter(err: &io::Error) -> Counter {
-    match err.raw_os_error() {
-        Some(libc::ECONNREFUSED) => Counter::ConnectRefused,
-        Some(libc::ETIMEDOUT) => Counter::ConnectTimeout,
-        Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => Counter::AddrNotAvailable,
-        Some(libc::EMFILE) | Some(libc::ENFILE) => Counter::FdLimit,
-        Some(libc::ECONNRESET) | Some(libc::EPIPE) => Counter::Reset,
-        _ => Counter::ConnectOther,
-    }
-}
-
 fn io_error_counter(err: &io::Error) -> Counter {
     match err.raw_os_error() {
         Some(libc::ECONNRESET) | Some(libc::EPIPE) => Counter::Reset,
@@ -353,7 +339,7 @@ impl<E: Engine> Worker<E> {
                 self.enter_phase(phase, now);
             }
             self.fire_timers(now);
-            self.start_connects(now);
+            self.start_due_connects(now);
             self.flush_dirty(now);
             if self.phase == Phase::Drain
                 && (self
@@ -444,102 +430,6 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    fn start_connects(&mut self, now: u64) {
-        while self.pending_connects < self.plan.max_pending_connects {
-            let Some(&(due, i)) = self.connect_queue.front() else {
-                break;
-            };
-            if due > now {
-                break;
-            }
-            self.connect_queue.pop_front();
-            if self.phase == Phase::Drain {
-                continue;
-            }
-            self.start_connect(i as usize, now);
-        }
-    }
-
-    fn start_connect(&mut self, i: usize, now: u64) {
-        let source = match self.plan.source_ips.len() {
-            0 => None,
-            n => Some(self.plan.source_ips[self.conns[i].gid as usize % n]),
-        };
-        self.counters.inc(Counter::ConnectAttempts);
-        if self.conns[i].behaviour == Behaviour::Churn {
-            self.conns[i].traffic.cycle_start_ns = now;
-            self.active_cycles += 1;
-        }
-        match self.io.connect(i as u32, source) {
-            Ok(sock) => {
-                let held = self.io.sockets() as u64;
-                if held > self.counters.get(Counter::SocketsMax) {
-                    self.counters.add(
-                        Counter::SocketsMax,
-                        held - self.counters.get(Counter::SocketsMax),
-                    );
-                }
-                let conn = &mut self.conns[i];
-                conn.sock = sock;
-                conn.state = State::Connecting;
-                self.pending_connects += 1;
-                self.set_timer(i, now + self.plan.connect_timeout_ns);
-            }
-            Err(err) => {
-                self.pending_connects += 1;
-                self.conns[i].state = State::Connecting;
-                self.connect_failed(i, connect_error_counter(&err), now);
-            }
-        }
-    }
-
-    /// A connect or handshake failed: count it, then retry (backoff) or give up.
-    fn connect_failed(&mut self, i: usize, reason: Counter, now: u64) {
-        self.counters.inc(reason);
-        self.pending_connects -= 1;
-        let conn = &mut self.conns[i];
-        if conn.sock != NO_SOCK {
-            conn.out.clear();
-            // The alert rustls queued for a failed TLS handshake tells the server why (best effort).
-            let last_words: &[u8] = match conn.tls.as_deref_mut() {
-                Some(tls) => match tls.seal(&mut conn.out) {
-                    Ok(()) => &tls.cipher,
-                    Err(_) => &[],
-                },
-                None => &[],
-            };
-            self.io.close(conn.sock, last_words);
-            conn.sock = NO_SOCK;
-        }
-        conn.tls = None;
-        conn.handshake = None;
-        conn.out.clear();
-        conn.state = State::Waiting;
-        conn.timer_due = 0;
-        if conn.behaviour == Behaviour::Churn {
-            self.active_cycles -= 1;
-            self.schedule_next_cycle(i, now);
-            return;
-        }
-        if self.plan.reconnect && self.phase != Phase::Drain {
-            self.schedule_reconnect(i, now);
-        } else {
-            self.conns[i].state = State::Dead;
-            self.leave_ramp(i);
-        }
-    }
-
-    fn schedule_reconnect(&mut self, i: usize, now: u64) {
-        let attempts = self.conns[i].attempts.min(6);
-        self.conns[i].attempts += 1;
-        let ceiling = (BACKOFF_BASE_NS << attempts).min(BACKOFF_MAX_NS);
-        // Jitter: anywhere in the upper half of the backoff window.
-        let delay = ceiling / 2 + self.rng.below(ceiling / 2 + 1);
-        self.counters.inc(Counter::Reconnects);
-        self.conns[i].state = State::Waiting;
-        self.set_timer(i, now + delay);
-    }
-
     // ----- I/O events ---------------------------------------------------------------------------------
 
     fn on_io(&mut self, event: IoEvent, now: u64) {
@@ -554,7 +444,7 @@ impl<E: Engine> Worker<E> {
                 let i = i as usize;
                 if self.conns[i].state == State::Connecting {
                     let err = io::Error::from_raw_os_error(errno);
-                    self.connect_failed(i, connect_error_counter(&err), now);
+                    self.connect_failed(i, connect::connect_error_counter(&err), now);
                 }
             }
             IoEvent::Data(i, chunk) => self.on_data(i as usize, chunk, now),
@@ -589,29 +479,6 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    fn on_connected(&mut self, i: usize, now: u64) {
-        if let Some(plan) = &self.plan.tls {
-            match TlsConn::new(plan) {
-                Ok(tls) => self.conns[i].tls = Some(Box::new(tls)),
-                Err(_) => {
-                    self.connect_failed(i, Counter::TlsHandshake, now);
-                    return;
-                }
-            }
-        }
-        let conn = &mut self.conns[i];
-        conn.state = State::Handshaking;
-        conn.out.clear();
-        let path = match conn.behaviour {
-            Behaviour::Subscriber => &self.plan.subscriber_path,
-            _ => &self.plan.target.path,
-        };
-        let handshake =
-            wire::start_handshake(&mut conn.out, &self.plan.target.host, path, &mut self.rng);
-        conn.handshake = Some(Box::new(handshake));
-        self.mark_dirty(i);
-    }
-
     /// Bytes arrived on connection `i`; the engine's buffer is given back before this returns.
     fn on_data(&mut self, i: usize, chunk: Chunk, now: u64) {
         self.counters.add(Counter::BytesReceived, chunk.len as u64);
@@ -626,7 +493,7 @@ impl<E: Engine> Worker<E> {
                     handshake.response.extend_from_slice(bytes);
                 }
                 self.io.recycle(chunk);
-                self.on_handshake_bytes(i, now);
+                self.check_handshake_response(i, now);
             }
             State::Open | State::Closing => self.on_frames(i, Some(chunk), &mut [], now),
             _ => self.io.recycle(chunk),
@@ -669,7 +536,7 @@ impl<E: Engine> Worker<E> {
                     if let Some(handshake) = self.conns[i].handshake.as_mut() {
                         handshake.response.extend_from_slice(&plain);
                     }
-                    self.on_handshake_bytes(i, now);
+                    self.check_handshake_response(i, now);
                 }
                 State::Open | State::Closing => self.on_frames(i, None, &mut plain, now),
                 _ => {}
@@ -698,52 +565,6 @@ impl<E: Engine> Worker<E> {
                 if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
                     self.mark_dirty(i);
                 }
-            }
-        }
-    }
-
-    fn on_handshake_bytes(&mut self, i: usize, now: u64) {
-        let Some(handshake) = self.conns[i].handshake.as_mut() else {
-            return;
-        };
-        match handshake.check() {
-            Ok(None) => {}
-            Ok(Some(consumed)) => {
-                let mut handshake = self.conns[i]
-                    .handshake
-                    .take()
-                    .expect("handshake in progress");
-                self.pending_connects -= 1;
-                self.counters.inc(Counter::Connected);
-                self.counters.inc(Counter::Open);
-                let conn = &mut self.conns[i];
-                conn.state = State::Open;
-                conn.attempts = 0;
-                conn.timer_due = 0;
-                conn.reader = MessageReader::new(Role::Client);
-                conn.traffic.in_flight.clear();
-                conn.traffic.next_send_seq = 0;
-                conn.traffic.next_recv_seq = 0;
-                self.leave_ramp(i);
-                // During the drain a churn cycle already under way still runs to its end.
-                let behaviour = self.conns[i].behaviour;
-                if self.phase >= Phase::Run
-                    && (self.phase != Phase::Drain || behaviour == Behaviour::Churn)
-                {
-                    self.start_traffic(i, now);
-                }
-                if handshake.response.len() > consumed {
-                    self.on_frames(i, None, &mut handshake.response[consumed..], now);
-                }
-            }
-            Err(HandshakeFailure::Status(503)) => {
-                self.connect_failed(i, Counter::HandshakeRejected503, now)
-            }
-            Err(HandshakeFailure::Status(_)) => {
-                self.connect_failed(i, Counter::HandshakeRejectedOther, now)
-            }
-            Err(HandshakeFailure::Invalid) => {
-                self.connect_failed(i, Counter::HandshakeInvalid, now)
             }
         }
     }
