@@ -15,17 +15,18 @@
 //! the state is absent.
 
 mod connect;
+mod inbound;
 mod phases;
 
 use crate::cli::Scenario;
 use crate::clock::now_ns;
-use crate::engine::{Chunk, Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
+use crate::engine::{Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
 use crate::payload::{self, Scratch};
 use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
-use crate::tls::{TlsConn, TlsFailure};
+use crate::tls::TlsConn;
 use crate::uring::UringEngine;
-use crate::wire::{self, ClientHandshake, Event, MessageReader, OpCode, ReaderLimits, Rng, Role};
+use crate::wire::{self, ClientHandshake, MessageReader, OpCode, ReaderLimits, Rng, Role};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -67,42 +68,6 @@ enum Behaviour {
     Churn,
 }
 
-/// Delivery bookkeeping of one subscriber for one publisher: the next sequence number expected and the
-/// ranges skipped so far (a later arrival inside a range is out of order, elsewhere a duplicate).
-#[derive(Default)]
-struct Track {
-    next: u64,
-    gaps: Vec<(u64, u64)>,
-}
-
-impl Track {
-    /// Returns whether `seq` is a first delivery, and counts duplicates and reordering.
-    fn deliver(&mut self, seq: u64, counters: &mut Counters) -> bool {
-        if seq == self.next {
-            self.next += 1;
-            true
-        } else if seq > self.next {
-            self.gaps.push((self.next, seq));
-            self.next = seq + 1;
-            true
-        } else if let Some(i) = self.gaps.iter().position(|&(lo, hi)| lo <= seq && seq < hi) {
-            let (lo, hi) = self.gaps[i];
-            self.gaps.swap_remove(i);
-            if lo < seq {
-                self.gaps.push((lo, seq));
-            }
-            if seq + 1 < hi {
-                self.gaps.push((seq + 1, hi));
-            }
-            counters.inc(Counter::OutOfOrder);
-            true
-        } else {
-            counters.inc(Counter::Duplicates);
-            false
-        }
-    }
-}
-
 /// Per-connection traffic state.
 #[derive(Default)]
 struct Traffic {
@@ -113,7 +78,7 @@ struct Traffic {
     /// Open loop / publisher: when the next message is due.
     next_due_ns: u64,
     /// Subscriber: one track per publisher.
-    tracks: Vec<Track>,
+    tracks: Vec<inbound::Track>,
     verified: bool,
     cycle_start_ns: u64,
 }
@@ -136,16 +101,6 @@ struct Conn {
     /// wss://: the connection's TLS state (from TCP connect to close).
     tls: Option<Box<TlsConn>>,
     traffic: Traffic,
-}
-
-/// What the message handler asks the loop to do once `feed` returns.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum After {
-    Nothing,
-    /// The server sent a close frame.
-    PeerClosed,
-    /// Churn: all echoes of the cycle came back; send our close.
-    CloseCycle,
 }
 
 /// Context the message handler needs besides the connection (disjoint borrows of the worker).
@@ -203,6 +158,19 @@ fn io_error_counter(err: &io::Error) -> Counter {
     }
 }
 
+/// The plan of `ringws-loadgen ARGS` (scenario first) against a URL nothing needs to listen on, for
+/// unit tests of the worker's pure parts.
+#[cfg(test)]
+fn test_plan(args: &[&str]) -> Plan {
+    use clap::Parser;
+    let options = crate::cli::Options::try_parse_from(
+        std::iter::once("ringws-loadgen").chain(args.iter().copied()),
+    )
+    .expect("valid arguments");
+    let target = crate::cli::parse_url("ws://127.0.0.1:9/").expect("valid URL");
+    Plan::new(&options, target, 1)
+}
+
 fn set_engine(shared: &Shared, index: usize, description: String) {
     if let Ok(mut engine) = shared.workers[index].engine.lock() {
         *engine = description;
@@ -211,9 +179,6 @@ fn set_engine(shared: &Shared, index: usize, description: String) {
 
 /// Set once the io_uring fallback was announced (one line per process).
 static FALLBACK_ANNOUNCED: AtomicBool = AtomicBool::new(false);
-/// Set once a TLS failure was described on stderr (one line per process; the rest are counted).
-static TLS_FAILURE_ANNOUNCED: AtomicBool = AtomicBool::new(false);
-
 /// Runs worker `index` for the connections with global ids `gids` on this thread, on the plan's engine
 /// (created here: an io_uring ring belongs to the thread that submits to it). When io_uring cannot be set
 /// up, the worker runs on epoll and one line on stderr says why.
@@ -476,190 +441,6 @@ impl<E: Engine> Worker<E> {
             State::Connecting | State::Handshaking => self.connect_failed(i, reason, now),
             State::Open | State::Closing => self.connection_lost(i, reason, now),
             State::Waiting | State::Dead => {}
-        }
-    }
-
-    /// Bytes arrived on connection `i`; the engine's buffer is given back before this returns.
-    fn on_data(&mut self, i: usize, chunk: Chunk, now: u64) {
-        self.counters.add(Counter::BytesReceived, chunk.len as u64);
-        if self.conns[i].tls.is_some() {
-            self.on_tls_data(i, chunk, now);
-            return;
-        }
-        match self.conns[i].state {
-            State::Handshaking => {
-                let bytes = self.io.bytes(chunk);
-                if let Some(handshake) = self.conns[i].handshake.as_mut() {
-                    handshake.response.extend_from_slice(bytes);
-                }
-                self.io.recycle(chunk);
-                self.check_handshake_response(i, now);
-            }
-            State::Open | State::Closing => self.on_frames(i, Some(chunk), &mut [], now),
-            _ => self.io.recycle(chunk),
-        }
-    }
-
-    /// wss://: decrypts the engine's `chunk` (given back at once), then hands the plaintext to the
-    /// handshake check or the message reader, and acts on TLS errors.
-    fn on_tls_data(&mut self, i: usize, chunk: Chunk, now: u64) {
-        let sock = self.conns[i].sock;
-        let result = {
-            let Worker {
-                io, conns, plain, ..
-            } = self;
-            let bytes = io.bytes(chunk);
-            match conns[i].tls.as_deref_mut() {
-                Some(tls) => tls.receive(bytes, plain),
-                None => Ok(()),
-            }
-        };
-        self.io.recycle(chunk);
-        if let Some(tls) = self.conns[i].tls.as_deref_mut() {
-            if !tls.established && !tls.handshaking() {
-                tls.established = true;
-                match tls.version() {
-                    Some(rustls::ProtocolVersion::TLSv1_2) => {
-                        self.counters.inc(Counter::TlsHandshakes12)
-                    }
-                    Some(rustls::ProtocolVersion::TLSv1_3) => {
-                        self.counters.inc(Counter::TlsHandshakes13)
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if !self.plain.is_empty() {
-            let mut plain = std::mem::take(&mut self.plain);
-            match self.conns[i].state {
-                State::Handshaking => {
-                    if let Some(handshake) = self.conns[i].handshake.as_mut() {
-                        handshake.response.extend_from_slice(&plain);
-                    }
-                    self.check_handshake_response(i, now);
-                }
-                State::Open | State::Closing => self.on_frames(i, None, &mut plain, now),
-                _ => {}
-            }
-            plain.clear();
-            self.plain = plain;
-        }
-        // What the plaintext did may have ended this connection.
-        let conn = &self.conns[i];
-        if conn.sock != sock || conn.tls.is_none() {
-            return;
-        }
-        if result.is_err()
-            && !TLS_FAILURE_ANNOUNCED.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            let reason = conn.tls.as_ref().and_then(|t| t.error.as_deref());
-            eprintln!(
-                "ringws-loadgen: TLS failure (first of the run; all are counted): {}",
-                reason.unwrap_or("unknown")
-            );
-        }
-        match result {
-            Err(TlsFailure::Handshake) => self.on_failure(i, Counter::TlsHandshake, now),
-            Err(TlsFailure::Session) => self.on_failure(i, Counter::TlsError, now),
-            Ok(()) => {
-                if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
-                    self.mark_dirty(i);
-                }
-            }
-        }
-    }
-
-    /// Feeds the engine's `chunk` (or, without one, `extra`) to the connection's reader, gives the chunk
-    /// back, and acts on what was decoded.
-    fn on_frames(&mut self, i: usize, chunk: Option<Chunk>, extra: &mut [u8], now: u64) {
-        let Worker {
-            io,
-            plan,
-            conns,
-            counters,
-            hist,
-            scratch,
-            rng,
-            limits,
-            phase,
-            last_delivery_ns,
-            ..
-        } = self;
-        let conn = &mut conns[i];
-        let gid = conn.gid;
-        let behaviour = conn.behaviour;
-        let closing = conn.state == State::Closing;
-        let mut after = After::Nothing;
-        let mut ctx = Ctx {
-            plan,
-            counters,
-            hist,
-            scratch,
-            rng,
-            phase: *phase,
-            now,
-            last_delivery_ns,
-        };
-        let traffic = &mut conn.traffic;
-        let out = &mut conn.out;
-        let bytes = match chunk {
-            Some(chunk) => io.bytes(chunk),
-            None => extra,
-        };
-        let result = conn.reader.feed(bytes, limits, |event| {
-            if after == After::PeerClosed {
-                return;
-            }
-            match event {
-                Event::Message { kind, payload } => {
-                    if let Some(next) =
-                        on_message(&mut ctx, behaviour, gid, traffic, out, kind, payload)
-                    {
-                        after = next;
-                    }
-                }
-                Event::Ping(payload) => {
-                    wire::encode_frame(out, OpCode::Pong, payload, ctx.rng.mask_key());
-                    ctx.counters.inc(Counter::PingsAnswered);
-                }
-                Event::Pong(_) => ctx.counters.inc(Counter::PongsReceived),
-                Event::Close { .. } => after = After::PeerClosed,
-            }
-        });
-        if let Some(chunk) = chunk {
-            self.io.recycle(chunk);
-        }
-        let wrote = !self.conns[i].out.is_empty();
-        if let Err(err) = result {
-            let code = err.close_code();
-            let conn = &mut self.conns[i];
-            wire::encode_close(&mut conn.out, code.0, self.rng.mask_key());
-            self.connection_lost_saying(i, Counter::ProtocolViolation, now);
-            return;
-        }
-        match after {
-            After::Nothing => {
-                if wrote {
-                    self.mark_dirty(i);
-                }
-            }
-            After::CloseCycle => {
-                let conn = &mut self.conns[i];
-                wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                conn.state = State::Closing;
-                self.mark_dirty(i);
-                self.set_timer(i, now + self.plan.connect_timeout_ns);
-            }
-            After::PeerClosed => {
-                if closing {
-                    self.close_connection(i, now, false);
-                } else {
-                    // Answer the close, then drop the connection (counted: the server ended it).
-                    let conn = &mut self.conns[i];
-                    wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                    self.connection_lost_saying(i, Counter::ClosedByServer, now);
-                }
-            }
         }
     }
 
@@ -963,91 +744,6 @@ impl<E: Engine> Worker<E> {
     }
 }
 
-/// Checks one received message against what the connection expects; returns a follow-up for the loop.
-fn on_message(
-    ctx: &mut Ctx<'_>,
-    behaviour: Behaviour,
-    gid: u32,
-    traffic: &mut Traffic,
-    out: &mut Vec<u8>,
-    kind: wire::MessageKind,
-    payload: &[u8],
-) -> Option<After> {
-    match behaviour {
-        Behaviour::Echo | Behaviour::Churn => {
-            let Some(sent_ns) = traffic.in_flight.pop_front() else {
-                ctx.counters.inc(Counter::Unexpected);
-                return None;
-            };
-            let seq = traffic.next_recv_seq;
-            traffic.next_recv_seq += 1;
-            if kind != ctx.plan.kind {
-                ctx.counters.inc(Counter::WrongType);
-            } else if !payload::echo_matches(payload, gid, seq, ctx.plan.size) {
-                ctx.counters.inc(Counter::Mismatch);
-            } else {
-                ctx.counters.inc(Counter::Received);
-                if behaviour == Behaviour::Echo {
-                    stats::record(ctx.hist, ctx.now.saturating_sub(sent_ns));
-                }
-            }
-            let limit = ctx.plan.messages.unwrap_or(u64::MAX);
-            if behaviour == Behaviour::Churn {
-                if traffic.next_recv_seq >= limit {
-                    return Some(After::CloseCycle);
-                }
-                if ctx.phase == Phase::Run || ctx.phase == Phase::Drain {
-                    send_next_echo(ctx, gid, traffic, out, ctx.now);
-                }
-            } else if ctx.plan.echo_interval_ns.is_none()
-                && ctx.phase == Phase::Run
-                && traffic.next_send_seq < limit
-            {
-                send_next_echo(ctx, gid, traffic, out, ctx.now);
-            }
-            None
-        }
-        Behaviour::Subscriber => {
-            match payload::parse_broadcast(payload, ctx.plan.size) {
-                Some(stamp) if kind == ctx.plan.kind => {
-                    let publisher = (stamp.publisher as u64).wrapping_sub(ctx.plan.subscribers);
-                    if publisher >= ctx.plan.publishers {
-                        ctx.counters.inc(Counter::Mismatch);
-                        return None;
-                    }
-                    if traffic.tracks.is_empty() {
-                        traffic
-                            .tracks
-                            .resize_with(ctx.plan.publishers as usize, Track::default);
-                    }
-                    *ctx.last_delivery_ns = ctx.now;
-                    if traffic.tracks[publisher as usize].deliver(stamp.seq, ctx.counters) {
-                        ctx.counters.inc(Counter::Delivered);
-                        stats::record(ctx.hist, ctx.now.saturating_sub(stamp.sent_ns));
-                    }
-                }
-                Some(_) => ctx.counters.inc(Counter::WrongType),
-                None => ctx.counters.inc(Counter::Mismatch),
-            }
-            None
-        }
-        Behaviour::Publisher => {
-            ctx.counters.inc(Counter::PublisherEchoes);
-            None
-        }
-        Behaviour::Idle => {
-            if payload == VERIFY_PAYLOAD && !traffic.verified {
-                traffic.verified = true;
-                *ctx.last_delivery_ns = ctx.now;
-                ctx.counters.inc(Counter::VerifyReceived);
-            } else {
-                ctx.counters.inc(Counter::Unexpected);
-            }
-            None
-        }
-    }
-}
-
 fn send_next_echo(
     ctx: &mut Ctx<'_>,
     gid: u32,
@@ -1061,25 +757,4 @@ fn send_next_echo(
     let payload = ctx.scratch.echo(gid, seq);
     wire::encode_frame(out, ctx.plan.opcode, payload, ctx.rng.mask_key());
     ctx.counters.inc(Counter::Sent);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn track_counts_duplicates_and_reordering_exactly() {
-        let mut counters = Counters::default();
-        let mut track = Track::default();
-        let mut firsts = 0;
-        for seq in [0u64, 1, 4, 2, 2, 3, 5, 0, 7, 6] {
-            if track.deliver(seq, &mut counters) {
-                firsts += 1;
-            }
-        }
-        assert_eq!(firsts, 8); // 0..=7 once each
-        assert_eq!(counters.get(Counter::Duplicates), 2); // the second 2 and the second 0
-        assert_eq!(counters.get(Counter::OutOfOrder), 3); // 2, 3 and 6 arrived after later numbers
-        assert!(track.gaps.is_empty());
-    }
 }
