@@ -10,7 +10,8 @@
 //! counted). A message counts as received only after every byte of it was checked. The engine's receive
 //! buffer is given back before any handler returns.
 
-use super::{send_next_echo, Behaviour, Ctx, State, Traffic, Worker, VERIFY_PAYLOAD};
+use super::traffic::queue_echo_during_feed;
+use super::{Behaviour, Ctx, State, Traffic, Worker, VERIFY_PAYLOAD};
 use crate::engine::{Chunk, Engine};
 use crate::payload;
 use crate::plan::Phase;
@@ -286,13 +287,13 @@ fn check_message(
                     return Some(After::CloseCycle);
                 }
                 if ctx.phase == Phase::Run || ctx.phase == Phase::Drain {
-                    send_next_echo(ctx, gid, traffic, out, ctx.now);
+                    queue_echo_during_feed(ctx, gid, traffic, out, ctx.now);
                 }
             } else if ctx.plan.echo_interval_ns.is_none()
                 && ctx.phase == Phase::Run
                 && traffic.next_send_seq < limit
             {
-                send_next_echo(ctx, gid, traffic, out, ctx.now);
+                queue_echo_during_feed(ctx, gid, traffic, out, ctx.now);
             }
             None
         }

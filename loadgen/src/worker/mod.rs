@@ -17,16 +17,17 @@
 mod connect;
 mod inbound;
 mod phases;
+mod traffic;
 
 use crate::cli::Scenario;
 use crate::clock::now_ns;
 use crate::engine::{Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
-use crate::payload::{self, Scratch};
+use crate::payload::Scratch;
 use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
 use crate::tls::TlsConn;
 use crate::uring::UringEngine;
-use crate::wire::{self, ClientHandshake, MessageReader, OpCode, ReaderLimits, Rng, Role};
+use crate::wire::{ClientHandshake, MessageReader, ReaderLimits, Rng, Role};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -41,10 +42,6 @@ const COUNTER_PUBLISH_NS: u64 = 5_000_000;
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
 /// Longest engine wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
-/// Open loop and publishers: most unsent bytes queued per connection. Past it, sending pauses (the
-/// schedule's intended times are kept, so the wait shows in the latencies) instead of growing memory.
-const MAX_BACKLOG: usize = 4 << 20;
-const BACKLOG_RETRY_NS: u64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -390,7 +387,7 @@ impl<E: Engine> Worker<E> {
                 self.connect_failed(i, Counter::ConnectTimeout, now)
             }
             State::Closing => self.close_connection(i, now, true),
-            State::Open => self.traffic_timer(i, now),
+            State::Open => self.on_traffic_timer(i, now),
             State::Dead => {}
         }
     }
@@ -442,170 +439,6 @@ impl<E: Engine> Worker<E> {
             State::Open | State::Closing => self.connection_lost(i, reason, now),
             State::Waiting | State::Dead => {}
         }
-    }
-
-    // ----- traffic ------------------------------------------------------------------------------------
-
-    /// A connection is open and the measured phase runs: start its scenario traffic.
-    fn start_traffic(&mut self, i: usize, now: u64) {
-        let run_start = self
-            .shared
-            .run_start_ns
-            .load(std::sync::atomic::Ordering::Acquire)
-            .max(now.min(1));
-        match self.conns[i].behaviour {
-            Behaviour::Echo | Behaviour::Churn => match self.plan.echo_interval_ns {
-                Some(interval) if self.conns[i].behaviour == Behaviour::Echo => {
-                    let offset = self.rng.below(interval);
-                    self.conns[i].traffic.next_due_ns = now.max(run_start) + offset;
-                    let due = self.conns[i].traffic.next_due_ns;
-                    self.set_timer(i, due);
-                }
-                _ => {
-                    let depth = if self.conns[i].behaviour == Behaviour::Churn {
-                        1
-                    } else {
-                        self.plan.depth
-                    };
-                    for _ in 0..depth {
-                        if !self.may_send_echo(i) {
-                            break;
-                        }
-                        self.send_echo(i, now);
-                    }
-                    self.mark_dirty(i);
-                }
-            },
-            Behaviour::Publisher => {
-                let interval = self.plan.publish_interval_ns;
-                let offset = self.rng.below(interval);
-                self.conns[i].traffic.next_due_ns = now.max(run_start) + offset;
-                let due = self.conns[i].traffic.next_due_ns;
-                self.set_timer(i, due);
-            }
-            Behaviour::Idle => {
-                if self.plan.ping_interval_ns > 0 {
-                    let offset = self.rng.below(self.plan.ping_interval_ns);
-                    self.set_timer(i, now + offset);
-                }
-            }
-            Behaviour::Subscriber => {}
-        }
-    }
-
-    fn may_send_echo(&self, i: usize) -> bool {
-        self.plan
-            .messages
-            .is_none_or(|limit| self.conns[i].traffic.next_send_seq < limit)
-    }
-
-    fn send_echo(&mut self, i: usize, sent_ns: u64) {
-        let conn = &mut self.conns[i];
-        let seq = conn.traffic.next_send_seq;
-        conn.traffic.next_send_seq += 1;
-        conn.traffic.in_flight.push_back(sent_ns);
-        let payload = self.scratch.echo(conn.gid, seq);
-        wire::encode_frame(
-            &mut conn.out,
-            self.plan.opcode,
-            payload,
-            self.rng.mask_key(),
-        );
-        self.counters.inc(Counter::Sent);
-    }
-
-    /// When to look at an open-loop schedule again: its next due time, or soon if the connection's unsent
-    /// output is full (the schedule keeps its intended times; they are sent, late, once the socket drains).
-    fn next_schedule_check(&self, i: usize, now: u64) -> u64 {
-        let due = self.conns[i].traffic.next_due_ns;
-        if self.backlog(i) >= MAX_BACKLOG {
-            due.max(now + BACKLOG_RETRY_NS)
-        } else {
-            due
-        }
-    }
-
-    fn traffic_timer(&mut self, i: usize, now: u64) {
-        if self.phase != Phase::Run {
-            return;
-        }
-        match self.conns[i].behaviour {
-            Behaviour::Echo => {
-                let Some(interval) = self.plan.echo_interval_ns else {
-                    return;
-                };
-                while self.conns[i].traffic.next_due_ns <= now
-                    && self.may_send_echo(i)
-                    && self.backlog(i) < MAX_BACKLOG
-                {
-                    let intended = self.conns[i].traffic.next_due_ns;
-                    self.send_echo(i, intended);
-                    self.conns[i].traffic.next_due_ns += interval;
-                }
-                self.mark_dirty(i);
-                if self.may_send_echo(i) {
-                    let due = self.next_schedule_check(i, now);
-                    self.set_timer(i, due);
-                }
-            }
-            Behaviour::Publisher => {
-                let interval = self.plan.publish_interval_ns;
-                let publisher = self.conns[i].gid;
-                while self.conns[i].traffic.next_due_ns <= now && self.backlog(i) < MAX_BACKLOG {
-                    let conn = &mut self.conns[i];
-                    let seq = conn.traffic.next_send_seq;
-                    conn.traffic.next_send_seq += 1;
-                    // The stamp is the intended send time: delivery latency includes any sending delay.
-                    let payload = self
-                        .scratch
-                        .broadcast(publisher, seq, conn.traffic.next_due_ns);
-                    let message = match &self.plan.topic {
-                        Some(topic) => {
-                            payload::publish_command(
-                                &mut self.command,
-                                self.plan.kind,
-                                topic,
-                                payload,
-                            );
-                            &self.command[..]
-                        }
-                        None => payload,
-                    };
-                    wire::encode_frame(
-                        &mut conn.out,
-                        self.plan.opcode,
-                        message,
-                        self.rng.mask_key(),
-                    );
-                    conn.traffic.next_due_ns += interval;
-                    self.counters.inc(Counter::Sent);
-                    self.counters.inc(Counter::Published);
-                }
-                self.mark_dirty(i);
-                let due = self.next_schedule_check(i, now);
-                self.set_timer(i, due);
-            }
-            Behaviour::Idle => {
-                let conn = &mut self.conns[i];
-                let stamp = now.to_be_bytes();
-                wire::encode_frame(&mut conn.out, OpCode::Ping, &stamp, self.rng.mask_key());
-                self.counters.inc(Counter::PingsSent);
-                self.mark_dirty(i);
-                self.set_timer(i, now + self.plan.ping_interval_ns);
-            }
-            Behaviour::Subscriber | Behaviour::Churn => {}
-        }
-    }
-
-    fn schedule_next_cycle(&mut self, i: usize, now: u64) {
-        let start = self.conns[i].traffic.cycle_start_ns;
-        let mut due = start + self.plan.churn_interval_ns;
-        if due < now {
-            self.counters.inc(Counter::ChurnBehind);
-            due = now;
-        }
-        self.conns[i].state = State::Waiting;
-        self.set_timer(i, due);
     }
 
     // ----- writing and closing ------------------------------------------------------------------------
@@ -742,19 +575,4 @@ impl<E: Engine> Worker<E> {
         conn.state = State::Waiting;
         self.counters.dec(Counter::Open);
     }
-}
-
-fn send_next_echo(
-    ctx: &mut Ctx<'_>,
-    gid: u32,
-    traffic: &mut Traffic,
-    out: &mut Vec<u8>,
-    sent_ns: u64,
-) {
-    let seq = traffic.next_send_seq;
-    traffic.next_send_seq += 1;
-    traffic.in_flight.push_back(sent_ns);
-    let payload = ctx.scratch.echo(gid, seq);
-    wire::encode_frame(out, ctx.plan.opcode, payload, ctx.rng.mask_key());
-    ctx.counters.inc(Counter::Sent);
 }
