@@ -16,6 +16,7 @@
 
 mod connect;
 mod inbound;
+mod outbound;
 mod phases;
 mod traffic;
 
@@ -271,17 +272,6 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Bytes queued on connection `i` but not yet accepted by its socket.
-    fn backlog(&self, i: usize) -> usize {
-        let conn = &self.conns[i];
-        conn.out.len()
-            + if conn.sock == NO_SOCK {
-                0
-            } else {
-                self.io.unsent(conn.sock)
-            }
-    }
-
     /// Runs until the coordinator's drain phase is over, then closes everything.
     pub fn run(mut self) {
         let start = now_ns();
@@ -438,63 +428,6 @@ impl<E: Engine> Worker<E> {
             State::Connecting | State::Handshaking => self.connect_failed(i, reason, now),
             State::Open | State::Closing => self.connection_lost(i, reason, now),
             State::Waiting | State::Dead => {}
-        }
-    }
-
-    // ----- writing and closing ------------------------------------------------------------------------
-
-    fn mark_dirty(&mut self, i: usize) {
-        if !self.conns[i].dirty {
-            self.conns[i].dirty = true;
-            self.dirty.push(i as u32);
-        }
-    }
-
-    fn flush_dirty(&mut self, now: u64) {
-        for k in 0..self.dirty.len() {
-            let i = self.dirty[k] as usize;
-            self.conns[i].dirty = false;
-            self.flush(i, now);
-        }
-        self.dirty.clear();
-    }
-
-    /// Hands the connection's gathered output to the engine, unless its previous send is unfinished (then
-    /// the engine's `Sent { idle: true }` brings the connection back here).
-    /// wss://: the gathered plaintext is encrypted only when the engine can take it, so that it waits
-    /// (and counts as backlog) in `out` like plain output.
-    fn flush(&mut self, i: usize, now: u64) {
-        let conn = &mut self.conns[i];
-        if conn.sock == NO_SOCK {
-            return;
-        }
-        let result = match conn.tls.as_deref_mut() {
-            None => {
-                if conn.out.is_empty() {
-                    return;
-                }
-                self.io.send(conn.sock, &mut conn.out)
-            }
-            Some(tls) => {
-                if self.io.unsent(conn.sock) > 0 {
-                    return;
-                }
-                if tls.seal(&mut conn.out).is_err() {
-                    self.on_failure(i, Counter::TlsError, now);
-                    return;
-                }
-                if tls.cipher.is_empty() {
-                    return;
-                }
-                self.io.send(conn.sock, &mut tls.cipher)
-            }
-        };
-        match result {
-            Ok(n) => self.counters.add(Counter::BytesSent, n as u64),
-            Err(err) => {
-                let reason = io_error_counter(&err);
-                self.on_failure(i, reason, now);
-            }
         }
     }
 
