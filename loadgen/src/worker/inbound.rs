@@ -148,8 +148,8 @@ impl<E: Engine> Worker<E> {
             );
         }
         match result {
-            Err(TlsFailure::Handshake) => self.on_failure(i, Counter::TlsHandshake, now),
-            Err(TlsFailure::Session) => self.on_failure(i, Counter::TlsError, now),
+            Err(TlsFailure::Handshake) => self.connection_ended(i, Counter::TlsHandshake, now),
+            Err(TlsFailure::Session) => self.connection_ended(i, Counter::TlsError, now),
             Ok(()) => {
                 if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
                     self.mark_dirty(i);
@@ -223,7 +223,7 @@ impl<E: Engine> Worker<E> {
             let code = err.close_code();
             let conn = &mut self.conns[i];
             wire::encode_close(&mut conn.out, code.0, self.rng.mask_key());
-            self.connection_lost_saying(i, Counter::ProtocolViolation, now);
+            self.connection_lost_sending_output(i, Counter::ProtocolViolation, now);
             return;
         }
         match after {
@@ -241,12 +241,12 @@ impl<E: Engine> Worker<E> {
             }
             After::PeerClosed => {
                 if closing {
-                    self.close_connection(i, now, false);
+                    self.finish_closing(i, now, false);
                 } else {
                     // Answer the close, then drop the connection (counted: the server ended it).
                     let conn = &mut self.conns[i];
                     wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
-                    self.connection_lost_saying(i, Counter::ClosedByServer, now);
+                    self.connection_lost_sending_output(i, Counter::ClosedByServer, now);
                 }
             }
         }

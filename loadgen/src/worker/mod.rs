@@ -18,6 +18,7 @@ mod connect;
 mod inbound;
 mod outbound;
 mod phases;
+mod teardown;
 mod traffic;
 
 use crate::cli::Scenario;
@@ -146,13 +147,6 @@ fn behaviour_of(plan: &Plan, gid: u64) -> Behaviour {
         Scenario::Broadcast => Behaviour::Publisher,
         Scenario::Connect => Behaviour::Idle,
         Scenario::Churn => Behaviour::Churn,
-    }
-}
-
-fn io_error_counter(err: &io::Error) -> Counter {
-    match err.raw_os_error() {
-        Some(libc::ECONNRESET) | Some(libc::EPIPE) => Counter::Reset,
-        _ => Counter::IoError,
     }
 }
 
@@ -376,7 +370,7 @@ impl<E: Engine> Worker<E> {
             State::Connecting | State::Handshaking => {
                 self.connect_failed(i, Counter::ConnectTimeout, now)
             }
-            State::Closing => self.close_connection(i, now, true),
+            State::Closing => self.finish_closing(i, now, true),
             State::Open => self.on_traffic_timer(i, now),
             State::Dead => {}
         }
@@ -410,102 +404,11 @@ impl<E: Engine> Worker<E> {
                     self.mark_dirty(i);
                 }
             }
-            IoEvent::Eof(i) => self.on_failure(i as usize, Counter::Eof, now),
+            IoEvent::Eof(i) => self.connection_ended(i as usize, Counter::Eof, now),
             IoEvent::Failed(i, errno) => {
-                let reason = io_error_counter(&io::Error::from_raw_os_error(errno));
-                self.on_failure(i as usize, reason, now);
+                let reason = teardown::io_error_counter(&io::Error::from_raw_os_error(errno));
+                self.connection_ended(i as usize, reason, now);
             }
         }
-    }
-
-    fn on_failure(&mut self, i: usize, reason: Counter, now: u64) {
-        // The connection ended while its TLS handshake was under way.
-        let reason = match &self.conns[i].tls {
-            Some(tls) if tls.handshaking() => Counter::TlsHandshake,
-            _ => reason,
-        };
-        match self.conns[i].state {
-            State::Connecting | State::Handshaking => self.connect_failed(i, reason, now),
-            State::Open | State::Closing => self.connection_lost(i, reason, now),
-            State::Waiting | State::Dead => {}
-        }
-    }
-
-    /// Closes connection `i`'s socket, sending what its output holds first (best effort; for wss://
-    /// encrypted, then close_notify), and drops its TLS state.
-    fn close_socket(&mut self, i: usize) {
-        let conn = &mut self.conns[i];
-        if conn.sock != NO_SOCK {
-            match conn.tls.as_deref_mut() {
-                None => self.io.close(conn.sock, &conn.out),
-                Some(tls) => match tls.seal_last(&mut conn.out) {
-                    Ok(()) => self.io.close(conn.sock, &tls.cipher),
-                    Err(_) => self.io.close(conn.sock, &[]),
-                },
-            }
-            conn.sock = NO_SOCK;
-        }
-        conn.tls = None;
-        conn.out.clear();
-    }
-
-    /// An open connection ended without us asking: count why, count its unanswered messages as lost,
-    /// and reconnect if asked to.
-    fn connection_lost(&mut self, i: usize, reason: Counter, now: u64) {
-        self.conns[i].out.clear();
-        self.connection_lost_saying(i, reason, now);
-    }
-
-    /// `connection_lost`, sending what the connection's output holds (a close frame) first, best effort.
-    fn connection_lost_saying(&mut self, i: usize, reason: Counter, now: u64) {
-        if matches!(self.conns[i].state, State::Connecting | State::Handshaking) {
-            self.connect_failed(i, reason, now);
-            return;
-        }
-        if self.conns[i].state == State::Closing && self.conns[i].behaviour == Behaviour::Churn {
-            // The server closed TCP right after its close frame: the cycle still completed.
-            if reason == Counter::Eof {
-                self.close_connection(i, now, false);
-                return;
-            }
-        }
-        self.counters.inc(reason);
-        let lost = self.conns[i].traffic.in_flight.len() as u64;
-        self.counters.add(Counter::Lost, lost);
-        self.conns[i].traffic.in_flight.clear();
-        self.release(i);
-        if self.conns[i].behaviour == Behaviour::Churn {
-            self.active_cycles -= 1;
-            self.schedule_next_cycle(i, now);
-        } else if self.plan.reconnect && self.phase != Phase::Drain {
-            self.schedule_reconnect(i, now);
-        } else {
-            self.conns[i].state = State::Dead;
-        }
-    }
-
-    /// Ends a connection we were closing (churn cycle end, or close timeout when `timed_out`).
-    fn close_connection(&mut self, i: usize, now: u64, timed_out: bool) {
-        if timed_out {
-            self.counters.inc(Counter::ConnectTimeout);
-        } else {
-            self.counters.inc(Counter::ChurnCycles);
-            let start = self.conns[i].traffic.cycle_start_ns;
-            stats::record(&mut self.hist, now - start);
-        }
-        self.conns[i].out.clear();
-        self.release(i);
-        self.active_cycles -= 1;
-        self.schedule_next_cycle(i, now);
-    }
-
-    /// Closes the socket of an open (or closing) connection, sending what its output holds first (best
-    /// effort), and resets its buffers.
-    fn release(&mut self, i: usize) {
-        self.close_socket(i);
-        let conn = &mut self.conns[i];
-        conn.timer_due = 0;
-        conn.state = State::Waiting;
-        self.counters.dec(Counter::Open);
     }
 }

@@ -7,7 +7,8 @@
 //! capacity), no lock, no log line, no socket call of its own. A connection whose previous send is
 //! unfinished is left alone here: the engine's `Sent { idle: true }` brings it back.
 
-use super::{io_error_counter, Worker};
+use super::teardown::io_error_counter;
+use super::Worker;
 use crate::engine::{Engine, NO_SOCK};
 use crate::stats::Counter;
 
@@ -51,7 +52,7 @@ impl<E: Engine> Worker<E> {
                     return;
                 }
                 if tls.seal(&mut conn.out).is_err() {
-                    self.on_failure(i, Counter::TlsError, now);
+                    self.connection_ended(i, Counter::TlsError, now);
                     return;
                 }
                 if tls.cipher.is_empty() {
@@ -64,7 +65,7 @@ impl<E: Engine> Worker<E> {
             Ok(n) => self.counters.add(Counter::BytesSent, n as u64),
             Err(err) => {
                 let reason = io_error_counter(&err);
-                self.on_failure(i, reason, now);
+                self.connection_ended(i, reason, now);
             }
         }
     }
