@@ -2,12 +2,19 @@
 //! the scenario's traffic, and close, on an I/O engine (`engine.rs`: io_uring or epoll) it talks to in
 //! completions (connected, bytes received, send done, end of stream, error).
 //!
+//! This file holds the types every room shares (`State`, `Behaviour`, `Traffic`, `Conn`, `Ctx`,
+//! `Worker`), `run_worker`, the loop, the per-connection timers and the dispatch of the engine's events.
+//! Each job has a room of its own: `phases.rs` (phase changes, drain, the end, what the coordinator is
+//! told), `connect.rs` (connect queue, backoff, TLS and upgrade request, the 101 check), `inbound.rs`
+//! (received bytes, frames, message checks), `traffic.rs` (what open connections send, the backlog
+//! bound), `outbound.rs` (the dirty list and the sends) and `teardown.rs` (how connections end).
+//!
 //! Hot path (bytes received -> `MessageReader::feed` -> check -> queue next frame -> one send per
 //! connection per loop iteration, all of a loop's sends submitted together): no allocation in steady state
 //! (each connection's output buffers and in-flight queue keep their capacity; receive buffers belong to the
 //! engine), no lock, no log line. Counters are plain integers published to the coordinator every few
 //! milliseconds; the latency histogram is handed over once a second. A message is counted as received only
-//! after every byte of it was checked. This module never makes a socket call itself.
+//! after every byte of it was checked. No part of the worker makes a socket call itself.
 //!
 //! `wss://` connections hold a TLS state (`tls.rs`) between the engine and the WebSocket layer: received
 //! ciphertext is decrypted into the worker's reused plaintext buffer, which then takes the path plain bytes
@@ -34,17 +41,20 @@ use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The payload of the connect scenario's verification message.
 pub const VERIFY_PAYLOAD: &[u8] = b"ringws-loadgen verify";
 
+/// How often the counters are published to the coordinator.
 const COUNTER_PUBLISH_NS: u64 = 5_000_000;
+/// How often the latency histogram is handed over to the coordinator.
 const HISTOGRAM_HANDOVER_NS: u64 = 1_000_000_000;
 /// Longest engine wait, so that phase changes are seen within this time.
 const MAX_WAIT_NS: u64 = 10_000_000;
 
+/// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Not connected; waiting in the connect queue or for a timer (backoff, next churn cycle).
@@ -58,12 +68,18 @@ enum State {
     Dead,
 }
 
+/// What a connection does once open, fixed by the scenario and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Behaviour {
+    /// Echo: sends messages and checks that each comes back.
     Echo,
+    /// Broadcast: receives every publisher's messages.
     Subscriber,
+    /// Broadcast: publishes on a schedule.
     Publisher,
+    /// Connect: holds the connection (pings, the verify message).
     Idle,
+    /// Churn: connects, echoes `--messages`, closes, again every cycle.
     Churn,
 }
 
@@ -82,16 +98,21 @@ struct Traffic {
     cycle_start_ns: u64,
 }
 
+/// One connection of the worker (kept for the whole run; its socket comes and goes).
 struct Conn {
+    /// The connection's id over the whole run (all workers and processes).
     gid: u32,
     /// The engine's socket handle (`NO_SOCK` between attempts).
     sock: u32,
     state: State,
     behaviour: Behaviour,
+    /// On the worker's list of connections to flush.
     dirty: bool,
     /// Counted in the ramp until it first opens or fails for good.
     in_ramp: bool,
+    /// When the connection's one live timer fires (0: none; older heap entries are stale).
     timer_due: u64,
+    /// Reconnects since the connection last opened (the backoff grows with them).
     attempts: u32,
     reader: MessageReader,
     handshake: Option<Box<ClientHandshake>>,
@@ -114,6 +135,7 @@ struct Ctx<'a> {
     last_delivery_ns: &'a mut u64,
 }
 
+/// One worker's connections, engine, timers and counters.
 pub struct Worker<E: Engine> {
     plan: Arc<Plan>,
     shared: Arc<Shared>,
@@ -140,6 +162,8 @@ pub struct Worker<E: Engine> {
     last_delivery_ns: u64,
 }
 
+/// What connection `gid` does in the plan's scenario: in broadcast the first `subscribers` ids
+/// subscribe and the rest publish.
 fn behaviour_of(plan: &Plan, gid: u64) -> Behaviour {
     match plan.scenario {
         Scenario::Echo => Behaviour::Echo,
@@ -163,6 +187,7 @@ fn test_plan(args: &[&str]) -> Plan {
     Plan::new(&options, target, 1)
 }
 
+/// Tells the coordinator which engine worker `index` runs on.
 fn set_engine(shared: &Shared, index: usize, description: String) {
     if let Ok(mut engine) = shared.workers[index].engine.lock() {
         *engine = description;
@@ -171,6 +196,7 @@ fn set_engine(shared: &Shared, index: usize, description: String) {
 
 /// Set once the io_uring fallback was announced (one line per process).
 static FALLBACK_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
 /// Runs worker `index` for the connections with global ids `gids` on this thread, on the plan's engine
 /// (created here: an io_uring ring belongs to the thread that submits to it). When io_uring cannot be set
 /// up, the worker runs on epoll and one line on stderr says why.
@@ -186,7 +212,7 @@ pub fn run_worker(plan: Arc<Plan>, shared: Arc<Shared>, index: usize, gids: Vec<
                 return Worker::new(plan, shared, index, gids, seed, io).run();
             }
             Err(err) => {
-                if !FALLBACK_ANNOUNCED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !FALLBACK_ANNOUNCED.swap(true, Ordering::Relaxed) {
                     eprintln!("ringws-loadgen: io_uring unavailable ({err}); using epoll");
                 }
             }
@@ -200,10 +226,9 @@ pub fn run_worker(plan: Arc<Plan>, shared: Arc<Shared>, index: usize, gids: Vec<
         Err(err) => {
             eprintln!("ringws-loadgen: worker {index}: no I/O engine: {err}");
             let me = &shared.workers[index];
-            me.ramped.store(true, std::sync::atomic::Ordering::Release);
-            me.draining
-                .store(true, std::sync::atomic::Ordering::Release);
-            me.done.store(true, std::sync::atomic::Ordering::Release);
+            me.ramped.store(true, Ordering::Release);
+            me.draining.store(true, Ordering::Release);
+            me.done.store(true, Ordering::Release);
         }
     }
 }
@@ -288,11 +313,7 @@ impl<E: Engine> Worker<E> {
             self.start_due_connects(now);
             self.flush_dirty(now);
             if self.phase == Phase::Drain
-                && (self
-                    .shared
-                    .drain_complete
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    || self.drain_over(now))
+                && (self.shared.drain_complete.load(Ordering::Acquire) || self.drain_over(now))
             {
                 break;
             }
@@ -320,6 +341,7 @@ impl<E: Engine> Worker<E> {
         self.close_all_and_hand_over();
     }
 
+    /// When the loop must look again: the earliest timer, or the next queued connect if one may start.
     fn next_wake(&self, now: u64) -> u64 {
         let mut wake = now + MAX_WAIT_NS;
         if let Some(Reverse((due, _))) = self.timers.peek() {
@@ -333,14 +355,14 @@ impl<E: Engine> Worker<E> {
         wake
     }
 
-    // ----- timers and connects ------------------------------------------------------------------------
-
+    /// Sets connection `i`'s one timer to `due`, replacing any earlier one.
     fn set_timer(&mut self, i: usize, due: u64) {
         let due = due.max(1);
         self.conns[i].timer_due = due;
         self.timers.push(Reverse((due, i as u32)));
     }
 
+    /// Fires every live timer due by `now`, skipping replaced ones.
     fn fire_timers(&mut self, now: u64) {
         while let Some(&Reverse((due, i))) = self.timers.peek() {
             if due > now {
@@ -356,6 +378,8 @@ impl<E: Engine> Worker<E> {
         }
     }
 
+    /// Connection `i`'s timer fired: what that means depends on its state (connect again, an attempt or
+    /// a close timed out, traffic is due).
     fn on_timer(&mut self, i: usize, now: u64) {
         match self.conns[i].state {
             State::Waiting => {
@@ -376,8 +400,7 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    // ----- I/O events ---------------------------------------------------------------------------------
-
+    /// Hands one engine event to the room that deals with it.
     fn on_io(&mut self, event: IoEvent, now: u64) {
         match event {
             IoEvent::Connected(i) => {
@@ -410,5 +433,28 @@ impl<E: Engine> Worker<E> {
                 self.connection_ended(i as usize, reason, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaviour_follows_the_scenario_and_broadcast_ids() {
+        let echo = test_plan(&["echo", "-c", "4"]);
+        assert!((0..4).all(|gid| behaviour_of(&echo, gid) == Behaviour::Echo));
+        let connect = test_plan(&["connect"]);
+        assert_eq!(behaviour_of(&connect, 0), Behaviour::Idle);
+        let churn = test_plan(&["churn"]);
+        assert_eq!(behaviour_of(&churn, 0), Behaviour::Churn);
+        // Broadcast: ids 0..3 subscribe, ids 3 and 4 publish.
+        let broadcast = test_plan(&["broadcast", "-c", "3", "--publishers", "2"]);
+        let behaviours: Vec<Behaviour> = (0..5).map(|gid| behaviour_of(&broadcast, gid)).collect();
+        use Behaviour::{Publisher, Subscriber};
+        assert_eq!(
+            behaviours,
+            [Subscriber, Subscriber, Subscriber, Publisher, Publisher]
+        );
     }
 }
