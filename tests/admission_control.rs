@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn full_table_refuses_with_503_and_recovers() {
-    let server = ServerProcess::start(&["--workers", "1", "--max-connections-per-worker", "8"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-connections-per-worker", "8"],
+    );
     let mut held: Vec<_> = (0..8).map(|_| ws_client(server.addr)).collect();
     // The 9th connection is answered 503 from the table's reserve.
     let mut extra = connect(server.addr);
@@ -41,7 +44,10 @@ fn full_table_refuses_with_503_and_recovers() {
 
 #[test]
 fn max_connections_caps_upgrades_over_all_workers() {
-    let server = ServerProcess::start(&["--workers", "2", "--max-connections", "5"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "2", "--max-connections", "5"],
+    );
     let _held: Vec<_> = (0..5).map(|_| ws_client(server.addr)).collect();
     let mut extra = connect(server.addr);
     let (status, head) = http_exchange(&mut extra, &upgrade_request("/"));
@@ -54,7 +60,10 @@ fn max_connections_caps_upgrades_over_all_workers() {
 
 #[test]
 fn exhausted_reserve_stops_accepting_without_spinning_and_resumes() {
-    let server = ServerProcess::start(&["--workers", "1", "--max-connections-per-worker", "8"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-connections-per-worker", "8"],
+    );
     let mut held: Vec<_> = (0..8).map(|_| ws_client(server.addr)).collect();
     // Fill the reserve (4 slots for this size) with refused connections we keep open.
     let refused: Vec<_> = (0..4)

@@ -23,7 +23,7 @@ fn wait_for_readers(progress: &[std::sync::Arc<AtomicUsize>], sent: usize, ahead
 
 #[test]
 fn every_client_on_both_workers_gets_every_message_in_order() {
-    let server = ServerProcess::start(&["--mode", "broadcast", "--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--mode", "broadcast", "--workers", "2"]);
     let mut clients: Vec<_> = (0..40).map(|_| raw_websocket(server.addr)).collect();
     // Wait until all 40 are open on the server (the metrics connection itself is not a WebSocket).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -67,14 +67,17 @@ fn every_client_on_both_workers_gets_every_message_in_order() {
 
 #[test]
 fn sender_can_be_excluded() {
-    let server = ServerProcess::start(&[
-        "--mode",
-        "broadcast",
-        "--workers",
-        "1",
-        "--broadcast-include-sender",
-        "false",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "1",
+            "--broadcast-include-sender",
+            "false",
+        ],
+    );
     let mut a = raw_websocket(server.addr);
     let mut b = raw_websocket(server.addr);
     a.write_all(&client_frame(true, 0, 0x1, b"from a", true))
@@ -94,18 +97,21 @@ fn sender_can_be_excluded() {
 
 #[test]
 fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
-    let server = ServerProcess::start(&[
-        "--mode",
-        "broadcast",
-        "--workers",
-        "2",
-        "--broadcast-include-sender",
-        "false",
-        "--max-backpressure",
-        "256KiB",
-        "--close-timeout",
-        "500ms",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "2",
+            "--broadcast-include-sender",
+            "false",
+            "--max-backpressure",
+            "256KiB",
+            "--close-timeout",
+            "500ms",
+        ],
+    );
     // The slow clients shrink their receive buffer and never read.
     let slow: Vec<_> = (0..5)
         .map(|_| {
@@ -185,18 +191,21 @@ fn server_rss_kib(pid: u32) -> u64 {
 #[test]
 fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
     const CAP_KIB: u64 = 256;
-    let server = ServerProcess::start(&[
-        "--mode",
-        "broadcast",
-        "--workers",
-        "2",
-        "--broadcast-include-sender",
-        "false",
-        "--max-backpressure",
-        "256KiB",
-        "--close-timeout",
-        "300ms",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "2",
+            "--broadcast-include-sender",
+            "false",
+            "--max-backpressure",
+            "256KiB",
+            "--close-timeout",
+            "300ms",
+        ],
+    );
     let slow: Vec<_> = (0..100)
         .map(|_| {
             let s = raw_websocket(server.addr);
@@ -266,14 +275,17 @@ fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
 #[test]
 fn memory_is_released_after_a_broadcast_to_idle_connections() {
     const N: usize = 3000;
-    let server = ServerProcess::start(&[
-        "--mode",
-        "broadcast",
-        "--workers",
-        "1",
-        "--idle-timeout",
-        "0",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "1",
+            "--idle-timeout",
+            "0",
+        ],
+    );
     let mut conns: Vec<_> = (0..N).map(|_| raw_websocket(server.addr)).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric_sum(server.addr, "ringws_websockets_open") < N as u64 {

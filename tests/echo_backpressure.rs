@@ -16,7 +16,10 @@ fn server_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn client_not_reading_is_paused_and_memory_stays_bounded() {
-    let server = ServerProcess::start(&["--workers", "1", "--max-backpressure", "256KiB"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-backpressure", "256KiB"],
+    );
     let mut stream = raw_websocket(server.addr);
     let rss_before = server_rss_kib(server.pid());
     let frame = client_frame(true, 0, 0x2, &vec![0xabu8; 64 * 1024], true);
@@ -59,14 +62,17 @@ fn client_not_reading_is_paused_and_memory_stays_bounded() {
 
 #[test]
 fn tiny_buffer_ring_running_dry_loses_no_data() {
-    let server = ServerProcess::start(&[
-        "--workers",
-        "1",
-        "--recv-buffers",
-        "2",
-        "--recv-buffer-size",
-        "4KiB",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--workers",
+            "1",
+            "--recv-buffers",
+            "2",
+            "--recv-buffer-size",
+            "4KiB",
+        ],
+    );
     let addr = server.addr;
     let threads: Vec<_> = (0..20)
         .map(|t| {

@@ -11,7 +11,7 @@ use tungstenite::Message;
 
 #[test]
 fn text_and_binary_echo_at_boundary_sizes() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut ws = ws_client(server.addr);
     for size in [0usize, 1, 125, 126, 127, 65535, 65536, 1 << 20] {
         let binary: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
@@ -35,7 +35,7 @@ fn text_and_binary_echo_at_boundary_sizes() {
 
 #[test]
 fn many_small_messages_in_flight_come_back_in_order() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut ws = ws_client(server.addr);
     for i in 0..2000 {
         ws.write(Message::text(format!("message {i}"))).unwrap();
@@ -48,7 +48,7 @@ fn many_small_messages_in_flight_come_back_in_order() {
 
 #[test]
 fn fragmented_message_is_reassembled_with_interleaved_ping() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut stream = raw_websocket(server.addr);
     let mut bytes = client_frame(false, 0, 0x1, "héllo ".as_bytes(), true);
     bytes.extend(client_frame(true, 0, 0x9, b"ping!", true));
@@ -70,7 +70,7 @@ fn fragmented_message_is_reassembled_with_interleaved_ping() {
 
 #[test]
 fn ping_gets_pong_with_the_same_payload() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut ws = ws_client(server.addr);
     ws.send(Message::Ping(b"are you there"[..].into())).unwrap();
     assert_eq!(
@@ -81,7 +81,7 @@ fn ping_gets_pong_with_the_same_payload() {
 
 #[test]
 fn close_is_echoed_with_the_same_code_then_tcp_closes() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     for code in [1000u16, 1001, 3000, 4999] {
         let mut stream = raw_websocket(server.addr);
         let mut payload = code.to_be_bytes().to_vec();
@@ -103,7 +103,7 @@ fn close_is_echoed_with_the_same_code_then_tcp_closes() {
 
 #[test]
 fn tungstenite_close_handshake_completes() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut ws = ws_client(server.addr);
     ws.close(Some(CloseFrame {
         code: TCloseCode::Normal,
@@ -122,7 +122,7 @@ fn tungstenite_close_handshake_completes() {
 
 #[test]
 fn frames_pipelined_behind_the_handshake_are_processed() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut stream = connect(server.addr);
     let mut bytes = upgrade_request("/chat?room=1").into_bytes();
     bytes.extend(client_frame(true, 0, 0x2, b"\x00\x01\x02", true));

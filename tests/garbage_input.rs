@@ -35,14 +35,17 @@ fn open_connections(addr: std::net::SocketAddr) -> u64 {
 
 #[test]
 fn random_bytes_get_answers_and_every_connection_is_released() {
-    let server = ServerProcess::start(&[
-        "--workers",
-        "2",
-        "--close-timeout",
-        "500ms",
-        "--handshake-timeout",
-        "1s",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--workers",
+            "2",
+            "--close-timeout",
+            "500ms",
+            "--handshake-timeout",
+            "1s",
+        ],
+    );
     let addr = server.addr;
     let threads: Vec<_> = (0..8u64)
         .map(|t| {

@@ -8,7 +8,10 @@ use std::io::Write;
 use std::time::Duration;
 
 fn shutdown_with(signal: &str) {
-    let mut server = ServerProcess::start(&["--workers", "2", "--shutdown-timeout", "3s"]);
+    let mut server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "2", "--shutdown-timeout", "3s"],
+    );
     let mut clients: Vec<_> = (0..40).map(|_| raw_websocket(server.addr)).collect();
     // Make sure every connection is open on the server (an echo round trip each).
     for c in &mut clients {
@@ -41,8 +44,10 @@ fn sigint_does_the_same() {
 
 #[test]
 fn clients_that_never_reply_do_not_hold_the_exit_past_the_timeout() {
-    let mut server =
-        ServerProcess::start(&["--shutdown-timeout", "500ms", "--close-timeout", "10s"]);
+    let mut server = ServerProcess::start(
+        ringws_binary(),
+        &["--shutdown-timeout", "500ms", "--close-timeout", "10s"],
+    );
     let mut silent: Vec<_> = (0..10).map(|_| raw_websocket(server.addr)).collect();
     for c in &mut silent {
         c.write_all(&client_frame(true, 0, 0x2, b"x", true))

@@ -21,12 +21,15 @@ fn upgrade_with(extra: &str, version: &str) -> String {
 
 #[test]
 fn handshake_errors_get_their_status() {
-    let server = ServerProcess::start(&[
-        "--max-header-bytes",
-        "2KiB",
-        "--allowed-origins",
-        "https://good.example",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--max-header-bytes",
+            "2KiB",
+            "--allowed-origins",
+            "https://good.example",
+        ],
+    );
     let cases: Vec<(String, u16, &str)> = vec![
         (upgrade_with("", "8"), 426, "unsupported version"),
         (
@@ -79,7 +82,7 @@ fn handshake_errors_get_their_status() {
 
 #[test]
 fn subprotocol_is_one_the_client_offered() {
-    let server = ServerProcess::start(&["--subprotocols", "chat.v2,chat.v1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--subprotocols", "chat.v2,chat.v1"]);
     let mut stream = connect(server.addr);
     let (status, head) = http_exchange(
         &mut stream,
@@ -104,7 +107,7 @@ fn subprotocol_is_one_the_client_offered() {
 
 #[test]
 fn plain_http_routes() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let (status, _, body) = request(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
     let (status, head, body) = request(&server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -133,7 +136,7 @@ fn plain_http_routes() {
 
 #[test]
 fn metrics_count_messages_and_closes() {
-    let server = ServerProcess::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let mut ws = ws_client(server.addr);
     for _ in 0..3 {
         ws.send(tungstenite::Message::binary(vec![7u8; 10]))

@@ -8,7 +8,7 @@ use std::io::Write;
 #[test]
 fn five_thousand_concurrent_clients_echo_correctly() {
     raise_open_file_limit(5000 + 100);
-    let server = ServerProcess::start(&["--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2"]);
     let addr = server.addr;
     const THREADS: usize = 10;
     const PER_THREAD: usize = 500;

@@ -37,7 +37,7 @@ fn wait_open(addr: std::net::SocketAddr, n: u64) {
 
 #[test]
 fn subscribers_on_both_workers_get_every_message_in_order_from_one_encoding() {
-    let server = ServerProcess::start(&["--mode", "pubsub", "--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);
     let mut subs: Vec<_> = (0..20)
         .map(|_| ws_at(server.addr, "/ws?topic=news"))
         .collect();
@@ -73,14 +73,17 @@ fn subscribers_on_both_workers_get_every_message_in_order_from_one_encoding() {
 
 #[test]
 fn subscribe_unsubscribe_and_errors() {
-    let server = ServerProcess::start(&[
-        "--mode",
-        "pubsub",
-        "--workers",
-        "1",
-        "--max-subscriptions",
-        "2",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "pubsub",
+            "--workers",
+            "1",
+            "--max-subscriptions",
+            "2",
+        ],
+    );
     let mut a = ws_at(server.addr, "/");
     send_text(&mut a, r#"{"op":"sub","topic":"t1"}"#);
     assert_eq!(read_text(&mut a), r#"{"ok":"sub","topic":"t1"}"#);
@@ -109,14 +112,17 @@ fn subscribe_unsubscribe_and_errors() {
 
 #[test]
 fn http_publish_with_and_without_the_token() {
-    let server = ServerProcess::start(&[
-        "--mode",
-        "pubsub",
-        "--workers",
-        "2",
-        "--publish-token",
-        "s3cret",
-    ]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "pubsub",
+            "--workers",
+            "2",
+            "--publish-token",
+            "s3cret",
+        ],
+    );
     let mut subs: Vec<_> = (0..4)
         .map(|_| ws_at(server.addr, "/?topic=alerts"))
         .collect();
@@ -143,7 +149,7 @@ fn http_publish_with_and_without_the_token() {
 
 #[test]
 fn http_publish_body_split_across_receives() {
-    let server = ServerProcess::start(&["--mode", "pubsub", "--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "1"]);
     let mut sub = ws_at(server.addr, "/?topic=big");
     wait_open(server.addr, 1);
     let body = "y".repeat(100_000);
@@ -168,7 +174,7 @@ fn http_publish_body_split_across_receives() {
 #[test]
 fn subscribers_leaving_mid_stream_cost_the_others_nothing() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let server = ServerProcess::start(&["--mode", "pubsub", "--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);
     const M: usize = 2000;
     let mut leavers: Vec<_> = (0..10)
         .map(|_| ws_at(server.addr, "/?topic=feed"))

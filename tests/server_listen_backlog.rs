@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ServerProcess;
+use common::{ringws_binary, ServerProcess};
 use std::process::Command;
 
 fn listen_queues(port: u16) -> Vec<u32> {
@@ -24,11 +24,14 @@ fn listen_queues(port: u16) -> Vec<u32> {
 
 #[test]
 fn every_worker_listens_with_the_configured_backlog() {
-    let server = ServerProcess::start(&["--workers", "2", "--no-pin", "--listen-backlog", "17"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "2", "--no-pin", "--listen-backlog", "17"],
+    );
     assert_eq!(listen_queues(server.addr.port()), vec![17, 17]);
     drop(server);
 
-    let server = ServerProcess::start(&["--workers", "1", "--no-pin"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1", "--no-pin"]);
     let default = listen_queues(server.addr.port());
     assert_eq!(default.len(), 1);
     // The default, 4096, as far as net.core.somaxconn allows.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn slowloris_is_closed_at_the_handshake_timeout_while_others_work() {
-    let server = ServerProcess::start(&["--handshake-timeout", "400ms"]);
+    let server = ServerProcess::start(ringws_binary(), &["--handshake-timeout", "400ms"]);
     let started = Instant::now();
     let mut slow: Vec<_> = (0..50)
         .map(|_| {
@@ -47,7 +47,10 @@ fn slowloris_is_closed_at_the_handshake_timeout_while_others_work() {
 
 #[test]
 fn idle_connection_is_pinged_then_dropped_without_an_answer() {
-    let server = ServerProcess::start(&["--idle-timeout", "300ms", "--ping-timeout", "300ms"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--idle-timeout", "300ms", "--ping-timeout", "300ms"],
+    );
     let mut stream = raw_websocket(server.addr);
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -71,7 +74,10 @@ fn idle_connection_is_pinged_then_dropped_without_an_answer() {
 
 #[test]
 fn client_answering_pings_stays_open() {
-    let server = ServerProcess::start(&["--idle-timeout", "200ms", "--ping-timeout", "200ms"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--idle-timeout", "200ms", "--ping-timeout", "200ms"],
+    );
     let mut stream = raw_websocket(server.addr);
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -98,7 +104,10 @@ fn client_answering_pings_stays_open() {
 
 #[test]
 fn peer_that_never_closes_its_side_is_released_at_the_close_timeout() {
-    let server = ServerProcess::start(&["--workers", "1", "--close-timeout", "300ms"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "1", "--close-timeout", "300ms"],
+    );
     let mut stream = raw_websocket(server.addr);
     // A protocol error makes the server close; we never answer and never close our side.
     stream

@@ -5,7 +5,7 @@
 mod common;
 
 use common::tls::{TestCert, TlsServer};
-use common::ServerProcess;
+use common::{ringws_binary, ServerProcess};
 use tungstenite::Message;
 
 /// A fixed 2048-bit RSA test key (made for these tests only), as PKCS#1 and as PKCS#8.
@@ -74,7 +74,7 @@ fn echo_once(server: &TlsServer) {
 fn start_with(cert: TestCert) -> TlsServer {
     let args = cert.args();
     let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = ServerProcess::start(&refs);
+    let server = ServerProcess::start(ringws_binary(), &refs);
     TlsServer { server, cert }
 }
 
@@ -140,7 +140,7 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 
 fn expect_startup_error(args: &[&str], must_mention: &[&str]) {
-    let (code, stderr) = ServerProcess::start_expect_failure(args);
+    let (code, stderr) = ServerProcess::start_expect_failure(ringws_binary(), args);
     assert_eq!(code, Some(2), "exit code for {args:?}; stderr: {stderr}");
     for text in must_mention {
         assert!(
@@ -201,7 +201,7 @@ fn both_flags_or_neither() {
     let cert = good.cert_path.display().to_string();
     let key = good.key_path.display().to_string();
     for args in [["--tls-cert", cert.as_str()], ["--tls-key", key.as_str()]] {
-        let (code, stderr) = ServerProcess::start_expect_failure(&args);
+        let (code, stderr) = ServerProcess::start_expect_failure(ringws_binary(), &args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("required"), "{args:?}: {stderr}");
     }

@@ -26,7 +26,7 @@ fn expect_violation(server: &ServerProcess, bytes: &[u8], code: u16, what: &str)
 
 #[test]
 fn each_violation_gets_its_close_code() {
-    let server = ServerProcess::start(&["--max-message-size", "64KiB"]);
+    let server = ServerProcess::start(ringws_binary(), &["--max-message-size", "64KiB"]);
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (
             client_frame(true, 0, 0x1, b"hi", false),
@@ -144,7 +144,10 @@ fn each_violation_gets_its_close_code() {
 
 #[test]
 fn oversized_frame_header_is_refused_before_its_payload_arrives() {
-    let server = ServerProcess::start(&["--max-message-size", "1MiB", "--max-frame-size", "1KiB"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--max-message-size", "1MiB", "--max-frame-size", "1KiB"],
+    );
     // Only the header of a 2 KiB frame: the server answers 1009 without waiting for the payload.
     let mut header = client_frame(true, 0, 0x2, &vec![0u8; 2048], true);
     header.truncate(8);
@@ -153,7 +156,7 @@ fn oversized_frame_header_is_refused_before_its_payload_arrives() {
 
 #[test]
 fn other_connections_are_unaffected_by_a_violation() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ringws_binary(), &[]);
     let mut good = ws_client(server.addr);
     expect_violation(
         &server,

@@ -2,11 +2,11 @@
 //! message from the real server in broadcast mode; a server that withholds messages shows them as missing.
 
 mod common;
-use common::{loadgen_on, tungstenite_broadcast, Ringws, ENGINES};
+use common::{loadgen_on, ringws_binary, tungstenite_broadcast, ServerProcess, ENGINES};
 
 #[test]
 fn every_subscriber_gets_every_message_from_ringws() {
-    let server = Ringws::start(&["--workers", "2", "--mode", "broadcast"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2", "--mode", "broadcast"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -79,7 +79,7 @@ fn withheld_messages_are_reported_missing() {
 
 #[test]
 fn pubsub_topic_subscribers_get_every_message_from_ringws() {
-    let server = Ringws::start(&["--workers", "2", "--mode", "pubsub"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2", "--mode", "pubsub"]);
     let url = server.url();
     for kind in ["text", "binary"] {
         for engine in ENGINES {

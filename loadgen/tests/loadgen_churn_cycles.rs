@@ -2,12 +2,12 @@
 //! on both I/O engines, and many cycles leave no descriptor or memory behind.
 
 mod common;
-use common::{loadgen_on, loadgen_sampled, Ringws, ENGINES};
+use common::{loadgen_on, loadgen_sampled, ringws_binary, ServerProcess, ENGINES};
 use std::time::Duration;
 
 #[test]
 fn churn_completes_cycles_without_errors() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -27,7 +27,7 @@ fn churn_completes_cycles_without_errors() {
 
 #[test]
 fn many_churn_cycles_leak_no_descriptors_or_memory() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     for engine in ENGINES {
         let (run, samples) = loadgen_sampled(

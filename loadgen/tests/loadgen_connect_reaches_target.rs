@@ -3,11 +3,11 @@
 //! both I/O engines.
 
 mod common;
-use common::{loadgen_on, Ringws, ENGINES};
+use common::{loadgen_on, ringws_binary, ServerProcess, ENGINES};
 
 #[test]
 fn connect_reaches_the_target_and_reports_it() {
-    let server = Ringws::start(&["--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -39,7 +39,7 @@ fn connect_reaches_the_target_and_reports_it() {
 
 #[test]
 fn child_processes_and_source_addresses_add_up() {
-    let server = Ringws::start(&["--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -70,7 +70,7 @@ fn child_processes_and_source_addresses_add_up() {
 
 #[test]
 fn one_broadcast_reaches_every_connection() {
-    let server = Ringws::start(&["--workers", "2", "--mode", "broadcast"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2", "--mode", "broadcast"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -98,7 +98,7 @@ fn one_broadcast_reaches_every_connection() {
 
 #[test]
 fn an_echo_server_fails_the_broadcast_check() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(

@@ -2,11 +2,11 @@
 //! real server (closed and open loop) and against an independent tungstenite server, on both I/O engines.
 
 mod common;
-use common::{loadgen_on, tungstenite_echo, Ringws, Tamper, ENGINES};
+use common::{loadgen_on, ringws_binary, tungstenite_echo, ServerProcess, Tamper, ENGINES};
 
 #[test]
 fn closed_loop_against_ringws_counts_every_message() {
-    let server = Ringws::start(&["--workers", "2"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "2"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -25,7 +25,7 @@ fn closed_loop_against_ringws_counts_every_message() {
 
 #[test]
 fn open_loop_against_ringws_counts_every_message() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(
@@ -47,7 +47,7 @@ fn open_loop_against_ringws_counts_every_message() {
 
 #[test]
 fn large_messages_against_ringws_are_checked_whole() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     for engine in ENGINES {
         let run = loadgen_on(

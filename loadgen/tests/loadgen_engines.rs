@@ -5,8 +5,8 @@
 
 mod common;
 use common::{
-    closed_port_url, closing_echo_server, loadgen_env, loadgen_limited, loadgen_on,
-    unaccepting_listener, Ringws, ENGINES,
+    closed_port_url, closing_echo_server, loadgen_env, loadgen_limited, loadgen_on, ringws_binary,
+    unaccepting_listener, ServerProcess, ENGINES,
 };
 use std::process::Command;
 use std::time::Instant;
@@ -34,7 +34,7 @@ fn engine_flag_parses_and_rejects_unknown_engines() {
 
 #[test]
 fn without_io_uring_the_run_falls_back_to_epoll_and_says_so_once() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     let run = loadgen_env(
         &[
@@ -174,7 +174,7 @@ fn a_server_closing_mid_stream_is_counted_and_reconnected() {
 
 #[test]
 fn io_uring_holds_more_connections_than_the_open_file_limit() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     // Open-file limit 256 for the load generator: 300 connections fit with io_uring (150 per worker
     // thread in each ring's direct-descriptor table), not with epoll (one descriptor each).
@@ -215,7 +215,7 @@ fn io_uring_holds_more_connections_than_the_open_file_limit() {
 
 #[test]
 fn io_uring_counts_exactly_with_buffers_and_queues_too_small() {
-    let server = Ringws::start(&["--workers", "1"]);
+    let server = ServerProcess::start(ringws_binary(), &["--workers", "1"]);
     let url = server.url();
     // 4 receive buffers and an 8-entry completion queue for 50 connections with 8 messages in flight
     // each: receives stop for want of buffers (re-armed) and completions overflow the queue (kept by the

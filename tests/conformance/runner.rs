@@ -13,7 +13,7 @@
 //! - `RINGWS_CONFORMANCE_MAX_MESSAGE`: the target's message size limit in bytes (default 16 MiB, ringws's
 //!   default), for the cases at the limit.
 
-use crate::common::ServerProcess;
+use crate::common::{ringws_binary, ServerProcess};
 use crate::suite::cases::{all_cases, Case};
 use crate::suite::script::{execute, Script};
 use crate::suite::wire::Rng;
@@ -116,7 +116,9 @@ pub fn main() -> i32 {
             .parse()
             .unwrap_or_else(|_| panic!("RINGWS_CONFORMANCE_ADDR={addr:?} is not IP:PORT")),
         Err(_) => {
-            let started = std::panic::catch_unwind(|| ServerProcess::start(&["--mode", "echo"]));
+            let started = std::panic::catch_unwind(|| {
+                ServerProcess::start(ringws_binary(), &["--mode", "echo"])
+            });
             match started {
                 Ok(process) => {
                     let addr = process.addr;

@@ -1,16 +1,19 @@
 //! Helpers for the load generator's integration tests: run `ringws-loadgen` with `--json -` and parse the
-//! report, start the real `ringws` server (from the workspace's `target/debug`), and small tungstenite
-//! servers (echo, corrupting echo, broadcast) on threads for behaviour the real server must never show.
+//! report, find the real `ringws` binary (in the workspace's `target/debug`) for the shared launcher of
+//! `ringws-testkit`, and small tungstenite servers (echo, corrupting echo, broadcast) on threads for
+//! behaviour the real server must never show.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tungstenite::{Message, WebSocket};
+
+pub use ringws_testkit::ServerProcess;
 
 /// The outcome of one load generator run.
 pub struct Run {
@@ -190,73 +193,28 @@ fn run_loadgen(
     )
 }
 
-/// The real server, started from `<workspace>/target/debug/ringws`; killed (by PID) on drop.
-pub struct Ringws {
-    child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Ringws {
-    pub fn start(extra_args: &[&str]) -> Ringws {
-        // `RINGWS_BIN` if set, else `ringws` in the workspace's target directory (`CARGO_TARGET_DIR` if set).
-        let binary: PathBuf = match std::env::var_os("RINGWS_BIN") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        [env!("CARGO_MANIFEST_DIR"), "..", "target"]
-                            .iter()
-                            .collect()
-                    });
-                target.join("debug").join("ringws")
-            }
-        };
-        assert!(
-            binary.exists(),
-            "{} is missing: build the workspace first (cargo build --workspace)",
-            binary.display()
-        );
-        let mut child = Command::new(&binary)
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ringws");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("ringws listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Ringws {
-                child,
-                addr: addr.parse().expect("listening address"),
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("ringws did not report its listening address (exit: {status:?})");
-            }
+/// The `ringws` binary: `RINGWS_BIN` if set, else `ringws` in the workspace's target directory
+/// (`CARGO_TARGET_DIR` if set), debug profile.
+pub fn ringws_binary() -> PathBuf {
+    let binary: PathBuf = match std::env::var_os("RINGWS_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    [env!("CARGO_MANIFEST_DIR"), "..", "target"]
+                        .iter()
+                        .collect()
+                });
+            target.join("debug").join("ringws")
         }
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-}
-
-impl Drop for Ringws {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    };
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        binary.display()
+    );
+    binary
 }
 
 /// What a test server does to each echoed message (numbered from 0 over the whole server).
@@ -485,7 +443,7 @@ impl Drop for TestCert {
 /// The real server speaking TLS only (`ringws serve --tls-cert --tls-key`) with a certificate made for
 /// `names`; killed (by PID) on drop.
 pub struct TlsRingws {
-    pub server: Ringws,
+    pub server: ServerProcess,
     pub cert: TestCert,
 }
 
@@ -499,7 +457,7 @@ impl TlsRingws {
             cert.key_path.as_str(),
         ];
         args.extend_from_slice(extra_args);
-        let server = Ringws::start(&args);
+        let server = ServerProcess::start(ringws_binary(), &args);
         TlsRingws { server, cert }
     }
 

@@ -1,0 +1,12 @@
+//! Helpers shared by the integration tests of `ringws` and `ringws-loadgen` (and the examples that drive a
+//! real server): start the `ringws` binary on an ephemeral port and stop it by PID.
+//!
+//! Every helper here talks to a server from the outside, the way a client or an operator would: it never
+//! links the server's code and never reaches into it, so a test that uses it pins behaviour, not internals.
+//! Nothing here assumes a fixed port or a shared server; every process started is stopped by its PID.
+//! The binary is always given by the caller (`env!("CARGO_BIN_EXE_ringws")` in the root crate, a path
+//! into the workspace's `target/` from the load generator's tests).
+
+pub mod server;
+
+pub use server::ServerProcess;
