@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests of `ringws` and `ringws-loadgen` (and the examples that drive a
-//! real server): start the `ringws` binary on an ephemeral port and stop it by PID.
+//! real server): start the `ringws` binary on an ephemeral port and stop it by PID (`server`), talk to it
+//! byte by byte over raw TCP (`raw`), read its `/metrics` (`metrics`), and point a client at a port
+//! nothing listens on (`ports`).
 //!
 //! Every helper here talks to a server from the outside, the way a client or an operator would: it never
 //! links the server's code and never reaches into it, so a test that uses it pins behaviour, not internals.
@@ -7,6 +9,12 @@
 //! The binary is always given by the caller (`env!("CARGO_BIN_EXE_ringws")` in the root crate, a path
 //! into the workspace's `target/` from the load generator's tests).
 
+pub mod metrics;
+pub mod ports;
+pub mod raw;
 pub mod server;
 
+pub use metrics::{metric, metric_sum, metrics_text};
+pub use ports::closed_port_url;
+pub use raw::*;
 pub use server::ServerProcess;

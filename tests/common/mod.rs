@@ -1,194 +1,21 @@
-//! Helpers for the root crate's integration tests: the shared kit (`ringws-testkit`: the server launcher)
-//! with the `ringws` binary cargo built for these tests, and the raw-TCP and TLS client helpers.
+//! Helpers for the root crate's integration tests: the shared kit (`ringws-testkit`: the server launcher,
+//! the raw-TCP client, `/metrics`) with the `ringws` binary cargo built for these tests, and the TLS
+//! client helpers.
 //!
 //! Set `RINGWS_TEST_LOG=1` to see the server's stderr (its logs) in the test output.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-pub use ringws_testkit::ServerProcess;
+pub use ringws_testkit::*;
 
 /// The `ringws` binary cargo built for these tests.
 pub fn ringws_binary() -> &'static str {
     env!("CARGO_BIN_EXE_ringws")
 }
 
-// ---- Raw-TCP WebSocket helpers, written independently of `ringws::protocol`, for malformed input. ----
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-/// A fixed, valid client key and the accept value RFC 6455 section 1.3 gives for it.
-pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-/// Connects with read/write timeouts of 5 s.
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-/// Sends `request` and reads the response head (up to the blank line). Returns (status, head text).
-pub fn http_exchange(stream: &mut TcpStream, request: &str) -> (u16, String) {
-    stream.write_all(request.as_bytes()).expect("write request");
-    read_response_head(stream)
-}
-
-/// Reads an HTTP response head byte by byte (so no byte after it is consumed), from any stream.
-pub fn read_response_head<S: Read>(stream: &mut S) -> (u16, String) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => head.push(byte[0]),
-            Err(e) => panic!(
-                "reading response head: {e} (so far: {:?})",
-                String::from_utf8_lossy(&head)
-            ),
-        }
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
-/// Reads until EOF (with the stream's timeout) and returns everything.
-pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    out
-}
-
-/// A valid upgrade request for `path`.
-pub fn upgrade_request(path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
-/// Opens a WebSocket over raw TCP and checks the 101 answer.
-pub fn raw_websocket(addr: SocketAddr) -> TcpStream {
-    let mut stream = connect(addr);
-    let (status, head) = http_exchange(&mut stream, &upgrade_request("/"));
-    assert_eq!(status, 101, "{head}");
-    assert!(head.contains(SAMPLE_ACCEPT), "{head}");
-    stream
-}
-
-/// Encodes one client frame by hand. `masked` false produces an (invalid) unmasked client frame;
-/// `rsv` sets the RSV bits (bits 4..7 of the first byte).
-pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | (rsv << 4) | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    if payload.len() < 126 {
-        out.push(mask_bit | payload.len() as u8);
-    } else if payload.len() <= 0xffff {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// One server frame from any stream: (fin, opcode, payload). `None` on EOF or timeout.
-pub fn read_server_frame<S: Read>(stream: &mut S) -> Option<(bool, u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).ok()?;
-    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            stream.read_exact(&mut b).ok()?;
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            stream.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).ok()?;
-    Some((head[0] & 0x80 != 0, head[0] & 0x0f, payload))
-}
-
-/// Reads the next frame, which must be a close frame; returns its code (None for an empty close).
-pub fn expect_close(stream: &mut TcpStream) -> Option<u16> {
-    match read_server_frame(stream) {
-        Some((_, 0x8, payload)) => {
-            (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
-        }
-        Some((_, opcode, _)) => panic!("expected a close frame, got opcode {opcode:#x}"),
-        None => panic!("connection ended without a close frame"),
-    }
-}
-
-/// After the close exchange the server closes TCP: reading returns EOF (not a timeout).
-pub fn expect_eof(stream: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected EOF, got {n} more bytes"),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected EOF, got {e}"),
-    }
-}
-
-/// A tungstenite client connected to `addr` (path `/`).
-pub fn ws_client(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
-    let stream = connect(addr);
-    let (ws, _) = tungstenite::client::client(format!("ws://{addr}/"), stream).expect("handshake");
-    ws
-}
-
-/// TLS helpers: a self-signed certificate made at test time, a `ringws serve --tls-cert --tls-key`
-/// process, and rustls clients trusting only that certificate.
-/// The value of counter `name` summed over workers in a Prometheus text.
-pub fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let base = key.split('{').next()?;
-            (base == name).then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// Fetches `/metrics` from a plain server and returns counter `name` summed over workers.
-pub fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
-    let mut stream = connect(addr);
-    http_exchange(&mut stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    metric(&String::from_utf8_lossy(&read_to_end(&mut stream)), name)
-}
-
 pub mod tls {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

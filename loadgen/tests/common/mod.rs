@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tungstenite::{Message, WebSocket};
 
-pub use ringws_testkit::ServerProcess;
+pub use ringws_testkit::*;
 
 /// The outcome of one load generator run.
 pub struct Run {
@@ -359,16 +359,6 @@ pub fn closing_echo_server(messages: usize) -> String {
         }
     });
     format!("ws://{addr}/")
-}
-
-/// A `ws://` URL on a local port nothing listens on (a listener bound, then dropped): connects are refused.
-pub fn closed_port_url() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    format!("ws://127.0.0.1:{port}/")
 }
 
 /// A listening socket that never accepts (backlog 0): past the first connection the kernel drops the
