@@ -7,8 +7,8 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::metric;
 use common::tls::{metrics, TlsServer, TlsStream};
+use common::{metric, ringws_binary};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
@@ -55,7 +55,7 @@ fn mixed_clients(server: &TlsServer, n: usize, path: &str) -> Vec<WebSocket<TlsS
 
 #[test]
 fn broadcast_reaches_every_tls_subscriber_in_order() {
-    let server = TlsServer::start(&["--mode", "broadcast", "--workers", "2"]);
+    let server = TlsServer::start(ringws_binary(), &["--mode", "broadcast", "--workers", "2"]);
     const N: usize = 30;
     let mut clients = mixed_clients(&server, N, "/");
     wait_open(&server, N as u64);
@@ -108,7 +108,7 @@ fn broadcast_reaches_every_tls_subscriber_in_order() {
 
 #[test]
 fn pubsub_over_tls() {
-    let server = TlsServer::start(&["--mode", "pubsub", "--workers", "2"]);
+    let server = TlsServer::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);
     let mut subscribers = mixed_clients(&server, 12, "/?topic=news");
     let mut others = mixed_clients(&server, 3, "/?topic=sport");
     wait_open(&server, 15);
@@ -141,7 +141,10 @@ fn pubsub_over_tls() {
 
 #[test]
 fn backpressure_over_tls_keeps_every_byte() {
-    let server = TlsServer::start(&["--workers", "1", "--max-backpressure", "16KiB"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-backpressure", "16KiB"],
+    );
     let mut ws = server.ws("/");
     let message = |i: usize| -> Vec<u8> { (0..65536).map(|j| (i * 7 + j) as u8).collect() };
     const M: usize = 16;
@@ -161,7 +164,10 @@ fn backpressure_over_tls_keeps_every_byte() {
 
 #[test]
 fn graceful_shutdown_sends_1001_then_close_notify() {
-    let mut tls = TlsServer::start(&["--workers", "2", "--shutdown-timeout", "3s"]);
+    let mut tls = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "2", "--shutdown-timeout", "3s"],
+    );
     let mut clients = mixed_clients(&tls, 10, "/");
     for ws in &mut clients {
         ws.send(Message::text("x")).unwrap();

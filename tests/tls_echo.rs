@@ -7,8 +7,8 @@ mod common;
 use std::io::{Read, Write};
 
 use common::client_frame;
-use common::metric;
 use common::tls::{TlsServer, TlsStream};
+use common::{metric, ringws_binary};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
@@ -19,7 +19,7 @@ fn payload(len: usize) -> Vec<u8> {
 
 #[test]
 fn echoes_text_and_binary_of_all_sizes() {
-    let server = TlsServer::start(&["--workers", "2"]);
+    let server = TlsServer::start(ringws_binary(), &["--workers", "2"]);
     let mut ws = server.ws("/");
     for len in [
         0usize,
@@ -68,7 +68,7 @@ fn echoes_text_and_binary_of_all_sizes() {
 
 #[test]
 fn fragmented_messages_and_ping_pong() {
-    let server = TlsServer::start(&[]);
+    let server = TlsServer::start(ringws_binary(), &[]);
     let mut ws = server.ws("/");
     // A text message in three fragments with a ping in between.
     let parts: [&[u8]; 3] = [b"Hello, ", b"fragmented ", b"world"];
@@ -145,7 +145,7 @@ fn raw_wss(server: &TlsServer) -> TlsStream {
 
 #[test]
 fn protocol_violations_get_their_close_codes_over_tls() {
-    let server = TlsServer::start(&["--max-message-size", "64KiB"]);
+    let server = TlsServer::start(ringws_binary(), &["--max-message-size", "64KiB"]);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         (
             "unmasked frame",
@@ -205,7 +205,7 @@ fn protocol_violations_get_their_close_codes_over_tls() {
 
 #[test]
 fn https_routes_on_the_tls_port() {
-    let server = TlsServer::start(&["--workers", "1"]);
+    let server = TlsServer::start(ringws_binary(), &["--workers", "1"]);
     let mut stream = server.connect();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -235,7 +235,7 @@ fn https_routes_on_the_tls_port() {
 
 #[test]
 fn tls12_clients_are_served() {
-    let server = TlsServer::start(&[]);
+    let server = TlsServer::start(ringws_binary(), &[]);
     let config = server
         .cert
         .client_config_versions(&[&rustls::version::TLS12]);
@@ -259,7 +259,10 @@ fn tls12_clients_are_served() {
 
 #[test]
 fn idle_connections_get_pinged_over_tls() {
-    let server = TlsServer::start(&["--idle-timeout", "500ms", "--ping-timeout", "2s"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--idle-timeout", "500ms", "--ping-timeout", "2s"],
+    );
     let mut ws = server.ws("/");
     ws.get_mut()
         .sock

@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::metric;
 use common::tls::{metrics, TlsServer};
+use common::{metric, ringws_binary};
 use rustls::pki_types::ServerName;
 use tungstenite::Message;
 
@@ -46,7 +46,7 @@ fn still_serves(ws: &mut tungstenite::WebSocket<common::tls::TlsStream>, round: 
 
 #[test]
 fn plain_clients_and_garbage_are_refused_without_harm() {
-    let server = TlsServer::start(&["--workers", "1"]);
+    let server = TlsServer::start(ringws_binary(), &["--workers", "1"]);
     let mut ws = server.ws("/");
     still_serves(&mut ws, 0);
 
@@ -115,7 +115,10 @@ fn plain_clients_and_garbage_are_refused_without_harm() {
 
 #[test]
 fn tls_slowloris_hits_the_handshake_timeout() {
-    let server = TlsServer::start(&["--workers", "1", "--handshake-timeout", "1s"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "1", "--handshake-timeout", "1s"],
+    );
     let mut ws = server.ws("/");
     let started = Instant::now();
 
@@ -190,7 +193,10 @@ fn tls_slowloris_hits_the_handshake_timeout() {
 fn capacity_503_is_delivered_over_tls() {
     // One connection per worker: the next one is accepted into the table's reserve and answered 503,
     // which over TLS means completing its handshake first.
-    let server = TlsServer::start(&["--workers", "1", "--max-connections-per-worker", "1"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-connections-per-worker", "1"],
+    );
     let mut ws = server.ws("/");
     still_serves(&mut ws, 0);
     let mut refused = server.connect();
@@ -207,7 +213,10 @@ fn capacity_503_is_delivered_over_tls() {
     still_serves(&mut ws, 1);
 
     // --max-connections: the upgrade itself is refused with 503 after the TLS handshake.
-    let server = TlsServer::start(&["--workers", "1", "--max-connections", "1"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "1", "--max-connections", "1"],
+    );
     let mut ws = server.ws("/");
     let mut refused = server.connect();
     refused
@@ -237,7 +246,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn bytes_after_close_notify_are_dropped_unread() {
-    let server = TlsServer::start(&["--workers", "1"]);
+    let server = TlsServer::start(ringws_binary(), &["--workers", "1"]);
     let mut ws = server.ws("/");
     still_serves(&mut ws, 0);
     let mut closing = server.ws("/");

@@ -72,16 +72,13 @@ fn echo_once(server: &TlsServer) {
 }
 
 fn start_with(cert: TestCert) -> TlsServer {
-    let args = cert.args();
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = ServerProcess::start(ringws_binary(), &refs);
-    TlsServer { server, cert }
+    TlsServer::start_with(ringws_binary(), cert, &[])
 }
 
 #[test]
 fn pkcs8_pkcs1_and_sec1_keys_are_accepted() {
     // PKCS#8 (ECDSA P-256).
-    echo_once(&TlsServer::start(&[]));
+    echo_once(&TlsServer::start(ringws_binary(), &[]));
 
     // PKCS#1 (RSA): the certificate is signed with the PKCS#8 form of the same key.
     let key = rcgen::KeyPair::from_pem(RSA_PKCS8).expect("RSA test key");
@@ -154,8 +151,8 @@ fn expect_startup_error(args: &[&str], must_mention: &[&str]) {
 #[test]
 fn bad_certificate_or_key_files_exit_2_naming_the_file() {
     let good = TestCert::new();
-    let cert = good.cert_path.display().to_string();
-    let key = good.key_path.display().to_string();
+    let cert = good.cert_path.clone();
+    let key = good.key_path.clone();
     let dir = good.dir.clone();
     let missing = dir.join("missing.pem").display().to_string();
     let empty = dir.join("empty.pem");
@@ -169,7 +166,7 @@ fn bad_certificate_or_key_files_exit_2_naming_the_file() {
     .unwrap();
     let garbage = garbage.display().to_string();
     let other = TestCert::new();
-    let other_key = other.key_path.display().to_string();
+    let other_key = other.key_path.clone();
 
     // Missing files.
     expect_startup_error(&["--tls-cert", &missing, "--tls-key", &key], &[&missing]);
@@ -198,8 +195,8 @@ fn bad_certificate_or_key_files_exit_2_naming_the_file() {
 #[test]
 fn both_flags_or_neither() {
     let good = TestCert::new();
-    let cert = good.cert_path.display().to_string();
-    let key = good.key_path.display().to_string();
+    let cert = good.cert_path.clone();
+    let key = good.key_path.clone();
     for args in [["--tls-cert", cert.as_str()], ["--tls-key", key.as_str()]] {
         let (code, stderr) = ServerProcess::start_expect_failure(ringws_binary(), &args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");

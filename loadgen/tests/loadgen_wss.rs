@@ -5,13 +5,14 @@
 //! certificate check.
 
 mod common;
-use common::{loadgen_on, TestCert, TlsRingws, ENGINES};
+use common::tls::{TestCert, TlsServer};
+use common::{loadgen_on, ringws_binary, ENGINES};
 
 const NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 #[test]
 fn echo_counts_exactly_over_tls12_and_tls13_on_both_engines() {
-    let server = TlsRingws::start(NAMES, &["--workers", "2"]);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "2"]);
     let url = server.url("localhost");
     for engine in ENGINES {
         for (version, counter) in [("1.2", "tls12_handshakes"), ("1.3", "tls13_handshakes")] {
@@ -53,7 +54,7 @@ fn echo_counts_exactly_over_tls12_and_tls13_on_both_engines() {
 
 #[test]
 fn large_and_open_loop_echoes_over_tls_are_checked_whole() {
-    let server = TlsRingws::start(NAMES, &["--workers", "1"]);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "1"]);
     // An IP address in the URL: no SNI; the certificate's IP address entry is checked.
     let url = server.url("127.0.0.1");
     for engine in ENGINES {
@@ -105,7 +106,11 @@ fn large_and_open_loop_echoes_over_tls_are_checked_whole() {
 
 #[test]
 fn broadcast_counts_exactly_over_tls() {
-    let server = TlsRingws::start(NAMES, &["--workers", "2", "--mode", "broadcast"]);
+    let server = TlsServer::start_for_names(
+        ringws_binary(),
+        NAMES,
+        &["--workers", "2", "--mode", "broadcast"],
+    );
     let url = server.url("localhost");
     for engine in ENGINES {
         let run = loadgen_on(
@@ -144,7 +149,11 @@ fn broadcast_counts_exactly_over_tls() {
 
 #[test]
 fn connect_reaches_the_target_over_tls_and_the_broadcast_reaches_all() {
-    let server = TlsRingws::start(NAMES, &["--workers", "2", "--mode", "broadcast"]);
+    let server = TlsServer::start_for_names(
+        ringws_binary(),
+        NAMES,
+        &["--workers", "2", "--mode", "broadcast"],
+    );
     let url = server.url("localhost");
     for engine in ENGINES {
         let run = loadgen_on(
@@ -174,7 +183,7 @@ fn connect_reaches_the_target_over_tls_and_the_broadcast_reaches_all() {
 
 #[test]
 fn churn_cycles_complete_over_tls() {
-    let server = TlsRingws::start(NAMES, &["--workers", "1"]);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "1"]);
     let url = server.url("localhost");
     for engine in ENGINES {
         let run = loadgen_on(
@@ -225,8 +234,8 @@ fn every_connect_fails_the_tls_handshake(url: &str, trust: &[&str]) {
 
 #[test]
 fn an_untrusted_certificate_fails_every_handshake() {
-    let server = TlsRingws::start(NAMES, &["--workers", "1"]);
-    let other = TestCert::new(NAMES);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "1"]);
+    let other = TestCert::for_names(NAMES);
     every_connect_fails_the_tls_handshake(
         &server.url("localhost"),
         &["--ca-cert", &other.cert_path],
@@ -235,7 +244,7 @@ fn an_untrusted_certificate_fails_every_handshake() {
 
 #[test]
 fn a_certificate_for_another_host_name_fails_every_handshake() {
-    let server = TlsRingws::start(&["ringws.test"], &["--workers", "1"]);
+    let server = TlsServer::start_for_names(ringws_binary(), &["ringws.test"], &["--workers", "1"]);
     every_connect_fails_the_tls_handshake(
         &server.url("localhost"),
         &["--ca-cert", &server.cert.cert_path],
@@ -244,7 +253,7 @@ fn a_certificate_for_another_host_name_fails_every_handshake() {
 
 #[test]
 fn insecure_accepts_an_untrusted_certificate_for_another_name() {
-    let server = TlsRingws::start(&["ringws.test"], &["--workers", "1"]);
+    let server = TlsServer::start_for_names(ringws_binary(), &["ringws.test"], &["--workers", "1"]);
     for engine in ENGINES {
         let run = loadgen_on(
             engine,
@@ -268,8 +277,8 @@ fn insecure_accepts_an_untrusted_certificate_for_another_name() {
 
 #[test]
 fn untrusted_handshakes_are_retried_with_backoff() {
-    let server = TlsRingws::start(NAMES, &["--workers", "1"]);
-    let other = TestCert::new(NAMES);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "1"]);
+    let other = TestCert::for_names(NAMES);
     let url = server.url("localhost");
     for engine in ENGINES {
         let run = loadgen_on(
@@ -300,7 +309,7 @@ fn untrusted_handshakes_are_retried_with_backoff() {
 
 #[test]
 fn a_plain_client_on_the_tls_port_reports_handshake_errors() {
-    let server = TlsRingws::start(NAMES, &["--workers", "1"]);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "1"]);
     let url = format!("ws://127.0.0.1:{}/", server.server.addr.port());
     for engine in ENGINES {
         let run = loadgen_on(engine, &["echo", "--url", &url, "-c", "6", "-m", "5"]);
@@ -334,7 +343,7 @@ fn wss_without_a_trust_choice_is_refused_at_startup() {
 
 #[test]
 fn child_processes_carry_the_tls_options() {
-    let server = TlsRingws::start(NAMES, &["--workers", "2"]);
+    let server = TlsServer::start_for_names(ringws_binary(), NAMES, &["--workers", "2"]);
     let url = server.url("localhost");
     let run = loadgen_on(
         "uring",

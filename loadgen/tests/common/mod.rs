@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tungstenite::{Message, WebSocket};
 
+#[allow(unused_imports)] // each test file uses its own part of the kit
 pub use ringws_testkit::*;
 
 /// The outcome of one load generator run.
@@ -388,71 +389,4 @@ pub fn stalled_server() -> String {
         }
     });
     format!("ws://{addr}/")
-}
-
-/// A self-signed certificate made at test time (rcgen) for the given names (DNS names or IP addresses),
-/// written as PEM files into a directory of its own, removed on drop.
-pub struct TestCert {
-    dir: PathBuf,
-    pub cert_path: String,
-    pub key_path: String,
-}
-
-impl TestCert {
-    pub fn new(names: &[&str]) -> TestCert {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let certified = rcgen::generate_simple_self_signed(
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("generate certificate");
-        let dir = std::env::temp_dir().join(format!(
-            "ringws-loadgen-tls-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create cert dir");
-        let cert_path = dir.join("cert.pem");
-        let key_path = dir.join("key.pem");
-        std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
-        std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("write key");
-        TestCert {
-            dir,
-            cert_path: cert_path.display().to_string(),
-            key_path: key_path.display().to_string(),
-        }
-    }
-}
-
-impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The real server speaking TLS only (`ringws serve --tls-cert --tls-key`) with a certificate made for
-/// `names`; killed (by PID) on drop.
-pub struct TlsRingws {
-    pub server: ServerProcess,
-    pub cert: TestCert,
-}
-
-impl TlsRingws {
-    pub fn start(names: &[&str], extra_args: &[&str]) -> TlsRingws {
-        let cert = TestCert::new(names);
-        let mut args = vec![
-            "--tls-cert",
-            cert.cert_path.as_str(),
-            "--tls-key",
-            cert.key_path.as_str(),
-        ];
-        args.extend_from_slice(extra_args);
-        let server = ServerProcess::start(ringws_binary(), &args);
-        TlsRingws { server, cert }
-    }
-
-    /// `wss://HOST:PORT/` with the server's port.
-    pub fn url(&self, host: &str) -> String {
-        format!("wss://{host}:{}/", self.server.addr.port())
-    }
 }
