@@ -182,12 +182,6 @@ fn set_small_rcvbuf(stream: &std::net::TcpStream) {
         .expect("SO_RCVBUF");
 }
 
-fn server_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
     const CAP_KIB: u64 = 256;
@@ -232,7 +226,7 @@ fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
-    let rss_before = server_rss_kib(server.pid());
+    let rss_before = rss_kib(server.pid());
     let mut rss_peak = rss_before;
     for i in 0..M {
         let mut payload = vec![0u8; SIZE];
@@ -242,13 +236,13 @@ fn hundred_subscribers_that_never_read_keep_server_memory_bounded() {
             .unwrap();
         wait_for_readers(&progress, i, 32);
         if i % 1000 == 0 {
-            rss_peak = rss_peak.max(server_rss_kib(server.pid()));
+            rss_peak = rss_peak.max(rss_kib(server.pid()));
         }
     }
     reader
         .join()
         .expect("the fast subscriber received everything, in order");
-    rss_peak = rss_peak.max(server_rss_kib(server.pid()));
+    rss_peak = rss_peak.max(rss_kib(server.pid()));
     println!("server RSS: {rss_before} KiB before, {rss_peak} KiB peak");
     // Bounded by the caps (100 x 256 KiB of queued references at most) plus slack, not by the 48 MiB sent.
     let bound = 100 * CAP_KIB + 8 * 1024;
@@ -293,7 +287,7 @@ fn memory_is_released_after_a_broadcast_to_idle_connections() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let rss_idle = server_rss_kib(server.pid());
+    let rss_idle = rss_kib(server.pid());
     conns[0]
         .write_all(&client_frame(true, 0, 0x2, &[7u8; 100], true))
         .unwrap();
@@ -304,7 +298,7 @@ fn memory_is_released_after_a_broadcast_to_idle_connections() {
     }
     // The pools are cut back after about a second without output.
     std::thread::sleep(Duration::from_millis(2500));
-    let rss_after = server_rss_kib(server.pid());
+    let rss_after = rss_kib(server.pid());
     println!("server RSS: {rss_idle} KiB idle, {rss_after} KiB after the broadcast");
     let grown = rss_after.saturating_sub(rss_idle);
     assert!(

@@ -8,12 +8,6 @@ use common::*;
 use std::io::Write;
 use std::time::Duration;
 
-fn server_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn client_not_reading_is_paused_and_memory_stays_bounded() {
     let server = ServerProcess::start(
@@ -21,7 +15,7 @@ fn client_not_reading_is_paused_and_memory_stays_bounded() {
         &["--workers", "1", "--max-backpressure", "256KiB"],
     );
     let mut stream = raw_websocket(server.addr);
-    let rss_before = server_rss_kib(server.pid());
+    let rss_before = rss_kib(server.pid());
     let frame = client_frame(true, 0, 0x2, &vec![0xabu8; 64 * 1024], true);
     // Write 64 MiB without reading, from a thread (the writes block once the server stops reading).
     let mut writer = stream.try_clone().unwrap();
@@ -43,7 +37,7 @@ fn client_not_reading_is_paused_and_memory_stays_bounded() {
         sent < 1024,
         "the server kept reading without bound ({sent} frames of 64 KiB accepted)"
     );
-    let rss_after = server_rss_kib(server.pid());
+    let rss_after = rss_kib(server.pid());
     assert!(
         rss_after < rss_before + 16 * 1024,
         "server RSS grew from {rss_before} KiB to {rss_after} KiB"

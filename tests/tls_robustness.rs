@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::tls::{metrics, TlsServer};
-use common::{metric, ringws_binary};
+use common::{metric, ringws_binary, rss_kib};
 use rustls::pki_types::ServerName;
 use tungstenite::Message;
 
@@ -232,16 +232,6 @@ fn capacity_503_is_delivered_over_tls() {
         String::from_utf8_lossy(&answer)
     );
     still_serves(&mut ws, 2);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]

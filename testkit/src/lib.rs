@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests of `ringws` and `ringws-loadgen` (and the examples that drive a
 //! real server): start the `ringws` binary on an ephemeral port and stop it by PID (`server`), talk to it
 //! byte by byte over raw TCP (`raw`), over TLS with a certificate made at test time (`tls`), read its
-//! `/metrics` (`metrics`), and point a client at a port nothing listens on (`ports`).
+//! `/metrics` (`metrics`), read its memory from `/proc` (`proc`), and point a client at a port nothing
+//! listens on (`ports`).
 //!
 //! Every helper here talks to a server from the outside, the way a client or an operator would: it never
 //! links the server's code and never reaches into it, so a test that uses it pins behaviour, not internals.
@@ -11,11 +12,13 @@
 
 pub mod metrics;
 pub mod ports;
+pub mod proc;
 pub mod raw;
 pub mod server;
 pub mod tls;
 
 pub use metrics::{metric, metric_sum, metrics_text};
 pub use ports::closed_port_url;
+pub use proc::rss_kib;
 pub use raw::*;
 pub use server::ServerProcess;

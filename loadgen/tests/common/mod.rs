@@ -109,19 +109,10 @@ pub fn loadgen_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn sample(pid: u32, started: std::time::Instant) -> Option<Sample> {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
     Some(Sample {
+        fds: proc::open_fds(pid)?,
+        rss_kib: proc::try_rss_kib(pid)?,
         elapsed_s: started.elapsed().as_secs_f64(),
-        fds,
-        rss_kib,
     })
 }
 
