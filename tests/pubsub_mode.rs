@@ -27,14 +27,6 @@ fn read_text(stream: &mut std::net::TcpStream) -> String {
     String::from_utf8(payload).unwrap()
 }
 
-fn wait_open(addr: std::net::SocketAddr, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric_sum(addr, "ringws_websockets_open") < n {
-        assert!(Instant::now() < deadline, "connections did not open");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn subscribers_on_both_workers_get_every_message_in_order_from_one_encoding() {
     let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);
@@ -43,7 +35,7 @@ fn subscribers_on_both_workers_get_every_message_in_order_from_one_encoding() {
         .collect();
     let mut other = ws_at(server.addr, "/ws?topic=sport");
     let mut publisher = ws_at(server.addr, "/ws");
-    wait_open(server.addr, 22);
+    wait_open(|| metrics_text(server.addr), 22, Duration::from_secs(5));
     const M: usize = 30;
     for i in 0..M {
         send_text(
@@ -126,7 +118,7 @@ fn http_publish_with_and_without_the_token() {
     let mut subs: Vec<_> = (0..4)
         .map(|_| ws_at(server.addr, "/?topic=alerts"))
         .collect();
-    wait_open(server.addr, 4);
+    wait_open(|| metrics_text(server.addr), 4, Duration::from_secs(5));
     let publish = |auth: &str| {
         let mut s = connect(server.addr);
         let body = "fire!";
@@ -151,7 +143,7 @@ fn http_publish_with_and_without_the_token() {
 fn http_publish_body_split_across_receives() {
     let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "1"]);
     let mut sub = ws_at(server.addr, "/?topic=big");
-    wait_open(server.addr, 1);
+    wait_open(|| metrics_text(server.addr), 1, Duration::from_secs(5));
     let body = "y".repeat(100_000);
     let mut s = connect(server.addr);
     s.write_all(
@@ -183,7 +175,7 @@ fn subscribers_leaving_mid_stream_cost_the_others_nothing() {
         .map(|_| ws_at(server.addr, "/?topic=feed"))
         .collect();
     let mut publisher = ws_at(server.addr, "/");
-    wait_open(server.addr, 21);
+    wait_open(|| metrics_text(server.addr), 21, Duration::from_secs(5));
     let progress: Vec<_> = (0..10)
         .map(|_| std::sync::Arc::new(AtomicUsize::new(0)))
         .collect();

@@ -5,24 +5,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tls::{metrics, TlsServer, TlsStream};
-use common::{metric, ringws_binary};
+use common::{metric, ringws_binary, wait_open};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
-
-fn wait_open(server: &TlsServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let open = metric(&metrics(server), "ringws_websockets_open");
-        if open >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {open} of {n} open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A TLS stream whose peer ended TLS properly: close_notify, then EOF (rustls reports a TCP EOF
 /// without close_notify as an error).
@@ -58,7 +46,7 @@ fn broadcast_reaches_every_tls_subscriber_in_order() {
     let server = TlsServer::start(ringws_binary(), &["--mode", "broadcast", "--workers", "2"]);
     const N: usize = 30;
     let mut clients = mixed_clients(&server, N, "/");
-    wait_open(&server, N as u64);
+    wait_open(|| metrics(&server), N as u64, Duration::from_secs(10));
     const M: usize = 40;
     let message = |i: usize| -> Vec<u8> {
         let len = if i % 10 == 9 { 100_000 } else { 10 + i };
@@ -111,7 +99,7 @@ fn pubsub_over_tls() {
     let server = TlsServer::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);
     let mut subscribers = mixed_clients(&server, 12, "/?topic=news");
     let mut others = mixed_clients(&server, 3, "/?topic=sport");
-    wait_open(&server, 15);
+    wait_open(|| metrics(&server), 15, Duration::from_secs(10));
     let mut publisher = server.ws("/");
     for i in 0..20 {
         publisher

@@ -17,7 +17,7 @@ pub mod raw;
 pub mod server;
 pub mod tls;
 
-pub use metrics::{metric, metric_sum, metrics_text};
+pub use metrics::{metric, metric_sum, metrics_text, wait_open};
 pub use ports::closed_port_url;
 pub use proc::rss_kib;
 pub use raw::*;

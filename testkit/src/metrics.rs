@@ -1,9 +1,11 @@
-//! The server's `/metrics` (Prometheus text) from a test: fetch it over plain TCP and sum a counter over
-//! the workers' labels.
+//! The server's `/metrics` (Prometheus text) from a test: fetch it over plain TCP, sum a counter over the
+//! workers' labels, and wait until a number of WebSocket connections are open.
 //!
-//! Reads only; never changes what the server counts.
+//! Reads only; never changes what the server counts. The TLS fetch is `tls::metrics`; `wait_open` takes
+//! any fetch so that plain and TLS tests poll the same way.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::raw::{connect, http_exchange, read_to_end};
 
@@ -32,6 +34,19 @@ pub fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
     metric(&metrics_text(addr), name)
 }
 
+/// Polls `fetch_metrics` (every 10 ms) until `ringws_websockets_open` reaches `n`; panics after `timeout`.
+pub fn wait_open(mut fetch_metrics: impl FnMut() -> String, n: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let open = metric(&fetch_metrics(), "ringws_websockets_open");
+        if open >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {open} of {n} open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +64,29 @@ mod tests {
         assert_eq!(metric(TEXT, "ringws_websockets_open_total"), 100);
         assert_eq!(metric(TEXT, "ringws_uptime_seconds"), 12);
         assert_eq!(metric(TEXT, "ringws_missing"), 0);
+    }
+
+    #[test]
+    fn wait_open_returns_once_the_count_is_reached() {
+        let mut calls = 0;
+        wait_open(
+            || {
+                calls += 1;
+                format!("ringws_websockets_open{{worker=\"0\"}} {calls}\n")
+            },
+            3,
+            Duration::from_secs(5),
+        );
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "only 1 of 2 open")]
+    fn wait_open_panics_at_the_deadline() {
+        wait_open(
+            || "ringws_websockets_open 1\n".to_string(),
+            2,
+            Duration::from_millis(30),
+        );
     }
 }
