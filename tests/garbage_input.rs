@@ -23,16 +23,6 @@ impl XorShift {
     }
 }
 
-fn open_connections(addr: std::net::SocketAddr) -> u64 {
-    let mut m = connect(addr);
-    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with("ringws_connections_open{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn random_bytes_get_answers_and_every_connection_is_released() {
     let server = ServerProcess::start(
@@ -93,7 +83,7 @@ fn random_bytes_get_answers_and_every_connection_is_released() {
     // Every connection is released: only the metrics request itself remains.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let open = open_connections(addr);
+        let open = metric_sum(addr, "ringws_connections_open");
         if open == 1 {
             break;
         }
