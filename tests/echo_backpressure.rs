@@ -85,9 +85,7 @@ fn tiny_buffer_ring_running_dry_loses_no_data() {
         t.join().expect("client");
     }
     // The ring did run dry (and every byte still arrived).
-    let mut m = connect(addr);
-    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
+    let body = metrics_text(addr);
     let line = body
         .lines()
         .find(|l| l.starts_with("ringws_recv_buffers_exhausted_total{worker=\"0\"}"))

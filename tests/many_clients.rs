@@ -41,9 +41,7 @@ fn five_thousand_concurrent_clients_echo_correctly() {
         .sum();
     assert_eq!(total, THREADS * PER_THREAD);
     // Both workers took a share (SO_REUSEPORT balances).
-    let mut m = connect(addr);
-    http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let body = String::from_utf8(read_to_end(&mut m)).unwrap();
+    let body = metrics_text(addr);
     for worker in 0..2 {
         let line = body
             .lines()

@@ -119,9 +119,7 @@ fn peer_that_never_closes_its_side_is_released_at_the_close_timeout() {
     // only the metrics request itself remains open.
     let started = Instant::now();
     loop {
-        let mut m = connect(server.addr);
-        http_exchange(&mut m, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-        let body = String::from_utf8(read_to_end(&mut m)).unwrap();
+        let body = metrics_text(server.addr);
         if body.contains("ringws_connections_open{worker=\"0\"} 1\n") {
             break;
         }
