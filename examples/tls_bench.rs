@@ -26,9 +26,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringws_testkit::proc::cpu_ticks;
+use ringws_testkit::tls::{self_signed, write_pem_files, TestCert};
+use ringws_testkit::ServerProcess;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::Message;
+
+/// The names the test certificate is made for.
+const CERT_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
@@ -222,41 +228,9 @@ fn run(options: Options, worker: fn(&Options, &AtomicBool, &AtomicU64)) -> (u64,
     )
 }
 
-/// Server CPU time so far, in clock ticks (utime + stime; 100 per second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let after_comm = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5), counted from the state field (3).
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn write_cert(dir: &std::path::Path) {
-    std::fs::create_dir_all(dir).expect("create DIR");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("generate");
-    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
-    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).expect("write key");
-}
-
-struct Spawned {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(bin: &str, extra: &[String]) -> Spawned {
-    use std::io::BufRead;
+/// `BIN serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --idle-timeout 0 <extra>`, under
+/// `taskset -c 0` when taskset is present; its stderr is dropped.
+fn spawn_server(bin: &str, extra: &[String]) -> ServerProcess {
     let taskset = std::path::Path::new("/usr/bin/taskset").exists();
     let mut command = if taskset {
         let mut c = std::process::Command::new("/usr/bin/taskset");
@@ -278,46 +252,19 @@ fn spawn_server(bin: &str, extra: &[String]) -> Spawned {
         ])
         .args(["--idle-timeout", "0"])
         .args(extra)
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let mut child = command.spawn().expect("spawn the server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("ringws listening on ")
-        .expect("listening line")
-        .parse()
-        .expect("address");
-    Spawned { child, addr }
+    ServerProcess::from_command(command)
 }
 
 fn compare(args: &[String]) {
     let bin = args.first().expect("BIN").clone();
-    let dir = std::env::temp_dir().join(format!("ringws-tls-bench-{}", std::process::id()));
-    write_cert(&dir);
-    let cert = dir.join("cert.pem").display().to_string();
-    let key = dir.join("key.pem").display().to_string();
-    for (scheme, extra) in [
-        ("ws", vec![]),
-        (
-            "wss",
-            vec![
-                "--tls-cert".to_string(),
-                cert.clone(),
-                "--tls-key".to_string(),
-                key.clone(),
-            ],
-        ),
-    ] {
-        let server = spawn_server(&bin, &extra);
-        let pid = server.child.id();
+    let cert = TestCert::for_names(CERT_NAMES);
+    for (scheme, extra) in [("ws", vec![]), ("wss", cert.args())] {
+        let mut server = spawn_server(&bin, &extra);
+        let pid = server.pid();
         let mut flags = vec![server.addr.to_string()];
         if scheme == "wss" {
-            flags.extend(["--ca".to_string(), cert.clone()]);
+            flags.extend(["--ca".to_string(), cert.cert_path.clone()]);
         }
         flags.extend(args[1..].iter().cloned());
         let options = parse(&flags);
@@ -345,8 +292,10 @@ fn compare(args: &[String]) {
             (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
         );
         probe_during_handshakes(&flags, scheme);
+        // A graceful stop (SIGTERM) before the next server; dropping `server` kills it if it hangs.
+        server.signal("TERM");
+        server.wait_exit(Duration::from_secs(10));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {
@@ -377,8 +326,10 @@ fn main() {
         }
         Some("cert") => {
             let dir = std::path::PathBuf::from(args.get(1).expect("DIR"));
-            write_cert(&dir);
-            println!("{}", dir.join("cert.pem").display());
+            std::fs::create_dir_all(&dir).expect("create DIR");
+            let (cert_pem, key_pem, _) = self_signed(CERT_NAMES);
+            let (cert_path, _) = write_pem_files(&dir, &cert_pem, &key_pem);
+            println!("{}", cert_path.display());
         }
         Some("compare") => compare(&args[1..]),
         _ => {

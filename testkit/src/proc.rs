@@ -1,4 +1,4 @@
-//! What `/proc` says about a process a test started: resident memory (VmRSS) and open descriptors.
+//! What `/proc` says about a process a test started: resident memory (VmRSS), open descriptors, CPU time.
 //!
 //! Reads only, and only the process it is given by PID. The parsers are separate from the file reads so
 //! that they are tested without a process.
@@ -30,6 +30,22 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// User + system CPU time of `pid` so far, in clock ticks (100 per second on Linux), from
+/// `/proc/PID/stat`; panics if it cannot be read.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    stat_cpu_ticks(&stat).expect("stat format")
+}
+
+/// utime + stime (fields 14 and 15 of stat(5)) of a `/proc/PID/stat` text. The command name (field 2)
+/// may hold spaces and parentheses, so the fields are counted after its last `)`.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Counted from the state field (3): utime is field 14, stime field 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,9 +58,17 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_memory_and_descriptors() {
+    fn cpu_ticks_count_fields_after_a_command_name_with_spaces() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 1 1 1";
+        assert_eq!(stat_cpu_ticks(stat), Some(12));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_has_memory_descriptors_and_a_stat() {
         let me = std::process::id();
         assert!(rss_kib(me) > 0);
         assert!(open_fds(me).expect("fds") >= 3);
+        let _ = cpu_ticks(me);
     }
 }
