@@ -30,6 +30,7 @@
 # Bounded: every loadgen run has a timeout; every process started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DURATION=${DURATION:-5}
 DEPTH=${DEPTH:-8}
@@ -71,50 +72,39 @@ PEERS=benches/peers/target/release
 SERVER_PID=""
 SERVER_ADDR=""
 cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
 }
 trap cleanup EXIT INT TERM
 
 # start_server NAME [MODE]: starts the server pinned to SERVER_CPU, sets SERVER_PID and SERVER_ADDR.
 start_server() {
-    local name=$1 mode=${2:-echo} log="$RUN_DIR/server-$1-$2.log"
+    local name=$1 mode=${2:-echo} log="$RUN_DIR/server-$1-$2.log" cmd
     case $name in
-        ringws) taskset -c "$SERVER_CPU" "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin \
-                    --mode "$mode" >"$log.out" 2>"$log" & ;;
-        tungstenite) taskset -c "$SERVER_CPU" "$PEERS/tungstenite-echo" --port 0 >"$log.out" 2>"$log" & ;;
-        fastwebsockets) taskset -c "$SERVER_CPU" "$PEERS/fastwebsockets-echo" --port 0 >"$log.out" 2>"$log" & ;;
+        ringws) cmd=("$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode "$mode") ;;
+        tungstenite) cmd=("$PEERS/tungstenite-echo" --port 0) ;;
+        fastwebsockets) cmd=("$PEERS/fastwebsockets-echo" --port 0) ;;
         uws) if [[ $mode == broadcast ]]; then
                  # The pub/sub reference server resolves uWebSockets.js from this directory's install.
-                 NODE_PATH="$NODE_PEERS/node_modules" taskset -c "$SERVER_CPU" node benches/peers/uws/server.js 0 \
-                     >"$log.out" 2>"$log" &
+                 cmd=(env NODE_PATH="$NODE_PEERS/node_modules" node benches/peers/uws/server.js 0)
              else
-                 taskset -c "$SERVER_CPU" node "$NODE_PEERS/uws-echo.mjs" --port 0 >"$log.out" 2>"$log" &
+                 cmd=(node "$NODE_PEERS/uws-echo.mjs" --port 0)
              fi ;;
-        nodews) taskset -c "$SERVER_CPU" node "$NODE_PEERS/ws-echo.mjs" --port 0 >"$log.out" 2>"$log" & ;;
+        nodews) cmd=(node "$NODE_PEERS/ws-echo.mjs" --port 0) ;;
         *) echo "unknown server $name" >&2; return 1 ;;
     esac
-    SERVER_PID=$!
-    for _ in $(seq 1 200); do
-        SERVER_ADDR=$(sed -n 's/^.*listening on \([0-9.]*:[0-9]*\).*$/\1/p' "$log.out" | head -n1)
-        [[ -n "$SERVER_ADDR" ]] && return 0
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "$name exited before listening; see $log" >&2
-            SERVER_PID=""
-            return 1
-        fi
-        sleep 0.05
-    done
-    echo "$name did not report its address within 10 s" >&2
-    cleanup
-    return 1
+    start_bg --cpu "$SERVER_CPU" --err "$log" "$log.out" "${cmd[@]}"
+    SERVER_PID=$BG_PID
+    if ! await_listening "$SERVER_PID" "$log.out" 10; then
+        echo "$name did not start; see $log" >&2
+        SERVER_PID=""
+        return 1
+    fi
+    SERVER_ADDR=$LISTEN_ADDR
 }
 
 server_ticks() {
-    awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"
+    cpu_ticks "$SERVER_PID"
 }
 
 # run_scenario SERVER SCENARIO ARGS...: one loadgen run; appends a JSON line to the results.

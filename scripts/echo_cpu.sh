@@ -7,6 +7,7 @@
 # Needs: target/release/ringws, target/release/ringws-loadgen, benches/peers/target/release/fastwebsockets-echo
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 PEER=${PEER:-benches/peers/target/release/fastwebsockets-echo}
 C=${C:-50}; DEPTH=${DEPTH:-4}; DUR=${DUR:-5}
@@ -15,15 +16,13 @@ SIZES=("$@"); [ ${#SIZES[@]} -eq 0 ] && SIZES=(32 1024 16384)
 run() { # size name cmd...
   local size=$1 name=$2; shift 2
   local out; out=$(mktemp)
-  taskset -c 0 "$@" >"$out" 2>/dev/null &
-  local pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
-  local port; port=$(grep -o "listening on .*" "$out" | awk '{print $3}'); port=${port##*:}
-  local t0; t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  start_listening --cpu 0 "$out" "$@"
+  local pid=$BG_PID port=$LISTEN_PORT
+  local t0; t0=$(cpu_ticks "$pid")
   local json; json=$(taskset -c 1 "$LOADGEN" echo --url "ws://127.0.0.1:$port/" -c "$C" -t 1 -s "$size" \
     --depth "$DEPTH" -d "$DUR" -q --json /dev/stdout 2>/dev/null)
-  local t1; t1=$(awk '{print $14+$15}' /proc/$pid/stat)
-  kill "$pid"; wait "$pid" 2>/dev/null || true; rm -f "$out"
+  local t1; t1=$(cpu_ticks "$pid")
+  stop_pid "$pid"; rm -f "$out"
   python3 -c '
 import json, sys
 j = json.loads(sys.argv[1][sys.argv[1].index("{"):])

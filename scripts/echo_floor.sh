@@ -9,16 +9,15 @@
 # Needs: cargo build --release --workspace --all-targets
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 SERVER=target/release/ringws; LOADGEN=target/release/ringws-loadgen; FLOOR=target/release/examples/echo_floor
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; C=${C:-100}; SIZE=${SIZE:-20}; DEPTH=${DEPTH:-8}
-for bin in "$SERVER" "$LOADGEN" "$FLOOR"; do
-  [ -x "$bin" ] || { echo "missing $bin: cargo build --release --workspace --all-targets" >&2; exit 2; }
-done
+require_executable "cargo build --release --workspace --all-targets" "$SERVER" "$LOADGEN" "$FLOOR"
 HZ=$(getconf CLK_TCK)
 RESULTS=$(mktemp)
 SERVER_PID=""
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  stop_pid "$SERVER_PID"
   rm -f "$RESULTS"
 }
 trap cleanup EXIT
@@ -26,13 +25,10 @@ trap cleanup EXIT
 run_one() { # client round
   local client=$1 out port t0 t1 msgs cpu
   out=$(mktemp)
-  taskset -c 0 "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin >"$out" 2>/dev/null &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
-  port=$(grep -o "listening on .*" "$out" | awk '{print $3}'); port=${port##*:}
+  start_listening --cpu 0 "$out" "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin
+  SERVER_PID=$BG_PID; port=$LISTEN_PORT
   rm -f "$out"
-  [ -n "$port" ] || { echo "server did not start" >&2; exit 1; }
-  t0=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
+  t0=$(cpu_ticks "$SERVER_PID")
   if [ "$client" = floor ]; then
     local line
     line=$(timeout $((DUR + 60)) taskset -c 1 "$FLOOR" "127.0.0.1:$port" "$C" "$DUR" "$SIZE" "$DEPTH")
@@ -44,8 +40,8 @@ run_one() { # client round
       --depth "$DEPTH" -t 1 -d "$DUR" --engine uring -q --json - 2>/dev/null)
     read -r msgs cpu < <(python3 -c 'import json,sys; j=json.loads(sys.stdin.read()); print(j["received"], j["cpu"]["user_s"]+j["cpu"]["sys_s"])' <<<"$json")
   fi
-  t1=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  t1=$(cpu_ticks "$SERVER_PID")
+  stop_pid "$SERVER_PID"; SERVER_PID=""
   python3 - "$client" "$msgs" "$cpu" "$((t1 - t0))" "$HZ" "$DUR" <<'PY' | tee -a "$RESULTS"
 import sys
 client, msgs, cpu, ticks, hz, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])

@@ -26,6 +26,7 @@
 # Needs: target/release/ringws and target/release/ringws-loadgen (RINGWS=path, LOADGEN=path to override).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/release/ringws}
 SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"16 1024"}; DUR=${DUR:-4}
 DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-100000}; SERVER=${SERVER:-ringws}
@@ -34,14 +35,12 @@ for size in $SIZES; do
     rate=$((DELIVERIES / subs)); [ "$rate" -gt "$MAX_RATE" ] && rate=$MAX_RATE; [ "$rate" -lt 5 ] && rate=5
     out=$(mktemp); json=$(mktemp); samples=$(mktemp)
     if [ "$SERVER" = uws ]; then
-      taskset -c 0 node benches/peers/uws/server.js 0 samples >"$out" 2>/dev/null &
+      start_listening --cpu 0 "$out" node benches/peers/uws/server.js 0 samples
     else
-      taskset -c 0 "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
-        --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0 >"$out" 2>/dev/null &
+      start_listening --cpu 0 "$out" "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
+        --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0
     fi
-    pid=$!
-    for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
-    port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$out" | head -1)
+    pid=$BG_PID; port=$LISTEN_PORT
     taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
       --rate "$rate" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
     lpid=$!
@@ -75,7 +74,7 @@ while server == "ringws" and os.path.exists(f"/proc/{lpid}") and open(f"/proc/{l
     time.sleep(0.05)
 EOF
     wait "$lpid" || true
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
     [ "$SERVER" = uws ] && grep -v "listening on" "$out" >"$samples"
     rm -f "$out"
     python3 - "$json" "$samples" "$subs" "$size" "$rate" "$SERVER" <<'EOF'

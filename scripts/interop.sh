@@ -10,6 +10,7 @@
 # referee: "scripts/.venv/bin/python scripts/interop/referee_server.py".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 ROOT=$PWD
 ARTIFACTS=$ROOT/artifacts
 LOGS=$ARTIFACTS/interop-logs
@@ -46,35 +47,21 @@ fi
 # --- servers, started and stopped by PID -----------------------------------------------------------
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pid "${PIDS[@]}"
 }
 trap cleanup EXIT
 
 # start_server MODE: starts a server on an ephemeral port; sets SERVER_ADDR (empty if it did not start).
 start_server() {
     local mode=$1 out=$LOGS/server-$1.out
-    "${SERVER[@]}" serve --bind 127.0.0.1 --port 0 --mode "$mode" >"$out" 2>"$LOGS/server-$mode.err" &
-    local pid=$!
+    start_bg --err "$LOGS/server-$mode.err" "$out" "${SERVER[@]}" serve --bind 127.0.0.1 --port 0 --mode "$mode"
+    local pid=$BG_PID
     PIDS+=("$pid")
     SERVER_ADDR=
-    for _ in $(seq 200); do
-        SERVER_ADDR=$(sed -n 's/^ringws listening on //p' "$out" | head -n1)
-        [ -n "$SERVER_ADDR" ] && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    if [ -n "$SERVER_ADDR" ]; then
+    if await_listening "$pid" "$out" 20; then
+        SERVER_ADDR=$LISTEN_ADDR
         log "$mode server pid $pid on $SERVER_ADDR"
     else
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
         unset 'PIDS[${#PIDS[@]}-1]'
     fi
     return 0

@@ -19,6 +19,7 @@
 # Bounded: every loadgen run has a time limit; every server is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 SERVER=${SERVER:-target/release/ringws}
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; RATE=${RATE:-20000}
@@ -26,15 +27,13 @@ ROWS=${ROWS:-"d8-100 d8-1000 d8-100-1k d1-100 open-100"}
 ENGINES=${ENGINES:-"uring epoll"}
 SCHEMES=${SCHEMES:-${SCHEME:-ws}}
 SERVER_CPU=${SERVER_CPU:-0}; LOADGEN_CPU=${LOADGEN_CPU:-1}
-for bin in "$SERVER" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "missing $bin: cargo build --release --workspace" >&2; exit 2; }
-done
+require_executable "cargo build --release --workspace" "$SERVER" "$LOADGEN"
 HZ=$(getconf CLK_TCK)
 RESULTS=$(mktemp)
 SERVER_PID=""
 CERT_DIR=""
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  stop_pid "$SERVER_PID"
   rm -f "$RESULTS"
   if [ -n "$CERT_DIR" ]; then rm -rf "$CERT_DIR"; fi
 }
@@ -69,18 +68,15 @@ run_one() { # row engine round scheme
     server_tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY"); loadgen_tls=(--ca-cert "$TLS_CERT"); label=$engine-wss
   fi
   out=$(mktemp)
-  taskset -c "$SERVER_CPU" "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin "${server_tls[@]}" >"$out" 2>/dev/null &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out" && break; sleep 0.1; done
-  port=$(grep -o "listening on .*" "$out" | awk '{print $3}'); port=${port##*:}
+  start_listening --cpu "$SERVER_CPU" "$out" "$SERVER" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin "${server_tls[@]}"
+  SERVER_PID=$BG_PID; port=$LISTEN_PORT
   rm -f "$out"
-  [ -n "$port" ] || { echo "server did not start" >&2; exit 1; }
-  t0=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
+  t0=$(cpu_ticks "$SERVER_PID")
   # shellcheck disable=SC2046
   json=$(timeout $((DUR + 60)) taskset -c "$LOADGEN_CPU" "$LOADGEN" $(row_args "$row") \
     --url "$scheme://127.0.0.1:$port/" "${loadgen_tls[@]}" -t 1 -d "$DUR" --engine "$engine" -q --json - 2>/dev/null || true)
-  t1=$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  t1=$(cpu_ticks "$SERVER_PID")
+  stop_pid "$SERVER_PID"; SERVER_PID=""
   python3 - "$json" "$((t1 - t0))" "$HZ" "$row" "$label" "$round" >>"$RESULTS" <<'EOF'
 import json, sys
 text, ticks, hz, row, engine, rnd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:]
