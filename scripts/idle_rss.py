@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+import ringws_proc
+
 ARGS = [a for a in sys.argv[1:] if a != "--tls"]
 TLS = "--tls" in sys.argv[1:]
 N = int(ARGS[0]) if ARGS else 10000
@@ -30,14 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
 REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def open_ws(port):
@@ -81,13 +75,11 @@ def main():
         cert_path, key_path = make_cert(tempfile.mkdtemp(prefix="ringws-idle-tls-"))
         CONTEXT = ssl.create_default_context(cafile=cert_path)
         tls_args = ["--tls-cert", cert_path, "--tls-key", key_path]
-    server = subprocess.Popen(
+    server = ringws_proc.start(
         [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
-         "--mode", "broadcast"] + tls_args,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+         "--mode", "broadcast"] + tls_args)
     try:
-        line = server.stdout.readline().strip()
-        port = int(line.rsplit(":", 1)[1])
+        _, port = ringws_proc.listening_addr(server)
         # Warm-up: touch every receive buffer and fill the pools once.
         for _ in range(3):
             warm = [open_ws(port) for _ in range(1000)]
@@ -95,10 +87,10 @@ def main():
             for s in warm:
                 s.close()
             time.sleep(0.5)
-        before = rss_kib(server.pid)
+        before = ringws_proc.rss_kib(server.pid)
         conns = [open_ws(port) for _ in range(N)]
         time.sleep(1.0)
-        after = rss_kib(server.pid)
+        after = ringws_proc.rss_kib(server.pid)
         per_conn = (after - before) * 1024 / N
         print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}")
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
@@ -106,15 +98,14 @@ def main():
         broadcast_once(conns)
         # The worker cuts its pools back after about a second without output.
         time.sleep(2.5)
-        after_broadcast = rss_kib(server.pid)
+        after_broadcast = ringws_proc.rss_kib(server.pid)
         per_conn = (after_broadcast - before) * 1024 / N
         print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")
         print(f"user-space bytes per idle connection after the broadcast: {per_conn:.0f}")
         for s in conns:
             s.close()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        ringws_proc.stop(server)
 
 
 if __name__ == "__main__":

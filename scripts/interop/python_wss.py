@@ -14,29 +14,29 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import python_client  # noqa: E402  (the shared checks)
+import ringws_proc  # noqa: E402  (scripts/ringws_proc.py: start, listening line, stop by PID)
 from test_cert import make_cert  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 
 def start(binary, mode, cert_path, key_path, logs):
     err = open(os.path.join(logs, f"wss-{mode}.err"), "w")
-    server = subprocess.Popen(
+    server = ringws_proc.start(
         [binary, "serve", "--bind", "127.0.0.1", "--port", "0", "--mode", mode,
          "--tls-cert", cert_path, "--tls-key", key_path],
-        stdout=subprocess.PIPE, stderr=err, text=True)
-    line = server.stdout.readline().strip()
-    if not line.startswith("ringws listening on "):
-        server.kill()
-        server.wait()
-        raise SystemExit(f"the {mode} server did not start over TLS (see {err.name})")
-    return server, line.rsplit(" ", 1)[1]
+        stderr=err)
+    try:
+        host, port = ringws_proc.listening_addr(server)
+    except ringws_proc.StartupError:
+        raise SystemExit(f"the {mode} server did not start over TLS (see {err.name})") from None
+    return server, f"{host}:{port}"
 
 
 def main():
@@ -108,13 +108,7 @@ def main():
                 print(f"FAIL python-wss server pid {server.pid} exited during the run", flush=True)
     finally:
         for server in servers:
-            server.terminate()
-        for server in servers:
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            ringws_proc.stop(server)
         shutil.rmtree(directory, ignore_errors=True)
     passed = sum(python_client.results)
     failed = len(python_client.results) - passed

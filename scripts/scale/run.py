@@ -31,6 +31,9 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import ringws_proc  # noqa: E402  (scripts/ringws_proc.py: start, listening line, /proc/PID/status, stop)
+
 SERVER_BIN = os.path.join(ROOT, "target", "release", "ringws")
 LOADGEN_BIN = os.path.join(ROOT, "target", "release", "ringws-loadgen")
 GIB = 1 << 30
@@ -67,14 +70,9 @@ def meminfo():
 
 
 def proc_status(pid):
-    """VmRSS, RssAnon, RssFile, VmHWM in bytes (missing keys absent)."""
-    out = {}
-    for line in (read(f"/proc/{pid}/status") or "").splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM", "Threads"):
-            parts = rest.split()
-            out[name] = int(parts[0]) * (1024 if name != "Threads" else 1)
-    return out
+    """VmRSS, RssAnon, RssFile, VmHWM in bytes, and Threads (missing keys absent)."""
+    fields = ringws_proc.status_fields(pid, ("VmRSS", "RssAnon", "RssFile", "VmHWM", "Threads"))
+    return {name: value * (1024 if name != "Threads" else 1) for name, value in fields.items()}
 
 
 def descendants(pid):
@@ -203,14 +201,10 @@ class Stopper:
         if p is None or p.poll() is not None:
             return (p.returncode if p else None, 0.0)
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        returncode, killed = ringws_proc.stop(p, timeout)
+        if killed:
             log(f"server did not exit {timeout:.0f}s after SIGTERM: SIGKILL (pid {p.pid})")
-            p.kill()
-            p.wait()
-        return (p.returncode, time.monotonic() - t0)
+        return (returncode, time.monotonic() - t0)
 
     def stop_all(self):
         self.stop_loadgen(force=True)
@@ -349,13 +343,12 @@ def run(args, p, floor, stopper, summary):
                   "--idle-timeout", args.server_idle_timeout]
     log("server: " + " ".join(server_cmd))
     server_log = open(os.path.join(ROOT, "target", "scale-server.log"), "w")
-    stopper.server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, stderr=server_log, text=True)
-    line = stopper.server.stdout.readline().strip()
-    m = re.match(r"ringws listening on ([\d.]+):(\d+)$", line)
-    if not m:
-        log(f"server did not start: {line!r} (see target/scale-server.log)")
+    stopper.server = ringws_proc.start(server_cmd, stderr=server_log)
+    try:
+        _, port = ringws_proc.listening_addr(stopper.server, timeout=120)
+    except ringws_proc.StartupError as e:
+        log(f"server did not start: {e} (see target/scale-server.log)")
         return 1
-    port = int(m.group(2))
     time.sleep(0.5)
     spid = stopper.server.pid
     snaps["server_start"] = proc_status(spid)
