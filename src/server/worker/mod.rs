@@ -8,6 +8,8 @@
 //! `io_uring_enter`, no log line. Teardown order: a connection is released (slot freed, generation
 //! bumped) only after its receive, send and shutdown have completed and its direct descriptor is closed.
 
+mod accept;
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -29,7 +31,7 @@ use super::connection::{flags::*, Connection, State};
 use super::handler::{ConnId, Ctx, Handler};
 use super::http;
 use super::metrics::{
-    WorkerMetrics, REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL,
+    WorkerMetrics, REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN,
 };
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
@@ -747,115 +749,12 @@ impl Core {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
     }
 
-    /// Keeps accepting within the fixed-file table: a multishot accept while below `max_conns`; from
-    /// there (the table's reserve, where clients are answered 503) one single-shot accept at a time and
-    /// only while a slot is free, so that the table never overflows (an accept into a full table fails
-    /// and drops the client). New clients then wait in the listen backlog until a slot frees.
-    fn arm_accept(&mut self) {
-        if self.shutting_down {
-            return;
-        }
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let fd = listener.as_raw_fd();
-        let held = self.conns.len();
-        if held < self.max_conns {
-            if !self.accept_armed && self.single_accepts == 0 {
-                self.ring
-                    .accept_multishot(fd, UserData::new(NO_SLOT, 0, Op::Accept).encode());
-                self.accept_armed = true;
-            }
-            return;
-        }
-        if self.accept_armed {
-            if !self.accept_cancelling {
-                self.accept_cancelling = true;
-                self.ring.cancel(
-                    UserData::new(NO_SLOT, 0, Op::Accept).encode(),
-                    UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
-                );
-            }
-            return;
-        }
-        if self.single_accepts == 0 && held < self.table_size {
-            self.single_accepts += 1;
-            self.ring
-                .accept_one(fd, UserData::new(NO_SLOT, 1, Op::Accept).encode());
-        }
-    }
-
     fn arm_recv(&mut self, key: usize) {
         let ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];
         conn.set(RECV_ARMED);
         let fixed = conn.fixed;
         self.ring.recv_multishot(fixed, self.bufs.group(), ud);
-    }
-
-    fn on_accept(&mut self, single: bool, completion: Completion) {
-        if single {
-            self.single_accepts -= 1;
-        } else if !completion.more() {
-            self.accept_armed = false;
-            self.accept_cancelling = false;
-        }
-        if completion.result < 0 {
-            let errno = -completion.result;
-            if errno != libc::ECANCELED {
-                self.metrics.accept_errors.inc();
-                if errno == libc::ENFILE || errno == libc::EMFILE {
-                    self.metrics.rejected[REJECT_TABLE_FULL].inc();
-                }
-                if !self.accept_error_logged {
-                    self.accept_error_logged = true;
-                    tracing::warn!(
-                        worker = self.index,
-                        "accept failed: {} ({} connections held); retried on the next tick or freed slot (logged once)",
-                        std::io::Error::from_raw_os_error(errno),
-                        self.conns.len()
-                    );
-                }
-                // Not re-armed here (no spinning): a released connection or the next tick re-arms it.
-                return;
-            }
-            self.arm_accept();
-            return;
-        }
-        let fixed = completion.result as u32;
-        self.metrics.connections_total.inc();
-        self.metrics.connections_open.inc();
-        let generation = self.next_generation;
-        self.next_generation =
-            self.next_generation.wrapping_add(1) & crate::reactor::GENERATION_MASK;
-        let now = self.wheel.now();
-        let key = self.conns.insert(Connection::new(fixed, generation, now));
-        self.arm_recv(key);
-        if let Some(tls_config) = &self.config.tls {
-            match super::tls::TlsState::new(tls_config) {
-                Ok(tls) => self.conns[key].tls = Some(Box::new(tls)),
-                Err(error) => {
-                    tracing::debug!(worker = self.index, "TLS setup failed: {error}");
-                    self.metrics.tls_failures.inc();
-                    self.doom(key, true);
-                    self.arm_accept();
-                    return;
-                }
-            }
-        }
-        if self.shutting_down {
-            self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
-            self.answer_http(key, http::write_503);
-        } else if self.conns.len() - self.rejected_in_reserve > self.max_conns {
-            // Over this worker's limit: answer from the table's reserve and close.
-            self.metrics.rejected[REJECT_TABLE_FULL].inc();
-            self.conns[key].set(REJECTED);
-            self.rejected_in_reserve += 1;
-            self.answer_http(key, http::write_503);
-        } else {
-            self.schedule(key, now.wrapping_add(self.handshake_ticks));
-        }
-        self.arm_accept();
     }
 
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
