@@ -9,6 +9,7 @@
 //! bumped) only after its receive, send and shutdown have completed and its direct descriptor is closed.
 
 mod accept;
+mod inbound;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -22,7 +23,7 @@ use crate::protocol::close::encode_close_payload;
 use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy};
 use crate::protocol::{
-    CloseCode, Event, MessageKind, MessageReader, ProtocolError, ReaderLimits, Role,
+    CloseCode, MessageKind, ProtocolError, ReaderLimits,
 };
 use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
 
@@ -378,57 +379,6 @@ impl<H: Handler> Worker<'_, H> {
         }
     }
 
-    fn on_recv(&mut self, key: usize, completion: Completion) {
-        let more = completion.more();
-        if !more {
-            self.core.conns[key].clear(RECV_ARMED);
-        }
-        let result = completion.result;
-        if result > 0 {
-            match completion.buffer_id() {
-                Some(bid) => self.on_input(key, bid, result as usize),
-                None => self.core.doom(key, true),
-            }
-        } else if result == 0 {
-            self.core.on_peer_eof(key);
-        } else if result == -libc::ENOBUFS {
-            self.core.metrics.recv_buffers_exhausted.inc();
-        } else if result != -libc::ECANCELED {
-            tracing::debug!(
-                worker = self.core.index,
-                "recv error: {}",
-                std::io::Error::from_raw_os_error(-result)
-            );
-            self.core.lost(key);
-        }
-        // Re-arm a multishot receive that ended without the connection ending (buffer ring ran dry: the
-        // data waits in the socket; cancelled for backpressure and since resumed).
-        let conn = &self.core.conns[key];
-        if !conn.has(RECV_ARMED) && result != 0 && !conn.has(DOOMED) && !conn.has(RECV_PAUSED) {
-            self.core.arm_recv(key);
-        }
-        self.core.try_release(key);
-    }
-
-    fn on_input(&mut self, key: usize, bid: u16, len: usize) {
-        let mut buf = self.core.bufs.take(bid, len);
-        let now = self.core.wheel.now();
-        let conn = &mut self.core.conns[key];
-        conn.last_activity = now;
-        conn.clear(AWAITING_PONG);
-        if conn.tls.is_some() {
-            self.on_tls_input(key, buf.bytes_mut());
-        } else if conn.has(DISCARD_INPUT) || conn.has(DOOMED) {
-            // Lingering after an answer or an error: drop what the peer still sends.
-        } else if conn.state == State::Handshake {
-            self.on_handshake_bytes(key, buf.bytes_mut());
-        } else {
-            self.feed(key, buf.bytes_mut());
-        }
-        self.core.bufs.recycle(buf);
-        self.core.check_backpressure(key);
-    }
-
     /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain
     /// bytes take. After an HTTP answer or a protocol error the records are still processed (so that a
     /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
@@ -470,66 +420,6 @@ impl<H: Handler> Worker<'_, H> {
             plain = Vec::new();
         }
         self.core.tls_plain = plain;
-    }
-
-    /// Feeds WebSocket bytes to the connection's reader and acts on its events.
-    fn feed(&mut self, key: usize, bytes: &mut [u8]) {
-        let conn = &mut self.core.conns[key];
-        let id = ConnId {
-            key: key as u32,
-            generation: conn.generation,
-        };
-        // The reader is moved out for the call, so that events can act on the worker (including this
-        // connection's queue) while it runs.
-        let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
-        let limits = self.core.limits;
-        let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
-        self.core.conns[key].reader = reader;
-        if let Err(error) = result {
-            self.core.protocol_error(key, error);
-        }
-    }
-
-    fn on_event(&mut self, id: ConnId, event: Event<'_>) {
-        let key = id.key as usize;
-        let core = &mut self.core;
-        let conn = &mut core.conns[key];
-        let open = conn.state == State::Open && !conn.has(CLOSE_SENT);
-        match event {
-            Event::Message { kind, payload } => {
-                if open {
-                    core.metrics.messages_in.inc();
-                    core.metrics.bytes_in.add(payload.len() as u64);
-                    self.handler.on_message(
-                        &mut Ctx {
-                            core: &mut self.core,
-                        },
-                        id,
-                        kind,
-                        payload,
-                    );
-                }
-            }
-            Event::Ping(payload) => {
-                if open {
-                    core.queue_frame(key, OpCode::Pong, payload);
-                }
-            }
-            Event::Pong(_) => {}
-            Event::Close { code, reason: _ } => {
-                conn.set(CLOSE_RECEIVED);
-                core.metrics.close_code(code.map_or(1005, |c| c.0));
-                if conn.has(CLOSE_SENT) {
-                    // The reply to our close: the handshake is complete, close TCP once flushed.
-                    core.shut_after_flush(key);
-                } else {
-                    let reply = code.unwrap_or(CloseCode::NORMAL);
-                    core.send_close(key, reply, "");
-                    core.leave_open(key, Some(code.unwrap_or(CloseCode::NO_STATUS)));
-                    core.shut_after_flush(key);
-                }
-            }
-        }
     }
 
     /// Handles request bytes of a connection still in its opening handshake.
@@ -747,14 +637,6 @@ impl<H: Handler> Worker<'_, H> {
 impl Core {
     fn ud(&self, key: usize, op: Op) -> u64 {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
-    }
-
-    fn arm_recv(&mut self, key: usize) {
-        let ud = self.ud(key, Op::Recv);
-        let conn = &mut self.conns[key];
-        conn.set(RECV_ARMED);
-        let fixed = conn.fixed;
-        self.ring.recv_multishot(fixed, self.bufs.group(), ud);
     }
 
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
