@@ -10,6 +10,7 @@
 
 mod accept;
 mod inbound;
+mod tls_io;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -379,49 +380,6 @@ impl<H: Handler> Worker<'_, H> {
         }
     }
 
-    /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain
-    /// bytes take. After an HTTP answer or a protocol error the records are still processed (so that a
-    /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
-    fn on_tls_input(&mut self, key: usize, input: &mut [u8]) {
-        let conn = &mut self.core.conns[key];
-        if conn.has(DOOMED) {
-            return;
-        }
-        let Some(mut tls) = conn.tls.take() else {
-            return;
-        };
-        if tls.failed {
-            conn.tls = Some(tls);
-            return;
-        }
-        let mut plain = std::mem::take(&mut self.core.tls_plain);
-        plain.clear();
-        let result = tls.receive(input, &mut self.core.pool, &mut plain);
-        self.core.conns[key].tls = Some(tls);
-        self.core.mark_dirty(key);
-        match result {
-            Err(error) => self.core.tls_failed(key, &error),
-            Ok(outcome) => {
-                if outcome.handshake_completed {
-                    self.core.metrics.tls_handshakes.inc();
-                }
-                let conn = &self.core.conns[key];
-                if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(DOOMED) {
-                    if conn.state == State::Handshake {
-                        self.on_handshake_bytes(key, &mut plain);
-                    } else {
-                        self.feed(key, &mut plain);
-                    }
-                }
-            }
-        }
-        plain.clear();
-        if plain.capacity() > 4 * crate::server::tls::CIPHERTEXT_AHEAD {
-            plain = Vec::new();
-        }
-        self.core.tls_plain = plain;
-    }
-
     /// Handles request bytes of a connection still in its opening handshake.
     fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
         match self.core.conns[key].pending.take() {
@@ -715,35 +673,6 @@ impl Core {
         self.send_close(key, code, error.reason());
         self.conns[key].set(DISCARD_INPUT);
         self.leave_open(key, Some(code));
-        self.shut_after_flush(key);
-    }
-
-    /// A TLS error (garbage, plain HTTP on the TLS port, bad record, failed handshake): the connection
-    /// ends after the alert rustls queued (if any) is sent; its plaintext queue is dropped (it can no
-    /// longer be encrypted). Other connections are not affected.
-    fn tls_failed(&mut self, key: usize, error: &rustls::Error) {
-        tracing::debug!(worker = self.index, "TLS error: {error}");
-        self.metrics.tls_failures.inc();
-        if self.conns[key].state == State::Open {
-            self.metrics.close_code(1006);
-            self.leave_open(key, Some(CloseCode::ABNORMAL));
-        }
-        let now = self.wheel.now();
-        let conn = &mut self.conns[key];
-        if let Some(tls) = conn.tls.as_mut() {
-            tls.failed = true;
-        }
-        if let Some(mut queue) = conn.queue.take() {
-            queue.clear(&mut self.pool);
-            self.pool.give_queue(queue);
-        }
-        conn.pending = None;
-        if conn.state != State::Closing {
-            conn.state = State::Closing;
-            conn.since = now;
-            self.schedule(key, now.wrapping_add(self.close_ticks));
-        }
-        self.conns[key].set(DISCARD_INPUT);
         self.shut_after_flush(key);
     }
 

@@ -1,0 +1,88 @@
+//! TLS on a connection (`wss://`, `https://`): received records go through rustls before the plaintext takes
+//! the path plain bytes take, and a TLS failure ends only that connection.
+//!
+//! Queued plaintext (shared broadcast frames included) is encrypted at flush time by `outbound`; this room
+//! owns the receive side and the failure path. Must never block on the TLS handshake (everything is driven by
+//! the ring's completions) and never let one connection's TLS error touch another connection.
+
+use crate::protocol::CloseCode;
+
+use crate::server::connection::{flags::*, State};
+use crate::server::handler::Handler;
+use super::{Core, Worker};
+
+impl<H: Handler> Worker<'_, H> {
+    /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain
+    /// bytes take. After an HTTP answer or a protocol error the records are still processed (so that a
+    /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
+    pub(super) fn on_tls_input(&mut self, key: usize, input: &mut [u8]) {
+        let conn = &mut self.core.conns[key];
+        if conn.has(DOOMED) {
+            return;
+        }
+        let Some(mut tls) = conn.tls.take() else {
+            return;
+        };
+        if tls.failed {
+            conn.tls = Some(tls);
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.core.tls_plain);
+        plain.clear();
+        let result = tls.receive(input, &mut self.core.pool, &mut plain);
+        self.core.conns[key].tls = Some(tls);
+        self.core.mark_dirty(key);
+        match result {
+            Err(error) => self.core.tls_failed(key, &error),
+            Ok(outcome) => {
+                if outcome.handshake_completed {
+                    self.core.metrics.tls_handshakes.inc();
+                }
+                let conn = &self.core.conns[key];
+                if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(DOOMED) {
+                    if conn.state == State::Handshake {
+                        self.on_handshake_bytes(key, &mut plain);
+                    } else {
+                        self.feed(key, &mut plain);
+                    }
+                }
+            }
+        }
+        plain.clear();
+        if plain.capacity() > 4 * crate::server::tls::CIPHERTEXT_AHEAD {
+            plain = Vec::new();
+        }
+        self.core.tls_plain = plain;
+    }
+}
+
+impl Core {
+    /// A TLS error (garbage, plain HTTP on the TLS port, bad record, failed handshake): the connection
+    /// ends after the alert rustls queued (if any) is sent; its plaintext queue is dropped (it can no
+    /// longer be encrypted). Other connections are not affected.
+    pub(super) fn tls_failed(&mut self, key: usize, error: &rustls::Error) {
+        tracing::debug!(worker = self.index, "TLS error: {error}");
+        self.metrics.tls_failures.inc();
+        if self.conns[key].state == State::Open {
+            self.metrics.close_code(1006);
+            self.leave_open(key, Some(CloseCode::ABNORMAL));
+        }
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.failed = true;
+        }
+        if let Some(mut queue) = conn.queue.take() {
+            queue.clear(&mut self.pool);
+            self.pool.give_queue(queue);
+        }
+        conn.pending = None;
+        if conn.state != State::Closing {
+            conn.state = State::Closing;
+            conn.since = now;
+            self.schedule(key, now.wrapping_add(self.close_ticks));
+        }
+        self.conns[key].set(DISCARD_INPUT);
+        self.shut_after_flush(key);
+    }
+}
