@@ -1,0 +1,230 @@
+//! The opening handshake of a connection: collecting the HTTP request head (across receives), routing a
+//! plain HTTP request, and upgrading a WebSocket request (policy checks, capacity, the 101, `on_open`).
+//!
+//! Never on the message hot path. Must never allocate for a refused request beyond its answer, never answer
+//! twice, and never let a connection that did not complete the handshake reach the handler.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy};
+use crate::protocol::MessageKind;
+
+use crate::server::connection::{flags::*, State};
+use crate::server::handler::{ConnId, Ctx, Handler};
+use crate::server::http;
+use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
+use super::Worker;
+
+impl<H: Handler> Worker<'_, H> {
+    /// Handles request bytes of a connection still in its opening handshake.
+    pub(super) fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
+        match self.core.conns[key].pending.take() {
+            None => {
+                self.handle_request(key, bytes);
+                let conn = &mut self.core.conns[key];
+                if conn.state == State::Handshake
+                    && conn.has(WAITING_BODY)
+                    && conn.pending.is_none()
+                {
+                    conn.pending = Some(Box::new(bytes.to_vec()));
+                }
+            }
+            Some(mut pending) => {
+                pending.extend_from_slice(bytes);
+                self.handle_request(key, &mut pending);
+                if let Some(conn) = self.core.conns.get_mut(key) {
+                    if conn.state == State::Handshake && conn.pending.is_none() {
+                        conn.pending = Some(pending);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `POST /publish?topic=T` (body = the message; text if UTF-8): publishes on `T` to every worker's
+    /// handler, or without a topic broadcasts to every open connection. With `--publish-token`, requires
+    /// `Authorization: Bearer <token>` (else 401).
+    pub(super) fn handle_publish(&mut self, key: usize, request: &crate::protocol::Request<'_>, body: &[u8]) {
+        use crate::protocol::handshake::write_http_response;
+        let config = Arc::clone(&self.core.config);
+        let text = "text/plain; charset=utf-8";
+        let close = ("Connection", "close");
+        if request.method() != "POST" {
+            self.core.answer_http(key, |out| {
+                write_http_response(out, 405, text, &[("Allow", "POST"), close], b"use POST\n")
+            });
+            return;
+        }
+        if let Some(token) = &config.publish_token {
+            let authorized = request
+                .header("authorization")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .is_some_and(|given| given.trim() == token);
+            if !authorized {
+                self.core.answer_http(key, |out| {
+                    write_http_response(
+                        out,
+                        401,
+                        text,
+                        &[("WWW-Authenticate", "Bearer"), close],
+                        b"bad or missing token\n",
+                    )
+                });
+                return;
+            }
+        }
+        let length = match request.content_length() {
+            Ok(Some(length)) => length,
+            Ok(None) => {
+                self.core.answer_http(key, |out| {
+                    write_http_response(out, 411, text, &[close], b"Content-Length required\n")
+                });
+                return;
+            }
+            Err(error) => {
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        if length > config.max_message_size as u64 {
+            self.core.answer_http(key, |out| {
+                write_http_response(out, 413, text, &[close], b"message too large\n")
+            });
+            return;
+        }
+        if (body.len() as u64) < length {
+            // Wait for the rest of the body (the caller keeps the bytes received so far).
+            self.core.conns[key].set(WAITING_BODY);
+            return;
+        }
+        let body = &body[..length as usize];
+        let topic = http::query_param(request.path(), "topic");
+        if let Some(topic) = topic {
+            if !http::valid_topic(topic) {
+                self.core.answer_http(key, |out| {
+                    write_http_response(out, 400, text, &[close], b"invalid topic\n")
+                });
+                return;
+            }
+        }
+        let kind = if std::str::from_utf8(body).is_ok() {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        match topic {
+            Some(topic) => self.core.publish(topic, kind, body),
+            None => self.core.broadcast(kind, body, None),
+        }
+        self.core.metrics.http_requests.inc();
+        self.core.answer_http(key, |out| {
+            write_http_response(out, 200, text, &[close], b"published\n")
+        });
+    }
+
+    /// Parses `data` as the start of an HTTP request and answers it, upgrades, or keeps it for more.
+    pub(super) fn handle_request(&mut self, key: usize, data: &mut [u8]) {
+        let max_header_bytes = self.core.config.max_header_bytes;
+        let parsed = match parse_request(data, max_header_bytes) {
+            Ok(None) => {
+                let conn = &mut self.core.conns[key];
+                if conn.pending.is_none() {
+                    // Keep the start of the request for the next receive (the caller keeps an existing one).
+                    conn.pending = Some(Box::new(data.to_vec()));
+                }
+                return;
+            }
+            Ok(Some(parsed)) => parsed,
+            Err(error) => {
+                tracing::debug!(worker = self.core.index, "bad request: {error}");
+                self.core.metrics.handshake_failure(error.status());
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        let (request, consumed) = parsed;
+        self.core.conns[key].pending = None;
+        if request.path_only() == "/publish" && !http::wants_websocket(&request) {
+            self.handle_publish(key, &request, &data[consumed..]);
+            return;
+        }
+        if !http::wants_websocket(&request) {
+            self.core.metrics.http_requests.inc();
+            let metrics = self.core.shared.metrics.clone();
+            let status = self
+                .core
+                .answer_http(key, |out| http::route(&request, &metrics, out));
+            if status >= 400 {
+                self.core.metrics.handshake_failure(status);
+            }
+            return;
+        }
+        let config = Arc::clone(&self.core.config);
+        let policy = HandshakePolicy {
+            allowed_origins: &config.allowed_origins,
+            subprotocols: &config.subprotocols,
+        };
+        let upgrade = match validate_upgrade(&request, &policy) {
+            Ok(upgrade) => upgrade,
+            Err(error) => {
+                tracing::debug!(worker = self.core.index, "handshake refused: {error}");
+                self.core.metrics.handshake_failure(error.status());
+                self.core.answer_http(key, |out| error.write_response(out));
+                return;
+            }
+        };
+        if self.core.shutting_down {
+            self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
+            self.core.answer_http(key, http::write_503);
+            return;
+        }
+        let open_total = self
+            .core
+            .shared
+            .websockets_open
+            .fetch_add(1, Ordering::AcqRel);
+        if config.max_connections > 0 && open_total >= config.max_connections {
+            self.core
+                .shared
+                .websockets_open
+                .fetch_sub(1, Ordering::AcqRel);
+            self.core.metrics.rejected[REJECT_MAX_CONNECTIONS].inc();
+            self.core.answer_http(key, http::write_503);
+            return;
+        }
+        let now = self.core.wheel.now();
+        let path = request.path();
+        let (accept_key, protocol) = (upgrade.key, upgrade.protocol);
+        let conn = &mut self.core.conns[key];
+        conn.state = State::Open;
+        conn.since = now;
+        conn.last_activity = now;
+        self.core.metrics.websockets_open.inc();
+        self.core.metrics.websockets_total.inc();
+        self.core.push_bytes(key, 256, |out| {
+            crate::protocol::handshake::write_101(out, accept_key, protocol)
+        });
+        if self.core.idle_ticks > 0 {
+            self.core
+                .schedule(key, now.wrapping_add(self.core.idle_ticks));
+        }
+        let id = ConnId {
+            key: key as u32,
+            generation: self.core.conns[key].generation,
+        };
+        self.handler.on_open(
+            &mut Ctx {
+                core: &mut self.core,
+            },
+            id,
+            path,
+        );
+        // Frames the client sent right behind its request.
+        let rest = &mut data[consumed..];
+        if !rest.is_empty() && self.core.conns[key].state == State::Open {
+            self.feed(key, rest);
+        }
+    }
+}
