@@ -1,0 +1,230 @@
+//! Outbound bytes: each connection's send queue (owned frames, shared broadcast frames, HTTP answers), the
+//! end-of-batch flush as one send per connection, and backpressure on a connection whose own replies pile up.
+//!
+//! Hot path: a frame is queued by appending to a pooled buffer or by referencing a shared frame; one send
+//! is in flight per connection and continues from its offset after a short send. Must never copy a shared
+//! frame per subscriber, never submit a second send while one is in flight, and never free a buffer the
+//! kernel may still read.
+
+use crate::protocol::close::encode_close_payload;
+use crate::protocol::frame::{encode_header, OpCode};
+use crate::protocol::{CloseCode, MessageKind};
+use crate::reactor::{Completion, Op, UserData};
+
+use crate::server::connection::{flags::*, State};
+use crate::server::handler::ConnId;
+use super::{Core, NO_SLOT};
+
+impl Core {
+    /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
+    pub(super) fn answer_http<R>(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut result = None;
+        self.push_bytes(key, 512, |out| result = Some(write(out)));
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        conn.pending = None;
+        conn.state = State::Closing;
+        conn.since = now;
+        conn.set(DISCARD_INPUT);
+        self.shut_after_flush(key);
+        self.schedule(key, now.wrapping_add(self.close_ticks));
+        result.expect("the writer ran")
+    }
+
+    /// Appends raw bytes to a connection's queue and marks it for flushing.
+    pub(super) fn push_bytes(&mut self, key: usize, size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let conn = &mut self.conns[key];
+        let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
+        queue.push_owned(&mut self.pool, size_hint, write);
+        self.mark_dirty(key);
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.has(DIRTY) {
+            conn.set(DIRTY);
+            self.dirty.push(key as u32);
+        }
+    }
+
+    /// Queues one unfragmented frame (server frames are unmasked).
+    pub(super) fn queue_frame(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+        let mut header = [0u8; 14];
+        let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+        self.push_bytes(key, header_len + payload.len(), |out| {
+            out.extend_from_slice(&header[..header_len]);
+            out.extend_from_slice(payload);
+        });
+    }
+
+    pub(super) fn send_close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if self.conns[key].has(CLOSE_SENT) {
+            return;
+        }
+        let (payload, len) = encode_close_payload(code, reason);
+        self.queue_frame(key, OpCode::Close, &payload[..len]);
+        self.conns[key].set(CLOSE_SENT);
+    }
+
+    pub(super) fn on_send(&mut self, key: usize, completion: Completion) {
+        let conn = &mut self.conns[key];
+        let sent = completion.result.max(0) as usize;
+        // What was sent: the ciphertext queue of a TLS connection, else the queue itself.
+        let sent_queue = match conn.tls.as_mut() {
+            Some(tls) => tls.out.as_mut(),
+            None => conn.queue.as_mut(),
+        };
+        if let Some(queue) = sent_queue {
+            queue.complete(sent, &mut self.pool);
+        }
+        if completion.result < 0 {
+            if let Some(queue) = conn.queue.as_mut() {
+                queue.clear(&mut self.pool);
+            }
+            if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
+                queue.clear(&mut self.pool);
+            }
+            self.lost(key);
+            return;
+        }
+        let conn = &mut self.conns[key];
+        if conn.has(RECV_PAUSED) && conn.queued_bytes() <= self.config.max_backpressure / 2 {
+            conn.clear(RECV_PAUSED);
+            if !conn.has(RECV_ARMED) && !conn.has(DOOMED) {
+                self.arm_recv(key);
+            }
+        }
+        self.mark_dirty(key);
+        self.try_release(key);
+    }
+
+    /// Pauses reading from a connection whose own replies pile up (a client that sends but does not
+    /// read): TCP flow control then slows the client down.
+    pub(super) fn check_backpressure(&mut self, key: usize) {
+        let recv_ud = self.ud(key, Op::Recv);
+        let conn = &mut self.conns[key];
+        if conn.has(RECV_PAUSED)
+            || conn.has(DOOMED)
+            || conn.queued_bytes() <= self.config.max_backpressure
+        {
+            return;
+        }
+        conn.set(RECV_PAUSED);
+        self.metrics.backpressure_pauses.inc();
+        if conn.has(RECV_ARMED) {
+            self.ring
+                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+    }
+
+    /// Submits sends (and shutdowns after the last send) for every connection touched in this batch.
+    pub(super) fn flush_dirty(&mut self) {
+        while let Some(key) = self.dirty.pop() {
+            let key = key as usize;
+            let send_ud = self.ud(key, Op::Send);
+            let shutdown_ud = self.ud(key, Op::Shutdown);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.clear(DIRTY);
+            if conn.has(FD_CLOSING) {
+                continue;
+            }
+            let fixed = conn.fixed;
+            if conn.has(ABORT) {
+                if !conn.send_in_flight() {
+                    if let Some(queue) = conn.queue.take() {
+                        self.pool.give_queue(queue);
+                    }
+                    if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
+                        self.pool.give_queue(queue);
+                    }
+                }
+            } else if conn.tls.is_some() {
+                // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
+                // close_notify before our FIN.
+                let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
+                let doomed = conn.has(DOOMED);
+                let Some(tls) = conn.tls.as_mut() else {
+                    continue;
+                };
+                if doomed && (!tls.handshake_done || tls.failed) {
+                    // Ending before its handshake completed: queued plaintext can never be sent.
+                    if let Some(queue) = conn.queue.as_mut() {
+                        queue.clear(&mut self.pool);
+                    }
+                }
+                if let Err(error) =
+                    tls.encrypt_queued(conn.queue.as_deref_mut(), &mut self.pool, close)
+                {
+                    // Sends the alert, if any, then FIN (the connection is closing).
+                    self.tls_failed(key, &error);
+                }
+                let conn = &mut self.conns[key];
+                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
+                    if !queue.send_in_flight() && !queue.is_empty() {
+                        self.ring.send_queue(fixed, queue, send_ud);
+                    }
+                }
+            } else if let Some(queue) = conn.queue.as_mut() {
+                if !queue.send_in_flight() && !queue.is_empty() {
+                    self.ring.send_queue(fixed, queue, send_ud);
+                }
+            }
+            let conn = &mut self.conns[key];
+            let idle = !conn.send_in_flight() && conn.queued_bytes() == 0;
+            if idle {
+                if let Some(queue) = conn.queue.take() {
+                    self.pool.give_queue(queue);
+                }
+                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
+                    self.pool.give_queue(queue);
+                }
+                let conn = &mut self.conns[key];
+                if conn.has(SHUT_AFTER_FLUSH)
+                    && !conn.has(WRITE_SHUT)
+                    && !conn.has(SHUTDOWN_IN_FLIGHT)
+                    && !conn.has(ABORT)
+                {
+                    conn.set(WRITE_SHUT | SHUTDOWN_IN_FLIGHT);
+                    self.ring.shutdown(fixed, libc::SHUT_WR, shutdown_ud);
+                }
+                if self.conns[key].has(DOOMED) && !self.conns[key].has(ABORT) {
+                    // Flushed: stop reading too, then release.
+                    let conn = &mut self.conns[key];
+                    if conn.has(RECV_ARMED)
+                        && !conn.has(CANCEL_SENT)
+                        && !conn.has(SHUTDOWN_IN_FLIGHT)
+                    {
+                        conn.set(CANCEL_SENT);
+                        let recv_ud = self.ud(key, Op::Recv);
+                        self.ring
+                            .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                    }
+                }
+            }
+            self.try_release(key);
+        }
+    }
+
+    pub(super) fn live_open(&self, id: ConnId) -> Option<usize> {
+        let key = id.key as usize;
+        let conn = self.conns.get(key)?;
+        (conn.generation == id.generation && conn.state == State::Open && !conn.has(CLOSE_SENT))
+            .then_some(key)
+    }
+
+    pub(crate) fn send_message(&mut self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
+        let Some(key) = self.live_open(id) else {
+            return false;
+        };
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        self.metrics.messages_out.inc();
+        self.metrics.bytes_out.add(payload.len() as u64);
+        self.queue_frame(key, opcode, payload);
+        true
+    }
+}
