@@ -1,0 +1,172 @@
+//! A connection's life after the handshake: leaving the open state, the closing handshake, errors and
+//! losses, and the teardown steps up to the release of its slot.
+//!
+//! Must never release a slot (and so let its generation move on) while an operation for it is in flight,
+//! and never run the handler's `on_close` twice for one connection.
+
+use std::sync::atomic::Ordering;
+
+use crate::protocol::{CloseCode, ProtocolError};
+use crate::reactor::{Op, UserData};
+
+use crate::server::connection::{flags::*, State};
+use crate::server::handler::ConnId;
+use super::{Core, NO_SLOT};
+
+impl Core {
+    /// The connection stops being open (closing handshake, error, loss): counters, close timer, and the
+    /// handler's `on_close` (after the current event).
+    pub(super) fn leave_open(&mut self, key: usize, code: Option<CloseCode>) {
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        if conn.state != State::Open {
+            return;
+        }
+        conn.state = State::Closing;
+        conn.since = now;
+        let id = ConnId {
+            key: key as u32,
+            generation: conn.generation,
+        };
+        self.metrics.websockets_open.sub(1);
+        self.shared.websockets_open.fetch_sub(1, Ordering::AcqRel);
+        self.closed.push((id, code));
+        self.schedule(key, now.wrapping_add(self.close_ticks));
+    }
+
+    pub(super) fn protocol_error(&mut self, key: usize, error: ProtocolError) {
+        tracing::debug!(worker = self.index, "protocol error: {error}");
+        let code = error.close_code();
+        self.send_close(key, code, error.reason());
+        self.conns[key].set(DISCARD_INPUT);
+        self.leave_open(key, Some(code));
+        self.shut_after_flush(key);
+    }
+
+    /// Shut our write side (FIN) once everything queued is sent; the peer's EOF then releases it.
+    pub(super) fn shut_after_flush(&mut self, key: usize) {
+        self.conns[key].set(SHUT_AFTER_FLUSH);
+        self.mark_dirty(key);
+    }
+
+    /// The connection was lost (reset, error): no close handshake is possible.
+    pub(super) fn lost(&mut self, key: usize) {
+        if self.conns[key].state == State::Open {
+            self.metrics.close_code(1006);
+        }
+        self.leave_open(key, Some(CloseCode::ABNORMAL));
+        self.doom(key, true);
+    }
+
+    pub(super) fn on_peer_eof(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.state == State::Open {
+            self.metrics.close_code(1006);
+        }
+        self.leave_open(key, Some(CloseCode::ABNORMAL));
+        // Still send what is queued (the peer may only have shut its write side).
+        self.doom(key, false);
+    }
+
+    /// Ends a connection: with `abort`, cancel what is in flight now; otherwise let the queue flush first.
+    pub(super) fn doom(&mut self, key: usize, abort: bool) {
+        let now = self.wheel.now();
+        let recv_ud = self.ud(key, Op::Recv);
+        let send_ud = self.ud(key, Op::Send);
+        let conn = &mut self.conns[key];
+        if conn.state == State::Open {
+            // Callers leave the open state first; keep counters right if one did not.
+            self.leave_open(key, Some(CloseCode::ABNORMAL));
+        }
+        let conn = &mut self.conns[key];
+        if !conn.has(DOOMED) {
+            conn.set(DOOMED);
+            conn.state = State::Closing;
+            conn.since = now;
+            conn.pending = None;
+            self.schedule(key, now.wrapping_add(self.close_ticks));
+        }
+        let conn = &mut self.conns[key];
+        if abort && !conn.has(ABORT) {
+            conn.set(ABORT);
+        }
+        if conn.has(ABORT) && !conn.has(CANCEL_SENT) {
+            conn.set(CANCEL_SENT);
+            let (recv_armed, send_in_flight) = (conn.has(RECV_ARMED), conn.send_in_flight());
+            if recv_armed {
+                self.ring
+                    .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            }
+            if send_in_flight {
+                self.ring
+                    .cancel(send_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            }
+        } else if !conn.has(ABORT)
+            && conn.has(RECV_ARMED)
+            && !conn.has(CANCEL_SENT)
+            && conn.queued_bytes() == 0
+        {
+            conn.set(CANCEL_SENT);
+            self.ring
+                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+        self.mark_dirty(key);
+        self.try_release(key);
+    }
+
+    /// Closes the direct descriptor once nothing is in flight for a doomed connection.
+    pub(super) fn try_release(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.has(DOOMED)
+            || conn.has(FD_CLOSING)
+            || conn.has(RECV_ARMED)
+            || conn.has(SHUTDOWN_IN_FLIGHT)
+            || conn.send_in_flight()
+            || (!conn.has(ABORT) && conn.queued_bytes() > 0)
+        {
+            return;
+        }
+        let ud = self.ud(key, Op::Close);
+        let conn = &mut self.conns[key];
+        conn.set(FD_CLOSING);
+        let fixed = conn.fixed;
+        self.ring.close_fixed(fixed, ud);
+    }
+
+    pub(super) fn on_close_done(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        if conn.has(REJECTED) {
+            self.rejected_in_reserve -= 1;
+        }
+        if let Some(queue) = conn.queue.take() {
+            self.pool.give_queue(queue);
+        }
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.release_buffers(&mut self.pool);
+        }
+        self.metrics.connections_open.sub(1);
+        self.arm_accept();
+    }
+
+    pub(super) fn on_shutdown(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        conn.clear(SHUTDOWN_IN_FLIGHT);
+        if conn.has(DOOMED) && conn.has(RECV_ARMED) && !conn.has(CANCEL_SENT) {
+            let ud = self.ud(key, Op::Recv);
+            self.conns[key].set(CANCEL_SENT);
+            self.ring
+                .cancel(ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+        }
+        self.try_release(key);
+    }
+
+    pub(crate) fn close_connection(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        let Some(key) = self.live_open(id) else {
+            return;
+        };
+        self.send_close(key, code, reason);
+        self.leave_open(key, Some(code));
+    }
+}
