@@ -10,6 +10,7 @@
 
 mod accept;
 mod inbound;
+mod timers;
 mod tls_io;
 mod upgrade;
 mod outbound;
@@ -35,6 +36,8 @@ use super::handler::{ConnId, Ctx, Handler};
 use super::metrics::WorkerMetrics;
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
+
+use timers::ticks;
 
 /// Buffer group id of every worker's provided buffer ring.
 const BUF_GROUP: u16 = 0;
@@ -112,13 +115,6 @@ pub struct Core {
     shutdown_deadline: Option<Instant>,
     /// Plaintext decrypted from one TLS receive (reused; TLS connections only).
     tls_plain: Vec<u8>,
-}
-
-fn ticks(duration: Duration, tick: Duration) -> u32 {
-    if duration.is_zero() {
-        return 0;
-    }
-    (duration.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u32::MAX as u128 / 4) as u32
 }
 
 /// Runs worker `index` until shutdown completes. `ready` is called once the worker accepts connections.
@@ -345,23 +341,6 @@ impl<H: Handler> Worker<'_, H> {
         self.core.ring_doorbells();
     }
 
-    fn on_tick(&mut self) {
-        // The scratch vector keeps its capacity from tick to tick.
-        let mut due = std::mem::take(&mut self.core.timer_scratch);
-        self.core.wheel.advance(&mut due);
-        for entry in due.drain(..) {
-            self.core.on_timer(entry);
-        }
-        self.core.timer_scratch = due;
-        if self.core.pool.shrink_if_quiet(self.core.pool_quiet_ticks) {
-            crate::reactor::sys::release_free_memory();
-        }
-        self.core.arm_accept();
-        if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
-            self.core.begin_shutdown();
-        }
-    }
-
     fn on_doorbell(&mut self) {
         while let Ok(handoff) = self.inbox.try_recv() {
             match handoff.topic {
@@ -383,68 +362,6 @@ impl<H: Handler> Worker<'_, H> {
 impl Core {
     fn ud(&self, key: usize, op: Op) -> u64 {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
-    }
-
-    fn schedule(&mut self, key: usize, due: u32) {
-        let conn = &mut self.conns[key];
-        conn.timer_at = due;
-        let generation = conn.generation;
-        self.wheel.schedule(key as u32, generation, due);
-    }
-
-    fn on_timer(&mut self, entry: TimerEntry) {
-        let key = entry.key as usize;
-        let now = self.wheel.now();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.generation != entry.generation || conn.timer_at != entry.due {
-            return; // stale: the connection was rescheduled or the slot reused
-        }
-        match conn.state {
-            State::Handshake => {
-                let due = conn.since.wrapping_add(self.handshake_ticks);
-                if (now.wrapping_sub(due) as i32) >= 0 {
-                    tracing::debug!(worker = self.index, "handshake timeout");
-                    self.metrics.handshake_timeout();
-                    self.doom(key, true);
-                } else {
-                    self.schedule(key, due);
-                }
-            }
-            State::Open => {
-                if self.idle_ticks == 0 {
-                    return;
-                }
-                if conn.has(AWAITING_PONG) {
-                    let due = conn.since.wrapping_add(self.ping_ticks);
-                    if (now.wrapping_sub(due) as i32) >= 0 {
-                        tracing::debug!(worker = self.index, "no answer to idle ping");
-                        self.lost(key);
-                    } else {
-                        self.schedule(key, due);
-                    }
-                } else {
-                    let due = conn.last_activity.wrapping_add(self.idle_ticks);
-                    if (now.wrapping_sub(due) as i32) >= 0 {
-                        conn.set(AWAITING_PONG);
-                        conn.since = now;
-                        self.queue_frame(key, OpCode::Ping, b"");
-                        self.schedule(key, now.wrapping_add(self.ping_ticks));
-                    } else {
-                        self.schedule(key, due);
-                    }
-                }
-            }
-            State::Closing => {
-                let due = conn.since.wrapping_add(self.close_ticks);
-                if (now.wrapping_sub(due) as i32) >= 0 {
-                    self.doom(key, true);
-                } else {
-                    self.schedule(key, due);
-                }
-            }
-        }
     }
 
     fn begin_shutdown(&mut self) {
