@@ -16,8 +16,9 @@ mod upgrade;
 mod outbound;
 mod fanout;
 mod lifecycle;
+mod shutdown;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use crate::protocol::{
 use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
 
 use super::config::ServerConfig;
-use super::connection::{Connection, State};
+use super::connection::Connection;
 use super::handler::{ConnId, Ctx, Handler};
 use super::metrics::WorkerMetrics;
 use super::timer::{TimerEntry, TimerWheel};
@@ -199,41 +200,9 @@ pub(crate) fn run_worker<H: Handler>(
             tracing::error!(worker = index, "io_uring_enter failed: {e}");
             break;
         }
-        completions.clear();
-        worker.core.ring.drain_completions(&mut completions);
-        for completion in &completions {
-            worker.dispatch(*completion);
-        }
-        worker.end_of_batch();
-        if worker.core.shutting_down {
-            if worker.core.conns.is_empty() {
-                break;
-            }
-            if let Some(deadline) = worker.core.shutdown_deadline {
-                if Instant::now() >= deadline {
-                    // Out of patience: abort whatever is left, then give the closes a moment.
-                    worker.core.shutdown_deadline = None;
-                    let keys: Vec<usize> = worker.core.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        worker.core.doom(key, true);
-                    }
-                    worker.end_of_batch();
-                    worker.core.shutdown_deadline = None;
-                    let hard_deadline = Instant::now() + Duration::from_secs(1);
-                    while !worker.core.conns.is_empty() && Instant::now() < hard_deadline {
-                        if worker.core.ring.submit_and_wait(1).is_err() {
-                            break;
-                        }
-                        completions.clear();
-                        worker.core.ring.drain_completions(&mut completions);
-                        for completion in &completions {
-                            worker.dispatch(*completion);
-                        }
-                        worker.end_of_batch();
-                    }
-                    break;
-                }
-            }
+        worker.run_batch(&mut completions);
+        if worker.core.shutting_down && worker.shutdown_finished(&mut completions) {
+            break;
         }
     }
     tracing::debug!(worker = index, "worker stopped");
@@ -246,6 +215,17 @@ struct Worker<'h, H: Handler> {
 }
 
 impl<H: Handler> Worker<'_, H> {
+    /// Handles every completion waiting in the ring, then ends the batch (deferred callbacks, flush,
+    /// doorbells).
+    fn run_batch(&mut self, completions: &mut Vec<Completion>) {
+        completions.clear();
+        self.core.ring.drain_completions(completions);
+        for completion in completions.iter() {
+            self.dispatch(*completion);
+        }
+        self.end_of_batch();
+    }
+
     fn dispatch(&mut self, completion: Completion) {
         let Some(ud) = UserData::decode(completion.user_data) else {
             return;
@@ -325,39 +305,6 @@ impl<H: Handler> Worker<'_, H> {
 impl Core {
     fn ud(&self, key: usize, op: Op) -> u64 {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
-    }
-
-    fn begin_shutdown(&mut self) {
-        self.shutting_down = true;
-        self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
-        if self.accept_armed {
-            self.ring.cancel(
-                UserData::new(NO_SLOT, 0, Op::Accept).encode(),
-                UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
-            );
-        }
-        if let Some(listener) = self.listener.take() {
-            let fd = listener.as_raw_fd();
-            std::mem::forget(listener);
-            self.ring
-                .close_fd(fd, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            match self.conns[key].state {
-                State::Handshake => self.doom(key, true),
-                State::Open => {
-                    self.send_close(key, CloseCode::GOING_AWAY, "server shutting down");
-                    self.leave_open(key, Some(CloseCode::GOING_AWAY));
-                }
-                State::Closing => {}
-            }
-        }
-        tracing::info!(
-            worker = self.index,
-            connections = self.conns.len(),
-            "shutting down"
-        );
     }
 
     // ---- used by handlers through `Ctx` ----
