@@ -7,12 +7,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy};
-use crate::protocol::MessageKind;
+use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy, Request};
 
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 use crate::server::http;
+use crate::server::http::publish::{publish_step, write_published, PublishStep};
 use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
 use super::Worker;
 
@@ -42,86 +42,28 @@ impl<H: Handler> Worker<'_, H> {
         }
     }
 
-    /// `POST /publish?topic=T` (body = the message; text if UTF-8): publishes on `T` to every worker's
-    /// handler, or without a topic broadcasts to every open connection. With `--publish-token`, requires
-    /// `Authorization: Bearer <token>` (else 401).
-    pub(super) fn handle_publish(&mut self, key: usize, request: &crate::protocol::Request<'_>, body: &[u8]) {
-        use crate::protocol::handshake::write_http_response;
+    /// `POST /publish?topic=T`: decided by `http::publish`, acted on here (wait for the rest of the body,
+    /// publish or broadcast, answer).
+    pub(super) fn handle_publish(&mut self, key: usize, request: &Request<'_>, body: &[u8]) {
         let config = Arc::clone(&self.core.config);
-        let text = "text/plain; charset=utf-8";
-        let close = ("Connection", "close");
-        if request.method() != "POST" {
-            self.core.answer_http(key, |out| {
-                write_http_response(out, 405, text, &[("Allow", "POST"), close], b"use POST\n")
-            });
-            return;
-        }
-        if let Some(token) = &config.publish_token {
-            let authorized = request
-                .header("authorization")
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().strip_prefix("Bearer "))
-                .is_some_and(|given| given.trim() == token);
-            if !authorized {
-                self.core.answer_http(key, |out| {
-                    write_http_response(
-                        out,
-                        401,
-                        text,
-                        &[("WWW-Authenticate", "Bearer"), close],
-                        b"bad or missing token\n",
-                    )
-                });
-                return;
+        let token = config.publish_token.as_deref();
+        match publish_step(request, body, token, config.max_message_size) {
+            PublishStep::Refuse(refusal) => {
+                self.core.answer_http(key, |out| refusal.write_response(out));
+            }
+            PublishStep::NeedBody => {
+                // The caller keeps the bytes received so far.
+                self.core.conns[key].set(WAITING_BODY);
+            }
+            PublishStep::Publish { topic, kind, body } => {
+                match topic {
+                    Some(topic) => self.core.publish(topic, kind, body),
+                    None => self.core.broadcast(kind, body, None),
+                }
+                self.core.metrics.http_requests.inc();
+                self.core.answer_http(key, write_published);
             }
         }
-        let length = match request.content_length() {
-            Ok(Some(length)) => length,
-            Ok(None) => {
-                self.core.answer_http(key, |out| {
-                    write_http_response(out, 411, text, &[close], b"Content-Length required\n")
-                });
-                return;
-            }
-            Err(error) => {
-                self.core.answer_http(key, |out| error.write_response(out));
-                return;
-            }
-        };
-        if length > config.max_message_size as u64 {
-            self.core.answer_http(key, |out| {
-                write_http_response(out, 413, text, &[close], b"message too large\n")
-            });
-            return;
-        }
-        if (body.len() as u64) < length {
-            // Wait for the rest of the body (the caller keeps the bytes received so far).
-            self.core.conns[key].set(WAITING_BODY);
-            return;
-        }
-        let body = &body[..length as usize];
-        let topic = http::query_param(request.path(), "topic");
-        if let Some(topic) = topic {
-            if !http::valid_topic(topic) {
-                self.core.answer_http(key, |out| {
-                    write_http_response(out, 400, text, &[close], b"invalid topic\n")
-                });
-                return;
-            }
-        }
-        let kind = if std::str::from_utf8(body).is_ok() {
-            MessageKind::Text
-        } else {
-            MessageKind::Binary
-        };
-        match topic {
-            Some(topic) => self.core.publish(topic, kind, body),
-            None => self.core.broadcast(kind, body, None),
-        }
-        self.core.metrics.http_requests.inc();
-        self.core.answer_http(key, |out| {
-            write_http_response(out, 200, text, &[close], b"published\n")
-        });
     }
 
     /// Parses `data` as the start of an HTTP request and answers it, upgrades, or keeps it for more.

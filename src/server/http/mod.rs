@@ -1,15 +1,18 @@
-//! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page), and the
-//! answers for everything else (404, 405). One request per connection (`Connection: close`).
+//! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page),
+//! `POST /publish` ([`publish`]), and the answers for everything else (404, 405, 503). One request per
+//! connection (`Connection: close`).
 //!
 //! Only the routing and the response bytes live here; the worker decides when a request is plain HTTP
 //! and queues what this module writes. Never on the message hot path.
+
+pub mod publish;
 
 use crate::protocol::handshake::{write_http_response, Request};
 
 use super::metrics::{render_prometheus, WorkerMetrics};
 
 /// The demo page served at `/`.
-pub const DEMO_PAGE: &str = include_str!("../../web/demo.html");
+pub const DEMO_PAGE: &str = include_str!("../../../web/demo.html");
 
 /// Whether a request is an attempt to open a WebSocket (and so gets the handshake's checks and
 /// statuses rather than plain routing).
