@@ -214,11 +214,20 @@ mod tests {
             let (request, consumed) = parse_request(raw, 8192).unwrap().unwrap();
             match publish_step(&request, &raw[consumed..], *token, 100) {
                 PublishStep::Refuse(refusal) => {
-                    assert_eq!(refusal.status(), *status, "{}", String::from_utf8_lossy(raw));
+                    assert_eq!(
+                        refusal.status(),
+                        *status,
+                        "{}",
+                        String::from_utf8_lossy(raw)
+                    );
                     let mut out = Vec::new();
                     refusal.write_response(&mut out);
                     let head = format!("HTTP/1.1 {status} ");
-                    assert!(out.starts_with(head.as_bytes()), "{}", String::from_utf8_lossy(&out));
+                    assert!(
+                        out.starts_with(head.as_bytes()),
+                        "{}",
+                        String::from_utf8_lossy(&out)
+                    );
                 }
                 other => panic!("{other:?} for {}", String::from_utf8_lossy(raw)),
             }

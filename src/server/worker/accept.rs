@@ -9,10 +9,10 @@ use std::os::fd::AsRawFd;
 
 use crate::reactor::{Completion, Op, UserData};
 
+use super::{Core, NO_SLOT};
 use crate::server::connection::{flags::*, Connection};
 use crate::server::http;
 use crate::server::metrics::{REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL};
-use super::{Core, NO_SLOT};
 
 impl Core {
     /// Keeps accepting within the fixed-file table: a multishot accept while below `max_conns`; from

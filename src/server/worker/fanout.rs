@@ -11,9 +11,9 @@ use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
 
+use super::{Core, Worker, NO_SLOT};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
-use super::{Core, Worker, NO_SLOT};
 
 /// A frame handed from one worker to another: encoded once, shared.
 pub struct Handoff {
@@ -106,7 +106,9 @@ impl Core {
         let conn = &mut self.conns[key];
         if conn.queued_bytes() > self.config.max_backpressure {
             match self.config.slow_consumer {
-                crate::server::config::SlowConsumerPolicy::Drop => self.metrics.slow_consumer_drops.inc(),
+                crate::server::config::SlowConsumerPolicy::Drop => {
+                    self.metrics.slow_consumer_drops.inc()
+                }
                 crate::server::config::SlowConsumerPolicy::Close => {
                     self.metrics.slow_consumer_closes.inc();
                     self.send_close(key, CloseCode::POLICY, "slow consumer");

@@ -10,9 +10,9 @@ use crate::protocol::frame::OpCode;
 use crate::protocol::{CloseCode, Event, MessageReader, Role};
 use crate::reactor::{Completion, Op};
 
+use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
-use super::{Core, Worker};
 
 impl<H: Handler> Worker<'_, H> {
     pub(super) fn on_recv(&mut self, key: usize, completion: Completion) {

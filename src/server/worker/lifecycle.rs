@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use crate::protocol::{CloseCode, ProtocolError};
 use crate::reactor::{Op, UserData};
 
+use super::{Core, NO_SLOT};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::ConnId;
-use super::{Core, NO_SLOT};
 
 impl Core {
     /// The connection stops being open (closing handshake, error, loss): counters, close timer, and the

@@ -9,14 +9,14 @@
 //! bumped) only after its receive, send and shutdown have completed and its direct descriptor is closed.
 
 mod accept;
+mod fanout;
 mod inbound;
+mod lifecycle;
+mod outbound;
+mod shutdown;
 mod timers;
 mod tls_io;
 mod upgrade;
-mod outbound;
-mod fanout;
-mod lifecycle;
-mod shutdown;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::protocol::{
-    CloseCode, ReaderLimits,
-};
+use crate::protocol::{CloseCode, ReaderLimits};
 use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
 
 use super::config::ServerConfig;
@@ -38,8 +36,8 @@ use super::metrics::WorkerMetrics;
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
 
-pub use fanout::Handoff;
 pub(crate) use fanout::encode_shared;
+pub use fanout::Handoff;
 
 use timers::ticks;
 
@@ -299,7 +297,6 @@ impl<H: Handler> Worker<'_, H> {
         self.core.flush_dirty();
         self.core.ring_doorbells();
     }
-
 }
 
 impl Core {
@@ -308,5 +305,4 @@ impl Core {
     }
 
     // ---- used by handlers through `Ctx` ----
-
 }

@@ -11,13 +11,17 @@ use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Completion, Op, UserData};
 
+use super::{Core, NO_SLOT};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::ConnId;
-use super::{Core, NO_SLOT};
 
 impl Core {
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
-    pub(super) fn answer_http<R>(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    pub(super) fn answer_http<R>(
+        &mut self,
+        key: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
         let mut result = None;
         self.push_bytes(key, 512, |out| result = Some(write(out)));
         let now = self.wheel.now();
@@ -32,7 +36,12 @@ impl Core {
     }
 
     /// Appends raw bytes to a connection's queue and marks it for flushing.
-    pub(super) fn push_bytes(&mut self, key: usize, size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn push_bytes(
+        &mut self,
+        key: usize,
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let conn = &mut self.conns[key];
         let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
         queue.push_owned(&mut self.pool, size_hint, write);

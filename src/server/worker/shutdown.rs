@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::protocol::CloseCode;
 use crate::reactor::{Op, UserData};
 
-use crate::server::connection::State;
 use crate::reactor::Completion;
+use crate::server::connection::State;
 use crate::server::handler::Handler;
 
 use super::{Core, Worker, NO_SLOT};

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crate::protocol::frame::OpCode;
 
+use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
 use crate::server::timer::TimerEntry;
-use super::{Core, Worker};
 
 pub(super) fn ticks(duration: Duration, tick: Duration) -> u32 {
     if duration.is_zero() {

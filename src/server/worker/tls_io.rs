@@ -7,9 +7,9 @@
 
 use crate::protocol::CloseCode;
 
+use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
-use super::{Core, Worker};
 
 impl<H: Handler> Worker<'_, H> {
     /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain

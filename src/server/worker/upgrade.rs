@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy, Request};
 
+use super::Worker;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 use crate::server::http;
 use crate::server::http::publish::{publish_step, write_published, PublishStep};
 use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
-use super::Worker;
 
 impl<H: Handler> Worker<'_, H> {
     /// Handles request bytes of a connection still in its opening handshake.
@@ -49,7 +49,8 @@ impl<H: Handler> Worker<'_, H> {
         let token = config.publish_token.as_deref();
         match publish_step(request, body, token, config.max_message_size) {
             PublishStep::Refuse(refusal) => {
-                self.core.answer_http(key, |out| refusal.write_response(out));
+                self.core
+                    .answer_http(key, |out| refusal.write_response(out));
             }
             PublishStep::NeedBody => {
                 // The caller keeps the bytes received so far.
