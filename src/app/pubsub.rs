@@ -15,14 +15,13 @@
 //! publishing allocates only the shared frame.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::protocol::{CloseCode, MessageKind};
 use crate::server::http::{query_params, valid_topic};
-use crate::server::{ConnId, Ctx, Handler};
+use crate::server::{ConnId, Ctx, Handler, SharedMessage};
 
 #[derive(Deserialize)]
 struct Command<'a> {
@@ -249,10 +248,10 @@ impl Handler for PubSub {
         }
     }
 
-    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, frame: &Arc<[u8]>) {
+    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
         if let Some(conns) = self.topics.get(topic) {
             for &conn in conns {
-                ctx.send_frame(conn, frame);
+                ctx.send_shared(conn, message);
             }
         }
     }

@@ -5,10 +5,9 @@
 //! lock and need not be `Send`. Handlers run on the hot path: they must not block, sleep or make
 //! syscalls; everything they send goes through the worker's queues and ring.
 
-use std::sync::Arc;
-
 use crate::protocol::{CloseCode, MessageKind};
 
+use super::shared_message::SharedMessage;
 use super::worker::Core;
 
 /// Identifies one connection of one worker: its slab key and the generation of that slot. An id kept
@@ -44,11 +43,12 @@ pub trait Handler: 'static {
         let _ = (ctx, conn, code);
     }
 
-    /// A frame published on `topic` (by [`Ctx::publish`] on any worker, by `POST /publish`, or by
+    /// A message published on `topic` (by [`Ctx::publish`] on any worker, by `POST /publish`, or by
     /// `ServerHandle::publish`), already encoded once: queue it to this worker's subscribers with
-    /// [`Ctx::send_frame`] (a reference each, no copy). Called on every worker, in publish order.
-    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, frame: &Arc<[u8]>) {
-        let _ = (ctx, topic, frame);
+    /// [`Ctx::send_shared`] (a reference each, no copy; each connection gets the form it negotiated).
+    /// Called on every worker, in publish order.
+    fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
+        let _ = (ctx, topic, message);
     }
 }
 
@@ -80,10 +80,10 @@ impl Ctx<'_> {
         self.core.publish(topic, kind, payload);
     }
 
-    /// Queues an already encoded, shared frame (from `on_published`) to `conn`, applying the
+    /// Queues an already encoded, shared message (from `on_published`) to `conn`, applying the
     /// slow-consumer policy. Returns whether it was queued.
-    pub fn send_frame(&mut self, conn: ConnId, frame: &Arc<[u8]>) -> bool {
-        self.core.send_frame(conn, frame)
+    pub fn send_shared(&mut self, conn: ConnId, message: &SharedMessage) -> bool {
+        self.core.send_shared(conn, message)
     }
 
     /// This worker's index.

@@ -10,33 +10,35 @@ pub mod config;
 pub mod connection;
 pub mod handler;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
+pub mod shared_message;
 pub mod timer;
 pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use config::{ServerConfig, SlowConsumerPolicy};
 pub use handler::{ConnId, Ctx, Handler};
+pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
+pub use shared_message::SharedMessage;
 
 use crate::reactor::ring::DoorbellRing;
 use crate::reactor::{sys, Op, UserData};
-use worker::Handoff;
+use inbox::Inboxes;
 
 /// State shared by all workers of one server (read-mostly; no lock on the hot path).
 pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) metrics: Vec<Arc<WorkerMetrics>>,
-    /// Each worker's ring fd (for `MSG_RING` doorbells), -1 until it runs.
-    pub(crate) ring_fds: Vec<AtomicI32>,
-    /// Each worker's inbox of frames handed over by other workers.
-    pub(crate) inboxes: Vec<Sender<Handoff>>,
+    /// Each worker's inbox and doorbell.
+    pub(crate) inboxes: Inboxes,
     pub(crate) shutdown: AtomicBool,
     /// Open WebSocket connections over all workers (for `--max-connections`).
     pub(crate) websockets_open: AtomicUsize,
@@ -71,20 +73,13 @@ impl Server {
         for _ in 1..workers {
             listeners.push(sys::reuseport_listener(local_addr, backlog)?);
         }
-        let mut senders = Vec::with_capacity(workers);
-        let mut receivers = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (tx, rx) = mpsc::channel();
-            senders.push(tx);
-            receivers.push(rx);
-        }
+        let (inboxes, receivers) = Inboxes::new(workers);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics: (0..workers)
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
-            ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
-            inboxes: senders,
+            inboxes,
             shutdown: AtomicBool::new(false),
             websockets_open: AtomicUsize::new(0),
         });
@@ -166,14 +161,21 @@ impl ServerHandle {
     /// With a topic, every worker's handler gets it in `on_published` (pubsub mode delivers it to that
     /// topic's subscribers); without, it goes to every open connection (broadcast).
     pub fn publish(&self, topic: Option<&str>, kind: crate::protocol::MessageKind, payload: &[u8]) {
-        let frame = worker::encode_shared(kind, payload);
+        let message = SharedMessage::encode(kind, payload);
         let topic: Option<Arc<str>> = topic.map(Arc::from);
-        for sender in &self.shared.inboxes {
-            let _ = sender.send(Handoff {
-                frame: Arc::clone(&frame),
-                except: None,
-                topic: topic.clone(),
-            });
+        for worker in 0..self.shared.inboxes.len() {
+            let message = message.clone();
+            let sent = match &topic {
+                Some(topic) => WorkerMessage::Publish {
+                    topic: Arc::clone(topic),
+                    message,
+                },
+                None => WorkerMessage::Broadcast {
+                    message,
+                    except: None,
+                },
+            };
+            let _ = self.shared.inboxes.send(worker, sent);
         }
         self.wake_all();
     }
@@ -199,9 +201,8 @@ impl ServerHandle {
             *guard = DoorbellRing::new().ok();
         }
         let Some(ring) = guard.as_mut() else { return };
-        for fd in &self.shared.ring_fds {
-            let fd = fd.load(Ordering::Acquire);
-            if fd >= 0 {
+        for worker in 0..self.shared.inboxes.len() {
+            if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
                 let _ = ring.ring(fd, 0, UserData::new(u32::MAX, 0, Op::Doorbell).encode());
             }
         }

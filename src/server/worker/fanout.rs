@@ -1,5 +1,6 @@
-//! Fanout: broadcast and publish, encoded once into a shared frame that every receiving queue references,
-//! handed to the other workers through their inboxes with one doorbell per worker per batch.
+//! Fanout: broadcast and publish. A message is encoded once into a [`SharedMessage`] that every receiving
+//! queue references, handed to the other workers through their inboxes ([`WorkerMessage`]) with one
+//! doorbell per worker per batch, and delivered by each worker to its own connections.
 //!
 //! Must never copy a shared frame per subscriber or per worker, never ring a doorbell per message, and never
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
@@ -7,48 +8,28 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
-
-use super::{Core, Worker, NO_SLOT};
+use crate::server::config::SlowConsumerPolicy;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
+use crate::server::inbox::WorkerMessage;
+use crate::server::shared_message::SharedMessage;
 
-/// A frame handed from one worker to another: encoded once, shared.
-pub struct Handoff {
-    /// The complete frame bytes.
-    pub frame: Arc<[u8]>,
-    /// The sending connection, if it must not receive it (worker index, id).
-    pub except: Option<(usize, ConnId)>,
-    /// `None`: for every open connection (broadcast); `Some(topic)`: for the handler's subscribers of it.
-    pub topic: Option<Arc<str>>,
-}
-
-/// Encodes one unfragmented server frame (unmasked) into a shared buffer.
-pub(crate) fn encode_shared(kind: MessageKind, payload: &[u8]) -> Arc<[u8]> {
-    let opcode = match kind {
-        MessageKind::Text => OpCode::Text,
-        MessageKind::Binary => OpCode::Binary,
-    };
-    let mut header = [0u8; 14];
-    let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
-    let mut frame = Vec::with_capacity(header_len + payload.len());
-    frame.extend_from_slice(&header[..header_len]);
-    frame.extend_from_slice(payload);
-    frame.into()
-}
+use super::{Core, Worker, NO_SLOT};
 
 impl<H: Handler> Worker<'_, H> {
     pub(super) fn on_doorbell(&mut self) {
-        while let Ok(handoff) = self.inbox.try_recv() {
-            match handoff.topic {
-                None => {
-                    // Topic frames received before it go out first (in handoff order).
+        while let Ok(received) = self.inbox.try_recv() {
+            match received {
+                WorkerMessage::Broadcast { message, except } => {
+                    // Topic messages received before it go out first (in handoff order).
                     self.notify_closed();
-                    self.core.deliver_shared(&handoff.frame, handoff.except)
+                    self.core.deliver_shared(&message, except)
                 }
-                Some(topic) => self.core.published.push((topic, handoff.frame)),
+                WorkerMessage::Publish { topic, message } => {
+                    self.core.published.push((topic, message))
+                }
             }
         }
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
@@ -59,57 +40,50 @@ impl<H: Handler> Worker<'_, H> {
 
 impl Core {
     pub(crate) fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
-        let frame = encode_shared(kind, payload);
+        let message = SharedMessage::encode(kind, payload);
         self.metrics.frames_encoded.inc();
         let except = except.map(|id| (self.index, id));
-        self.hand_off(&frame, except, None);
-        self.deliver_shared(&frame, except);
+        self.hand_off(|| WorkerMessage::Broadcast {
+            message: message.clone(),
+            except,
+        });
+        self.deliver_shared(&message, except);
     }
 
-    /// Publishes on `topic`: one encoded frame, handed to every other worker; every worker's handler
+    /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
     /// (this one's after the current event) gets it in `on_published`.
     pub(crate) fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
-        let frame = encode_shared(kind, payload);
+        let message = SharedMessage::encode(kind, payload);
         self.metrics.frames_encoded.inc();
         let topic: Arc<str> = Arc::from(topic);
-        self.hand_off(&frame, None, Some(&topic));
-        self.published.push((topic, frame));
+        self.hand_off(|| WorkerMessage::Publish {
+            topic: Arc::clone(&topic),
+            message: message.clone(),
+        });
+        self.published.push((topic, message));
     }
 
-    pub(super) fn hand_off(
-        &mut self,
-        frame: &Arc<[u8]>,
-        except: Option<(usize, ConnId)>,
-        topic: Option<&Arc<str>>,
-    ) {
-        for (worker, sender) in self.shared.inboxes.iter().enumerate() {
-            if worker == self.index {
-                continue;
-            }
-            let handoff = Handoff {
-                frame: Arc::clone(frame),
-                except,
-                topic: topic.cloned(),
-            };
-            if sender.send(handoff).is_ok() {
+    /// Puts one message (made by `make`) in every other worker's inbox and marks its doorbell for the end
+    /// of the batch.
+    pub(super) fn hand_off(&mut self, mut make: impl FnMut() -> WorkerMessage) {
+        for worker in 0..self.shared.inboxes.len() {
+            if worker != self.index && self.shared.inboxes.send(worker, make()) {
                 self.doorbells[worker] = true;
             }
         }
     }
 
-    /// Queues a shared frame to one connection, applying the slow-consumer policy. Returns whether it was
-    /// queued.
-    pub(crate) fn send_frame(&mut self, id: ConnId, frame: &Arc<[u8]>) -> bool {
+    /// Queues a shared message to one connection (a reference, no copy), applying the slow-consumer
+    /// policy. Returns whether it was queued.
+    pub(crate) fn send_shared(&mut self, id: ConnId, message: &SharedMessage) -> bool {
         let Some(key) = self.live_open(id) else {
             return false;
         };
         let conn = &mut self.conns[key];
         if conn.queued_bytes() > self.config.max_backpressure {
             match self.config.slow_consumer {
-                crate::server::config::SlowConsumerPolicy::Drop => {
-                    self.metrics.slow_consumer_drops.inc()
-                }
-                crate::server::config::SlowConsumerPolicy::Close => {
+                SlowConsumerPolicy::Drop => self.metrics.slow_consumer_drops.inc(),
+                SlowConsumerPolicy::Close => {
                     self.metrics.slow_consumer_closes.inc();
                     self.send_close(key, CloseCode::POLICY, "slow consumer");
                     self.leave_open(key, Some(CloseCode::POLICY));
@@ -117,6 +91,7 @@ impl Core {
             }
             return false;
         }
+        let frame = message.plain_frame();
         let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
         queue.push_shared(Arc::clone(frame));
         self.metrics.deliveries.inc();
@@ -126,9 +101,14 @@ impl Core {
         true
     }
 
-    /// Queues a shared frame to every open connection of this worker (a reference each, no copy),
+    /// Queues a shared message to every open connection of this worker (a reference each, no copy),
     /// applying the slow-consumer policy to those over the backpressure cap.
-    pub(super) fn deliver_shared(&mut self, frame: &Arc<[u8]>, except: Option<(usize, ConnId)>) {
+    pub(super) fn deliver_shared(
+        &mut self,
+        message: &SharedMessage,
+        except: Option<(usize, ConnId)>,
+    ) {
+        let frame = message.plain_frame();
         let skip = except
             .filter(|(worker, _)| *worker == self.index)
             .map(|(_, id)| id);
@@ -145,10 +125,10 @@ impl Core {
             }
             if conn.queued_bytes() > cap {
                 match policy {
-                    crate::server::config::SlowConsumerPolicy::Drop => {
+                    SlowConsumerPolicy::Drop => {
                         self.metrics.slow_consumer_drops.inc();
                     }
-                    crate::server::config::SlowConsumerPolicy::Close => slow.push(key),
+                    SlowConsumerPolicy::Close => slow.push(key),
                 }
                 continue;
             }
@@ -175,8 +155,7 @@ impl Core {
             if !std::mem::take(&mut self.doorbells[worker]) {
                 continue;
             }
-            let fd = self.shared.ring_fds[worker].load(Ordering::Acquire);
-            if fd >= 0 {
+            if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
                 self.metrics.handoffs.inc();
                 self.ring.ring_doorbell(
                     fd,

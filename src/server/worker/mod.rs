@@ -19,7 +19,6 @@ mod tls_io;
 mod upgrade;
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,12 +31,11 @@ use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
 use super::config::ServerConfig;
 use super::connection::Connection;
 use super::handler::{ConnId, Ctx, Handler};
+use super::inbox::WorkerMessage;
 use super::metrics::WorkerMetrics;
+use super::shared_message::SharedMessage;
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
-
-pub(crate) use fanout::encode_shared;
-pub use fanout::Handoff;
 
 use timers::ticks;
 
@@ -79,8 +77,8 @@ pub struct Core {
     dirty: Vec<u32>,
     /// Connections that left the open state, for the handler's `on_close`.
     closed: Vec<(ConnId, Option<CloseCode>)>,
-    /// Frames published on a topic, for the handler's `on_published` (after the current event).
-    published: Vec<(Arc<str>, Arc<[u8]>)>,
+    /// Messages published on a topic, for the handler's `on_published` (after the current event).
+    published: Vec<(Arc<str>, SharedMessage)>,
     /// Workers to wake at the end of this batch (bit per worker).
     doorbells: Vec<bool>,
     handshake_ticks: u32,
@@ -100,7 +98,7 @@ pub(crate) fn run_worker<H: Handler>(
     index: usize,
     listener: OwnedFd,
     shared: Arc<Shared>,
-    inbox: Receiver<Handoff>,
+    inbox: Receiver<WorkerMessage>,
     mut handler: H,
     ready: impl FnOnce(Result<String, String>),
 ) {
@@ -165,7 +163,7 @@ pub(crate) fn run_worker<H: Handler>(
         config,
         shared,
     };
-    core.shared.ring_fds[index].store(core.ring.fd(), Ordering::Release);
+    core.shared.inboxes.set_ring_fd(index, core.ring.fd());
     core.arm_accept();
     core.ring
         .tick_every(tick, UserData::new(NO_SLOT, 0, Op::Tick).encode());
@@ -209,7 +207,7 @@ pub(crate) fn run_worker<H: Handler>(
 struct Worker<'h, H: Handler> {
     core: Core,
     handler: &'h mut H,
-    inbox: Receiver<Handoff>,
+    inbox: Receiver<WorkerMessage>,
 }
 
 impl<H: Handler> Worker<'_, H> {
@@ -265,13 +263,13 @@ impl<H: Handler> Worker<'_, H> {
         loop {
             if !self.core.published.is_empty() {
                 let mut published = std::mem::take(&mut self.core.published);
-                for (topic, frame) in published.drain(..) {
+                for (topic, message) in published.drain(..) {
                     self.handler.on_published(
                         &mut Ctx {
                             core: &mut self.core,
                         },
                         &topic,
-                        &frame,
+                        &message,
                     );
                 }
                 if self.core.published.is_empty() {
