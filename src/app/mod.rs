@@ -5,7 +5,7 @@
 
 mod pubsub;
 
-pub use crate::server::{ConnId, Ctx, Handler};
+pub use crate::server::{ConnId, Ctx, Handler, SharedMessage, UpgradeDecision, UpgradeRequest};
 pub use pubsub::PubSub;
 
 use crate::protocol::MessageKind;

@@ -1,10 +1,13 @@
-//! The `Handler` trait: what an application does with the messages of its connections, and the `Ctx` it
-//! acts through (send, close, broadcast).
+//! The `Handler` trait: what an application does with the upgrade requests and messages of its
+//! connections, and the `Ctx` it acts through (send, close, broadcast, publish).
 //!
 //! One handler value lives on each worker thread (created there by the server's factory), so it needs no
 //! lock and need not be `Send`. Handlers run on the hot path: they must not block, sleep or make
 //! syscalls; everything they send goes through the worker's queues and ring.
 
+use std::borrow::Cow;
+
+use crate::protocol::handshake::Request;
 use crate::protocol::{CloseCode, MessageKind};
 
 use super::shared_message::SharedMessage;
@@ -25,8 +28,70 @@ impl ConnId {
     }
 }
 
-/// What an application implements. The built-in modes (`echo`, `broadcast`) implement it in `app`.
+/// A WebSocket upgrade request that passed the protocol's checks (method, version, key, origin), shown to
+/// [`Handler::on_upgrade`] before the server answers 101.
+pub struct UpgradeRequest<'r> {
+    pub(crate) request: &'r Request<'r>,
+    pub(crate) subprotocol: Option<&'r str>,
+}
+
+impl<'r> UpgradeRequest<'r> {
+    /// The request target with its query string (`/chat?room=a`).
+    pub fn path(&self) -> &'r str {
+        self.request.path()
+    }
+
+    /// The request target without its query string.
+    pub fn path_only(&self) -> &'r str {
+        self.request.path_only()
+    }
+
+    /// The first value of query parameter `name`, undecoded.
+    pub fn query_param<'s>(&'s self, name: &'s str) -> Option<&'s str> {
+        super::http::query_param(self.request.path(), name)
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'r [u8]> {
+        self.request.header(name)
+    }
+
+    /// Every header, in request order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'r str, &'r [u8])> + '_ {
+        self.request.headers()
+    }
+
+    /// The subprotocol the server will answer with, if any.
+    pub fn subprotocol(&self) -> Option<&'r str> {
+        self.subprotocol
+    }
+}
+
+/// A handler's answer to an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeDecision {
+    /// Answer 101 and open the connection.
+    Accept,
+    /// Answer `status` (400-599; anything else is sent as 403) with `reason` as a one-line text body, and
+    /// close. Nothing is allocated for the connection; counted in `ringws_handshake_failures_total` with
+    /// `reason="handler"`.
+    Refuse {
+        status: u16,
+        reason: Cow<'static, str>,
+    },
+}
+
+/// What an application implements. The built-in modes (`echo`, `broadcast`, `pubsub`) implement it in
+/// `app`.
 pub trait Handler: 'static {
+    /// A WebSocket upgrade request passed the protocol's checks: accept it (the default) or refuse it with
+    /// an HTTP status before the 101 (authentication, path routing). Runs on the worker's thread; it must
+    /// not block.
+    fn on_upgrade(&mut self, request: &UpgradeRequest<'_>) -> UpgradeDecision {
+        let _ = request;
+        UpgradeDecision::Accept
+    }
+
     /// A WebSocket connection completed its opening handshake on `path` (with its query string).
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
         let _ = (ctx, conn, path);

@@ -45,8 +45,9 @@ pub const REJECT_MAX_CONNECTIONS: usize = 1;
 pub const REJECT_SHUTTING_DOWN: usize = 2;
 
 /// Handshake failures, by the HTTP status answered (or `timeout`).
-pub const HANDSHAKE_FAILURES: [&str; 8] =
-    ["400", "403", "404", "405", "426", "431", "timeout", "other"];
+pub const HANDSHAKE_FAILURES: [&str; 9] = [
+    "400", "403", "404", "405", "426", "431", "timeout", "handler", "other",
+];
 
 /// Close codes counted individually; everything else is `other`.
 pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011];
@@ -111,6 +112,11 @@ impl WorkerMetrics {
 
     pub fn handshake_timeout(&self) {
         self.handshake_failures[6].inc();
+    }
+
+    /// An upgrade refused by the handler's `on_upgrade`.
+    pub fn handshake_refused_by_handler(&self) {
+        self.handshake_failures[7].inc();
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use config::{ServerConfig, SlowConsumerPolicy};
-pub use handler::{ConnId, Ctx, Handler};
+pub use handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;

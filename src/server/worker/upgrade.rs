@@ -7,11 +7,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::protocol::handshake::{parse_request, validate_upgrade, HandshakePolicy, Request};
+use crate::protocol::handshake::{
+    parse_request, validate_upgrade, write_http_response, HandshakePolicy, Request,
+};
 
 use super::Worker;
 use crate::server::connection::{flags::*, State};
-use crate::server::handler::{ConnId, Ctx, Handler};
+use crate::server::handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 use crate::server::http;
 use crate::server::http::publish::{publish_step, write_published, PublishStep};
 use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
@@ -104,12 +106,23 @@ impl<H: Handler> Worker<'_, H> {
             }
             return;
         }
+        self.upgrade(key, &request);
+        // Frames the client sent right behind its request.
+        let rest = &mut data[consumed..];
+        if !rest.is_empty() && self.core.conns[key].state == State::Open {
+            self.feed(key, rest);
+        }
+    }
+
+    /// A WebSocket upgrade request: the protocol's checks, the handler's [`Handler::on_upgrade`], capacity,
+    /// then the 101 and `on_open`.
+    fn upgrade(&mut self, key: usize, request: &Request<'_>) {
         let config = Arc::clone(&self.core.config);
         let policy = HandshakePolicy {
             allowed_origins: &config.allowed_origins,
             subprotocols: &config.subprotocols,
         };
-        let upgrade = match validate_upgrade(&request, &policy) {
+        let upgrade = match validate_upgrade(request, &policy) {
             Ok(upgrade) => upgrade,
             Err(error) => {
                 tracing::debug!(worker = self.core.index, "handshake refused: {error}");
@@ -121,6 +134,33 @@ impl<H: Handler> Worker<'_, H> {
         if self.core.shutting_down {
             self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             self.core.answer_http(key, http::write_503);
+            return;
+        }
+        let shown = UpgradeRequest {
+            request,
+            subprotocol: upgrade.protocol,
+        };
+        if let UpgradeDecision::Refuse { status, reason } = self.handler.on_upgrade(&shown) {
+            let status = if (400..=599).contains(&status) {
+                status
+            } else {
+                403
+            };
+            tracing::debug!(
+                worker = self.core.index,
+                status,
+                "upgrade refused by the handler: {reason}"
+            );
+            self.core.metrics.handshake_refused_by_handler();
+            self.core.answer_http(key, |out| {
+                write_http_response(
+                    out,
+                    status,
+                    "text/plain; charset=utf-8",
+                    &[("Connection", "close")],
+                    format!("{reason}\n").as_bytes(),
+                )
+            });
             return;
         }
         let open_total = self
@@ -164,10 +204,5 @@ impl<H: Handler> Worker<'_, H> {
             id,
             path,
         );
-        // Frames the client sent right behind its request.
-        let rest = &mut data[consumed..];
-        if !rest.is_empty() && self.core.conns[key].state == State::Open {
-            self.feed(key, rest);
-        }
     }
 }
