@@ -1,6 +1,6 @@
 //! The io_uring reactor: one ring per worker thread, speaking io_uring's own words.
 //!
-//! It owns ring setup (with flag fallback), the `user_data` encoding (slot + generation + operation), the
+//! It owns ring setup (with flag fallback), the `user_data` encoding (connection key + generation + operation), the
 //! provided buffer ring for receives ([`buf_ring`]), the vectored send queue whose buffers stay alive while
 //! the kernel reads them ([`send`]), listener sockets and thread setup ([`sys`]). It knows nothing of
 //! WebSocket or HTTP: bytes in, bytes out. All `unsafe` of the server lives here, each block with a
@@ -20,8 +20,8 @@ pub use send::{BufferPool, SendQueue};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
-    /// Multishot accept on the worker's listener.
-    Accept = 1,
+    /// The multishot accept on the worker's listener (armed while the worker is below its limit).
+    AcceptMulti = 1,
     /// Multishot receive on a connection.
     Recv = 2,
     /// Vectored send of a connection's queue.
@@ -34,51 +34,62 @@ pub enum Op {
     Tick = 6,
     /// A `MSG_RING` doorbell from another thread.
     Doorbell = 7,
-    /// A cancel request (its own completion carries no information we need).
-    Cancel = 8,
+    /// A completion to ignore: cancel requests, the sending side of a doorbell, the listener's close.
+    /// Their results carry nothing the worker acts on.
+    Ignore = 8,
+    /// One single-shot accept (armed one at a time in the fixed-file table's reserve, past the limit).
+    AcceptOne = 9,
 }
 
 impl Op {
     fn from_u8(v: u8) -> Option<Op> {
         Some(match v {
-            1 => Op::Accept,
+            1 => Op::AcceptMulti,
             2 => Op::Recv,
             3 => Op::Send,
             4 => Op::Shutdown,
             5 => Op::Close,
             6 => Op::Tick,
             7 => Op::Doorbell,
-            8 => Op::Cancel,
+            8 => Op::Ignore,
+            9 => Op::AcceptOne,
             _ => return None,
         })
     }
 }
 
-/// The decoded `user_data` of a completion: which connection slot, which incarnation of that slot
-/// (generation, 24 bits) and which operation. A completion whose generation differs from the slot's
-/// current one belongs to an earlier connection and is dropped.
+/// The decoded `user_data` of a completion: which connection (its owner's key: the server's slab key, or
+/// [`NO_CONNECTION`]), which incarnation of that key (generation, 24 bits) and which operation. A
+/// completion whose generation differs from the key's current one belongs to an earlier connection and
+/// is dropped.
+///
+/// The key is not the connection's direct descriptor: that is its index in the ring's fixed-file table
+/// (`file_index` in [`ring::Ring`]'s operations), chosen by the kernel at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserData {
-    pub slot: u32,
+    pub key: u32,
     pub generation: u32,
     pub op: Op,
 }
+
+/// The key of operations that belong to no connection (accepts, the tick, doorbells, ignored ones).
+pub const NO_CONNECTION: u32 = u32::MAX;
 
 /// Generations wrap at 24 bits.
 pub const GENERATION_MASK: u32 = (1 << 24) - 1;
 
 impl UserData {
-    pub fn new(slot: u32, generation: u32, op: Op) -> UserData {
+    pub fn new(key: u32, generation: u32, op: Op) -> UserData {
         UserData {
-            slot,
+            key,
             generation: generation & GENERATION_MASK,
             op,
         }
     }
 
-    /// `slot` in the high 32 bits, generation in bits 8..32, op in the low byte.
+    /// `key` in the high 32 bits, generation in bits 8..32, op in the low byte.
     pub fn encode(self) -> u64 {
-        ((self.slot as u64) << 32)
+        ((self.key as u64) << 32)
             | (((self.generation & GENERATION_MASK) as u64) << 8)
             | self.op as u64
     }
@@ -86,7 +97,7 @@ impl UserData {
     pub fn decode(raw: u64) -> Option<UserData> {
         let op = Op::from_u8((raw & 0xff) as u8)?;
         Some(UserData {
-            slot: (raw >> 32) as u32,
+            key: (raw >> 32) as u32,
             generation: ((raw >> 8) as u32) & GENERATION_MASK,
             op,
         })
@@ -99,12 +110,13 @@ mod tests {
 
     #[test]
     fn user_data_round_trips() {
-        for &(slot, generation, op) in &[
-            (0u32, 0u32, Op::Accept),
-            (u32::MAX, GENERATION_MASK, Op::Cancel),
+        for &(key, generation, op) in &[
+            (0u32, 0u32, Op::AcceptMulti),
+            (7, 1, Op::AcceptOne),
+            (NO_CONNECTION, GENERATION_MASK, Op::Ignore),
             (12345, 77, Op::Send),
         ] {
-            let ud = UserData::new(slot, generation, op);
+            let ud = UserData::new(key, generation, op);
             assert_eq!(UserData::decode(ud.encode()), Some(ud));
         }
         assert_eq!(UserData::decode(0), None);

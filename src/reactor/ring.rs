@@ -230,9 +230,9 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Multishot receive on direct descriptor `slot` into buffers of group `buf_group`.
-    pub fn recv_multishot(&mut self, slot: u32, buf_group: u16, user_data: u64) {
-        let entry = opcode::RecvMulti::new(types::Fixed(slot), buf_group)
+    /// Multishot receive on direct descriptor `file_index` into buffers of group `buf_group`.
+    pub fn recv_multishot(&mut self, file_index: u32, buf_group: u16, user_data: u64) {
+        let entry = opcode::RecvMulti::new(types::Fixed(file_index), buf_group)
             .build()
             .user_data(user_data);
         // SAFETY: buffers come from the provided buffer ring, which lives as long as the ring
@@ -240,18 +240,18 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Submits the next part of `queue` on direct descriptor `slot`: one `send` for a single chunk, one
+    /// Submits the next part of `queue` on direct descriptor `file_index`: one `send` for a single chunk, one
     /// vectored `sendmsg` for several. Returns false when the queue has nothing to send or a send is
     /// already in flight.
-    pub fn send_queue(&mut self, slot: u32, queue: &mut SendQueue, user_data: u64) -> bool {
+    pub fn send_queue(&mut self, file_index: u32, queue: &mut SendQueue, user_data: u64) -> bool {
         let entry = match queue.prepare_send() {
             None => return false,
             Some(SendOp::Single(ptr, len)) => {
-                opcode::Send::new(types::Fixed(slot), ptr, len as u32)
+                opcode::Send::new(types::Fixed(file_index), ptr, len as u32)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
-            Some(SendOp::Vectored(msg)) => opcode::SendMsg::new(types::Fixed(slot), msg)
+            Some(SendOp::Vectored(msg)) => opcode::SendMsg::new(types::Fixed(file_index), msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build(),
         };
@@ -263,18 +263,18 @@ impl Ring {
         true
     }
 
-    /// `shutdown(2)` on direct descriptor `slot`.
-    pub fn shutdown(&mut self, slot: u32, how: i32, user_data: u64) {
-        let entry = opcode::Shutdown::new(types::Fixed(slot), how)
+    /// `shutdown(2)` on direct descriptor `file_index`.
+    pub fn shutdown(&mut self, file_index: u32, how: i32, user_data: u64) {
+        let entry = opcode::Shutdown::new(types::Fixed(file_index), how)
             .build()
             .user_data(user_data);
         // SAFETY: references no user memory.
         unsafe { self.push(entry) }
     }
 
-    /// Closes direct descriptor `slot`, freeing its fixed-file table entry.
-    pub fn close_fixed(&mut self, slot: u32, user_data: u64) {
-        let entry = opcode::Close::new(types::Fixed(slot))
+    /// Closes direct descriptor `file_index`, freeing its fixed-file table entry.
+    pub fn close_fixed(&mut self, file_index: u32, user_data: u64) {
+        let entry = opcode::Close::new(types::Fixed(file_index))
             .build()
             .user_data(user_data);
         // SAFETY: references no user memory.

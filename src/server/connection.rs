@@ -40,7 +40,7 @@ pub mod flags {
     /// Shut the write side once the queue is flushed.
     pub const SHUT_AFTER_FLUSH: u16 = 1 << 7;
     /// The connection is ending: release it once nothing is in flight.
-    pub const DOOMED: u16 = 1 << 8;
+    pub const ENDING: u16 = 1 << 8;
     /// Ending without waiting for the queue to flush (cancel in-flight operations).
     pub const ABORT: u16 = 1 << 9;
     /// The close of the direct descriptor is in flight.
@@ -67,8 +67,8 @@ pub struct Connection {
     /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
     /// at flush time into the ciphertext queue inside it.
     pub tls: Option<Box<TlsState>>,
-    /// Index of the connection's direct descriptor in the ring's fixed-file table.
-    pub fixed: u32,
+    /// Index of the connection's direct descriptor in the ring's fixed-file table (not its slab key).
+    pub file_index: u32,
     /// Incarnation of this slab slot, carried in every `user_data`.
     pub generation: u32,
     /// Tick at which the current state started (or the idle ping was sent).
@@ -82,13 +82,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(fixed: u32, generation: u32, now: u32) -> Connection {
+    pub fn new(file_index: u32, generation: u32, now: u32) -> Connection {
         Connection {
             reader: MessageReader::new(Role::Server),
             queue: None,
             pending: None,
             tls: None,
-            fixed,
+            file_index,
             generation,
             since: now,
             last_activity: now,

@@ -30,7 +30,7 @@ pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;
 
 use crate::reactor::ring::DoorbellRing;
-use crate::reactor::{sys, Op, UserData};
+use crate::reactor::{sys, Op, UserData, NO_CONNECTION};
 use inbox::Inboxes;
 
 /// State shared by all workers of one server (read-mostly; no lock on the hot path).
@@ -203,7 +203,11 @@ impl ServerHandle {
         let Some(ring) = guard.as_mut() else { return };
         for worker in 0..self.shared.inboxes.len() {
             if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
-                let _ = ring.ring(fd, 0, UserData::new(u32::MAX, 0, Op::Doorbell).encode());
+                let _ = ring.ring(
+                    fd,
+                    0,
+                    UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
+                );
             }
         }
     }

@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 
 use crate::reactor::{Completion, Op, UserData};
 
-use super::{Core, NO_SLOT};
+use super::Core;
+use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{flags::*, Connection};
 use crate::server::http;
 use crate::server::metrics::{REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL};
@@ -30,8 +31,10 @@ impl Core {
         let held = self.conns.len();
         if held < self.max_conns {
             if !self.accept_armed && self.single_accepts == 0 {
-                self.ring
-                    .accept_multishot(fd, UserData::new(NO_SLOT, 0, Op::Accept).encode());
+                self.ring.accept_multishot(
+                    fd,
+                    UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
+                );
                 self.accept_armed = true;
             }
             return;
@@ -40,8 +43,8 @@ impl Core {
             if !self.accept_cancelling {
                 self.accept_cancelling = true;
                 self.ring.cancel(
-                    UserData::new(NO_SLOT, 0, Op::Accept).encode(),
-                    UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+                    UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
+                    UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
                 );
             }
             return;
@@ -49,7 +52,7 @@ impl Core {
         if self.single_accepts == 0 && held < self.table_size {
             self.single_accepts += 1;
             self.ring
-                .accept_one(fd, UserData::new(NO_SLOT, 1, Op::Accept).encode());
+                .accept_one(fd, UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode());
         }
     }
 
@@ -82,14 +85,16 @@ impl Core {
             self.arm_accept();
             return;
         }
-        let fixed = completion.result as u32;
+        let file_index = completion.result as u32;
         self.metrics.connections_total.inc();
         self.metrics.connections_open.inc();
         let generation = self.next_generation;
         self.next_generation =
             self.next_generation.wrapping_add(1) & crate::reactor::GENERATION_MASK;
         let now = self.wheel.now();
-        let key = self.conns.insert(Connection::new(fixed, generation, now));
+        let key = self
+            .conns
+            .insert(Connection::new(file_index, generation, now));
         self.arm_recv(key);
         if let Some(tls_config) = &self.config.tls {
             match crate::server::tls::TlsState::new(tls_config) {
@@ -97,7 +102,7 @@ impl Core {
                 Err(error) => {
                     tracing::debug!(worker = self.index, "TLS setup failed: {error}");
                     self.metrics.tls_failures.inc();
-                    self.doom(key, true);
+                    self.abort(key);
                     self.arm_accept();
                     return;
                 }

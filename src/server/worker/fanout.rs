@@ -16,7 +16,8 @@ use crate::server::handler::{ConnId, Handler};
 use crate::server::inbox::WorkerMessage;
 use crate::server::shared_message::SharedMessage;
 
-use super::{Core, Worker, NO_SLOT};
+use super::{Core, Worker};
+use crate::reactor::NO_CONNECTION;
 
 impl<H: Handler> Worker<'_, H> {
     pub(super) fn on_doorbell(&mut self) {
@@ -24,7 +25,7 @@ impl<H: Handler> Worker<'_, H> {
             match received {
                 WorkerMessage::Broadcast { message, except } => {
                     // Topic messages received before it go out first (in handoff order).
-                    self.notify_closed();
+                    self.run_deferred_callbacks();
                     self.core.deliver_shared(&message, except)
                 }
                 WorkerMessage::Publish { topic, message } => {
@@ -160,8 +161,8 @@ impl Core {
                 self.ring.ring_doorbell(
                     fd,
                     0,
-                    UserData::new(NO_SLOT, 0, Op::Doorbell).encode(),
-                    UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+                    UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
+                    UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
                 );
             }
         }

@@ -24,7 +24,7 @@ impl<H: Handler> Worker<'_, H> {
         if result > 0 {
             match completion.buffer_id() {
                 Some(bid) => self.on_input(key, bid, result as usize),
-                None => self.core.doom(key, true),
+                None => self.core.abort(key),
             }
         } else if result == 0 {
             self.core.on_peer_eof(key);
@@ -41,7 +41,7 @@ impl<H: Handler> Worker<'_, H> {
         // Re-arm a multishot receive that ended without the connection ending (buffer ring ran dry: the
         // data waits in the socket; cancelled for backpressure and since resumed).
         let conn = &self.core.conns[key];
-        if !conn.has(RECV_ARMED) && result != 0 && !conn.has(DOOMED) && !conn.has(RECV_PAUSED) {
+        if !conn.has(RECV_ARMED) && result != 0 && !conn.has(ENDING) && !conn.has(RECV_PAUSED) {
             self.core.arm_recv(key);
         }
         self.core.try_release(key);
@@ -55,7 +55,7 @@ impl<H: Handler> Worker<'_, H> {
         conn.clear(AWAITING_PONG);
         if conn.tls.is_some() {
             self.on_tls_input(key, buf.bytes_mut());
-        } else if conn.has(DISCARD_INPUT) || conn.has(DOOMED) {
+        } else if conn.has(DISCARD_INPUT) || conn.has(ENDING) {
             // Lingering after an answer or an error: drop what the peer still sends.
         } else if conn.state == State::Handshake {
             self.on_handshake_bytes(key, buf.bytes_mut());
@@ -132,7 +132,7 @@ impl Core {
         let ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];
         conn.set(RECV_ARMED);
-        let fixed = conn.fixed;
-        self.ring.recv_multishot(fixed, self.bufs.group(), ud);
+        let file_index = conn.file_index;
+        self.ring.recv_multishot(file_index, self.bufs.group(), ud);
     }
 }

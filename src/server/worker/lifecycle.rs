@@ -9,21 +9,28 @@ use std::sync::atomic::Ordering;
 use crate::protocol::{CloseCode, ProtocolError};
 use crate::reactor::{Op, UserData};
 
-use super::{Core, NO_SLOT};
+use super::Core;
+use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::ConnId;
+
+/// The two ways a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Send what is queued first (a FIN after it if asked), then stop reading and release.
+    AfterFlush,
+    /// Cancel what is in flight and drop the queue, then release.
+    Abort,
+}
 
 impl Core {
     /// The connection stops being open (closing handshake, error, loss): counters, close timer, and the
     /// handler's `on_close` (after the current event).
     pub(super) fn leave_open(&mut self, key: usize, code: Option<CloseCode>) {
-        let now = self.wheel.now();
-        let conn = &mut self.conns[key];
+        let conn = &self.conns[key];
         if conn.state != State::Open {
             return;
         }
-        conn.state = State::Closing;
-        conn.since = now;
         let id = ConnId {
             key: key as u32,
             generation: conn.generation,
@@ -31,7 +38,27 @@ impl Core {
         self.metrics.websockets_open.sub(1);
         self.shared.websockets_open.fetch_sub(1, Ordering::AcqRel);
         self.closed.push((id, code));
+        self.enter_closing(key);
+    }
+
+    /// The one way into [`State::Closing`]: the state, the time it started, and the close deadline.
+    pub(super) fn enter_closing(&mut self, key: usize) {
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        conn.state = State::Closing;
+        conn.since = now;
         self.schedule(key, now.wrapping_add(self.close_ticks));
+    }
+
+    /// Ends a connection without waiting for its queue: cancel what is in flight now, then release.
+    pub(super) fn abort(&mut self, key: usize) {
+        self.end(key, Ending::Abort);
+    }
+
+    /// Ends a connection once its queue is flushed (the peer may have shut only its write side), then
+    /// stops reading and releases it.
+    pub(super) fn end_after_flush(&mut self, key: usize) {
+        self.end(key, Ending::AfterFlush);
     }
 
     pub(super) fn protocol_error(&mut self, key: usize, error: ProtocolError) {
@@ -55,7 +82,7 @@ impl Core {
             self.metrics.close_code(1006);
         }
         self.leave_open(key, Some(CloseCode::ABNORMAL));
-        self.doom(key, true);
+        self.abort(key);
     }
 
     pub(super) fn on_peer_eof(&mut self, key: usize) {
@@ -65,12 +92,12 @@ impl Core {
         }
         self.leave_open(key, Some(CloseCode::ABNORMAL));
         // Still send what is queued (the peer may only have shut its write side).
-        self.doom(key, false);
+        self.end_after_flush(key);
     }
 
-    /// Ends a connection: with `abort`, cancel what is in flight now; otherwise let the queue flush first.
-    pub(super) fn doom(&mut self, key: usize, abort: bool) {
-        let now = self.wheel.now();
+    /// Both endings: mark the connection ending (into Closing), then cancel what `ending` says, and
+    /// release once nothing is in flight.
+    fn end(&mut self, key: usize, ending: Ending) {
         let recv_ud = self.ud(key, Op::Recv);
         let send_ud = self.ud(key, Op::Send);
         let conn = &mut self.conns[key];
@@ -79,27 +106,29 @@ impl Core {
             self.leave_open(key, Some(CloseCode::ABNORMAL));
         }
         let conn = &mut self.conns[key];
-        if !conn.has(DOOMED) {
-            conn.set(DOOMED);
-            conn.state = State::Closing;
-            conn.since = now;
+        if !conn.has(ENDING) {
+            conn.set(ENDING);
             conn.pending = None;
-            self.schedule(key, now.wrapping_add(self.close_ticks));
+            self.enter_closing(key);
         }
         let conn = &mut self.conns[key];
-        if abort && !conn.has(ABORT) {
+        if ending == Ending::Abort && !conn.has(ABORT) {
             conn.set(ABORT);
         }
         if conn.has(ABORT) && !conn.has(CANCEL_SENT) {
             conn.set(CANCEL_SENT);
             let (recv_armed, send_in_flight) = (conn.has(RECV_ARMED), conn.send_in_flight());
             if recv_armed {
-                self.ring
-                    .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                self.ring.cancel(
+                    recv_ud,
+                    UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+                );
             }
             if send_in_flight {
-                self.ring
-                    .cancel(send_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                self.ring.cancel(
+                    send_ud,
+                    UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+                );
             }
         } else if !conn.has(ABORT)
             && conn.has(RECV_ARMED)
@@ -107,19 +136,21 @@ impl Core {
             && conn.queued_bytes() == 0
         {
             conn.set(CANCEL_SENT);
-            self.ring
-                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            self.ring.cancel(
+                recv_ud,
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
         }
         self.mark_dirty(key);
         self.try_release(key);
     }
 
-    /// Closes the direct descriptor once nothing is in flight for a doomed connection.
+    /// Closes the direct descriptor once nothing is in flight for an ending connection.
     pub(super) fn try_release(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if !conn.has(DOOMED)
+        if !conn.has(ENDING)
             || conn.has(FD_CLOSING)
             || conn.has(RECV_ARMED)
             || conn.has(SHUTDOWN_IN_FLIGHT)
@@ -131,8 +162,8 @@ impl Core {
         let ud = self.ud(key, Op::Close);
         let conn = &mut self.conns[key];
         conn.set(FD_CLOSING);
-        let fixed = conn.fixed;
-        self.ring.close_fixed(fixed, ud);
+        let file_index = conn.file_index;
+        self.ring.close_fixed(file_index, ud);
     }
 
     pub(super) fn on_close_done(&mut self, key: usize) {
@@ -153,11 +184,11 @@ impl Core {
     pub(super) fn on_shutdown(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         conn.clear(SHUTDOWN_IN_FLIGHT);
-        if conn.has(DOOMED) && conn.has(RECV_ARMED) && !conn.has(CANCEL_SENT) {
+        if conn.has(ENDING) && conn.has(RECV_ARMED) && !conn.has(CANCEL_SENT) {
             let ud = self.ud(key, Op::Recv);
             self.conns[key].set(CANCEL_SENT);
             self.ring
-                .cancel(ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                .cancel(ud, UserData::new(NO_CONNECTION, 0, Op::Ignore).encode());
         }
         self.try_release(key);
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::protocol::{CloseCode, ReaderLimits};
-use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData};
+use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData, NO_CONNECTION};
 
 use super::config::ServerConfig;
 use super::connection::Connection;
@@ -41,8 +41,6 @@ use timers::ticks;
 
 /// Buffer group id of every worker's provided buffer ring.
 const BUF_GROUP: u16 = 0;
-/// `user_data` slot for operations that belong to no connection (accept, tick, doorbell).
-const NO_SLOT: u32 = u32::MAX;
 
 /// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
 pub struct Core {
@@ -166,7 +164,7 @@ pub(crate) fn run_worker<H: Handler>(
     core.shared.inboxes.set_ring_fd(index, core.ring.fd());
     core.arm_accept();
     core.ring
-        .tick_every(tick, UserData::new(NO_SLOT, 0, Op::Tick).encode());
+        .tick_every(tick, UserData::new(NO_CONNECTION, 0, Op::Tick).encode());
     if let Err(e) = core.ring.submit_and_wait(0) {
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
@@ -227,12 +225,13 @@ impl<H: Handler> Worker<'_, H> {
             return;
         };
         match ud.op {
-            Op::Accept => self.core.on_accept(ud.generation == 1, completion),
+            Op::AcceptMulti => self.core.on_accept(false, completion),
+            Op::AcceptOne => self.core.on_accept(true, completion),
             Op::Tick => self.on_tick(),
             Op::Doorbell => self.on_doorbell(),
-            Op::Cancel => {}
+            Op::Ignore => {}
             Op::Recv | Op::Send | Op::Shutdown | Op::Close => {
-                let key = ud.slot as usize;
+                let key = ud.key as usize;
                 let live = self
                     .core
                     .conns
@@ -255,11 +254,11 @@ impl<H: Handler> Worker<'_, H> {
                 }
             }
         }
-        self.notify_closed();
+        self.run_deferred_callbacks();
     }
 
     /// Runs the handler's deferred callbacks: `on_published` (in publish order) and `on_close`.
-    fn notify_closed(&mut self) {
+    fn run_deferred_callbacks(&mut self) {
         loop {
             if !self.core.published.is_empty() {
                 let mut published = std::mem::take(&mut self.core.published);
@@ -291,7 +290,7 @@ impl<H: Handler> Worker<'_, H> {
     }
 
     fn end_of_batch(&mut self) {
-        self.notify_closed();
+        self.run_deferred_callbacks();
         self.core.flush_dirty();
         self.core.ring_doorbells();
     }

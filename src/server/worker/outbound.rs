@@ -11,7 +11,8 @@ use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Completion, Op, UserData};
 
-use super::{Core, NO_SLOT};
+use super::Core;
+use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::ConnId;
 
@@ -24,14 +25,11 @@ impl Core {
     ) -> R {
         let mut result = None;
         self.push_bytes(key, 512, |out| result = Some(write(out)));
-        let now = self.wheel.now();
         let conn = &mut self.conns[key];
         conn.pending = None;
-        conn.state = State::Closing;
-        conn.since = now;
         conn.set(DISCARD_INPUT);
+        self.enter_closing(key);
         self.shut_after_flush(key);
-        self.schedule(key, now.wrapping_add(self.close_ticks));
         result.expect("the writer ran")
     }
 
@@ -99,7 +97,7 @@ impl Core {
         let conn = &mut self.conns[key];
         if conn.has(RECV_PAUSED) && conn.queued_bytes() <= self.config.max_backpressure / 2 {
             conn.clear(RECV_PAUSED);
-            if !conn.has(RECV_ARMED) && !conn.has(DOOMED) {
+            if !conn.has(RECV_ARMED) && !conn.has(ENDING) {
                 self.arm_recv(key);
             }
         }
@@ -113,7 +111,7 @@ impl Core {
         let recv_ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];
         if conn.has(RECV_PAUSED)
-            || conn.has(DOOMED)
+            || conn.has(ENDING)
             || conn.queued_bytes() <= self.config.max_backpressure
         {
             return;
@@ -121,8 +119,10 @@ impl Core {
         conn.set(RECV_PAUSED);
         self.metrics.backpressure_pauses.inc();
         if conn.has(RECV_ARMED) {
-            self.ring
-                .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+            self.ring.cancel(
+                recv_ud,
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
         }
     }
 
@@ -139,7 +139,7 @@ impl Core {
             if conn.has(FD_CLOSING) {
                 continue;
             }
-            let fixed = conn.fixed;
+            let file_index = conn.file_index;
             if conn.has(ABORT) {
                 if !conn.send_in_flight() {
                     if let Some(queue) = conn.queue.take() {
@@ -153,11 +153,11 @@ impl Core {
                 // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
                 // close_notify before our FIN.
                 let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
-                let doomed = conn.has(DOOMED);
+                let ending = conn.has(ENDING);
                 let Some(tls) = conn.tls.as_mut() else {
                     continue;
                 };
-                if doomed && (!tls.handshake_done || tls.failed) {
+                if ending && (!tls.handshake_done || tls.failed) {
                     // Ending before its handshake completed: queued plaintext can never be sent.
                     if let Some(queue) = conn.queue.as_mut() {
                         queue.clear(&mut self.pool);
@@ -172,12 +172,12 @@ impl Core {
                 let conn = &mut self.conns[key];
                 if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
                     if !queue.send_in_flight() && !queue.is_empty() {
-                        self.ring.send_queue(fixed, queue, send_ud);
+                        self.ring.send_queue(file_index, queue, send_ud);
                     }
                 }
             } else if let Some(queue) = conn.queue.as_mut() {
                 if !queue.send_in_flight() && !queue.is_empty() {
-                    self.ring.send_queue(fixed, queue, send_ud);
+                    self.ring.send_queue(file_index, queue, send_ud);
                 }
             }
             let conn = &mut self.conns[key];
@@ -196,9 +196,9 @@ impl Core {
                     && !conn.has(ABORT)
                 {
                     conn.set(WRITE_SHUT | SHUTDOWN_IN_FLIGHT);
-                    self.ring.shutdown(fixed, libc::SHUT_WR, shutdown_ud);
+                    self.ring.shutdown(file_index, libc::SHUT_WR, shutdown_ud);
                 }
-                if self.conns[key].has(DOOMED) && !self.conns[key].has(ABORT) {
+                if self.conns[key].has(ENDING) && !self.conns[key].has(ABORT) {
                     // Flushed: stop reading too, then release.
                     let conn = &mut self.conns[key];
                     if conn.has(RECV_ARMED)
@@ -207,8 +207,10 @@ impl Core {
                     {
                         conn.set(CANCEL_SENT);
                         let recv_ud = self.ud(key, Op::Recv);
-                        self.ring
-                            .cancel(recv_ud, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                        self.ring.cancel(
+                            recv_ud,
+                            UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+                        );
                     }
                 }
             }

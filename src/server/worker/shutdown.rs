@@ -14,7 +14,8 @@ use crate::reactor::Completion;
 use crate::server::connection::State;
 use crate::server::handler::Handler;
 
-use super::{Core, Worker, NO_SLOT};
+use super::{Core, Worker};
+use crate::reactor::NO_CONNECTION;
 
 impl Core {
     pub(super) fn begin_shutdown(&mut self) {
@@ -22,20 +23,20 @@ impl Core {
         self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
         if self.accept_armed {
             self.ring.cancel(
-                UserData::new(NO_SLOT, 0, Op::Accept).encode(),
-                UserData::new(NO_SLOT, 0, Op::Cancel).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
             );
         }
         if let Some(listener) = self.listener.take() {
             let fd = listener.as_raw_fd();
             std::mem::forget(listener);
             self.ring
-                .close_fd(fd, UserData::new(NO_SLOT, 0, Op::Cancel).encode());
+                .close_fd(fd, UserData::new(NO_CONNECTION, 0, Op::Ignore).encode());
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             match self.conns[key].state {
-                State::Handshake => self.doom(key, true),
+                State::Handshake => self.abort(key),
                 State::Open => {
                     self.send_close(key, CloseCode::GOING_AWAY, "server shutting down");
                     self.leave_open(key, Some(CloseCode::GOING_AWAY));
@@ -69,7 +70,7 @@ impl<H: Handler> Worker<'_, H> {
         self.core.shutdown_deadline = None;
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.core.doom(key, true);
+            self.core.abort(key);
         }
         self.end_of_batch();
         let hard_deadline = Instant::now() + Duration::from_secs(1);

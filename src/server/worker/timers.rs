@@ -63,7 +63,7 @@ impl Core {
                 if (now.wrapping_sub(due) as i32) >= 0 {
                     tracing::debug!(worker = self.index, "handshake timeout");
                     self.metrics.handshake_timeout();
-                    self.doom(key, true);
+                    self.abort(key);
                 } else {
                     self.schedule(key, due);
                 }
@@ -95,7 +95,7 @@ impl Core {
             State::Closing => {
                 let due = conn.since.wrapping_add(self.close_ticks);
                 if (now.wrapping_sub(due) as i32) >= 0 {
-                    self.doom(key, true);
+                    self.abort(key);
                 } else {
                     self.schedule(key, due);
                 }

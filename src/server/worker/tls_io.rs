@@ -17,7 +17,7 @@ impl<H: Handler> Worker<'_, H> {
     /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
     pub(super) fn on_tls_input(&mut self, key: usize, input: &mut [u8]) {
         let conn = &mut self.core.conns[key];
-        if conn.has(DOOMED) {
+        if conn.has(ENDING) {
             return;
         }
         let Some(mut tls) = conn.tls.take() else {
@@ -39,7 +39,7 @@ impl<H: Handler> Worker<'_, H> {
                     self.core.metrics.tls_handshakes.inc();
                 }
                 let conn = &self.core.conns[key];
-                if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(DOOMED) {
+                if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(ENDING) {
                     if conn.state == State::Handshake {
                         self.on_handshake_bytes(key, &mut plain);
                     } else {
@@ -67,7 +67,6 @@ impl Core {
             self.metrics.close_code(1006);
             self.leave_open(key, Some(CloseCode::ABNORMAL));
         }
-        let now = self.wheel.now();
         let conn = &mut self.conns[key];
         if let Some(tls) = conn.tls.as_mut() {
             tls.failed = true;
@@ -78,9 +77,7 @@ impl Core {
         }
         conn.pending = None;
         if conn.state != State::Closing {
-            conn.state = State::Closing;
-            conn.since = now;
-            self.schedule(key, now.wrapping_add(self.close_ticks));
+            self.enter_closing(key);
         }
         self.conns[key].set(DISCARD_INPUT);
         self.shut_after_flush(key);
