@@ -57,16 +57,24 @@ pub mod flags {
     pub const WAITING_BODY: u16 = 1 << 15;
 }
 
+/// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open
+/// connection has none of them. (Per-connection compression state will join them.)
+#[derive(Default)]
+struct Extras {
+    /// The start of an HTTP request that did not fit one receive (handshake only).
+    pending: Option<Vec<u8>>,
+    /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
+    /// at flush time into the ciphertext queue inside it.
+    tls: Option<Box<TlsState>>,
+}
+
 pub struct Connection {
     /// Frame reader (no buffer while idle).
     pub reader: MessageReader,
     /// Bytes waiting to be sent; `None` while nothing is queued (the box goes back to the pool).
     pub queue: Option<Box<SendQueue>>,
-    /// The start of an HTTP request that did not fit one receive (handshake only).
-    pub pending: Option<Box<Vec<u8>>>,
-    /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
-    /// at flush time into the ciphertext queue inside it.
-    pub tls: Option<Box<TlsState>>,
+    /// What few connections use, in one box: `None` for a plain connection past its handshake.
+    extras: Option<Box<Extras>>,
     /// Index of the connection's direct descriptor in the ring's fixed-file table (not its slab key).
     pub file_index: u32,
     /// Incarnation of this slab slot, carried in every `user_data`.
@@ -86,8 +94,7 @@ impl Connection {
         Connection {
             reader: MessageReader::new(Role::Server),
             queue: None,
-            pending: None,
-            tls: None,
+            extras: None,
             file_index,
             generation,
             since: now,
@@ -113,8 +120,77 @@ impl Connection {
         self.flags &= !flag;
     }
 
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the box once nothing is in it.
+    fn trim_extras(&mut self) {
+        if self
+            .extras
+            .as_ref()
+            .is_some_and(|e| e.pending.is_none() && e.tls.is_none())
+        {
+            self.extras = None;
+        }
+    }
+
+    /// The TLS state of a `wss://` connection.
+    #[inline]
+    pub fn tls(&self) -> Option<&TlsState> {
+        self.extras.as_ref()?.tls.as_deref()
+    }
+
+    #[inline]
+    pub fn tls_mut(&mut self) -> Option<&mut TlsState> {
+        self.extras.as_mut()?.tls.as_deref_mut()
+    }
+
+    /// The plaintext queue and the TLS state at once (TLS encrypts from one into the other).
+    pub fn queue_and_tls_mut(&mut self) -> (&mut Option<Box<SendQueue>>, Option<&mut TlsState>) {
+        let tls = self.extras.as_mut().and_then(|e| e.tls.as_deref_mut());
+        (&mut self.queue, tls)
+    }
+
+    /// Whether this is a `wss://` connection (its TLS state may be taken out for a call).
+    #[inline]
+    pub fn is_tls(&self) -> bool {
+        self.tls().is_some()
+    }
+
+    /// Takes the TLS state out for a call that also needs the worker (put it back with [`Self::put_tls`]).
+    pub fn take_tls(&mut self) -> Option<Box<TlsState>> {
+        self.extras.as_mut()?.tls.take()
+    }
+
+    pub fn put_tls(&mut self, tls: Box<TlsState>) {
+        self.extras_mut().tls = Some(tls);
+    }
+
+    /// The start of a request kept from earlier receives.
+    pub fn take_pending(&mut self) -> Option<Vec<u8>> {
+        let pending = self.extras.as_mut()?.pending.take();
+        self.trim_extras();
+        pending
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.pending.is_some())
+    }
+
+    pub fn set_pending(&mut self, bytes: Vec<u8>) {
+        self.extras_mut().pending = Some(bytes);
+    }
+
+    pub fn clear_pending(&mut self) {
+        if let Some(extras) = self.extras.as_mut() {
+            extras.pending = None;
+        }
+        self.trim_extras();
+    }
+
     pub fn send_in_flight(&self) -> bool {
-        match &self.tls {
+        match self.tls() {
             None => self.queue.as_ref().is_some_and(|q| q.send_in_flight()),
             Some(tls) => tls.send_in_flight(),
         }
@@ -123,7 +199,7 @@ impl Connection {
     /// Bytes queued and not yet sent (for TLS: plaintext not yet encrypted plus ciphertext not yet sent).
     pub fn queued_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.queued_bytes())
-            + self.tls.as_ref().map_or(0, |t| t.queued_bytes())
+            + self.tls().map_or(0, |t| t.queued_bytes())
     }
 }
 
@@ -131,8 +207,9 @@ impl Connection {
 mod tests {
     use super::*;
 
-    /// The documented bound (docs/ARCHITECTURE.md): a connection, with its reader, queue, pending and TLS
-    /// pointers, stays within 96 bytes (96 today); its slab entry adds the enum tag (one word).
+    /// The documented bound (docs/ARCHITECTURE.md): a connection, with its reader, its queue pointer and
+    /// the one box of rarely used parts, stays within 88 bytes (88 today); its slab entry adds the enum tag
+    /// (one word).
     #[test]
     fn connection_is_small() {
         let size = std::mem::size_of::<Connection>();
@@ -140,6 +217,20 @@ mod tests {
             "size_of::<Connection>() = {size}, MessageReader = {}",
             std::mem::size_of::<MessageReader>()
         );
-        assert!(size <= 96, "{size}");
+        assert!(size <= 88, "{size}");
+    }
+
+    #[test]
+    fn the_extras_box_exists_only_while_something_is_in_it() {
+        let mut conn = Connection::new(3, 1, 0);
+        assert!(conn.extras.is_none() && !conn.has_pending() && !conn.is_tls());
+        conn.set_pending(b"GET / HT".to_vec());
+        assert!(conn.has_pending() && conn.extras.is_some());
+        let mut pending = conn.take_pending().expect("kept");
+        assert!(conn.extras.is_none(), "an empty box is dropped");
+        pending.extend_from_slice(b"TP/1.1\r\n");
+        conn.set_pending(pending);
+        conn.clear_pending();
+        assert!(conn.extras.is_none() && conn.take_pending().is_none());
     }
 }

@@ -98,7 +98,7 @@ impl Core {
         self.arm_recv(key);
         if let Some(tls_config) = &self.config.tls {
             match crate::server::tls::TlsState::new(tls_config) {
-                Ok(tls) => self.conns[key].tls = Some(Box::new(tls)),
+                Ok(tls) => self.conns[key].put_tls(Box::new(tls)),
                 Err(error) => {
                     tracing::debug!(worker = self.index, "TLS setup failed: {error}");
                     self.metrics.tls_failures.inc();

@@ -53,7 +53,7 @@ impl<H: Handler> Worker<'_, H> {
         let conn = &mut self.core.conns[key];
         conn.last_activity = now;
         conn.clear(AWAITING_PONG);
-        if conn.tls.is_some() {
+        if conn.is_tls() {
             self.on_tls_input(key, buf.bytes_mut());
         } else if conn.has(DISCARD_INPUT) || conn.has(ENDING) {
             // Lingering after an answer or an error: drop what the peer still sends.

@@ -108,7 +108,7 @@ impl Core {
         let conn = &mut self.conns[key];
         if !conn.has(ENDING) {
             conn.set(ENDING);
-            conn.pending = None;
+            conn.clear_pending();
             self.enter_closing(key);
         }
         let conn = &mut self.conns[key];
@@ -174,7 +174,7 @@ impl Core {
         if let Some(queue) = conn.queue.take() {
             self.pool.give_queue(queue);
         }
-        if let Some(tls) = conn.tls.as_mut() {
+        if let Some(tls) = conn.tls_mut() {
             tls.release_buffers(&mut self.pool);
         }
         self.metrics.connections_open.sub(1);

@@ -26,7 +26,7 @@ impl Core {
         let mut result = None;
         self.push_bytes(key, 512, |out| result = Some(write(out)));
         let conn = &mut self.conns[key];
-        conn.pending = None;
+        conn.clear_pending();
         conn.set(DISCARD_INPUT);
         self.enter_closing(key);
         self.shut_after_flush(key);
@@ -77,7 +77,7 @@ impl Core {
         let conn = &mut self.conns[key];
         let sent = completion.result.max(0) as usize;
         // What was sent: the ciphertext queue of a TLS connection, else the queue itself.
-        let sent_queue = match conn.tls.as_mut() {
+        let sent_queue = match conn.tls_mut() {
             Some(tls) => tls.out.as_mut(),
             None => conn.queue.as_mut(),
         };
@@ -88,7 +88,7 @@ impl Core {
             if let Some(queue) = conn.queue.as_mut() {
                 queue.clear(&mut self.pool);
             }
-            if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
+            if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.as_mut()) {
                 queue.clear(&mut self.pool);
             }
             self.lost(key);
@@ -145,32 +145,32 @@ impl Core {
                     if let Some(queue) = conn.queue.take() {
                         self.pool.give_queue(queue);
                     }
-                    if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
+                    if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.take()) {
                         self.pool.give_queue(queue);
                     }
                 }
-            } else if conn.tls.is_some() {
+            } else if conn.is_tls() {
                 // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
                 // close_notify before our FIN.
                 let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
                 let ending = conn.has(ENDING);
-                let Some(tls) = conn.tls.as_mut() else {
+                let (plain, tls) = conn.queue_and_tls_mut();
+                let Some(tls) = tls else {
                     continue;
                 };
                 if ending && (!tls.handshake_done || tls.failed) {
                     // Ending before its handshake completed: queued plaintext can never be sent.
-                    if let Some(queue) = conn.queue.as_mut() {
+                    if let Some(queue) = plain.as_mut() {
                         queue.clear(&mut self.pool);
                     }
                 }
-                if let Err(error) =
-                    tls.encrypt_queued(conn.queue.as_deref_mut(), &mut self.pool, close)
+                if let Err(error) = tls.encrypt_queued(plain.as_deref_mut(), &mut self.pool, close)
                 {
                     // Sends the alert, if any, then FIN (the connection is closing).
                     self.tls_failed(key, &error);
                 }
                 let conn = &mut self.conns[key];
-                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.as_mut()) {
+                if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.as_mut()) {
                     if !queue.send_in_flight() && !queue.is_empty() {
                         self.ring.send_queue(file_index, queue, send_ud);
                     }
@@ -186,7 +186,7 @@ impl Core {
                 if let Some(queue) = conn.queue.take() {
                     self.pool.give_queue(queue);
                 }
-                if let Some(queue) = conn.tls.as_mut().and_then(|tls| tls.out.take()) {
+                if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.take()) {
                     self.pool.give_queue(queue);
                 }
                 let conn = &mut self.conns[key];

@@ -20,17 +20,17 @@ impl<H: Handler> Worker<'_, H> {
         if conn.has(ENDING) {
             return;
         }
-        let Some(mut tls) = conn.tls.take() else {
+        let Some(mut tls) = conn.take_tls() else {
             return;
         };
         if tls.failed {
-            conn.tls = Some(tls);
+            conn.put_tls(tls);
             return;
         }
         let mut plain = std::mem::take(&mut self.core.tls_plain);
         plain.clear();
         let result = tls.receive(input, &mut self.core.pool, &mut plain);
-        self.core.conns[key].tls = Some(tls);
+        self.core.conns[key].put_tls(tls);
         self.core.mark_dirty(key);
         match result {
             Err(error) => self.core.tls_failed(key, &error),
@@ -68,14 +68,14 @@ impl Core {
             self.leave_open(key, Some(CloseCode::ABNORMAL));
         }
         let conn = &mut self.conns[key];
-        if let Some(tls) = conn.tls.as_mut() {
+        if let Some(tls) = conn.tls_mut() {
             tls.failed = true;
         }
         if let Some(mut queue) = conn.queue.take() {
             queue.clear(&mut self.pool);
             self.pool.give_queue(queue);
         }
-        conn.pending = None;
+        conn.clear_pending();
         if conn.state != State::Closing {
             self.enter_closing(key);
         }

@@ -21,23 +21,20 @@ use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
 impl<H: Handler> Worker<'_, H> {
     /// Handles request bytes of a connection still in its opening handshake.
     pub(super) fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
-        match self.core.conns[key].pending.take() {
+        match self.core.conns[key].take_pending() {
             None => {
                 self.handle_request(key, bytes);
                 let conn = &mut self.core.conns[key];
-                if conn.state == State::Handshake
-                    && conn.has(WAITING_BODY)
-                    && conn.pending.is_none()
-                {
-                    conn.pending = Some(Box::new(bytes.to_vec()));
+                if conn.state == State::Handshake && conn.has(WAITING_BODY) && !conn.has_pending() {
+                    conn.set_pending(bytes.to_vec());
                 }
             }
             Some(mut pending) => {
                 pending.extend_from_slice(bytes);
                 self.handle_request(key, &mut pending);
                 if let Some(conn) = self.core.conns.get_mut(key) {
-                    if conn.state == State::Handshake && conn.pending.is_none() {
-                        conn.pending = Some(pending);
+                    if conn.state == State::Handshake && !conn.has_pending() {
+                        conn.set_pending(pending);
                     }
                 }
             }
@@ -75,9 +72,9 @@ impl<H: Handler> Worker<'_, H> {
         let parsed = match parse_request(data, max_header_bytes) {
             Ok(None) => {
                 let conn = &mut self.core.conns[key];
-                if conn.pending.is_none() {
+                if !conn.has_pending() {
                     // Keep the start of the request for the next receive (the caller keeps an existing one).
-                    conn.pending = Some(Box::new(data.to_vec()));
+                    conn.set_pending(data.to_vec());
                 }
                 return;
             }
@@ -90,7 +87,7 @@ impl<H: Handler> Worker<'_, H> {
             }
         };
         let (request, consumed) = parsed;
-        self.core.conns[key].pending = None;
+        self.core.conns[key].clear_pending();
         if request.path_only() == "/publish" && !http::wants_websocket(&request) {
             self.handle_publish(key, &request, &data[consumed..]);
             return;
