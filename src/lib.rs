@@ -2,10 +2,12 @@
 //!
 //! Layers, each a module, with dependencies pointing downward only:
 //! `app` (handlers) -> `server` (connections, queues, timers, metrics) -> `reactor` (io_uring) ->
-//! `protocol` (sans-I/O RFC 6455). See `docs/ARCHITECTURE.md`.
+//! `protocol` (sans-I/O RFC 6455). `topics` (topic names, the topic table) is a leaf like `protocol`,
+//! used by `app` and `server`. See `docs/ARCHITECTURE.md`.
 
 pub mod app;
 pub mod cli;
 pub mod protocol;
 pub mod reactor;
 pub mod server;
+pub mod topics;

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::protocol::{CloseCode, MessageKind};
-use crate::server::http::{query_params, valid_topic};
+use crate::server::http::query_params;
 use crate::server::{ConnId, Ctx, Handler, SharedMessage};
+use crate::topics::{valid_topic, INVALID_TOPIC};
 
 #[derive(Deserialize)]
 struct Command<'a> {
@@ -55,7 +56,7 @@ impl PubSub {
 
     fn subscribe(&mut self, conn: ConnId, topic: &str) -> Result<(), &'static str> {
         if !valid_topic(topic) {
-            return Err("invalid topic (1-64 of A-Z a-z 0-9 . _ - : /)");
+            return Err(INVALID_TOPIC);
         }
         let subs = self.subscriptions.entry(conn).or_default();
         if subs.iter().any(|t| &**t == topic) {
@@ -138,13 +139,7 @@ impl PubSub {
             }
             _ => {
                 if !valid_topic(topic) {
-                    self.answer(
-                        ctx,
-                        conn,
-                        Err("invalid topic (1-64 of A-Z a-z 0-9 . _ - : /)"),
-                        name,
-                        topic,
-                    );
+                    self.answer(ctx, conn, Err(INVALID_TOPIC), name, topic);
                 } else {
                     ctx.publish(topic, kind, payload);
                 }

@@ -88,33 +88,17 @@ pub fn query_params<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = &'
     })
 }
 
-/// Longest topic name.
-pub const MAX_TOPIC_LEN: usize = 64;
-
-/// Topic names: 1 to 64 bytes of ASCII letters, digits and `.`, `_`, `-`, `:`, `/`.
-pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_LEN
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn query_parameters_and_topics() {
+    fn query_parameters() {
         assert_eq!(query_param("/ws?topic=a&x=1&topic=b", "topic"), Some("a"));
         assert_eq!(
             query_params("/ws?topic=a&x=1&topic=b", "topic").collect::<Vec<_>>(),
             ["a", "b"]
         );
         assert_eq!(query_param("/ws", "topic"), None);
-        assert!(valid_topic("news/eu.sport-1:live_2"));
-        assert!(!valid_topic(""));
-        assert!(!valid_topic("a b"));
-        assert!(!valid_topic(&"x".repeat(65)));
     }
 }

@@ -8,7 +8,8 @@
 use crate::protocol::handshake::{write_http_response, HandshakeError, Request};
 use crate::protocol::MessageKind;
 
-use super::{query_param, valid_topic};
+use super::query_param;
+use crate::topics::valid_topic;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const CLOSE: (&str, &str) = ("Connection", "close");
