@@ -10,11 +10,10 @@
 //! - the URL: `/ws?topic=a&topic=b` subscribes at open.
 //!
 //! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
-//! worker delivers the shared frame to its own subscribers, in publish order. Topic tables are per worker
-//! (one handler per worker thread): no lock. Subscribe/unsubscribe allocate (topic names, table entries);
-//! publishing allocates only the shared frame.
-
-use std::collections::HashMap;
+//! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
+//! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
+//! per worker (one handler per worker thread): no lock. Subscribe/unsubscribe allocate (topic names, table
+//! entries); publishing allocates only the shared frame.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::protocol::{CloseCode, MessageKind};
 use crate::server::http::query_params;
 use crate::server::{ConnId, Ctx, Handler, SharedMessage};
-use crate::topics::{valid_topic, INVALID_TOPIC};
+use crate::topics::{valid_topic, SubscribeError, TopicTable, INVALID_TOPIC};
 
 #[derive(Deserialize)]
 struct Command<'a> {
@@ -36,50 +35,25 @@ struct Command<'a> {
 
 /// The per-worker pub/sub state.
 pub struct PubSub {
-    /// Local subscribers of each topic.
-    topics: HashMap<Box<str>, Vec<ConnId>>,
-    /// Topics of each local connection.
-    subscriptions: HashMap<ConnId, Vec<Box<str>>>,
-    max_subscriptions: usize,
+    /// Local subscribers of each topic, and topics of each local connection.
+    topics: TopicTable<ConnId>,
     reply: String,
 }
 
 impl PubSub {
     pub fn new(max_subscriptions: usize) -> PubSub {
         PubSub {
-            topics: HashMap::new(),
-            subscriptions: HashMap::new(),
-            max_subscriptions,
+            topics: TopicTable::new(max_subscriptions),
             reply: String::new(),
         }
     }
 
+    /// Subscribes `conn` to `topic`; an error is the text of the reply.
     fn subscribe(&mut self, conn: ConnId, topic: &str) -> Result<(), &'static str> {
-        if !valid_topic(topic) {
-            return Err(INVALID_TOPIC);
-        }
-        let subs = self.subscriptions.entry(conn).or_default();
-        if subs.iter().any(|t| &**t == topic) {
-            return Ok(());
-        }
-        if subs.len() >= self.max_subscriptions {
-            return Err("subscription limit reached");
-        }
-        subs.push(topic.into());
-        self.topics.entry(topic.into()).or_default().push(conn);
-        Ok(())
-    }
-
-    fn unsubscribe(&mut self, conn: ConnId, topic: &str) {
-        if let Some(subs) = self.subscriptions.get_mut(&conn) {
-            subs.retain(|t| &**t != topic);
-        }
-        if let Some(conns) = self.topics.get_mut(topic) {
-            conns.retain(|c| *c != conn);
-            if conns.is_empty() {
-                self.topics.remove(topic);
-            }
-        }
+        self.topics
+            .subscribe(conn, topic)
+            .map(|_subscribed| ())
+            .map_err(SubscribeError::message)
     }
 
     fn answer(
@@ -134,7 +108,7 @@ impl PubSub {
                 self.answer(ctx, conn, result, name, topic);
             }
             2 => {
-                self.unsubscribe(conn, topic);
+                self.topics.unsubscribe(conn, topic);
                 self.answer(ctx, conn, Ok(()), name, topic);
             }
             _ => {
@@ -231,23 +205,12 @@ impl Handler for PubSub {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
-        if let Some(topics) = self.subscriptions.remove(&conn) {
-            for topic in topics {
-                if let Some(conns) = self.topics.get_mut(&topic) {
-                    conns.retain(|c| *c != conn);
-                    if conns.is_empty() {
-                        self.topics.remove(&topic);
-                    }
-                }
-            }
-        }
+        self.topics.remove_subscriber(conn);
     }
 
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
-        if let Some(conns) = self.topics.get(topic) {
-            for &conn in conns {
-                ctx.send_shared(conn, message);
-            }
+        for &conn in self.topics.subscribers(topic) {
+            ctx.send_shared(conn, message);
         }
     }
 }
