@@ -118,7 +118,7 @@ impl Core {
             self.rejected_in_reserve += 1;
             self.answer_http(key, http::write_503);
         } else {
-            self.schedule(key, now.wrapping_add(self.handshake_ticks));
+            self.schedule(key, now.wrapping_add(self.deadlines.handshake));
         }
         self.arm_accept();
     }

@@ -47,7 +47,7 @@ impl Core {
         let conn = &mut self.conns[key];
         conn.state = State::Closing;
         conn.since = now;
-        self.schedule(key, now.wrapping_add(self.close_ticks));
+        self.schedule(key, now.wrapping_add(self.deadlines.close));
     }
 
     /// Ends a connection without waiting for its queue: cancel what is in flight now, then release.

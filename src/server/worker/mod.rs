@@ -37,7 +37,7 @@ use super::shared_message::SharedMessage;
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
 
-use timers::ticks;
+use timers::{ticks, Deadlines};
 
 /// Buffer group id of every worker's provided buffer ring.
 const BUF_GROUP: u16 = 0;
@@ -79,10 +79,8 @@ pub struct Core {
     published: Vec<(Arc<str>, SharedMessage)>,
     /// Workers to wake at the end of this batch (bit per worker).
     doorbells: Vec<bool>,
-    handshake_ticks: u32,
-    idle_ticks: u32,
-    ping_ticks: u32,
-    close_ticks: u32,
+    /// The connection timeouts, in ticks.
+    deadlines: Deadlines,
     /// Ticks without output activity (about one second) before the pools are cut back.
     pool_quiet_ticks: u32,
     shutting_down: bool,
@@ -150,10 +148,7 @@ pub(crate) fn run_worker<H: Handler>(
         closed: Vec::new(),
         published: Vec::new(),
         doorbells: vec![false; shared.metrics.len()],
-        handshake_ticks: ticks(config.handshake_timeout, tick),
-        idle_ticks: ticks(config.idle_timeout, tick),
-        ping_ticks: ticks(config.ping_timeout, tick),
-        close_ticks: ticks(config.close_timeout, tick),
+        deadlines: Deadlines::new(&config, tick),
         pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
         shutting_down: false,
         shutdown_deadline: None,

@@ -7,6 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::server::config::ServerConfig;
+
 use crate::protocol::frame::OpCode;
 
 use super::{Core, Worker};
@@ -19,6 +21,83 @@ pub(super) fn ticks(duration: Duration, tick: Duration) -> u32 {
         return 0;
     }
     (duration.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u32::MAX as u128 / 4) as u32
+}
+
+/// The connection timeouts of one worker, in ticks of its wheel (0: idle pings are off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Deadlines {
+    pub(super) handshake: u32,
+    pub(super) idle: u32,
+    pub(super) ping: u32,
+    pub(super) close: u32,
+}
+
+impl Deadlines {
+    pub(super) fn new(config: &ServerConfig, tick: Duration) -> Deadlines {
+        Deadlines {
+            handshake: ticks(config.handshake_timeout, tick),
+            idle: ticks(config.idle_timeout, tick),
+            ping: ticks(config.ping_timeout, tick),
+            close: ticks(config.close_timeout, tick),
+        }
+    }
+}
+
+/// What a connection's due timer entry asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerAction {
+    /// Its deadline moved on (activity since, or a new state): check again at this tick.
+    Reschedule(u32),
+    /// The opening handshake did not complete in time: abort.
+    HandshakeTimeout,
+    /// Idle for the idle timeout: send a ping and wait for any sign of life.
+    SendPing,
+    /// Nothing arrived within the ping timeout after an idle ping: the connection is lost.
+    PingTimeout,
+    /// The closing handshake did not finish in time: abort.
+    CloseTimeout,
+    /// No deadline applies (an open connection with idle pings off).
+    Nothing,
+}
+
+/// Whether tick `now` is at or past `due` (ticks wrap around).
+fn reached(now: u32, due: u32) -> bool {
+    (now.wrapping_sub(due) as i32) >= 0
+}
+
+/// Decides what a due timer entry of a connection in `state` does. `since` is the tick its state started
+/// (or its idle ping was sent), `last_activity` the tick of its last received byte.
+pub(super) fn timer_action(
+    state: State,
+    awaiting_pong: bool,
+    since: u32,
+    last_activity: u32,
+    now: u32,
+    deadlines: &Deadlines,
+) -> TimerAction {
+    let (due, expired) = match state {
+        State::Handshake => (
+            since.wrapping_add(deadlines.handshake),
+            TimerAction::HandshakeTimeout,
+        ),
+        State::Open if deadlines.idle == 0 => return TimerAction::Nothing,
+        State::Open if awaiting_pong => {
+            (since.wrapping_add(deadlines.ping), TimerAction::PingTimeout)
+        }
+        State::Open => (
+            last_activity.wrapping_add(deadlines.idle),
+            TimerAction::SendPing,
+        ),
+        State::Closing => (
+            since.wrapping_add(deadlines.close),
+            TimerAction::CloseTimeout,
+        ),
+    };
+    if reached(now, due) {
+        expired
+    } else {
+        TimerAction::Reschedule(due)
+    }
 }
 
 impl<H: Handler> Worker<'_, H> {
@@ -57,49 +136,149 @@ impl Core {
         if conn.generation != entry.generation || conn.timer_at != entry.due {
             return; // stale: the connection was rescheduled or the slot reused
         }
-        match conn.state {
-            State::Handshake => {
-                let due = conn.since.wrapping_add(self.handshake_ticks);
-                if (now.wrapping_sub(due) as i32) >= 0 {
-                    tracing::debug!(worker = self.index, "handshake timeout");
-                    self.metrics.handshake_timeout();
-                    self.abort(key);
-                } else {
-                    self.schedule(key, due);
-                }
+        let action = timer_action(
+            conn.state,
+            conn.has(AWAITING_PONG),
+            conn.since,
+            conn.last_activity,
+            now,
+            &self.deadlines,
+        );
+        match action {
+            TimerAction::Nothing => {}
+            TimerAction::Reschedule(due) => self.schedule(key, due),
+            TimerAction::HandshakeTimeout => {
+                tracing::debug!(worker = self.index, "handshake timeout");
+                self.metrics.handshake_timeout();
+                self.abort(key);
             }
-            State::Open => {
-                if self.idle_ticks == 0 {
-                    return;
-                }
-                if conn.has(AWAITING_PONG) {
-                    let due = conn.since.wrapping_add(self.ping_ticks);
-                    if (now.wrapping_sub(due) as i32) >= 0 {
-                        tracing::debug!(worker = self.index, "no answer to idle ping");
-                        self.lost(key);
-                    } else {
-                        self.schedule(key, due);
-                    }
-                } else {
-                    let due = conn.last_activity.wrapping_add(self.idle_ticks);
-                    if (now.wrapping_sub(due) as i32) >= 0 {
-                        conn.set(AWAITING_PONG);
-                        conn.since = now;
-                        self.queue_frame(key, OpCode::Ping, b"");
-                        self.schedule(key, now.wrapping_add(self.ping_ticks));
-                    } else {
-                        self.schedule(key, due);
-                    }
-                }
+            TimerAction::SendPing => {
+                conn.set(AWAITING_PONG);
+                conn.since = now;
+                self.queue_frame(key, OpCode::Ping, b"");
+                self.schedule(key, now.wrapping_add(self.deadlines.ping));
             }
-            State::Closing => {
-                let due = conn.since.wrapping_add(self.close_ticks);
-                if (now.wrapping_sub(due) as i32) >= 0 {
-                    self.abort(key);
-                } else {
-                    self.schedule(key, due);
-                }
+            TimerAction::PingTimeout => {
+                tracing::debug!(worker = self.index, "no answer to idle ping");
+                self.lost(key);
             }
+            TimerAction::CloseTimeout => self.abort(key),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Deadlines = Deadlines {
+        handshake: 100,
+        idle: 300,
+        ping: 300,
+        close: 50,
+    };
+
+    #[test]
+    fn each_state_has_its_deadline() {
+        use TimerAction::*;
+        // Handshake: 100 ticks from its start.
+        assert_eq!(
+            timer_action(State::Handshake, false, 10, 10, 109, &D),
+            Reschedule(110)
+        );
+        assert_eq!(
+            timer_action(State::Handshake, false, 10, 10, 110, &D),
+            HandshakeTimeout
+        );
+        // Open: a ping once idle for 300 ticks since the last byte, however old the state is.
+        assert_eq!(
+            timer_action(State::Open, false, 0, 200, 499, &D),
+            Reschedule(500)
+        );
+        assert_eq!(timer_action(State::Open, false, 0, 200, 500, &D), SendPing);
+        // Then 300 ticks from the ping for any sign of life.
+        assert_eq!(
+            timer_action(State::Open, true, 500, 200, 799, &D),
+            Reschedule(800)
+        );
+        assert_eq!(
+            timer_action(State::Open, true, 500, 200, 800, &D),
+            PingTimeout
+        );
+        // Closing: 50 ticks from the start of the closing handshake.
+        assert_eq!(
+            timer_action(State::Closing, false, 40, 0, 89, &D),
+            Reschedule(90)
+        );
+        assert_eq!(
+            timer_action(State::Closing, true, 40, 0, 95, &D),
+            CloseTimeout
+        );
+    }
+
+    #[test]
+    fn idle_pings_off_leave_open_connections_alone() {
+        let off = Deadlines { idle: 0, ..D };
+        for awaiting in [false, true] {
+            assert_eq!(
+                timer_action(State::Open, awaiting, 0, 0, 1 << 20, &off),
+                TimerAction::Nothing
+            );
+        }
+        // The other states keep their deadlines.
+        assert_eq!(
+            timer_action(State::Handshake, false, 0, 0, 100, &off),
+            TimerAction::HandshakeTimeout
+        );
+    }
+
+    #[test]
+    fn deadlines_survive_the_tick_counter_wrapping() {
+        let start = u32::MAX - 20;
+        assert_eq!(
+            timer_action(
+                State::Handshake,
+                false,
+                start,
+                start,
+                start.wrapping_add(99),
+                &D
+            ),
+            TimerAction::Reschedule(start.wrapping_add(100))
+        );
+        assert_eq!(
+            timer_action(
+                State::Handshake,
+                false,
+                start,
+                start,
+                start.wrapping_add(100),
+                &D
+            ),
+            TimerAction::HandshakeTimeout
+        );
+        // Long past a deadline (but less than half the counter) is still past it.
+        assert_eq!(
+            timer_action(
+                State::Closing,
+                false,
+                start,
+                0,
+                start.wrapping_add(1 << 30),
+                &D
+            ),
+            TimerAction::CloseTimeout
+        );
+    }
+
+    #[test]
+    fn timeouts_round_up_to_whole_ticks() {
+        let tick = Duration::from_millis(100);
+        assert_eq!(ticks(Duration::ZERO, tick), 0);
+        assert_eq!(ticks(Duration::from_millis(1), tick), 1);
+        assert_eq!(ticks(Duration::from_millis(100), tick), 1);
+        assert_eq!(ticks(Duration::from_millis(101), tick), 2);
+        assert_eq!(ticks(Duration::from_secs(30), tick), 300);
+        assert_eq!(ticks(Duration::MAX, tick), u32::MAX / 4);
     }
 }

@@ -186,9 +186,9 @@ impl<H: Handler> Worker<'_, H> {
         self.core.push_bytes(key, 256, |out| {
             crate::protocol::handshake::write_101(out, accept_key, protocol)
         });
-        if self.core.idle_ticks > 0 {
+        if self.core.deadlines.idle > 0 {
             self.core
-                .schedule(key, now.wrapping_add(self.core.idle_ticks));
+                .schedule(key, now.wrapping_add(self.core.deadlines.idle));
         }
         let id = ConnId {
             key: key as u32,
