@@ -22,6 +22,21 @@ pub enum State {
 }
 
 /// Flag bits of [`Connection::flags`].
+///
+/// Legal combinations, true whenever the worker is between two completions (checked by
+/// [`Connection::broken_flag_rule`], after every completion in debug builds):
+/// - `ABORT`, `CANCEL_SENT` and `FD_CLOSING` only on an `ENDING` connection, and `ENDING` only in
+///   [`State::Closing`] (the teardown steps run in this order: `ENDING` -> cancels -> `FD_CLOSING` ->
+///   released);
+/// - `FD_CLOSING` with no receive armed, no shutdown and no send in flight (the close of the direct
+///   descriptor is the last operation of a connection);
+/// - `SHUTDOWN_IN_FLIGHT` only with `WRITE_SHUT`, and `WRITE_SHUT` only with `SHUT_AFTER_FLUSH` (FIN is
+///   sent once, after the queue);
+/// - `CLOSE_SENT`, `CLOSE_RECEIVED`, `DISCARD_INPUT` and `REJECTED` only in [`State::Closing`] (sending or
+///   receiving a close frame, an error, or an HTTP answer leaves the open or handshake state at once);
+/// - `WAITING_BODY` never in [`State::Open`] (it belongs to an HTTP request).
+///
+/// `RECV_ARMED`, `RECV_PAUSED`, `AWAITING_PONG` and `DIRTY` combine freely with the others.
 pub mod flags {
     /// A multishot receive is armed.
     pub const RECV_ARMED: u16 = 1 << 0;
@@ -189,6 +204,51 @@ impl Connection {
         self.trim_extras();
     }
 
+    /// The first rule of [`flags`] this connection breaks, if any.
+    pub fn broken_flag_rule(&self) -> Option<&'static str> {
+        use flags::*;
+        let closing = self.state == State::Closing;
+        let rules: [(bool, &'static str); 10] = [
+            (
+                !self.has(ENDING) && self.has(ABORT | CANCEL_SENT | FD_CLOSING),
+                "ABORT, CANCEL_SENT or FD_CLOSING without ENDING",
+            ),
+            (self.has(ENDING) && !closing, "ENDING outside Closing"),
+            (
+                self.has(FD_CLOSING) && self.has(RECV_ARMED | SHUTDOWN_IN_FLIGHT),
+                "FD_CLOSING with a receive or shutdown in flight",
+            ),
+            (
+                self.has(FD_CLOSING) && self.send_in_flight(),
+                "FD_CLOSING with a send in flight",
+            ),
+            (
+                self.has(SHUTDOWN_IN_FLIGHT) && !self.has(WRITE_SHUT),
+                "SHUTDOWN_IN_FLIGHT without WRITE_SHUT",
+            ),
+            (
+                self.has(WRITE_SHUT) && !self.has(SHUT_AFTER_FLUSH),
+                "WRITE_SHUT without SHUT_AFTER_FLUSH",
+            ),
+            (
+                self.has(CLOSE_SENT | CLOSE_RECEIVED) && !closing,
+                "a close frame sent or received outside Closing",
+            ),
+            (
+                self.has(DISCARD_INPUT) && !closing,
+                "DISCARD_INPUT outside Closing",
+            ),
+            (self.has(REJECTED) && !closing, "REJECTED outside Closing"),
+            (
+                self.has(WAITING_BODY) && self.state == State::Open,
+                "WAITING_BODY on an open connection",
+            ),
+        ];
+        rules
+            .into_iter()
+            .find_map(|(broken, rule)| broken.then_some(rule))
+    }
+
     pub fn send_in_flight(&self) -> bool {
         match self.tls() {
             None => self.queue.as_ref().is_some_and(|q| q.send_in_flight()),
@@ -232,5 +292,64 @@ mod tests {
         conn.set_pending(pending);
         conn.clear_pending();
         assert!(conn.extras.is_none() && conn.take_pending().is_none());
+    }
+
+    #[test]
+    fn each_flag_rule_is_checked() {
+        use flags::*;
+        let at = |state: State, bits: u16| {
+            let mut conn = Connection::new(0, 1, 0);
+            conn.state = state;
+            conn.flags = bits;
+            conn.broken_flag_rule()
+        };
+        // Legal: a fresh connection, an open one reading and paused, a full teardown in order.
+        assert_eq!(at(State::Handshake, 0), None);
+        assert_eq!(
+            at(
+                State::Open,
+                RECV_ARMED | RECV_PAUSED | AWAITING_PONG | DIRTY
+            ),
+            None
+        );
+        assert_eq!(
+            at(
+                State::Closing,
+                CLOSE_SENT
+                    | CLOSE_RECEIVED
+                    | SHUT_AFTER_FLUSH
+                    | WRITE_SHUT
+                    | ENDING
+                    | CANCEL_SENT
+                    | FD_CLOSING
+            ),
+            None
+        );
+        assert_eq!(at(State::Handshake, WAITING_BODY | RECV_ARMED), None);
+        assert_eq!(
+            at(State::Closing, REJECTED | DISCARD_INPUT | SHUT_AFTER_FLUSH),
+            None
+        );
+        // Each rule broken on its own.
+        let broken = [
+            (State::Closing, ABORT),
+            (State::Closing, CANCEL_SENT),
+            (State::Open, ENDING),
+            (State::Closing, ENDING | FD_CLOSING | RECV_ARMED),
+            (
+                State::Closing,
+                ENDING | FD_CLOSING | SHUT_AFTER_FLUSH | WRITE_SHUT | SHUTDOWN_IN_FLIGHT,
+            ),
+            (State::Closing, SHUTDOWN_IN_FLIGHT),
+            (State::Closing, WRITE_SHUT),
+            (State::Open, CLOSE_SENT),
+            (State::Handshake, CLOSE_RECEIVED),
+            (State::Open, DISCARD_INPUT),
+            (State::Handshake, REJECTED),
+            (State::Open, WAITING_BODY),
+        ];
+        for (state, bits) in broken {
+            assert!(at(state, bits).is_some(), "{state:?} {bits:#06x} passed");
+        }
     }
 }

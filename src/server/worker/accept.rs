@@ -15,11 +15,60 @@ use crate::server::connection::{flags::*, Connection};
 use crate::server::http;
 use crate::server::metrics::{REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL};
 
+/// What the accept decision looks at.
+#[derive(Debug, Clone, Copy)]
+struct AcceptState {
+    /// Connections held (any state, refused ones in the reserve included).
+    held: usize,
+    /// Connections this worker serves.
+    max_conns: usize,
+    /// Slots of the fixed-file table (`max_conns` plus the reserve).
+    table_size: usize,
+    multishot_armed: bool,
+    multishot_cancelling: bool,
+    /// Single-shot accepts in flight.
+    single_accepts: usize,
+}
+
+/// The next accept operation to submit, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptStep {
+    /// Nothing to do now (an accept is armed, being cancelled, or the table is full): a released
+    /// connection or the next tick asks again.
+    Wait,
+    /// Below the limit and nothing armed: arm the multishot accept.
+    ArmMultishot,
+    /// At the limit with the multishot armed: cancel it (accepts go one at a time from here).
+    CancelMultishot,
+    /// At the limit, in the reserve: one single-shot accept, so that each accept has a free slot.
+    ArmOne,
+}
+
+/// Keeps accepting within the fixed-file table: a multishot accept while below `max_conns`; from there
+/// (the table's reserve, where clients are answered 503) one single-shot accept at a time and only while
+/// a slot is free, so that the table never overflows (an accept into a full table fails and drops the
+/// client). New clients then wait in the listen backlog until a slot frees.
+fn next_accept_step(state: &AcceptState) -> AcceptStep {
+    if state.held < state.max_conns {
+        if !state.multishot_armed && state.single_accepts == 0 {
+            return AcceptStep::ArmMultishot;
+        }
+        return AcceptStep::Wait;
+    }
+    if state.multishot_armed {
+        if state.multishot_cancelling {
+            return AcceptStep::Wait;
+        }
+        return AcceptStep::CancelMultishot;
+    }
+    if state.single_accepts == 0 && state.held < state.table_size {
+        return AcceptStep::ArmOne;
+    }
+    AcceptStep::Wait
+}
+
 impl Core {
-    /// Keeps accepting within the fixed-file table: a multishot accept while below `max_conns`; from
-    /// there (the table's reserve, where clients are answered 503) one single-shot accept at a time and
-    /// only while a slot is free, so that the table never overflows (an accept into a full table fails
-    /// and drops the client). New clients then wait in the listen backlog until a slot frees.
+    /// Submits the accept operation [`next_accept_step`] asks for (nothing while shutting down).
     pub(super) fn arm_accept(&mut self) {
         if self.shutting_down {
             return;
@@ -28,31 +77,35 @@ impl Core {
             return;
         };
         let fd = listener.as_raw_fd();
-        let held = self.conns.len();
-        if held < self.max_conns {
-            if !self.accept_armed && self.single_accepts == 0 {
+        let step = next_accept_step(&AcceptState {
+            held: self.conns.len(),
+            max_conns: self.max_conns,
+            table_size: self.table_size,
+            multishot_armed: self.accept_armed,
+            multishot_cancelling: self.accept_cancelling,
+            single_accepts: self.single_accepts,
+        });
+        match step {
+            AcceptStep::Wait => {}
+            AcceptStep::ArmMultishot => {
                 self.ring.accept_multishot(
                     fd,
                     UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
                 );
                 self.accept_armed = true;
             }
-            return;
-        }
-        if self.accept_armed {
-            if !self.accept_cancelling {
+            AcceptStep::CancelMultishot => {
                 self.accept_cancelling = true;
                 self.ring.cancel(
                     UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
                     UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
                 );
             }
-            return;
-        }
-        if self.single_accepts == 0 && held < self.table_size {
-            self.single_accepts += 1;
-            self.ring
-                .accept_one(fd, UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode());
+            AcceptStep::ArmOne => {
+                self.single_accepts += 1;
+                self.ring
+                    .accept_one(fd, UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode());
+            }
         }
     }
 
@@ -121,5 +174,64 @@ impl Core {
             self.schedule(key, now.wrapping_add(self.deadlines.handshake));
         }
         self.arm_accept();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(held: usize) -> AcceptState {
+        AcceptState {
+            held,
+            max_conns: 10,
+            table_size: 14,
+            multishot_armed: false,
+            multishot_cancelling: false,
+            single_accepts: 0,
+        }
+    }
+
+    #[test]
+    fn below_the_limit_one_multishot_accept_is_kept_armed() {
+        assert_eq!(next_accept_step(&state(0)), AcceptStep::ArmMultishot);
+        assert_eq!(next_accept_step(&state(9)), AcceptStep::ArmMultishot);
+        let armed = AcceptState {
+            multishot_armed: true,
+            ..state(5)
+        };
+        assert_eq!(next_accept_step(&armed), AcceptStep::Wait);
+        // A single-shot accept still in flight (back below the limit) completes first.
+        let single = AcceptState {
+            single_accepts: 1,
+            ..state(9)
+        };
+        assert_eq!(next_accept_step(&single), AcceptStep::Wait);
+    }
+
+    #[test]
+    fn at_the_limit_the_multishot_is_cancelled_once() {
+        let armed = AcceptState {
+            multishot_armed: true,
+            ..state(10)
+        };
+        assert_eq!(next_accept_step(&armed), AcceptStep::CancelMultishot);
+        let cancelling = AcceptState {
+            multishot_cancelling: true,
+            ..armed
+        };
+        assert_eq!(next_accept_step(&cancelling), AcceptStep::Wait);
+    }
+
+    #[test]
+    fn in_the_reserve_accepts_go_one_at_a_time_and_stop_when_the_table_is_full() {
+        assert_eq!(next_accept_step(&state(10)), AcceptStep::ArmOne);
+        assert_eq!(next_accept_step(&state(13)), AcceptStep::ArmOne);
+        let in_flight = AcceptState {
+            single_accepts: 1,
+            ..state(11)
+        };
+        assert_eq!(next_accept_step(&in_flight), AcceptStep::Wait);
+        assert_eq!(next_accept_step(&state(14)), AcceptStep::Wait);
     }
 }

@@ -250,6 +250,27 @@ impl<H: Handler> Worker<'_, H> {
             }
         }
         self.run_deferred_callbacks();
+        if cfg!(debug_assertions) {
+            self.check_flag_rules(ud);
+        }
+    }
+
+    /// Debug builds: the connection this completion was for still keeps the rules of
+    /// [`super::connection::flags`] once the completion (and the handler's callbacks) are done.
+    fn check_flag_rules(&self, ud: UserData) {
+        if ud.key == NO_CONNECTION {
+            return;
+        }
+        if let Some(conn) = self.core.conns.get(ud.key as usize) {
+            if conn.generation == ud.generation {
+                if let Some(rule) = conn.broken_flag_rule() {
+                    panic!(
+                        "worker {}: connection {} broke a flag rule after {:?}: {rule} (state {:?}, flags {:#06x})",
+                        self.core.index, ud.key, ud.op, conn.state, conn.flags
+                    );
+                }
+            }
+        }
     }
 
     /// Runs the handler's deferred callbacks: `on_published` (in publish order) and `on_close`.
