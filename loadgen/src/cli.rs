@@ -1,5 +1,5 @@
 //! Command-line options of `ringws-loadgen` (clap). Parsing and checking only: what each option means at
-//! run time is decided in `plan.rs` and `worker.rs`.
+//! run time is decided in `plan.rs` and `worker/`.
 
 use crate::engine::EngineKind;
 use clap::{Parser, ValueEnum};

@@ -1,5 +1,6 @@
-//! The built-in applications (`echo`, `broadcast`) and the [`Handler`] trait users implement when they
-//! embed ringws as a library (re-exported from `server`, which calls it).
+//! The built-in applications (`echo`, `broadcast`, `pubsub`), and the [`Handler`] trait and its types that
+//! users implement when they embed ringws as a library (defined in `server::handler`, which calls them, and
+//! re-exported here).
 //!
 //! Handlers run on the worker threads' hot path: they must not block, sleep, lock or log per message.
 
