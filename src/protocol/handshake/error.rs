@@ -26,6 +26,9 @@ pub enum HandshakeError {
     OriginNotAllowed,
     /// Request line plus headers over the limit, or too many header lines (431).
     HeadersTooLarge,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 section 6.1: the body's length is ambiguous,
+    /// the shape of request smuggling; we never decode chunked bodies, so we refuse it) (400).
+    LengthAndTransferEncoding,
     /// No such resource (404).
     NotFound,
 }
@@ -36,7 +39,8 @@ impl HandshakeError {
         match self {
             HandshakeError::BadRequest(_)
             | HandshakeError::NotHttp11
-            | HandshakeError::MissingHost => 400,
+            | HandshakeError::MissingHost
+            | HandshakeError::LengthAndTransferEncoding => 400,
             HandshakeError::OriginNotAllowed => 403,
             HandshakeError::NotFound => 404,
             HandshakeError::MethodNotAllowed => 405,
@@ -56,6 +60,9 @@ impl HandshakeError {
             HandshakeError::VersionNotSupported => "Sec-WebSocket-Version 13 required",
             HandshakeError::OriginNotAllowed => "origin not allowed",
             HandshakeError::HeadersTooLarge => "request header fields too large",
+            HandshakeError::LengthAndTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
             HandshakeError::NotFound => "not found",
         }
     }
@@ -141,7 +148,7 @@ mod tests {
         }
     }
 
-    const EVERY_ERROR: [HandshakeError; 9] = [
+    const EVERY_ERROR: [HandshakeError; 10] = [
         HandshakeError::BadRequest("invalid Sec-WebSocket-Key"),
         HandshakeError::NotHttp11,
         HandshakeError::MissingHost,
@@ -150,6 +157,7 @@ mod tests {
         HandshakeError::VersionNotSupported,
         HandshakeError::OriginNotAllowed,
         HandshakeError::HeadersTooLarge,
+        HandshakeError::LengthAndTransferEncoding,
         HandshakeError::NotFound,
     ];
 
@@ -185,6 +193,7 @@ mod tests {
             (426, "Sec-WebSocket-Version 13 required"),
             (403, "origin not allowed"),
             (431, "request header fields too large"),
+            (400, "both Content-Length and Transfer-Encoding"),
             (404, "not found"),
         ];
         for (err, (status, reason)) in EVERY_ERROR.into_iter().zip(expected) {

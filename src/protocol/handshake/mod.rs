@@ -7,7 +7,8 @@
 //! echoes a subprotocol the client did not offer and never panics on any input. One room per job:
 //!
 //! - `request.rs`: HTTP/1.1 request heads: `parse_request` (zero-copy, "need more" vs error, header block
-//!   limit) and `Request` with its header helpers and `content_length`.
+//!   limit, `Content-Length` with `Transfer-Encoding` refused on every route) and `Request` with its header
+//!   helpers and `content_length`.
 //! - `upgrade.rs`: the server side: `HandshakePolicy`, `validate_upgrade` (RFC 6455 4.2.1, Origin allowlist,
 //!   subprotocol choice, key check), `accept_key`, `write_101`.
 //! - `error.rs`: `HandshakeError`, mapped in exactly one place (`status`, `reason`, `write_response`) to the

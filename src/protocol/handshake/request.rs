@@ -1,5 +1,6 @@
 //! HTTP/1.1 request heads, as the opening handshake and the plain HTTP routes see them: `parse_request`
-//! (httparse, zero-copy into a fixed header array; "need more" vs error; the header block limit) and
+//! (httparse, zero-copy into a fixed header array; "need more" vs error; the header block limit; a head with
+//! both `Content-Length` and `Transfer-Encoding` refused) and
 //! `Request` with its header helpers (case-insensitive lookup, comma-separated tokens, `Content-Length`).
 //!
 //! It never allocates (the request borrows the receive buffer), never panics on any input, and decides
@@ -115,7 +116,9 @@ pub(super) fn trim(mut value: &[u8]) -> &[u8] {
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more (unless the buffer is
 /// already at `max_header_bytes`, which is 431). `Ok(Some((request, consumed)))`: bytes after `consumed` are
-/// not part of the head.
+/// not part of the head. A head with both `Content-Length` and `Transfer-Encoding` is refused here, for
+/// every route (`LengthAndTransferEncoding`, 400; RFC 9112 section 6.1 lets a server reject it, and we
+/// never decode chunked bodies), so no caller can read a body whose length two parties would disagree on.
 pub fn parse_request(
     buf: &[u8],
     max_header_bytes: usize,
@@ -142,6 +145,11 @@ pub fn parse_request(
             request.path = path;
             request.version = version;
             request.header_count = header_count;
+            if request.header("content-length").is_some()
+                && request.header("transfer-encoding").is_some()
+            {
+                return Err(HandshakeError::LengthAndTransferEncoding);
+            }
             Ok(Some((request, consumed)))
         }
         Ok(httparse::Status::Partial) => {
@@ -292,6 +300,34 @@ mod tests {
         );
         assert_eq!(trim(b" \t x y \t "), b"x y");
         assert_eq!(trim(b" \t "), b"");
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_400_on_every_route() {
+        let both = [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "transfer-encoding: chunked\r\ncontent-length: 0\r\n",
+            "Content-Length: 0\r\nTransfer-Encoding: identity\r\n",
+            "Transfer-Encoding: \r\nContent-Length: 3\r\n",
+        ];
+        let heads = [
+            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
+            "POST /publish HTTP/1.1\r\nHost: x\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        ];
+        for head in heads {
+            for extra in both {
+                let bytes = format!("{head}{extra}\r\n");
+                let err = parse_request(bytes.as_bytes(), DEFAULT_MAX_HEADER_BYTES).unwrap_err();
+                assert_eq!(err, HandshakeError::LengthAndTransferEncoding, "{bytes:?}");
+                assert_eq!(err.status(), 400);
+            }
+        }
+        // Either one alone is left to the route (a body length, or 411 on /publish).
+        let te_only = b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse(te_only).content_length(), Ok(None));
+        let cl_only = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(parse(cl_only).content_length(), Ok(Some(5)));
     }
 
     #[test]

@@ -390,7 +390,8 @@ mod tests {
                 &request("Content-Length: 0\r\nTransfer-Encoding: identity\r\n"),
                 &policy
             ),
-            with_body
+            Err(HandshakeError::LengthAndTransferEncoding),
+            "refused by the parser, before the upgrade's checks"
         );
     }
 
