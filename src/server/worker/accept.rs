@@ -3,9 +3,13 @@
 //! Owns when an accept is armed (multishot below the limit, one single-shot at a time in the table's
 //! reserve), what an accepted connection starts with (a slab slot, a receive, TLS state, the handshake
 //! deadline) and the 503 answer from the reserve. Must never let the fixed-file table overflow (an accept into
-//! a full table drops the client and ends the multishot) and never spin on a failing accept.
+//! a full table drops the client and ends the multishot) and never spin on a failing accept, nor log every
+//! failure: accept errors are logged at most once a second, each line with the count since the last one
+//! ([`LogRateLimit`], pure: the caller passes the time in).
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use crate::reactor::{Completion, Op, UserData};
 
@@ -67,6 +71,51 @@ fn next_accept_step(state: &AcceptState) -> AcceptStep {
     AcceptStep::Wait
 }
 
+/// At most one log line per `interval` for an event that can repeat without end (a failing accept), each
+/// line carrying how many events it stands for. Pure: the time is passed in, it reads no clock.
+#[derive(Debug, Clone, Copy)]
+struct LogRateLimit {
+    interval: Duration,
+    /// When the last line went out (`None`: never).
+    last_line: Option<Instant>,
+    /// Events since the last line.
+    unlogged: u64,
+}
+
+impl LogRateLimit {
+    const fn new(interval: Duration) -> LogRateLimit {
+        LogRateLimit {
+            interval,
+            last_line: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Records one event at `now`. `Some(count)` when a line is due (the first event, or `interval` after the
+    /// last line): the events since the last line, this one included. `None`: counted, stay quiet.
+    fn record(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        let due = self
+            .last_line
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+        if !due {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// How often a worker may log accept errors.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// This worker's accept-error log limit (a worker is one thread; this belongs beside `Core`'s other
+    /// accept state).
+    static ACCEPT_ERROR_LOG: Cell<LogRateLimit> =
+        const { Cell::new(LogRateLimit::new(ACCEPT_ERROR_LOG_INTERVAL)) };
+}
+
 impl Core {
     /// Submits the accept operation [`next_accept_step`] asks for (nothing while shutting down).
     pub(super) fn arm_accept(&mut self) {
@@ -123,14 +172,27 @@ impl Core {
                 if errno == libc::ENFILE || errno == libc::EMFILE {
                     self.metrics.rejected[REJECT_TABLE_FULL].inc();
                 }
-                if !self.accept_error_logged {
-                    self.accept_error_logged = true;
-                    tracing::warn!(
-                        worker = self.index,
-                        "accept failed: {} ({} connections held); retried on the next tick or freed slot (logged once)",
-                        std::io::Error::from_raw_os_error(errno),
-                        self.conns.len()
-                    );
+                let due = ACCEPT_ERROR_LOG.with(|log| {
+                    let mut limit = log.get();
+                    let due = limit.record(Instant::now());
+                    log.set(limit);
+                    due
+                });
+                if let Some(count) = due {
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    let held = self.conns.len();
+                    if self.accept_error_logged {
+                        tracing::warn!(
+                            worker = self.index,
+                            "accept failed: {error} ({held} connections held); {count} accept errors since the last line"
+                        );
+                    } else {
+                        self.accept_error_logged = true;
+                        tracing::warn!(
+                            worker = self.index,
+                            "accept failed: {error} ({held} connections held); retried on the next tick or freed slot (accept errors are logged at most once a second, with their count)"
+                        );
+                    }
                 }
                 // Not re-armed here (no spinning): a released connection or the next tick re-arms it.
                 return;
@@ -180,6 +242,36 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_errors_are_logged_at_most_once_a_second_with_their_count() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut limit = LogRateLimit::new(Duration::from_secs(1));
+        assert_eq!(
+            limit.record(at(0)),
+            Some(1),
+            "the first error is logged at once"
+        );
+        for ms in [1, 100, 500, 999] {
+            assert_eq!(limit.record(at(ms)), None, "{ms} ms");
+        }
+        assert_eq!(
+            limit.record(at(1000)),
+            Some(5),
+            "a second later, with the count"
+        );
+        assert_eq!(limit.record(at(1999)), None);
+        assert_eq!(
+            limit.record(at(10_000)),
+            Some(2),
+            "a quiet spell ends with the next error"
+        );
+        assert_eq!(limit.record(at(10_000)), None);
+        // A time before the last line (never from a monotonic clock) keeps it quiet rather than panicking.
+        assert_eq!(limit.record(at(5_000)), None);
+        assert_eq!(limit.record(at(11_000)), Some(3));
+    }
 
     fn state(held: usize) -> AcceptState {
         AcceptState {
