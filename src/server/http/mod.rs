@@ -1,5 +1,6 @@
 //! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page),
-//! `POST /publish` ([`publish`]), and the answers for everything else (404, 405, 503). One request per
+//! `POST /publish` ([`publish`]), and the answers for everything else (404 for an
+//! unknown path whatever the method, 405, 503). One request per
 //! connection (`Connection: close`).
 //!
 //! Only the routing and the response bytes live here; the worker decides when a request is plain HTTP
@@ -30,7 +31,11 @@ pub fn route(
 ) -> u16 {
     let close = [("Connection", "close")];
     let head = request.method() == "HEAD";
-    if request.method() != "GET" && !head {
+    let path = request.path_only();
+    let known = matches!(path, "/healthz" | "/metrics" | "/" | "/index.html");
+    // An unknown path is 404 whatever the method (`POST /publish` too when that route is off); a known
+    // one with another method than GET or HEAD is 405.
+    if known && request.method() != "GET" && !head {
         let body = b"method not allowed\n";
         write_http_response(
             out,
@@ -41,17 +46,16 @@ pub fn route(
         );
         return 405;
     }
-    let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) =
-        match request.path_only() {
-            "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
-            "/metrics" => (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                render_prometheus(metrics).into_bytes().into(),
-            ),
-            "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
-            _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
-        };
+    let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match path {
+        "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_prometheus(metrics).into_bytes().into(),
+        ),
+        "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
+        _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
+    };
     if head {
         // Same headers, no body: write the full response and cut the body off.
         let start = out.len();
@@ -91,6 +95,35 @@ pub fn query_params<'p>(path: &'p str, name: &'p str) -> impl Iterator<Item = &'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_path_is_404_whatever_the_method_a_known_one_405() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+            (b"POST /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+            (
+                b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+                404,
+            ),
+            (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+            (b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ];
+        for (raw, status) in cases {
+            let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
+                .unwrap()
+                .unwrap();
+            let mut out = Vec::new();
+            assert_eq!(
+                route(&request, &[], &mut out),
+                *status,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+            assert!(out.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
+        }
+    }
 
     #[test]
     fn query_parameters() {
