@@ -141,14 +141,26 @@ fn http_publish_with_and_without_the_token() {
 
 #[test]
 fn http_publish_body_split_across_receives() {
-    let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "1"]);
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "pubsub",
+            "--workers",
+            "1",
+            "--publish-token",
+            "s3cret",
+            "--max-publish-body",
+            "128KiB",
+        ],
+    );
     let mut sub = ws_at(server.addr, "/?topic=big");
     wait_open(|| metrics_text(server.addr), 1, Duration::from_secs(5));
     let body = "y".repeat(100_000);
     let mut s = connect(server.addr);
     s.write_all(
         format!(
-            "POST /publish?topic=big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            "POST /publish?topic=big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),

@@ -43,7 +43,17 @@ fn mixed_clients(server: &TlsServer, n: usize, path: &str) -> Vec<WebSocket<TlsS
 
 #[test]
 fn broadcast_reaches_every_tls_subscriber_in_order() {
-    let server = TlsServer::start(ringws_binary(), &["--mode", "broadcast", "--workers", "2"]);
+    let server = TlsServer::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "2",
+            "--publish-token",
+            "s3cret",
+        ],
+    );
     const N: usize = 30;
     let mut clients = mixed_clients(&server, N, "/");
     wait_open(|| metrics(&server), N as u64, Duration::from_secs(10));
@@ -69,7 +79,7 @@ fn broadcast_reaches_every_tls_subscriber_in_order() {
     // POST /publish over https: a broadcast to everyone.
     let mut post = server.connect();
     post.write_all(
-        b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9\r\n\r\npublished",
+        b"POST /publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nContent-Length: 9\r\n\r\npublished",
     )
     .unwrap();
     let mut answer = Vec::new();

@@ -16,7 +16,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys;
+use crate::server::config::PublishConfig;
 use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
+
+/// The environment variable that can hold the publish token (instead of `--publish-token`, which `ps`
+/// shows).
+pub const PUBLISH_TOKEN_ENV: &str = "RINGWS_PUBLISH_TOKEN";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -159,9 +164,21 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub broadcast_include_sender: bool,
-    /// Bearer token required by `POST /publish` (default: none).
-    #[arg(long)]
+    /// Turns `POST /publish` on, requiring `Authorization: Bearer TOKEN`. Visible to every user in `ps`: prefer --publish-token-file or the
+    /// RINGWS_PUBLISH_TOKEN environment variable. Without a token, /publish is off (404).
+    #[arg(long, value_name = "TOKEN")]
     pub publish_token: Option<String>,
+    /// Reads the publish token (see --publish-token) from this file, surrounding whitespace trimmed.
+    #[arg(long, value_name = "PATH")]
+    pub publish_token_file: Option<std::path::PathBuf>,
+    /// Largest `POST /publish` body; larger -> 413. At most --max-message-size [default: 64KiB, or
+    /// --max-message-size if smaller].
+    #[arg(long)]
+    pub max_publish_body: Option<ByteSize>,
+    /// In echo mode, turn `POST /publish` on when a publish token is given (without this flag the route
+    /// stays off in echo mode, token or not, so echo clients only ever get their own messages).
+    #[arg(long)]
+    pub publish_in_echo: bool,
     /// In pubsub mode, most topics one connection may subscribe to.
     #[arg(long, default_value_t = server_defaults().max_subscriptions)]
     pub max_subscriptions: usize,
@@ -278,7 +295,8 @@ impl fmt::Display for HumanDuration {
 
 impl ServeArgs {
     /// The server configuration these flags give; a flag not given keeps its [`ServerConfig::default()`]
-    /// value (`--max-frame-size` defaults to `--max-message-size`). `tls` stays `None`: [`serve`] loads it.
+    /// value (`--max-frame-size` defaults to `--max-message-size`). `tls` and `publish` stay `None`:
+    /// [`serve`] loads them (files, environment), with [`ServeArgs::publish_config`] for `publish`.
     pub fn to_config(&self) -> ServerConfig {
         let defaults = server_defaults();
         ServerConfig {
@@ -306,10 +324,85 @@ impl ServeArgs {
             recv_buffer_size: self.recv_buffer_size.0,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
-            publish_token: self.publish_token.clone(),
+            publish: None,
             max_subscriptions: self.max_subscriptions,
             tls: None,
         }
+    }
+}
+
+impl ServeArgs {
+    /// The `POST /publish` route these flags ask for, the token read from whichever one source gives it:
+    /// `--publish-token`, `--publish-token-file` or `env_token` (the value of [`PUBLISH_TOKEN_ENV`]).
+    /// `None` (the route off) without a token, and in echo mode without `--publish-in-echo`. An error (the
+    /// message names the flag, file or variable) for two sources, an unreadable file, an empty token or one
+    /// with whitespace inside, or `--max-publish-body` over `--max-message-size`.
+    pub fn publish_config(
+        &self,
+        env_token: Option<std::ffi::OsString>,
+    ) -> Result<Option<PublishConfig>, String> {
+        let mut sources = Vec::new();
+        if self.publish_token.is_some() {
+            sources.push("--publish-token".to_string());
+        }
+        if self.publish_token_file.is_some() {
+            sources.push("--publish-token-file".to_string());
+        }
+        if env_token.is_some() {
+            sources.push(PUBLISH_TOKEN_ENV.to_string());
+        }
+        if sources.len() > 1 {
+            return Err(format!(
+                "the publish token is given by both {}: give it once",
+                sources.join(" and ")
+            ));
+        }
+        let max_message_size = self.max_message_size.0;
+        let max_body = match self.max_publish_body {
+            Some(ByteSize(max_body)) if max_body > max_message_size => {
+                return Err(format!(
+                    "--max-publish-body {} is over --max-message-size {}",
+                    ByteSize(max_body),
+                    ByteSize(max_message_size)
+                ))
+            }
+            Some(ByteSize(max_body)) => max_body,
+            None => PublishConfig::DEFAULT_MAX_BODY.min(max_message_size),
+        };
+        let (token, source) = if let Some(token) = &self.publish_token {
+            (token.clone(), "--publish-token".to_string())
+        } else if let Some(path) = &self.publish_token_file {
+            let source = format!("--publish-token-file {}", path.display());
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{source}: cannot read the publish token: {e}"))?;
+            (text, source)
+        } else if let Some(value) = env_token {
+            let token = value
+                .into_string()
+                .map_err(|_| format!("{PUBLISH_TOKEN_ENV} is not UTF-8"))?;
+            (token, PUBLISH_TOKEN_ENV.to_string())
+        } else {
+            return Ok(None);
+        };
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!("{source}: the publish token is empty"));
+        }
+        if token.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{source}: the publish token contains whitespace (it must be one bearer token)"
+            ));
+        }
+        if self.mode == Mode::Echo && !self.publish_in_echo {
+            tracing::warn!(
+                "a publish token is set but /publish stays off in echo mode (add --publish-in-echo)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(PublishConfig {
+            token: token.to_string(),
+            max_body,
+        }))
     }
 }
 
@@ -338,6 +431,13 @@ pub fn serve(args: ServeArgs) -> i32 {
                 tracing::error!("{message}");
                 return 2;
             }
+        }
+    }
+    match args.publish_config(std::env::var_os(PUBLISH_TOKEN_ENV)) {
+        Ok(publish) => config.publish = publish,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 2;
         }
     }
     // Block the termination signals before any worker thread exists, so only this thread takes them.
@@ -379,6 +479,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         ping_timeout = ?c.ping_timeout,
         close_timeout = ?c.close_timeout,
         max_backpressure = c.max_backpressure,
+        publish = c.publish.is_some(),
         ring = server.ring_setup(),
         "ringws started"
     );
@@ -506,13 +607,13 @@ mod tests {
             recv_buffer_size,
             recv_buffers,
             broadcast_include_sender,
-            publish_token,
+            publish,
             max_subscriptions,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
         } = ServerConfig::default();
-        let parsed = match Cli::try_parse_from(["ringws", "serve"]).unwrap().command {
-            Command::Serve(serve) => serve.to_config(),
-        };
+        let args = serve_args(&[]);
+        let parsed = args.to_config();
+        assert_eq!(args.publish_config(None), Ok(publish.clone()));
         assert_eq!(parsed.bind, bind);
         assert_eq!(parsed.port, port);
         assert_eq!(parsed.pin_workers, pin_workers);
@@ -537,9 +638,110 @@ mod tests {
         assert_eq!(parsed.recv_buffer_size, recv_buffer_size);
         assert_eq!(parsed.recv_buffers, recv_buffers);
         assert_eq!(parsed.broadcast_include_sender, broadcast_include_sender);
-        assert_eq!(parsed.publish_token, publish_token);
+        assert_eq!(parsed.publish, publish);
         assert_eq!(parsed.max_subscriptions, max_subscriptions);
         assert!(parsed.tls.is_none());
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["ringws", "serve"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(serve) => serve,
+        }
+    }
+
+    #[test]
+    fn the_publish_token_comes_from_one_source() {
+        let dir = std::env::temp_dir().join(format!("ringws-publish-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  from-file \n").unwrap();
+        let file = file.to_str().unwrap();
+        let pubsub = ["--mode", "pubsub"];
+        let token = |args: &[&str], env: Option<&str>| {
+            let args = serve_args(&[&pubsub[..], args].concat());
+            args.publish_config(env.map(Into::into))
+                .map(|publish| publish.map(|p| (p.token, p.max_body)))
+        };
+        assert_eq!(token(&[], None), Ok(None));
+        assert_eq!(
+            token(&["--publish-token-file", file], None),
+            Ok(Some(("from-file".into(), 64 << 10)))
+        );
+        assert_eq!(
+            token(&[], Some(" from-env ")),
+            Ok(Some(("from-env".into(), 64 << 10)))
+        );
+        assert_eq!(
+            token(
+                &["--publish-token", "argv", "--max-publish-body", "1KiB"],
+                None
+            ),
+            Ok(Some(("argv".into(), 1024)))
+        );
+        // Below the default body limit, the largest message bounds it.
+        assert_eq!(
+            token(
+                &["--publish-token", "argv", "--max-message-size", "1000"],
+                None
+            ),
+            Ok(Some(("argv".into(), 1000)))
+        );
+        let error = |args: &[&str], env: Option<&str>| token(args, env).unwrap_err();
+        let both = error(
+            &["--publish-token", "a", "--publish-token-file", file],
+            None,
+        );
+        assert!(
+            both.contains("--publish-token and --publish-token-file"),
+            "{both}"
+        );
+        let both = error(&["--publish-token-file", file], Some("b"));
+        assert!(
+            both.contains("--publish-token-file and RINGWS_PUBLISH_TOKEN"),
+            "{both}"
+        );
+        let missing = dir.join("missing");
+        let missing = missing.to_str().unwrap();
+        let unreadable = error(&["--publish-token-file", missing], None);
+        assert!(unreadable.contains(missing), "{unreadable}");
+        std::fs::write(dir.join("empty"), " \n").unwrap();
+        let empty = dir.join("empty");
+        let empty = error(&["--publish-token-file", empty.to_str().unwrap()], None);
+        assert!(
+            empty.contains("--publish-token-file") && empty.contains("empty"),
+            "{empty}"
+        );
+        assert!(error(&[], Some("")).contains("RINGWS_PUBLISH_TOKEN"));
+        assert!(error(&["--publish-token", "two words"], None).contains("whitespace"));
+        let over = error(
+            &[
+                "--publish-token",
+                "t",
+                "--max-message-size",
+                "1KiB",
+                "--max-publish-body",
+                "2KiB",
+            ],
+            None,
+        );
+        assert!(over.contains("--max-publish-body"), "{over}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn publish_stays_off_in_echo_mode_unless_asked() {
+        let publish = |args: &[&str]| serve_args(args).publish_config(None).unwrap();
+        assert_eq!(publish(&["--publish-token", "t"]), None);
+        assert_eq!(publish(&["--mode", "echo", "--publish-token", "t"]), None);
+        assert_eq!(
+            publish(&["--publish-token", "t", "--publish-in-echo"]),
+            Some(PublishConfig::new("t"))
+        );
+        assert_eq!(
+            publish(&["--mode", "broadcast", "--publish-token", "t"]),
+            Some(PublishConfig::new("t"))
+        );
     }
 
     #[test]

@@ -14,6 +14,40 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// The `POST /publish` route, on only when configured ([`ServerConfig::publish`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// The bearer token a publish must carry (`Authorization: Bearer <token>`); compared in constant time.
+    pub token: String,
+    /// Largest request body (default [`PublishConfig::DEFAULT_MAX_BODY`]); larger -> 413. The route never
+    /// accepts more than `max_message_size` either.
+    pub max_body: usize,
+}
+
+impl PublishConfig {
+    /// The default body limit: 64 KiB, enough for a notification, small enough that a connection waiting
+    /// for its body holds little.
+    pub const DEFAULT_MAX_BODY: usize = 64 << 10;
+
+    /// The route with `token` and the default body limit.
+    pub fn new(token: impl Into<String>) -> PublishConfig {
+        PublishConfig {
+            token: token.into(),
+            max_body: Self::DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Never prints the token (configurations are logged).
+impl std::fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("token", &"<redacted>")
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to bind (default 0.0.0.0).
@@ -62,8 +96,9 @@ pub struct ServerConfig {
     pub recv_buffers: u16,
     /// In broadcast mode, send a client's message back to itself too (default on).
     pub broadcast_include_sender: bool,
-    /// Bearer token required by `POST /publish` (default: none required).
-    pub publish_token: Option<String>,
+    /// The `POST /publish` route (default `None`: off, `/publish` is answered 404 like any unknown path).
+    /// When set, `POST /publish` needs its bearer token.
+    pub publish: Option<PublishConfig>,
     /// In pubsub mode, most topics one connection may subscribe to (default 64).
     pub max_subscriptions: usize,
     /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
@@ -96,7 +131,7 @@ impl Default for ServerConfig {
             recv_buffer_size: 16 * 1024,
             recv_buffers: 256,
             broadcast_include_sender: true,
-            publish_token: None,
+            publish: None,
             max_subscriptions: 64,
             tls: None,
         }

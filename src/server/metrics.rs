@@ -7,6 +7,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use super::http::publish::PUBLISH_REFUSALS;
+
 /// A counter with a single writer thread.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -90,6 +92,8 @@ pub struct WorkerMetrics {
     pub tls_handshakes: Counter,
     /// TLS connections ended by a TLS error (bad record, garbage, plain HTTP, handshake failure).
     pub tls_failures: Counter,
+    /// `POST /publish` requests refused (the route being on), by [`PUBLISH_REFUSALS`] reason.
+    pub publish_refusals: [Counter; PUBLISH_REFUSALS.len()],
 }
 
 impl WorkerMetrics {
@@ -281,6 +285,19 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
                 out,
                 "ringws_handshake_failures_total{{worker=\"{i}\",reason=\"{reason}\"}} {}",
                 m.handshake_failures[r].get()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_publish_refusals_total POST /publish requests refused, by reason\n# TYPE ringws_publish_refusals_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (r, reason) in PUBLISH_REFUSALS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_publish_refusals_total{{worker=\"{i}\",reason=\"{reason}\"}} {}",
+                m.publish_refusals[r].get()
             );
         }
     }

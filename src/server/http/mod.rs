@@ -1,7 +1,6 @@
 //! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page),
-//! `POST /publish` ([`publish`]), and the answers for everything else (404 for an
-//! unknown path whatever the method, 405, 503). One request per
-//! connection (`Connection: close`).
+//! `POST /publish` ([`publish`], only when configured), and the answers for everything else (404 for an
+//! unknown path whatever the method, 405, 503). One request per connection (`Connection: close`).
 //!
 //! Only the routing and the response bytes live here; the worker decides when a request is plain HTTP
 //! and queues what this module writes. Never on the message hot path.

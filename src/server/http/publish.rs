@@ -1,6 +1,11 @@
 //! `POST /publish?topic=T`: the HTTP route that publishes its body (text if UTF-8, else binary) on topic
 //! `T` to every worker's handler, or without a topic broadcasts it to every open connection.
 //!
+//! The route exists only when [`ServerConfig::publish`](crate::server::ServerConfig::publish) is set, and
+//! then every request must carry `Authorization: Bearer <token>` (scheme in any case, one token, compared
+//! in constant time) and a body of at most its `max_body`. Without it, `/publish` is an unknown path (404):
+//! the worker never calls this module.
+//!
 //! Only the decision lives here: [`publish_step`] reads a request head and the body bytes received so far
 //! and says whether to refuse (with which answer), wait for more body, or publish what. The worker acts on
 //! it (keeps the partial body, publishes, queues the answer). No I/O, no clock, no allocation.
@@ -8,7 +13,10 @@
 use crate::protocol::handshake::{write_http_response, HandshakeError, Request};
 use crate::protocol::MessageKind;
 
+use subtle::ConstantTimeEq;
+
 use super::query_param;
+use crate::server::config::PublishConfig;
 use crate::topics::valid_topic;
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -40,13 +48,36 @@ pub enum PublishRefusal {
     LengthRequired,
     /// An invalid or conflicting `Content-Length`: the handshake error's answer (400).
     BadLength(HandshakeError),
-    /// The body is larger than the largest message: 413.
+    /// The body is larger than the route's body limit (or the largest message): 413.
     TooLarge,
     /// The topic is not a valid topic name: 400.
     InvalidTopic,
 }
 
+/// The `reason` label of each refusal in `ringws_publish_refusals_total`, indexed by
+/// [`PublishRefusal::index`].
+pub const PUBLISH_REFUSALS: [&str; 6] = [
+    "method",
+    "unauthorized",
+    "length_required",
+    "bad_length",
+    "too_large",
+    "invalid_topic",
+];
+
 impl PublishRefusal {
+    /// This refusal's place in [`PUBLISH_REFUSALS`].
+    pub fn index(&self) -> usize {
+        match self {
+            PublishRefusal::MethodNotAllowed => 0,
+            PublishRefusal::Unauthorized => 1,
+            PublishRefusal::LengthRequired => 2,
+            PublishRefusal::BadLength(_) => 3,
+            PublishRefusal::TooLarge => 4,
+            PublishRefusal::InvalidTopic => 5,
+        }
+    }
+
     /// The HTTP status of the answer.
     pub fn status(&self) -> u16 {
         match self {
@@ -91,33 +122,51 @@ pub fn write_published(out: &mut Vec<u8>) {
     write_http_response(out, 200, TEXT, &[CLOSE], b"published\n");
 }
 
-/// Decides what to do with `request` (a `/publish` head) given the body bytes received so far. With
-/// `token`, the request must carry `Authorization: Bearer <token>`.
+/// Whether an `Authorization` header value is `Bearer <token>`: the scheme in any case, then one or more
+/// spaces, then exactly one token (no further spaces), equal to `token`. The token bytes are compared in
+/// constant time (only a length difference ends the comparison early, which reveals the length alone).
+pub fn bearer_matches(header: &[u8], token: &str) -> bool {
+    let header = header.trim_ascii();
+    let Some(space) = header.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = header.split_at(space);
+    let given = rest.trim_ascii_start();
+    if !scheme.eq_ignore_ascii_case(b"bearer")
+        || given.is_empty()
+        || given.iter().any(|b| b.is_ascii_whitespace())
+    {
+        return false;
+    }
+    bool::from(given.ct_eq(token.as_bytes()))
+}
+
+/// Decides what to do with `request` (a `/publish` head, the route being on with `publish`) given the body
+/// bytes received so far: the request must carry `publish.token` and a body of at most `publish.max_body`
+/// and `max_message_size`.
 pub fn publish_step<'r>(
     request: &Request<'r>,
     body: &'r [u8],
-    token: Option<&str>,
+    publish: &PublishConfig,
     max_message_size: usize,
 ) -> PublishStep<'r> {
     if request.method() != "POST" {
         return PublishStep::Refuse(PublishRefusal::MethodNotAllowed);
     }
-    if let Some(token) = token {
-        let authorized = request
-            .header("authorization")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().strip_prefix("Bearer "))
-            .is_some_and(|given| given.trim() == token);
-        if !authorized {
-            return PublishStep::Refuse(PublishRefusal::Unauthorized);
-        }
+    let mut authorizations = request.headers_named("authorization");
+    let authorized = match (authorizations.next(), authorizations.next()) {
+        (Some(value), None) => bearer_matches(value, &publish.token),
+        _ => false, // none, or several (which one would count is ambiguous)
+    };
+    if !authorized {
+        return PublishStep::Refuse(PublishRefusal::Unauthorized);
     }
     let length = match request.content_length() {
         Ok(Some(length)) => length,
         Ok(None) => return PublishStep::Refuse(PublishRefusal::LengthRequired),
         Err(error) => return PublishStep::Refuse(PublishRefusal::BadLength(error)),
     };
-    if length > max_message_size as u64 {
+    if length > publish.max_body.min(max_message_size) as u64 {
         return PublishStep::Refuse(PublishRefusal::TooLarge);
     }
     if (body.len() as u64) < length {
@@ -141,17 +190,38 @@ mod tests {
     use super::*;
     use crate::protocol::handshake::parse_request;
 
-    /// Runs `publish_step` on a raw request (head and whatever body bytes follow it).
-    fn step(raw: &[u8], token: Option<&str>, max: usize) -> String {
+    const AUTH: &str = "Authorization: Bearer secret\r\n";
+
+    /// `raw` with `header` (a full line) added right after the request line.
+    fn with_header(raw: &[u8], header: &str) -> Vec<u8> {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        [&raw[..line_end], header.as_bytes(), &raw[line_end..]].concat()
+    }
+
+    /// Runs `publish_step` on a raw request (head and whatever body bytes follow it), the route's token
+    /// being `secret` and its body limit `max_body`.
+    fn step_with(raw: &[u8], max_body: usize, max_message_size: usize) -> String {
         let (request, consumed) = parse_request(raw, 8192).unwrap().unwrap();
-        format!("{:?}", publish_step(&request, &raw[consumed..], token, max))
+        let publish = PublishConfig {
+            token: "secret".into(),
+            max_body,
+        };
+        format!(
+            "{:?}",
+            publish_step(&request, &raw[consumed..], &publish, max_message_size)
+        )
+    }
+
+    /// `raw` with the right token, body limit 100.
+    fn step(raw: &[u8]) -> String {
+        step_with(&with_header(raw, AUTH), 100, 1000)
     }
 
     #[test]
     fn a_complete_post_publishes_its_body_on_its_topic() {
         let raw = b"POST /publish?topic=news HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(
-            step(raw, None, 100),
+            step(raw),
             r#"Publish { topic: Some("news"), kind: Text, body: [104, 101, 108, 108, 111] }"#
         );
     }
@@ -160,7 +230,7 @@ mod tests {
     fn no_topic_broadcasts_and_non_utf8_is_binary() {
         let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\x00";
         assert_eq!(
-            step(raw, None, 100),
+            step(raw),
             "Publish { topic: None, kind: Binary, body: [255, 0] }"
         );
     }
@@ -169,7 +239,7 @@ mod tests {
     fn bytes_beyond_content_length_are_not_published() {
         let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabcd";
         assert_eq!(
-            step(raw, None, 100),
+            step(raw),
             "Publish { topic: None, kind: Text, body: [97, 98] }"
         );
     }
@@ -177,50 +247,62 @@ mod tests {
     #[test]
     fn a_partial_body_waits_for_the_rest() {
         let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
-        assert_eq!(step(raw, None, 100), "NeedBody");
+        assert_eq!(step(raw), "NeedBody");
     }
 
     #[test]
-    fn each_refusal_has_its_status() {
-        let cases: &[(&[u8], Option<&str>, u16)] = &[
-            (b"GET /publish HTTP/1.1\r\nHost: x\r\n\r\n", None, 405),
-            (b"POST /publish HTTP/1.1\r\nHost: x\r\n\r\n", None, 411),
+    fn each_refusal_has_its_status_and_reason() {
+        let authorized = |raw: &[u8]| with_header(raw, AUTH);
+        let cases: Vec<(Vec<u8>, u16, &str)> = vec![
             (
-                b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n",
-                None,
-                400,
+                authorized(b"GET /publish HTTP/1.1\r\nHost: x\r\n\r\n"),
+                405,
+                "method",
             ),
             (
-                b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n",
-                None,
+                authorized(b"POST /publish HTTP/1.1\r\nHost: x\r\n\r\n"),
+                411,
+                "length_required",
+            ),
+            (
+                authorized(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n"),
+                400,
+                "bad_length",
+            ),
+            (
+                authorized(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n"),
                 413,
+                "too_large",
             ),
             (
-                b"POST /publish?topic=a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
-                None,
+                authorized(
+                    b"POST /publish?topic=a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+                ),
                 400,
+                "invalid_topic",
             ),
             (
-                b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
-                Some("secret"),
+                b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".to_vec(),
                 401,
+                "unauthorized",
             ),
             (
-                b"POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: 1\r\n\r\nx",
-                Some("secret"),
+                b"POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: 1\r\n\r\nx".to_vec(),
                 401,
+                "unauthorized",
             ),
         ];
-        for (raw, token, status) in cases {
+        for (raw, status, reason) in &cases {
             let (request, consumed) = parse_request(raw, 8192).unwrap().unwrap();
-            match publish_step(&request, &raw[consumed..], *token, 100) {
+            let publish = PublishConfig {
+                token: "secret".into(),
+                max_body: 100,
+            };
+            match publish_step(&request, &raw[consumed..], &publish, 1000) {
                 PublishStep::Refuse(refusal) => {
-                    assert_eq!(
-                        refusal.status(),
-                        *status,
-                        "{}",
-                        String::from_utf8_lossy(raw)
-                    );
+                    let shown = String::from_utf8_lossy(raw);
+                    assert_eq!(refusal.status(), *status, "{shown}");
+                    assert_eq!(PUBLISH_REFUSALS[refusal.index()], *reason, "{shown}");
                     let mut out = Vec::new();
                     refusal.write_response(&mut out);
                     let head = format!("HTTP/1.1 {status} ");
@@ -236,9 +318,60 @@ mod tests {
     }
 
     #[test]
-    fn the_right_token_is_accepted() {
+    fn the_body_limit_is_the_smaller_of_max_body_and_max_message_size() {
+        let raw = with_header(
+            b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n",
+            AUTH,
+        );
+        assert_eq!(step_with(&raw, 50, 1000), "NeedBody");
+        assert_eq!(step_with(&raw, 49, 1000), "Refuse(TooLarge)");
+        assert_eq!(step_with(&raw, 1000, 49), "Refuse(TooLarge)");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_takes_exactly_one_token() {
+        for good in [
+            "Bearer secret",
+            "bearer secret",
+            "BEARER secret",
+            "bEaReR   secret",
+            " Bearer secret ",
+        ] {
+            assert!(bearer_matches(good.as_bytes(), "secret"), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearersecret",
+            "Basic secret",
+            "Bearer secret extra",
+            "Bearer secret\tx",
+            "Bearer Secret",
+            "Bearer secre",
+            "Bearer secrets",
+            "Bearer \"secret\"",
+            "Token secret",
+        ] {
+            assert!(!bearer_matches(bad.as_bytes(), "secret"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_right_token_is_accepted_and_only_alone() {
         let raw =
-            b"POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: 1\r\n\r\nx";
-        assert!(step(raw, Some("secret"), 100).starts_with("Publish"));
+            b"POST /publish HTTP/1.1\r\nHost: x\r\nauthorization: bearer secret\r\nContent-Length: 1\r\n\r\nx";
+        assert!(step_with(raw, 100, 1000).starts_with("Publish"));
+        // Two Authorization headers: which one counts would be ambiguous, so neither does.
+        let twice = with_header(raw, "Authorization: Bearer wrong\r\n");
+        assert_eq!(step_with(&twice, 100, 1000), "Refuse(Unauthorized)");
+        let twice = with_header(raw, AUTH);
+        assert_eq!(step_with(&twice, 100, 1000), "Refuse(Unauthorized)");
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let shown = format!("{:?}", PublishConfig::new("secret"));
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }

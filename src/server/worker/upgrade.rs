@@ -12,6 +12,7 @@ use crate::protocol::handshake::{
 };
 
 use super::Worker;
+use crate::server::config::PublishConfig;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 use crate::server::http;
@@ -41,13 +42,18 @@ impl<H: Handler> Worker<'_, H> {
         }
     }
 
-    /// `POST /publish?topic=T`: decided by `http::publish`, acted on here (wait for the rest of the body,
-    /// publish or broadcast, answer).
-    pub(super) fn handle_publish(&mut self, key: usize, request: &Request<'_>, body: &[u8]) {
-        let config = Arc::clone(&self.core.config);
-        let token = config.publish_token.as_deref();
-        match publish_step(request, body, token, config.max_message_size) {
+    /// `POST /publish?topic=T` (the route being on with `publish`): decided by `http::publish`, acted on
+    /// here (wait for the rest of the body, publish or broadcast, answer).
+    pub(super) fn handle_publish(
+        &mut self,
+        key: usize,
+        request: &Request<'_>,
+        body: &[u8],
+        publish: &PublishConfig,
+    ) {
+        match publish_step(request, body, publish, self.core.config.max_message_size) {
             PublishStep::Refuse(refusal) => {
+                self.core.metrics.publish_refusals[refusal.index()].inc();
                 self.core
                     .answer_http(key, |out| refusal.write_response(out));
             }
@@ -88,9 +94,13 @@ impl<H: Handler> Worker<'_, H> {
         };
         let (request, consumed) = parsed;
         self.core.conns[key].clear_pending();
-        if request.path_only() == "/publish" && !http::wants_websocket(&request) {
-            self.handle_publish(key, &request, &data[consumed..]);
-            return;
+        // Without a publish configuration, /publish is an unknown path like any other (404 below).
+        let config = Arc::clone(&self.core.config);
+        if let Some(publish) = &config.publish {
+            if request.path_only() == "/publish" && !http::wants_websocket(&request) {
+                self.handle_publish(key, &request, &data[consumed..], publish);
+                return;
+            }
         }
         if !http::wants_websocket(&request) {
             self.core.metrics.http_requests.inc();
