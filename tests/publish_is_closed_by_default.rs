@@ -2,8 +2,9 @@
 //! (404) in every mode and reaches no client; in echo mode a token alone does not turn it on
 //! (`--publish-in-echo` does). With a token, from a file or from `RINGWS_PUBLISH_TOKEN`, a request without
 //! it or with another is 401, the right one (scheme in any case) publishes, a body over
-//! `--max-publish-body` is 413, and each refusal is counted by reason. A bad token source stops startup
-//! with exit code 2 naming it.
+//! `--max-publish-body` is 413, and each refusal is counted by reason. In pubsub mode a token also closes
+//! WebSocket `pub` (an error reply, the connection stays); without one WebSocket `pub` works. A bad token
+//! source stops startup with exit code 2 naming it.
 
 mod common;
 
@@ -280,6 +281,53 @@ fn a_token_from_a_file_or_the_environment_guards_publish() {
             assert_eq!(read_text(sub), limit, "{source}");
         }
     }
+}
+
+#[test]
+fn websocket_pub_is_refused_when_a_token_is_configured() {
+    let server = start(
+        &["--mode", "pubsub", "--workers", "2"],
+        &[("RINGWS_PUBLISH_TOKEN", TOKEN)],
+    );
+    let mut subscriber = ws_at(server.addr, "/?topic=t");
+    let mut publisher = ws_at(server.addr, "/");
+    wait_open(|| metrics_text(server.addr), 2, Duration::from_secs(5));
+    send_text(
+        &mut publisher,
+        r#"{"op":"pub","topic":"t","data":"anonymous"}"#,
+    );
+    assert_eq!(
+        read_text(&mut publisher),
+        r#"{"error":"publishing needs a token","op":"pub","topic":"t"}"#
+    );
+    // The binary form is refused the same way.
+    let mut binary = vec![3u8, 1, b't'];
+    binary.extend_from_slice(b"anonymous");
+    publisher
+        .write_all(&client_frame(true, 0, 0x2, &binary, true))
+        .unwrap();
+    assert_eq!(
+        read_text(&mut publisher),
+        r#"{"error":"publishing needs a token","op":"pub","topic":"t"}"#
+    );
+    // The connection stays, and subscribing stays open to all.
+    send_text(&mut publisher, r#"{"op":"sub","topic":"t"}"#);
+    assert_eq!(read_text(&mut publisher), r#"{"ok":"sub","topic":"t"}"#);
+    // The holder of the token publishes; the anonymous messages never arrived before it.
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    assert_eq!(post(server.addr, Some("t"), &bearer, "with token"), 200);
+    assert_eq!(read_text(&mut subscriber), "with token");
+    assert_eq!(read_text(&mut publisher), "with token");
+}
+
+#[test]
+fn websocket_pub_works_without_a_token() {
+    let server = start(&["--mode", "pubsub", "--workers", "2"], &[]);
+    let mut subscriber = ws_at(server.addr, "/?topic=t");
+    let mut publisher = ws_at(server.addr, "/");
+    wait_open(|| metrics_text(server.addr), 2, Duration::from_secs(5));
+    send_text(&mut publisher, r#"{"op":"pub","topic":"t","data":"open"}"#);
+    assert_eq!(read_text(&mut subscriber), "open");
 }
 
 #[test]

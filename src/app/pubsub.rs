@@ -9,6 +9,11 @@
 //!   binary message); answers as above, in text;
 //! - the URL: `/ws?topic=a&topic=b` subscribes at open.
 //!
+//! Subscribing is open to every client. Publishing is too, unless the server requires a publish token
+//! ([`PubSub::with_publish_needs_token`], on when `POST /publish` has one): a WebSocket connection carries
+//! no token, so its `pub` is then refused with `{"error":"publishing needs a token","op":"pub",...}` and
+//! the connection stays open.
+//!
 //! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
 //! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
 //! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
@@ -38,14 +43,27 @@ pub struct PubSub {
     /// Local subscribers of each topic, and topics of each local connection.
     topics: TopicTable<ConnId>,
     reply: String,
+    /// Refuse WebSocket `pub` commands (publishing needs a token, which a WebSocket client cannot give).
+    publish_needs_token: bool,
 }
+
+/// The error reply to a WebSocket `pub` when publishing needs a token.
+pub const PUBLISH_NEEDS_TOKEN: &str = "publishing needs a token";
 
 impl PubSub {
     pub fn new(max_subscriptions: usize) -> PubSub {
         PubSub {
             topics: TopicTable::new(max_subscriptions),
             reply: String::new(),
+            publish_needs_token: false,
         }
+    }
+
+    /// With `true`, every WebSocket `pub` is refused with an error reply (the connection stays open):
+    /// publishing is reserved to holders of the publish token (`POST /publish`). Subscribing stays open.
+    pub fn with_publish_needs_token(mut self, needs_token: bool) -> PubSub {
+        self.publish_needs_token = needs_token;
+        self
     }
 
     /// Subscribes `conn` to `topic`; an error is the text of the reply.
@@ -112,7 +130,9 @@ impl PubSub {
                 self.answer(ctx, conn, Ok(()), name, topic);
             }
             _ => {
-                if !valid_topic(topic) {
+                if self.publish_needs_token {
+                    self.answer(ctx, conn, Err(PUBLISH_NEEDS_TOKEN), name, topic);
+                } else if !valid_topic(topic) {
                     self.answer(ctx, conn, Err(INVALID_TOPIC), name, topic);
                 } else {
                     ctx.publish(topic, kind, payload);

@@ -164,7 +164,8 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub broadcast_include_sender: bool,
-    /// Turns `POST /publish` on, requiring `Authorization: Bearer TOKEN`. Visible to every user in `ps`: prefer --publish-token-file or the
+    /// Turns `POST /publish` on, requiring `Authorization: Bearer TOKEN` (and, in pubsub mode, refuses
+    /// WebSocket `pub` commands). Visible to every user in `ps`: prefer --publish-token-file or the
     /// RINGWS_PUBLISH_TOKEN environment variable. Without a token, /publish is off (404).
     #[arg(long, value_name = "TOKEN")]
     pub publish_token: Option<String>,
@@ -452,7 +453,10 @@ pub fn serve(args: ServeArgs) -> i32 {
         Mode::Broadcast => Server::start(config, move |_| Broadcast { include_sender }),
         Mode::Pubsub => {
             let max_subscriptions = config.max_subscriptions;
-            Server::start(config, move |_| PubSub::new(max_subscriptions))
+            let publish_needs_token = config.publish.is_some();
+            Server::start(config, move |_| {
+                PubSub::new(max_subscriptions).with_publish_needs_token(publish_needs_token)
+            })
         }
     };
     let server: ServerHandle = match started {

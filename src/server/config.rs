@@ -97,7 +97,7 @@ pub struct ServerConfig {
     /// In broadcast mode, send a client's message back to itself too (default on).
     pub broadcast_include_sender: bool,
     /// The `POST /publish` route (default `None`: off, `/publish` is answered 404 like any unknown path).
-    /// When set, `POST /publish` needs its bearer token.
+    /// When set, publishing needs its bearer token, over HTTP and (in pubsub mode) over WebSocket.
     pub publish: Option<PublishConfig>,
     /// In pubsub mode, most topics one connection may subscribe to (default 64).
     pub max_subscriptions: usize,
