@@ -7,7 +7,6 @@
 //! failure: accept errors are logged at most once a second, each line with the count since the last one
 //! ([`LogRateLimit`], pure: the caller passes the time in).
 
-use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -74,7 +73,7 @@ fn next_accept_step(state: &AcceptState) -> AcceptStep {
 /// At most one log line per `interval` for an event that can repeat without end (a failing accept), each
 /// line carrying how many events it stands for. Pure: the time is passed in, it reads no clock.
 #[derive(Debug, Clone, Copy)]
-struct LogRateLimit {
+pub(super) struct LogRateLimit {
     interval: Duration,
     /// When the last line went out (`None`: never).
     last_line: Option<Instant>,
@@ -83,7 +82,7 @@ struct LogRateLimit {
 }
 
 impl LogRateLimit {
-    const fn new(interval: Duration) -> LogRateLimit {
+    pub(super) const fn new(interval: Duration) -> LogRateLimit {
         LogRateLimit {
             interval,
             last_line: None,
@@ -107,14 +106,7 @@ impl LogRateLimit {
 }
 
 /// How often a worker may log accept errors.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-thread_local! {
-    /// This worker's accept-error log limit (a worker is one thread; this belongs beside `Core`'s other
-    /// accept state).
-    static ACCEPT_ERROR_LOG: Cell<LogRateLimit> =
-        const { Cell::new(LogRateLimit::new(ACCEPT_ERROR_LOG_INTERVAL)) };
-}
+pub(super) const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Core {
     /// Submits the accept operation [`next_accept_step`] asks for (nothing while shutting down).
@@ -172,22 +164,16 @@ impl Core {
                 if errno == libc::ENFILE || errno == libc::EMFILE {
                     self.metrics.rejected[REJECT_TABLE_FULL].inc();
                 }
-                let due = ACCEPT_ERROR_LOG.with(|log| {
-                    let mut limit = log.get();
-                    let due = limit.record(Instant::now());
-                    log.set(limit);
-                    due
-                });
-                if let Some(count) = due {
+                if let Some(count) = self.accept_error_log.record(Instant::now()) {
                     let error = std::io::Error::from_raw_os_error(errno);
                     let held = self.conns.len();
-                    if self.accept_error_logged {
+                    // The first line of this worker explains the retry; later ones count.
+                    if count != 1 || self.metrics.accept_errors.get() > 1 {
                         tracing::warn!(
                             worker = self.index,
                             "accept failed: {error} ({held} connections held); {count} accept errors since the last line"
                         );
                     } else {
-                        self.accept_error_logged = true;
                         tracing::warn!(
                             worker = self.index,
                             "accept failed: {error} ({held} connections held); retried on the next tick or freed slot (accept errors are logged at most once a second, with their count)"

@@ -37,6 +37,7 @@ use super::shared_message::SharedMessage;
 use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
 
+use accept::LogRateLimit;
 use timers::{ticks, Deadlines};
 
 /// Buffer group id of every worker's provided buffer ring.
@@ -62,7 +63,8 @@ pub struct Core {
     accept_cancelling: bool,
     /// Single-shot accepts in flight (used from `max_conns` on, one per free slot at most).
     single_accepts: usize,
-    accept_error_logged: bool,
+    /// At most one accept-error log line a second.
+    accept_error_log: LogRateLimit,
     /// Connections this worker serves; beyond it (until the table's reserve is used up), new
     /// connections are answered 503.
     max_conns: usize,
@@ -139,7 +141,7 @@ pub(crate) fn run_worker<H: Handler>(
         accept_armed: false,
         accept_cancelling: false,
         single_accepts: 0,
-        accept_error_logged: false,
+        accept_error_log: LogRateLimit::new(accept::ACCEPT_ERROR_LOG_INTERVAL),
         max_conns,
         table_size,
         rejected_in_reserve: 0,
