@@ -88,6 +88,8 @@ pub struct WorkerMetrics {
     pub handoffs: Counter,
     /// Shared frames queued to connections.
     pub deliveries: Counter,
+    /// Periodic ticks re-armed after the kernel ended the multishot timeout (a full completion queue).
+    pub tick_rearms: Counter,
     /// TLS handshakes completed (`--tls-cert`).
     pub tls_handshakes: Counter,
     /// TLS connections ended by a TLS error (bad record, garbage, plain HTTP, handshake failure).
@@ -135,7 +137,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 18] = [
+    let simple: [CounterSpec; 19] = [
         (
             "ringws_tls_handshakes_total",
             "counter",
@@ -231,6 +233,12 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Receives re-armed after the buffer ring ran dry",
             |m| &m.recv_buffers_exhausted,
+        ),
+        (
+            "ringws_tick_rearms_total",
+            "counter",
+            "Periodic ticks re-armed after the kernel ended them (full completion queue)",
+            |m| &m.tick_rearms,
         ),
         (
             "ringws_frames_encoded_total",

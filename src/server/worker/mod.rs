@@ -38,7 +38,7 @@ use super::timer::{TimerEntry, TimerWheel};
 use super::Shared;
 
 use accept::LogRateLimit;
-use timers::{ticks, Deadlines};
+use timers::{ticks, Deadlines, TickClock};
 
 /// Buffer group id of every worker's provided buffer ring.
 const BUF_GROUP: u16 = 0;
@@ -83,6 +83,8 @@ pub struct Core {
     doorbells: Vec<bool>,
     /// The connection timeouts, in ticks.
     deadlines: Deadlines,
+    /// The periodic tick.
+    tick: TickClock,
     /// Ticks without output activity (about one second) before the pools are cut back.
     pool_quiet_ticks: u32,
     shutting_down: bool,
@@ -151,6 +153,7 @@ pub(crate) fn run_worker<H: Handler>(
         published: Vec::new(),
         doorbells: vec![false; shared.metrics.len()],
         deadlines: Deadlines::new(&config, tick),
+        tick: TickClock::start(tick),
         pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
         shutting_down: false,
         shutdown_deadline: None,
@@ -160,8 +163,7 @@ pub(crate) fn run_worker<H: Handler>(
     };
     core.shared.inboxes.set_ring_fd(index, core.ring.fd());
     core.arm_accept();
-    core.ring
-        .tick_every(tick, UserData::new(NO_CONNECTION, 0, Op::Tick).encode());
+    core.arm_tick();
     if let Err(e) = core.ring.submit_and_wait(0) {
         return ready(Err(format!("worker {index}: submit failed: {e}")));
     }
@@ -224,7 +226,7 @@ impl<H: Handler> Worker<'_, H> {
         match ud.op {
             Op::AcceptMulti => self.core.on_accept(false, completion),
             Op::AcceptOne => self.core.on_accept(true, completion),
-            Op::Tick => self.on_tick(),
+            Op::Tick => self.on_tick(completion),
             Op::Doorbell => self.on_doorbell(),
             Op::Ignore => {}
             Op::Recv | Op::Send | Op::Shutdown | Op::Close => {

@@ -3,6 +3,9 @@
 //!
 //! The hot path never touches the wheel: a connection records its last activity as a plain store and is
 //! looked at only when its entry comes due. Must never allocate per tick in steady state.
+//!
+//! The tick is one multishot timeout, re-armed whenever the kernel ends it (a full completion queue ends
+//! multishot requests).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use crate::server::config::ServerConfig;
 use crate::protocol::frame::OpCode;
 
 use super::{Core, Worker};
+use crate::reactor::{Completion, Op, UserData, NO_CONNECTION};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
 use crate::server::timer::TimerEntry;
@@ -21,6 +25,40 @@ pub(super) fn ticks(duration: Duration, tick: Duration) -> u32 {
         return 0;
     }
     (duration.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u32::MAX as u128 / 4) as u32
+}
+
+/// A worker's periodic tick.
+pub(super) struct TickClock {
+    interval: Duration,
+}
+
+impl TickClock {
+    pub(super) fn start(interval: Duration) -> TickClock {
+        TickClock { interval }
+    }
+}
+
+/// What a tick completion says about the multishot timeout behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TickArm {
+    /// Still armed: more completions follow.
+    Armed,
+    /// The kernel ended it (an expiry posted without `IORING_CQE_F_MORE`, as when the completion queue
+    /// is full): arm it again.
+    Ended,
+    /// Arming it failed with this errno: arming again would fail the same way, in a loop.
+    Failed(i32),
+}
+
+/// Reads a tick completion's result and flags.
+pub(super) fn tick_arm(result: i32, more: bool) -> TickArm {
+    if more {
+        TickArm::Armed
+    } else if result == -libc::ETIME || result >= 0 {
+        TickArm::Ended
+    } else {
+        TickArm::Failed(-result)
+    }
 }
 
 /// The connection timeouts of one worker, in ticks of its wheel (0: idle pings are off).
@@ -101,7 +139,22 @@ pub(super) fn timer_action(
 }
 
 impl<H: Handler> Worker<'_, H> {
-    pub(super) fn on_tick(&mut self) {
+    pub(super) fn on_tick(&mut self, completion: Completion) {
+        match tick_arm(completion.result, completion.more()) {
+            TickArm::Armed => {}
+            TickArm::Ended => {
+                self.core.metrics.tick_rearms.inc();
+                self.core.arm_tick();
+            }
+            TickArm::Failed(errno) => {
+                tracing::error!(
+                    worker = self.core.index,
+                    "the periodic tick failed ({}); timeouts stop on this worker",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+                return;
+            }
+        }
         // The scratch vector keeps its capacity from tick to tick.
         let mut due = std::mem::take(&mut self.core.timer_scratch);
         self.core.wheel.advance(&mut due);
@@ -120,6 +173,12 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
+    /// Arms the periodic tick (a multishot timeout every interval).
+    pub(super) fn arm_tick(&mut self) {
+        let user_data = UserData::new(NO_CONNECTION, 0, Op::Tick).encode();
+        self.ring.tick_every(self.tick.interval, user_data);
+    }
+
     pub(super) fn schedule(&mut self, key: usize, due: u32) {
         let conn = &mut self.conns[key];
         conn.timer_at = due;
@@ -170,6 +229,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     const D: Deadlines = Deadlines {
         handshake: 100,
@@ -280,5 +340,69 @@ mod tests {
         assert_eq!(ticks(Duration::from_millis(101), tick), 2);
         assert_eq!(ticks(Duration::from_secs(30), tick), 300);
         assert_eq!(ticks(Duration::MAX, tick), u32::MAX / 4);
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_tick_completion_says_whether_to_arm_again() {
+        assert_eq!(tick_arm(-libc::ETIME, true), TickArm::Armed);
+        assert_eq!(tick_arm(-libc::ETIME, false), TickArm::Ended);
+        assert_eq!(tick_arm(0, false), TickArm::Ended);
+        assert_eq!(
+            tick_arm(-libc::EINVAL, false),
+            TickArm::Failed(libc::EINVAL)
+        );
+    }
+
+    /// Drains `ring` until a completion without `IORING_CQE_F_MORE` shows up (or `limit` passes).
+    fn wait_for_end(ring: &mut crate::reactor::Ring, limit: Duration) -> Vec<Completion> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            ring.drain_completions(&mut seen);
+            if seen.iter().any(|c| !c.more()) {
+                break;
+            }
+            // Flushes completions the kernel kept while the queue was full.
+            ring.submit_and_wait(0).expect("io_uring_enter");
+            std::thread::sleep(MS);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_tick_the_kernel_ends_on_a_full_completion_queue_is_armed_again() {
+        // A real ring with a two-entry completion queue and a 1 ms tick, its completions left unread:
+        // once the queue is full the kernel cannot post the next expiry and ends the multishot timeout.
+        let mut ring = crate::reactor::Ring::new(2, 2, 1).expect("io_uring setup");
+        let tick = 7;
+        ring.tick_every(MS, tick);
+        for _ in 0..10 {
+            std::thread::sleep(2 * MS);
+            ring.submit_and_wait(1).expect("io_uring_enter"); // runs the timer's deferred work
+        }
+        let seen = wait_for_end(&mut ring, Duration::from_secs(5));
+        let (last, before) = seen.split_last().expect("tick completions");
+        assert!(
+            !last.more(),
+            "the kernel kept the tick armed through a full completion queue: {seen:?}"
+        );
+        assert!(before
+            .iter()
+            .all(|c| c.user_data == tick && tick_arm(c.result, c.more()) == TickArm::Armed));
+        assert_eq!(last.user_data, tick);
+        assert_eq!(tick_arm(last.result, last.more()), TickArm::Ended);
+
+        // Armed again as `on_tick` does, it ticks on.
+        ring.tick_every(MS, tick);
+        let mut again = Vec::new();
+        while again.len() < 3 {
+            ring.submit_and_wait(1).expect("io_uring_enter");
+            ring.drain_completions(&mut again);
+        }
+        assert!(again
+            .iter()
+            .all(|c| c.user_data == tick && tick_arm(c.result, c.more()) == TickArm::Armed));
     }
 }
