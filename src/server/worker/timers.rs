@@ -5,10 +5,13 @@
 //! looked at only when its entry comes due. Must never allocate per tick in steady state.
 //!
 //! The tick is one multishot timeout, re-armed whenever the kernel ends it (a full completion queue ends
-//! multishot requests).
+//! multishot requests). Deadlines follow the monotonic clock, not the count of tick completions: each
+//! completion moves the wheel to the whole number of intervals elapsed since the worker started, so a tick
+//! that completes late (a long batch under load) catches up instead of stretching every timeout. Only the
+//! tick reads the clock; the hot path never does.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::server::config::ServerConfig;
 
@@ -27,14 +30,19 @@ pub(super) fn ticks(duration: Duration, tick: Duration) -> u32 {
     (duration.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u32::MAX as u128 / 4) as u32
 }
 
-/// A worker's periodic tick.
+/// A worker's periodic tick: its interval and the instant the wheel's tick 0 stands for.
 pub(super) struct TickClock {
     interval: Duration,
+    started: Instant,
 }
 
 impl TickClock {
+    /// A clock whose tick 0 is now.
     pub(super) fn start(interval: Duration) -> TickClock {
-        TickClock { interval }
+        TickClock {
+            interval,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -58,6 +66,18 @@ pub(super) fn tick_arm(result: i32, more: bool) -> TickArm {
         TickArm::Ended
     } else {
         TickArm::Failed(-result)
+    }
+}
+
+/// The tick the wheel stands at `elapsed` after tick 0: the whole intervals elapsed, on the wheel's
+/// wrapping counter, and never behind `now` (less than half the counter ahead of `now` is ahead).
+pub(super) fn tick_target(now: u32, elapsed: Duration, interval: Duration) -> u32 {
+    // Truncation to u32 is the counter's wrap.
+    let elapsed_ticks = (elapsed.as_nanos() / interval.as_nanos().max(1)) as u32;
+    if (elapsed_ticks.wrapping_sub(now) as i32) > 0 {
+        elapsed_ticks
+    } else {
+        now
     }
 }
 
@@ -155,9 +175,14 @@ impl<H: Handler> Worker<'_, H> {
                 return;
             }
         }
+        let target = tick_target(
+            self.core.wheel.now(),
+            self.core.tick.started.elapsed(),
+            self.core.tick.interval,
+        );
         // The scratch vector keeps its capacity from tick to tick.
         let mut due = std::mem::take(&mut self.core.timer_scratch);
-        self.core.wheel.advance(&mut due);
+        self.core.wheel.advance_to(target, &mut due);
         for entry in due.drain(..) {
             self.core.on_timer(entry);
         }
@@ -229,7 +254,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use crate::server::timer::TimerWheel;
 
     const D: Deadlines = Deadlines {
         handshake: 100,
@@ -343,6 +368,114 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_target_tick_is_the_whole_intervals_elapsed() {
+        let interval = 100 * MS;
+        assert_eq!(tick_target(0, Duration::ZERO, interval), 0);
+        assert_eq!(tick_target(0, 99 * MS, interval), 0);
+        assert_eq!(tick_target(0, 100 * MS, interval), 1);
+        // A late completion catches up several ticks at once.
+        assert_eq!(tick_target(1, 350 * MS, interval), 3);
+        assert_eq!(tick_target(3, Duration::from_secs(3600), interval), 36_000);
+    }
+
+    #[test]
+    fn the_target_tick_never_goes_back() {
+        let interval = 100 * MS;
+        assert_eq!(tick_target(10, 500 * MS, interval), 10);
+        assert_eq!(tick_target(10, 1000 * MS, interval), 10);
+        assert_eq!(tick_target(10, 1100 * MS, interval), 11);
+    }
+
+    #[test]
+    fn the_target_tick_wraps_with_the_counter() {
+        let interval = 10 * MS;
+        let lap = (1u64 << 32) * 10; // milliseconds in one wrap of the counter
+        let elapsed = |ms: u64| Duration::from_millis(ms);
+        // Just past the wrap: ahead of a tick just before it.
+        assert_eq!(tick_target(u32::MAX - 2, elapsed(lap + 50), interval), 5);
+        // Just before the wrap, with the wheel already past it: stays.
+        assert_eq!(tick_target(5, elapsed(lap - 60), interval), 5);
+        assert_eq!(
+            tick_target(u32::MAX - 2, elapsed(lap - 10), interval),
+            u32::MAX
+        );
+    }
+
+    /// A worker's tick completions, each at `elapsed`: the wheel moved as `on_tick` moves it, and the
+    /// entries fired at each, with the tick they fired at.
+    fn run_ticks(
+        wheel: &mut TimerWheel,
+        interval: Duration,
+        completions: &[Duration],
+    ) -> Vec<(u32, u32)> {
+        let mut fired = Vec::new();
+        let mut out = Vec::new();
+        for &elapsed in completions {
+            wheel.advance_to(tick_target(wheel.now(), elapsed, interval), &mut out);
+            fired.extend(out.drain(..).map(|e| (e.key, wheel.now())));
+        }
+        fired.sort();
+        fired
+    }
+
+    #[test]
+    fn late_and_early_completions_fire_each_entry_once_at_the_tick_of_the_clock() {
+        let interval = 100 * MS;
+        let mut wheel = TimerWheel::new();
+        for key in 1..=10 {
+            wheel.schedule(key, 0, key);
+        }
+        // Two completions within tick 1, one 3 ticks late, one 6 ticks late.
+        let fired = run_ticks(
+            &mut wheel,
+            interval,
+            &[105 * MS, 150 * MS, 460 * MS, MS * 1000],
+        );
+        assert_eq!(
+            fired,
+            vec![
+                (1, 1),
+                (2, 4),
+                (3, 4),
+                (4, 4),
+                (5, 10),
+                (6, 10),
+                (7, 10),
+                (8, 10),
+                (9, 10),
+                (10, 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_handshake_deadline_holds_when_ticks_complete_late() {
+        // A 10 s handshake timeout with a 100 ms tick; the worker is so busy that only three tick
+        // completions arrive in 10.05 s. The deadline is still reached at 10 s of clock time.
+        let interval = 100 * MS;
+        let deadlines = Deadlines {
+            handshake: 100,
+            ..D
+        };
+        let mut wheel = TimerWheel::new();
+        let since = wheel.now();
+        wheel.schedule(1, 0, since.wrapping_add(deadlines.handshake));
+        let fired = run_ticks(&mut wheel, interval, &[MS * 4000, MS * 8000, MS * 10_050]);
+        assert_eq!(fired, vec![(1, 100)]);
+        assert_eq!(
+            timer_action(
+                State::Handshake,
+                false,
+                since,
+                since,
+                wheel.now(),
+                &deadlines
+            ),
+            TimerAction::HandshakeTimeout
+        );
+    }
 
     #[test]
     fn a_tick_completion_says_whether_to_arm_again() {
