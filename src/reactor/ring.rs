@@ -299,7 +299,8 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Arms a multishot timeout that completes every `interval`, forever.
+    /// Arms a multishot timeout that completes every `interval` until the kernel ends it (a completion
+    /// without `IORING_CQE_F_MORE`, e.g. on a full completion queue); the worker then arms it again.
     pub fn tick_every(&mut self, interval: std::time::Duration, user_data: u64) {
         *self.tick_interval = types::Timespec::from(interval);
         let entry = opcode::Timeout::new(&*self.tick_interval as *const types::Timespec)
