@@ -9,6 +9,7 @@
 //! bumped) only after its receive, send and shutdown have completed and its direct descriptor is closed.
 
 mod accept;
+mod dirty;
 mod fanout;
 mod inbound;
 mod lifecycle;
@@ -74,7 +75,7 @@ pub struct Core {
     rejected_in_reserve: usize,
     next_generation: u32,
     /// Connections touched in this batch, flushed at its end.
-    dirty: Vec<u32>,
+    dirty: dirty::DirtyList,
     /// Connections that left the open state, for the handler's `on_close`.
     closed: Vec<(ConnId, Option<CloseCode>)>,
     /// Messages published on a topic, for the handler's `on_published` (after the current event).
@@ -148,7 +149,7 @@ pub(crate) fn run_worker<H: Handler>(
         table_size,
         rejected_in_reserve: 0,
         next_generation: 1,
-        dirty: Vec::new(),
+        dirty: dirty::DirtyList::default(),
         closed: Vec::new(),
         published: Vec::new(),
         doorbells: vec![false; shared.metrics.len()],
@@ -322,4 +323,91 @@ impl Core {
     }
 
     // ---- used by handlers through `Ctx` ----
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::connection::flags::{DIRTY, ENDING, FD_CLOSING};
+    use crate::server::inbox::Inboxes;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    /// A worker's core on a real (small) ring, with no listener and no connection.
+    fn test_core() -> Core {
+        let config = Arc::new(ServerConfig::default());
+        let (inboxes, _receivers) = Inboxes::new(1);
+        let shared = Arc::new(Shared {
+            config: Arc::clone(&config),
+            metrics: vec![Arc::new(WorkerMetrics::default())],
+            inboxes,
+            shutdown: AtomicBool::new(false),
+            websockets_open: AtomicUsize::new(0),
+        });
+        let ring = Ring::new(64, 128, 16).expect("io_uring");
+        let bufs = BufRing::new(&ring, BUF_GROUP, 16, 4096).expect("buffer ring");
+        let tick = config.tick();
+        Core {
+            index: 0,
+            conns: Slab::new(),
+            ring,
+            bufs,
+            pool: BufferPool::default(),
+            wheel: TimerWheel::new(),
+            timer_scratch: Vec::new(),
+            limits: ReaderLimits {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+            },
+            metrics: Arc::clone(&shared.metrics[0]),
+            listener: None,
+            accept_armed: false,
+            accept_cancelling: false,
+            single_accepts: 0,
+            accept_error_logged: false,
+            max_conns: 8,
+            table_size: 16,
+            rejected_in_reserve: 0,
+            next_generation: 1,
+            dirty: Default::default(),
+            closed: Vec::new(),
+            published: Vec::new(),
+            doorbells: vec![false; 1],
+            deadlines: Deadlines::new(&config, tick),
+            pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
+            shutting_down: false,
+            shutdown_deadline: None,
+            tls_plain: Vec::new(),
+            config,
+            shared,
+        }
+    }
+
+    /// A connection marked dirty and released in the same batch (a close-deadline tick, then its close
+    /// completion) is skipped by the flush, as is the stale entry of a slot reused in that batch.
+    #[test]
+    fn flush_skips_connections_released_after_being_marked_dirty() {
+        let mut core = test_core();
+        let key = core.conns.insert(Connection::new(0, 1, 0));
+        core.conns[key].set(ENDING | FD_CLOSING);
+        core.mark_dirty(key);
+        core.conns.remove(key);
+        core.flush_dirty();
+
+        // The slot reused by a new connection that was not touched: the stale entry leaves it alone
+        // (a flush would start releasing this ending connection, with nothing in flight).
+        let old = core.conns.insert(Connection::new(0, 2, 0));
+        core.mark_dirty(old);
+        core.conns.remove(old);
+        let new = core.conns.insert(Connection::new(1, 3, 0));
+        assert_eq!(new, old, "the slab reuses the slot");
+        core.conns[new].set(ENDING);
+        core.flush_dirty();
+        assert!(!core.conns[new].has(FD_CLOSING));
+
+        // Marked itself, it is flushed (and released) once.
+        core.mark_dirty(new);
+        core.flush_dirty();
+        assert!(core.conns[new].has(FD_CLOSING));
+        assert!(!core.conns[new].has(DIRTY));
+    }
 }

@@ -128,14 +128,21 @@ impl Core {
 
     /// Submits sends (and shutdowns after the last send) for every connection touched in this batch.
     pub(super) fn flush_dirty(&mut self) {
-        while let Some(key) = self.dirty.pop() {
-            let key = key as usize;
+        loop {
+            let next = self.dirty.pop_marked(|key| {
+                self.conns.get_mut(key).is_some_and(|conn| {
+                    let marked = conn.has(DIRTY);
+                    conn.clear(DIRTY);
+                    marked
+                })
+            });
+            let Some(key) = next else {
+                break;
+            };
+            // Only a live, marked connection gets here (a released one's entry was skipped).
             let send_ud = self.ud(key, Op::Send);
             let shutdown_ud = self.ud(key, Op::Shutdown);
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            conn.clear(DIRTY);
+            let conn = &mut self.conns[key];
             if conn.has(FD_CLOSING) {
                 continue;
             }
