@@ -17,7 +17,9 @@ pub mod timer;
 pub mod tls;
 pub mod worker;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ pub use shared_message::SharedMessage;
 use crate::reactor::ring::DoorbellRing;
 use crate::reactor::{sys, Op, UserData, NO_CONNECTION};
 use inbox::Inboxes;
+use worker::WorkerDeath;
 
 /// State shared by all workers of one server (read-mostly; no lock on the hot path).
 pub(crate) struct Shared {
@@ -103,10 +106,24 @@ impl Server {
                             );
                         }
                     }
-                    let handler = make_handler(index);
-                    worker::run_worker(index, listener, shared, inbox, handler, |result| {
-                        let _ = ready_tx.send(result);
-                    });
+                    let started = Cell::new(false);
+                    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                        let handler = make_handler(index);
+                        worker::run_worker(index, listener, shared, inbox, handler, |result| {
+                            started.set(result.is_ok());
+                            let _ = ready_tx.send(result);
+                        })
+                    }));
+                    let death = match outcome {
+                        Ok(Ok(())) => return,
+                        Ok(Err(death)) => death,
+                        Err(payload) => WorkerDeath::from_panic(payload.as_ref()),
+                    };
+                    if started.get() {
+                        worker_died(index, &death);
+                    }
+                    // Still starting: `Server::start` returns the error.
+                    let _ = ready_tx.send(Err(format!("worker {index} {death}")));
                 })?;
             threads.push(thread);
         }
@@ -130,6 +147,25 @@ impl Server {
             doorbell: Mutex::new(None),
         })
     }
+}
+
+/// A worker ended before a shutdown finished it: the server cannot keep its promises with fewer
+/// workers (their connections' slots and `--max-connections` share are lost, other workers ring a dead
+/// ring), so one error line names the worker and the cause, and the process exits with status 70.
+fn worker_died(index: usize, death: &WorkerDeath) -> ! {
+    let status = worker::WORKER_DIED_EXIT_STATUS;
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(
+            worker = index,
+            "worker {index} ended unexpectedly: {death}; exiting with status {status}"
+        );
+    } else {
+        // No subscriber (an embedding without logging): the line still reaches stderr.
+        eprintln!(
+            "ringws: worker {index} ended unexpectedly: {death}; exiting with status {status}"
+        );
+    }
+    std::process::exit(status)
 }
 
 impl ServerHandle {

@@ -94,7 +94,44 @@ pub struct Core {
     tls_plain: Vec<u8>,
 }
 
-/// Runs worker `index` until shutdown completes. `ready` is called once the worker accepts connections.
+/// Exit status of a process whose worker ended unexpectedly (`EX_SOFTWARE`).
+pub(crate) const WORKER_DIED_EXIT_STATUS: i32 = 70;
+
+/// Why a worker ended before a shutdown finished it.
+#[derive(Debug)]
+pub(crate) enum WorkerDeath {
+    /// `io_uring_enter` failed with an error that is not transient (EINTR, EAGAIN and EBUSY are retried).
+    Ring(std::io::Error),
+    /// The worker's thread panicked (in the worker or in the handler).
+    Panic(String),
+}
+
+impl WorkerDeath {
+    /// A panic's payload as text.
+    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> WorkerDeath {
+        let message = if let Some(text) = payload.downcast_ref::<&str>() {
+            (*text).to_string()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic without a message".to_string()
+        };
+        WorkerDeath::Panic(message)
+    }
+}
+
+impl std::fmt::Display for WorkerDeath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerDeath::Ring(e) => write!(f, "io_uring_enter failed: {e}"),
+            WorkerDeath::Panic(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+/// Runs worker `index` until shutdown completes. `ready` is called once the worker accepts connections
+/// (or with the error that kept it from starting; then this returns `Ok`). An error is a worker that
+/// ended before a shutdown: the caller ends the process.
 pub(crate) fn run_worker<H: Handler>(
     index: usize,
     listener: OwnedFd,
@@ -102,7 +139,7 @@ pub(crate) fn run_worker<H: Handler>(
     inbox: Receiver<WorkerMessage>,
     mut handler: H,
     ready: impl FnOnce(Result<String, String>),
-) {
+) -> Result<(), WorkerDeath> {
     let config = Arc::clone(&shared.config);
     let max_conns = config.effective_connections_per_worker();
     let table_size = max_conns + super::config::admission_reserve(max_conns);
@@ -111,7 +148,10 @@ pub(crate) fn run_worker<H: Handler>(
         .clamp(4096, 32768);
     let ring = match Ring::new(2048, cq_entries, table_size as u32) {
         Ok(ring) => ring,
-        Err(e) => return ready(Err(format!("worker {index}: io_uring setup failed: {e}"))),
+        Err(e) => {
+            ready(Err(format!("worker {index}: io_uring setup failed: {e}")));
+            return Ok(());
+        }
     };
     let bufs = match BufRing::new(
         &ring,
@@ -121,9 +161,10 @@ pub(crate) fn run_worker<H: Handler>(
     ) {
         Ok(bufs) => bufs,
         Err(e) => {
-            return ready(Err(format!(
+            ready(Err(format!(
                 "worker {index}: buffer ring setup failed: {e}"
-            )))
+            )));
+            return Ok(());
         }
     };
     let tick = config.tick();
@@ -166,7 +207,8 @@ pub(crate) fn run_worker<H: Handler>(
     core.arm_accept();
     core.arm_tick();
     if let Err(e) = core.ring.submit_and_wait(0) {
-        return ready(Err(format!("worker {index}: submit failed: {e}")));
+        ready(Err(format!("worker {index}: submit failed: {e}")));
+        return Ok(());
     }
     let setup = core.ring.setup();
     if let Some((sq, cq)) = setup.shrunk_from {
@@ -190,16 +232,20 @@ pub(crate) fn run_worker<H: Handler>(
         inbox,
     };
     loop {
-        if let Err(e) = worker.core.ring.submit_and_wait(1) {
-            tracing::error!(worker = index, "io_uring_enter failed: {e}");
-            break;
-        }
+        // Transient errors (EINTR, EAGAIN, EBUSY) come back as Ok and the loop retries after draining
+        // completions; any other error ends the worker (and the process, see `Server::start`).
+        worker
+            .core
+            .ring
+            .submit_and_wait(1)
+            .map_err(WorkerDeath::Ring)?;
         worker.run_batch(&mut completions);
         if worker.core.shutting_down && worker.shutdown_finished(&mut completions) {
             break;
         }
     }
     tracing::debug!(worker = index, "worker stopped");
+    Ok(())
 }
 
 struct Worker<'h, H: Handler> {
