@@ -167,42 +167,15 @@ pub(crate) fn run_worker<H: Handler>(
             return Ok(());
         }
     };
-    let tick = config.tick();
-    let mut core = Core {
+    let mut core = Core::new(
         index,
-        conns: Slab::new(),
         ring,
         bufs,
-        pool: BufferPool::default(),
-        wheel: TimerWheel::new(),
-        timer_scratch: Vec::new(),
-        limits: ReaderLimits {
-            max_frame_size: config.max_frame_size,
-            max_message_size: config.max_message_size,
-        },
-        metrics: Arc::clone(&shared.metrics[index]),
-        listener: Some(listener),
-        accept_armed: false,
-        accept_cancelling: false,
-        single_accepts: 0,
-        accept_error_log: LogRateLimit::new(accept::ACCEPT_ERROR_LOG_INTERVAL),
+        Some(listener),
+        shared,
         max_conns,
         table_size,
-        rejected_in_reserve: 0,
-        next_generation: 1,
-        dirty: dirty::DirtyList::default(),
-        closed: Vec::new(),
-        published: Vec::new(),
-        doorbells: vec![false; shared.metrics.len()],
-        deadlines: Deadlines::new(&config, tick),
-        tick: TickClock::start(tick),
-        pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
-        shutting_down: false,
-        shutdown_deadline: None,
-        tls_plain: Vec::new(),
-        config,
-        shared,
-    };
+    );
     core.shared.inboxes.set_ring_fd(index, core.ring.fd());
     core.arm_accept();
     core.arm_tick();
@@ -364,6 +337,55 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
+    /// A worker's core with nothing in flight yet: no connection, nothing armed.
+    fn new(
+        index: usize,
+        ring: Ring,
+        bufs: BufRing,
+        listener: Option<OwnedFd>,
+        shared: Arc<Shared>,
+        max_conns: usize,
+        table_size: usize,
+    ) -> Core {
+        let config = Arc::clone(&shared.config);
+        let tick = config.tick();
+        Core {
+            index,
+            conns: Slab::new(),
+            ring,
+            bufs,
+            pool: BufferPool::default(),
+            wheel: TimerWheel::new(),
+            timer_scratch: Vec::new(),
+            limits: ReaderLimits {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+            },
+            metrics: Arc::clone(&shared.metrics[index]),
+            listener,
+            accept_armed: false,
+            accept_cancelling: false,
+            single_accepts: 0,
+            accept_error_log: LogRateLimit::new(accept::ACCEPT_ERROR_LOG_INTERVAL),
+            max_conns,
+            table_size,
+            rejected_in_reserve: 0,
+            next_generation: 1,
+            dirty: dirty::DirtyList::default(),
+            closed: Vec::new(),
+            published: Vec::new(),
+            doorbells: vec![false; shared.metrics.len()],
+            deadlines: Deadlines::new(&config, tick),
+            tick: TickClock::start(tick),
+            pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
+            shutting_down: false,
+            shutdown_deadline: None,
+            tls_plain: Vec::new(),
+            config,
+            shared,
+        }
+    }
+
     fn ud(&self, key: usize, op: Op) -> u64 {
         UserData::new(key as u32, self.conns[key].generation, op).encode()
     }
@@ -391,41 +413,7 @@ mod tests {
         });
         let ring = Ring::new(64, 128, 16).expect("io_uring");
         let bufs = BufRing::new(&ring, BUF_GROUP, 16, 4096).expect("buffer ring");
-        let tick = config.tick();
-        Core {
-            index: 0,
-            conns: Slab::new(),
-            ring,
-            bufs,
-            pool: BufferPool::default(),
-            wheel: TimerWheel::new(),
-            timer_scratch: Vec::new(),
-            limits: ReaderLimits {
-                max_frame_size: config.max_frame_size,
-                max_message_size: config.max_message_size,
-            },
-            metrics: Arc::clone(&shared.metrics[0]),
-            listener: None,
-            accept_armed: false,
-            accept_cancelling: false,
-            single_accepts: 0,
-            accept_error_logged: false,
-            max_conns: 8,
-            table_size: 16,
-            rejected_in_reserve: 0,
-            next_generation: 1,
-            dirty: Default::default(),
-            closed: Vec::new(),
-            published: Vec::new(),
-            doorbells: vec![false; 1],
-            deadlines: Deadlines::new(&config, tick),
-            pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
-            shutting_down: false,
-            shutdown_deadline: None,
-            tls_plain: Vec::new(),
-            config,
-            shared,
-        }
+        Core::new(0, ring, bufs, None, shared, 8, 16)
     }
 
     /// A connection marked dirty and released in the same batch (a close-deadline tick, then its close
