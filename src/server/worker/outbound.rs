@@ -140,88 +140,90 @@ impl Core {
                 break;
             };
             // Only a live, marked connection gets here (a released one's entry was skipped).
-            let send_ud = self.ud(key, Op::Send);
-            let shutdown_ud = self.ud(key, Op::Shutdown);
-            let conn = &mut self.conns[key];
-            if conn.has(FD_CLOSING) {
-                continue;
+            self.flush_one(key);
+        }
+    }
+
+    /// One touched connection at the end of a batch: drop its queues if it is aborting, else encrypt (TLS)
+    /// and submit a send; once nothing is queued or in flight, the drained steps; then release if due.
+    fn flush_one(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.has(FD_CLOSING) {
+            return;
+        }
+        if conn.has(ABORT) {
+            if !conn.send_in_flight() {
+                self.give_queues_back(key);
             }
-            let file_index = conn.file_index;
-            if conn.has(ABORT) {
-                if !conn.send_in_flight() {
-                    if let Some(queue) = conn.queue.take() {
-                        self.pool.give_queue(queue);
-                    }
-                    if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.take()) {
-                        self.pool.give_queue(queue);
-                    }
-                }
-            } else if conn.is_tls() {
-                // TLS: encrypt what is queued (shared frames included) into the ciphertext queue, and
-                // close_notify before our FIN.
-                let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
-                let ending = conn.has(ENDING);
-                let (plain, tls) = conn.queue_and_tls_mut();
-                let Some(tls) = tls else {
-                    continue;
-                };
-                if ending && (!tls.handshake_done || tls.failed) {
-                    // Ending before its handshake completed: queued plaintext can never be sent.
-                    if let Some(queue) = plain.as_mut() {
-                        queue.clear(&mut self.pool);
-                    }
-                }
-                if let Err(error) = tls.encrypt_queued(plain.as_deref_mut(), &mut self.pool, close)
-                {
-                    // Sends the alert, if any, then FIN (the connection is closing).
-                    self.tls_failed(key, &error);
-                }
-                let conn = &mut self.conns[key];
-                if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.as_mut()) {
-                    if !queue.send_in_flight() && !queue.is_empty() {
-                        self.ring.send_queue(file_index, queue, send_ud);
-                    }
-                }
-            } else if let Some(queue) = conn.queue.as_mut() {
-                if !queue.send_in_flight() && !queue.is_empty() {
-                    self.ring.send_queue(file_index, queue, send_ud);
-                }
+        } else {
+            if self.conns[key].is_tls() {
+                self.encrypt_queued(key);
             }
-            let conn = &mut self.conns[key];
-            let idle = !conn.send_in_flight() && conn.queued_bytes() == 0;
-            if idle {
-                if let Some(queue) = conn.queue.take() {
-                    self.pool.give_queue(queue);
-                }
-                if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.take()) {
-                    self.pool.give_queue(queue);
-                }
-                let conn = &mut self.conns[key];
-                if conn.has(SHUT_AFTER_FLUSH)
-                    && !conn.has(WRITE_SHUT)
-                    && !conn.has(SHUTDOWN_IN_FLIGHT)
-                    && !conn.has(ABORT)
-                {
-                    conn.set(WRITE_SHUT | SHUTDOWN_IN_FLIGHT);
-                    self.ring.shutdown(file_index, libc::SHUT_WR, shutdown_ud);
-                }
-                if self.conns[key].has(ENDING) && !self.conns[key].has(ABORT) {
-                    // Flushed: stop reading too, then release.
-                    let conn = &mut self.conns[key];
-                    if conn.has(RECV_ARMED)
-                        && !conn.has(CANCEL_SENT)
-                        && !conn.has(SHUTDOWN_IN_FLIGHT)
-                    {
-                        conn.set(CANCEL_SENT);
-                        let recv_ud = self.ud(key, Op::Recv);
-                        self.ring.cancel(
-                            recv_ud,
-                            UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
-                        );
-                    }
-                }
+            self.submit_send(key);
+        }
+        let conn = &self.conns[key];
+        if !conn.send_in_flight() && conn.queued_bytes() == 0 {
+            self.after_drained(key);
+        }
+        self.try_release(key);
+    }
+
+    /// Submits one send of what the connection has ready (its ciphertext queue for TLS, else its queue),
+    /// unless a send is in flight or nothing is queued.
+    fn submit_send(&mut self, key: usize) {
+        let send_ud = self.ud(key, Op::Send);
+        let conn = &mut self.conns[key];
+        let file_index = conn.file_index;
+        let ready = match conn.tls_mut() {
+            Some(tls) => tls.out.as_mut(),
+            None => conn.queue.as_mut(),
+        };
+        if let Some(queue) = ready {
+            if !queue.send_in_flight() && !queue.is_empty() {
+                self.ring.send_queue(file_index, queue, send_ud);
             }
-            self.try_release(key);
+        }
+    }
+
+    /// The connection's queues go back to the pool (an idle connection holds none).
+    fn give_queues_back(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if let Some(queue) = conn.queue.take() {
+            self.pool.give_queue(queue);
+        }
+        if let Some(queue) = conn.tls_mut().and_then(|tls| tls.out.take()) {
+            self.pool.give_queue(queue);
+        }
+    }
+
+    /// Everything queued is sent: give the queues back, shut the write side if asked (FIN after the last
+    /// byte), and an ending connection stops reading too, so that it can be released.
+    fn after_drained(&mut self, key: usize) {
+        self.give_queues_back(key);
+        let shutdown_ud = self.ud(key, Op::Shutdown);
+        let conn = &mut self.conns[key];
+        if conn.has(SHUT_AFTER_FLUSH)
+            && !conn.has(WRITE_SHUT)
+            && !conn.has(SHUTDOWN_IN_FLIGHT)
+            && !conn.has(ABORT)
+        {
+            conn.set(WRITE_SHUT | SHUTDOWN_IN_FLIGHT);
+            self.ring
+                .shutdown(conn.file_index, libc::SHUT_WR, shutdown_ud);
+        }
+        let conn = &mut self.conns[key];
+        if conn.has(ENDING)
+            && !conn.has(ABORT)
+            && conn.has(RECV_ARMED)
+            && !conn.has(CANCEL_SENT)
+            && !conn.has(SHUTDOWN_IN_FLIGHT)
+        {
+            conn.set(CANCEL_SENT);
+            let recv_ud = self.ud(key, Op::Recv);
+            self.ring.cancel(
+                recv_ud,
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
         }
     }
 

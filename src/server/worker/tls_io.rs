@@ -1,8 +1,8 @@
 //! TLS on a connection (`wss://`, `https://`): received records go through rustls before the plaintext takes
 //! the path plain bytes take, and a TLS failure ends only that connection.
 //!
-//! Queued plaintext (shared broadcast frames included) is encrypted at flush time by `outbound`; this room
-//! owns the receive side and the failure path. Must never block on the TLS handshake (everything is driven by
+//! Queued plaintext (shared broadcast frames included) is encrypted here at flush time (`encrypt_queued`,
+//! called by `outbound`'s flush); this room owns the receive side, the encryption and the failure path. Must never block on the TLS handshake (everything is driven by
 //! the ring's completions) and never let one connection's TLS error touch another connection.
 
 use crate::protocol::CloseCode;
@@ -57,6 +57,27 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
+    /// At flush time: encrypts what is queued (shared frames included) into the ciphertext queue, with
+    /// close_notify before our FIN; a connection ending before its handshake completed drops its plaintext
+    /// (it can never be sent). A TLS error takes the failure path (the alert, if any, then FIN).
+    pub(super) fn encrypt_queued(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let close = conn.has(SHUT_AFTER_FLUSH) && !conn.has(WRITE_SHUT);
+        let ending = conn.has(ENDING);
+        let (plain, tls) = conn.queue_and_tls_mut();
+        let Some(tls) = tls else {
+            return;
+        };
+        if ending && (!tls.handshake_done || tls.failed) {
+            if let Some(queue) = plain.as_mut() {
+                queue.clear(&mut self.pool);
+            }
+        }
+        if let Err(error) = tls.encrypt_queued(plain.as_deref_mut(), &mut self.pool, close) {
+            self.tls_failed(key, &error);
+        }
+    }
+
     /// A TLS error (garbage, plain HTTP on the TLS port, bad record, failed handshake): the connection
     /// ends after the alert rustls queued (if any) is sent; its plaintext queue is dropped (it can no
     /// longer be encrypted). Other connections are not affected.
