@@ -7,6 +7,12 @@
 //! neither freed, moved nor modified (new bytes only go to chunks after them); a queue dropped while a send
 //! is in flight leaks them rather than free memory the kernel may still read. Nothing here allocates in
 //! steady state: buffers and queues come back to the pool.
+//!
+//! Cost rule: a queue's cost ([`SendQueue::queued_cost`], what the send cap counts) is the memory it holds,
+//! not its payload: each chunk's entry in the chunk list, plus an owned buffer's capacity, plus a shared
+//! frame's whole allocation. A shared frame is charged in full to every queue that holds it: a slow queue
+//! alone keeps it alive once the others have sent it, so the sum of the caps bounds the memory, and a
+//! queue's cost does not change while others drain.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +27,10 @@ const POOL_MAX_CAPACITY: usize = 256 * 1024;
 const POOL_MAX_ITEMS: usize = 4096;
 /// Free buffers and queues kept once the worker has been quiet for a while ([`BufferPool::shrink_if_quiet`]).
 const POOL_QUIET_ITEMS: usize = 64;
+/// What one entry of a queue's chunk list costs.
+pub const CHUNK_ENTRY_COST: usize = std::mem::size_of::<Chunk>();
+/// What a shared frame's allocation holds besides its bytes (the strong and weak counts).
+pub const SHARED_HEADER_COST: usize = 2 * std::mem::size_of::<usize>();
 
 /// Queued bytes.
 pub enum Chunk {
@@ -34,6 +44,15 @@ impl Chunk {
             Chunk::Owned(v) => v,
             Chunk::Shared(a) => a,
         }
+    }
+
+    /// The memory this chunk holds, its entry in the chunk list included (see the cost rule above).
+    fn cost(&self) -> usize {
+        CHUNK_ENTRY_COST
+            + match self {
+                Chunk::Owned(v) => v.capacity(),
+                Chunk::Shared(a) => a.len() + SHARED_HEADER_COST,
+            }
     }
 }
 
@@ -59,6 +78,8 @@ pub struct SendQueue {
     head_offset: usize,
     /// Bytes queued and not yet sent.
     queued_bytes: usize,
+    /// Sum of the chunks' [`Chunk::cost`].
+    cost: usize,
     /// Number of leading chunks covered by the send in flight (0: none in flight).
     in_flight: usize,
     io: Option<Box<IoVecs>>,
@@ -76,6 +97,7 @@ impl SendQueue {
             chunks: VecDeque::new(),
             head_offset: 0,
             queued_bytes: 0,
+            cost: 0,
             in_flight: 0,
             io: None,
         }
@@ -83,6 +105,12 @@ impl SendQueue {
 
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// The memory this queue holds (what the send cap counts): for each chunk its entry in the chunk list,
+    /// plus an owned buffer's capacity or a shared frame's whole allocation (see the module's cost rule).
+    pub fn queued_cost(&self) -> usize {
+        self.cost
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,14 +147,17 @@ impl SendQueue {
         if !can_coalesce {
             let mut buf = pool.take_buffer();
             buf.reserve(size_hint);
+            self.cost += CHUNK_ENTRY_COST + buf.capacity();
             self.chunks.push_back(Chunk::Owned(buf));
         }
         let Some(Chunk::Owned(buf)) = self.chunks.back_mut() else {
             unreachable!("an owned chunk was pushed")
         };
-        let before = buf.len();
+        let (before, capacity_before) = (buf.len(), buf.capacity());
         write(buf);
         self.queued_bytes += buf.len() - before;
+        // Never underflows: the cost includes the buffer's capacity before the write.
+        self.cost = self.cost - capacity_before + buf.capacity();
     }
 
     /// Appends a shared buffer (a reference, no copy).
@@ -135,7 +166,9 @@ impl SendQueue {
             return;
         }
         self.queued_bytes += bytes.len();
-        self.chunks.push_back(Chunk::Shared(bytes));
+        let chunk = Chunk::Shared(bytes);
+        self.cost += chunk.cost();
+        self.chunks.push_back(chunk);
     }
 
     /// Prepares the next send and marks the chunks it covers in flight: a plain send of the head chunk
@@ -194,9 +227,7 @@ impl SendQueue {
             if remaining >= left {
                 remaining -= left;
                 self.head_offset = 0;
-                if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
-                    pool.give_buffer(buf);
-                }
+                self.pop_front(pool);
             } else {
                 self.head_offset += remaining;
                 remaining = 0;
@@ -206,22 +237,29 @@ impl SendQueue {
         while self.head_offset == 0
             && matches!(self.chunks.front(), Some(c) if c.bytes().is_empty())
         {
-            if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
-                pool.give_buffer(buf);
-            }
+            self.pop_front(pool);
         }
     }
 
     /// Drops everything queued (nothing may be in flight).
     pub fn clear(&mut self, pool: &mut BufferPool) {
         assert_eq!(self.in_flight, 0, "clearing a queue with a send in flight");
-        while let Some(chunk) = self.chunks.pop_front() {
-            if let Chunk::Owned(buf) = chunk {
-                pool.give_buffer(buf);
-            }
+        while !self.chunks.is_empty() {
+            self.pop_front(pool);
         }
         self.head_offset = 0;
         self.queued_bytes = 0;
+    }
+
+    /// Removes the head chunk (fully sent or dropped), its buffer back to the pool.
+    fn pop_front(&mut self, pool: &mut BufferPool) {
+        let Some(chunk) = self.chunks.pop_front() else {
+            return;
+        };
+        self.cost -= chunk.cost();
+        if let Chunk::Owned(buf) = chunk {
+            pool.give_buffer(buf);
+        }
     }
 }
 
@@ -414,6 +452,67 @@ mod tests {
         // Nothing more freed: no second trim.
         assert!(!pool.shrink_if_quiet(2));
         assert_eq!(pool.pooled().1, POOL_QUIET_ITEMS);
+    }
+
+    #[test]
+    fn cost_counts_entries_whole_frames_and_buffer_capacity() {
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
+        for _ in 0..1000 {
+            q.push_shared(Arc::clone(&tiny));
+        }
+        // 3 bytes queued per frame, but each holds an entry and (pinned) the frame's allocation.
+        assert_eq!(q.queued_bytes(), 3000);
+        let per_frame = CHUNK_ENTRY_COST + 3 + SHARED_HEADER_COST;
+        assert!(per_frame >= 40, "{per_frame}");
+        assert_eq!(q.queued_cost(), 1000 * per_frame);
+        // An owned buffer costs its capacity, however little of it is used.
+        q.push_owned(&mut pool, 1, |b| {
+            b.reserve(4096);
+            b.push(b'!')
+        });
+        let Some(Chunk::Owned(buf)) = q.chunks.back() else {
+            panic!("an owned chunk")
+        };
+        let capacity = buf.capacity();
+        assert!(capacity >= 4096);
+        assert_eq!(q.queued_bytes(), 3001);
+        assert_eq!(
+            q.queued_cost(),
+            1000 * per_frame + CHUNK_ENTRY_COST + capacity
+        );
+        // A partly sent frame still holds its memory; sent chunks no longer do.
+        let _ = q.prepare_send();
+        q.complete(2 * 3 + 1, &mut pool);
+        assert_eq!(
+            q.queued_cost(),
+            998 * per_frame + CHUNK_ENTRY_COST + capacity
+        );
+        while q.prepare_send().is_some() {
+            q.complete(usize::MAX, &mut pool);
+        }
+        assert_eq!((q.queued_bytes(), q.queued_cost()), (0, 0));
+        // A cleared queue costs nothing either.
+        q.push_shared(Arc::clone(&tiny));
+        q.push_owned(&mut pool, 5, |b| b.extend_from_slice(b"hello"));
+        q.clear(&mut pool);
+        assert_eq!(q.queued_cost(), 0);
+    }
+
+    #[test]
+    fn a_cap_on_cost_bounds_the_entries_of_tiny_frames() {
+        const CAP: usize = 1 << 20;
+        let mut q = SendQueue::new();
+        let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
+        let mut entries = 0;
+        while q.queued_cost() <= CAP {
+            q.push_shared(Arc::clone(&tiny));
+            entries += 1;
+        }
+        // A cap on payload bytes would have let 350,000 entries (8 MiB of list) in.
+        assert!(entries <= CAP / 40 + 1, "{entries}");
+        assert!(q.chunks.len() * CHUNK_ENTRY_COST <= CAP);
     }
 
     #[test]

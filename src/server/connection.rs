@@ -261,6 +261,16 @@ impl Connection {
         self.queue.as_ref().map_or(0, |q| q.queued_bytes())
             + self.tls().map_or(0, |t| t.queued_bytes())
     }
+
+    /// The memory its send queues hold (what `--max-backpressure` counts; see `SendQueue::queued_cost`):
+    /// for TLS, the plaintext queue plus the ciphertext queue.
+    pub fn queued_cost(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.queued_cost())
+            + self
+                .tls()
+                .and_then(|t| t.out.as_ref())
+                .map_or(0, |q| q.queued_cost())
+    }
 }
 
 #[cfg(test)]

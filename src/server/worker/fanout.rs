@@ -81,7 +81,7 @@ impl Core {
             return false;
         };
         let conn = &mut self.conns[key];
-        if conn.queued_bytes() > self.config.max_backpressure {
+        if conn.queued_cost() > self.config.max_backpressure {
             match self.config.slow_consumer {
                 SlowConsumerPolicy::Drop => self.metrics.slow_consumer_drops.inc(),
                 SlowConsumerPolicy::Close => {
@@ -124,7 +124,7 @@ impl Core {
             if skip.is_some_and(|id| id.key as usize == key && id.generation == conn.generation) {
                 continue;
             }
-            if conn.queued_bytes() > cap {
+            if conn.queued_cost() > cap {
                 match policy {
                     SlowConsumerPolicy::Drop => {
                         self.metrics.slow_consumer_drops.inc();

@@ -95,7 +95,7 @@ impl Core {
             return;
         }
         let conn = &mut self.conns[key];
-        if conn.has(RECV_PAUSED) && conn.queued_bytes() <= self.config.max_backpressure / 2 {
+        if conn.has(RECV_PAUSED) && conn.queued_cost() <= self.config.max_backpressure / 2 {
             conn.clear(RECV_PAUSED);
             if !conn.has(RECV_ARMED) && !conn.has(ENDING) {
                 self.arm_recv(key);
@@ -112,7 +112,7 @@ impl Core {
         let conn = &mut self.conns[key];
         if conn.has(RECV_PAUSED)
             || conn.has(ENDING)
-            || conn.queued_bytes() <= self.config.max_backpressure
+            || conn.queued_cost() <= self.config.max_backpressure
         {
             return;
         }
