@@ -12,7 +12,9 @@
 //! not its payload: each chunk's entry in the chunk list, plus an owned buffer's capacity, plus a shared
 //! frame's whole allocation. A shared frame is charged in full to every queue that holds it: a slow queue
 //! alone keeps it alive once the others have sent it, so the sum of the caps bounds the memory, and a
-//! queue's cost does not change while others drain.
+//! queue's cost does not change while others drain. A queue that drains gives back its chunk list's
+//! capacity (a list that grew to hundreds of thousands of entries for tiny frames), and the pool reports
+//! what was freed so the worker can hand it back to the system once quiet.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +33,11 @@ const POOL_QUIET_ITEMS: usize = 64;
 pub const CHUNK_ENTRY_COST: usize = std::mem::size_of::<Chunk>();
 /// What a shared frame's allocation holds besides its bytes (the strong and weak counts).
 pub const SHARED_HEADER_COST: usize = 2 * std::mem::size_of::<usize>();
+/// A drained queue keeps a chunk list of at most this many entries; the rest of its capacity is freed.
+const QUEUE_KEEP_CHUNKS: usize = 256;
+/// Bytes freed (chunk lists, buffers over the caps, frames dropped unsent) after which handing memory back
+/// to the system is worth it.
+const TRIM_WORTH_BYTES: usize = 1 << 20;
 
 /// Queued bytes.
 pub enum Chunk {
@@ -239,16 +246,22 @@ impl SendQueue {
         {
             self.pop_front(pool);
         }
+        if self.chunks.is_empty() {
+            self.release_spare_entries(pool);
+        }
     }
 
     /// Drops everything queued (nothing may be in flight).
     pub fn clear(&mut self, pool: &mut BufferPool) {
         assert_eq!(self.in_flight, 0, "clearing a queue with a send in flight");
+        let dropped = self.cost;
         while !self.chunks.is_empty() {
             self.pop_front(pool);
         }
+        pool.freed_bytes += dropped;
         self.head_offset = 0;
         self.queued_bytes = 0;
+        self.release_spare_entries(pool);
     }
 
     /// Removes the head chunk (fully sent or dropped), its buffer back to the pool.
@@ -259,6 +272,16 @@ impl SendQueue {
         self.cost -= chunk.cost();
         if let Chunk::Owned(buf) = chunk {
             pool.give_buffer(buf);
+        }
+    }
+
+    /// Cuts an empty queue's chunk list back to [`QUEUE_KEEP_CHUNKS`] entries (it grows to one entry per
+    /// queued frame, hundreds of thousands for tiny frames to a slow reader), telling the pool what it freed.
+    fn release_spare_entries(&mut self, pool: &mut BufferPool) {
+        let capacity = self.chunks.capacity();
+        if capacity > QUEUE_KEEP_CHUNKS {
+            self.chunks.shrink_to(QUEUE_KEEP_CHUNKS);
+            pool.freed_bytes += (capacity - self.chunks.capacity()) * CHUNK_ENTRY_COST;
         }
     }
 }
@@ -289,6 +312,9 @@ pub struct BufferPool {
     quiet_checks: u32,
     /// Items freed (over the caps) since memory was last handed back to the system.
     freed_since_trim: usize,
+    /// Bytes freed (chunk lists cut back, buffers over the caps, chunks dropped unsent) since memory was
+    /// last handed back to the system.
+    freed_bytes: usize,
 }
 
 impl BufferPool {
@@ -303,6 +329,7 @@ impl BufferPool {
             self.buffers.push(buf);
         } else if buf.capacity() > 0 {
             self.freed_since_trim += 1;
+            self.freed_bytes += buf.capacity();
         }
     }
 
@@ -320,7 +347,8 @@ impl BufferPool {
     /// Called periodically (the worker's tick). Once nothing has been taken from the pool for
     /// `quiet_checks` calls in a row (so periodic bursts do not free and reallocate every time), cuts it
     /// back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was freed since
-    /// the last time this returned true that handing it back to the system is worth it.
+    /// the last time this returned true (items over the caps, or [`TRIM_WORTH_BYTES`] of chunk lists cut
+    /// back, big buffers and chunks dropped unsent) that handing it back to the system is worth it.
     pub fn shrink_if_quiet(&mut self, quiet_checks: u32) -> bool {
         if self.taken_since_check > 0 {
             self.taken_since_check = 0;
@@ -341,8 +369,9 @@ impl BufferPool {
             self.queues.truncate(POOL_QUIET_ITEMS);
             self.queues.shrink_to(POOL_QUIET_ITEMS);
         }
-        if self.freed_since_trim >= POOL_QUIET_ITEMS {
+        if self.freed_since_trim >= POOL_QUIET_ITEMS || self.freed_bytes >= TRIM_WORTH_BYTES {
             self.freed_since_trim = 0;
+            self.freed_bytes = 0;
             return true;
         }
         false
@@ -513,6 +542,47 @@ mod tests {
         // A cap on payload bytes would have let 350,000 entries (8 MiB of list) in.
         assert!(entries <= CAP / 40 + 1, "{entries}");
         assert!(q.chunks.len() * CHUNK_ENTRY_COST <= CAP);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_its_chunk_list_and_asks_for_a_trim() {
+        let mut pool = BufferPool::default();
+        let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
+        // Drained by sends.
+        let mut q = pool.take_queue();
+        for _ in 0..100_000 {
+            q.push_shared(Arc::clone(&tiny));
+        }
+        assert!(q.chunks.capacity() >= 100_000);
+        while q.prepare_send().is_some() {
+            q.complete(usize::MAX, &mut pool);
+        }
+        assert!(q.chunks.capacity() <= QUEUE_KEEP_CHUNKS);
+        pool.give_queue(q);
+        // Busy (a queue was taken), then quiet: the freed list is worth handing back to the system.
+        assert!(!pool.shrink_if_quiet(1));
+        assert!(pool.shrink_if_quiet(1));
+        assert!(!pool.shrink_if_quiet(1));
+        // Dropped unsent (the connection went away): the queue goes back to the pool small.
+        let mut q = pool.take_queue();
+        for _ in 0..100_000 {
+            q.push_shared(Arc::clone(&tiny));
+        }
+        pool.give_queue(q);
+        let q = pool.take_queue();
+        assert!(q.chunks.capacity() <= QUEUE_KEEP_CHUNKS);
+        assert_eq!(Arc::strong_count(&tiny), 1);
+        pool.give_queue(q);
+        assert!(!pool.shrink_if_quiet(1));
+        assert!(pool.shrink_if_quiet(1));
+        // A queue that stays small keeps its list: no allocation per drain in steady state.
+        let mut q = pool.take_queue();
+        for _ in 0..10 {
+            q.push_shared(Arc::clone(&tiny));
+            let _ = q.prepare_send();
+            q.complete(usize::MAX, &mut pool);
+        }
+        assert!(q.chunks.capacity() > 0);
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! The send cap (`--max-backpressure`) bounds what a slow consumer's queue really costs, entries included:
+//! 20 clients that never read, on one worker, and a sender of 1-byte broadcasts (one queue entry per tiny
+//! frame). The server's resident memory stays within a bound derived from the cap until the slow clients
+//! are closed by policy, and comes back near its baseline a few seconds after they are gone.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const SLOW: usize = 20;
+const CAP_KIB: u64 = 1024;
+
+#[test]
+fn slow_consumers_of_tiny_broadcasts_stay_within_the_cap_and_memory_comes_back() {
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "broadcast",
+            "--workers",
+            "1",
+            "--broadcast-include-sender",
+            "false",
+            "--max-backpressure",
+            "1MiB",
+            "--close-timeout",
+            "500ms",
+        ],
+    );
+    let pid = server.pid();
+    // Small receive buffers: the queues, not the kernel, hold what the slow clients do not read.
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let s = raw_websocket(server.addr);
+            socket2::SockRef::from(&s)
+                .set_recv_buffer_size(4096)
+                .expect("SO_RCVBUF");
+            s
+        })
+        .collect();
+    let mut sender = raw_websocket(server.addr);
+    wait_open(
+        || metrics_text(server.addr),
+        SLOW as u64 + 1,
+        Duration::from_secs(5),
+    );
+    let baseline = rss_kib(pid);
+
+    // 1-byte broadcasts, written in batches, until every slow client is closed by policy.
+    let batch: Vec<u8> = (0..8192)
+        .flat_map(|_| client_frame(true, 0, 0x2, b"x", true))
+        .collect();
+    // Per slow client: its cap, plus what a queue may hold over it (one message, the entry list's spare
+    // capacity up to as much again); the frames themselves are shared. A cap on payload bytes let each
+    // queue grow 12 MB of entries here.
+    let bound = baseline + 2 * SLOW as u64 * CAP_KIB + 4 * 1024;
+    let mut peak = baseline;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        sender.write_all(&batch).unwrap();
+        peak = peak.max(rss_kib(pid));
+        assert!(
+            peak <= bound,
+            "RSS {peak} KiB over the bound {bound} KiB (baseline {baseline} KiB)"
+        );
+        if metric_sum(server.addr, "ringws_slow_consumer_closes_total") >= SLOW as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow consumers were not closed in time"
+        );
+    }
+    drop(sender);
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(server.addr, "ringws_websockets_open") > 0 {
+        assert!(Instant::now() < deadline, "connections were not closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Once the worker is quiet (about a second), the queues' memory goes back to the system: the chunk
+    // lists, and what the allocator keeps of the frames until the pool's trim.
+    let near_baseline = baseline + 1536;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut rss = rss_kib(pid);
+    while rss > near_baseline {
+        assert!(
+            Instant::now() < deadline,
+            "RSS {rss} KiB a few seconds after the slow clients left (baseline {baseline} KiB, peak {peak} KiB)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        rss = rss_kib(pid);
+    }
+    eprintln!("baseline {baseline} KiB, peak {peak} KiB, after {rss} KiB");
+}
