@@ -157,6 +157,14 @@ pub struct ServeArgs {
     /// What to do with a connection over --max-backpressure when others' messages are queued to it.
     #[arg(long, value_enum, default_value_t = server_defaults().slow_consumer.into())]
     pub slow_consumer: SlowConsumer,
+    /// Messages each worker's inbox holds from other workers (broadcasts, publishes); past it a message is
+    /// dropped for that worker and counted in ringws_handoff_drops_total.
+    #[arg(
+        long,
+        default_value_t = server_defaults().inbox_capacity as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub inbox_capacity: u32,
     /// In broadcast mode, whether the sender gets its own message back.
     #[arg(
         long,
@@ -322,6 +330,7 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout.0,
             max_backpressure: self.max_backpressure.0,
             slow_consumer: self.slow_consumer.into(),
+            inbox_capacity: self.inbox_capacity as usize,
             recv_buffer_size: self.recv_buffer_size.0,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
@@ -584,6 +593,18 @@ mod tests {
         assert!(serve(&["--listen-backlog", "-3"]).is_err());
     }
 
+    #[test]
+    fn inbox_capacity_is_at_least_one() {
+        let serve = |args: &[&str]| {
+            let argv = ["ringws", "serve"].iter().chain(args).copied();
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(serve) => serve.to_config().inbox_capacity,
+            })
+        };
+        assert_eq!(serve(&["--inbox-capacity", "64"]).unwrap(), 64);
+        assert!(serve(&["--inbox-capacity", "0"]).is_err());
+    }
+
     /// `ringws serve` with no flags must run exactly the documented [`ServerConfig::default()`]. The
     /// destructuring names every field, so a new config field does not compile until it is checked here.
     #[test]
@@ -608,6 +629,7 @@ mod tests {
             shutdown_timeout,
             max_backpressure,
             slow_consumer,
+            inbox_capacity,
             recv_buffer_size,
             recv_buffers,
             broadcast_include_sender,
@@ -639,6 +661,7 @@ mod tests {
         assert_eq!(parsed.shutdown_timeout, shutdown_timeout);
         assert_eq!(parsed.max_backpressure, max_backpressure);
         assert_eq!(parsed.slow_consumer, slow_consumer);
+        assert_eq!(parsed.inbox_capacity, inbox_capacity);
         assert_eq!(parsed.recv_buffer_size, recv_buffer_size);
         assert_eq!(parsed.recv_buffers, recv_buffers);
         assert_eq!(parsed.broadcast_include_sender, broadcast_include_sender);

@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub max_backpressure: usize,
     /// What to do with a slow consumer (default close).
     pub slow_consumer: SlowConsumerPolicy,
+    /// Messages each worker's inbox holds for it from other threads (broadcasts and publishes); a message
+    /// for a worker whose inbox is full is dropped for that worker and counted (default 8192).
+    pub inbox_capacity: usize,
     /// Size of each provided receive buffer (default 16 KiB).
     pub recv_buffer_size: usize,
     /// Receive buffers per worker, a power of two (default 256).
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             max_backpressure: 1 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
+            inbox_capacity: super::inbox::DEFAULT_INBOX_CAPACITY,
             recv_buffer_size: 16 * 1024,
             recv_buffers: 256,
             broadcast_include_sender: true,

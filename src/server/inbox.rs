@@ -6,9 +6,16 @@
 //! doorbell completes. Must never carry a per-receiver copy of a message: a [`SharedMessage`] is a reference.
 //! Control messages that must reach every worker (such as a new TLS configuration) join
 //! [`WorkerMessage`] as variants of their own.
+//!
+//! Each inbox is bounded, in messages ([`DEFAULT_INBOX_CAPACITY`] unless configured). The bound is in
+//! messages, not bytes, because an entry is a reference: the frame it points to is shared with every other
+//! worker's inbox and the sender's own queues, so a byte count per inbox would count the same frame once per
+//! worker. A sender never blocks on a full inbox: the message is dropped for that worker and the sender
+//! counts it ([`Sent::Full`], `ringws_handoff_drops_total`), as the slow-consumer rule does for one
+//! connection.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use super::handler::ConnId;
@@ -29,17 +36,35 @@ pub enum WorkerMessage {
     },
 }
 
+/// Messages an inbox holds by default (8192 entries of a few dozen bytes each: about half a MiB of slots
+/// per worker, allocated once).
+pub const DEFAULT_INBOX_CAPACITY: usize = 8192;
+
+/// What became of a message put in an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// In the inbox: the caller rings the worker's doorbell.
+    Queued,
+    /// The inbox was full: the message is dropped for that worker; the caller counts it.
+    Full,
+    /// The worker is gone.
+    Gone,
+}
+
 /// Every worker's inbox (sending side) and the fd of its ring, for doorbells.
 pub(crate) struct Inboxes {
-    senders: Vec<Sender<WorkerMessage>>,
+    senders: Vec<SyncSender<WorkerMessage>>,
     /// Each worker's ring fd (for `MSG_RING` doorbells), -1 until it runs.
     ring_fds: Vec<AtomicI32>,
 }
 
 impl Inboxes {
-    /// Inboxes for `workers` workers, with the receiving end of each (in worker order).
-    pub(crate) fn new(workers: usize) -> (Inboxes, Vec<Receiver<WorkerMessage>>) {
-        let (senders, receivers) = (0..workers).map(|_| mpsc::channel()).unzip();
+    /// Inboxes for `workers` workers holding at most `capacity` messages each (at least 1), with the
+    /// receiving end of each (in worker order).
+    pub(crate) fn new(workers: usize, capacity: usize) -> (Inboxes, Vec<Receiver<WorkerMessage>>) {
+        let (senders, receivers) = (0..workers)
+            .map(|_| mpsc::sync_channel(capacity.max(1)))
+            .unzip();
         let inboxes = Inboxes {
             senders,
             ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
@@ -52,9 +77,14 @@ impl Inboxes {
         self.senders.len()
     }
 
-    /// Puts `message` in `worker`'s inbox; false if that worker is gone. The caller rings its doorbell.
-    pub(crate) fn send(&self, worker: usize, message: WorkerMessage) -> bool {
-        self.senders[worker].send(message).is_ok()
+    /// Puts `message` in `worker`'s inbox without ever blocking. On [`Sent::Queued`] the caller rings
+    /// its doorbell; on [`Sent::Full`] the message is dropped for that worker and the caller counts it.
+    pub(crate) fn send(&self, worker: usize, message: WorkerMessage) -> Sent {
+        match self.senders[worker].try_send(message) {
+            Ok(()) => Sent::Queued,
+            Err(TrySendError::Full(_)) => Sent::Full,
+            Err(TrySendError::Disconnected(_)) => Sent::Gone,
+        }
     }
 
     /// Records `worker`'s ring fd once it runs.
@@ -76,7 +106,7 @@ mod tests {
 
     #[test]
     fn messages_arrive_in_order_and_share_their_frame() {
-        let (inboxes, receivers) = Inboxes::new(2);
+        let (inboxes, receivers) = Inboxes::new(2, 4);
         assert_eq!(inboxes.len(), 2);
         assert_eq!(inboxes.ring_fd(1), None);
         inboxes.set_ring_fd(1, 7);
@@ -87,7 +117,7 @@ mod tests {
                 topic: Arc::from(topic),
                 message: message.clone(),
             };
-            assert!(inboxes.send(1, sent));
+            assert_eq!(inboxes.send(1, sent), Sent::Queued);
         }
         let got: Vec<_> = receivers[1].try_iter().collect();
         assert_eq!(got.len(), 2);
@@ -105,12 +135,63 @@ mod tests {
         }
         assert!(receivers[0].try_recv().is_err());
         drop(receivers);
-        assert!(!inboxes.send(
-            0,
-            WorkerMessage::Broadcast {
-                message,
-                except: None
-            }
-        ));
+        assert_eq!(
+            inboxes.send(
+                0,
+                WorkerMessage::Broadcast {
+                    message,
+                    except: None
+                }
+            ),
+            Sent::Gone
+        );
+    }
+
+    fn numbered(n: usize) -> WorkerMessage {
+        WorkerMessage::Publish {
+            topic: Arc::from(n.to_string()),
+            message: SharedMessage::encode(MessageKind::Text, b"x"),
+        }
+    }
+
+    fn number(message: WorkerMessage) -> usize {
+        match message {
+            WorkerMessage::Publish { topic, .. } => topic.parse().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_without_blocking_and_keeps_the_order_of_what_it_took() {
+        let (inboxes, receivers) = Inboxes::new(2, 3);
+        let results: Vec<Sent> = (0..5).map(|n| inboxes.send(1, numbered(n))).collect();
+        assert_eq!(
+            results,
+            [
+                Sent::Queued,
+                Sent::Queued,
+                Sent::Queued,
+                Sent::Full,
+                Sent::Full
+            ]
+        );
+        // The other worker's inbox is its own.
+        assert_eq!(inboxes.send(0, numbered(9)), Sent::Queued);
+        let got: Vec<usize> = receivers[1].try_iter().map(number).collect();
+        assert_eq!(got, [0, 1, 2]);
+        // Drained, it takes messages again, in order.
+        assert_eq!(inboxes.send(1, numbered(5)), Sent::Queued);
+        assert_eq!(inboxes.send(1, numbered(6)), Sent::Queued);
+        let got: Vec<usize> = receivers[1].try_iter().map(number).collect();
+        assert_eq!(got, [5, 6]);
+    }
+
+    #[test]
+    fn a_zero_capacity_still_holds_one_message() {
+        // A rendezvous channel would refuse every message sent while the worker is not waiting on it.
+        let (inboxes, receivers) = Inboxes::new(1, 0);
+        assert_eq!(inboxes.send(0, numbered(1)), Sent::Queued);
+        assert_eq!(inboxes.send(0, numbered(2)), Sent::Full);
+        assert_eq!(receivers[0].try_iter().map(number).collect::<Vec<_>>(), [1]);
     }
 }

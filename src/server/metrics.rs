@@ -40,6 +40,22 @@ impl Counter {
     }
 }
 
+/// A counter any thread may add to (an atomic add): for events counted on behalf of a worker by other
+/// threads, off the hot path.
+#[derive(Default)]
+pub struct SharedCounter(AtomicU64);
+
+impl SharedCounter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Why a connection was refused before or at the upgrade.
 pub const REJECT_REASONS: [&str; 3] = ["table_full", "max_connections", "shutting_down"];
 pub const REJECT_TABLE_FULL: usize = 0;
@@ -88,6 +104,9 @@ pub struct WorkerMetrics {
     pub handoffs: Counter,
     /// Shared frames queued to connections.
     pub deliveries: Counter,
+    /// Messages for this worker dropped because its inbox was full (counted by their senders: other
+    /// workers and `ServerHandle::publish`).
+    pub handoff_drops: SharedCounter,
     /// Periodic ticks re-armed after the kernel ended the multishot timeout (a full completion queue).
     pub tick_rearms: Counter,
     /// TLS handshakes completed (`--tls-cert`).
@@ -268,6 +287,17 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             out,
             "ringws_handoffs_total{{worker=\"{i}\"}} {}",
             m.handoffs.get()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_handoff_drops_total Messages for a worker dropped because its inbox was full\n# TYPE ringws_handoff_drops_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_handoff_drops_total{{worker=\"{i}\"}} {}",
+            m.handoff_drops.get()
         );
     }
     let _ = writeln!(

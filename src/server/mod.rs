@@ -76,7 +76,7 @@ impl Server {
         for _ in 1..workers {
             listeners.push(sys::reuseport_listener(local_addr, backlog)?);
         }
-        let (inboxes, receivers) = Inboxes::new(workers);
+        let (inboxes, receivers) = Inboxes::new(workers, config.inbox_capacity);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics: (0..workers)
@@ -211,7 +211,9 @@ impl ServerHandle {
                     except: None,
                 },
             };
-            let _ = self.shared.inboxes.send(worker, sent);
+            if self.shared.inboxes.send(worker, sent) == inbox::Sent::Full {
+                self.shared.metrics[worker].handoff_drops.inc();
+            }
         }
         self.wake_all();
     }

@@ -4,6 +4,9 @@
 //!
 //! Must never copy a shared frame per subscriber or per worker, never ring a doorbell per message, and never
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
+//!
+//! Handoffs are bounded: a message for a worker whose inbox is full is dropped for that worker and counted
+//! (`ringws_handoff_drops_total`), never waited for.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use crate::reactor::{Op, UserData};
 use crate::server::config::SlowConsumerPolicy;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
-use crate::server::inbox::WorkerMessage;
+use crate::server::inbox::{Sent, WorkerMessage};
 use crate::server::shared_message::SharedMessage;
 
 use super::{Core, Worker};
@@ -65,11 +68,20 @@ impl Core {
     }
 
     /// Puts one message (made by `make`) in every other worker's inbox and marks its doorbell for the end
-    /// of the batch.
+    /// of the batch. A worker whose inbox is full loses this message (counted in its
+    /// `handoff_drops`); its doorbell is rung all the same.
     pub(super) fn hand_off(&mut self, mut make: impl FnMut() -> WorkerMessage) {
         for worker in 0..self.shared.inboxes.len() {
-            if worker != self.index && self.shared.inboxes.send(worker, make()) {
-                self.doorbells[worker] = true;
+            if worker == self.index {
+                continue;
+            }
+            match self.shared.inboxes.send(worker, make()) {
+                Sent::Queued => self.doorbells[worker] = true,
+                Sent::Full => {
+                    self.shared.metrics[worker].handoff_drops.inc();
+                    self.doorbells[worker] = true;
+                }
+                Sent::Gone => {}
             }
         }
     }
