@@ -34,11 +34,14 @@ pub enum Op {
     Tick = 6,
     /// A `MSG_RING` doorbell from another thread.
     Doorbell = 7,
-    /// A completion to ignore: cancel requests, the sending side of a doorbell, the listener's close.
+    /// A completion to ignore: cancel requests, the listener's close.
     /// Their results carry nothing the worker acts on.
     Ignore = 8,
     /// One single-shot accept (armed one at a time in the fixed-file table's reserve, past the limit).
     AcceptOne = 9,
+    /// The sending side of a doorbell, posted only when the `MSG_RING` failed; the key is the worker
+    /// rung, the generation the attempt.
+    DoorbellSent = 10,
 }
 
 impl Op {
@@ -53,6 +56,7 @@ impl Op {
             7 => Op::Doorbell,
             8 => Op::Ignore,
             9 => Op::AcceptOne,
+            10 => Op::DoorbellSent,
             _ => return None,
         })
     }
@@ -113,6 +117,7 @@ mod tests {
         for &(key, generation, op) in &[
             (0u32, 0u32, Op::AcceptMulti),
             (7, 1, Op::AcceptOne),
+            (3, 1, Op::DoorbellSent),
             (NO_CONNECTION, GENERATION_MASK, Op::Ignore),
             (12345, 77, Op::Send),
         ] {

@@ -107,6 +107,9 @@ pub struct WorkerMetrics {
     /// Messages for this worker dropped because its inbox was full (counted by their senders: other
     /// workers and `ServerHandle::publish`).
     pub handoff_drops: SharedCounter,
+    /// Doorbells (`MSG_RING`) this worker rang that failed; each is retried once at the next batch end,
+    /// and the receiving worker's tick drains its inbox anyway.
+    pub doorbell_failures: Counter,
     /// Periodic ticks re-armed after the kernel ended the multishot timeout (a full completion queue).
     pub tick_rearms: Counter,
     /// TLS handshakes completed (`--tls-cert`).
@@ -156,7 +159,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 19] = [
+    let simple: [CounterSpec; 20] = [
         (
             "ringws_tls_handshakes_total",
             "counter",
@@ -258,6 +261,12 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Periodic ticks re-armed after the kernel ended them (full completion queue)",
             |m| &m.tick_rearms,
+        ),
+        (
+            "ringws_doorbell_failures_total",
+            "counter",
+            "Doorbells (MSG_RING) to other workers that failed (retried once; ticks drain inboxes)",
+            |m| &m.doorbell_failures,
         ),
         (
             "ringws_frames_encoded_total",

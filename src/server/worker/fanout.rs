@@ -6,7 +6,9 @@
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
 //!
 //! Handoffs are bounded: a message for a worker whose inbox is full is dropped for that worker and counted
-//! (`ringws_handoff_drops_total`), never waited for.
+//! (`ringws_handoff_drops_total`), never waited for. A doorbell whose `MSG_RING` fails is counted and rung
+//! once more; past that the receiving worker's tick drains its inbox, so a lost doorbell delays delivery
+//! by at most one tick and never loses a message.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -163,20 +165,65 @@ impl Core {
         }
     }
 
+    /// Rings the doorbell of every worker marked in this batch.
     pub(super) fn ring_doorbells(&mut self) {
         for worker in 0..self.doorbells.len() {
             if !std::mem::take(&mut self.doorbells[worker]) {
                 continue;
             }
-            if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
+            if self.shared.inboxes.ring_fd(worker).is_some() {
                 self.metrics.handoffs.inc();
-                self.ring.ring_doorbell(
-                    fd,
-                    0,
-                    UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
-                    UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
-                );
+                self.ring_doorbell(worker, 0);
             }
         }
+    }
+
+    /// A `MSG_RING` to `worker`'s ring; only a failure completes on this ring ([`Op::DoorbellSent`], with
+    /// the attempt as generation).
+    fn ring_doorbell(&mut self, worker: usize, attempt: u32) {
+        if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
+            self.ring.ring_doorbell(
+                fd,
+                0,
+                UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
+                UserData::new(worker as u32, attempt, Op::DoorbellSent).encode(),
+            );
+        }
+    }
+
+    /// A doorbell this worker rang failed (its `MSG_RING` completed with an error, such as a full
+    /// completion queue on the receiving side): counted, and rung once more, submitted with this batch's
+    /// end. A second failure is left to the receiving worker's tick, which drains its inbox, so a failing
+    /// target never makes this worker spin.
+    pub(super) fn on_doorbell_sent(&mut self, sent: UserData, result: i32) {
+        if result >= 0 {
+            return;
+        }
+        self.metrics.doorbell_failures.inc();
+        let worker = sent.key as usize;
+        if let Some(attempt) = doorbell_retry(sent.generation, result) {
+            if worker < self.doorbells.len() {
+                self.ring_doorbell(worker, attempt);
+            }
+        }
+    }
+}
+
+/// After a doorbell's `MSG_RING` completed with `result` on its `attempt`: the attempt to ring again with,
+/// or `None` (it went through, or it failed twice and the receiving worker's tick drains its inbox).
+fn doorbell_retry(attempt: u32, result: i32) -> Option<u32> {
+    (result < 0 && attempt == 0).then_some(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_doorbell_is_rung_once_more_never_in_a_loop() {
+        assert_eq!(doorbell_retry(0, 0), None);
+        assert_eq!(doorbell_retry(0, -libc::EOVERFLOW), Some(1));
+        assert_eq!(doorbell_retry(1, -libc::EOVERFLOW), None);
+        assert_eq!(doorbell_retry(1, 0), None);
     }
 }

@@ -248,6 +248,7 @@ impl<H: Handler> Worker<'_, H> {
             Op::AcceptOne => self.core.on_accept(true, completion),
             Op::Tick => self.on_tick(completion),
             Op::Doorbell => self.on_doorbell(),
+            Op::DoorbellSent => self.core.on_doorbell_sent(ud, completion.result),
             Op::Ignore => {}
             Op::Recv | Op::Send | Op::Shutdown | Op::Close => {
                 let key = ud.key as usize;

@@ -191,6 +191,8 @@ impl<H: Handler> Worker<'_, H> {
             crate::reactor::sys::release_free_memory();
         }
         self.core.arm_accept();
+        // A lost doorbell delays the inbox by one tick at most.
+        self.on_doorbell();
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
         }
