@@ -1,6 +1,8 @@
 //! Cross-worker handoffs are bounded and never lose a message silently. With a small inbox, a flood of
 //! publishes from clients on both workers overflows the receiving worker's inbox: every message either
-//! reaches each worker's handler or is counted in `ringws_handoff_drops_total` for that worker.
+//! reaches each worker's handler or is counted in `ringws_handoff_drops_total` for that worker. With a
+//! large inbox and a worker slowed by its handler, a flood is taken a batch at a time, so another
+//! connection's echo is answered between batches instead of after the whole flood.
 
 mod common;
 
@@ -126,6 +128,57 @@ fn a_flood_past_a_small_inbox_is_dropped_and_counted_never_lost_silently() {
         let _ = ws.close(None);
         while ws.read().is_ok() {}
     }
+    server.shutdown();
+    server.join();
+}
+
+#[test]
+fn a_flood_is_taken_a_batch_at_a_time_so_other_connections_are_served() {
+    // Each published message holds its worker for 50 us: a whole flood of 40,000 is two seconds of work
+    // per worker, a batch of 1024 about 50 ms.
+    const FLOOD: u64 = 40_000;
+    let (server, received) = start(1 << 16, Duration::from_micros(50));
+    let addr = server.local_addr();
+    let mut echo = client(addr);
+    echo.send(Message::text("warm")).unwrap();
+    assert_eq!(echo.read().unwrap(), Message::text("warm"));
+
+    let mut worst = Duration::ZERO;
+    std::thread::scope(|scope| {
+        let server = &server;
+        let flood = scope.spawn(move || {
+            for i in 0..FLOOD {
+                server.publish(
+                    Some(TOPIC),
+                    MessageKind::Text,
+                    format!("pub {i}").as_bytes(),
+                );
+            }
+        });
+        // Round trips while the workers are taking the flood.
+        std::thread::sleep(Duration::from_millis(50));
+        for i in 0..10 {
+            let text = format!("echo {i}");
+            let started = Instant::now();
+            echo.send(Message::text(text.clone())).unwrap();
+            assert_eq!(echo.read().unwrap(), Message::text(text));
+            worst = worst.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flood.join().unwrap();
+    });
+    let (got, dropped) = settle(&server, &received, FLOOD, Duration::from_secs(60));
+    assert_eq!(
+        got + dropped,
+        FLOOD * 2,
+        "received {got}, dropped {dropped}"
+    );
+    assert!(
+        worst < Duration::from_millis(600),
+        "an echo took {worst:?} while the flood was taken"
+    );
+    let _ = echo.close(None);
+    while echo.read().is_ok() {}
     server.shutdown();
     server.join();
 }

@@ -12,9 +12,10 @@
 //! worker's inbox and the sender's own queues, so a byte count per inbox would count the same frame once per
 //! worker. A sender never blocks on a full inbox: the message is dropped for that worker and the sender
 //! counts it ([`Sent::Full`], `ringws_handoff_drops_total`), as the slow-consumer rule does for one
-//! connection.
+//! connection. A worker drains at most [`DRAIN_BATCH`] messages per doorbell so that a flood cannot starve
+//! its other connections.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -37,8 +38,12 @@ pub enum WorkerMessage {
 }
 
 /// Messages an inbox holds by default (8192 entries of a few dozen bytes each: about half a MiB of slots
-/// per worker, allocated once).
+/// per worker, allocated once; eight doorbells' worth of [`DRAIN_BATCH`]).
 pub const DEFAULT_INBOX_CAPACITY: usize = 8192;
+
+/// The most messages a worker takes from its inbox per doorbell (or tick) before it lets its other
+/// completions run; the rest waits for the next loop iteration.
+pub(crate) const DRAIN_BATCH: usize = 1024;
 
 /// What became of a message put in an inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,10 @@ pub(crate) struct Inboxes {
     senders: Vec<SyncSender<WorkerMessage>>,
     /// Each worker's ring fd (for `MSG_RING` doorbells), -1 until it runs.
     ring_fds: Vec<AtomicI32>,
+    /// Each worker's doorbell has been rung and not yet answered (the worker has not started draining
+    /// since): senders ring only when they set it, so a flood makes one doorbell per drain, not one per
+    /// message or per sender.
+    rung: Vec<AtomicBool>,
 }
 
 impl Inboxes {
@@ -68,6 +77,7 @@ impl Inboxes {
         let inboxes = Inboxes {
             senders,
             ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
+            rung: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         };
         (inboxes, receivers)
     }
@@ -85,6 +95,18 @@ impl Inboxes {
             Err(TrySendError::Full(_)) => Sent::Full,
             Err(TrySendError::Disconnected(_)) => Sent::Gone,
         }
+    }
+
+    /// Called after putting messages in `worker`'s inbox: whether the caller must ring its doorbell
+    /// (false when a doorbell rung earlier has not been answered yet; that answer drains these messages
+    /// too).
+    pub(crate) fn claim_doorbell(&self, worker: usize) -> bool {
+        !self.rung[worker].swap(true, Ordering::AcqRel)
+    }
+
+    /// Called by `worker` before it drains its inbox: messages put after this ring the doorbell again.
+    pub(crate) fn answer_doorbell(&self, worker: usize) {
+        self.rung[worker].store(false, Ordering::Release);
     }
 
     /// Records `worker`'s ring fd once it runs.
@@ -184,6 +206,18 @@ mod tests {
         assert_eq!(inboxes.send(1, numbered(6)), Sent::Queued);
         let got: Vec<usize> = receivers[1].try_iter().map(number).collect();
         assert_eq!(got, [5, 6]);
+    }
+
+    #[test]
+    fn a_doorbell_is_rung_once_until_answered() {
+        let (inboxes, _receivers) = Inboxes::new(2, 4);
+        assert!(inboxes.claim_doorbell(1));
+        assert!(!inboxes.claim_doorbell(1));
+        // Each worker's doorbell is its own.
+        assert!(inboxes.claim_doorbell(0));
+        inboxes.answer_doorbell(1);
+        assert!(inboxes.claim_doorbell(1));
+        assert!(!inboxes.claim_doorbell(1));
     }
 
     #[test]

@@ -215,14 +215,15 @@ impl ServerHandle {
                 self.shared.metrics[worker].handoff_drops.inc();
             }
         }
-        self.wake_all();
+        // One doorbell per worker until it answers, not one per published message.
+        self.wake(|worker| self.shared.inboxes.claim_doorbell(worker));
     }
 
     /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the
     /// replies up to the shutdown timeout. Callable from any thread; returns at once.
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::Release);
-        self.wake_all();
+        self.wake(|_| true);
     }
 
     /// Waits for every worker to finish.
@@ -232,14 +233,18 @@ impl ServerHandle {
         }
     }
 
-    /// Wakes every worker (a `MSG_RING` doorbell); their tick would notice within one tick anyway.
-    fn wake_all(&self) {
+    /// Wakes every worker `which` selects (a `MSG_RING` doorbell); their tick would notice within one
+    /// tick anyway.
+    fn wake(&self, which: impl Fn(usize) -> bool) {
         let mut guard = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             *guard = DoorbellRing::new().ok();
         }
         let Some(ring) = guard.as_mut() else { return };
         for worker in 0..self.shared.inboxes.len() {
+            if !which(worker) {
+                continue;
+            }
             if let Some(fd) = self.shared.inboxes.ring_fd(worker) {
                 let _ = ring.ring(
                     fd,

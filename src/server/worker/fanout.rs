@@ -6,9 +6,12 @@
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
 //!
 //! Handoffs are bounded: a message for a worker whose inbox is full is dropped for that worker and counted
-//! (`ringws_handoff_drops_total`), never waited for. A doorbell whose `MSG_RING` fails is counted and rung
-//! once more; past that the receiving worker's tick drains its inbox, so a lost doorbell delays delivery
-//! by at most one tick and never loses a message.
+//! (`ringws_handoff_drops_total`), never waited for. A doorbell (or tick) drains at most [`DRAIN_BATCH`]
+//! messages, then rings the worker's own doorbell so that the rest is taken on the next loop iteration,
+//! after the completions already waiting. A doorbell is rung only when the last one rung was answered (the
+//! worker began draining since), so a flood makes one doorbell per drain. A doorbell whose `MSG_RING`
+//! fails is counted and rung once more; past that the receiving worker's tick drains its inbox, so a lost
+//! doorbell delays delivery by at most one tick and never loses a message.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,15 +21,28 @@ use crate::reactor::{Op, UserData};
 use crate::server::config::SlowConsumerPolicy;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
-use crate::server::inbox::{Sent, WorkerMessage};
+use crate::server::inbox::{Sent, WorkerMessage, DRAIN_BATCH};
 use crate::server::shared_message::SharedMessage;
 
 use super::{Core, Worker};
 use crate::reactor::NO_CONNECTION;
 
 impl<H: Handler> Worker<'_, H> {
+    /// Takes up to [`DRAIN_BATCH`] messages from the inbox (on a doorbell, and on every tick); if that
+    /// many were taken, rings this worker's own doorbell at the end of the batch for the rest. At most one
+    /// such batch per loop iteration: the doorbells that complete after it in the same iteration leave
+    /// the inbox to the own doorbell, so that many doorbells in one iteration cannot take a whole flood.
     pub(super) fn on_doorbell(&mut self) {
-        while let Ok(received) = self.inbox.try_recv() {
+        if self.core.doorbells[self.core.index] {
+            return;
+        }
+        self.core.shared.inboxes.answer_doorbell(self.core.index);
+        let mut taken = 0;
+        while taken < DRAIN_BATCH {
+            let Ok(received) = self.inbox.try_recv() else {
+                break;
+            };
+            taken += 1;
             match received {
                 WorkerMessage::Broadcast { message, except } => {
                     // Topic messages received before it go out first (in handoff order).
@@ -37,6 +53,10 @@ impl<H: Handler> Worker<'_, H> {
                     self.core.published.push((topic, message))
                 }
             }
+        }
+        if taken == DRAIN_BATCH {
+            // Maybe more: the next loop iteration takes them, after the completions waiting now.
+            self.core.doorbells[self.core.index] = true;
         }
         if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
             self.core.begin_shutdown();
@@ -165,13 +185,17 @@ impl Core {
         }
     }
 
-    /// Rings the doorbell of every worker marked in this batch.
+    /// Rings the doorbell of every worker marked in this batch whose doorbell is not already rung and
+    /// unanswered (and this worker's own, when its inbox held more than one drain's worth).
     pub(super) fn ring_doorbells(&mut self) {
         for worker in 0..self.doorbells.len() {
             if !std::mem::take(&mut self.doorbells[worker]) {
                 continue;
             }
-            if self.shared.inboxes.ring_fd(worker).is_some() {
+            if worker == self.index {
+                // The rest of this worker's own inbox, on the next loop iteration.
+                self.ring_doorbell(worker, 0);
+            } else if self.shared.inboxes.claim_doorbell(worker) {
                 self.metrics.handoffs.inc();
                 self.ring_doorbell(worker, 0);
             }
