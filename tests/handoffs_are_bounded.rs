@@ -173,8 +173,10 @@ fn a_flood_is_taken_a_batch_at_a_time_so_other_connections_are_served() {
         FLOOD * 2,
         "received {got}, dropped {dropped}"
     );
+    // Unbounded draining kept an echo waiting 2.1-3.3 s here; bounded, 75-185 ms. The bound leaves room
+    // for a loaded machine and still tells the two apart.
     assert!(
-        worst < Duration::from_millis(600),
+        worst < Duration::from_millis(1500),
         "an echo took {worst:?} while the flood was taken"
     );
     let _ = echo.close(None);
