@@ -404,7 +404,7 @@ mod tests {
     /// A worker's core on a real (small) ring, with no listener and no connection.
     fn test_core() -> Core {
         let config = Arc::new(ServerConfig::default());
-        let (inboxes, _receivers) = Inboxes::new(1);
+        let (inboxes, _receivers) = Inboxes::new(1, config.inbox_capacity);
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
             metrics: vec![Arc::new(WorkerMetrics::default())],
