@@ -110,6 +110,14 @@ pub struct ServeArgs {
     /// Largest single frame payload; larger -> close 1009 [default: --max-message-size].
     #[arg(long)]
     pub max_frame_size: Option<ByteSize>,
+    /// Most memory one worker holds for messages still being assembled, over all its connections; the
+    /// connection whose input would pass it is closed with 1013 (try again later).
+    #[arg(long, default_value_t = ByteSize(server_defaults().max_assembly_memory))]
+    pub max_assembly_memory: ByteSize,
+    /// Time to finish a message once its first byte arrived; control frames do not extend it (0 = no
+    /// deadline). Past it: close 1008.
+    #[arg(long, default_value_t = HumanDuration(server_defaults().message_timeout))]
+    pub message_timeout: HumanDuration,
     /// Most open WebSocket connections over all workers (0 = only the per-worker limit); beyond it,
     /// upgrades are answered 503.
     #[arg(long, default_value_t = server_defaults().max_connections)]
@@ -315,6 +323,8 @@ impl ServeArgs {
             pin_workers: defaults.pin_workers && !self.no_pin,
             max_message_size: self.max_message_size.0,
             max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size).0 as u64,
+            max_assembly_memory: self.max_assembly_memory.0,
+            message_timeout: self.message_timeout.0,
             max_connections: self.max_connections,
             max_connections_per_worker: self
                 .max_connections_per_worker
@@ -483,6 +493,8 @@ pub fn serve(args: ServeArgs) -> i32 {
         scheme = if c.tls.is_some() { "wss" } else { "ws" },
         max_message_size = c.max_message_size,
         max_frame_size = c.max_frame_size,
+        max_assembly_memory = c.max_assembly_memory,
+        message_timeout = ?c.message_timeout,
         max_connections = c.max_connections,
         max_connections_per_worker = c.effective_connections_per_worker(),
         listen_backlog = c.listen_backlog,
@@ -554,6 +566,7 @@ mod tests {
         let default_sizes = [
             defaults.max_message_size,
             usize::try_from(defaults.max_frame_size).unwrap(),
+            defaults.max_assembly_memory,
             defaults.max_header_bytes,
             defaults.max_backpressure,
             defaults.recv_buffer_size,
@@ -567,6 +580,7 @@ mod tests {
         }
         let default_durations = [
             defaults.handshake_timeout,
+            defaults.message_timeout,
             defaults.idle_timeout,
             defaults.ping_timeout,
             defaults.close_timeout,
@@ -616,6 +630,8 @@ mod tests {
             pin_workers,
             max_message_size,
             max_frame_size,
+            max_assembly_memory,
+            message_timeout,
             max_connections,
             max_connections_per_worker,
             listen_backlog,
@@ -645,6 +661,8 @@ mod tests {
         assert_eq!(parsed.pin_workers, pin_workers);
         assert_eq!(parsed.max_message_size, max_message_size);
         assert_eq!(parsed.max_frame_size, max_frame_size);
+        assert_eq!(parsed.max_assembly_memory, max_assembly_memory);
+        assert_eq!(parsed.message_timeout, message_timeout);
         assert_eq!(parsed.max_connections, max_connections);
         assert_eq!(
             parsed.max_connections_per_worker,

@@ -62,6 +62,13 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Largest single frame payload (default 16 MiB); larger -> close 1009.
     pub max_frame_size: u64,
+    /// Most heap one worker holds for messages still being assembled (messages and control frames that
+    /// span receives), summed over its connections (default 64 MiB). The connection whose input would
+    /// take the worker's total over it is closed with 1013 (try again later).
+    pub max_assembly_memory: usize,
+    /// Time a connection has to finish a message once its first byte arrived (a fragment or part of a
+    /// frame); control frames do not extend it (default 10 s; zero: no deadline). Past it: close 1008.
+    pub message_timeout: Duration,
     /// Most open WebSocket connections over all workers (0 = no limit beyond the per-worker one); an
     /// upgrade beyond it is answered 503.
     pub max_connections: usize,
@@ -118,6 +125,8 @@ impl Default for ServerConfig {
             pin_workers: true,
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
+            max_assembly_memory: 64 << 20,
+            message_timeout: Duration::from_secs(10),
             max_connections: 0,
             max_connections_per_worker: 0,
             listen_backlog: 4096,
@@ -170,6 +179,9 @@ impl ServerConfig {
             .min(self.shutdown_timeout);
         if !self.idle_timeout.is_zero() {
             shortest = shortest.min(self.idle_timeout).min(self.ping_timeout);
+        }
+        if !self.message_timeout.is_zero() {
+            shortest = shortest.min(self.message_timeout);
         }
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
     }

@@ -112,6 +112,10 @@ pub struct WorkerMetrics {
     pub doorbell_failures: Counter,
     /// Periodic ticks re-armed after the kernel ended the multishot timeout (a full completion queue).
     pub tick_rearms: Counter,
+    /// Connections closed 1013 because their input would take the worker over `--max-assembly-memory`.
+    pub assembly_budget_closes: Counter,
+    /// Connections closed 1008 because a message started and was not finished within `--message-timeout`.
+    pub message_timeouts: Counter,
     /// TLS handshakes completed (`--tls-cert`).
     pub tls_handshakes: Counter,
     /// TLS connections ended by a TLS error (bad record, garbage, plain HTTP, handshake failure).
@@ -159,7 +163,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 20] = [
+    let simple: [CounterSpec; 22] = [
         (
             "ringws_tls_handshakes_total",
             "counter",
@@ -267,6 +271,18 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Doorbells (MSG_RING) to other workers that failed (retried once; ticks drain inboxes)",
             |m| &m.doorbell_failures,
+        ),
+        (
+            "ringws_assembly_budget_closes_total",
+            "counter",
+            "Connections closed 1013: their message would take the worker over --max-assembly-memory",
+            |m| &m.assembly_budget_closes,
+        ),
+        (
+            "ringws_message_timeouts_total",
+            "counter",
+            "Connections closed 1008: a message not finished within --message-timeout",
+            |m| &m.message_timeouts,
         ),
         (
             "ringws_frames_encoded_total",

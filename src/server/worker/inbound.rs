@@ -76,11 +76,18 @@ impl<H: Handler> Worker<'_, H> {
         // The reader is moved out for the call, so that events can act on the worker (including this
         // connection's queue) while it runs.
         let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
+        let held_before = reader.buffered_capacity();
         let limits = self.core.limits;
         let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
+        let held_after = reader.buffered_capacity();
         self.core.conns[key].reader = reader;
+        // The placeholder reader held nothing, so the running total moves by this reader's change.
+        self.core.assembly_bytes = self.core.assembly_bytes - held_before + held_after;
         if let Err(error) = result {
             self.core.protocol_error(key, error);
+        } else if held_after > 0 && self.core.assembly_bytes > self.core.config.max_assembly_memory
+        {
+            self.core.over_assembly_budget(key);
         }
     }
 
@@ -128,6 +135,22 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
+    /// This connection's input took the worker's assembly memory over its budget: its partial message
+    /// is dropped at once (the memory goes back now, not at release) and it is closed with 1013, a
+    /// condition of the server's load that a later retry may not meet.
+    fn over_assembly_budget(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let held = conn.reader.buffered_capacity();
+        conn.reader = MessageReader::new(Role::Server);
+        self.assembly_bytes -= held;
+        self.metrics.assembly_budget_closes.inc();
+        tracing::debug!(worker = self.index, held, "assembly memory budget exceeded");
+        self.send_close(key, CloseCode::TRY_AGAIN_LATER, "assembly memory budget");
+        self.conns[key].set(DISCARD_INPUT);
+        self.leave_open(key, Some(CloseCode::TRY_AGAIN_LATER));
+        self.shut_after_flush(key);
+    }
+
     pub(super) fn arm_recv(&mut self, key: usize) {
         let ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];

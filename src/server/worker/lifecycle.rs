@@ -168,6 +168,7 @@ impl Core {
 
     pub(super) fn on_close_done(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
+        self.assembly_bytes -= conn.reader.buffered_capacity();
         if conn.has(REJECTED) {
             self.rejected_in_reserve -= 1;
         }

@@ -55,6 +55,9 @@ pub struct Core {
     timer_scratch: Vec<TimerEntry>,
     config: Arc<ServerConfig>,
     limits: ReaderLimits,
+    /// Heap held by the readers of this worker's connections for messages being assembled (the sum of
+    /// their `buffered_capacity()`), kept under `config.max_assembly_memory`.
+    assembly_bytes: usize,
     shared: Arc<Shared>,
     metrics: Arc<WorkerMetrics>,
     listener: Option<OwnedFd>,
@@ -362,6 +365,7 @@ impl Core {
                 max_frame_size: config.max_frame_size,
                 max_message_size: config.max_message_size,
             },
+            assembly_bytes: 0,
             metrics: Arc::clone(&shared.metrics[index]),
             listener,
             accept_armed: false,
