@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
 
@@ -108,4 +108,75 @@ fn unfinished_fragments_stay_under_the_assembly_budget() {
         assert_eq!(payload.len(), FRAGMENT + 3);
         assert!(payload.ends_with(b"end"));
     }
+}
+
+/// Pings every 100 ms until a close frame arrives; returns its code and when it came.
+fn ping_until_closed(stream: &mut TcpStream, started: Instant) -> (Option<u16>, Duration) {
+    loop {
+        match sync_or_close(stream) {
+            Ok(()) => std::thread::sleep(Duration::from_millis(100)),
+            Err(code) => return (code, started.elapsed()),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an unfinished message held the connection open for 5 s"
+        );
+    }
+}
+
+#[test]
+fn a_message_not_finished_in_time_is_closed_though_pings_keep_coming() {
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--message-timeout", "600ms", "--idle-timeout", "30s"],
+    );
+    let timeout = Duration::from_millis(600);
+    // One sends a first fragment, the other a frame cut in its payload; both then only ping.
+    let mut fragment = raw_websocket(server.addr);
+    let mut partial = raw_websocket(server.addr);
+    let mut bystander = ws_client(server.addr);
+    for stream in [&mut fragment, &mut partial] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+    let started = Instant::now();
+    fragment
+        .write_all(&client_frame(false, 0, 0x1, b"the start of", true))
+        .unwrap();
+    let frame = client_frame(true, 0, 0x2, &[7; 100], true);
+    partial.write_all(&frame[..40]).unwrap();
+    // A fragmented message finished within the timeout, on the bystander's side, is served.
+    let mut finished = raw_websocket(server.addr);
+    finished
+        .write_all(&client_frame(false, 0, 0x1, b"quick ", true))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    finished
+        .write_all(&client_frame(true, 0, 0x0, b"enough", true))
+        .unwrap();
+    let (_, opcode, payload) = read_server_frame(&mut finished).expect("the echo");
+    assert_eq!((opcode, payload.as_slice()), (0x1, &b"quick enough"[..]));
+
+    for stream in [&mut fragment, &mut partial] {
+        let (code, at) = ping_until_closed(stream, started);
+        assert_eq!(code, Some(1008), "policy violation");
+        assert!(
+            at >= timeout - Duration::from_millis(100) && at < timeout * 4,
+            "closed at {at:?} for a {timeout:?} message timeout"
+        );
+        expect_eof(stream);
+    }
+    assert_eq!(metric_sum(server.addr, "ringws_message_timeouts_total"), 2);
+    // Past the timeout, the others are unharmed: messages between messages have no deadline.
+    std::thread::sleep(timeout);
+    for text in ["still", "here"] {
+        bystander.send(tungstenite::Message::text(text)).unwrap();
+        assert_eq!(bystander.read().unwrap(), tungstenite::Message::text(text));
+    }
+    finished
+        .write_all(&client_frame(true, 0, 0x1, b"later", true))
+        .unwrap();
+    let (_, opcode, payload) = read_server_frame(&mut finished).expect("the echo");
+    assert_eq!((opcode, payload.as_slice()), (0x1, &b"later"[..]));
 }

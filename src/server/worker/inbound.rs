@@ -76,10 +76,10 @@ impl<H: Handler> Worker<'_, H> {
         // The reader is moved out for the call, so that events can act on the worker (including this
         // connection's queue) while it runs.
         let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
-        let held_before = reader.buffered_capacity();
+        let (held_before, mid_before) = (reader.buffered_capacity(), reader.is_mid_message());
         let limits = self.core.limits;
         let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
-        let held_after = reader.buffered_capacity();
+        let (held_after, mid_after) = (reader.buffered_capacity(), reader.is_mid_message());
         self.core.conns[key].reader = reader;
         // The placeholder reader held nothing, so the running total moves by this reader's change.
         self.core.assembly_bytes = self.core.assembly_bytes - held_before + held_after;
@@ -88,6 +88,8 @@ impl<H: Handler> Worker<'_, H> {
         } else if held_after > 0 && self.core.assembly_bytes > self.core.config.max_assembly_memory
         {
             self.core.over_assembly_budget(key);
+        } else if mid_after && !mid_before {
+            self.core.message_started(key);
         }
     }
 
@@ -135,19 +137,27 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
-    /// This connection's input took the worker's assembly memory over its budget: its partial message
-    /// is dropped at once (the memory goes back now, not at release) and it is closed with 1013, a
+    /// This connection's input took the worker's assembly memory over its budget: closed with 1013, a
     /// condition of the server's load that a later retry may not meet.
     fn over_assembly_budget(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let held = conn.reader.buffered_capacity();
-        conn.reader = MessageReader::new(Role::Server);
-        self.assembly_bytes -= held;
         self.metrics.assembly_budget_closes.inc();
-        tracing::debug!(worker = self.index, held, "assembly memory budget exceeded");
-        self.send_close(key, CloseCode::TRY_AGAIN_LATER, "assembly memory budget");
+        tracing::debug!(
+            worker = self.index,
+            held = self.conns[key].reader.buffered_capacity(),
+            "assembly memory budget exceeded"
+        );
+        self.close_unfinished(key, CloseCode::TRY_AGAIN_LATER, "assembly memory budget");
+    }
+
+    /// Closes a connection with `code` because of its message in progress: the partial message is dropped
+    /// at once (its memory goes back now, not at release) and further input is discarded.
+    pub(super) fn close_unfinished(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let conn = &mut self.conns[key];
+        self.assembly_bytes -= conn.reader.buffered_capacity();
+        conn.reader = MessageReader::new(Role::Server);
+        self.send_close(key, code, reason);
         self.conns[key].set(DISCARD_INPUT);
-        self.leave_open(key, Some(CloseCode::TRY_AGAIN_LATER));
+        self.leave_open(key, Some(code));
         self.shut_after_flush(key);
     }
 

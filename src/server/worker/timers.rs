@@ -1,5 +1,5 @@
 //! Deadlines of connections: the periodic tick, the timer wheel's due entries and what each state does when
-//! its deadline passes (handshake timeout, idle ping, ping timeout, close timeout).
+//! its deadline passes (handshake timeout, idle ping, ping timeout, message timeout, close timeout).
 //!
 //! The hot path never touches the wheel: a connection records its last activity as a plain store and is
 //! looked at only when its entry comes due. Must never allocate per tick in steady state.
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::server::config::ServerConfig;
 
 use crate::protocol::frame::OpCode;
+use crate::protocol::CloseCode;
 
 use super::{Core, Worker};
 use crate::reactor::{Completion, Op, UserData, NO_CONNECTION};
@@ -88,6 +89,8 @@ pub(super) struct Deadlines {
     pub(super) idle: u32,
     pub(super) ping: u32,
     pub(super) close: u32,
+    /// Time to finish a message once it started (0: no deadline).
+    pub(super) message: u32,
 }
 
 impl Deadlines {
@@ -97,6 +100,7 @@ impl Deadlines {
             idle: ticks(config.idle_timeout, tick),
             ping: ticks(config.ping_timeout, tick),
             close: ticks(config.close_timeout, tick),
+            message: ticks(config.message_timeout, tick),
         }
     }
 }
@@ -112,6 +116,9 @@ pub(super) enum TimerAction {
     SendPing,
     /// Nothing arrived within the ping timeout after an idle ping: the connection is lost.
     PingTimeout,
+    /// A message started and was not finished within the message timeout (control frames do not
+    /// extend it): close with 1008.
+    MessageTimeout,
     /// The closing handshake did not finish in time: abort.
     CloseTimeout,
     /// No deadline applies (an open connection with idle pings off).
@@ -124,10 +131,18 @@ fn reached(now: u32, due: u32) -> bool {
 }
 
 /// Decides what a due timer entry of a connection in `state` does. `since` is the tick its state started
-/// (or its idle ping was sent), `last_activity` the tick of its last received byte.
+/// (for an open connection: the tick its message in progress started, or its idle ping was sent),
+/// `last_activity` the tick of its last received byte, `mid_message` whether a message (or frame) is in
+/// progress.
+///
+/// While a message is in progress and the message deadline is on, that deadline is the open connection's
+/// only one: it is shorter than idle plus ping in any sane configuration, and bytes that keep arriving
+/// (pings included) must not extend it. No idle ping is sent meanwhile, so `since` keeps the message's
+/// start (an idle ping is sent only between messages; any received byte ends the wait for its answer).
 pub(super) fn timer_action(
     state: State,
     awaiting_pong: bool,
+    mid_message: bool,
     since: u32,
     last_activity: u32,
     now: u32,
@@ -137,6 +152,10 @@ pub(super) fn timer_action(
         State::Handshake => (
             since.wrapping_add(deadlines.handshake),
             TimerAction::HandshakeTimeout,
+        ),
+        State::Open if mid_message && deadlines.message != 0 => (
+            since.wrapping_add(deadlines.message),
+            TimerAction::MessageTimeout,
         ),
         State::Open if deadlines.idle == 0 => return TimerAction::Nothing,
         State::Open if awaiting_pong => {
@@ -225,6 +244,7 @@ impl Core {
         let action = timer_action(
             conn.state,
             conn.has(AWAITING_PONG),
+            conn.reader.is_mid_message(),
             conn.since,
             conn.last_activity,
             now,
@@ -248,7 +268,30 @@ impl Core {
                 tracing::debug!(worker = self.index, "no answer to idle ping");
                 self.lost(key);
             }
+            TimerAction::MessageTimeout => {
+                tracing::debug!(worker = self.index, "message timeout");
+                self.metrics.message_timeouts.inc();
+                self.close_unfinished(key, CloseCode::POLICY, "message timeout");
+            }
             TimerAction::CloseTimeout => self.abort(key),
+        }
+    }
+
+    /// A message began on an open connection (its first fragment or the first part of a frame arrived):
+    /// its deadline starts now, and the wheel entry moves earlier if it was due later than that.
+    pub(super) fn message_started(&mut self, key: usize) {
+        if self.deadlines.message == 0 {
+            return;
+        }
+        let now = self.wheel.now();
+        let conn = &mut self.conns[key];
+        if conn.state != State::Open {
+            return;
+        }
+        conn.since = now;
+        let due = now.wrapping_add(self.deadlines.message);
+        if self.deadlines.idle == 0 || !reached(due, conn.timer_at) {
+            self.schedule(key, due);
         }
     }
 }
@@ -263,6 +306,7 @@ mod tests {
         idle: 300,
         ping: 300,
         close: 50,
+        message: 0,
     };
 
     #[test]
@@ -270,36 +314,96 @@ mod tests {
         use TimerAction::*;
         // Handshake: 100 ticks from its start.
         assert_eq!(
-            timer_action(State::Handshake, false, 10, 10, 109, &D),
+            timer_action(State::Handshake, false, false, 10, 10, 109, &D),
             Reschedule(110)
         );
         assert_eq!(
-            timer_action(State::Handshake, false, 10, 10, 110, &D),
+            timer_action(State::Handshake, false, false, 10, 10, 110, &D),
             HandshakeTimeout
         );
         // Open: a ping once idle for 300 ticks since the last byte, however old the state is.
         assert_eq!(
-            timer_action(State::Open, false, 0, 200, 499, &D),
+            timer_action(State::Open, false, false, 0, 200, 499, &D),
             Reschedule(500)
         );
-        assert_eq!(timer_action(State::Open, false, 0, 200, 500, &D), SendPing);
+        assert_eq!(
+            timer_action(State::Open, false, false, 0, 200, 500, &D),
+            SendPing
+        );
         // Then 300 ticks from the ping for any sign of life.
         assert_eq!(
-            timer_action(State::Open, true, 500, 200, 799, &D),
+            timer_action(State::Open, true, false, 500, 200, 799, &D),
             Reschedule(800)
         );
         assert_eq!(
-            timer_action(State::Open, true, 500, 200, 800, &D),
+            timer_action(State::Open, true, false, 500, 200, 800, &D),
             PingTimeout
         );
         // Closing: 50 ticks from the start of the closing handshake.
         assert_eq!(
-            timer_action(State::Closing, false, 40, 0, 89, &D),
+            timer_action(State::Closing, false, false, 40, 0, 89, &D),
             Reschedule(90)
         );
         assert_eq!(
-            timer_action(State::Closing, true, 40, 0, 95, &D),
+            timer_action(State::Closing, true, false, 40, 0, 95, &D),
             CloseTimeout
+        );
+    }
+
+    #[test]
+    fn a_message_in_progress_has_its_own_deadline_that_activity_does_not_move() {
+        use TimerAction::*;
+        let d = Deadlines { message: 40, ..D };
+        // Started at tick 10; bytes (pings) keep arriving until tick 49: the deadline stays at 50.
+        assert_eq!(
+            timer_action(State::Open, false, true, 10, 49, 49, &d),
+            Reschedule(50)
+        );
+        assert_eq!(
+            timer_action(State::Open, false, true, 10, 49, 50, &d),
+            MessageTimeout
+        );
+        // It applies with idle pings off too, and wraps with the counter.
+        let no_idle = Deadlines { idle: 0, ..d };
+        assert_eq!(
+            timer_action(State::Open, false, true, 10, 10, 50, &no_idle),
+            MessageTimeout
+        );
+        let start = u32::MAX - 5;
+        assert_eq!(
+            timer_action(
+                State::Open,
+                false,
+                true,
+                start,
+                start,
+                start.wrapping_add(39),
+                &d
+            ),
+            Reschedule(start.wrapping_add(40))
+        );
+        // Between messages the idle deadline is back.
+        assert_eq!(
+            timer_action(State::Open, false, false, 10, 49, 50, &d),
+            Reschedule(349)
+        );
+        assert_eq!(
+            timer_action(State::Open, false, false, 10, 10, 50, &no_idle),
+            Nothing
+        );
+        // Off (0): a message in progress only has the idle deadline.
+        assert_eq!(
+            timer_action(State::Open, false, true, 10, 49, 50, &D),
+            Reschedule(349)
+        );
+        // Other states ignore it.
+        assert_eq!(
+            timer_action(State::Closing, false, true, 10, 10, 60, &d),
+            CloseTimeout
+        );
+        assert_eq!(
+            timer_action(State::Handshake, false, true, 10, 10, 55, &d),
+            Reschedule(110)
         );
     }
 
@@ -308,13 +412,13 @@ mod tests {
         let off = Deadlines { idle: 0, ..D };
         for awaiting in [false, true] {
             assert_eq!(
-                timer_action(State::Open, awaiting, 0, 0, 1 << 20, &off),
+                timer_action(State::Open, awaiting, false, 0, 0, 1 << 20, &off),
                 TimerAction::Nothing
             );
         }
         // The other states keep their deadlines.
         assert_eq!(
-            timer_action(State::Handshake, false, 0, 0, 100, &off),
+            timer_action(State::Handshake, false, false, 0, 0, 100, &off),
             TimerAction::HandshakeTimeout
         );
     }
@@ -325,6 +429,7 @@ mod tests {
         assert_eq!(
             timer_action(
                 State::Handshake,
+                false,
                 false,
                 start,
                 start,
@@ -337,6 +442,7 @@ mod tests {
             timer_action(
                 State::Handshake,
                 false,
+                false,
                 start,
                 start,
                 start.wrapping_add(100),
@@ -348,6 +454,7 @@ mod tests {
         assert_eq!(
             timer_action(
                 State::Closing,
+                false,
                 false,
                 start,
                 0,
@@ -469,6 +576,7 @@ mod tests {
         assert_eq!(
             timer_action(
                 State::Handshake,
+                false,
                 false,
                 since,
                 since,
