@@ -104,7 +104,7 @@ pub struct ServeArgs {
     /// Do not pin worker threads to CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// Largest message (reassembled), e.g. 16MiB; larger -> close 1009.
+    /// Largest message (reassembled), e.g. 16MiB; larger -> close 1009. Bulk data belongs to HTTP.
     #[arg(long, default_value_t = ByteSize(server_defaults().max_message_size))]
     pub max_message_size: ByteSize,
     /// Largest single frame payload; larger -> close 1009 [default: --max-message-size].

@@ -58,9 +58,13 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Pin worker `i` to CPU `i % cpus` (default on).
     pub pin_workers: bool,
-    /// Largest message, reassembled (default 16 MiB); larger -> close 1009.
+    /// Largest message, reassembled (default 1 MiB); larger -> close 1009. A WebSocket carries chat,
+    /// game, market and RPC messages of bytes to kilobytes; bulk data belongs to HTTP, which streams it.
+    /// 1 MiB leaves wide room for a rich JSON document or an image in a message while keeping what a
+    /// worker may hold for one connection small (the assembly budget bounds the sum).
     pub max_message_size: usize,
-    /// Largest single frame payload (default 16 MiB); larger -> close 1009.
+    /// Largest single frame payload (default 1 MiB, the CLI's default follows `--max-message-size`);
+    /// larger -> close 1009.
     pub max_frame_size: u64,
     /// Most heap one worker holds for messages still being assembled (messages and control frames that
     /// span receives), summed over its connections (default 64 MiB). The connection whose input would
@@ -123,8 +127,8 @@ impl Default for ServerConfig {
             port: 9001,
             workers: crate::reactor::sys::cpu_count(),
             pin_workers: true,
-            max_message_size: 16 << 20,
-            max_frame_size: 16 << 20,
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
             max_assembly_memory: 64 << 20,
             message_timeout: Duration::from_secs(10),
             max_connections: 0,

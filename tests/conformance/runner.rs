@@ -10,8 +10,8 @@
 //! - `RINGWS_CONFORMANCE_THREADS` (default 4), `RINGWS_CONFORMANCE_TIMEOUT_MS` (default 5000: the
 //!   longest wait for any one expected frame or close).
 //! - `RINGWS_CONFORMANCE_VERBOSE=1`: print every case, not only failures.
-//! - `RINGWS_CONFORMANCE_MAX_MESSAGE`: the target's message size limit in bytes (default 16 MiB, ringws's
-//!   default), for the cases at the limit.
+//! - `RINGWS_CONFORMANCE_MAX_MESSAGE`: the target's message size limit in bytes (default 16 MiB, what the
+//!   server started here is given), for the cases at the limit.
 
 use crate::common::{ringws_binary, ServerProcess};
 use crate::suite::cases::{all_cases, Case};
@@ -117,7 +117,18 @@ pub fn main() -> i32 {
             .unwrap_or_else(|_| panic!("RINGWS_CONFORMANCE_ADDR={addr:?} is not IP:PORT")),
         Err(_) => {
             let started = std::panic::catch_unwind(|| {
-                ServerProcess::start(ringws_binary(), &["--mode", "echo"])
+                // Family 9 sends messages of up to 16 MiB, on several threads at once.
+                ServerProcess::start(
+                    ringws_binary(),
+                    &[
+                        "--mode",
+                        "echo",
+                        "--max-message-size",
+                        "16MiB",
+                        "--max-assembly-memory",
+                        "256MiB",
+                    ],
+                )
             });
             match started {
                 Ok(process) => {

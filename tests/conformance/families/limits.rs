@@ -116,7 +116,7 @@ pub fn cases() -> Family {
             },
         );
     }
-    // 9.10 the message size limit (16 MiB by default; RINGWS_CONFORMANCE_MAX_MESSAGE for another
+    // 9.10 the message size limit (16 MiB, as the runner starts ringws; RINGWS_CONFORMANCE_MAX_MESSAGE for another
     // target): a message one byte over it fails with 1009, whole or in fragments, and a header that
     // announces it is refused without the payload.
     let limit = max_message_size();
@@ -169,7 +169,8 @@ pub fn cases() -> Family {
     family
 }
 
-/// The target's largest message: `RINGWS_CONFORMANCE_MAX_MESSAGE` bytes, or ringws's default 16 MiB.
+/// The target's largest message: `RINGWS_CONFORMANCE_MAX_MESSAGE` bytes, or the 16 MiB the runner starts
+/// ringws with.
 fn max_message_size() -> usize {
     std::env::var("RINGWS_CONFORMANCE_MAX_MESSAGE")
         .ok()
