@@ -94,7 +94,8 @@ pub struct Connection {
     pub file_index: u32,
     /// Incarnation of this slab slot, carried in every `user_data`.
     pub generation: u32,
-    /// Tick at which the current state started (or the idle ping was sent).
+    /// Tick at which the current state started; while open, the tick the message in progress started
+    /// (with `--message-timeout` on), or the idle ping was sent (only ever between messages).
     pub since: u32,
     /// Tick of the last received byte.
     pub last_activity: u32,
