@@ -77,51 +77,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
 
 /// Runs the server expecting it to fail at startup; returns its exit code and stderr.
 fn start_expect_failure(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let child = command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringws");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(Ok(out)) => {
-            assert!(out.stdout.is_empty(), "no listening line on a failed start");
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).to_string(),
-            )
-        }
-        _ => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            panic!("ringws {args:?} did not exit at startup");
-        }
-    }
-}
-
-fn ws_at(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
-    let mut stream = connect(addr);
-    let (status, head) = http_exchange(&mut stream, &upgrade_request(path));
-    assert_eq!(status, 101, "{head}");
-    stream
-}
-
-fn send_text(stream: &mut std::net::TcpStream, text: &str) {
-    stream
-        .write_all(&client_frame(true, 0, 0x1, text.as_bytes(), true))
-        .unwrap();
-}
-
-fn read_text(stream: &mut std::net::TcpStream) -> String {
-    let (_, opcode, payload) = read_server_frame(stream).expect("a frame");
-    assert_eq!(opcode, 0x1, "{}", String::from_utf8_lossy(&payload));
-    String::from_utf8(payload).unwrap()
+    ServerProcess::command_expect_failure(command(args, env))
 }
 
 /// `POST /publish[?topic=..]` with `auth` (header lines) and `body`; the answer's status.

@@ -8,25 +8,6 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn ws_at(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
-    let mut stream = connect(addr);
-    let (status, head) = http_exchange(&mut stream, &upgrade_request(path));
-    assert_eq!(status, 101, "{head}");
-    stream
-}
-
-fn send_text(stream: &mut std::net::TcpStream, text: &str) {
-    stream
-        .write_all(&client_frame(true, 0, 0x1, text.as_bytes(), true))
-        .unwrap();
-}
-
-fn read_text(stream: &mut std::net::TcpStream) -> String {
-    let (_, opcode, payload) = read_server_frame(stream).expect("a frame");
-    assert_eq!(opcode, 0x1);
-    String::from_utf8(payload).unwrap()
-}
-
 #[test]
 fn subscribers_on_both_workers_get_every_message_in_order_from_one_encoding() {
     let server = ServerProcess::start(ringws_binary(), &["--mode", "pubsub", "--workers", "2"]);

@@ -156,6 +156,28 @@ pub fn ws_client(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
     ws
 }
 
+/// A raw WebSocket on `path` (the upgrade must be answered 101).
+pub fn ws_at(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = connect(addr);
+    let (status, head) = http_exchange(&mut stream, &upgrade_request(path));
+    assert_eq!(status, 101, "{head}");
+    stream
+}
+
+/// Sends one masked text frame.
+pub fn send_text(stream: &mut TcpStream, text: &str) {
+    stream
+        .write_all(&client_frame(true, 0, 0x1, text.as_bytes(), true))
+        .unwrap();
+}
+
+/// Reads one server frame, which must be a text frame, and returns its text.
+pub fn read_text(stream: &mut TcpStream) -> String {
+    let (_, opcode, payload) = read_server_frame(stream).expect("a frame");
+    assert_eq!(opcode, 0x1, "{}", String::from_utf8_lossy(&payload));
+    String::from_utf8(payload).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,14 @@ impl ServerProcess {
         binary: impl AsRef<OsStr>,
         extra_args: &[&str],
     ) -> (Option<i32>, String) {
-        let child = serve_command(binary, extra_args)
+        Self::command_expect_failure(serve_command(binary, extra_args))
+    }
+
+    /// Runs `command` (a server command line) expecting it to fail at startup, as
+    /// [`ServerProcess::start_expect_failure`] does.
+    pub fn command_expect_failure(mut command: Command) -> (Option<i32>, String) {
+        let describe = format!("{command:?}");
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -100,7 +107,7 @@ impl ServerProcess {
                     .arg("-KILL")
                     .arg(pid.to_string())
                     .status();
-                panic!("ringws {extra_args:?} did not exit at startup");
+                panic!("{describe} did not exit at startup");
             }
         }
     }
