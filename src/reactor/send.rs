@@ -9,8 +9,12 @@
 //! steady state: buffers and queues come back to the pool.
 //!
 //! Cost rule: a queue's cost ([`SendQueue::queued_cost`], what the send cap counts) is the memory it holds,
-//! not its payload: each chunk's entry in the chunk list, plus an owned buffer's capacity, plus a shared
-//! frame's whole allocation. A shared frame is charged in full to every queue that holds it: a slow queue
+//! not its payload: each chunk's entry in the chunk list, plus an owned buffer's bytes, plus a shared
+//! frame's whole allocation. An owned buffer is charged its length, not its capacity: buffers come from
+//! the pool with whatever capacity an earlier, larger write left (bounded by the pool: at most
+//! `POOL_MAX_ITEMS` of at most `POOL_MAX_CAPACITY`), and a queue whose send is in flight starts a new owned
+//! chunk on every flush, so charging capacity made a TLS reader a few records behind look like megabytes
+//! (readers that kept up were closed as slow consumers under load). A shared frame is charged in full to every queue that holds it: a slow queue
 //! alone keeps it alive once the others have sent it, so the sum of the caps bounds the memory, and a
 //! queue's cost does not change while others drain. A queue that drains gives back its chunk list's
 //! capacity (a list that grew to hundreds of thousands of entries for tiny frames), and the pool reports
@@ -57,7 +61,7 @@ impl Chunk {
     fn cost(&self) -> usize {
         CHUNK_ENTRY_COST
             + match self {
-                Chunk::Owned(v) => v.capacity(),
+                Chunk::Owned(v) => v.len(),
                 Chunk::Shared(a) => a.len() + SHARED_HEADER_COST,
             }
     }
@@ -115,7 +119,7 @@ impl SendQueue {
     }
 
     /// The memory this queue holds (what the send cap counts): for each chunk its entry in the chunk list,
-    /// plus an owned buffer's capacity or a shared frame's whole allocation (see the module's cost rule).
+    /// plus an owned buffer's bytes or a shared frame's whole allocation (see the module's cost rule).
     pub fn queued_cost(&self) -> usize {
         self.cost
     }
@@ -154,17 +158,16 @@ impl SendQueue {
         if !can_coalesce {
             let mut buf = pool.take_buffer();
             buf.reserve(size_hint);
-            self.cost += CHUNK_ENTRY_COST + buf.capacity();
+            self.cost += CHUNK_ENTRY_COST;
             self.chunks.push_back(Chunk::Owned(buf));
         }
         let Some(Chunk::Owned(buf)) = self.chunks.back_mut() else {
             unreachable!("an owned chunk was pushed")
         };
-        let (before, capacity_before) = (buf.len(), buf.capacity());
+        let before = buf.len();
         write(buf);
         self.queued_bytes += buf.len() - before;
-        // Never underflows: the cost includes the buffer's capacity before the write.
-        self.cost = self.cost - capacity_before + buf.capacity();
+        self.cost += buf.len() - before;
     }
 
     /// Appends a shared buffer (a reference, no copy).
@@ -484,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn cost_counts_entries_whole_frames_and_buffer_capacity() {
+    fn cost_counts_entries_whole_frames_and_owned_bytes() {
         let mut pool = BufferPool::default();
         let mut q = SendQueue::new();
         let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
@@ -496,7 +499,7 @@ mod tests {
         let per_frame = CHUNK_ENTRY_COST + 3 + SHARED_HEADER_COST;
         assert!(per_frame >= 40, "{per_frame}");
         assert_eq!(q.queued_cost(), 1000 * per_frame);
-        // An owned buffer costs its capacity, however little of it is used.
+        // An owned buffer costs its entry and its bytes, not the spare capacity it came from the pool with.
         q.push_owned(&mut pool, 1, |b| {
             b.reserve(4096);
             b.push(b'!')
@@ -504,20 +507,18 @@ mod tests {
         let Some(Chunk::Owned(buf)) = q.chunks.back() else {
             panic!("an owned chunk")
         };
-        let capacity = buf.capacity();
-        assert!(capacity >= 4096);
+        assert!(buf.capacity() >= 4096);
+        let owned = CHUNK_ENTRY_COST + 1;
         assert_eq!(q.queued_bytes(), 3001);
-        assert_eq!(
-            q.queued_cost(),
-            1000 * per_frame + CHUNK_ENTRY_COST + capacity
-        );
+        assert_eq!(q.queued_cost(), 1000 * per_frame + owned);
+        // Appending to it (coalesced) adds its bytes.
+        q.push_owned(&mut pool, 2, |b| b.extend_from_slice(b"ok"));
+        let owned = owned + 2;
+        assert_eq!(q.queued_cost(), 1000 * per_frame + owned);
         // A partly sent frame still holds its memory; sent chunks no longer do.
         let _ = q.prepare_send();
         q.complete(2 * 3 + 1, &mut pool);
-        assert_eq!(
-            q.queued_cost(),
-            998 * per_frame + CHUNK_ENTRY_COST + capacity
-        );
+        assert_eq!(q.queued_cost(), 998 * per_frame + owned);
         while q.prepare_send().is_some() {
             q.complete(usize::MAX, &mut pool);
         }
