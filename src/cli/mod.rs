@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys;
+use crate::server::admin::BindError;
 use crate::server::config::PublishConfig;
 use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
@@ -36,8 +37,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve WebSocket connections (and /healthz, /metrics, / over HTTP on the same port; with
-    /// --tls-cert/--tls-key, wss:// and https:// only).
+    /// Serve WebSocket connections (and /healthz, /metrics, / over HTTP on the same port, /metrics on
+    /// its own address with --metrics-listen; with --tls-cert/--tls-key, wss:// and https:// only).
     Serve(ServeArgs),
 }
 
@@ -199,6 +200,12 @@ pub struct ServeArgs {
     /// In pubsub mode, most topics one connection may subscribe to.
     #[arg(long, default_value_t = server_defaults().max_subscriptions)]
     pub max_subscriptions: usize,
+    /// Serve GET /metrics and GET /healthz (plain HTTP, for operators) on this address of their own, e.g.
+    /// 127.0.0.1:9100 (port 0: an ephemeral port, logged); /metrics on the WebSocket port then answers
+    /// 404 [default: none, /metrics on the WebSocket port]. An address that cannot be bound stops startup
+    /// (exit 2).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Size of each provided receive buffer.
     #[arg(long, default_value_t = ByteSize(server_defaults().recv_buffer_size))]
     pub recv_buffer_size: ByteSize,
@@ -346,6 +353,7 @@ impl ServeArgs {
             broadcast_include_sender: self.broadcast_include_sender,
             publish: None,
             max_subscriptions: self.max_subscriptions,
+            metrics_listen: self.metrics_listen,
             tls: None,
         }
     }
@@ -482,7 +490,9 @@ pub fn serve(args: ServeArgs) -> i32 {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            return 1;
+            // A flag's address that cannot be bound is a usage error, like a bad flag.
+            let bind_error = e.get_ref().is_some_and(|inner| inner.is::<BindError>());
+            return if bind_error { 2 } else { 1 };
         }
     };
     let c = server.config();
@@ -508,6 +518,10 @@ pub fn serve(args: ServeArgs) -> i32 {
         ring = server.ring_setup(),
         "ringws started"
     );
+    if let Some(addr) = server.metrics_addr() {
+        // The one place the operators' port is told (port 0 resolved); stdout keeps its one line.
+        tracing::info!("metrics listening on {addr} (GET /metrics, GET /healthz)");
+    }
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "ringws listening on {}", server.local_addr());
@@ -608,6 +622,17 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_takes_an_address_and_port() {
+        let parsed = serve_args(&["--metrics-listen", "127.0.0.1:9100"]).to_config();
+        assert_eq!(
+            parsed.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let argv = ["ringws", "serve", "--metrics-listen", "localhost"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
     fn inbox_capacity_is_at_least_one() {
         let serve = |args: &[&str]| {
             let argv = ["ringws", "serve"].iter().chain(args).copied();
@@ -651,6 +676,7 @@ mod tests {
             broadcast_include_sender,
             publish,
             max_subscriptions,
+            metrics_listen,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
         } = ServerConfig::default();
         let args = serve_args(&[]);
@@ -685,6 +711,7 @@ mod tests {
         assert_eq!(parsed.broadcast_include_sender, broadcast_include_sender);
         assert_eq!(parsed.publish, publish);
         assert_eq!(parsed.max_subscriptions, max_subscriptions);
+        assert_eq!(parsed.metrics_listen, metrics_listen);
         assert!(parsed.tls.is_none());
     }
 

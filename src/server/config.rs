@@ -1,7 +1,7 @@
 //! Server configuration: every limit, timeout and size, with its documented default. Built by the CLI
 //! (or by a program embedding ringws) and shared read-only by all workers.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// What happens to a connection whose send queue exceeds `max_backpressure` when another connection's
@@ -115,6 +115,10 @@ pub struct ServerConfig {
     pub publish: Option<PublishConfig>,
     /// In pubsub mode, most topics one connection may subscribe to (default 64).
     pub max_subscriptions: usize,
+    /// The operators' address for `GET /metrics` and `GET /healthz` (plain HTTP, one thread, see
+    /// [`crate::server::admin`]); when set, `/metrics` on the WebSocket port answers 404 (`/healthz` stays
+    /// there too). Default `None`: `/metrics` is served on the WebSocket port.
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
     /// Build it with [`crate::server::tls::load_server_config`].
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -150,6 +154,7 @@ impl Default for ServerConfig {
             broadcast_include_sender: true,
             publish: None,
             max_subscriptions: 64,
+            metrics_listen: None,
             tls: None,
         }
     }

@@ -4,8 +4,10 @@
 //! [`Server::start`] binds one SO_REUSEPORT listener per worker (worker 0 first, so that port 0 resolves
 //! to one ephemeral port for all), starts the workers and returns once every worker accepts.
 //! [`ServerHandle::shutdown`] starts the graceful shutdown (close 1001 to every open connection) and
-//! [`ServerHandle::join`] waits for it. This layer never touches a socket except through the reactor.
+//! [`ServerHandle::join`] waits for it. This layer never touches a socket except through the reactor,
+//! but for the operators' listener ([`admin`], `--metrics-listen`): one plain thread off the workers.
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod handler;
@@ -54,6 +56,8 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     ring_setup: String,
     doorbell: Mutex<Option<DoorbellRing>>,
+    /// The operators' listener (`metrics_listen`), stopped once the workers are done.
+    admin: Option<admin::AdminListener>,
 }
 
 pub struct Server;
@@ -67,6 +71,15 @@ impl Server {
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         sys::raise_open_file_limit();
+        // Bound first: a busy operators' address stops startup before any worker exists. The error
+        // carries an `admin::BindError` naming the flag and the address.
+        let admin = match config.metrics_listen {
+            Some(addr) => Some(
+                admin::BoundAdmin::bind(addr)
+                    .map_err(|e| std::io::Error::new(e.source.kind(), e))?,
+            ),
+            None => None,
+        };
         let workers = config.workers.max(1);
         let mut listeners = Vec::with_capacity(workers);
         let backlog = i32::try_from(config.listen_backlog.max(1)).unwrap_or(i32::MAX);
@@ -139,12 +152,22 @@ impl Server {
                 Err(_) => return Err(std::io::Error::other("a worker exited during startup")),
             }
         }
+        let admin = match admin.map(|bound| bound.serve(shared.metrics.clone())) {
+            None => None,
+            Some(Ok(admin)) => Some(admin),
+            Some(Err(e)) => {
+                // The workers run already: they stop within one tick.
+                shared.shutdown.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok(ServerHandle {
             shared,
             threads,
             local_addr,
             ring_setup,
             doorbell: Mutex::new(None),
+            admin,
         })
     }
 }
@@ -172,6 +195,11 @@ impl ServerHandle {
     /// The address the workers listen on (the real port when started with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The operators' listener's address (`metrics_listen`, with the real port when given port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(admin::AdminListener::local_addr)
     }
 
     /// The io_uring setup flags the kernel accepted (for the startup log line).
@@ -226,10 +254,13 @@ impl ServerHandle {
         self.wake(|_| true);
     }
 
-    /// Waits for every worker to finish.
+    /// Waits for every worker to finish, then stops the operators' listener (it answers until then).
     pub fn join(self) {
         for thread in self.threads {
             let _ = thread.join();
+        }
+        if let Some(mut admin) = self.admin {
+            admin.stop();
         }
     }
 

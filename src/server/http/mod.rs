@@ -1,4 +1,5 @@
-//! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics`, `GET /` (the demo page),
+//! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics` (404 when it has its own listener,
+//! `--metrics-listen`), `GET /` (the demo page),
 //! `POST /publish` ([`publish`], only when configured), and the answers for everything else (404 for an
 //! unknown path whatever the method, 405, 503). One request per connection (`Connection: close`).
 //!
@@ -22,10 +23,26 @@ pub fn wants_websocket(request: &Request<'_>) -> bool {
         || request.header("sec-websocket-version").is_some()
 }
 
-/// Writes the answer to a plain (non-upgrade) request into `out`; returns its status.
+/// The body of the 404 for `/metrics` on the WebSocket port when it is served elsewhere: says why,
+/// without telling the public where.
+pub const METRICS_ELSEWHERE: &[u8] =
+    b"not found: /metrics is served on the operators' address (--metrics-listen)\n";
+
+/// Writes the answer to a plain (non-upgrade) request into `out`, `/metrics` included; returns its
+/// status.
 pub fn route(
     request: &Request<'_>,
     metrics: &[std::sync::Arc<WorkerMetrics>],
+    out: &mut Vec<u8>,
+) -> u16 {
+    route_with_metrics(request, Some(metrics), out)
+}
+
+/// [`route`], with `metrics` `None` when `/metrics` lives on the operators' listener: it is then
+/// answered 404 here ([`METRICS_ELSEWHERE`]).
+pub fn route_with_metrics(
+    request: &Request<'_>,
+    metrics: Option<&[std::sync::Arc<WorkerMetrics>]>,
     out: &mut Vec<u8>,
 ) -> u16 {
     let close = [("Connection", "close")];
@@ -47,11 +64,14 @@ pub fn route(
     }
     let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match path {
         "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render_prometheus(metrics).into_bytes().into(),
-        ),
+        "/metrics" => match metrics {
+            Some(metrics) => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render_prometheus(metrics).into_bytes().into(),
+            ),
+            None => (404, "text/plain; charset=utf-8", METRICS_ELSEWHERE.into()),
+        },
         "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
         _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
     };
@@ -122,6 +142,22 @@ mod tests {
             );
             assert!(out.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
         }
+    }
+
+    #[test]
+    fn metrics_is_404_saying_why_when_it_has_its_own_listener() {
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(route_with_metrics(&request, None, &mut out), 404);
+        assert!(out.ends_with(METRICS_ELSEWHERE));
+        let raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
+            .unwrap()
+            .unwrap();
+        assert_eq!(route_with_metrics(&request, None, &mut Vec::new()), 200);
     }
 
     #[test]

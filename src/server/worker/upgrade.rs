@@ -104,10 +104,15 @@ impl<H: Handler> Worker<'_, H> {
         }
         if !http::wants_websocket(&request) {
             self.core.metrics.http_requests.inc();
-            let metrics = self.core.shared.metrics.clone();
+            // With its own listener, /metrics is not served here.
+            let shared = Arc::clone(&self.core.shared);
+            let metrics = config
+                .metrics_listen
+                .is_none()
+                .then_some(&shared.metrics[..]);
             let status = self
                 .core
-                .answer_http(key, |out| http::route(&request, &metrics, out));
+                .answer_http(key, |out| http::route_with_metrics(&request, metrics, out));
             if status >= 400 {
                 self.core.metrics.handshake_failure(status);
             }
