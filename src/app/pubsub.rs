@@ -229,7 +229,7 @@ impl Handler for PubSub {
     }
 
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
-        for &conn in self.topics.subscribers(topic) {
+        for conn in self.topics.subscribers(topic) {
             ctx.send_shared(conn, message);
         }
     }

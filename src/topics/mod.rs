@@ -8,4 +8,4 @@ mod name;
 mod table;
 
 pub use name::{valid_topic, INVALID_TOPIC, MAX_TOPIC_LEN};
-pub use table::{SubscribeError, Subscribed, TopicTable, Unsubscribed};
+pub use table::{SubscribeError, Subscribed, Subscribers, TopicTable, Unsubscribed};
