@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# Reliability drills: each starts a release-build ringws on loopback, plays one attack or failure against it
+# (scripts/drills/wsdrill.py for raw clients, ringws-loadgen for load), prints its figures and PASS or FAIL,
+# and stops by PID what it started. Every drill is bounded in time. Exit status 1 when any drill failed, 2 for
+# bad use or a missing binary. docs/RELIABILITY.md says what each drill checks and keeps the results.
+#
+#   scripts/drills.sh                 every drill, in order (the soak runs --soak-minutes, default 30)
+#   scripts/drills.sh --short         every drill, shorter and smaller (soak 1 minute, 2,000 connections)
+#   scripts/drills.sh --soak-minutes 60 --soak-connections 20000 soak   a longer or larger soak
+#   scripts/drills.sh --list          the drill names
+#   scripts/drills.sh incomplete sigterm ...   the named drills only
+#
+# Build first: cargo build --release -p ringws -p ringws-loadgen
+set -u
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+RINGWS=${RINGWS:-target/release/ringws}
+LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
+PY="python3 scripts/drills/wsdrill.py"
+DRILLS=(incomplete slow_consumers slowloris table_full sigterm publish soak)
+SHORT=0
+SOAK_MINUTES=30
+SOAK_CONNECTIONS=""
+WORK=$(mktemp -d /tmp/ringws-drills.XXXXXX)
+PIDS=()
+FAILED=()
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# started PID: remembers PID so that an interrupted run still stops it.
+started() { PIDS+=("$1"); }
+cleanup() { stop_pid "${PIDS[@]}"; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# server NAME ARGS...: a ringws serve on 127.0.0.1, ephemeral port, stdout/stderr in $WORK/NAME.{out,err}.
+# Sets SRV (its PID) and ADDR.
+server() {
+    local name=$1
+    shift
+    start_listening --err "$WORK/$name.err" "$WORK/$name.out" \
+        "$RINGWS" serve --bind 127.0.0.1 --port 0 "$@" || return 1
+    SRV=$BG_PID
+    ADDR=$LISTEN_ADDR
+    started "$SRV"
+}
+
+# peak_rss PID WATCHED: the largest RSS (KiB) of PID, sampled every 50 ms while process WATCHED runs.
+peak_rss() {
+    local pid=$1 watched=$2 peak=0 r
+    while kill -0 "$watched" 2>/dev/null; do
+        r=$(rss_kib "$pid" 2>/dev/null || echo 0)
+        [ "${r:-0}" -gt "$peak" ] && peak=$r
+        sleep 0.05
+    done
+    echo "$peak"
+}
+
+# field WORD LINE: the value of `WORD=value` in LINE (0 when absent).
+field() { local v; v=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n1); echo "${v:-0}"; }
+
+metric() { $PY metric "$1" --name "$2"; }
+
+# verdict NAME CONDITION-RESULT: prints PASS or FAIL for the drill.
+verdict() {
+    if [ "$2" = 0 ]; then
+        echo "== $1: PASS"
+    else
+        echo "== $1: FAIL"
+        FAILED+=("$1")
+    fi
+}
+
+# check DESCRIPTION TEST...: runs `test TEST...`; prints the failed DESCRIPTION and sets BAD=1 when false.
+check() {
+    local what=$1
+    shift
+    if ! test "$@"; then
+        echo "   failed: $what ($*)"
+        BAD=1
+    fi
+}
+
+# bystander_bound QUIET_P99_US: the bystander p99 bound: 2x the quiet run, at least 1000 us (two shared
+# cores: a Python client's scheduler noise alone reaches a few hundred microseconds).
+bystander_bound() { local b=$(($1 * 2)); [ "$b" -lt 1000 ] && b=1000; echo "$b"; }
+
+# 1. Incomplete messages: N connections each leave a large non-final fragment, then ping. RSS stays under the
+# worker's assembly budget + margin, the over-budget ones get 1013, the rest 1008 at the message deadline,
+# and a bystander's echo p99 stays within 2x of a quiet run.
+drill_incomplete() {
+    local conns=16 size=$((15 << 20)) budget_mib=64 margin_mib=24 secs=4 BAD=0
+    [ "$SHORT" = 1 ] && conns=8
+    server incomplete --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
+        --message-timeout 6s || { verdict incomplete 1; return; }
+    local base quiet
+    base=$(rss_kib "$SRV")
+    quiet=$($PY rtt "$ADDR" --seconds $secs)
+    $PY incomplete "$ADDR" --conns $conns --size $size --hold 10 >"$WORK/inc.out" &
+    local cli=$!
+    started $cli
+    $PY rtt "$ADDR" --seconds $secs >"$WORK/inc_rtt.out" &
+    local byst=$!
+    started $byst
+    local peak
+    peak=$(peak_rss "$SRV" $cli)
+    wait $cli $byst
+    local res attack c1013 c1008 budget_closes timeouts bound
+    res=$(tail -n1 "$WORK/inc.out")
+    attack=$(cat "$WORK/inc_rtt.out")
+    c1013=$(field closed_1013 "$res")
+    c1008=$(field closed_1008 "$res")
+    budget_closes=$(metric "$ADDR" ringws_assembly_budget_closes_total)
+    timeouts=$(metric "$ADDR" ringws_message_timeouts_total)
+    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    echo "   $conns x $((size >> 20)) MiB fragments + ping, budget ${budget_mib} MiB, 1 worker, message timeout 6 s"
+    echo "   attacker: $res"
+    echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + ${budget_mib} + ${margin_mib} MiB);" \
+        "budget closes $budget_closes, message timeouts $timeouts"
+    echo "   bystander quiet:  $quiet"
+    echo "   bystander attack: $attack (p99 bound $bound us)"
+    check "some connections closed 1013" "$c1013" -ge 1
+    check "1013 closes counted" "$budget_closes" -eq "$c1013"
+    check "every connection closed (1013 or 1008)" $((c1013 + c1008)) -eq "$conns"
+    check "rss under budget + margin" $((peak - base)) -le $(((budget_mib + margin_mib) * 1024))
+    check "bystander never failed" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
+    stop_pid "$SRV"
+    verdict incomplete $BAD
+}
+
+# 2. Slow consumers during a broadcast flood: fast subscribers lose nothing, never-reading ones are closed by
+# policy and counted, RSS bounded.
+drill_slow_consumers() {
+    local fast=20 slow=10 rate=5000 secs=8 bp_kib=256 BAD=0
+    [ "$SHORT" = 1 ] && secs=4
+    server slow --mode broadcast --workers 2 --max-backpressure ${bp_kib}KiB --slow-consumer close \
+        || { verdict slow_consumers 1; return; }
+    local base
+    base=$(rss_kib "$SRV")
+    $PY noread "$ADDR" --conns $slow --hold $((secs + 3)) >"$WORK/noread.out" &
+    local cli=$!
+    started $cli
+    sleep 0.5
+    "$LOADGEN" broadcast --url "ws://$ADDR/" -c $fast --publishers 1 --rate $rate -s 1024 -d $secs -q \
+        --json "$WORK/slow.json" >/dev/null 2>"$WORK/slow_lg.err" &
+    local lg=$!
+    started $lg
+    local peak
+    peak=$(peak_rss "$SRV" $cli)
+    wait $lg
+    local lgrc=$?
+    wait $cli
+    local closes missing published delivered ended
+    closes=$(metric "$ADDR" ringws_slow_consumer_closes_total)
+    read -r published delivered missing < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["broadcast"]; print(b["published"], b["delivered"], b["missing"])' "$WORK/slow.json" 2>/dev/null || echo "0 0 -1")
+    ended=$(field ended "$(tail -n1 "$WORK/noread.out")")
+    echo "   $fast fast subscribers + $slow never-reading, 1 publisher at $rate msg/s x 1 KiB for $secs s, max backpressure $bp_kib KiB, policy close"
+    echo "   loadgen: published $published, delivered $delivered, missing $missing (exit $lgrc)"
+    echo "   never-reading closed: $ended of $slow; ringws_slow_consumer_closes_total $closes"
+    echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + 64 MiB)"
+    check "fast subscribers lost nothing" "$missing" -eq 0
+    check "loadgen counted no error" "$lgrc" -eq 0
+    check "every never-reading connection closed" "$ended" -eq "$slow"
+    check "slow-consumer closes counted" "$closes" -eq "$slow"
+    check "rss bounded" $((peak - base)) -le $((64 * 1024))
+    stop_pid "$SRV"
+    verdict slow_consumers $BAD
+}
+
+# 3. Slowloris: connections sending their upgrade request a byte at a time are all ended at the handshake
+# timeout (not before); a bystander is unharmed.
+drill_slowloris() {
+    local conns=500 timeout=3 BAD=0
+    [ "$SHORT" = 1 ] && conns=200
+    server slowloris --workers 2 --handshake-timeout ${timeout}s || { verdict slowloris 1; return; }
+    local quiet
+    quiet=$($PY rtt "$ADDR" --seconds 3)
+    $PY slowloris "$ADDR" --conns $conns --interval 0.1 --max-wait $((timeout * 4)) >"$WORK/loris.out" &
+    local cli=$!
+    started $cli
+    sleep 0.5
+    local attack
+    attack=$($PY rtt "$ADDR" --seconds 3)
+    wait $cli
+    local res bound latest
+    res=$(tail -n1 "$WORK/loris.out")
+    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    latest=$(field latest_s "$res")
+    echo "   $conns connections, one request byte each 100 ms, handshake timeout ${timeout} s: $res"
+    echo "   bystander quiet:  $quiet"
+    echo "   bystander attack: $attack (p99 bound $bound us)"
+    check "every slow connection ended" "$(field ended "$res")" -eq "$conns"
+    check "none ended before the timeout" "$(awk -v e="$(field earliest_s "$res")" -v t=$timeout 'BEGIN{print (e >= t - 0.5)}')" -eq 1
+    check "all ended within timeout + 1.5 s" "$(awk -v l="$latest" -v t=$timeout 'BEGIN{print (l <= t + 1.5)}')" -eq 1
+    check "bystander never failed" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
+    stop_pid "$SRV"
+    verdict slowloris $BAD
+}
+
+# 4. Table full: beyond --max-connections-per-worker, 503; the full server stays idle (no spin) and serves
+# again once clients leave.
+drill_table_full() {
+    local limit=50 extra=20 hold=4 BAD=0
+    server table --workers 1 --max-connections-per-worker $limit || { verdict table_full 1; return; }
+    $PY hold "$ADDR" --conns $((limit + extra)) --hold $hold >"$WORK/full.out" &
+    local cli=$!
+    started $cli
+    local i
+    for i in $(seq 100); do grep -q ready "$WORK/full.out" && break; sleep 0.05; done
+    local t0 t1 hz res again knock
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks "$SRV")
+    sleep 1
+    knock=$($PY hold "$ADDR" --conns 5 --hold 0)
+    sleep 1
+    t1=$(cpu_ticks "$SRV")
+    wait $cli
+    res=$(head -n1 "$WORK/full.out")
+    sleep 0.5
+    again=$($PY hold "$ADDR" --conns $limit --hold 0 | sed -n 1p)
+    local cpu_pct=$(((t1 - t0) * 100 / hz / 2))
+    echo "   limit $limit per worker, 1 worker, $((limit + extra)) clients: $res"
+    echo "   knocking while full: $knock"
+    echo "   server cpu while full: $((t1 - t0)) ticks in 2 s (${cpu_pct} % of a core)"
+    echo "   after the clients left, $limit new clients: $again"
+    check "limit served" "$(field status_101 "$res")" -eq $limit
+    check "the rest got 503" "$(field status_503 "$res")" -eq $extra
+    check "knockers got 503" "$(field status_503 "$knock")" -eq 5
+    check "no spin (cpu under 5 % of a core)" "$cpu_pct" -lt 5
+    check "recovered" "$(field status_101 "$again")" -eq $limit
+    stop_pid "$SRV"
+    verdict table_full $BAD
+}
+
+# 5. SIGTERM under load: every client gets 1001 within the shutdown timeout; exit status 0.
+drill_sigterm() {
+    local conns=1000 shutdown=3 BAD=0
+    [ "$SHORT" = 1 ] && conns=300
+    server sigterm --workers 2 --shutdown-timeout ${shutdown}s || { verdict sigterm 1; return; }
+    local t0 res rc t1
+    t0=$(date +%s.%N)
+    res=$($PY sigterm "$ADDR" --conns $conns --pid "$SRV" --max-wait $((shutdown + 3)))
+    wait "$SRV"
+    rc=$?
+    t1=$(date +%s.%N)
+    echo "   $conns connections with 8 x 512-byte echoes in flight, shutdown timeout ${shutdown} s: $res"
+    echo "   server exit status $rc, $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b - a}') s from start of connecting to exit"
+    check "every client got 1001" "$(field got_1001 "$res")" -eq "$conns"
+    check "within the shutdown timeout" "$(awk -v l="$(field latest_s "$res")" -v t=$shutdown 'BEGIN{print (l <= t)}')" -eq 1
+    check "exit status 0" "$rc" -eq 0
+    verdict sigterm $BAD
+}
+
+# 6. Publish: a flood of POST /publish with the token reaches every subscriber exactly; a wrong token gets 401,
+# no token configured gets 404, echo mode with a token but no --publish-in-echo gets 404; nothing delivered.
+drill_publish() {
+    local subs=10 posts=1000 BAD=0
+    [ "$SHORT" = 1 ] && posts=300
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/token"
+    local token
+    token=$(cat "$WORK/token")
+    server publish --mode pubsub --workers 2 --publish-token-file "$WORK/token" || { verdict publish 1; return; }
+    local ok wrong none echo refusals
+    ok=$($PY publish "$ADDR" --subs $subs --posts $posts --token "$token")
+    wrong=$($PY publish "$ADDR" --subs $subs --posts 50 --token "not-$token" --wait 1)
+    refusals=$(metric "$ADDR" ringws_publish_refusals_total)
+    stop_pid "$SRV"
+    server publish_off --mode pubsub --workers 2 || { verdict publish 1; return; }
+    none=$($PY publish "$ADDR" --subs $subs --posts 50 --token "$token" --wait 1)
+    stop_pid "$SRV"
+    server publish_echo --mode echo --workers 2 --publish-token-file "$WORK/token" || { verdict publish 1; return; }
+    echo=$($PY publish "$ADDR" --subs $subs --posts 50 --token "$token" --wait 1)
+    stop_pid "$SRV"
+    echo "   pubsub, token file, right token: $ok"
+    echo "   pubsub, token file, wrong token: $wrong (refusals counted $refusals)"
+    echo "   pubsub, no token configured:     $none"
+    echo "   echo, token, no --publish-in-echo: $echo"
+    check "all posts 200" "$(field status_200 "$ok")" -eq $posts
+    check "every subscriber got every post" "$(field delivered "$ok")" -eq $((subs * posts))
+    check "wrong token 401" "$(field status_401 "$wrong")" -eq 50
+    check "wrong token delivered nothing" "$(field delivered "$wrong")" -eq 0
+    check "refusals counted" "$refusals" -ge 50
+    check "no token: 404" "$(field status_404 "$none")" -eq 50
+    check "no token delivered nothing" "$(field delivered "$none")" -eq 0
+    check "echo mode: 404" "$(field status_404 "$echo")" -eq 50
+    check "echo mode delivered nothing" "$(field delivered "$echo")" -eq 0
+    verdict publish $BAD
+}
+
+# fds PID: open descriptors of PID.
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# lg_errors JSON: errors_total of a loadgen report (-1 when unreadable).
+lg_errors() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors_total"])' "$1" 2>/dev/null || echo -1; }
+
+# 7. Soak: mixed echo (open loop), pub/sub (topic broadcast) and churn for --soak-minutes: RSS drift after
+# warm-up under 1 %, descriptors and open-connection slots back to baseline, 0 protocol errors.
+drill_soak() {
+    local total=10000 minutes=$SOAK_MINUTES BAD=0
+    if [ "$SHORT" = 1 ]; then total=2000; minutes=1; fi
+    [ -n "$SOAK_CONNECTIONS" ] && total=$SOAK_CONNECTIONS
+    local secs=$((minutes * 60)) echo_c=$((total * 45 / 100)) sub_c=$((total * 45 / 100)) churn_c=$((total / 100))
+    local warm=$((secs / 4))
+    [ $warm -gt 300 ] && warm=300
+    server soak_echo --mode echo --workers 2 || { verdict soak 1; return; }
+    local esrv=$SRV eaddr=$ADDR
+    server soak_pubsub --mode pubsub --workers 2 || { verdict soak 1; return; }
+    local psrv=$SRV paddr=$ADDR
+    local efd0 pfd0 erss0 prss0
+    efd0=$(fds $esrv); pfd0=$(fds $psrv); erss0=$(rss_kib $esrv); prss0=$(rss_kib $psrv)
+    # the /metrics request itself is one open connection
+    local eopen0 popen0
+    eopen0=$(metric "$eaddr" ringws_connections_open); popen0=$(metric "$paddr" ringws_connections_open)
+    local lgopt=(-q --ramp-timeout 60 --drain-timeout 10 --source-ips 4)
+    "$LOADGEN" echo --url "ws://$eaddr/" -c $echo_c --rate $echo_c -s 128 -d $secs "${lgopt[@]}" \
+        --json "$WORK/soak_echo.json" >/dev/null 2>&1 &
+    local l1=$!
+    "$LOADGEN" broadcast --url "ws://$paddr/" --topic soak -c $sub_c --publishers 2 --rate 20 -s 128 -d $secs \
+        "${lgopt[@]}" --json "$WORK/soak_pub.json" >/dev/null 2>&1 &
+    local l2=$!
+    "$LOADGEN" churn --url "ws://$eaddr/" -c $churn_c --rate $((churn_c * 5)) -m 3 -d $secs "${lgopt[@]}" \
+        --json "$WORK/soak_churn.json" >/dev/null 2>&1 &
+    local l3=$!
+    started $l1; started $l2; started $l3
+    local start now erw prw ere pre
+    start=$(date +%s)
+    : >"$WORK/soak_rss"
+    while kill -0 $l1 2>/dev/null; do
+        now=$(($(date +%s) - start))
+        echo "$now $(rss_kib $esrv) $(rss_kib $psrv) $(metric "$eaddr" ringws_connections_open) $(metric "$paddr" ringws_connections_open)" >>"$WORK/soak_rss"
+        sleep 5
+    done
+    wait $l1; local r1=$?
+    wait $l2; local r2=$?
+    wait $l3; local r3=$?
+    sleep 3
+    # warm-up sample: the first at or after $warm s; end sample: the last taken during the run.
+    read -r _ erw prw _ _ < <(awk -v w=$warm '$1 >= w {print; exit}' "$WORK/soak_rss")
+    read -r _ ere pre _ _ < <(awk -v s=$secs '$1 <= s {l=$0} END {print l}' "$WORK/soak_rss")
+    local e1 e2 e3 efd1 pfd1 eopen popen edrift pdrift peak_open
+    e1=$(lg_errors "$WORK/soak_echo.json"); e2=$(lg_errors "$WORK/soak_pub.json"); e3=$(lg_errors "$WORK/soak_churn.json")
+    efd1=$(fds $esrv); pfd1=$(fds $psrv)
+    eopen=$(metric "$eaddr" ringws_connections_open); popen=$(metric "$paddr" ringws_connections_open)
+    edrift=$(awk -v a="$erw" -v b="$ere" 'BEGIN{printf "%.2f", (b - a) * 100 / a}')
+    pdrift=$(awk -v a="$prw" -v b="$pre" 'BEGIN{printf "%.2f", (b - a) * 100 / a}')
+    peak_open=$(awk '{s=$4+$5; if (s>m) m=s} END {print m+0}' "$WORK/soak_rss")
+    echo "   $minutes min: echo $echo_c conns (1 msg/s each), pub/sub $sub_c subscribers (2 publishers, 20 msg/s), churn $churn_c slots ($((churn_c * 5)) cycles/s)"
+    echo "   peak open connections (both servers) $peak_open"
+    echo "   echo server:   rss $((erss0 / 1024)) MiB idle, $((erw / 1024)) MiB after warm-up (${warm} s), $((ere / 1024)) MiB at end: drift ${edrift} %; fds $efd0 -> $efd1; open $eopen0 -> $eopen"
+    echo "   pubsub server: rss $((prss0 / 1024)) MiB idle, $((prw / 1024)) MiB after warm-up, $((pre / 1024)) MiB at end: drift ${pdrift} %; fds $pfd0 -> $pfd1; open $popen0 -> $popen"
+    echo "   rss samples (s echo_KiB pubsub_KiB): $(awk '{printf "%s %s %s; ", $1, $2, $3}' "$WORK/soak_rss")"
+    echo "   loadgen errors: echo $e1 (exit $r1), pub/sub $e2 (exit $r2), churn $e3 (exit $r3)"
+    check "echo rss drift under 1 %" "$(awk -v d="$edrift" 'BEGIN{print (d < 1)}')" -eq 1
+    check "pubsub rss drift under 1 %" "$(awk -v d="$pdrift" 'BEGIN{print (d < 1)}')" -eq 1
+    check "echo fds back to baseline" "$efd1" -eq "$efd0"
+    check "pubsub fds back to baseline" "$pfd1" -eq "$pfd0"
+    check "echo slots back to baseline" "$eopen" -eq "$eopen0"
+    check "pubsub slots back to baseline" "$popen" -eq "$popen0"
+    check "no loadgen errors" $((e1 + e2 + e3)) -eq 0
+    stop_pid "$esrv" "$psrv"
+    verdict soak $BAD
+}
+
+NAMES=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --list) printf '%s\n' "${DRILLS[@]}"; exit 0 ;;
+        --short) SHORT=1; shift ;;
+        --soak-minutes) SOAK_MINUTES=$2; shift 2 ;;
+        --soak-connections) SOAK_CONNECTIONS=$2; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        -*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
+        *)
+            printf '%s\n' "${DRILLS[@]}" | grep -qx "$1" || { echo "unknown drill $1 (--list)" >&2; exit 2; }
+            NAMES+=("$1"); shift ;;
+    esac
+done
+[ ${#NAMES[@]} -eq 0 ] && NAMES=("${DRILLS[@]}")
+require_executable "cargo build --release -p ringws -p ringws-loadgen" "$RINGWS" "$LOADGEN"
+
+echo "ringws drills $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$SHORT" = 1 ] && echo ', --short')"
+for name in "${NAMES[@]}"; do
+    echo "== $name"
+    "drill_$name"
+done
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "FAILED: ${FAILED[*]}"
+    exit 1
+fi
+echo "all ${#NAMES[@]} drills passed"

@@ -1,0 +1,400 @@
+"""Raw WebSocket and HTTP clients for scripts/drills.sh: each subcommand plays one attacker or bystander
+against a server on loopback and prints its figures as `key=value` words on one line.
+
+Owns the client side of the drills only: it starts no server and stops none (the one exception, `sigterm`,
+sends SIGTERM to the PID it is given, the server the drill started). Every wait is bounded. Standard library
+only.
+"""
+
+import argparse
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+REQUEST = (
+    "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def addr(text):
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def frame(opcode, payload, fin=True, length=None):
+    """A masked client frame (mask 0 keeps the payload as is); `length` overrides the header's length."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + b"\0\0\0\0" + payload
+
+
+def parse_frames(buf):
+    """(frames, rest): complete server frames [(opcode, payload)] at the start of buf."""
+    out = []
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        pos = 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n = struct.unpack("!H", buf[2:4])[0]
+            pos = 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n = struct.unpack("!Q", buf[2:10])[0]
+            pos = 10
+        if len(buf) < pos + n:
+            break
+        out.append((buf[0] & 0x0F, bytes(buf[pos:pos + n])))
+        buf = buf[pos + n:]
+    return out, buf
+
+
+def close_code(payload):
+    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+
+
+def open_ws(host, port, path="/", timeout=5.0, rcvbuf=None):
+    """(socket, status, leftover bytes): a handshake; status 0 when the connection ended first."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    s.sendall(REQUEST.format(path=path, host=host, port=port).encode())
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                return s, 0, b""
+            data += chunk
+    except OSError:
+        return s, 0, b""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return s, int(head.split()[1]), rest
+
+
+def pct(values, p):
+    if not values:
+        return 0.0
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p / 100))]
+
+
+def cmd_rtt(a):
+    """One bystander: sequential echo round trips for --seconds; p50/p99 in microseconds."""
+    host, port = addr(a.addr)
+    s, status, _ = open_ws(host, port)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = b"x" * a.size
+    rtts, fails, buf = [], 0, b""
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            s.sendall(frame(2, payload))
+            got = None
+            while got is None:
+                frames, buf = parse_frames(buf)
+                for op, p in frames:
+                    if op == 2:
+                        got = p
+                if got is None:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise OSError("closed")
+                    buf += chunk
+        except OSError:
+            fails += 1
+            break
+        rtts.append((time.perf_counter() - t0) * 1e6)
+        time.sleep(a.gap)
+    print(f"status={status} round_trips={len(rtts)} failures={fails} "
+          f"p50_us={pct(rtts, 50):.0f} p99_us={pct(rtts, 99):.0f}", flush=True)
+
+
+def collect_closes(socks, seconds, reply=False):
+    """Reads every socket for up to `seconds` (or until all ended): {index: (close code, when)}."""
+    sel = selectors.DefaultSelector()
+    bufs = {}
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+        bufs[i] = b""
+    got = {}
+    start = time.monotonic()
+    end = start + seconds
+    while len(got) < len(socks) and time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.1):
+            i = key.data
+            try:
+                chunk = key.fileobj.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                got.setdefault(i, (0, time.monotonic() - start))
+                sel.unregister(key.fileobj)
+                continue
+            frames, bufs[i] = parse_frames(bufs[i] + chunk)
+            for op, p in frames:
+                if op == 8 and i not in got:
+                    got[i] = (close_code(p), time.monotonic() - start)
+                    if reply:
+                        try:
+                            key.fileobj.send(frame(8, p[:2]))
+                        except OSError:
+                            pass
+    return got
+
+
+def cmd_incomplete(a):
+    """--conns connections each send a non-final binary fragment of --size bytes, then a ping; counts the
+    close codes seen within --hold seconds (0 = ended without a close frame)."""
+    host, port = addr(a.addr)
+    socks, refused = [], 0
+    chunk = b"\0" * (1 << 20)
+    for _ in range(a.conns):
+        s, status, _ = open_ws(host, port)
+        if status != 101:
+            refused += 1
+            continue
+        try:
+            s.sendall(frame(2, b"", fin=False, length=a.size))
+            left = a.size
+            while left > 0:
+                n = min(left, len(chunk))
+                s.sendall(chunk[:n])
+                left -= n
+            s.sendall(frame(9, b"p"))
+        except OSError:
+            pass
+        socks.append(s)
+    print("ready", flush=True)
+    got = collect_closes(socks, a.hold)
+    codes = {}
+    for code, _ in got.values():
+        codes[code] = codes.get(code, 0) + 1
+    words = " ".join(f"closed_{c}={n}" for c, n in sorted(codes.items()))
+    print(f"sent={len(socks)} refused={refused} still_open={len(socks) - len(got)} {words}".strip(), flush=True)
+
+
+def cmd_slowloris(a):
+    """--conns connections send an upgrade request one byte each --interval seconds; reports how many the
+    server ended and the latest end (seconds after the first byte)."""
+    host, port = addr(a.addr)
+    req = REQUEST.format(path="/", host=host, port=port).encode()
+    socks = []
+    for _ in range(a.conns):
+        s = socket.create_connection((host, port), timeout=5)
+        s.setblocking(False)
+        socks.append(s)
+    pos = [0] * len(socks)
+    ended = {}
+    start = time.monotonic()
+    while len(ended) < len(socks) and time.monotonic() - start < a.max_wait:
+        for i, s in enumerate(socks):
+            if i in ended:
+                continue
+            try:
+                data = s.recv(4096)
+                if not data or b" 408 " in data[:20] or b"HTTP/1.1 4" in data[:12]:
+                    ended[i] = time.monotonic() - start
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                ended[i] = time.monotonic() - start
+                continue
+            if pos[i] < len(req) - 1:
+                try:
+                    s.send(req[pos[i]:pos[i] + 1])
+                    pos[i] += 1
+                except OSError:
+                    ended[i] = time.monotonic() - start
+        time.sleep(a.interval)
+    latest = max(ended.values()) if ended else 0.0
+    earliest = min(ended.values()) if ended else 0.0
+    print(f"conns={len(socks)} ended={len(ended)} earliest_s={earliest:.2f} latest_s={latest:.2f} "
+          f"bytes_sent_max={max(pos)}", flush=True)
+
+
+def cmd_hold(a):
+    """Opens --conns WebSocket connections (counts statuses), holds them --hold seconds, closes them."""
+    host, port = addr(a.addr)
+    statuses = {}
+    socks = []
+    for _ in range(a.conns):
+        try:
+            s, status, _ = open_ws(host, port)
+        except OSError:
+            status, s = -1, None
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 101:
+            socks.append(s)
+        elif s is not None:
+            s.close()
+    words = " ".join(f"status_{k}={v}" for k, v in sorted(statuses.items()))
+    print(f"{words} ready", flush=True)
+    time.sleep(a.hold)
+    for s in socks:
+        try:
+            s.send(frame(8, struct.pack("!H", 1000)))
+        except OSError:
+            pass
+        s.close()
+    print("released", flush=True)
+
+
+def cmd_sigterm(a):
+    """--conns connections with echo traffic in flight; SIGTERM to --pid; every close code and when it came
+    (seconds after the signal)."""
+    host, port = addr(a.addr)
+    socks = []
+    for _ in range(a.conns):
+        s, status, _ = open_ws(host, port)
+        if status == 101:
+            socks.append(s)
+    for s in socks:
+        s.sendall(frame(2, b"y" * 512) * 8)
+    os.kill(a.pid, signal.SIGTERM)
+    got = collect_closes(socks, a.max_wait, reply=True)
+    n1001 = sum(1 for c, _ in got.values() if c == 1001)
+    latest = max((t for _, t in got.values()), default=0.0)
+    print(f"conns={len(socks)} got_1001={n1001} other_close={len(got) - n1001} "
+          f"no_close={len(socks) - len(got)} latest_s={latest:.2f}", flush=True)
+
+
+def http(host, port, method, path, body=b"", headers=None):
+    s = socket.create_connection((host, port), timeout=5)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}",
+             "Connection: close"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return (int(head.split()[1]) if head else 0), rest
+
+
+def cmd_publish(a):
+    """--subs subscribers of --topic; --posts POST /publish (with --token if given); statuses and how many
+    messages the subscribers received."""
+    host, port = addr(a.addr)
+    subs = []
+    for _ in range(a.subs):
+        s, status, _ = open_ws(host, port, path=f"/?topic={a.topic}")
+        if status == 101:
+            subs.append(s)
+    time.sleep(0.3)
+    headers = {"Authorization": f"Bearer {a.token}"} if a.token else {}
+    statuses = {}
+    t0 = time.monotonic()
+    for i in range(a.posts):
+        status, _ = http(host, port, "POST", f"/publish?topic={a.topic}", f"m{i}".encode(), headers)
+        statuses[status] = statuses.get(status, 0) + 1
+    post_s = time.monotonic() - t0
+    delivered = 0
+    sel = selectors.DefaultSelector()
+    bufs = {}
+    for i, s in enumerate(subs):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+        bufs[i] = b""
+    end = time.monotonic() + a.wait
+    while time.monotonic() < end and delivered < a.subs * a.posts:
+        for key, _ in sel.select(timeout=0.1):
+            try:
+                chunk = key.fileobj.recv(1 << 20)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            frames, bufs[key.data] = parse_frames(bufs[key.data] + chunk)
+            delivered += sum(1 for op, _ in frames if op in (1, 2))
+    words = " ".join(f"status_{k}={v}" for k, v in sorted(statuses.items()))
+    print(f"subs={len(subs)} posts={a.posts} {words} posts_per_s={a.posts / post_s:.0f} "
+          f"delivered={delivered}", flush=True)
+
+
+def cmd_noread(a):
+    """--conns connections (small receive buffer) that never read after the handshake; after --hold
+    seconds, how many the server ended."""
+    host, port = addr(a.addr)
+    socks = []
+    for _ in range(a.conns):
+        s, status, _ = open_ws(host, port, rcvbuf=4096)
+        if status == 101:
+            socks.append(s)
+    print("ready", flush=True)
+    time.sleep(a.hold)
+    got = collect_closes(socks, 1.0)
+    print(f"noread={len(socks)} ended={len(got)}", flush=True)
+
+
+def cmd_metric(a):
+    """The sum of every sample of metric --name on GET /metrics."""
+    host, port = addr(a.addr)
+    _, body = http(host, port, "GET", "/metrics")
+    total = 0.0
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith(a.name) and (line[len(a.name):len(a.name) + 1] in (" ", "{")):
+            total += float(line.split()[-1])
+    print(int(total))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rtt")
+    r.add_argument("addr"); r.add_argument("--seconds", type=float, default=3)
+    r.add_argument("--size", type=int, default=64); r.add_argument("--gap", type=float, default=0.001)
+    r = sub.add_parser("incomplete")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=16)
+    r.add_argument("--size", type=int, default=15 << 20); r.add_argument("--hold", type=float, default=5)
+    r = sub.add_parser("slowloris")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=200)
+    r.add_argument("--interval", type=float, default=0.5); r.add_argument("--max-wait", type=float, default=20)
+    r = sub.add_parser("hold")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
+    r.add_argument("--hold", type=float, default=3)
+    r = sub.add_parser("sigterm")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=100)
+    r.add_argument("--pid", type=int, required=True); r.add_argument("--max-wait", type=float, default=10)
+    r = sub.add_parser("publish")
+    r.add_argument("addr"); r.add_argument("--subs", type=int, default=10)
+    r.add_argument("--posts", type=int, default=200); r.add_argument("--token", default="")
+    r.add_argument("--topic", default="drill"); r.add_argument("--wait", type=float, default=3)
+    r = sub.add_parser("noread")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
+    r.add_argument("--hold", type=float, default=5)
+    r = sub.add_parser("metric")
+    r.add_argument("addr"); r.add_argument("--name", required=True)
+    a = p.parse_args()
+    globals()["cmd_" + a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
