@@ -42,24 +42,26 @@ def frame(opcode, payload, fin=True, length=None):
 def parse_frames(buf):
     """(frames, rest): complete server frames [(opcode, payload)] at the start of buf."""
     out = []
-    while len(buf) >= 2:
-        n = buf[1] & 0x7F
-        pos = 2
+    view = memoryview(buf)
+    start = 0
+    while len(buf) - start >= 2:
+        n = buf[start + 1] & 0x7F
+        pos = start + 2
         if n == 126:
-            if len(buf) < 4:
+            if len(buf) < pos + 2:
                 break
-            n = struct.unpack("!H", buf[2:4])[0]
-            pos = 4
+            n = struct.unpack("!H", view[pos:pos + 2])[0]
+            pos += 2
         elif n == 127:
-            if len(buf) < 10:
+            if len(buf) < pos + 8:
                 break
-            n = struct.unpack("!Q", buf[2:10])[0]
-            pos = 10
+            n = struct.unpack("!Q", view[pos:pos + 8])[0]
+            pos += 8
         if len(buf) < pos + n:
             break
-        out.append((buf[0] & 0x0F, bytes(buf[pos:pos + n])))
-        buf = buf[pos + n:]
-    return out, buf
+        out.append((buf[start] & 0x0F, bytes(view[pos:pos + n])))
+        start = pos + n
+    return out, bytes(view[start:])
 
 
 def close_code(payload):
@@ -350,7 +352,7 @@ def cmd_noread(a):
             socks.append(s)
     print("ready", flush=True)
     time.sleep(a.hold)
-    got = collect_closes(socks, 1.0)
+    got = collect_closes(socks, 5.0)
     print(f"noread={len(socks)} ended={len(got)}", flush=True)
 
 
