@@ -133,8 +133,8 @@ drill_incomplete() {
 # 2. Slow consumers during a broadcast flood: fast subscribers lose nothing, never-reading ones are closed by
 # policy and counted, RSS bounded.
 drill_slow_consumers() {
-    local fast=20 slow=10 rate=5000 secs=8 bp_kib=256 BAD=0
-    [ "$SHORT" = 1 ] && secs=4
+    local fast=20 slow=10 rate=2000 secs=8 bp_kib=1024 BAD=0
+    [ "$SHORT" = 1 ] && secs=5
     server slow --mode broadcast --workers 2 --max-backpressure ${bp_kib}KiB --slow-consumer close \
         || { verdict slow_consumers 1; return; }
     local base
@@ -303,7 +303,10 @@ drill_soak() {
     if [ "$SHORT" = 1 ]; then total=2000; minutes=1; fi
     [ -n "$SOAK_CONNECTIONS" ] && total=$SOAK_CONNECTIONS
     local secs=$((minutes * 60)) echo_c=$((total * 45 / 100)) sub_c=$((total * 45 / 100)) churn_c=$((total / 100))
+    # warm-up: a quarter of the run, at least 120 s when the run allows it (the timer wheel turns once in
+    # 1,024 ticks of 100 ms; its buckets keep the capacity they grew to), at most 300 s
     local warm=$((secs / 4))
+    [ $warm -lt 120 ] && [ $secs -ge 240 ] && warm=120
     [ $warm -gt 300 ] && warm=300
     server soak_echo --mode echo --workers 2 || { verdict soak 1; return; }
     local esrv=$SRV eaddr=$ADDR
