@@ -37,11 +37,15 @@ if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
+# The Python client echoes messages up to 8 MiB: ringws gets room for them (its default is 1 MiB); a server
+# given in RINGWS_INTEROP_SERVER takes no ringws flags.
+SERVER_FLAGS=()
 if [ -n "${RINGWS_INTEROP_SERVER:-}" ]; then
     read -r -a SERVER <<<"$RINGWS_INTEROP_SERVER"
 else
     cargo build --quiet --bin ringws
     SERVER=("$ROOT/target/debug/ringws")
+    SERVER_FLAGS=(--max-message-size 16MiB)
 fi
 
 # --- servers, started and stopped by PID -----------------------------------------------------------
@@ -54,7 +58,7 @@ trap cleanup EXIT
 # start_server MODE: starts a server on an ephemeral port; sets SERVER_ADDR (empty if it did not start).
 start_server() {
     local mode=$1 out=$LOGS/server-$1.out
-    start_bg --err "$LOGS/server-$mode.err" "$out" "${SERVER[@]}" serve --bind 127.0.0.1 --port 0 --mode "$mode"
+    start_bg --err "$LOGS/server-$mode.err" "$out" "${SERVER[@]}" serve --bind 127.0.0.1 --port 0 --mode "$mode" "${SERVER_FLAGS[@]}"
     local pid=$BG_PID
     PIDS+=("$pid")
     SERVER_ADDR=

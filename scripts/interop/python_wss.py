@@ -30,6 +30,7 @@ def start(binary, mode, cert_path, key_path, logs):
     err = open(os.path.join(logs, f"wss-{mode}.err"), "w")
     server = ringws_proc.start(
         [binary, "serve", "--bind", "127.0.0.1", "--port", "0", "--mode", mode,
+         "--max-message-size", "16MiB",
          "--tls-cert", cert_path, "--tls-key", key_path],
         stderr=err)
     try:
