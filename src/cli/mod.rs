@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// Largest HTTP request header block; larger -> 431.
     #[arg(long, default_value_t = ByteSize(server_defaults().max_header_bytes))]
     pub max_header_bytes: ByteSize,
+    /// Most memory one worker holds for HTTP requests not yet complete (heads spanning receives,
+    /// /publish bodies still arriving), over all its connections; a request that would pass it is
+    /// answered 503 and closed.
+    #[arg(long, default_value_t = ByteSize(server_defaults().max_pending_request_memory))]
+    pub max_pending_request_memory: ByteSize,
     /// Comma-separated allowed Origin values (default: any); another origin -> 403.
     #[arg(long, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -338,6 +343,7 @@ impl ServeArgs {
                 .unwrap_or(defaults.max_connections_per_worker),
             listen_backlog: self.listen_backlog,
             max_header_bytes: self.max_header_bytes.0,
+            max_pending_request_memory: self.max_pending_request_memory.0,
             allowed_origins: self.allowed_origins.clone(),
             subprotocols: self.subprotocols.clone(),
             handshake_timeout: self.handshake_timeout.0,
@@ -509,6 +515,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         max_connections_per_worker = c.effective_connections_per_worker(),
         listen_backlog = c.listen_backlog,
         max_header_bytes = c.max_header_bytes,
+        max_pending_request_memory = c.max_pending_request_memory,
         handshake_timeout = ?c.handshake_timeout,
         idle_timeout = ?c.idle_timeout,
         ping_timeout = ?c.ping_timeout,
@@ -582,6 +589,7 @@ mod tests {
             usize::try_from(defaults.max_frame_size).unwrap(),
             defaults.max_assembly_memory,
             defaults.max_header_bytes,
+            defaults.max_pending_request_memory,
             defaults.max_backpressure,
             defaults.recv_buffer_size,
         ];
@@ -661,6 +669,7 @@ mod tests {
             max_connections_per_worker,
             listen_backlog,
             max_header_bytes,
+            max_pending_request_memory,
             allowed_origins,
             subprotocols,
             handshake_timeout,
@@ -696,6 +705,10 @@ mod tests {
         );
         assert_eq!(parsed.listen_backlog, listen_backlog);
         assert_eq!(parsed.max_header_bytes, max_header_bytes);
+        assert_eq!(
+            parsed.max_pending_request_memory,
+            max_pending_request_memory
+        );
         assert_eq!(parsed.allowed_origins, allowed_origins);
         assert_eq!(parsed.subprotocols, subprotocols);
         assert_eq!(parsed.handshake_timeout, handshake_timeout);

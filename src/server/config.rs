@@ -83,6 +83,14 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Largest HTTP request header block (default 8 KiB); larger -> 431.
     pub max_header_bytes: usize,
+    /// Most heap one worker holds for HTTP requests not yet complete, summed over its connections: heads
+    /// that span receives and `POST /publish` bodies still arriving, counted by capacity (default 16 MiB).
+    /// A request whose bytes would take the worker over it is answered 503 (`Retry-After: 1`) and closed.
+    /// A request holds this memory at most until `handshake_timeout` after its connection was accepted;
+    /// an open WebSocket holds none of it. 16 MiB is room for about 220 full-size publishes (head plus a
+    /// 64 KiB body) or 2,000 split 8 KiB heads in flight at once on one worker, far beyond what real
+    /// clients, whose requests complete in one or two round trips, keep there.
+    pub max_pending_request_memory: usize,
     /// Allowed `Origin` values (empty = any); another origin -> 403.
     pub allowed_origins: Vec<String>,
     /// Subprotocols the server speaks, in preference order (empty = none).
@@ -139,6 +147,7 @@ impl Default for ServerConfig {
             max_connections_per_worker: 0,
             listen_backlog: 4096,
             max_header_bytes: 8192,
+            max_pending_request_memory: 16 << 20,
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),
             handshake_timeout: Duration::from_secs(10),

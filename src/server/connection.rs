@@ -5,9 +5,12 @@
 //! connection holds no buffer, no queue and no timer besides its one wheel entry. This module must not
 //! know how an operation is submitted; the worker drives it.
 
+use std::sync::Arc;
+
 use crate::protocol::{MessageReader, Role};
 use crate::reactor::SendQueue;
 
+use super::metrics::WorkerMetrics;
 use super::tls::TlsState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +80,44 @@ pub mod flags {
 #[derive(Default)]
 struct Extras {
     /// The start of an HTTP request that did not fit one receive (handshake only).
-    pending: Option<Vec<u8>>,
+    pending: Option<PendingRequest>,
     /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
     /// at flush time into the ciphertext queue inside it.
     tls: Option<Box<TlsState>>,
+}
+
+/// The bytes of an HTTP request kept across receives (a head not yet complete, or a head and part of its
+/// body), counted in the worker's `request_memory` gauge by their heap capacity for as long as they are
+/// kept: the count is given back when they are taken out, cleared, or dropped with the connection, so no
+/// path that ends a connection can leak it.
+struct PendingRequest {
+    bytes: Vec<u8>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl PendingRequest {
+    fn new(bytes: Vec<u8>, metrics: &Arc<WorkerMetrics>) -> PendingRequest {
+        metrics.request_memory.add(bytes.capacity() as u64);
+        PendingRequest {
+            bytes,
+            metrics: Arc::clone(metrics),
+        }
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        // Drop gives back the (now zero) capacity left in `self`.
+        let bytes = std::mem::take(&mut self.bytes);
+        self.metrics.request_memory.sub(bytes.capacity() as u64);
+        bytes
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        self.metrics
+            .request_memory
+            .sub(self.bytes.capacity() as u64);
+    }
 }
 
 pub struct Connection {
@@ -183,19 +220,21 @@ impl Connection {
         self.extras_mut().tls = Some(tls);
     }
 
-    /// The start of a request kept from earlier receives.
+    /// The start of a request kept from earlier receives (no longer counted in `request_memory`).
     pub fn take_pending(&mut self) -> Option<Vec<u8>> {
         let pending = self.extras.as_mut()?.pending.take();
         self.trim_extras();
-        pending
+        pending.map(PendingRequest::into_bytes)
     }
 
     pub fn has_pending(&self) -> bool {
         self.extras.as_ref().is_some_and(|e| e.pending.is_some())
     }
 
-    pub fn set_pending(&mut self, bytes: Vec<u8>) {
-        self.extras_mut().pending = Some(bytes);
+    /// Keeps the start of a request for the next receive, its capacity counted in `metrics.request_memory`
+    /// until it is taken, cleared or dropped (the worker checks its budget before).
+    pub fn set_pending(&mut self, bytes: Vec<u8>, metrics: &Arc<WorkerMetrics>) {
+        self.extras_mut().pending = Some(PendingRequest::new(bytes, metrics));
     }
 
     pub fn clear_pending(&mut self) {
@@ -293,16 +332,46 @@ mod tests {
 
     #[test]
     fn the_extras_box_exists_only_while_something_is_in_it() {
+        let metrics = Arc::new(WorkerMetrics::default());
         let mut conn = Connection::new(3, 1, 0);
         assert!(conn.extras.is_none() && !conn.has_pending() && !conn.is_tls());
-        conn.set_pending(b"GET / HT".to_vec());
+        conn.set_pending(b"GET / HT".to_vec(), &metrics);
         assert!(conn.has_pending() && conn.extras.is_some());
         let mut pending = conn.take_pending().expect("kept");
         assert!(conn.extras.is_none(), "an empty box is dropped");
         pending.extend_from_slice(b"TP/1.1\r\n");
-        conn.set_pending(pending);
+        conn.set_pending(pending, &metrics);
         conn.clear_pending();
         assert!(conn.extras.is_none() && conn.take_pending().is_none());
+    }
+
+    /// Kept request bytes count their capacity (not their length) while kept, and every way out gives it
+    /// back: taken, cleared, or dropped with the connection.
+    #[test]
+    fn kept_request_bytes_are_counted_by_capacity_until_released() {
+        let metrics = Arc::new(WorkerMetrics::default());
+        let held = || metrics.request_memory.get();
+        let mut conn = Connection::new(3, 1, 0);
+        let mut bytes = Vec::with_capacity(1000);
+        bytes.extend_from_slice(b"POST /publish HTTP/1.1\r\n");
+        conn.set_pending(bytes, &metrics);
+        assert_eq!(held(), 1000);
+        let mut bytes = conn.take_pending().unwrap();
+        assert_eq!(held(), 0, "taken out: no longer counted");
+        bytes.reserve_exact(5000 - bytes.len());
+        let capacity = bytes.capacity() as u64;
+        conn.set_pending(bytes, &metrics);
+        assert_eq!(held(), capacity);
+        conn.clear_pending();
+        assert_eq!(held(), 0, "cleared");
+        let mut other = Connection::new(4, 1, 0);
+        conn.set_pending(Vec::with_capacity(300), &metrics);
+        other.set_pending(Vec::with_capacity(200), &metrics);
+        assert_eq!(held(), 500);
+        drop(conn);
+        assert_eq!(held(), 200, "dropped with its connection");
+        drop(other);
+        assert_eq!(held(), 0);
     }
 
     #[test]

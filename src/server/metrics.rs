@@ -57,10 +57,18 @@ impl SharedCounter {
 }
 
 /// Why a connection was refused before or at the upgrade.
-pub const REJECT_REASONS: [&str; 3] = ["table_full", "max_connections", "shutting_down"];
+pub const REJECT_REASONS: [&str; 4] = [
+    "table_full",
+    "max_connections",
+    "shutting_down",
+    "request_memory",
+];
 pub const REJECT_TABLE_FULL: usize = 0;
 pub const REJECT_MAX_CONNECTIONS: usize = 1;
 pub const REJECT_SHUTTING_DOWN: usize = 2;
+/// A request not yet complete whose bytes would take the worker over `--max-pending-request-memory`
+/// (answered 503).
+pub const REJECT_REQUEST_MEMORY: usize = 3;
 
 /// Handshake failures, by the HTTP status answered (or `timeout`).
 pub const HANDSHAKE_FAILURES: [&str; 9] = [
@@ -122,6 +130,9 @@ pub struct WorkerMetrics {
     pub tls_failures: Counter,
     /// `POST /publish` requests refused (the route being on), by [`PUBLISH_REFUSALS`] reason.
     pub publish_refusals: [Counter; PUBLISH_REFUSALS.len()],
+    /// Gauge: heap capacity held for HTTP requests not yet complete (heads and `/publish` bodies kept
+    /// across receives), kept under `--max-pending-request-memory`.
+    pub request_memory: Counter,
 }
 
 impl WorkerMetrics {
@@ -163,7 +174,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 22] = [
+    let simple: [CounterSpec; 23] = [
         (
             "ringws_tls_handshakes_total",
             "counter",
@@ -277,6 +288,12 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Connections closed 1013: their message would take the worker over --max-assembly-memory",
             |m| &m.assembly_budget_closes,
+        ),
+        (
+            "ringws_request_memory_bytes",
+            "gauge",
+            "Heap held for HTTP requests not yet complete (heads, /publish bodies); see --max-pending-request-memory",
+            |m| &m.request_memory,
         ),
         (
             "ringws_message_timeouts_total",

@@ -97,6 +97,19 @@ pub fn write_503(out: &mut Vec<u8>) {
     );
 }
 
+/// The answer to a request refused because the worker holds its budget of memory for requests not yet
+/// complete (`--max-pending-request-memory`). `Retry-After: 1`: that memory is given back as soon as the
+/// requests holding it complete, and at the latest at their handshake timeout.
+pub fn write_503_request_memory(out: &mut Vec<u8>) {
+    write_http_response(
+        out,
+        503,
+        "text/plain; charset=utf-8",
+        &[("Connection", "close"), ("Retry-After", "1")],
+        b"server busy: too many requests in progress\n",
+    );
+}
+
 /// The first value of query parameter `name` in `path` (`/x?a=1&topic=t`), undecoded.
 pub fn query_param<'p>(path: &'p str, name: &'p str) -> Option<&'p str> {
     query_params(path, name).next()

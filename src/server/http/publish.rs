@@ -28,7 +28,10 @@ pub enum PublishStep<'r> {
     /// Answer with an error and publish nothing.
     Refuse(PublishRefusal),
     /// The head is acceptable but the body is not complete: keep what came and wait for the rest.
-    NeedBody,
+    NeedBody {
+        /// The body's length (`Content-Length`, within the limits).
+        length: usize,
+    },
     /// Publish `body` on `topic` (`None`: broadcast to every open connection), then answer 200.
     Publish {
         topic: Option<&'r str>,
@@ -169,10 +172,12 @@ pub fn publish_step<'r>(
     if length > publish.max_body.min(max_message_size) as u64 {
         return PublishStep::Refuse(PublishRefusal::TooLarge);
     }
-    if (body.len() as u64) < length {
-        return PublishStep::NeedBody;
+    // Within `max_body` (a usize) from here.
+    let length = length as usize;
+    if body.len() < length {
+        return PublishStep::NeedBody { length };
     }
-    let body = &body[..length as usize];
+    let body = &body[..length];
     let topic = query_param(request.path(), "topic");
     if topic.is_some_and(|topic| !valid_topic(topic)) {
         return PublishStep::Refuse(PublishRefusal::InvalidTopic);
@@ -247,7 +252,7 @@ mod tests {
     #[test]
     fn a_partial_body_waits_for_the_rest() {
         let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
-        assert_eq!(step(raw), "NeedBody");
+        assert_eq!(step(raw), "NeedBody { length: 10 }");
     }
 
     #[test]
@@ -323,7 +328,7 @@ mod tests {
             b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n",
             AUTH,
         );
-        assert_eq!(step_with(&raw, 50, 1000), "NeedBody");
+        assert_eq!(step_with(&raw, 50, 1000), "NeedBody { length: 50 }");
         assert_eq!(step_with(&raw, 49, 1000), "Refuse(TooLarge)");
         assert_eq!(step_with(&raw, 1000, 49), "Refuse(TooLarge)");
     }

@@ -3,6 +3,12 @@
 //!
 //! Never on the message hot path. Must never allocate for a refused request beyond its answer, never answer
 //! twice, and never let a connection that did not complete the handshake reach the handler.
+//!
+//! A request that spans receives is kept in its connection's `pending` bytes within the worker's budget
+//! (`max_pending_request_memory`, counted by capacity in the `request_memory` gauge): a `/publish` body gets
+//! room for the whole request at once, checked against the budget before it is allocated; the request
+//! that would pass the budget is answered 503 and closed. The handshake timeout, counted from the accept,
+//! bounds how long any of it is held.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,56 +17,100 @@ use crate::protocol::handshake::{
     parse_request, validate_upgrade, write_http_response, HandshakePolicy, Request,
 };
 
-use super::Worker;
+use super::{Core, Worker};
 use crate::server::config::PublishConfig;
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 use crate::server::http;
 use crate::server::http::publish::{publish_step, write_published, PublishStep};
-use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_SHUTTING_DOWN};
+use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_REQUEST_MEMORY, REJECT_SHUTTING_DOWN};
+
+/// What a request needs after the bytes received so far were handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RequestProgress {
+    /// Answered, upgraded or refused: nothing to keep.
+    Done,
+    /// The head is not complete: keep what came.
+    MoreHead,
+    /// A `POST /publish` head passed its checks and its body is not complete: keep the request, which is
+    /// `request_len` bytes once whole.
+    MoreBody { request_len: usize },
+}
 
 impl<H: Handler> Worker<'_, H> {
-    /// Handles request bytes of a connection still in its opening handshake.
+    /// Handles request bytes of a connection still in its opening handshake. A request that is not
+    /// complete is kept in the connection's `pending` bytes, within the worker's budget
+    /// (`max_pending_request_memory`, counted by capacity in `request_memory`).
     pub(super) fn on_handshake_bytes(&mut self, key: usize, bytes: &mut [u8]) {
         match self.core.conns[key].take_pending() {
-            None => {
-                self.handle_request(key, bytes);
-                let conn = &mut self.core.conns[key];
-                if conn.state == State::Handshake && conn.has(WAITING_BODY) && !conn.has_pending() {
-                    conn.set_pending(bytes.to_vec());
+            None => match self.handle_request(key, bytes) {
+                RequestProgress::Done => {}
+                progress => {
+                    let capacity = match progress {
+                        RequestProgress::MoreBody { request_len, .. } => request_len,
+                        _ => bytes.len(),
+                    };
+                    if self.core.admit_pending(key, capacity) {
+                        let mut kept = Vec::with_capacity(capacity);
+                        kept.extend_from_slice(bytes);
+                        self.keep_request(key, kept, progress);
+                    }
                 }
-            }
+            },
             Some(mut pending) => {
-                pending.extend_from_slice(bytes);
-                self.handle_request(key, &mut pending);
-                if let Some(conn) = self.core.conns.get_mut(key) {
-                    if conn.state == State::Handshake && !conn.has_pending() {
-                        conn.set_pending(pending);
+                if self.core.conns[key].has(WAITING_BODY) {
+                    // Room was made for the whole request: bytes beyond it are not part of it (one
+                    // request per connection), and keeping them would grow the allocation.
+                    let room = pending.capacity() - pending.len();
+                    pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                } else {
+                    pending.extend_from_slice(bytes);
+                }
+                match self.handle_request(key, &mut pending) {
+                    RequestProgress::Done => {}
+                    progress => {
+                        if let RequestProgress::MoreBody { request_len, .. } = progress {
+                            pending.reserve_exact(request_len.saturating_sub(pending.len()));
+                        }
+                        if self.core.admit_pending(key, pending.capacity()) {
+                            self.keep_request(key, pending, progress);
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Keeps the request bytes received so far for the next receive.
+    fn keep_request(&mut self, key: usize, kept: Vec<u8>, progress: RequestProgress) {
+        let metrics = Arc::clone(&self.core.metrics);
+        let conn = &mut self.core.conns[key];
+        conn.set_pending(kept, &metrics);
+        if let RequestProgress::MoreBody { .. } = progress {
+            conn.set(WAITING_BODY);
+        }
+    }
+
     /// `POST /publish?topic=T` (the route being on with `publish`): decided by `http::publish`, acted on
-    /// here (wait for the rest of the body, publish or broadcast, answer).
+    /// here (publish or broadcast and answer, or refuse; a body still to come is kept by the caller).
     pub(super) fn handle_publish(
         &mut self,
         key: usize,
         request: &Request<'_>,
+        head_len: usize,
         body: &[u8],
         publish: &PublishConfig,
-    ) {
+    ) -> RequestProgress {
         match publish_step(request, body, publish, self.core.config.max_message_size) {
             PublishStep::Refuse(refusal) => {
                 self.core.metrics.publish_refusals[refusal.index()].inc();
                 self.core
                     .answer_http(key, |out| refusal.write_response(out));
+                RequestProgress::Done
             }
-            PublishStep::NeedBody => {
-                // The caller keeps the bytes received so far.
-                self.core.conns[key].set(WAITING_BODY);
-            }
+            PublishStep::NeedBody { length } => RequestProgress::MoreBody {
+                request_len: head_len + length,
+            },
             PublishStep::Publish { topic, kind, body } => {
                 match topic {
                     Some(topic) => self.core.publish(topic, kind, body),
@@ -68,38 +118,31 @@ impl<H: Handler> Worker<'_, H> {
                 }
                 self.core.metrics.http_requests.inc();
                 self.core.answer_http(key, write_published);
+                RequestProgress::Done
             }
         }
     }
 
-    /// Parses `data` as the start of an HTTP request and answers it, upgrades, or keeps it for more.
-    pub(super) fn handle_request(&mut self, key: usize, data: &mut [u8]) {
+    /// Parses `data` (the request bytes received so far) as the start of an HTTP request and answers it,
+    /// upgrades, or says what more it needs (the caller keeps the bytes).
+    pub(super) fn handle_request(&mut self, key: usize, data: &mut [u8]) -> RequestProgress {
         let max_header_bytes = self.core.config.max_header_bytes;
         let parsed = match parse_request(data, max_header_bytes) {
-            Ok(None) => {
-                let conn = &mut self.core.conns[key];
-                if !conn.has_pending() {
-                    // Keep the start of the request for the next receive (the caller keeps an existing one).
-                    conn.set_pending(data.to_vec());
-                }
-                return;
-            }
+            Ok(None) => return RequestProgress::MoreHead,
             Ok(Some(parsed)) => parsed,
             Err(error) => {
                 tracing::debug!(worker = self.core.index, "bad request: {error}");
                 self.core.metrics.handshake_failure(error.status());
                 self.core.answer_http(key, |out| error.write_response(out));
-                return;
+                return RequestProgress::Done;
             }
         };
         let (request, consumed) = parsed;
-        self.core.conns[key].clear_pending();
         // Without a publish configuration, /publish is an unknown path like any other (404 below).
         let config = Arc::clone(&self.core.config);
         if let Some(publish) = &config.publish {
             if request.path_only() == "/publish" && !http::wants_websocket(&request) {
-                self.handle_publish(key, &request, &data[consumed..], publish);
-                return;
+                return self.handle_publish(key, &request, consumed, &data[consumed..], publish);
             }
         }
         if !http::wants_websocket(&request) {
@@ -116,7 +159,7 @@ impl<H: Handler> Worker<'_, H> {
             if status >= 400 {
                 self.core.metrics.handshake_failure(status);
             }
-            return;
+            return RequestProgress::Done;
         }
         self.upgrade(key, &request);
         // Frames the client sent right behind its request.
@@ -124,6 +167,7 @@ impl<H: Handler> Worker<'_, H> {
         if !rest.is_empty() && self.core.conns[key].state == State::Open {
             self.feed(key, rest);
         }
+        RequestProgress::Done
     }
 
     /// A WebSocket upgrade request: the protocol's checks, the handler's [`Handler::on_upgrade`], capacity,
@@ -216,5 +260,27 @@ impl<H: Handler> Worker<'_, H> {
             id,
             path,
         );
+    }
+}
+
+impl Core {
+    /// Whether connection `key` may keep `capacity` bytes of a request not yet complete within the
+    /// worker's budget (`max_pending_request_memory`, what `request_memory` counts). If not, the request
+    /// is answered 503 and the connection closed (other connections keep what they hold); counted as a
+    /// `request_memory` rejection.
+    fn admit_pending(&mut self, key: usize, capacity: usize) -> bool {
+        let held = self.metrics.request_memory.get() as usize;
+        if held.saturating_add(capacity) <= self.config.max_pending_request_memory {
+            return true;
+        }
+        tracing::debug!(
+            worker = self.index,
+            held,
+            capacity,
+            "request refused: over the pending request memory budget"
+        );
+        self.metrics.rejected[REJECT_REQUEST_MEMORY].inc();
+        self.answer_http(key, http::write_503_request_memory);
+        false
     }
 }
