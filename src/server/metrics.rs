@@ -71,8 +71,8 @@ pub const REJECT_SHUTTING_DOWN: usize = 2;
 pub const REJECT_REQUEST_MEMORY: usize = 3;
 
 /// Handshake failures, by the HTTP status answered (or `timeout`).
-pub const HANDSHAKE_FAILURES: [&str; 9] = [
-    "400", "403", "404", "405", "426", "431", "timeout", "handler", "other",
+pub const HANDSHAKE_FAILURES: [&str; 10] = [
+    "400", "403", "404", "405", "417", "426", "431", "timeout", "handler", "other",
 ];
 
 /// Close codes counted individually; everything else is `other`.
@@ -154,12 +154,12 @@ impl WorkerMetrics {
     }
 
     pub fn handshake_timeout(&self) {
-        self.handshake_failures[6].inc();
+        self.handshake_failures[7].inc();
     }
 
     /// An upgrade refused by the handler's `on_upgrade`.
     pub fn handshake_refused_by_handler(&self) {
-        self.handshake_failures[7].inc();
+        self.handshake_failures[8].inc();
     }
 }
 

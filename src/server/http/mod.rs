@@ -3,6 +3,11 @@
 //! `POST /publish` ([`publish`], only when configured), and the answers for everything else (404 for an
 //! unknown path whatever the method, 405, 503). One request per connection (`Connection: close`).
 //!
+//! `Expect` (RFC 9110 section 10.1.1) is read by [`expectation`]: `POST /publish` answers `100-continue`
+//! ([`CONTINUE`]) and refuses any other expectation with 417; a WebSocket upgrade ignores `100-continue`
+//! (it has no content to wait for: the 101 or the refusal is the answer) and refuses any other with 417.
+//! The other plain routes have no content and ignore `Expect`.
+//!
 //! Only the routing and the response bytes live here; the worker decides when a request is plain HTTP
 //! and queues what this module writes. Never on the message hot path.
 
@@ -110,6 +115,51 @@ pub fn write_503_request_memory(out: &mut Vec<u8>) {
     );
 }
 
+/// The interim answer to `Expect: 100-continue`: the head passed every check, send the body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The answer to an expectation other than `100-continue` (417, RFC 9110 section 10.1.1).
+pub fn write_expectation_failed(out: &mut Vec<u8>) {
+    write_http_response(
+        out,
+        417,
+        "text/plain; charset=utf-8",
+        &[("Connection", "close")],
+        b"only the 100-continue expectation is supported\n",
+    );
+}
+
+/// What a request's `Expect` header lines ask of the server (RFC 9110 section 10.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// No expectation (no `Expect`, only empty members, or `100-continue` in an HTTP/1.0 request, which a
+    /// server must ignore).
+    None,
+    /// `100-continue` (case-insensitive), alone.
+    Continue,
+    /// Any other member: the server cannot meet it (417).
+    Unsupported,
+}
+
+/// Reads every `Expect` header line of `request` as a comma-separated list of members.
+pub fn expectation(request: &Request<'_>) -> Expectation {
+    let mut found = Expectation::None;
+    for value in request.headers_named("expect") {
+        for member in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if member.is_empty() {
+                continue;
+            }
+            if !member.eq_ignore_ascii_case(b"100-continue") {
+                return Expectation::Unsupported;
+            }
+            if request.version() >= 1 {
+                found = Expectation::Continue;
+            }
+        }
+    }
+    found
+}
+
 /// The first value of query parameter `name` in `path` (`/x?a=1&topic=t`), undecoded.
 pub fn query_param<'p>(path: &'p str, name: &'p str) -> Option<&'p str> {
     query_params(path, name).next()
@@ -171,6 +221,37 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(route_with_metrics(&request, None, &mut Vec::new()), 200);
+    }
+
+    #[test]
+    fn expectations_are_read_from_every_expect_line() {
+        let expect = |lines: &str| {
+            let raw = format!("POST /x HTTP/1.1\r\nHost: x\r\n{lines}\r\n");
+            let (request, _) = crate::protocol::handshake::parse_request(raw.as_bytes(), 8192)
+                .unwrap()
+                .unwrap();
+            expectation(&request)
+        };
+        assert_eq!(expect(""), Expectation::None);
+        assert_eq!(expect("Expect: \r\n"), Expectation::None);
+        assert_eq!(expect("Expect: 100-continue\r\n"), Expectation::Continue);
+        assert_eq!(
+            expect("Expect: 100-continue\r\nexpect: 100-continue\r\n"),
+            Expectation::Continue
+        );
+        for unsupported in [
+            "Expect: 200-ok\r\n",
+            "Expect: 100-continue, 200-ok\r\n",
+            "Expect: 100-continue\r\nExpect: x\r\n",
+            "Expect: 100-continuex\r\n",
+            "Expect: 100\r\n",
+        ] {
+            assert_eq!(
+                expect(unsupported),
+                Expectation::Unsupported,
+                "{unsupported:?}"
+            );
+        }
     }
 
     #[test]

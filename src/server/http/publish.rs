@@ -9,13 +9,19 @@
 //! Only the decision lives here: [`publish_step`] reads a request head and the body bytes received so far
 //! and says whether to refuse (with which answer), wait for more body, or publish what. The worker acts on
 //! it (keeps the partial body, publishes, queues the answer). No I/O, no clock, no allocation.
+//!
+//! `Expect` (RFC 9110 section 10.1.1, [`expectation`](super::expectation)): every check that does not need the body (method,
+//! token, expectation, `Content-Length` within the limit, topic) is made on the head alone, so a refusal
+//! goes out at once, before any body is sent, and the connection is closed without waiting for one. A head
+//! that passes them with `Expect: 100-continue` and no body yet gets [`CONTINUE`] before the body is read;
+//! an expectation other than `100-continue` is refused with 417.
 
 use crate::protocol::handshake::{write_http_response, HandshakeError, Request};
 use crate::protocol::MessageKind;
 
 use subtle::ConstantTimeEq;
 
-use super::query_param;
+use super::{expectation, query_param, Expectation};
 use crate::server::config::PublishConfig;
 use crate::topics::valid_topic;
 
@@ -31,6 +37,8 @@ pub enum PublishStep<'r> {
     NeedBody {
         /// The body's length (`Content-Length`, within the limits).
         length: usize,
+        /// The client asked for `100 Continue` before it sends the body, and none of the body came yet.
+        send_continue: bool,
     },
     /// Publish `body` on `topic` (`None`: broadcast to every open connection), then answer 200.
     Publish {
@@ -55,17 +63,20 @@ pub enum PublishRefusal {
     TooLarge,
     /// The topic is not a valid topic name: 400.
     InvalidTopic,
+    /// An `Expect` other than `100-continue`: 417.
+    ExpectationFailed,
 }
 
 /// The `reason` label of each refusal in `ringws_publish_refusals_total`, indexed by
 /// [`PublishRefusal::index`].
-pub const PUBLISH_REFUSALS: [&str; 6] = [
+pub const PUBLISH_REFUSALS: [&str; 7] = [
     "method",
     "unauthorized",
     "length_required",
     "bad_length",
     "too_large",
     "invalid_topic",
+    "expectation",
 ];
 
 impl PublishRefusal {
@@ -78,6 +89,7 @@ impl PublishRefusal {
             PublishRefusal::BadLength(_) => 3,
             PublishRefusal::TooLarge => 4,
             PublishRefusal::InvalidTopic => 5,
+            PublishRefusal::ExpectationFailed => 6,
         }
     }
 
@@ -90,6 +102,7 @@ impl PublishRefusal {
             PublishRefusal::BadLength(error) => error.status(),
             PublishRefusal::TooLarge => 413,
             PublishRefusal::InvalidTopic => 400,
+            PublishRefusal::ExpectationFailed => 417,
         }
     }
 
@@ -116,6 +129,7 @@ impl PublishRefusal {
             PublishRefusal::InvalidTopic => {
                 write_http_response(out, 400, TEXT, &[CLOSE], b"invalid topic\n")
             }
+            PublishRefusal::ExpectationFailed => super::write_expectation_failed(out),
         }
     }
 }
@@ -146,7 +160,8 @@ pub fn bearer_matches(header: &[u8], token: &str) -> bool {
 
 /// Decides what to do with `request` (a `/publish` head, the route being on with `publish`) given the body
 /// bytes received so far: the request must carry `publish.token` and a body of at most `publish.max_body`
-/// and `max_message_size`.
+/// and `max_message_size`. Every check but the body's arrival is made on the head alone, in this order:
+/// method, token, expectation, `Content-Length`, size, topic.
 pub fn publish_step<'r>(
     request: &Request<'r>,
     body: &'r [u8],
@@ -164,6 +179,10 @@ pub fn publish_step<'r>(
     if !authorized {
         return PublishStep::Refuse(PublishRefusal::Unauthorized);
     }
+    let expectation = expectation(request);
+    if expectation == Expectation::Unsupported {
+        return PublishStep::Refuse(PublishRefusal::ExpectationFailed);
+    }
     let length = match request.content_length() {
         Ok(Some(length)) => length,
         Ok(None) => return PublishStep::Refuse(PublishRefusal::LengthRequired),
@@ -172,16 +191,19 @@ pub fn publish_step<'r>(
     if length > publish.max_body.min(max_message_size) as u64 {
         return PublishStep::Refuse(PublishRefusal::TooLarge);
     }
-    // Within `max_body` (a usize) from here.
-    let length = length as usize;
-    if body.len() < length {
-        return PublishStep::NeedBody { length };
-    }
-    let body = &body[..length];
     let topic = query_param(request.path(), "topic");
     if topic.is_some_and(|topic| !valid_topic(topic)) {
         return PublishStep::Refuse(PublishRefusal::InvalidTopic);
     }
+    // Within `max_body` (a usize) from here.
+    let length = length as usize;
+    if body.len() < length {
+        return PublishStep::NeedBody {
+            length,
+            send_continue: expectation == Expectation::Continue && body.is_empty(),
+        };
+    }
+    let body = &body[..length];
     let kind = if std::str::from_utf8(body).is_ok() {
         MessageKind::Text
     } else {
@@ -252,7 +274,73 @@ mod tests {
     #[test]
     fn a_partial_body_waits_for_the_rest() {
         let raw = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
-        assert_eq!(step(raw), "NeedBody { length: 10 }");
+        assert_eq!(step(raw), "NeedBody { length: 10, send_continue: false }");
+    }
+
+    #[test]
+    fn a_head_that_expects_100_continue_is_told_to_continue_only_before_its_body() {
+        let head = "POST /publish?topic=news HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n";
+        for expect in [
+            "100-continue",
+            "100-Continue",
+            " 100-CONTINUE ",
+            "100-continue, ",
+        ] {
+            let raw = format!("{head}Expect: {expect}\r\n\r\n");
+            assert_eq!(
+                step(raw.as_bytes()),
+                "NeedBody { length: 5, send_continue: true }",
+                "{expect:?}"
+            );
+            // Part of the body came with the head: the client is sending it already.
+            let raw = format!("{head}Expect: {expect}\r\n\r\nhe");
+            assert_eq!(
+                step(raw.as_bytes()),
+                "NeedBody { length: 5, send_continue: false }"
+            );
+            // All of it: publish at once, no interim answer.
+            let raw = format!("{head}Expect: {expect}\r\n\r\nhello");
+            assert!(step(raw.as_bytes()).starts_with("Publish"), "{expect:?}");
+        }
+        // HTTP/1.0: the expectation is ignored (RFC 9110 section 10.1.1).
+        let raw = "POST /publish HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+        assert_eq!(
+            step(raw.as_bytes()),
+            "NeedBody { length: 5, send_continue: false }"
+        );
+    }
+
+    #[test]
+    fn head_checks_refuse_before_any_body_arrives() {
+        // With `Expect: 100-continue` and no body sent, each refusal that the head alone decides comes
+        // at once (the worker answers and closes without waiting for the body).
+        let expect = "Expect: 100-continue\r\n";
+        let cases: [(&str, &str, &str); 5] = [
+            ("/publish", "", "Refuse(Unauthorized)"),
+            ("/publish", AUTH, "Refuse(TooLarge)"),
+            ("/publish?topic=a%20b", AUTH, "Refuse(InvalidTopic)"),
+            (
+                "/publish",
+                "Expect: 200-ok\r\nAuthorization: Bearer secret\r\n",
+                "Refuse(ExpectationFailed)",
+            ),
+            (
+                "/publish",
+                "Authorization: Bearer wrong\r\n",
+                "Refuse(Unauthorized)",
+            ),
+        ];
+        for (path, lines, refusal) in cases {
+            let length = if refusal == "Refuse(TooLarge)" {
+                101
+            } else {
+                5
+            };
+            let raw = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{expect}{lines}Content-Length: {length}\r\n\r\n"
+            );
+            assert_eq!(step_with(raw.as_bytes(), 100, 1000), refusal, "{raw:?}");
+        }
     }
 
     #[test]
@@ -285,6 +373,13 @@ mod tests {
                 ),
                 400,
                 "invalid_topic",
+            ),
+            (
+                authorized(
+                    b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, 200-ok\r\nContent-Length: 1\r\n\r\n",
+                ),
+                417,
+                "expectation",
             ),
             (
                 b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".to_vec(),
@@ -328,7 +423,10 @@ mod tests {
             b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n",
             AUTH,
         );
-        assert_eq!(step_with(&raw, 50, 1000), "NeedBody { length: 50 }");
+        assert_eq!(
+            step_with(&raw, 50, 1000),
+            "NeedBody { length: 50, send_continue: false }"
+        );
         assert_eq!(step_with(&raw, 49, 1000), "Refuse(TooLarge)");
         assert_eq!(step_with(&raw, 1000, 49), "Refuse(TooLarge)");
     }

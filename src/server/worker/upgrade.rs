@@ -33,8 +33,11 @@ pub(super) enum RequestProgress {
     /// The head is not complete: keep what came.
     MoreHead,
     /// A `POST /publish` head passed its checks and its body is not complete: keep the request, which is
-    /// `request_len` bytes once whole.
-    MoreBody { request_len: usize },
+    /// `request_len` bytes once whole, and send `100 Continue` first when `send_continue`.
+    MoreBody {
+        request_len: usize,
+        send_continue: bool,
+    },
 }
 
 impl<H: Handler> Worker<'_, H> {
@@ -81,13 +84,22 @@ impl<H: Handler> Worker<'_, H> {
         }
     }
 
-    /// Keeps the request bytes received so far for the next receive.
+    /// Keeps the request bytes received so far for the next receive; for a body, first tells a client
+    /// that asked for it to send the body (once: the first time the head is complete, and only once the
+    /// budget admitted the request).
     fn keep_request(&mut self, key: usize, kept: Vec<u8>, progress: RequestProgress) {
         let metrics = Arc::clone(&self.core.metrics);
         let conn = &mut self.core.conns[key];
         conn.set_pending(kept, &metrics);
-        if let RequestProgress::MoreBody { .. } = progress {
-            conn.set(WAITING_BODY);
+        if let RequestProgress::MoreBody { send_continue, .. } = progress {
+            if !conn.has(WAITING_BODY) {
+                conn.set(WAITING_BODY);
+                if send_continue {
+                    self.core.push_bytes(key, http::CONTINUE.len(), |out| {
+                        out.extend_from_slice(http::CONTINUE)
+                    });
+                }
+            }
         }
     }
 
@@ -108,8 +120,12 @@ impl<H: Handler> Worker<'_, H> {
                     .answer_http(key, |out| refusal.write_response(out));
                 RequestProgress::Done
             }
-            PublishStep::NeedBody { length } => RequestProgress::MoreBody {
+            PublishStep::NeedBody {
+                length,
+                send_continue,
+            } => RequestProgress::MoreBody {
                 request_len: head_len + length,
+                send_continue,
             },
             PublishStep::Publish { topic, kind, body } => {
                 match topic {
@@ -187,6 +203,17 @@ impl<H: Handler> Worker<'_, H> {
                 return;
             }
         };
+        // An upgrade has no content: `100-continue` asks for nothing here (the 101 is the answer), any
+        // other expectation cannot be met.
+        if http::expectation(request) == http::Expectation::Unsupported {
+            tracing::debug!(
+                worker = self.core.index,
+                "upgrade with an unsupported Expect"
+            );
+            self.core.metrics.handshake_failure(417);
+            self.core.answer_http(key, http::write_expectation_failed);
+            return;
+        }
         if self.core.shutting_down {
             self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             self.core.answer_http(key, http::write_503);
