@@ -4,13 +4,34 @@
 //! Every submission that references memory (the multishot tick's timespec, a send's `msghdr`) takes that
 //! memory from a reactor-owned type whose lifetime rule is documented where it is created. This module must
 //! never block anywhere but in `submit_and_wait`.
+//!
+//! The contract with the kernel is held by the types, so that safe code cannot alias memory the kernel
+//! owns:
+//! - A [`Completion`] is minted only by [`Ring::drain_completions`] (a private field; neither `Copy` nor
+//!   `Clone`) and carries a one-shot [`Handover`]: the provided buffer the kernel filled.
+//!   [`BufRing::take`](super::BufRing::take) moves it out, so it is redeemed once.
+//! - The ring keeps the memory of the buffer ring registered with it (one per ring) mapped until after the
+//!   io_uring itself is closed ([`Ring`]'s `Drop`), whatever order their owners drop them in.
 
+use std::cell::OnceCell;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::buf_ring::Region;
 use super::send::{SendOp, SendQueue};
+
+/// Source of ring identities: each [`Ring`] gets its own, never reused in the process.
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh ring identity (also for simulated rings, which must never share one with a real ring).
+pub(super) fn next_ring_id() -> u64 {
+    NEXT_RING_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Smallest submission queue [`Ring::new`] falls back to under memory pressure.
 pub const MIN_SQ_ENTRIES: u32 = 256;
@@ -73,33 +94,107 @@ impl std::fmt::Display for RingSetup {
     }
 }
 
+/// What the kernel handed back with a completion, redeemed once: moved out (left [`Handover::None`]) by
+/// [`BufRing::take`](super::BufRing::take).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Handover {
+    None,
+    /// Provided buffer `id` of the buffer ring registered with ring `ring`, filled with `len` bytes.
+    Buffer {
+        ring: u64,
+        id: u16,
+        len: usize,
+    },
+}
+
 /// A completion copied out of the completion queue.
-#[derive(Debug, Clone, Copy)]
+///
+/// The public fields are a copy of the kernel's entry, free to read (and to change: nothing relies on
+/// them). What the kernel handed over (a provided buffer) is held privately and redeemed once, so a
+/// completion can be neither made up nor copied outside the reactor:
+///
+/// ```compile_fail
+/// let forged = ringws::reactor::Completion { user_data: 3, result: 1, flags: 1 };
+/// ```
+///
+/// ```compile_fail
+/// fn twice(c: ringws::reactor::Completion) -> (ringws::reactor::Completion, ringws::reactor::Completion) {
+///     (c.clone(), c)
+/// }
+/// ```
+#[derive(Debug)]
 pub struct Completion {
     pub user_data: u64,
     pub result: i32,
     pub flags: u32,
+    pub(super) handover: Handover,
 }
 
 impl Completion {
+    /// A completion with what the kernel handed over: only for [`Ring::drain_completions`], a simulated
+    /// ring and the reactor's tests.
+    pub(super) fn handed_over(
+        user_data: u64,
+        result: i32,
+        flags: u32,
+        handover: Handover,
+    ) -> Completion {
+        Completion {
+            user_data,
+            result,
+            flags,
+            handover,
+        }
+    }
+
     /// Whether a multishot request stays armed after this completion.
     pub fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
 
-    /// The provided buffer this completion filled, if any.
+    /// The provided buffer this completion filled and that is not taken yet, if any.
     pub fn buffer_id(&self) -> Option<u16> {
-        cqueue::buffer_select(self.flags)
+        match self.handover {
+            Handover::Buffer { id, .. } => Some(id),
+            _ => None,
+        }
     }
 }
 
-/// A worker's ring. Not `Send` in spirit: with `SINGLE_ISSUER` only the creating thread may submit.
+/// A worker's ring. Not `Send`: with `SINGLE_ISSUER` only the creating thread may submit.
+///
+/// Dropping it closes the io_uring first, then frees what the kernel may use until then (the tick's
+/// timespec, the buffer ring's memory), whatever the order its owner drops it and the
+/// [`BufRing`](super::BufRing) in:
+///
+/// ```no_run
+/// use ringws::reactor::{BufRing, Ring};
+/// let ring = Ring::new(64, 128, 16)?;
+/// let bufs = BufRing::new(&ring, 0, 16, 4096)?;
+/// drop(bufs); // the buffers stay mapped: the kernel may still fill them
+/// drop(ring); // closes the io_uring, then unmaps them
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Ring {
-    ring: IoUring,
+    /// Closed first, in `Drop`, before anything the kernel may read or write is freed.
+    ring: ManuallyDrop<IoUring>,
+    /// This ring's identity, stamped on what its completions hand over.
+    id: u64,
     setup: RingSetup,
     /// The tick's interval; the kernel reads it for every expiry of the multishot timeout, so it lives
     /// (boxed, at a stable address) as long as the ring.
     tick_interval: Box<types::Timespec>,
+    /// The memory of the buffer ring registered with this ring (at most one), kept mapped until the
+    /// io_uring is closed.
+    buffers: OnceCell<Rc<Region>>,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `self.ring` is dropped here once and never used again (this is `drop`); the other
+        // fields, which the kernel may use until the io_uring is closed, are dropped after it.
+        unsafe { ManuallyDrop::drop(&mut self.ring) }
+    }
 }
 
 impl Ring {
@@ -160,9 +255,11 @@ impl Ring {
                         shrunk_from: None,
                     };
                     return Ok(Ring {
-                        ring,
+                        ring: ManuallyDrop::new(ring),
+                        id: next_ring_id(),
                         setup,
                         tick_interval: Box::new(types::Timespec::new()),
+                        buffers: OnceCell::new(),
                     });
                 }
                 // Out of memory is not a refused flag: fewer flags would not help.
@@ -181,8 +278,25 @@ impl Ring {
         self.ring.as_raw_fd()
     }
 
-    pub(crate) fn inner(&self) -> &IoUring {
+    pub(super) fn inner(&self) -> &IoUring {
         &self.ring
+    }
+
+    /// This ring's identity.
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Keeps a buffer ring's memory mapped until after the io_uring is closed. Refused (false) once a
+    /// buffer ring is registered: a completion does not say which group its buffer came from, so a ring
+    /// serves one.
+    pub(super) fn keep_buffers(&self, region: Rc<Region>) -> bool {
+        self.buffers.set(region).is_ok()
+    }
+
+    /// Whether a buffer ring is registered with this ring.
+    pub(super) fn has_buffers(&self) -> bool {
+        self.buffers.get().is_some()
     }
 
     /// Queues one entry, submitting first if the submission queue is full.
@@ -343,16 +457,24 @@ impl Ring {
         }
     }
 
-    /// Moves every available completion into `out` (which keeps its capacity between calls).
+    /// Moves every available completion into `out` (which keeps its capacity between calls), each with
+    /// what the kernel handed over: the provided buffer it filled.
     pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        let id = self.id;
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
-            out.push(Completion {
-                user_data: cqe.user_data(),
-                result: cqe.result(),
-                flags: cqe.flags(),
-            });
+            let (user_data, result, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            let handover = if let Some(buffer) = cqueue::buffer_select(flags) {
+                Handover::Buffer {
+                    ring: id,
+                    id: buffer,
+                    len: result.max(0) as usize,
+                }
+            } else {
+                Handover::None
+            };
+            out.push(Completion::handed_over(user_data, result, flags, handover));
         }
     }
 }
@@ -389,6 +511,46 @@ impl DoorbellRing {
             return Err(io::Error::from_raw_os_error(-result));
         }
         Ok(())
+    }
+}
+
+/// Test helpers shared by the reactor's tests.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::{Completion, Ring};
+
+    /// One end of a socket pair installed in `ring`'s fixed-file slot 0; returns the other end.
+    pub(in crate::reactor) fn socket_in_slot_zero(ring: &Ring) -> (UnixStream, UnixStream) {
+        let (ours, peer) = UnixStream::pair().expect("socketpair");
+        ring.inner()
+            .submitter()
+            .register_files_update(0, &[ours.as_raw_fd()])
+            .expect("install the socket in the fixed-file table");
+        (ours, peer)
+    }
+
+    /// Submits, then waits (a few seconds at most) until `ring` has posted a completion with `user_data`.
+    pub(in crate::reactor) fn wait_for(ring: &mut Ring, user_data: u64) -> Completion {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = Vec::new();
+        // Waits with a timeout (a ring with DEFER_TASKRUN posts completions only while waited on).
+        let timeout = io_uring::types::Timespec::from(std::time::Duration::from_millis(10));
+        let args = io_uring::types::SubmitArgs::new().timespec(&timeout);
+        while std::time::Instant::now() < deadline {
+            match ring.inner().submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+                Err(e) => panic!("io_uring_enter: {e}"),
+            }
+            ring.drain_completions(&mut seen);
+            if let Some(i) = seen.iter().position(|c| c.user_data == user_data) {
+                return seen.swap_remove(i);
+            }
+        }
+        panic!("no completion for {user_data:#x}: {seen:?}");
     }
 }
 

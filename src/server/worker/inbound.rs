@@ -8,22 +8,22 @@
 
 use crate::protocol::frame::OpCode;
 use crate::protocol::{CloseCode, Event, MessageReader, Role};
-use crate::reactor::{Completion, Op};
+use crate::reactor::{Completion, Op, RecvBuf};
 
 use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 
 impl<H: Handler> Worker<'_, H> {
-    pub(super) fn on_recv(&mut self, key: usize, completion: Completion) {
+    pub(super) fn on_recv(&mut self, key: usize, mut completion: Completion) {
         let more = completion.more();
         if !more {
             self.core.conns[key].clear(RECV_ARMED);
         }
         let result = completion.result;
         if result > 0 {
-            match completion.buffer_id() {
-                Some(bid) => self.on_input(key, bid, result as usize),
+            match self.core.bufs.take(&mut completion) {
+                Some(buf) => self.on_input(key, buf),
                 None => self.core.abort(key),
             }
         } else if result == 0 {
@@ -47,8 +47,7 @@ impl<H: Handler> Worker<'_, H> {
         self.core.try_release(key);
     }
 
-    pub(super) fn on_input(&mut self, key: usize, bid: u16, len: usize) {
-        let mut buf = self.core.bufs.take(bid, len);
+    pub(super) fn on_input(&mut self, key: usize, mut buf: RecvBuf) {
         let now = self.core.wheel.now();
         let conn = &mut self.core.conns[key];
         conn.last_activity = now;

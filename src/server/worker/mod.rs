@@ -236,13 +236,13 @@ impl<H: Handler> Worker<'_, H> {
     fn run_batch(&mut self, completions: &mut Vec<Completion>) {
         completions.clear();
         self.core.ring.drain_completions(completions);
-        for completion in completions.iter() {
-            self.dispatch(*completion);
+        for completion in completions.drain(..) {
+            self.dispatch(completion);
         }
         self.end_of_batch();
     }
 
-    fn dispatch(&mut self, completion: Completion) {
+    fn dispatch(&mut self, mut completion: Completion) {
         let Some(ud) = UserData::decode(completion.user_data) else {
             return;
         };
@@ -263,8 +263,8 @@ impl<H: Handler> Worker<'_, H> {
                 if !live {
                     // A completion for an earlier incarnation of this slot: drop it (but give back any
                     // buffer it carries).
-                    if let Some(bid) = completion.buffer_id() {
-                        self.core.bufs.recycle_id(bid);
+                    if let Some(buf) = self.core.bufs.take(&mut completion) {
+                        self.core.bufs.recycle(buf);
                     }
                     return;
                 }
