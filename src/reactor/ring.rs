@@ -8,8 +8,12 @@
 //! The contract with the kernel is held by the types, so that safe code cannot alias memory the kernel
 //! owns:
 //! - A [`Completion`] is minted only by [`Ring::drain_completions`] (a private field; neither `Copy` nor
-//!   `Clone`) and carries a one-shot [`Handover`]: the provided buffer the kernel filled.
-//!   [`BufRing::take`](super::BufRing::take) moves it out, so it is redeemed once.
+//!   `Clone`) and carries a one-shot [`Handover`]: the provided buffer the kernel filled, or the end of one
+//!   send this ring submitted. [`BufRing::take`](super::BufRing::take) and
+//!   [`SendQueue::complete_send`](super::SendQueue::complete_send) move it out, so each is redeemed once.
+//! - A send's completion is recognised by its `user_data`: the low byte [`Op::Send`] is reserved to
+//!   [`Ring::send_queue`] (every other submission, and every doorbell posted, refuses it), and one send per
+//!   key (the high 32 bits, below the fixed-file table's size) is in flight on a ring at a time, numbered.
 //! - The ring keeps the memory of the buffer ring registered with it (one per ring) mapped until after the
 //!   io_uring itself is closed ([`Ring`]'s `Drop`), whatever order their owners drop them in.
 
@@ -24,6 +28,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::buf_ring::Region;
 use super::send::{SendOp, SendQueue};
+use super::Op;
 
 /// Source of ring identities: each [`Ring`] gets its own, never reused in the process.
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
@@ -31,6 +36,20 @@ static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 /// A fresh ring identity (also for simulated rings, which must never share one with a real ring).
 pub(super) fn next_ring_id() -> u64 {
     NEXT_RING_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether `user_data` is reserved to sends (low byte [`Op::Send`]).
+fn is_send(user_data: u64) -> bool {
+    (user_data & 0xff) as u8 == Op::Send as u8
+}
+
+/// Refuses a `user_data` reserved to sends for any other submission: its completion would pass for the
+/// end of a send and free buffers the kernel still reads.
+fn not_a_send(user_data: u64) {
+    assert!(
+        !is_send(user_data),
+        "user_data {user_data:#x} is reserved to Ring::send_queue (operation Send)"
+    );
 }
 
 /// Smallest submission queue [`Ring::new`] falls back to under memory pressure.
@@ -95,7 +114,7 @@ impl std::fmt::Display for RingSetup {
 }
 
 /// What the kernel handed back with a completion, redeemed once: moved out (left [`Handover::None`]) by
-/// [`BufRing::take`](super::BufRing::take).
+/// [`BufRing::take`](super::BufRing::take) or [`SendQueue::complete_send`](super::SendQueue::complete_send).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Handover {
     None,
@@ -105,13 +124,18 @@ pub(super) enum Handover {
         id: u16,
         len: usize,
     },
+    /// The end of send number `seq` of ring `ring`: the kernel reads none of its memory any more.
+    Send {
+        ring: u64,
+        seq: u64,
+    },
 }
 
 /// A completion copied out of the completion queue.
 ///
 /// The public fields are a copy of the kernel's entry, free to read (and to change: nothing relies on
-/// them). What the kernel handed over (a provided buffer) is held privately and redeemed once, so a
-/// completion can be neither made up nor copied outside the reactor:
+/// them). What the kernel handed over (a provided buffer, the end of a send) is held privately and
+/// redeemed once, so a completion can be neither made up nor copied outside the reactor:
 ///
 /// ```compile_fail
 /// let forged = ringws::reactor::Completion { user_data: 3, result: 1, flags: 1 };
@@ -187,6 +211,11 @@ pub struct Ring {
     /// The memory of the buffer ring registered with this ring (at most one), kept mapped until the
     /// io_uring is closed.
     buffers: OnceCell<Rc<Region>>,
+    /// Per key (the high 32 bits of a send's `user_data`, below the fixed-file table's size): the number of
+    /// the send in flight, 0 for none.
+    sends: Box<[u64]>,
+    /// Number of the last send submitted.
+    send_seq: u64,
 }
 
 impl Drop for Ring {
@@ -260,6 +289,9 @@ impl Ring {
                         setup,
                         tick_interval: Box::new(types::Timespec::new()),
                         buffers: OnceCell::new(),
+                        // Zeroed pages are committed only where keys are used.
+                        sends: vec![0; fixed_files as usize].into_boxed_slice(),
+                        send_seq: 0,
                     });
                 }
                 // Out of memory is not a refused flag: fewer flags would not help.
@@ -321,6 +353,7 @@ impl Ring {
 
     /// Multishot accept on `listener`, each connection installed directly into the fixed-file table.
     pub fn accept_multishot(&mut self, listener: RawFd, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::AcceptMulti::new(types::Fd(listener))
             .allocate_file_index(true)
             .build()
@@ -332,6 +365,7 @@ impl Ring {
     /// One accept on `listener`, installed into a free fixed-file slot (used near the table's capacity,
     /// where each accept must be matched by a free slot).
     pub fn accept_one(&mut self, listener: RawFd, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::Accept::new(
             types::Fd(listener),
             std::ptr::null_mut(),
@@ -346,6 +380,7 @@ impl Ring {
 
     /// Multishot receive on direct descriptor `file_index` into buffers of group `buf_group`.
     pub fn recv_multishot(&mut self, file_index: u32, buf_group: u16, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::RecvMulti::new(types::Fixed(file_index), buf_group)
             .build()
             .user_data(user_data);
@@ -356,9 +391,28 @@ impl Ring {
 
     /// Submits the next part of `queue` on direct descriptor `file_index`: one `send` for a single chunk, one
     /// vectored `sendmsg` for several. Returns false when the queue has nothing to send or a send is
-    /// already in flight.
+    /// already in flight (on this queue, or for this `user_data`'s key on this ring). Its completion ends
+    /// the send through [`SendQueue::complete_send`].
+    ///
+    /// # Panics
+    /// If `user_data`'s operation (low byte) is not [`Op::Send`] or its key (high 32 bits) is not below the
+    /// ring's fixed-file table size.
     pub fn send_queue(&mut self, file_index: u32, queue: &mut SendQueue, user_data: u64) -> bool {
-        let entry = match queue.prepare_send() {
+        assert!(
+            is_send(user_data),
+            "a send's user_data must have the operation Send: {user_data:#x}"
+        );
+        let key = (user_data >> 32) as usize;
+        assert!(
+            key < self.sends.len(),
+            "a send's key must be below the fixed-file table size ({}): {key}",
+            self.sends.len()
+        );
+        if self.sends[key] != 0 {
+            return false;
+        }
+        let seq = self.send_seq + 1;
+        let entry = match queue.prepare_send(self.id, seq) {
             None => return false,
             Some(SendOp::Single(ptr, len)) => {
                 opcode::Send::new(types::Fixed(file_index), ptr, len as u32)
@@ -369,9 +423,13 @@ impl Ring {
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build(),
         };
-        // SAFETY: `prepare_send` marked the queue in flight: the bytes of a single send, or the `msghdr`,
-        // its iovec array and every chunk they point to, are kept alive and unmoved until
-        // `SendQueue::complete` is called for this send's completion, and a queue dropped while in flight
+        self.send_seq = seq;
+        self.sends[key] = seq;
+        // SAFETY: `prepare_send` marked the queue in flight as send `seq` of this ring: the bytes of a
+        // single send, or the `msghdr`, its iovec array and every chunk they point to, are kept alive and
+        // unmoved until `SendQueue::complete_send` is given this send's completion, the only one that
+        // hands over `Handover::Send { ring: self.id, seq }` (no other submission may use a `user_data`
+        // of operation Send, and no other send of this key is in flight); a queue dropped while in flight
         // leaks them instead of freeing (see `SendQueue`).
         unsafe { self.push(entry.user_data(user_data)) }
         true
@@ -379,6 +437,7 @@ impl Ring {
 
     /// `shutdown(2)` on direct descriptor `file_index`.
     pub fn shutdown(&mut self, file_index: u32, how: i32, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::Shutdown::new(types::Fixed(file_index), how)
             .build()
             .user_data(user_data);
@@ -388,6 +447,7 @@ impl Ring {
 
     /// Closes direct descriptor `file_index`, freeing its fixed-file table entry.
     pub fn close_fixed(&mut self, file_index: u32, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::Close::new(types::Fixed(file_index))
             .build()
             .user_data(user_data);
@@ -397,6 +457,7 @@ impl Ring {
 
     /// Closes a regular file descriptor through the ring.
     pub fn close_fd(&mut self, fd: RawFd, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::Close::new(types::Fd(fd))
             .build()
             .user_data(user_data);
@@ -406,6 +467,7 @@ impl Ring {
 
     /// Cancels every request whose `user_data` equals `target`.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
+        not_a_send(user_data);
         let entry = opcode::AsyncCancel::new(target)
             .build()
             .user_data(user_data);
@@ -416,6 +478,7 @@ impl Ring {
     /// Arms a multishot timeout that completes every `interval` until the kernel ends it (a completion
     /// without `IORING_CQE_F_MORE`, e.g. on a full completion queue); the worker then arms it again.
     pub fn tick_every(&mut self, interval: std::time::Duration, user_data: u64) {
+        not_a_send(user_data);
         *self.tick_interval = types::Timespec::from(interval);
         let entry = opcode::Timeout::new(&*self.tick_interval as *const types::Timespec)
             .flags(types::TimeoutFlags::MULTISHOT)
@@ -433,6 +496,8 @@ impl Ring {
         user_data: u64,
         own_user_data: u64,
     ) {
+        not_a_send(user_data);
+        not_a_send(own_user_data);
         let entry = opcode::MsgRingData::new(types::Fd(target_ring_fd), value, user_data, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
@@ -458,7 +523,7 @@ impl Ring {
     }
 
     /// Moves every available completion into `out` (which keeps its capacity between calls), each with
-    /// what the kernel handed over: the provided buffer it filled.
+    /// what the kernel handed over: the provided buffer it filled, or the end of a send of this ring.
     pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
         let id = self.id;
         let mut cq = self.ring.completion();
@@ -470,6 +535,15 @@ impl Ring {
                     ring: id,
                     id: buffer,
                     len: result.max(0) as usize,
+                }
+            } else if is_send(user_data) {
+                // Only `send_queue` submits this operation, one per key at a time: this ends it.
+                match self.sends.get_mut((user_data >> 32) as usize) {
+                    Some(seq) if *seq != 0 => Handover::Send {
+                        ring: id,
+                        seq: std::mem::take(seq),
+                    },
+                    _ => Handover::None,
                 }
             } else {
                 Handover::None
@@ -493,8 +567,15 @@ impl DoorbellRing {
     }
 
     /// Posts a completion with `user_data` and `value` to the ring `target_ring_fd` and waits for the
-    /// message to be delivered.
+    /// message to be delivered. A `user_data` of operation [`Op::Send`] is refused (`InvalidInput`): it
+    /// would pass for the end of a send of that ring.
     pub fn ring(&mut self, target_ring_fd: RawFd, value: i32, user_data: u64) -> io::Result<()> {
+        if is_send(user_data) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a doorbell's user_data may not have the operation Send",
+            ));
+        }
         let entry =
             opcode::MsgRingData::new(types::Fd(target_ring_fd), value, user_data, None).build();
         // SAFETY: references no user memory.
@@ -556,7 +637,96 @@ pub(super) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
+    use super::testing::{socket_in_slot_zero, wait_for};
     use super::*;
+    use crate::reactor::{BufferPool, UserData};
+
+    fn send_ud(key: u32) -> u64 {
+        UserData::new(key, 1, Op::Send).encode()
+    }
+
+    #[test]
+    fn a_send_is_ended_by_its_own_completion_only() {
+        let mut ring = Ring::new(8, 16, 4).expect("io_uring");
+        let (_ours, mut peer) = socket_in_slot_zero(&ring);
+        let mut pool = BufferPool::default();
+        let mut queue = SendQueue::new();
+        queue.push_owned(&mut pool, 5, |b| b.extend_from_slice(b"hello"));
+        assert!(ring.send_queue(0, &mut queue, send_ud(1)));
+        assert!(queue.send_in_flight());
+        // Another queue of the same key waits: one send per key is in flight, so its completion is known.
+        let mut other = SendQueue::new();
+        other.push_owned(&mut pool, 1, |b| b.push(b'!'));
+        assert!(!ring.send_queue(0, &mut other, send_ud(1)));
+        assert!(!other.send_in_flight());
+
+        let mut done = wait_for(&mut ring, send_ud(1));
+        assert_eq!(done.result, 5);
+        assert!(matches!(done.handover, Handover::Send { .. }));
+        queue.complete_send(&mut done, &mut pool);
+        assert!(queue.is_empty() && !queue.send_in_flight());
+        assert_eq!(done.handover, Handover::None, "redeemed once");
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"hello");
+
+        // The key is free again, and the spent completion cannot end the next send.
+        assert!(ring.send_queue(0, &mut other, send_ud(1)));
+        let stray = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            other.complete_send(&mut done, &mut pool)
+        }));
+        assert!(stray.is_err(), "a spent completion ended a send in flight");
+        assert!(other.send_in_flight());
+        let mut done = wait_for(&mut ring, send_ud(1));
+        other.complete_send(&mut done, &mut pool);
+        assert!(other.is_empty());
+    }
+
+    #[test]
+    fn no_other_operation_may_use_a_send_user_data() {
+        let mut ring = Ring::new(8, 16, 4).expect("io_uring");
+        // Its completion would pass for the end of the send of key 1.
+        for submit in [
+            (|r: &mut Ring| r.cancel(0, send_ud(1))) as fn(&mut Ring),
+            |r| r.shutdown(0, libc::SHUT_WR, send_ud(1)),
+            |r| r.close_fixed(0, send_ud(1)),
+            |r| r.tick_every(std::time::Duration::from_secs(1), send_ud(1)),
+            |r| r.recv_multishot(0, 0, send_ud(1)),
+            |r| {
+                let fd = r.fd();
+                r.ring_doorbell(
+                    fd,
+                    0,
+                    send_ud(1),
+                    UserData::new(NO_KEY, 0, Op::Ignore).encode(),
+                )
+            },
+        ] {
+            let refused =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| submit(&mut ring)));
+            assert!(refused.is_err());
+        }
+        let mut doorbell = DoorbellRing::new().expect("io_uring");
+        let err = doorbell
+            .ring(ring.fd(), 0, send_ud(1))
+            .expect_err("a doorbell posing as a send's completion");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // Sends themselves need the operation Send and a key inside the fixed-file table.
+        let mut pool = BufferPool::default();
+        let mut queue = SendQueue::new();
+        queue.push_owned(&mut pool, 1, |b| b.push(b'x'));
+        for ud in [UserData::new(1, 1, Op::Close).encode(), send_ud(4)] {
+            let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ring.send_queue(0, &mut queue, ud)
+            }));
+            assert!(refused.is_err());
+            assert!(!queue.send_in_flight());
+        }
+    }
+
+    const NO_KEY: u32 = crate::reactor::NO_CONNECTION;
 
     #[test]
     fn sizes_shrink_by_halves_to_the_minimums_then_stop() {

@@ -5,8 +5,11 @@
 //! and shared, reference-counted buffers (one broadcast frame referenced by many queues, never copied).
 //! Lifetime rule: while a send is in flight, the chunks it covers, the iovec array and the `msghdr` are
 //! neither freed, moved nor modified (new bytes only go to chunks after them); a queue dropped while a send
-//! is in flight leaks them rather than free memory the kernel may still read. Nothing here allocates in
-//! steady state: buffers and queues come back to the pool.
+//! is in flight leaks them rather than free memory the kernel may still read. A send is in flight from
+//! [`Ring::send_queue`](super::Ring::send_queue) until [`SendQueue::complete_send`] is given the
+//! completion that ends it (the ring numbers each send and only that completion carries its number);
+//! nothing else ends it: [`SendQueue::complete`] and [`SendQueue::clear`] refuse a queue in flight.
+//! Nothing here allocates in steady state: buffers and queues come back to the pool.
 //!
 //! Cost rule: a queue's cost ([`SendQueue::queued_cost`], what the send cap counts) is the memory it holds,
 //! not its payload: each chunk's entry in the chunk list, plus an owned buffer's bytes, plus a shared
@@ -22,6 +25,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+use super::ring::{Completion, Handover};
 
 /// Most chunks covered by one `sendmsg`.
 pub const MAX_IOV: usize = 64;
@@ -68,7 +73,7 @@ impl Chunk {
 }
 
 /// What [`SendQueue::prepare_send`] asks to submit.
-pub(crate) enum SendOp {
+pub(super) enum SendOp {
     /// One contiguous range: a plain `send` (no `msghdr`, no iovec array to import).
     Single(*const u8, usize),
     /// Several chunks: a vectored `sendmsg` of this `msghdr`.
@@ -93,7 +98,17 @@ pub struct SendQueue {
     cost: usize,
     /// Number of leading chunks covered by the send in flight (0: none in flight).
     in_flight: usize,
+    /// The send in flight: which ring submitted it, its number there and the bytes it covers.
+    send: SendStamp,
     io: Option<Box<IoVecs>>,
+}
+
+/// Which send a queue has in flight (meaningful while `in_flight > 0`).
+#[derive(Clone, Copy, Default)]
+struct SendStamp {
+    ring: u64,
+    seq: u64,
+    bytes: usize,
 }
 
 impl Default for SendQueue {
@@ -110,6 +125,7 @@ impl SendQueue {
             queued_bytes: 0,
             cost: 0,
             in_flight: 0,
+            send: SendStamp::default(),
             io: None,
         }
     }
@@ -181,16 +197,23 @@ impl SendQueue {
         self.chunks.push_back(chunk);
     }
 
-    /// Prepares the next send and marks the chunks it covers in flight: a plain send of the head chunk
-    /// when only one chunk is queued, else a vectored send of up to [`MAX_IOV`] chunks. Returns `None` if
-    /// nothing is queued or a send is already in flight.
-    pub(crate) fn prepare_send(&mut self) -> Option<SendOp> {
+    /// Prepares the next send and marks the chunks it covers in flight as send `seq` of ring `ring`: a
+    /// plain send of the head chunk when only one chunk is queued, else a vectored send of up to
+    /// [`MAX_IOV`] chunks. Returns `None` if nothing is queued or a send is already in flight. For
+    /// [`Ring::send_queue`](super::Ring::send_queue) (and a simulated ring) only: what it returns must be
+    /// submitted, and only the completion handing over `Handover::Send { ring, seq }` ends it.
+    pub(super) fn prepare_send(&mut self, ring: u64, seq: u64) -> Option<SendOp> {
         if self.in_flight > 0 || self.queued_bytes == 0 {
             return None;
         }
         if self.chunks.len() == 1 {
             let bytes = &self.chunks[0].bytes()[self.head_offset..];
             self.in_flight = 1;
+            self.send = SendStamp {
+                ring,
+                seq,
+                bytes: bytes.len(),
+            };
             return Some(SendOp::Single(bytes.as_ptr(), bytes.len()));
         }
         let io = self.io.get_or_insert_with(|| {
@@ -202,7 +225,7 @@ impl SendQueue {
                 msg: unsafe { std::mem::zeroed() },
             })
         });
-        let mut count = 0;
+        let (mut count, mut total) = (0, 0);
         for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
             let bytes = chunk.bytes();
             let skip = if i == 0 { self.head_offset } else { 0 };
@@ -214,8 +237,14 @@ impl SendQueue {
                 iov_len: bytes.len() - skip,
             };
             count += 1;
+            total += bytes.len() - skip;
         }
         self.in_flight = self.chunks.len().min(MAX_IOV);
+        self.send = SendStamp {
+            ring,
+            seq,
+            bytes: total,
+        };
         let iov_ptr = io.iov.as_mut_ptr();
         let msg = &mut io.msg;
         msg.msg_iov = iov_ptr;
@@ -223,10 +252,53 @@ impl SendQueue {
         Some(SendOp::Vectored(msg as *const libc::msghdr))
     }
 
-    /// Records the completion of the send in flight: `sent` bytes went out (0 on error). Fully sent chunks
-    /// go back to the pool; a partly sent one stays at the head with its offset.
-    pub fn complete(&mut self, sent: usize, pool: &mut BufferPool) {
+    /// Ends the send in flight with its completion: `completion.result` bytes went out (none on an
+    /// error; never more than the send covered). Fully sent chunks go back to the pool; a partly sent one
+    /// stays at the head with its offset.
+    ///
+    /// # Panics
+    /// If `completion` is not the one that ends this queue's send in flight (another send's, another
+    /// ring's, one already used, or none is in flight): freeing on it could free bytes the kernel reads.
+    ///
+    /// A number of bytes is not proof that the kernel is done:
+    ///
+    /// ```compile_fail
+    /// fn stray(queue: &mut ringws::reactor::SendQueue, pool: &mut ringws::reactor::BufferPool) {
+    ///     queue.complete_send(5, pool);
+    /// }
+    /// ```
+    pub fn complete_send(&mut self, completion: &mut Completion, pool: &mut BufferPool) {
+        let ends_ours = self.in_flight > 0
+            && completion.handover
+                == Handover::Send {
+                    ring: self.send.ring,
+                    seq: self.send.seq,
+                };
+        assert!(
+            ends_ours,
+            "not the completion of this queue's send in flight: {completion:?}"
+        );
+        completion.handover = Handover::None;
+        let sent = (completion.result.max(0) as usize).min(self.send.bytes);
         self.in_flight = 0;
+        self.send = SendStamp::default();
+        self.consume(sent, pool);
+    }
+
+    /// Consumes `n` bytes from the head without a send (plaintext handed to the encryption, tests).
+    ///
+    /// # Panics
+    /// If a send is in flight: only its completion ([`SendQueue::complete_send`]) ends it.
+    pub fn complete(&mut self, n: usize, pool: &mut BufferPool) {
+        assert_eq!(
+            self.in_flight, 0,
+            "bytes consumed from a queue with a send in flight"
+        );
+        self.consume(n, pool);
+    }
+
+    /// Removes `sent` bytes from the head (nothing in flight).
+    fn consume(&mut self, sent: usize, pool: &mut BufferPool) {
         let mut remaining = sent.min(self.queued_bytes);
         self.queued_bytes -= remaining;
         while remaining > 0 {
@@ -254,7 +326,10 @@ impl SendQueue {
         }
     }
 
-    /// Drops everything queued (nothing may be in flight).
+    /// Drops everything queued.
+    ///
+    /// # Panics
+    /// If a send is in flight (the kernel may still read its chunks).
     pub fn clear(&mut self, pool: &mut BufferPool) {
         assert_eq!(self.in_flight, 0, "clearing a queue with a send in flight");
         let dropped = self.cost;
@@ -396,11 +471,51 @@ impl BufferPool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ring::next_ring_id;
     use super::*;
 
-    fn sent_bytes(q: &mut SendQueue) -> Vec<u8> {
+    /// Stands in for a ring: numbers the sends it submits and mints the completion that ends each.
+    struct TestRing {
+        id: u64,
+        seq: u64,
+    }
+
+    impl TestRing {
+        fn new() -> TestRing {
+            TestRing {
+                id: next_ring_id(),
+                seq: 0,
+            }
+        }
+
+        fn submit(&mut self, q: &mut SendQueue) -> Option<SendOp> {
+            let op = q.prepare_send(self.id, self.seq + 1)?;
+            self.seq += 1;
+            Some(op)
+        }
+
+        /// The completion of the last send submitted, `result` bytes sent.
+        fn completion(&self, result: i32) -> Completion {
+            Completion::handed_over(
+                3,
+                result,
+                0,
+                Handover::Send {
+                    ring: self.id,
+                    seq: self.seq,
+                },
+            )
+        }
+
+        fn finish(&self, q: &mut SendQueue, sent: usize, pool: &mut BufferPool) {
+            let result = sent.min(i32::MAX as usize) as i32;
+            q.complete_send(&mut self.completion(result), pool);
+        }
+    }
+
+    fn sent_bytes(ring: &mut TestRing, q: &mut SendQueue) -> Vec<u8> {
         let mut out = Vec::new();
-        match q.prepare_send().expect("something to send") {
+        match ring.submit(q).expect("something to send") {
             // SAFETY: the pointer and length were just taken from a live chunk of `q`.
             SendOp::Single(ptr, len) => unsafe {
                 out.extend_from_slice(std::slice::from_raw_parts(ptr, len));
@@ -422,24 +537,26 @@ mod tests {
 
     #[test]
     fn a_single_chunk_needs_no_iovec_array() {
+        let mut ring = TestRing::new();
         let mut pool = BufferPool::default();
         let mut q = SendQueue::new();
         q.push_shared(Arc::from(&b"frame"[..]));
-        assert!(matches!(q.prepare_send(), Some(SendOp::Single(_, 5))));
+        assert!(matches!(ring.submit(&mut q), Some(SendOp::Single(_, 5))));
         assert!(q.io.is_none());
-        q.complete(2, &mut pool);
-        assert_eq!(sent_bytes(&mut q), b"ame");
-        q.complete(3, &mut pool);
+        ring.finish(&mut q, 2, &mut pool);
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"ame");
+        ring.finish(&mut q, 3, &mut pool);
         q.push_shared(Arc::from(&b"a"[..]));
         q.push_shared(Arc::from(&b"b"[..]));
-        assert!(matches!(q.prepare_send(), Some(SendOp::Vectored(_))));
+        assert!(matches!(ring.submit(&mut q), Some(SendOp::Vectored(_))));
         assert!(q.io.is_some());
-        q.complete(2, &mut pool);
+        ring.finish(&mut q, 2, &mut pool);
         assert!(q.is_empty());
     }
 
     #[test]
     fn coalesces_small_owned_and_keeps_shared_by_reference() {
+        let mut ring = TestRing::new();
         let mut pool = BufferPool::default();
         let mut q = SendQueue::new();
         q.push_owned(&mut pool, 3, |b| b.extend_from_slice(b"abc"));
@@ -449,13 +566,13 @@ mod tests {
         assert_eq!(Arc::strong_count(&shared), 2);
         assert_eq!(q.queued_bytes(), 8);
         assert_eq!(q.chunks.len(), 2);
-        assert_eq!(sent_bytes(&mut q), b"abcdeXYZ");
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"abcdeXYZ");
         // In flight: new bytes go to a new chunk, not into the one being sent.
         q.push_owned(&mut pool, 1, |b| b.push(b'!'));
         assert_eq!(q.chunks.len(), 3);
-        q.complete(8, &mut pool);
+        ring.finish(&mut q, 8, &mut pool);
         assert_eq!(Arc::strong_count(&shared), 1);
-        assert_eq!(sent_bytes(&mut q), b"!");
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"!");
     }
 
     #[test]
@@ -488,6 +605,7 @@ mod tests {
 
     #[test]
     fn cost_counts_entries_whole_frames_and_owned_bytes() {
+        let mut ring = TestRing::new();
         let mut pool = BufferPool::default();
         let mut q = SendQueue::new();
         let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
@@ -516,11 +634,11 @@ mod tests {
         let owned = owned + 2;
         assert_eq!(q.queued_cost(), 1000 * per_frame + owned);
         // A partly sent frame still holds its memory; sent chunks no longer do.
-        let _ = q.prepare_send();
-        q.complete(2 * 3 + 1, &mut pool);
+        let _ = ring.submit(&mut q);
+        ring.finish(&mut q, 2 * 3 + 1, &mut pool);
         assert_eq!(q.queued_cost(), 998 * per_frame + owned);
-        while q.prepare_send().is_some() {
-            q.complete(usize::MAX, &mut pool);
+        while ring.submit(&mut q).is_some() {
+            ring.finish(&mut q, usize::MAX, &mut pool);
         }
         assert_eq!((q.queued_bytes(), q.queued_cost()), (0, 0));
         // A cleared queue costs nothing either.
@@ -547,6 +665,7 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_back_its_chunk_list_and_asks_for_a_trim() {
+        let mut ring = TestRing::new();
         let mut pool = BufferPool::default();
         let tiny: Arc<[u8]> = Arc::from(&b"\x82\x01x"[..]);
         // Drained by sends.
@@ -555,8 +674,8 @@ mod tests {
             q.push_shared(Arc::clone(&tiny));
         }
         assert!(q.chunks.capacity() >= 100_000);
-        while q.prepare_send().is_some() {
-            q.complete(usize::MAX, &mut pool);
+        while ring.submit(&mut q).is_some() {
+            ring.finish(&mut q, usize::MAX, &mut pool);
         }
         assert!(q.chunks.capacity() <= QUEUE_KEEP_CHUNKS);
         pool.give_queue(q);
@@ -580,26 +699,120 @@ mod tests {
         let mut q = pool.take_queue();
         for _ in 0..10 {
             q.push_shared(Arc::clone(&tiny));
-            let _ = q.prepare_send();
-            q.complete(usize::MAX, &mut pool);
+            let _ = ring.submit(&mut q);
+            ring.finish(&mut q, usize::MAX, &mut pool);
         }
         assert!(q.chunks.capacity() > 0);
     }
 
     #[test]
     fn short_send_continues_from_the_offset() {
+        let mut ring = TestRing::new();
         let mut pool = BufferPool::default();
         let mut q = SendQueue::new();
         q.push_owned(&mut pool, 6, |b| b.extend_from_slice(b"hello!"));
         q.push_shared(Arc::from(&b"world"[..]));
-        let _ = sent_bytes(&mut q);
-        q.complete(4, &mut pool);
+        let _ = sent_bytes(&mut ring, &mut q);
+        ring.finish(&mut q, 4, &mut pool);
         assert_eq!(q.queued_bytes(), 7);
-        assert_eq!(sent_bytes(&mut q), b"o!world");
-        q.complete(3, &mut pool);
-        assert_eq!(sent_bytes(&mut q), b"orld");
-        q.complete(4, &mut pool);
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"o!world");
+        ring.finish(&mut q, 3, &mut pool);
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"orld");
+        ring.finish(&mut q, 4, &mut pool);
         assert!(q.is_empty());
-        assert!(q.prepare_send().is_none());
+        assert!(ring.submit(&mut q).is_none());
+    }
+
+    #[test]
+    fn a_byte_count_cannot_end_a_send_in_flight() {
+        let mut ring = TestRing::new();
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_owned(&mut pool, 5, |b| b.extend_from_slice(b"hello"));
+        let _ = ring.submit(&mut q).expect("a send");
+        // The kernel may be reading "hello": consuming it would give its buffer back to the pool.
+        let stray = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.complete(5, &mut pool);
+        }));
+        assert!(stray.is_err(), "a byte count ended a send in flight");
+        let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.clear(&mut pool);
+        }));
+        assert!(cleared.is_err(), "a queue in flight was cleared");
+        assert!(q.send_in_flight());
+        assert_eq!(
+            (q.queued_bytes(), q.chunks.len(), pool.pooled().0),
+            (5, 1, 0)
+        );
+        ring.finish(&mut q, 5, &mut pool);
+        assert!(q.is_empty());
+        assert_eq!(pool.pooled().0, 1);
+    }
+
+    #[test]
+    fn only_the_completion_of_this_send_ends_it() {
+        let mut ring = TestRing::new();
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_shared(Arc::from(&b"one"[..]));
+        let _ = ring.submit(&mut q).expect("a send");
+        let mut first = ring.completion(3);
+        q.complete_send(&mut first, &mut pool);
+        q.push_shared(Arc::from(&b"two"[..]));
+        let _ = ring.submit(&mut q).expect("a send");
+        let other_ring = TestRing {
+            id: next_ring_id(),
+            seq: ring.seq,
+        };
+        let mut refused = vec![
+            // The spent completion of the first send.
+            first,
+            // The previous send's, never redeemed.
+            Completion::handed_over(
+                3,
+                3,
+                0,
+                Handover::Send {
+                    ring: ring.id,
+                    seq: ring.seq - 1,
+                },
+            ),
+            // This send's number, from another ring.
+            other_ring.completion(3),
+            // A completion handing over a buffer.
+            Completion::handed_over(
+                3,
+                3,
+                0,
+                Handover::Buffer {
+                    ring: ring.id,
+                    id: 0,
+                    len: 3,
+                },
+            ),
+        ];
+        for completion in &mut refused {
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                q.complete_send(completion, &mut pool);
+            }));
+            assert!(ended.is_err(), "{completion:?} ended the send in flight");
+            assert!(q.send_in_flight() && q.queued_bytes() == 3);
+        }
+        ring.finish(&mut q, 3, &mut pool);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_send_never_ends_more_than_it_covered() {
+        let mut ring = TestRing::new();
+        let mut pool = BufferPool::default();
+        let mut q = SendQueue::new();
+        q.push_shared(Arc::from(&b"sent"[..]));
+        let _ = ring.submit(&mut q).expect("a send");
+        q.push_shared(Arc::from(&b"queued after"[..]));
+        // A result past what the send covered does not eat the bytes queued after it.
+        ring.finish(&mut q, 1000, &mut pool);
+        assert_eq!(q.queued_bytes(), 12);
+        assert_eq!(sent_bytes(&mut ring, &mut q), b"queued after");
     }
 }

@@ -73,16 +73,15 @@ impl Core {
         self.conns[key].set(CLOSE_SENT);
     }
 
-    pub(super) fn on_send(&mut self, key: usize, completion: Completion) {
+    pub(super) fn on_send(&mut self, key: usize, mut completion: Completion) {
         let conn = &mut self.conns[key];
-        let sent = completion.result.max(0) as usize;
         // What was sent: the ciphertext queue of a TLS connection, else the queue itself.
         let sent_queue = match conn.tls_mut() {
             Some(tls) => tls.out.as_mut(),
             None => conn.queue.as_mut(),
         };
         if let Some(queue) = sent_queue {
-            queue.complete(sent, &mut self.pool);
+            queue.complete_send(&mut completion, &mut self.pool);
         }
         if completion.result < 0 {
             if let Some(queue) = conn.queue.as_mut() {
