@@ -74,8 +74,8 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Maps `count` (a power of two, at most 32768) buffers of `buf_size` bytes and registers them with
-    /// `ring` as buffer group `group`. A ring serves one buffer ring (a completion does not say which
+    /// Maps `count` (a power of two, at most 32768) buffers of `buf_size` bytes (below 4 GiB) and
+    /// registers them with `ring` as buffer group `group`. A ring serves one buffer ring (a completion does not say which
     /// group its buffer came from): a second is refused (`AlreadyExists`).
     pub fn new(ring: &Ring, group: u16, count: u16, buf_size: usize) -> io::Result<BufRing> {
         if !count.is_power_of_two() || count > 32768 {
@@ -84,6 +84,16 @@ impl BufRing {
                 "buffer count must be a power of two <= 32768",
             ));
         }
+        // The kernel's entries hold a 32-bit length, and the mapping's size must not wrap.
+        let Some(mapped) = (count as usize)
+            .checked_mul(buf_size)
+            .filter(|_| buf_size > 0 && buf_size <= u32::MAX as usize)
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer size must be 1 to 4 GiB - 1 bytes, and all buffers addressable",
+            ));
+        };
         if ring.has_buffers() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -91,7 +101,7 @@ impl BufRing {
             ));
         }
         let entries = Mapping::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
-        let buffers = Mapping::new(count as usize * buf_size)?;
+        let buffers = Mapping::new(mapped)?;
         // SAFETY: the entries mapping is page aligned, sized for `count` entries, zero-filled (a valid
         // empty ring, tail 0), and outlives the registration: the `Region` is handed to `ring` right
         // after, which keeps it until its io_uring is closed.
@@ -290,6 +300,18 @@ mod tests {
         let buf = a.take(&mut handing_over(&ring_a, 1, 1)).expect("lent");
         // Buffer 1 of `b` is the kernel's: publishing it again would hand it out twice.
         b.recycle(buf);
+    }
+
+    #[test]
+    fn buffer_sizes_that_would_wrap_the_mapping_are_refused() {
+        let ring = Ring::new(8, 16, 4).expect("io_uring");
+        for buf_size in [0, usize::MAX / 16384, u32::MAX as usize + 1] {
+            let err = BufRing::new(&ring, 0, 32768, buf_size)
+                .err()
+                .expect("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{buf_size}");
+        }
+        assert!(!ring.has_buffers());
     }
 
     #[test]
