@@ -6,6 +6,12 @@
 //! WebSocket or HTTP: bytes in, bytes out. All `unsafe` of the server lives here, each block with a
 //! `// SAFETY:` comment. Nothing here allocates per operation in steady state or makes a syscall other
 //! than `io_uring_enter` on the hot path.
+//!
+//! Safe code, inside the crate or out, cannot make this module alias memory the kernel owns: what the
+//! kernel hands back (a filled provided buffer, the end of a send) reaches the caller only as a one-shot
+//! hand-over inside a [`Completion`] minted by [`Ring::drain_completions`], and [`BufRing::take`] and
+//! [`SendQueue::complete_send`] act only on it; the ring keeps the buffer ring's memory until its io_uring
+//! is closed. Each rule is stated where it is kept (`ring`, `buf_ring`, `send`); breaking one panics.
 
 pub mod buf_ring;
 pub mod ring;

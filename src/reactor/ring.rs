@@ -8,7 +8,7 @@
 //! The contract with the kernel is held by the types, so that safe code cannot alias memory the kernel
 //! owns:
 //! - A [`Completion`] is minted only by [`Ring::drain_completions`] (a private field; neither `Copy` nor
-//!   `Clone`) and carries a one-shot [`Handover`]: the provided buffer the kernel filled, or the end of one
+//!   `Clone`) and carries a one-shot `Handover`: the provided buffer the kernel filled, or the end of one
 //!   send this ring submitted. [`BufRing::take`](super::BufRing::take) and
 //!   [`SendQueue::complete_send`](super::SendQueue::complete_send) move it out, so each is redeemed once.
 //! - A send's completion is recognised by its `user_data`: the low byte [`Op::Send`] is reserved to
