@@ -8,7 +8,14 @@
 //! connection records its last activity as a plain store, and only when its entry comes due does the
 //! worker look at it and either act (timeout) or push a new entry for the next deadline. An entry whose
 //! connection is gone or was rescheduled is recognised as stale and dropped. This module knows nothing of
-//! connections; it must never allocate per tick in steady state (bucket vectors keep their capacity).
+//! connections; it must never allocate per tick in steady state.
+//!
+//! Memory: every entry lives in one node table shared by all buckets (each bucket is a list threaded
+//! through it, freed nodes are reused first), so the wheel holds 16 bytes per entry at the most entries
+//! ever pending at once, plus 8 KiB of list ends. A vector per bucket would instead keep, in each of the
+//! 1,024 buckets, the capacity of the most entries that bucket ever held: under connection churn that sum
+//! rises lap after lap with every new per-tick peak (and fragments the heap as the vectors regrow), which
+//! is how an echo server's RSS grew for the whole of a churn soak.
 
 /// One scheduled check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +25,36 @@ pub struct TimerEntry {
     pub due: u32,
 }
 
+/// The end of a list (bucket or free list).
+const NIL: u32 = u32::MAX;
+
+/// An entry in the node table, linked to the next entry of its bucket (or of the free list).
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    entry: TimerEntry,
+    next: u32,
+}
+
+/// The first and last node of one bucket (`NIL` when empty); entries of a bucket fire in the order they
+/// were scheduled.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
 pub struct TimerWheel {
-    buckets: Vec<Vec<TimerEntry>>,
+    buckets: Box<[List]>,
+    nodes: Vec<Node>,
+    /// The first free node (a list through `Node::next`).
+    free: u32,
+    /// Entries scheduled and not yet fired.
+    len: usize,
     now: u32,
 }
 
@@ -34,7 +69,10 @@ impl Default for TimerWheel {
 impl TimerWheel {
     pub fn new() -> TimerWheel {
         TimerWheel {
-            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            buckets: vec![EMPTY; BUCKETS].into_boxed_slice(),
+            nodes: Vec::new(),
+            free: NIL,
+            len: 0,
             now: 0,
         }
     }
@@ -42,6 +80,22 @@ impl TimerWheel {
     /// The current tick.
     pub fn now(&self) -> u32 {
         self.now
+    }
+
+    /// Entries scheduled and not yet fired (stale ones included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Nodes the table holds room for: the most entries ever pending at once, rounded up by the vector's
+    /// growth (what the wheel's memory is proportional to).
+    pub fn capacity(&self) -> usize {
+        self.nodes.capacity()
     }
 
     /// Schedules a check of `key` at tick `due` (at the earliest the next tick; ticks wrap around, so
@@ -53,11 +107,32 @@ impl TimerWheel {
         } else {
             due
         };
-        self.buckets[due as usize % BUCKETS].push(TimerEntry {
-            key,
-            generation,
-            due,
-        });
+        let node = Node {
+            entry: TimerEntry {
+                key,
+                generation,
+                due,
+            },
+            next: NIL,
+        };
+        let index = if self.free != NIL {
+            let index = self.free;
+            self.free = self.nodes[index as usize].next;
+            self.nodes[index as usize] = node;
+            index
+        } else {
+            assert!(self.nodes.len() < NIL as usize, "timer wheel full");
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        };
+        let bucket = &mut self.buckets[due as usize % BUCKETS];
+        if bucket.tail == NIL {
+            bucket.head = index;
+        } else {
+            self.nodes[bucket.tail as usize].next = index;
+        }
+        bucket.tail = index;
+        self.len += 1;
     }
 
     /// Advances one tick and moves the entries now due into `out` (entries of the same bucket due in a
@@ -65,7 +140,7 @@ impl TimerWheel {
     pub fn advance(&mut self, out: &mut Vec<TimerEntry>) {
         self.now = self.now.wrapping_add(1);
         let now = self.now;
-        take_due(&mut self.buckets[now as usize % BUCKETS], now, out);
+        self.take_due(now as usize % BUCKETS, now, out);
     }
 
     /// Advances to tick `target` and moves every entry due up to it into `out`, each once. A target at or
@@ -79,8 +154,8 @@ impl TimerWheel {
         if steps as usize >= BUCKETS {
             // A lap or more behind: every bucket comes due once, so one pass over all of them does.
             self.now = target;
-            for bucket in &mut self.buckets {
-                take_due(bucket, target, out);
+            for bucket in 0..BUCKETS {
+                self.take_due(bucket, target, out);
             }
         } else {
             for _ in 0..steps {
@@ -88,16 +163,30 @@ impl TimerWheel {
             }
         }
     }
-}
 
-/// Moves the entries of `bucket` due at or before tick `now` into `out`.
-fn take_due(bucket: &mut Vec<TimerEntry>, now: u32, out: &mut Vec<TimerEntry>) {
-    let mut i = 0;
-    while i < bucket.len() {
-        if bucket[i].due.wrapping_sub(now) as i32 <= 0 {
-            out.push(bucket.swap_remove(i));
-        } else {
-            i += 1;
+    /// Moves the entries of `bucket` due at or before tick `now` into `out`, their nodes to the free list.
+    fn take_due(&mut self, bucket: usize, now: u32, out: &mut Vec<TimerEntry>) {
+        let mut prev = NIL;
+        let mut at = self.buckets[bucket].head;
+        while at != NIL {
+            let node = self.nodes[at as usize];
+            if node.entry.due.wrapping_sub(now) as i32 <= 0 {
+                out.push(node.entry);
+                if prev == NIL {
+                    self.buckets[bucket].head = node.next;
+                } else {
+                    self.nodes[prev as usize].next = node.next;
+                }
+                if self.buckets[bucket].tail == at {
+                    self.buckets[bucket].tail = prev;
+                }
+                self.nodes[at as usize].next = self.free;
+                self.free = at;
+                self.len -= 1;
+            } else {
+                prev = at;
+            }
+            at = node.next;
         }
     }
 }
@@ -205,5 +294,53 @@ mod tests {
         wheel.schedule(4, 0, start);
         fire_to(&mut wheel, start.wrapping_add(3001), &mut at);
         assert_eq!(at[1], (4, start.wrapping_add(3001)));
+    }
+    #[test]
+    fn a_bucket_fires_in_the_order_scheduled_and_keeps_later_laps_linked() {
+        let laps = BUCKETS as u32;
+        let mut wheel = TimerWheel::new();
+        // One bucket: due now, a lap later, now, two laps later, now (the last one is the tail).
+        for (key, due) in [(1, 7), (2, 7 + laps), (3, 7), (4, 7 + 2 * laps), (5, 7)] {
+            wheel.schedule(key, 0, due);
+        }
+        let mut at = Vec::new();
+        fire_to(&mut wheel, 7, &mut at);
+        assert_eq!(at, vec![(1, 7), (3, 7), (5, 7)]);
+        assert_eq!(wheel.len(), 2);
+        // Scheduled after the removals: appended behind what stayed.
+        wheel.schedule(6, 0, 7 + laps);
+        at.clear();
+        fire_to(&mut wheel, 7 + laps, &mut at);
+        assert_eq!(at, vec![(2, 7 + laps), (6, 7 + laps)]);
+        at.clear();
+        fire_to(&mut wheel, 7 + 2 * laps, &mut at);
+        assert_eq!(at, vec![(4, 7 + 2 * laps)]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn memory_follows_the_entries_pending_at_once_not_each_buckets_record() {
+        let mut wheel = TimerWheel::new();
+        let mut fired = Vec::new();
+        // A burst of 5,000 entries in one bucket, fired.
+        for key in 0..5000 {
+            wheel.schedule(key, 0, 3);
+        }
+        wheel.advance_to(3, &mut fired);
+        assert_eq!(fired.len(), 5000);
+        assert!(wheel.is_empty());
+        let after_burst = wheel.capacity();
+        // Then 5,000 entries a tick come and go in every other bucket, for a lap: their nodes are
+        // those the burst left free, so the table does not grow.
+        for _ in 0..BUCKETS {
+            let now = wheel.now();
+            for key in 0..4999 {
+                wheel.schedule(key, 0, now + 1);
+            }
+            fired.clear();
+            wheel.advance(&mut fired);
+            assert_eq!(fired.len(), 4999);
+        }
+        assert_eq!(wheel.capacity(), after_burst);
     }
 }
