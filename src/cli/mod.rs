@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys;
 use crate::server::admin::BindError;
-use crate::server::config::PublishConfig;
+use crate::server::config::{PublishConfig, SenderBudgetPolicy};
 use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
 /// The environment variable that can hold the publish token (instead of `--publish-token`, which `ps`
@@ -74,6 +74,32 @@ impl From<SlowConsumer> for SlowConsumerPolicy {
         match choice {
             SlowConsumer::Close => SlowConsumerPolicy::Close,
             SlowConsumer::Drop => SlowConsumerPolicy::Drop,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderBudget {
+    /// Pause a sender over its fanout budget until its receivers drain.
+    Pause,
+    /// No fanout budget: only the slow-consumer policy.
+    Off,
+}
+
+impl From<SenderBudgetPolicy> for SenderBudget {
+    fn from(policy: SenderBudgetPolicy) -> Self {
+        match policy {
+            SenderBudgetPolicy::Pause => SenderBudget::Pause,
+            SenderBudgetPolicy::Off => SenderBudget::Off,
+        }
+    }
+}
+
+impl From<SenderBudget> for SenderBudgetPolicy {
+    fn from(choice: SenderBudget) -> Self {
+        match choice {
+            SenderBudget::Pause => SenderBudgetPolicy::Pause,
+            SenderBudget::Off => SenderBudgetPolicy::Off,
         }
     }
 }
@@ -186,6 +212,12 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub broadcast_include_sender: bool,
+    /// The fanout budget of a broadcasting connection: whose broadcasts find most receivers of its worker
+    /// over half of --max-backpressure. `pause`: its reads stop until they drain, at most 500 ms, after
+    /// which the receivers still full are left to --slow-consumer (ringws_sender_pauses_total,
+    /// ringws_slow_receivers_total).
+    #[arg(long, value_enum, default_value_t = server_defaults().sender_budget.into())]
+    pub sender_budget: SenderBudget,
     /// Turns `POST /publish` on, requiring `Authorization: Bearer TOKEN` (and, in pubsub mode, refuses
     /// WebSocket `pub` commands). Visible to every user in `ps`: prefer --publish-token-file or the
     /// RINGWS_PUBLISH_TOKEN environment variable. Without a token, /publish is off (404).
@@ -357,6 +389,7 @@ impl ServeArgs {
             recv_buffer_size: self.recv_buffer_size.0,
             recv_buffers: self.recv_buffers,
             broadcast_include_sender: self.broadcast_include_sender,
+            sender_budget: self.sender_budget.into(),
             publish: None,
             max_subscriptions: self.max_subscriptions,
             metrics_listen: self.metrics_listen,
@@ -641,6 +674,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sender_budget_is_pause_or_off() {
+        let pause = serve_args(&["--sender-budget", "pause"]).to_config();
+        assert_eq!(pause.sender_budget, SenderBudgetPolicy::Pause);
+        let off = serve_args(&["--sender-budget", "off"]).to_config();
+        assert_eq!(off.sender_budget, SenderBudgetPolicy::Off);
+        let argv = ["ringws", "serve", "--sender-budget", "true"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
     fn inbox_capacity_is_at_least_one() {
         let serve = |args: &[&str]| {
             let argv = ["ringws", "serve"].iter().chain(args).copied();
@@ -683,6 +726,7 @@ mod tests {
             recv_buffer_size,
             recv_buffers,
             broadcast_include_sender,
+            sender_budget,
             publish,
             max_subscriptions,
             metrics_listen,
@@ -722,6 +766,7 @@ mod tests {
         assert_eq!(parsed.recv_buffer_size, recv_buffer_size);
         assert_eq!(parsed.recv_buffers, recv_buffers);
         assert_eq!(parsed.broadcast_include_sender, broadcast_include_sender);
+        assert_eq!(parsed.sender_budget, sender_budget);
         assert_eq!(parsed.publish, publish);
         assert_eq!(parsed.max_subscriptions, max_subscriptions);
         assert_eq!(parsed.metrics_listen, metrics_listen);

@@ -14,6 +14,18 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// The fanout budget of a broadcasting connection (`server::worker::fanout`): what happens to a sender whose
+/// broadcast finds most of its worker's receivers over half of `max_backpressure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderBudgetPolicy {
+    /// Pause its reads until those receivers drain (at most 500 ms; a receiver that did not drain by then
+    /// is left to the slow-consumer policy and no longer counts against any sender until it drains).
+    Pause,
+    /// No budget: a sender goes on at full speed and receivers that fall behind meet the slow-consumer
+    /// policy.
+    Off,
+}
+
 /// The `POST /publish` route, on only when configured ([`ServerConfig::publish`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublishConfig {
@@ -118,6 +130,9 @@ pub struct ServerConfig {
     pub recv_buffers: u16,
     /// In broadcast mode, send a client's message back to itself too (default on).
     pub broadcast_include_sender: bool,
+    /// What happens to a connection whose broadcasts find most of its worker's receivers over the fanout
+    /// budget, half of `max_backpressure` (default off, see `server::worker::fanout`).
+    pub sender_budget: SenderBudgetPolicy,
     /// The `POST /publish` route (default `None`: off, `/publish` is answered 404 like any unknown path).
     /// When set, publishing needs its bearer token, over HTTP and (in pubsub mode) over WebSocket.
     pub publish: Option<PublishConfig>,
@@ -161,6 +176,7 @@ impl Default for ServerConfig {
             recv_buffer_size: 16 * 1024,
             recv_buffers: 256,
             broadcast_include_sender: true,
+            sender_budget: SenderBudgetPolicy::Off,
             publish: None,
             max_subscriptions: 64,
             metrics_listen: None,

@@ -37,7 +37,9 @@ pub enum State {
 ///   sent once, after the queue);
 /// - `CLOSE_SENT`, `CLOSE_RECEIVED`, `DISCARD_INPUT` and `REJECTED` only in [`State::Closing`] (sending or
 ///   receiving a close frame, an error, or an HTTP answer leaves the open or handshake state at once);
-/// - `WAITING_BODY` never in [`State::Open`] (it belongs to an HTTP request).
+/// - `WAITING_BODY` never in [`State::Open`] (it belongs to an HTTP request);
+/// - [`fanout_flags::SENDER_PAUSED`] (in [`Connection::fanout`]) only with `RECV_PAUSED` (a sender paused for
+///   its fanout reads nothing).
 ///
 /// `RECV_ARMED`, `RECV_PAUSED`, `AWAITING_PONG` and `DIRTY` combine freely with the others.
 pub mod flags {
@@ -75,6 +77,20 @@ pub mod flags {
     pub const WAITING_BODY: u16 = 1 << 15;
 }
 
+/// Flag bits of [`Connection::fanout`]: the connection as a broadcasting sender and as a receiver of
+/// broadcasts (the sender budget, `server::worker::fanout`).
+pub mod fanout_flags {
+    /// Reads are paused because this connection's broadcasts found most of its worker's receivers over the
+    /// fanout budget (always with `RECV_PAUSED`); resumed by the worker, never by this connection.
+    pub const SENDER_PAUSED: u8 = 1 << 0;
+    /// As a receiver, it did not drain within a sender's pause: it no longer counts against any sender's
+    /// fanout until it drains to half the fanout budget (the slow-consumer policy meets it instead).
+    pub const SLOW_RECEIVER: u8 = 1 << 1;
+    /// Input received while paused as a sender is kept (`Connection::take_held_input`) and read before
+    /// anything received after it.
+    pub const HOLDS_INPUT: u8 = 1 << 2;
+}
+
 /// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open
 /// connection has none of them. (Per-connection compression state will join them.)
 #[derive(Default)]
@@ -84,6 +100,9 @@ struct Extras {
     /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
     /// at flush time into the ciphertext queue inside it.
     tls: Option<Box<TlsState>>,
+    /// WebSocket bytes that arrived while the connection was paused as a sender (the receive completions
+    /// already waiting when its receive was cancelled), read in order once it resumes.
+    held_input: Option<Vec<u8>>,
 }
 
 /// The bytes of an HTTP request kept across receives (a head not yet complete, or a head and part of its
@@ -139,6 +158,8 @@ pub struct Connection {
     /// Due tick of the connection's live timer-wheel entry.
     pub timer_at: u32,
     pub flags: u16,
+    /// [`fanout_flags`] bits (in the padding after `flags`: no size cost).
+    pub fanout: u8,
     pub state: State,
 }
 
@@ -154,6 +175,7 @@ impl Connection {
             last_activity: now,
             timer_at: 0,
             flags: 0,
+            fanout: 0,
             state: State::Handshake,
         }
     }
@@ -173,6 +195,21 @@ impl Connection {
         self.flags &= !flag;
     }
 
+    #[inline]
+    pub fn has_fanout(&self, flag: u8) -> bool {
+        self.fanout & flag != 0
+    }
+
+    #[inline]
+    pub fn set_fanout(&mut self, flag: u8) {
+        self.fanout |= flag;
+    }
+
+    #[inline]
+    pub fn clear_fanout(&mut self, flag: u8) {
+        self.fanout &= !flag;
+    }
+
     fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
     }
@@ -182,7 +219,7 @@ impl Connection {
         if self
             .extras
             .as_ref()
-            .is_some_and(|e| e.pending.is_none() && e.tls.is_none())
+            .is_some_and(|e| e.pending.is_none() && e.tls.is_none() && e.held_input.is_none())
         {
             self.extras = None;
         }
@@ -244,11 +281,33 @@ impl Connection {
         self.trim_extras();
     }
 
+    /// Keeps input that arrived while paused as a sender, after what is kept already.
+    pub fn hold_input(&mut self, bytes: &[u8]) {
+        self.set_fanout(fanout_flags::HOLDS_INPUT);
+        self.extras_mut()
+            .held_input
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(bytes);
+    }
+
+    /// The input kept by [`Self::hold_input`], taken out (`HOLDS_INPUT` stays set until it is read:
+    /// give back what is left with [`Self::unread_held_input`], or clear the flag).
+    pub fn take_held_input(&mut self) -> Option<Vec<u8>> {
+        let held = self.extras.as_mut()?.held_input.take();
+        self.trim_extras();
+        held
+    }
+
+    /// Puts back the unread rest of the kept input.
+    pub fn unread_held_input(&mut self, rest: Vec<u8>) {
+        self.extras_mut().held_input = Some(rest);
+    }
+
     /// The first rule of [`flags`] this connection breaks, if any.
     pub fn broken_flag_rule(&self) -> Option<&'static str> {
         use flags::*;
         let closing = self.state == State::Closing;
-        let rules: [(bool, &'static str); 10] = [
+        let rules: [(bool, &'static str); 11] = [
             (
                 !self.has(ENDING) && self.has(ABORT | CANCEL_SENT | FD_CLOSING),
                 "ABORT, CANCEL_SENT or FD_CLOSING without ENDING",
@@ -279,6 +338,10 @@ impl Connection {
                 "DISCARD_INPUT outside Closing",
             ),
             (self.has(REJECTED) && !closing, "REJECTED outside Closing"),
+            (
+                self.has_fanout(fanout_flags::SENDER_PAUSED) && !self.has(RECV_PAUSED),
+                "SENDER_PAUSED without RECV_PAUSED",
+            ),
             (
                 self.has(WAITING_BODY) && self.state == State::Open,
                 "WAITING_BODY on an open connection",
@@ -343,6 +406,15 @@ mod tests {
         conn.set_pending(pending, &metrics);
         conn.clear_pending();
         assert!(conn.extras.is_none() && conn.take_pending().is_none());
+        // Input held while paused as a sender: kept in order, and the box goes once it is taken.
+        conn.hold_input(b"ab");
+        conn.hold_input(b"cd");
+        assert!(conn.has_fanout(fanout_flags::HOLDS_INPUT));
+        let held = conn.take_held_input().expect("kept");
+        assert_eq!(held, b"abcd");
+        assert!(conn.extras.is_none(), "an empty box is dropped");
+        conn.unread_held_input(held[2..].to_vec());
+        assert_eq!(conn.take_held_input().as_deref(), Some(&b"cd"[..]));
     }
 
     /// Kept request bytes count their capacity (not their length) while kept, and every way out gives it
@@ -431,5 +503,15 @@ mod tests {
         for (state, bits) in broken {
             assert!(at(state, bits).is_some(), "{state:?} {bits:#06x} passed");
         }
+        let mut sender = Connection::new(0, 1, 0);
+        sender.state = State::Open;
+        sender.flags = RECV_PAUSED;
+        sender.set_fanout(fanout_flags::SENDER_PAUSED | fanout_flags::SLOW_RECEIVER);
+        assert_eq!(sender.broken_flag_rule(), None);
+        sender.clear(RECV_PAUSED);
+        assert!(
+            sender.broken_flag_rule().is_some(),
+            "SENDER_PAUSED without RECV_PAUSED passed"
+        );
     }
 }

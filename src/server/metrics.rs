@@ -100,6 +100,11 @@ pub struct WorkerMetrics {
     pub closes: [Counter; CLOSE_CODES.len() + 1],
     /// Times a connection's reads were paused because its send queue exceeded the cap.
     pub backpressure_pauses: Counter,
+    /// Times a broadcasting connection's reads were paused because its fanout was over budget.
+    pub sender_pauses: Counter,
+    /// Receivers that did not drain within a sender's pause, no longer counted against senders' fanout
+    /// until they drain.
+    pub slow_receivers: Counter,
     pub slow_consumer_closes: Counter,
     pub slow_consumer_drops: Counter,
     /// Accept errors (ENFILE, EMFILE, ENOBUFS...), which stop the multishot accept until slots free.
@@ -174,7 +179,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 23] = [
+    let simple: [CounterSpec; 25] = [
         (
             "ringws_tls_handshakes_total",
             "counter",
@@ -246,6 +251,18 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Reads paused by a full send queue",
             |m| &m.backpressure_pauses,
+        ),
+        (
+            "ringws_sender_pauses_total",
+            "counter",
+            "Reads of a broadcasting connection paused by its fanout over budget",
+            |m| &m.sender_pauses,
+        ),
+        (
+            "ringws_slow_receivers_total",
+            "counter",
+            "Receivers that did not drain within a sender's pause, left to the slow-consumer policy",
+            |m| &m.slow_receivers,
         ),
         (
             "ringws_slow_consumer_closes_total",

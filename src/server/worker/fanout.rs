@@ -12,13 +12,33 @@
 //! worker began draining since), so a flood makes one doorbell per drain. A doorbell whose `MSG_RING`
 //! fails is counted and rung once more; past that the receiving worker's tick drains its inbox, so a lost
 //! doorbell delays delivery by at most one tick and never loses a message.
+//!
+//! A broadcasting connection has a fanout budget ([`SenderBudget`], `--sender-budget pause`, the
+//! default): when its broadcast finds most of this worker's receivers with more than [`fanout_budget`]
+//! queued, its reads are paused like those of a reader whose own replies pile up (the multishot receive is
+//! cancelled), so that a fast sender slows down to what its readers take instead of getting them closed as
+//! slow consumers. The budget is checked after each receive buffer, whose frames are all read (the
+//! overshoot: one receive buffer of input). What the kernel had already received when the receive was
+//! cancelled (completions waiting in the same batch, at most the worker's buffer ring) is kept, copied in
+//! order, and read when the sender resumes, a receive buffer's worth at a time with the budget checked
+//! between, before it receives again. The worker resumes the senders when the least full of those
+//! receivers drains to half the budget (on its send completion), is gone, or did not drain within
+//! [`MAX_SENDER_PAUSE`] (checked on every tick); never the sender itself. A receiver still over half the
+//! budget when that wait ends is a slow receiver ([`SLOW_RECEIVER`], counted): it no longer counts against
+//! any sender until it drains, so that slow receivers never hold a sender back twice and the slow-consumer
+//! policy meets them at the cap. A receiver that does not read still drains while the kernel takes its
+//! bytes (its socket send buffer, megabytes on Linux), so it paces the sender like a reader until that is
+//! full. The cost per delivery is one comparison and a counter; a pause costs one cancel and one entry in
+//! a list kept from pause to pause.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
-use crate::server::config::SlowConsumerPolicy;
+use crate::server::config::{SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
+use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED, SLOW_RECEIVER};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
 use crate::server::inbox::{Sent, WorkerMessage, DRAIN_BATCH};
@@ -33,6 +53,8 @@ impl<H: Handler> Worker<'_, H> {
     /// such batch per loop iteration: the doorbells that complete after it in the same iteration leave
     /// the inbox to the own doorbell, so that many doorbells in one iteration cannot take a whole flood.
     pub(super) fn on_doorbell(&mut self) {
+        // On every tick too: senders paused for a receiver that is gone, or waited long enough.
+        self.core.review_paused_senders();
         if self.core.doorbells[self.core.index] {
             return;
         }
@@ -47,7 +69,7 @@ impl<H: Handler> Worker<'_, H> {
                 WorkerMessage::Broadcast { message, except } => {
                     // Topic messages received before it go out first (in handoff order).
                     self.run_deferred_callbacks();
-                    self.core.deliver_shared(&message, except)
+                    self.core.deliver_shared(&message, except);
                 }
                 WorkerMessage::Publish { topic, message } => {
                     self.core.published.push((topic, message))
@@ -64,7 +86,80 @@ impl<H: Handler> Worker<'_, H> {
     }
 }
 
+impl<H: Handler> Worker<'_, H> {
+    /// At the end of a batch: resumed senders read the input they kept while paused, one receive buffer's
+    /// worth at a time with their budget checked between (so that a sender paused again keeps the rest),
+    /// and receive again once all of it is read.
+    pub(super) fn feed_resumed_senders(&mut self) {
+        if self.core.sender_budget.resumed.is_empty() {
+            return;
+        }
+        let mut resumed = std::mem::take(&mut self.core.sender_budget.resumed);
+        for id in resumed.drain(..) {
+            let key = id.key as usize;
+            if self
+                .core
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.generation == id.generation)
+            {
+                self.feed_held_input(key);
+            }
+        }
+        // Senders resumed while this ran read theirs on the next batch.
+        if self.core.sender_budget.resumed.is_empty() {
+            self.core.sender_budget.resumed = resumed;
+        }
+        self.run_deferred_callbacks();
+    }
+
+    /// Reads the input a resumed sender kept; what follows a close or an error is dropped as `on_input`
+    /// drops it.
+    fn feed_held_input(&mut self, key: usize) {
+        let chunk = self.core.config.recv_buffer_size.max(1);
+        let conn = &mut self.core.conns[key];
+        if conn.has_fanout(SENDER_PAUSED) {
+            return;
+        }
+        conn.clear_fanout(HOLDS_INPUT);
+        let Some(mut held) = conn.take_held_input() else {
+            return;
+        };
+        let mut read = 0;
+        while read < held.len() {
+            let conn = &self.core.conns[key];
+            if conn.has(DISCARD_INPUT | ENDING) {
+                read = held.len();
+                break;
+            }
+            if conn.has_fanout(SENDER_PAUSED) {
+                break;
+            }
+            let end = held.len().min(read + chunk);
+            self.feed(key, &mut held[read..end]);
+            read = end;
+            self.core.check_backpressure(key);
+            self.core.check_sender_budget(key);
+        }
+        let conn = &mut self.core.conns[key];
+        if read < held.len() {
+            held.drain(..read);
+            conn.unread_held_input(held);
+            conn.set_fanout(HOLDS_INPUT);
+            return;
+        }
+        // Dropped, not pooled: it may be far larger than the frames the pool is for.
+        drop(held);
+        if !conn.has(RECV_PAUSED | RECV_ARMED | ENDING) {
+            self.core.arm_recv(key);
+        }
+    }
+}
+
 impl Core {
+    /// Broadcasts from this worker (from the handler of the connection whose input is being read): to every
+    /// other worker, and to this worker's connections; what this delivery found is kept for that
+    /// connection's fanout budget ([`Core::check_sender_budget`]).
     pub(crate) fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
         let message = SharedMessage::encode(kind, payload);
         self.metrics.frames_encoded.inc();
@@ -73,7 +168,8 @@ impl Core {
             message: message.clone(),
             except,
         });
-        self.deliver_shared(&message, except);
+        let fanout = self.deliver_shared(&message, except);
+        self.sender_budget.last = Some(fanout);
     }
 
     /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
@@ -137,18 +233,21 @@ impl Core {
     }
 
     /// Queues a shared message to every open connection of this worker (a reference each, no copy),
-    /// applying the slow-consumer policy to those over the backpressure cap.
+    /// applying the slow-consumer policy to those over the backpressure cap. Returns what the delivery
+    /// found for the sender's fanout budget.
     pub(super) fn deliver_shared(
         &mut self,
         message: &SharedMessage,
         except: Option<(usize, ConnId)>,
-    ) {
+    ) -> Fanout {
         let frame = message.plain_frame();
         let skip = except
             .filter(|(worker, _)| *worker == self.index)
             .map(|(_, id)| id);
         let cap = self.config.max_backpressure;
         let policy = self.config.slow_consumer;
+        let budget = fanout_budget(&self.config);
+        let mut fanout = Fanout::default();
         let mut slow: Vec<usize> = Vec::new();
         let mut delivered = 0u64;
         for (key, conn) in self.conns.iter_mut() {
@@ -167,9 +266,23 @@ impl Core {
                 }
                 continue;
             }
+            // A slow receiver counts against no sender (until it drains, `Core::receiver_sent`).
+            let counts = !conn.has_fanout(SLOW_RECEIVER);
             let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
             queue.push_shared(Arc::clone(frame));
             delivered += 1;
+            fanout.receivers += u32::from(counts);
+            let cost = queue.queued_cost();
+            if counts && cost > budget {
+                fanout.congested += 1;
+                if fanout.least_congested.is_none_or(|(least, _)| cost < least) {
+                    let id = ConnId {
+                        key: key as u32,
+                        generation: conn.generation,
+                    };
+                    fanout.least_congested = Some((cost, id));
+                }
+            }
             if !conn.has(DIRTY) {
                 conn.set(DIRTY);
                 self.dirty.push(key as u32);
@@ -183,6 +296,143 @@ impl Core {
             self.send_close(key, CloseCode::POLICY, "slow consumer");
             self.leave_open(key, Some(CloseCode::POLICY));
         }
+        fanout
+    }
+
+    /// After a connection's receive buffer was read: if it broadcast and its last broadcast found most of
+    /// the receivers that count (those not marked slow) over the fanout budget, its reads are paused like
+    /// [`Core::check_backpressure`] pauses a reader (the multishot receive is cancelled; completions
+    /// already waiting are still read) until the least full of those receivers drains
+    /// ([`Core::receiver_sent`]) or [`Core::review_paused_senders`] resumes it. A connection already
+    /// paused (as a sender, or as a reader whose own queue is full) is left as it is.
+    pub(super) fn check_sender_budget(&mut self, key: usize) {
+        let Some(fanout) = self.sender_budget.last.take() else {
+            return;
+        };
+        if self.config.sender_budget == SenderBudgetPolicy::Off {
+            return;
+        }
+        let Some((_, blocker)) = fanout.least_congested else {
+            return;
+        };
+        if fanout.congested * 2 <= fanout.receivers {
+            return;
+        }
+        let recv_ud = self.ud(key, Op::Recv);
+        let conn = &mut self.conns[key];
+        if conn.has(RECV_PAUSED) || conn.has(ENDING) || conn.state != State::Open {
+            return;
+        }
+        conn.set(RECV_PAUSED);
+        conn.set_fanout(SENDER_PAUSED);
+        let id = ConnId {
+            key: key as u32,
+            generation: conn.generation,
+        };
+        if conn.has(RECV_ARMED) {
+            self.ring.cancel(
+                recv_ud,
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
+        }
+        self.metrics.sender_pauses.inc();
+        let budget = &mut self.sender_budget;
+        budget.paused.push(id);
+        budget.blocker = Some(blocker);
+        budget.paused_at.get_or_insert_with(Instant::now);
+    }
+
+    /// A send to this connection completed: once it has drained to half the fanout budget it is no longer
+    /// a slow receiver, and if it is the receiver the paused senders wait for, they resume.
+    pub(super) fn receiver_sent(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.queued_cost() > fanout_budget(&self.config) / 2 {
+            return;
+        }
+        conn.clear_fanout(SLOW_RECEIVER);
+        let generation = conn.generation;
+        if self
+            .sender_budget
+            .blocker
+            .is_some_and(|id| id.key as usize == key && id.generation == generation)
+        {
+            self.resume_senders();
+        }
+    }
+
+    /// On every tick (and doorbell): resumes the paused senders if the receiver they wait for is gone or
+    /// drained without a send completing here, or if they waited [`MAX_SENDER_PAUSE`]; then every
+    /// receiver still over half the fanout budget is marked slow (it did not drain within the wait).
+    pub(super) fn review_paused_senders(&mut self) {
+        let budget = &self.sender_budget;
+        let Some(blocker) = budget.blocker else {
+            return;
+        };
+        if !self.receiver_drained(blocker) {
+            if budget
+                .paused_at
+                .is_none_or(|at| at.elapsed() < MAX_SENDER_PAUSE)
+            {
+                return;
+            }
+            self.mark_slow_receivers();
+        }
+        self.resume_senders();
+    }
+
+    /// Marks every open receiver over half the fanout budget slow (counted once per mark): it no longer
+    /// counts against any sender's fanout until it drains ([`Core::receiver_sent`]). One pass over the
+    /// worker's connections, at most once per [`MAX_SENDER_PAUSE`].
+    fn mark_slow_receivers(&mut self) {
+        let drained = fanout_budget(&self.config) / 2;
+        let mut marked = 0;
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.state == State::Open
+                && !conn.has_fanout(SLOW_RECEIVER)
+                && conn.queued_cost() > drained
+            {
+                conn.set_fanout(SLOW_RECEIVER);
+                marked += 1;
+            }
+        }
+        self.metrics.slow_receivers.add(marked);
+    }
+
+    /// Resumes every paused sender (its reads, unless its own queue keeps it paused as a reader).
+    fn resume_senders(&mut self) {
+        let mut paused = std::mem::take(&mut self.sender_budget.paused);
+        for id in paused.drain(..) {
+            let key = id.key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != id.generation || !conn.has_fanout(SENDER_PAUSED) {
+                continue;
+            }
+            conn.clear_fanout(SENDER_PAUSED);
+            // Still paused as a reader while its own queue is over half the cap (its sends resume it).
+            if conn.queued_cost() <= self.config.max_backpressure / 2 {
+                conn.clear(RECV_PAUSED);
+            }
+            if conn.has_fanout(HOLDS_INPUT) {
+                // What it kept is read first, at the end of this batch; then it receives again.
+                self.sender_budget.resumed.push(id);
+            } else if !conn.has(RECV_PAUSED | RECV_ARMED | ENDING) {
+                self.arm_recv(key);
+            }
+        }
+        let budget = &mut self.sender_budget;
+        budget.paused = paused;
+        budget.blocker = None;
+        budget.paused_at = None;
+    }
+
+    /// Whether a receiver has drained to half the fanout budget, or is no longer open.
+    fn receiver_drained(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id.key as usize)
+            .filter(|conn| conn.generation == id.generation && conn.state == State::Open)
+            .is_none_or(|conn| conn.queued_cost() <= fanout_budget(&self.config) / 2)
     }
 
     /// Rings the doorbell of every worker marked in this batch whose doorbell is not already rung and
@@ -231,6 +481,47 @@ impl Core {
             }
         }
     }
+}
+
+/// The longest a sender stays paused for its fanout when the receiver it waits for does not drain; the
+/// receivers still over half the budget are then slow receivers, left to the slow-consumer policy: they
+/// pause no sender again until they drain.
+pub(super) const MAX_SENDER_PAUSE: Duration = Duration::from_millis(500);
+
+/// Queued memory (as `--max-backpressure` counts it) past which a receiver counts against the fanout of
+/// the connections that broadcast to it: half the cap, so that senders are paused well before their
+/// readers reach the slow-consumer policy.
+pub(super) fn fanout_budget(config: &ServerConfig) -> usize {
+    config.max_backpressure / 2
+}
+
+/// What one local delivery of a broadcast found: the receivers, how many of them were over the fanout
+/// budget once it was queued, and the least full of those (its cost and id).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Fanout {
+    receivers: u32,
+    congested: u32,
+    least_congested: Option<(usize, ConnId)>,
+}
+
+/// The fanout budget of this worker's broadcasting connections. A sender's fanout is measured where it is
+/// delivered in this worker: the receivers its broadcast found over [`fanout_budget`]. Its broadcast also
+/// reaches the other workers' queues, which this worker does not see; their receivers are covered by the
+/// slow-consumer policy alone (a local estimate: with one worker, or clients spread evenly over workers,
+/// this worker's share stands for the rest).
+#[derive(Default)]
+pub(super) struct SenderBudget {
+    /// The last broadcast delivered here during the receive buffer being read (taken after it).
+    last: Option<Fanout>,
+    /// Connections paused for their fanout (`SENDER_PAUSED`), resumed together; capacity kept.
+    paused: Vec<ConnId>,
+    /// The receiver whose drain resumes them: the least full of the receivers over budget at the last
+    /// pause.
+    blocker: Option<ConnId>,
+    /// When the first of the paused senders was paused.
+    paused_at: Option<Instant>,
+    /// Resumed senders holding input received while paused, read at the end of the batch; capacity kept.
+    resumed: Vec<ConnId>,
 }
 
 /// After a doorbell's `MSG_RING` completed with `result` on its `attempt`: the attempt to ring again with,

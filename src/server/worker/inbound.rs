@@ -11,6 +11,7 @@ use crate::protocol::{CloseCode, Event, MessageReader, Role};
 use crate::reactor::{Completion, Op, RecvBuf};
 
 use super::{Core, Worker};
+use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 
@@ -63,11 +64,19 @@ impl<H: Handler> Worker<'_, H> {
         }
         self.core.bufs.recycle(buf);
         self.core.check_backpressure(key);
+        // After the whole buffer: a pause stops the receives that follow, never this buffer's frames.
+        self.core.check_sender_budget(key);
     }
 
-    /// Feeds WebSocket bytes to the connection's reader and acts on its events.
+    /// Feeds WebSocket bytes to the connection's reader and acts on its events. Those of a connection paused
+    /// as a sender (the receive completions already waiting when its receive was cancelled), or still
+    /// holding such input, are kept instead and read when it resumes (`fanout.rs`).
     pub(super) fn feed(&mut self, key: usize, bytes: &mut [u8]) {
         let conn = &mut self.core.conns[key];
+        if conn.has_fanout(SENDER_PAUSED | HOLDS_INPUT) {
+            conn.hold_input(bytes);
+            return;
+        }
         let id = ConnId {
             key: key as u32,
             generation: conn.generation,

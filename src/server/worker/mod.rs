@@ -95,6 +95,8 @@ pub struct Core {
     shutdown_deadline: Option<Instant>,
     /// Plaintext decrypted from one TLS receive (reused; TLS connections only).
     tls_plain: Vec<u8>,
+    /// Broadcasting connections paused for their fanout, and what resumes them.
+    sender_budget: fanout::SenderBudget,
 }
 
 /// Exit status of a process whose worker ended unexpectedly (`EX_SOFTWARE`).
@@ -335,6 +337,7 @@ impl<H: Handler> Worker<'_, H> {
 
     fn end_of_batch(&mut self) {
         self.run_deferred_callbacks();
+        self.feed_resumed_senders();
         self.core.flush_dirty();
         self.core.ring_doorbells();
     }
@@ -386,6 +389,7 @@ impl Core {
             shutting_down: false,
             shutdown_deadline: None,
             tls_plain: Vec::new(),
+            sender_budget: fanout::SenderBudget::default(),
             config,
             shared,
         }

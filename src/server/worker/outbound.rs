@@ -13,7 +13,7 @@ use crate::reactor::{Completion, Op, UserData};
 
 use super::Core;
 use crate::reactor::NO_CONNECTION;
-use crate::server::connection::{flags::*, State};
+use crate::server::connection::{fanout_flags, flags::*, State};
 use crate::server::handler::ConnId;
 
 impl Core {
@@ -94,12 +94,18 @@ impl Core {
             return;
         }
         let conn = &mut self.conns[key];
-        if conn.has(RECV_PAUSED) && conn.queued_cost() <= self.config.max_backpressure / 2 {
+        // A sender paused for its fanout is resumed when its receivers drain (`fanout.rs`), never by its
+        // own sends.
+        if conn.has(RECV_PAUSED)
+            && !conn.has_fanout(fanout_flags::SENDER_PAUSED)
+            && conn.queued_cost() <= self.config.max_backpressure / 2
+        {
             conn.clear(RECV_PAUSED);
             if !conn.has(RECV_ARMED) && !conn.has(ENDING) {
                 self.arm_recv(key);
             }
         }
+        self.receiver_sent(key);
         self.mark_dirty(key);
         self.try_release(key);
     }
