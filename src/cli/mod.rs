@@ -674,9 +674,11 @@ mod tests {
     }
 
     #[test]
-    fn the_sender_budget_is_pause_or_off() {
-        let pause = serve_args(&["--sender-budget", "pause"]).to_config();
-        assert_eq!(pause.sender_budget, SenderBudgetPolicy::Pause);
+    fn the_sender_budget_pauses_by_default_and_can_be_turned_off() {
+        assert_eq!(
+            serve_args(&[]).to_config().sender_budget,
+            SenderBudgetPolicy::Pause
+        );
         let off = serve_args(&["--sender-budget", "off"]).to_config();
         assert_eq!(off.sender_budget, SenderBudgetPolicy::Off);
         let argv = ["ringws", "serve", "--sender-budget", "true"];

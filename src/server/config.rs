@@ -131,7 +131,7 @@ pub struct ServerConfig {
     /// In broadcast mode, send a client's message back to itself too (default on).
     pub broadcast_include_sender: bool,
     /// What happens to a connection whose broadcasts find most of its worker's receivers over the fanout
-    /// budget, half of `max_backpressure` (default off, see `server::worker::fanout`).
+    /// budget, half of `max_backpressure` (default pause, see `server::worker::fanout`).
     pub sender_budget: SenderBudgetPolicy,
     /// The `POST /publish` route (default `None`: off, `/publish` is answered 404 like any unknown path).
     /// When set, publishing needs its bearer token, over HTTP and (in pubsub mode) over WebSocket.
@@ -176,7 +176,7 @@ impl Default for ServerConfig {
             recv_buffer_size: 16 * 1024,
             recv_buffers: 256,
             broadcast_include_sender: true,
-            sender_budget: SenderBudgetPolicy::Off,
+            sender_budget: SenderBudgetPolicy::Pause,
             publish: None,
             max_subscriptions: 64,
             metrics_listen: None,
