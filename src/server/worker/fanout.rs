@@ -299,6 +299,11 @@ impl Core {
         fanout
     }
 
+    /// Forgets what the last broadcast found (before a connection's input is read).
+    pub(super) fn forget_fanout(&mut self) {
+        self.sender_budget.last = None;
+    }
+
     /// After a connection's receive buffer was read: if it broadcast and its last broadcast found most of
     /// the receivers that count (those not marked slow) over the fanout budget, its reads are paused like
     /// [`Core::check_backpressure`] pauses a reader (the multishot receive is cancelled; completions

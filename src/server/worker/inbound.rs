@@ -49,6 +49,8 @@ impl<H: Handler> Worker<'_, H> {
     }
 
     pub(super) fn on_input(&mut self, key: usize, mut buf: RecvBuf) {
+        // A broadcast made outside any input (a handler's `on_close`, say) is no sender's fanout.
+        self.core.forget_fanout();
         let now = self.core.wheel.now();
         let conn = &mut self.core.conns[key];
         conn.last_activity = now;
