@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use config::{PublishConfig, ServerConfig, SlowConsumerPolicy};
+pub use config::{PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
 pub use handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
