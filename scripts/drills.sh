@@ -10,6 +10,7 @@
 #   scripts/drills.sh --list          the drill names
 #   scripts/drills.sh incomplete sigterm ...   the named drills only
 #
+# The TLS drills (slowloris_tls, tls_flood) make a throwaway certificate with openssl.
 # Build first: cargo build --release -p ringws -p ringws-loadgen
 set -u
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 RINGWS=${RINGWS:-target/release/ringws}
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 PY="python3 scripts/drills/wsdrill.py"
-DRILLS=(incomplete slow_consumers slowloris table_full sigterm publish soak)
+DRILLS=(incomplete slow_consumers slowloris slowloris_tls table_full sigterm publish tls_flood soak)
 SHORT=0
 SOAK_MINUTES=30
 SOAK_CONNECTIONS=""
@@ -26,7 +27,7 @@ WORK=$(mktemp -d /tmp/ringws-drills.XXXXXX)
 PIDS=()
 FAILED=()
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # started PID: remembers PID so that an interrupted run still stops it.
 started() { PIDS+=("$1"); }
@@ -60,7 +61,8 @@ peak_rss() {
 # field WORD LINE: the value of `WORD=value` in LINE (0 when absent).
 field() { local v; v=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n1); echo "${v:-0}"; }
 
-metric() { $PY metric "$1" --name "$2"; }
+# metric ADDR NAME [LABEL]: the sum of NAME's samples on ADDR's /metrics (those whose labels hold LABEL).
+metric() { $PY metric "$1" --name "$2" --label "${3:-}"; }
 
 # verdict NAME CONDITION-RESULT: prints PASS or FAIL for the drill.
 verdict() {
@@ -290,13 +292,164 @@ drill_publish() {
     verdict publish $BAD
 }
 
+
 # fds PID: open descriptors of PID.
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# tls_files: a throwaway self-signed ECDSA P-256 certificate for 127.0.0.1 in $WORK (made once); sets CERT
+# and KEY. Needs openssl.
+tls_files() {
+    CERT=$WORK/cert.pem
+    KEY=$WORK/key.pem
+    [ -s "$CERT" ] && [ -s "$KEY" ] && return 0
+    command -v openssl >/dev/null || { echo "   openssl not found: the TLS drills need it for a test certificate"; return 1; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$KEY" -out "$CERT" >"$WORK/openssl.log" 2>&1 \
+        || { echo "   openssl could not make a certificate ($WORK/openssl.log)"; return 1; }
+}
+
+# tls_server NAME ARGS...: server NAME with the test certificate and /metrics on an address of its own (a
+# wss:// listener answers https only); also sets MADDR, that address.
+tls_server() {
+    local name=$1 i
+    shift
+    tls_files || return 1
+    server "$name" --tls-cert "$CERT" --tls-key "$KEY" --metrics-listen 127.0.0.1:0 "$@" || return 1
+    MADDR=""
+    for i in $(seq 100); do
+        MADDR=$(sed -n 's/^.*metrics listening on \([0-9.]*:[0-9]*\).*$/\1/p' "$WORK/$name.err" | head -n1)
+        [ -n "$MADDR" ] && return 0
+        sleep 0.05
+    done
+    echo "   no metrics address in $WORK/$name.err"
+    return 1
+}
+
+# 7. Slowloris over TLS: half the connections send a ClientHello one byte per 100 ms (the TLS handshake never
+# ends), half finish the TLS handshake and then send the upgrade request one byte (one record) per 100 ms.
+# --handshake-timeout covers both: all ended at it (not before), each counted as a handshake timeout, RSS
+# bounded, descriptors and open connections back to baseline, a wss bystander unharmed.
+drill_slowloris_tls() {
+    local conns=500 timeout=3 per_conn_kib=32 BAD=0
+    [ "$SHORT" = 1 ] && conns=200
+    tls_server slowloris_tls --workers 2 --handshake-timeout ${timeout}s || { verdict slowloris_tls 1; return; }
+    local base fd0 open0 to0 quiet
+    quiet=$($PY rtt "$ADDR" --tls --seconds 3)
+    base=$(rss_kib "$SRV"); fd0=$(fds "$SRV"); open0=$(metric "$MADDR" ringws_connections_open)
+    to0=$(metric "$MADDR" ringws_handshake_failures_total 'reason="timeout"')
+    $PY tls_slowloris "$ADDR" --conns $conns --interval 0.1 --max-wait $((timeout * 4)) >"$WORK/tloris.out" &
+    local cli=$!
+    started $cli
+    sleep 0.5
+    $PY rtt "$ADDR" --tls --seconds 3 >"$WORK/tloris_rtt.out" &
+    local byst=$!
+    started $byst
+    local peak
+    peak=$(peak_rss "$SRV" $cli)
+    wait $cli $byst
+    sleep 0.5
+    local res attack bound latest timeouts fd1 open1
+    res=$(tail -n1 "$WORK/tloris.out")
+    attack=$(cat "$WORK/tloris_rtt.out")
+    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    latest=$(field latest_s "$res")
+    timeouts=$(($(metric "$MADDR" ringws_handshake_failures_total 'reason="timeout"') - to0))
+    fd1=$(fds "$SRV"); open1=$(metric "$MADDR" ringws_connections_open)
+    echo "   $conns TLS connections (half a ClientHello, half the upgrade request after TLS, one byte each 100 ms), handshake timeout ${timeout} s: $res"
+    echo "   handshake timeouts counted $timeouts; rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB" \
+        "(bound base + $((conns * per_conn_kib / 1024)) MiB, ${per_conn_kib} KiB a connection); fds $fd0 -> $fd1; open $open0 -> $open1"
+    echo "   bystander quiet:  $quiet"
+    echo "   bystander attack: $attack (p99 bound $bound us)"
+    check "every ClientHello connection ended" "$(field hello_ended "$res")" -eq "$(field hello "$res")"
+    check "every request connection finished TLS" "$(field tls_done "$res")" -eq "$(field request "$res")"
+    check "every request connection ended" "$(field request_ended "$res")" -eq "$(field request "$res")"
+    check "none ended before the timeout" "$(awk -v e="$(field earliest_s "$res")" -v t=$timeout 'BEGIN{print (e >= t - 0.5)}')" -eq 1
+    check "all ended within timeout + 1.5 s" "$(awk -v l="$latest" -v t=$timeout 'BEGIN{print (l <= t + 1.5)}')" -eq 1
+    check "each counted as a handshake timeout" "$timeouts" -eq "$conns"
+    check "rss bounded" $((peak - base)) -le $((conns * per_conn_kib))
+    check "descriptors back to baseline" "$fd1" -eq "$fd0"
+    check "open connections back to baseline" "$open1" -eq "$open0"
+    check "bystander never failed" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
+    stop_pid "$SRV"
+    verdict slowloris_tls $BAD
+}
+
+# 8. TLS handshake flood: for a few seconds, 64 raw clients start handshakes as fast as they can and abandon
+# them (half close right after their ClientHello, half reset once the server's first flight arrived) while
+# loadgen churn completes wss handshakes back to back over 16 slots. A wss bystander that connects during
+# the flood keeps its p99 within 2x of a quiet run, never fails; RSS bounded; afterwards descriptors and
+# open connections back to baseline.
+drill_tls_flood() {
+    local slots=64 churn=16 secs=6 margin_mib=32 BAD=0
+    [ "$SHORT" = 1 ] && secs=3
+    # a second, idle server: its own bystander during the flood tells the box's share (CPU taken by the
+    # clients) from the flooded server's; figures only, no bound
+    tls_server tls_flood_control --workers 2 || { verdict tls_flood 1; return; }
+    local ctl=$SRV caddr=$ADDR
+    tls_server tls_flood --workers 2 --handshake-timeout 3s || { verdict tls_flood 1; return; }
+    local base fd0 open0 hs0 fail0 conn0 quiet
+    quiet=$($PY rtt "$ADDR" --tls --seconds 3)
+    base=$(rss_kib "$SRV"); fd0=$(fds "$SRV"); open0=$(metric "$MADDR" ringws_connections_open)
+    hs0=$(metric "$MADDR" ringws_tls_handshakes_total); fail0=$(metric "$MADDR" ringws_tls_handshake_failures_total)
+    conn0=$(metric "$MADDR" ringws_connections_total)
+    local t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks "$SRV")
+    $PY tls_flood "$ADDR" --conns $slots --seconds $secs >"$WORK/flood.out" &
+    local cli=$!
+    started $cli
+    "$LOADGEN" churn --url "wss://$ADDR/" --insecure -c $churn --rate 1000000 -m 1 -d $secs -q \
+        --json "$WORK/flood_churn.json" >/dev/null 2>"$WORK/flood_lg.err" &
+    local lg=$!
+    started $lg
+    sleep 0.5
+    $PY rtt "$ADDR" --tls --seconds $((secs - 1)) >"$WORK/flood_rtt.out" &
+    local byst=$!
+    started $byst
+    $PY rtt "$caddr" --tls --seconds $((secs - 1)) >"$WORK/flood_ctl.out" &
+    local byst_ctl=$!
+    started $byst_ctl
+    local peak
+    peak=$(peak_rss "$SRV" $cli)
+    t1=$(cpu_ticks "$SRV")
+    wait $cli $byst $byst_ctl
+    stop_pid "$ctl"
+    wait $lg
+    local lgrc=$?
+    # every abandoned connection ends within the handshake timeout (3 s)
+    sleep 4
+    local res attack bound cycles lgerr hs fails conns fd1 open1 after
+    res=$(tail -n1 "$WORK/flood.out")
+    attack=$(cat "$WORK/flood_rtt.out")
+    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    read -r cycles lgerr < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["received"], d["errors_total"])' "$WORK/flood_churn.json" 2>/dev/null || echo "0 -1")
+    hs=$(($(metric "$MADDR" ringws_tls_handshakes_total) - hs0))
+    fails=$(($(metric "$MADDR" ringws_tls_handshake_failures_total) - fail0))
+    conns=$(($(metric "$MADDR" ringws_connections_total) - conn0))
+    fd1=$(fds "$SRV"); open1=$(metric "$MADDR" ringws_connections_open); after=$(rss_kib "$SRV")
+    echo "   $secs s: $slots raw clients abandoning handshakes: $res"
+    echo "   loadgen churn over wss, $churn slots back to back: $cycles cycles (1 echo each), errors $lgerr (exit $lgrc)"
+    echo "   server: connections accepted $conns, TLS handshakes completed $hs, TLS failures $fails, cpu $((t1 - t0)) ticks ($(((t1 - t0) * 100 / hz / secs)) % of a core)"
+    echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB, after $((after / 1024)) MiB (bound base + $margin_mib MiB); fds $fd0 -> $fd1; open $open0 -> $open1"
+    echo "   bystander quiet:  $quiet"
+    echo "   bystander flood:  $attack (p99 bound $bound us)"
+    echo "   control, a bystander of an idle server during the flood: $(cat "$WORK/flood_ctl.out")"
+    check "flood ran (server answered reset clients)" "$(field reset "$res")" -ge 1
+    check "handshakes completed" "$hs" -ge "$cycles"
+    check "rss bounded" $((peak - base)) -le $((margin_mib * 1024))
+    check "descriptors back to baseline" "$fd1" -eq "$fd0"
+    check "open connections back to baseline" "$open1" -eq "$open0"
+    check "bystander never failed" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
+    stop_pid "$SRV"
+    verdict tls_flood $BAD
+}
 
 # lg_errors JSON: errors_total of a loadgen report (-1 when unreadable).
 lg_errors() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors_total"])' "$1" 2>/dev/null || echo -1; }
 
-# 7. Soak: mixed echo (open loop), pub/sub (topic broadcast) and churn for --soak-minutes: RSS drift after
+# 9. Soak: mixed echo (open loop), pub/sub (topic broadcast) and churn for --soak-minutes: RSS drift after
 # warm-up under 1 %, descriptors and open-connection slots back to baseline, 0 protocol errors.
 drill_soak() {
     local total=10000 minutes=$SOAK_MINUTES BAD=0

@@ -3,14 +3,17 @@ against a server on loopback and prints its figures as `key=value` words on one 
 
 Owns the client side of the drills only: it starts no server and stops none (the one exception, `sigterm`,
 sends SIGTERM to the PID it is given, the server the drill started). Every wait is bounded. Standard library
-only.
+only. TLS clients (`--tls`, `tls_slowloris`, `tls_flood`) accept any certificate: the drills' servers use a
+throwaway self-signed one.
 """
 
 import argparse
+import errno
 import os
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -68,13 +71,35 @@ def close_code(payload):
     return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
 
 
-def open_ws(host, port, path="/", timeout=5.0, rcvbuf=None):
-    """(socket, status, leftover bytes): a handshake; status 0 when the connection ended first."""
+def tls_context():
+    """A client context that accepts any certificate (the drills' servers use throwaway self-signed ones)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def client_hello(ctx):
+    """The bytes of one fresh ClientHello (its own random and key share), as the first flight of a client."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def open_ws(host, port, path="/", timeout=5.0, rcvbuf=None, tls=False):
+    """(socket, status, leftover bytes): a handshake (over TLS with `tls`); status 0 when the connection ended
+    first."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
     s.connect((host, port))
+    if tls:
+        s = tls_context().wrap_socket(s)
     s.sendall(REQUEST.format(path=path, host=host, port=port).encode())
     data = b""
     try:
@@ -99,7 +124,7 @@ def pct(values, p):
 def cmd_rtt(a):
     """One bystander: sequential echo round trips for --seconds; p50/p99 in microseconds."""
     host, port = addr(a.addr)
-    s, status, _ = open_ws(host, port)
+    s, status, _ = open_ws(host, port, tls=a.tls)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     payload = b"x" * a.size
     rtts, fails, buf = [], 0, b""
@@ -235,6 +260,149 @@ def cmd_slowloris(a):
           f"bytes_sent_max={max(pos)}", flush=True)
 
 
+def cmd_tls_slowloris(a):
+    """--conns TLS connections, two kinds alternating: `hello` ones send a ClientHello one byte each --interval
+    seconds (the TLS handshake never finishes); `request` ones finish the TLS handshake, then send the upgrade
+    request one byte (one TLS record) each --interval seconds. Reports per kind how many the server ended and,
+    over both, the earliest and latest end, in seconds after each connection opened."""
+    host, port = addr(a.addr)
+    ctx = tls_context()
+    req = REQUEST.format(path="/", host=host, port=port).encode()
+    conns = []
+    for i in range(a.conns):
+        raw = socket.create_connection((host, port), timeout=5)
+        raw.setblocking(False)
+        c = {"kind": "hello" if i % 2 == 0 else "request", "start": time.monotonic(), "pos": 0, "tls": False}
+        if c["kind"] == "hello":
+            c["sock"], c["data"] = raw, client_hello(ctx)
+        else:
+            c["sock"], c["data"] = ctx.wrap_socket(raw, do_handshake_on_connect=False), req
+        conns.append(c)
+    ended, answered = {}, 0
+    start = time.monotonic()
+    while len(ended) < len(conns) and time.monotonic() - start < a.max_wait:
+        for i, c in enumerate(conns):
+            if i in ended:
+                continue
+            s = c["sock"]
+            try:
+                if c["kind"] == "request" and not c["tls"]:
+                    s.do_handshake()
+                    c["tls"] = True
+                data = s.recv(4096)
+                # the server answers nothing but its verdict (a 408, or for a ClientHello an alert) and EOF
+                if data:
+                    answered += 1
+                ended[i] = time.monotonic() - c["start"]
+                continue
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                pass
+            except OSError:
+                ended[i] = time.monotonic() - c["start"]
+                continue
+            if (c["kind"] == "hello" or c["tls"]) and c["pos"] < len(c["data"]) - 1:
+                try:
+                    s.send(c["data"][c["pos"]:c["pos"] + 1])
+                    c["pos"] += 1
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+                except OSError:
+                    ended[i] = time.monotonic() - c["start"]
+        time.sleep(a.interval)
+    for c in conns:
+        c["sock"].close()
+    hello = [i for i, c in enumerate(conns) if c["kind"] == "hello"]
+    request = [i for i, c in enumerate(conns) if c["kind"] == "request"]
+    times = list(ended.values())
+    print(f"conns={len(conns)} hello={len(hello)} hello_ended={sum(1 for i in hello if i in ended)} "
+          f"request={len(request)} tls_done={sum(1 for i in request if conns[i]['tls'])} "
+          f"request_ended={sum(1 for i in request if i in ended)} answered={answered} "
+          f"earliest_s={min(times, default=0.0):.2f} latest_s={max(times, default=0.0):.2f} "
+          f"hello_bytes_max={max((conns[i]['pos'] for i in hello), default=0)} "
+          f"request_bytes_max={max((conns[i]['pos'] for i in request), default=0)}", flush=True)
+
+
+def cmd_tls_flood(a):
+    """For --seconds, --conns concurrent clients start TLS handshakes as fast as they can and abandon them:
+    each connects (from 127.0.0.2..9, so that client ports last), sends a fresh ClientHello (from a pool), then
+    alternately closes at once (`abandoned`: the server reads a ClientHello and EOF) or waits for the server's
+    first flight and resets the connection (`reset`: the server did its key exchange and signature). A reset
+    one that gets no reply within 2 s is closed and counted `stalled`."""
+    host, port = addr(a.addr)
+    ctx = tls_context()
+    hellos = [client_hello(ctx) for _ in range(64)]
+    sel = selectors.DefaultSelector()
+    counts = {"started": 0, "abandoned": 0, "reset": 0, "stalled": 0, "no_reply": 0, "connect_errors": 0, "errors": 0}
+    seq = [0]
+
+    def start_one():
+        n = seq[0]
+        seq[0] += 1
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            s.bind((f"127.0.0.{2 + n % 8}", 0))
+        except OSError:
+            pass
+        rc = s.connect_ex((host, port))
+        if rc not in (0, errno.EINPROGRESS):
+            counts["connect_errors"] += 1
+            s.close()
+            return
+        counts["started"] += 1
+        sel.register(s, selectors.EVENT_WRITE, {"n": n, "sent": False, "t": time.monotonic()})
+
+    def finish(s, what):
+        counts[what] += 1
+        sel.unregister(s)
+        s.close()
+
+    end = time.monotonic() + a.seconds
+    for _ in range(a.conns):
+        start_one()
+    while time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.05):
+            s, st = key.fileobj, key.data
+            if not st["sent"]:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+                    finish(s, "connect_errors")
+                    start_one()
+                    continue
+                try:
+                    s.send(hellos[st["n"] % len(hellos)])
+                except OSError:
+                    finish(s, "errors")
+                    start_one()
+                    continue
+                st["sent"] = True
+                if st["n"] % 2 == 0:
+                    # a plain close (FIN after the ClientHello), not the reset SO_LINGER 0 would send
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+                    finish(s, "abandoned")
+                    start_one()
+                else:
+                    sel.modify(s, selectors.EVENT_READ, st)
+                continue
+            try:
+                data = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            finish(s, "reset" if data else "no_reply")
+            start_one()
+        now = time.monotonic()
+        for key in list(sel.get_map().values()):
+            if now - key.data["t"] > 2.0:
+                finish(key.fileobj, "stalled")
+                start_one()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    words = " ".join(f"{k}={v}" for k, v in counts.items())
+    print(f"{words} per_s={(counts['abandoned'] + counts['reset']) / a.seconds:.0f}", flush=True)
+
+
 def cmd_hold(a):
     """Opens --conns WebSocket connections (counts statuses), holds them --hold seconds, closes them."""
     host, port = addr(a.addr)
@@ -357,12 +525,14 @@ def cmd_noread(a):
 
 
 def cmd_metric(a):
-    """The sum of every sample of metric --name on GET /metrics."""
+    """The sum of every sample of metric --name on GET /metrics (only the samples whose labels hold --label,
+    e.g. `reason="timeout"`, if given)."""
     host, port = addr(a.addr)
     _, body = http(host, port, "GET", "/metrics")
     total = 0.0
     for line in body.decode(errors="replace").splitlines():
-        if line.startswith(a.name) and (line[len(a.name):len(a.name) + 1] in (" ", "{")):
+        if line.startswith(a.name) and (line[len(a.name):len(a.name) + 1] in (" ", "{")) \
+                and a.label in line.rpartition(" ")[0]:
             total += float(line.split()[-1])
     print(int(total))
 
@@ -373,12 +543,19 @@ def main():
     r = sub.add_parser("rtt")
     r.add_argument("addr"); r.add_argument("--seconds", type=float, default=3)
     r.add_argument("--size", type=int, default=64); r.add_argument("--gap", type=float, default=0.001)
+    r.add_argument("--tls", action="store_true")
     r = sub.add_parser("incomplete")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=16)
     r.add_argument("--size", type=int, default=15 << 20); r.add_argument("--hold", type=float, default=5)
     r = sub.add_parser("slowloris")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=200)
     r.add_argument("--interval", type=float, default=0.5); r.add_argument("--max-wait", type=float, default=20)
+    r = sub.add_parser("tls_slowloris")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=200)
+    r.add_argument("--interval", type=float, default=0.1); r.add_argument("--max-wait", type=float, default=20)
+    r = sub.add_parser("tls_flood")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=64)
+    r.add_argument("--seconds", type=float, default=5)
     r = sub.add_parser("hold")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
     r.add_argument("--hold", type=float, default=3)
@@ -393,7 +570,7 @@ def main():
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
     r.add_argument("--hold", type=float, default=5)
     r = sub.add_parser("metric")
-    r.add_argument("addr"); r.add_argument("--name", required=True)
+    r.add_argument("addr"); r.add_argument("--name", required=True); r.add_argument("--label", default="")
     a = p.parse_args()
     globals()["cmd_" + a.cmd](a)
 
