@@ -296,6 +296,13 @@ drill_publish() {
 # fds PID: open descriptors of PID.
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
+# listen_overflows: the kernel's count of connections dropped because a listen queue was full
+# (TcpExt ListenOverflows, the whole network namespace: other programs' listeners count too).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 } else print $c }' \
+        /proc/net/netstat
+}
+
 # tls_files: a throwaway self-signed ECDSA P-256 certificate for 127.0.0.1 in $WORK (made once); sets CERT
 # and KEY. Needs openssl.
 tls_files() {
@@ -375,27 +382,31 @@ drill_slowloris_tls() {
     verdict slowloris_tls $BAD
 }
 
-# 8. TLS handshake flood: for a few seconds, 64 raw clients start handshakes as fast as they can and abandon
-# them (half close right after their ClientHello, half reset once the server's first flight arrived) while
-# loadgen churn completes wss handshakes back to back over 16 slots. A wss bystander that connects during
-# the flood keeps its p99 within 2x of a quiet run, never fails; RSS bounded; afterwards descriptors and
-# open connections back to baseline.
+# 8. TLS handshake flood, two phases of a few seconds each on one server. Mixed: 64 raw clients start
+# handshakes as fast as they can and abandon them (half close right after their ClientHello, half reset once
+# the server's first flight arrived) while loadgen churn completes wss handshakes back to back over 16
+# slots; a wss bystander that connects during it keeps its p99 within 2x of a quiet run. Abandon: the 64
+# raw clients only close right after their ClientHello (the cheapest attack: one connect and one send per
+# handshake the server works on); new wss clients, one each 100 ms, all get their 101 and the bystander
+# never fails. Both: RSS bounded; afterwards descriptors and open connections back to baseline.
 drill_tls_flood() {
     local slots=64 churn=16 secs=6 margin_mib=32 BAD=0
     [ "$SHORT" = 1 ] && secs=3
-    # a second, idle server: its own bystander during the flood tells the box's share (CPU taken by the
-    # clients) from the flooded server's; figures only, no bound
+    # a second, idle server: its own bystander during the mixed flood tells the box's share (CPU taken by
+    # the clients) from the flooded server's; figures only, no bound
     tls_server tls_flood_control --workers 2 || { verdict tls_flood 1; return; }
     local ctl=$SRV caddr=$ADDR
     tls_server tls_flood --workers 2 --handshake-timeout 3s || { verdict tls_flood 1; return; }
-    local base fd0 open0 hs0 fail0 conn0 quiet
+    local base fd0 open0 hs0 fail0 conn0 to0 quiet
     quiet=$($PY rtt "$ADDR" --tls --seconds 3)
     base=$(rss_kib "$SRV"); fd0=$(fds "$SRV"); open0=$(metric "$MADDR" ringws_connections_open)
     hs0=$(metric "$MADDR" ringws_tls_handshakes_total); fail0=$(metric "$MADDR" ringws_tls_handshake_failures_total)
     conn0=$(metric "$MADDR" ringws_connections_total)
+    to0=$(metric "$MADDR" ringws_handshake_failures_total 'reason="timeout"')
     local t0 t1 hz
     hz=$(getconf CLK_TCK)
     t0=$(cpu_ticks "$SRV")
+    # phase 1: mixed
     $PY tls_flood "$ADDR" --conns $slots --seconds $secs >"$WORK/flood.out" &
     local cli=$!
     started $cli
@@ -410,38 +421,66 @@ drill_tls_flood() {
     $PY rtt "$caddr" --tls --seconds $((secs - 1)) >"$WORK/flood_ctl.out" &
     local byst_ctl=$!
     started $byst_ctl
-    local peak
+    local peak peak2
     peak=$(peak_rss "$SRV" $cli)
     t1=$(cpu_ticks "$SRV")
     wait $cli $byst $byst_ctl
-    stop_pid "$ctl"
     wait $lg
     local lgrc=$?
+    stop_pid "$ctl"
+    sleep 4
+    # phase 2: abandon only
+    local t2 t3 lo0 lo1
+    t2=$(cpu_ticks "$SRV"); lo0=$(listen_overflows)
+    $PY tls_flood "$ADDR" --conns $slots --seconds $secs --kind abandon >"$WORK/flood2.out" &
+    cli=$!
+    started $cli
+    sleep 0.5
+    $PY rtt "$ADDR" --tls --seconds $((secs - 1)) >"$WORK/flood2_rtt.out" &
+    byst=$!
+    started $byst
+    $PY connects "$ADDR" --tls --seconds $((secs - 1)) --gap 0.1 >"$WORK/flood2_conn.out" &
+    local prober=$!
+    started $prober
+    peak2=$(peak_rss "$SRV" $cli)
+    t3=$(cpu_ticks "$SRV"); lo1=$(listen_overflows)
+    [ "$peak2" -gt "$peak" ] && peak=$peak2
+    wait $cli $byst $prober
     # every abandoned connection ends within the handshake timeout (3 s)
     sleep 4
-    local res attack bound cycles lgerr hs fails conns fd1 open1 after
-    res=$(tail -n1 "$WORK/flood.out")
-    attack=$(cat "$WORK/flood_rtt.out")
+    local res res2 attack attack2 probes bound cycles lgerr hs fails conns timeouts fd1 open1 after
+    res=$(tail -n1 "$WORK/flood.out"); res2=$(tail -n1 "$WORK/flood2.out")
+    attack=$(cat "$WORK/flood_rtt.out"); attack2=$(cat "$WORK/flood2_rtt.out"); probes=$(cat "$WORK/flood2_conn.out")
     bound=$(bystander_bound "$(field p99_us "$quiet")")
     read -r cycles lgerr < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["received"], d["errors_total"])' "$WORK/flood_churn.json" 2>/dev/null || echo "0 -1")
     hs=$(($(metric "$MADDR" ringws_tls_handshakes_total) - hs0))
     fails=$(($(metric "$MADDR" ringws_tls_handshake_failures_total) - fail0))
     conns=$(($(metric "$MADDR" ringws_connections_total) - conn0))
+    timeouts=$(($(metric "$MADDR" ringws_handshake_failures_total 'reason="timeout"') - to0))
     fd1=$(fds "$SRV"); open1=$(metric "$MADDR" ringws_connections_open); after=$(rss_kib "$SRV")
-    echo "   $secs s: $slots raw clients abandoning handshakes: $res"
-    echo "   loadgen churn over wss, $churn slots back to back: $cycles cycles (1 echo each), errors $lgerr (exit $lgrc)"
-    echo "   server: connections accepted $conns, TLS handshakes completed $hs, TLS failures $fails, cpu $((t1 - t0)) ticks ($(((t1 - t0) * 100 / hz / secs)) % of a core)"
+    echo "   mixed, $secs s: $slots raw clients: $res"
+    echo "     loadgen churn over wss, $churn slots back to back: $cycles cycles (1 echo each), errors $lgerr (exit $lgrc)"
+    echo "     server cpu $((t1 - t0)) ticks ($(((t1 - t0) * 100 / hz / secs)) % of a core)"
+    echo "     bystander quiet:  $quiet"
+    echo "     bystander flood:  $attack (p99 bound $bound us)"
+    echo "     control, a bystander of an idle server meanwhile: $(cat "$WORK/flood_ctl.out")"
+    echo "   abandon, $secs s: $slots raw clients: $res2"
+    echo "     server cpu $((t3 - t2)) ticks ($(((t3 - t2) * 100 / hz / secs)) % of a core); listen queue overflows $((lo1 - lo0)) (box-wide)"
+    echo "     new wss clients: $probes"
+    echo "     bystander flood:  $attack2"
+    echo "   server, both phases: connections accepted $conns, TLS handshakes completed $hs, TLS failures $fails," \
+        "handshake timeouts $timeouts"
     echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB, after $((after / 1024)) MiB (bound base + $margin_mib MiB); fds $fd0 -> $fd1; open $open0 -> $open1"
-    echo "   bystander quiet:  $quiet"
-    echo "   bystander flood:  $attack (p99 bound $bound us)"
-    echo "   control, a bystander of an idle server during the flood: $(cat "$WORK/flood_ctl.out")"
-    check "flood ran (server answered reset clients)" "$(field reset "$res")" -ge 1
+    check "mixed flood ran (the server answered reset clients)" "$(field reset "$res")" -ge 1
     check "handshakes completed" "$hs" -ge "$cycles"
+    check "bystander never failed (mixed)" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound (mixed)" "$(field p99_us "$attack")" -le "$bound"
+    check "every new client got 101 (abandon)" "$(field failures "$probes")" -eq 0
+    check "bystander never failed (abandon)" "$(field failures "$attack2")" -eq 0
+    check "bystander connected (abandon)" "$(field status "$attack2")" -eq 101
     check "rss bounded" $((peak - base)) -le $((margin_mib * 1024))
     check "descriptors back to baseline" "$fd1" -eq "$fd0"
     check "open connections back to baseline" "$open1" -eq "$open0"
-    check "bystander never failed" "$(field failures "$attack")" -eq 0
-    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
     stop_pid "$SRV"
     verdict tls_flood $BAD
 }

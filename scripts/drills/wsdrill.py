@@ -153,6 +153,42 @@ def cmd_rtt(a):
           f"p50_us={pct(rtts, 50):.0f} p99_us={pct(rtts, 99):.0f}", flush=True)
 
 
+def cmd_connects(a):
+    """New connections one after another for --seconds (--gap apart, over TLS with --tls), each through its
+    (TLS and) WebSocket handshake to a 101, no step taking over --timeout seconds: how many, how many failed,
+    and their connect times in milliseconds."""
+    host, port = addr(a.addr)
+    times, fails = [], 0
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        s = None
+        try:
+            s = socket.create_connection((host, port), timeout=a.timeout)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if a.tls:
+                s = tls_context().wrap_socket(s)
+            s.sendall(REQUEST.format(path="/", host=host, port=port).encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            ok = data.startswith(b"HTTP/1.1 101 ")
+        except OSError:
+            ok = False
+        if s is not None:
+            s.close()
+        if ok:
+            times.append((time.perf_counter() - t0) * 1e3)
+        else:
+            fails += 1
+        time.sleep(a.gap)
+    print(f"connects={len(times) + fails} failures={fails} p50_ms={pct(times, 50):.1f} "
+          f"max_ms={max(times, default=0.0):.1f}", flush=True)
+
+
 def collect_closes(socks, seconds, reply=False):
     """Reads every socket for up to `seconds` (or until all ended): {index: (close code, when)}."""
     sel = selectors.DefaultSelector()
@@ -327,7 +363,8 @@ def cmd_tls_flood(a):
     each connects (from 127.0.0.2..9, so that client ports last), sends a fresh ClientHello (from a pool), then
     alternately closes at once (`abandoned`: the server reads a ClientHello and EOF) or waits for the server's
     first flight and resets the connection (`reset`: the server did its key exchange and signature). A reset
-    one that gets no reply within 2 s is closed and counted `stalled`."""
+    one that gets no reply within 2 s is closed and counted `stalled`. --kind abandon or reset: that kind
+    only."""
     host, port = addr(a.addr)
     ctx = tls_context()
     hellos = [client_hello(ctx) for _ in range(64)]
@@ -376,7 +413,7 @@ def cmd_tls_flood(a):
                     start_one()
                     continue
                 st["sent"] = True
-                if st["n"] % 2 == 0:
+                if a.kind == "abandon" or (a.kind == "both" and st["n"] % 2 == 0):
                     # a plain close (FIN after the ClientHello), not the reset SO_LINGER 0 would send
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
                     finish(s, "abandoned")
@@ -544,6 +581,10 @@ def main():
     r.add_argument("addr"); r.add_argument("--seconds", type=float, default=3)
     r.add_argument("--size", type=int, default=64); r.add_argument("--gap", type=float, default=0.001)
     r.add_argument("--tls", action="store_true")
+    r = sub.add_parser("connects")
+    r.add_argument("addr"); r.add_argument("--seconds", type=float, default=3)
+    r.add_argument("--gap", type=float, default=0.1); r.add_argument("--timeout", type=float, default=5)
+    r.add_argument("--tls", action="store_true")
     r = sub.add_parser("incomplete")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=16)
     r.add_argument("--size", type=int, default=15 << 20); r.add_argument("--hold", type=float, default=5)
@@ -556,6 +597,7 @@ def main():
     r = sub.add_parser("tls_flood")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=64)
     r.add_argument("--seconds", type=float, default=5)
+    r.add_argument("--kind", choices=["both", "abandon", "reset"], default="both")
     r = sub.add_parser("hold")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
     r.add_argument("--hold", type=float, default=3)
