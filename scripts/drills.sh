@@ -387,13 +387,13 @@ drill_slowloris_tls() {
 # the server's first flight arrived) while loadgen churn completes wss handshakes back to back over 16
 # slots; a wss bystander that connects during it keeps its p99 within 2x of a quiet run. Abandon: the 64
 # raw clients only close right after their ClientHello (the cheapest attack: one connect and one send per
-# handshake the server works on); new wss clients, one each 100 ms, all get their 101 and the bystander
-# never fails. Both: RSS bounded; afterwards descriptors and open connections back to baseline.
+# handshake the server works on); new wss clients, one each 100 ms, all get their 101 within 1 s and the
+# bystander never fails. Both: RSS bounded; afterwards descriptors and open connections back to baseline.
 drill_tls_flood() {
-    local slots=64 churn=16 secs=6 margin_mib=32 BAD=0
+    local slots=64 churn=16 secs=6 margin_mib=32 connect_ms=1000 BAD=0
     [ "$SHORT" = 1 ] && secs=3
-    # a second, idle server: its own bystander during the mixed flood tells the box's share (CPU taken by
-    # the clients) from the flooded server's; figures only, no bound
+    # a second, idle server: its own bystander and new clients during the flood tell the box's share (CPU
+    # taken by the clients) from the flooded server's; figures only, no bound
     tls_server tls_flood_control --workers 2 || { verdict tls_flood 1; return; }
     local ctl=$SRV caddr=$ADDR
     tls_server tls_flood --workers 2 --handshake-timeout 3s || { verdict tls_flood 1; return; }
@@ -427,7 +427,6 @@ drill_tls_flood() {
     wait $cli $byst $byst_ctl
     wait $lg
     local lgrc=$?
-    stop_pid "$ctl"
     sleep 4
     # phase 2: abandon only
     local t2 t3 lo0 lo1
@@ -442,10 +441,14 @@ drill_tls_flood() {
     $PY connects "$ADDR" --tls --seconds $((secs - 1)) --gap 0.1 >"$WORK/flood2_conn.out" &
     local prober=$!
     started $prober
+    $PY connects "$caddr" --tls --seconds $((secs - 1)) --gap 0.1 >"$WORK/flood2_ctl.out" &
+    local prober_ctl=$!
+    started $prober_ctl
     peak2=$(peak_rss "$SRV" $cli)
     t3=$(cpu_ticks "$SRV"); lo1=$(listen_overflows)
     [ "$peak2" -gt "$peak" ] && peak=$peak2
-    wait $cli $byst $prober
+    wait $cli $byst $prober $prober_ctl
+    stop_pid "$ctl"
     # every abandoned connection ends within the handshake timeout (3 s)
     sleep 4
     local res res2 attack attack2 probes bound cycles lgerr hs fails conns timeouts fd1 open1 after
@@ -466,7 +469,8 @@ drill_tls_flood() {
     echo "     control, a bystander of an idle server meanwhile: $(cat "$WORK/flood_ctl.out")"
     echo "   abandon, $secs s: $slots raw clients: $res2"
     echo "     server cpu $((t3 - t2)) ticks ($(((t3 - t2) * 100 / hz / secs)) % of a core); listen queue overflows $((lo1 - lo0)) (box-wide)"
-    echo "     new wss clients: $probes"
+    echo "     new wss clients: $probes (max bound ${connect_ms} ms)"
+    echo "     control, new wss clients of the idle server meanwhile: $(cat "$WORK/flood2_ctl.out")"
     echo "     bystander flood:  $attack2"
     echo "   server, both phases: connections accepted $conns, TLS handshakes completed $hs, TLS failures $fails," \
         "handshake timeouts $timeouts"
@@ -476,6 +480,7 @@ drill_tls_flood() {
     check "bystander never failed (mixed)" "$(field failures "$attack")" -eq 0
     check "bystander p99 within bound (mixed)" "$(field p99_us "$attack")" -le "$bound"
     check "every new client got 101 (abandon)" "$(field failures "$probes")" -eq 0
+    check "every new client within ${connect_ms} ms (abandon)" "$(awk -v m="$(field max_ms "$probes")" -v b=$connect_ms 'BEGIN{print (m <= b)}')" -eq 1
     check "bystander never failed (abandon)" "$(field failures "$attack2")" -eq 0
     check "bystander connected (abandon)" "$(field status "$attack2")" -eq 101
     check "rss bounded" $((peak - base)) -le $((margin_mib * 1024))
