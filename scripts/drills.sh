@@ -367,6 +367,7 @@ drill_slowloris_tls() {
         "(bound base + $((conns * per_conn_kib / 1024)) MiB, ${per_conn_kib} KiB a connection); fds $fd0 -> $fd1; open $open0 -> $open1"
     echo "   bystander quiet:  $quiet"
     echo "   bystander attack: $attack (p99 bound $bound us)"
+    check "every connection made" "$(field conns "$res")" -eq "$conns"
     check "every ClientHello connection ended" "$(field hello_ended "$res")" -eq "$(field hello "$res")"
     check "every request connection finished TLS" "$(field tls_done "$res")" -eq "$(field request "$res")"
     check "every request connection ended" "$(field request_ended "$res")" -eq "$(field request "$res")"
@@ -479,6 +480,8 @@ drill_tls_flood() {
     check "handshakes completed" "$hs" -ge "$cycles"
     check "bystander never failed (mixed)" "$(field failures "$attack")" -eq 0
     check "bystander p99 within bound (mixed)" "$(field p99_us "$attack")" -le "$bound"
+    check "abandon flood ran" "$(field abandoned "$res2")" -ge 1
+    check "new clients tried (abandon)" "$(field connects "$probes")" -ge 1
     check "every new client got 101 (abandon)" "$(field failures "$probes")" -eq 0
     check "every new client within ${connect_ms} ms (abandon)" "$(awk -v m="$(field max_ms "$probes")" -v b=$connect_ms 'BEGIN{print (m <= b)}')" -eq 1
     check "bystander never failed (abandon)" "$(field failures "$attack2")" -eq 0
