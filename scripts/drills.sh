@@ -496,6 +496,11 @@ drill_tls_flood() {
 # lg_errors JSON: errors_total of a loadgen report (-1 when unreadable).
 lg_errors() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors_total"])' "$1" 2>/dev/null || echo -1; }
 
+# lg_error_kinds JSON: a loadgen report's errors by kind, as `kind=count` words ("none" when there are none).
+lg_error_kinds() {
+    python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["errors"]; print(" ".join(f"{k}={v}" for k, v in e.items() if v) or "none")' "$1" 2>/dev/null || echo unreadable
+}
+
 # 9. Soak: mixed echo (open loop), pub/sub (topic broadcast) and churn for --soak-minutes: RSS drift after
 # warm-up under 1 %, descriptors and open-connection slots back to baseline, 0 protocol errors.
 drill_soak() {
@@ -556,6 +561,8 @@ drill_soak() {
     echo "   pubsub server: rss $((prss0 / 1024)) MiB idle, $((prw / 1024)) MiB after warm-up, $((pre / 1024)) MiB at end: drift ${pdrift} %; fds $pfd0 -> $pfd1; open $popen0 -> $popen"
     echo "   rss samples (s echo_KiB pubsub_KiB): $(awk '{printf "%s %s %s; ", $1, $2, $3}' "$WORK/soak_rss")"
     echo "   loadgen errors: echo $e1 (exit $r1), pub/sub $e2 (exit $r2), churn $e3 (exit $r3)"
+    echo "   loadgen errors by kind: echo $(lg_error_kinds "$WORK/soak_echo.json"); pub/sub $(lg_error_kinds "$WORK/soak_pub.json"); churn $(lg_error_kinds "$WORK/soak_churn.json")"
+    echo "   pub/sub server: slow-consumer closes $(metric "$paddr" ringws_slow_consumer_closes_total), drops $(metric "$paddr" ringws_slow_consumer_drops_total)"
     check "echo rss drift under 1 %" "$(awk -v d="$edrift" 'BEGIN{print (d < 1)}')" -eq 1
     check "pubsub rss drift under 1 %" "$(awk -v d="$pdrift" 'BEGIN{print (d < 1)}')" -eq 1
     check "echo fds back to baseline" "$efd1" -eq "$efd0"
