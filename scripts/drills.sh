@@ -397,7 +397,7 @@ drill_tls_flood() {
     # taken by the clients) from the flooded server's; figures only, no bound
     tls_server tls_flood_control --workers 2 || { verdict tls_flood 1; return; }
     local ctl=$SRV caddr=$ADDR
-    tls_server tls_flood --workers 2 --handshake-timeout 3s || { verdict tls_flood 1; return; }
+    tls_server tls_flood --workers 2 --handshake-timeout 3s || { stop_pid "$ctl"; verdict tls_flood 1; return; }
     local base fd0 open0 hs0 fail0 conn0 to0 quiet
     quiet=$($PY rtt "$ADDR" --tls --seconds 3)
     base=$(rss_kib "$SRV"); fd0=$(fds "$SRV"); open0=$(metric "$MADDR" ringws_connections_open)
