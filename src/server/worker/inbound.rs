@@ -88,6 +88,11 @@ impl<H: Handler> Worker<'_, H> {
         let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
         let (held_before, mid_before) = (reader.buffered_capacity(), reader.is_mid_message());
         let limits = self.core.limits;
+        // Only input into a message already a slice large counts: ordinary messages never end a slice
+        // (counting every byte cost about 4 % of the CPU per echoed 16-64 KiB message).
+        if held_before >= super::INPUT_SLICE_BYTES {
+            self.core.input_since_flush += bytes.len();
+        }
         let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
         let (held_after, mid_after) = (reader.buffered_capacity(), reader.is_mid_message());
         self.core.conns[key].reader = reader;
@@ -160,11 +165,16 @@ impl Core {
     }
 
     /// Closes a connection with `code` because of its message in progress: the partial message is dropped
-    /// at once (its memory goes back now, not at release) and further input is discarded.
+    /// (its memory goes back at the end of this batch, not at release) and further input is discarded.
     pub(super) fn close_unfinished(&mut self, key: usize, code: CloseCode, reason: &str) {
         let conn = &mut self.conns[key];
         self.assembly_bytes -= conn.reader.buffered_capacity();
-        conn.reader = MessageReader::new(Role::Server);
+        let unfinished = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
+        if unfinished.buffered_capacity() > 0 {
+            // Freed at the end of the batch, once its sends are submitted: giving megabytes back to the
+            // system takes about a millisecond, which the replies queued in this batch need not wait.
+            self.retired_readers.push(unfinished);
+        }
         self.send_close(key, code, reason);
         self.conns[key].set(DISCARD_INPUT);
         self.leave_open(key, Some(code));
