@@ -18,7 +18,7 @@ use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys;
 use crate::server::admin::BindError;
 use crate::server::config::{PublishConfig, SenderBudgetPolicy};
-use crate::server::{Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
+use crate::server::{ListenError, Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
 /// The environment variable that can hold the publish token (instead of `--publish-token`, which `ps`
 /// shows).
@@ -529,8 +529,10 @@ pub fn serve(args: ServeArgs) -> i32 {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            // A flag's address that cannot be bound is a usage error, like a bad flag.
-            let bind_error = e.get_ref().is_some_and(|inner| inner.is::<BindError>());
+            // An address that cannot be bound (a busy port) is a usage error, like a bad flag.
+            let bind_error = e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<BindError>() || inner.is::<ListenError>());
             return if bind_error { 2 } else { 1 };
         }
     };

@@ -1,5 +1,5 @@
 //! Thin, checked wrappers over the few plain syscalls used outside the hot path: listener sockets with
-//! SO_REUSEPORT, thread pinning, signal masks and waiting, resource limits.
+//! SO_REUSEPORT (shared by one server's workers, never joined to a port another process holds), thread pinning, signal masks and waiting, resource limits.
 //!
 //! Everything here runs at startup or shutdown only (or, for [`release_free_memory`], at most once per
 //! timer tick after a burst); none of it may be called per connection or per message.
@@ -35,9 +35,24 @@ fn set_int_opt(
     .map(drop)
 }
 
-/// A TCP listener bound with SO_REUSEADDR | SO_REUSEPORT (one per worker; the kernel balances new
-/// connections between them) and TCP_NODELAY (inherited by accepted sockets).
-pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+/// How a listener joins the port it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortShare {
+    /// The first listener of a server: bound *without* SO_REUSEPORT, so the bind fails (EADDRINUSE) if
+    /// any socket already holds the port, whichever process or option it used; SO_REUSEPORT is turned on
+    /// after the bind, before `listen`, so that the server's other listeners can join it. A process that
+    /// starts at the same time fails the same way: of two such binds (or listens) only one succeeds.
+    /// (Taking over a busy port on purpose, e.g. a `--take-over` flag for zero-downtime restarts, is a
+    /// separate, explicit mode; it does not exist yet.)
+    First,
+    /// Another listener of the same server, bound with SO_REUSEPORT to the port the first one holds (the
+    /// kernel balances new connections between them).
+    Join,
+}
+
+/// A TCP listener bound with SO_REUSEADDR and, as `share` says, SO_REUSEPORT (one per worker), and
+/// TCP_NODELAY (inherited by accepted sockets).
+pub fn reuseport_listener(addr: SocketAddr, backlog: i32, share: PortShare) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -48,7 +63,9 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd>
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    if share == PortShare::Join {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let (storage, len) = sockaddr_from(addr);
     // SAFETY: `storage` holds a valid sockaddr of length `len`.
@@ -59,6 +76,10 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd>
             len,
         )
     })?;
+    if share == PortShare::First {
+        // The port is ours alone now; from here on the server's own listeners may share it.
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
     // SAFETY: plain listen(2) on our socket.
     check(unsafe { libc::listen(fd, backlog) })?;
     Ok(owned)

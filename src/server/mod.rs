@@ -1,8 +1,9 @@
 //! The server: workers (one ring, listener and slab each), the connection state machine, send queues,
 //! backpressure, timers, limits, metrics and HTTP routes.
 //!
-//! [`Server::start`] binds one SO_REUSEPORT listener per worker (worker 0 first, so that port 0 resolves
-//! to one ephemeral port for all), starts the workers and returns once every worker accepts.
+//! [`Server::start`] binds one SO_REUSEPORT listener per worker (worker 0 first, without SO_REUSEPORT at
+//! bind time, so that a busy port is an error and port 0 resolves to one ephemeral port for all), starts
+//! the workers and returns once every worker accepts.
 //! [`ServerHandle::shutdown`] starts the graceful shutdown (close 1001 to every open connection) and
 //! [`ServerHandle::join`] waits for it. This layer never touches a socket except through the reactor,
 //! but for the operators' listener ([`admin`], `--metrics-listen`): one plain thread off the workers.
@@ -34,6 +35,7 @@ pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;
 
 use crate::reactor::ring::DoorbellRing;
+use crate::reactor::sys::PortShare;
 use crate::reactor::{sys, Op, UserData, NO_CONNECTION};
 use inbox::Inboxes;
 use worker::WorkerDeath;
@@ -62,6 +64,41 @@ pub struct ServerHandle {
 
 pub struct Server;
 
+/// The WebSocket address could not be bound or listened on. [`Server::start`] returns it inside its
+/// `io::Error` (same kind as `source`); the CLI exits with status 2 on it. A port that any other socket
+/// holds (another `ringws serve` too) is `AddrInUse`: the server never shares its port with another process.
+#[derive(Debug)]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl ListenError {
+    fn io_error(addr: SocketAddr, source: std::io::Error) -> std::io::Error {
+        std::io::Error::new(source.kind(), ListenError { addr, source })
+    }
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source.kind() == std::io::ErrorKind::AddrInUse {
+            write!(
+                f,
+                "{} is already in use (another process listens on it; choose another --port or stop it)",
+                self.addr
+            )
+        } else {
+            write!(f, "cannot listen on {}: {}", self.addr, self.source)
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 impl Server {
     /// Binds, starts `config.workers` workers, each with a handler from `make_handler(worker_index)`
     /// (called on the worker's thread), and returns once all of them accept connections.
@@ -83,11 +120,18 @@ impl Server {
         let workers = config.workers.max(1);
         let mut listeners = Vec::with_capacity(workers);
         let backlog = i32::try_from(config.listen_backlog.max(1)).unwrap_or(i32::MAX);
-        let first = sys::reuseport_listener(SocketAddr::new(config.bind, config.port), backlog)?;
+        // Worker 0's listener claims the port for this server alone (a busy port is an error naming the
+        // address, a `ListenError`); the other workers join it with SO_REUSEPORT.
+        let requested = SocketAddr::new(config.bind, config.port);
+        let first = sys::reuseport_listener(requested, backlog, PortShare::First)
+            .map_err(|source| ListenError::io_error(requested, source))?;
         let local_addr = sys::local_addr(&first)?;
         listeners.push(first);
         for _ in 1..workers {
-            listeners.push(sys::reuseport_listener(local_addr, backlog)?);
+            listeners.push(
+                sys::reuseport_listener(local_addr, backlog, PortShare::Join)
+                    .map_err(|source| ListenError::io_error(local_addr, source))?,
+            );
         }
         let (inboxes, receivers) = Inboxes::new(workers, config.inbox_capacity);
         let shared = Arc::new(Shared {
