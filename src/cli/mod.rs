@@ -297,7 +297,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(match unit {
         "" | "s" => Duration::from_secs(value),
         "ms" => Duration::from_millis(value),
-        "m" | "min" => Duration::from_secs(value * 60),
+        "m" | "min" => Duration::from_secs(
+            value
+                .checked_mul(60)
+                .ok_or_else(|| format!("duration too large: {text}"))?,
+        ),
         _ => return Err(format!("invalid duration unit in {text} (use ms, s, m)")),
     })
 }
@@ -354,6 +358,15 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// A comma-separated list flag's entries with the spaces around each removed (`"a, b"` is `a` and `b`);
+/// an entry left empty stays, for [`ServerConfig::validate`] to refuse.
+fn trimmed(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|entry| entry.trim().to_string())
+        .collect()
+}
+
 impl ServeArgs {
     /// The server configuration these flags give; a flag not given keeps its [`ServerConfig::default()`]
     /// value (`--max-frame-size` defaults to `--max-message-size`). `tls` and `publish` stay `None`:
@@ -363,7 +376,7 @@ impl ServeArgs {
         ServerConfig {
             bind: self.bind,
             port: self.port,
-            workers: self.workers.unwrap_or(defaults.workers).max(1),
+            workers: self.workers.unwrap_or(defaults.workers),
             pin_workers: defaults.pin_workers && !self.no_pin,
             max_message_size: self.max_message_size.0,
             max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size).0 as u64,
@@ -376,8 +389,8 @@ impl ServeArgs {
             listen_backlog: self.listen_backlog,
             max_header_bytes: self.max_header_bytes.0,
             max_pending_request_memory: self.max_pending_request_memory.0,
-            allowed_origins: self.allowed_origins.clone(),
-            subprotocols: self.subprotocols.clone(),
+            allowed_origins: trimmed(&self.allowed_origins),
+            subprotocols: trimmed(&self.subprotocols),
             handshake_timeout: self.handshake_timeout.0,
             idle_timeout: self.idle_timeout.0,
             ping_timeout: self.ping_timeout.0,
@@ -487,8 +500,22 @@ fn init_logging() {
 pub fn serve(args: ServeArgs) -> i32 {
     init_logging();
     let mut config = args.to_config();
-    if !config.recv_buffers.is_power_of_two() {
-        tracing::error!("--recv-buffers must be a power of two");
+    if args.max_connections_per_worker == Some(0) {
+        tracing::error!(
+            "--max-connections-per-worker: 0: must be at least 1 (leave the flag out for the default)"
+        );
+        return 2;
+    }
+    match args.publish_config(std::env::var_os(PUBLISH_TOKEN_ENV)) {
+        Ok(publish) => config.publish = publish,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 2;
+        }
+    }
+    // Every value checked before anything is loaded or bound: exit 2 naming the flag.
+    if let Err(e) = config.validate() {
+        tracing::error!("{e}");
         return 2;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -498,13 +525,6 @@ pub fn serve(args: ServeArgs) -> i32 {
                 tracing::error!("{message}");
                 return 2;
             }
-        }
-    }
-    match args.publish_config(std::env::var_os(PUBLISH_TOKEN_ENV)) {
-        Ok(publish) => config.publish = publish,
-        Err(message) => {
-            tracing::error!("{message}");
-            return 2;
         }
     }
     // Block the termination signals before any worker thread exists, so only this thread takes them.
@@ -537,9 +557,11 @@ pub fn serve(args: ServeArgs) -> i32 {
         }
     };
     let c = server.config();
+    // The effective configuration, every value after defaults (one line).
     tracing::info!(
         address = %server.local_addr(),
         workers = c.workers,
+        pin_workers = c.pin_workers,
         mode = ?mode,
         scheme = if c.tls.is_some() { "wss" } else { "ws" },
         max_message_size = c.max_message_size,
@@ -555,8 +577,18 @@ pub fn serve(args: ServeArgs) -> i32 {
         idle_timeout = ?c.idle_timeout,
         ping_timeout = ?c.ping_timeout,
         close_timeout = ?c.close_timeout,
+        shutdown_timeout = ?c.shutdown_timeout,
         max_backpressure = c.max_backpressure,
-        publish = c.publish.is_some(),
+        slow_consumer = ?c.slow_consumer,
+        inbox_capacity = c.inbox_capacity,
+        recv_buffer_size = c.recv_buffer_size,
+        recv_buffers = c.recv_buffers,
+        allowed_origins = ?c.allowed_origins,
+        subprotocols = ?c.subprotocols,
+        broadcast_include_sender = c.broadcast_include_sender,
+        max_subscriptions = c.max_subscriptions,
+        publish = ?c.publish, // the token redacted
+        metrics_listen = ?c.metrics_listen,
         ring = server.ring_setup(),
         "ringws started"
     );

@@ -220,3 +220,294 @@ impl ServerConfig {
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
     }
 }
+
+/// A configuration value out of its range, or two values that contradict each other. `flag` is the
+/// `ringws serve` flag of the field (the field's name in kebab case); the CLI exits with status 2 on it
+/// and [`crate::server::Server::start`] refuses to start (`InvalidInput`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag, e.g. `--recv-buffer-size`.
+    pub flag: &'static str,
+    /// What is wrong, with the value given.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The longest timeout accepted (one day): beyond it a value is a mistake, and deadlines far in the
+/// future only risk overflowing clock arithmetic.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The range of `recv_buffer_size`: a buffer below 1 KiB wastes a completion per few bytes; one above
+/// 64 MiB (times `recv_buffers`, per worker) is memory no receive needs.
+pub const RECV_BUFFER_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 << 20;
+/// The smallest `max_header_bytes`: room for an upgrade request with its required headers.
+pub const MIN_HEADER_BYTES: usize = 256;
+/// The most receive buffers per worker (the kernel's limit for a provided buffer ring).
+pub const MAX_RECV_BUFFERS: u16 = 32768;
+
+fn invalid(flag: &'static str, message: String) -> Result<(), ConfigError> {
+    Err(ConfigError { flag, message })
+}
+
+/// An RFC 7230 token character (a subprotocol name is a token, RFC 6455 4.1).
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+impl ServerConfig {
+    /// Checks every field's range and the fields that depend on each other; the first problem found is
+    /// returned, naming the flag and the value. Values the flags document as special (0 = no limit, no
+    /// deadline, default) are valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            return invalid("--workers", "0: at least one worker is needed".into());
+        }
+        if self.max_message_size == 0 {
+            return invalid("--max-message-size", "0: must be at least 1 byte".into());
+        }
+        if self.max_frame_size == 0 {
+            return invalid("--max-frame-size", "0: must be at least 1 byte".into());
+        }
+        if self.max_frame_size > self.max_message_size as u64 {
+            return invalid(
+                "--max-frame-size",
+                format!(
+                    "{} bytes is above --max-message-size ({} bytes): a frame is part of a message",
+                    self.max_frame_size, self.max_message_size
+                ),
+            );
+        }
+        if self.max_assembly_memory < self.max_message_size {
+            return invalid(
+                "--max-assembly-memory",
+                format!(
+                    "{} bytes is below --max-message-size ({} bytes): a largest message could never be \
+                     assembled",
+                    self.max_assembly_memory, self.max_message_size
+                ),
+            );
+        }
+        if self.listen_backlog == 0 {
+            return invalid("--listen-backlog", "0: must be at least 1".into());
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return invalid(
+                "--max-header-bytes",
+                format!(
+                    "{}: must be at least {MIN_HEADER_BYTES} bytes (an upgrade request's headers)",
+                    self.max_header_bytes
+                ),
+            );
+        }
+        if self.max_pending_request_memory < self.max_header_bytes {
+            return invalid(
+                "--max-pending-request-memory",
+                format!(
+                    "{} bytes is below --max-header-bytes ({} bytes): a largest request head could never \
+                     be held",
+                    self.max_pending_request_memory, self.max_header_bytes
+                ),
+            );
+        }
+        for origin in &self.allowed_origins {
+            if origin.is_empty() || origin.chars().any(char::is_whitespace) {
+                return invalid(
+                    "--allowed-origins",
+                    format!("{origin:?}: an origin is one non-empty value without spaces"),
+                );
+            }
+        }
+        for protocol in &self.subprotocols {
+            if protocol.is_empty() || !protocol.chars().all(is_token_char) {
+                return invalid(
+                    "--subprotocols",
+                    format!("{protocol:?}: a subprotocol is one non-empty token (RFC 6455 4.1)"),
+                );
+            }
+        }
+        let timeouts = [
+            ("--handshake-timeout", self.handshake_timeout, false),
+            ("--message-timeout", self.message_timeout, true),
+            ("--idle-timeout", self.idle_timeout, true),
+            ("--ping-timeout", self.ping_timeout, false),
+            ("--close-timeout", self.close_timeout, true),
+            ("--shutdown-timeout", self.shutdown_timeout, true),
+        ];
+        for (flag, timeout, zero_allowed) in timeouts {
+            if timeout.is_zero() && !zero_allowed {
+                return invalid(flag, "0: must be above zero".into());
+            }
+            if timeout > MAX_TIMEOUT {
+                return invalid(
+                    flag,
+                    format!("{timeout:?}: must be at most {MAX_TIMEOUT:?}"),
+                );
+            }
+        }
+        if self.max_backpressure == 0 {
+            return invalid("--max-backpressure", "0: must be at least 1 byte".into());
+        }
+        if self.inbox_capacity == 0 {
+            return invalid("--inbox-capacity", "0: must be at least 1".into());
+        }
+        if !RECV_BUFFER_SIZE_RANGE.contains(&self.recv_buffer_size) {
+            return invalid(
+                "--recv-buffer-size",
+                format!(
+                    "{}: must be between {} and {} bytes",
+                    self.recv_buffer_size,
+                    RECV_BUFFER_SIZE_RANGE.start(),
+                    RECV_BUFFER_SIZE_RANGE.end()
+                ),
+            );
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > MAX_RECV_BUFFERS {
+            return invalid(
+                "--recv-buffers",
+                format!(
+                    "{}: must be a power of two, at most {MAX_RECV_BUFFERS}",
+                    self.recv_buffers
+                ),
+            );
+        }
+        if let Some(publish) = &self.publish {
+            if publish.max_body == 0 || publish.max_body > self.max_message_size {
+                return invalid(
+                    "--max-publish-body",
+                    format!(
+                        "{}: must be between 1 and --max-message-size ({} bytes)",
+                        publish.max_body, self.max_message_size
+                    ),
+                );
+            }
+        }
+        if self.max_subscriptions == 0 {
+            return invalid("--max-subscriptions", "0: must be at least 1".into());
+        }
+        if let Some(metrics) = self.metrics_listen {
+            if metrics.port() != 0 && metrics == SocketAddr::new(self.bind, self.port) {
+                return invalid(
+                    "--metrics-listen",
+                    format!("{metrics} is the WebSocket address (--bind, --port)"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config` with `change` applied must fail naming `flag`.
+    fn refused(change: impl FnOnce(&mut ServerConfig), flag: &str) -> String {
+        let mut config = ServerConfig::default();
+        change(&mut config);
+        let error = config.validate().expect_err(flag);
+        assert_eq!(error.flag, flag, "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_out_of_range_value_names_its_flag() {
+        refused(|c| c.workers = 0, "--workers");
+        refused(|c| c.max_message_size = 0, "--max-message-size");
+        refused(|c| c.max_frame_size = 0, "--max-frame-size");
+        let above = refused(
+            |c| {
+                c.max_message_size = 1000;
+                c.max_frame_size = 1001;
+            },
+            "--max-frame-size",
+        );
+        assert!(above.contains("above --max-message-size"), "{above}");
+        refused(
+            |c| {
+                c.max_frame_size = 1;
+                c.max_message_size = c.max_assembly_memory + 1;
+            },
+            "--max-assembly-memory",
+        );
+        refused(|c| c.listen_backlog = 0, "--listen-backlog");
+        refused(|c| c.max_header_bytes = 0, "--max-header-bytes");
+        refused(
+            |c| c.max_pending_request_memory = c.max_header_bytes - 1,
+            "--max-pending-request-memory",
+        );
+        refused(
+            |c| c.allowed_origins = vec!["https://a.example".into(), String::new()],
+            "--allowed-origins",
+        );
+        refused(
+            |c| c.allowed_origins = vec![" https://a.example".into()],
+            "--allowed-origins",
+        );
+        refused(
+            |c| c.subprotocols = vec!["chat v2".into()],
+            "--subprotocols",
+        );
+        refused(|c| c.subprotocols = vec![String::new()], "--subprotocols");
+        refused(
+            |c| c.handshake_timeout = Duration::ZERO,
+            "--handshake-timeout",
+        );
+        refused(|c| c.ping_timeout = Duration::ZERO, "--ping-timeout");
+        refused(
+            |c| c.idle_timeout = MAX_TIMEOUT + Duration::from_millis(1),
+            "--idle-timeout",
+        );
+        refused(|c| c.max_backpressure = 0, "--max-backpressure");
+        refused(|c| c.inbox_capacity = 0, "--inbox-capacity");
+        let zero = refused(|c| c.recv_buffer_size = 0, "--recv-buffer-size");
+        assert!(zero.starts_with("--recv-buffer-size: 0: "), "{zero}");
+        refused(|c| c.recv_buffer_size = 128 << 20, "--recv-buffer-size");
+        refused(|c| c.recv_buffers = 3, "--recv-buffers");
+        refused(|c| c.recv_buffers = 0, "--recv-buffers");
+        refused(
+            |c| {
+                c.publish = Some(PublishConfig {
+                    token: "t".into(),
+                    max_body: 0,
+                })
+            },
+            "--max-publish-body",
+        );
+        refused(|c| c.max_subscriptions = 0, "--max-subscriptions");
+        refused(
+            |c| c.metrics_listen = Some(SocketAddr::new(c.bind, c.port)),
+            "--metrics-listen",
+        );
+    }
+
+    #[test]
+    fn documented_special_values_are_valid() {
+        let config = ServerConfig {
+            port: 0,
+            message_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            close_timeout: Duration::ZERO,
+            shutdown_timeout: Duration::ZERO,
+            max_connections: 0,
+            max_connections_per_worker: 0,
+            subprotocols: vec!["chat".into(), "v2.json".into()],
+            allowed_origins: vec!["https://a.example".into()],
+            recv_buffers: MAX_RECV_BUFFERS,
+            recv_buffer_size: *RECV_BUFFER_SIZE_RANGE.start(),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+    }
+}

@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use config::{PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
+pub use config::{ConfigError, PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
 pub use handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
@@ -100,13 +100,17 @@ impl std::error::Error for ListenError {
 }
 
 impl Server {
-    /// Binds, starts `config.workers` workers, each with a handler from `make_handler(worker_index)`
+    /// Checks `config` ([`ServerConfig::validate`]: an `InvalidInput` error holding the [`ConfigError`]),
+    /// binds, starts `config.workers` workers, each with a handler from `make_handler(worker_index)`
     /// (called on the worker's thread), and returns once all of them accept connections.
     pub fn start<H, F>(config: ServerConfig, make_handler: F) -> std::io::Result<ServerHandle>
     where
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         sys::raise_open_file_limit();
         // Bound first: a busy operators' address stops startup before any worker exists. The error
         // carries an `admin::BindError` naming the flag and the address.
@@ -117,7 +121,7 @@ impl Server {
             ),
             None => None,
         };
-        let workers = config.workers.max(1);
+        let workers = config.workers;
         let mut listeners = Vec::with_capacity(workers);
         let backlog = i32::try_from(config.listen_backlog.max(1)).unwrap_or(i32::MAX);
         // Worker 0's listener claims the port for this server alone (a busy port is an error naming the
