@@ -225,6 +225,13 @@ impl Report {
                 errors.insert("broadcast_missing", b.missing);
             }
         }
+        if let Some(c) = &connect {
+            if c.verify_ok == Some(false) {
+                // The connections the check message did not reach (at least one: the check failed).
+                let missing = c.target.saturating_sub(c.verify_received.unwrap_or(0));
+                errors.insert("broadcast_check_missing", missing.max(1));
+            }
+        }
         let errors_total = errors.values().sum();
         Report {
             scenario: options.scenario,
@@ -236,8 +243,9 @@ impl Report {
                 (Scenario::Echo, Some(rate)) => format!("open loop {rate} msg/s"),
                 (Scenario::Echo, None) => format!("closed loop depth {}", options.depth),
                 (Scenario::Broadcast, _) => format!(
-                    "{} publishers at {} msg/s total{}",
+                    "{} publisher{} at {} msg/s total{}",
                     options.publishers,
+                    if options.publishers == 1 { "" } else { "s" },
                     options.rate.unwrap_or(1000.0),
                     match &plan.topic {
                         Some(topic) => format!(", pub/sub topic {topic}"),
@@ -426,6 +434,18 @@ impl Report {
                 "reconnects",
                 format!("{reconnects} (scheduled, with backoff)"),
             )?;
+        }
+        let closes: Vec<String> = Counter::SERVER_CLOSES
+            .iter()
+            .map(|&counter| (counter, self.counters[counter.label()]))
+            .filter(|&(_, n)| n > 0)
+            .map(|(counter, n)| {
+                let code = counter.label().trim_start_matches("server_close_");
+                format!("{n} x {code}")
+            })
+            .collect();
+        if !closes.is_empty() {
+            row(out, "server close codes", closes.join(", "))?;
         }
         row(out, "errors", self.errors_total.to_string())?;
         for (name, n) in &self.errors {

@@ -498,8 +498,17 @@ impl<'a> Meter<'a> {
                 point.open,
                 point.rate,
                 counter.label(),
-                fmt_us(point.p50_us),
-                fmt_us(point.p99_us),
+                // No sample in this second: no latency to show (not 0.0us).
+                if interval.is_empty() {
+                    "-".to_string()
+                } else {
+                    fmt_us(point.p50_us)
+                },
+                if interval.is_empty() {
+                    "-".to_string()
+                } else {
+                    fmt_us(point.p99_us)
+                },
                 point.errors,
                 if self.options.insecure {
                     " | wss INSECURE (certificate not checked)"

@@ -73,6 +73,18 @@ counters! {
     TlsHandshakes13 = "tls13_handshakes", false;
     ProtocolViolation = "protocol_violation", true;
     ClosedByServer = "closed_by_server", true;
+    // The close code of each connection the server closed (counted in closed_by_server too).
+    ServerClose1000 = "server_close_1000", false;
+    ServerClose1001 = "server_close_1001", false;
+    ServerClose1002 = "server_close_1002", false;
+    ServerClose1003 = "server_close_1003", false;
+    ServerClose1007 = "server_close_1007", false;
+    ServerClose1008 = "server_close_1008", false;
+    ServerClose1009 = "server_close_1009", false;
+    ServerClose1011 = "server_close_1011", false;
+    ServerClose1013 = "server_close_1013", false;
+    // Another code, or a close frame without one.
+    ServerCloseOther = "server_close_other", false;
     Reset = "connection_reset", true;
     Eof = "connection_eof", true;
     IoError = "io_error", true;
@@ -91,6 +103,38 @@ impl Default for Counters {
     fn default() -> Counters {
         Counters([0; Counter::COUNT])
     }
+}
+
+impl Counter {
+    /// The counter of a server's close frame with `code` (`None`: no code in the frame).
+    pub fn server_close(code: Option<u16>) -> Counter {
+        match code {
+            Some(1000) => Counter::ServerClose1000,
+            Some(1001) => Counter::ServerClose1001,
+            Some(1002) => Counter::ServerClose1002,
+            Some(1003) => Counter::ServerClose1003,
+            Some(1007) => Counter::ServerClose1007,
+            Some(1008) => Counter::ServerClose1008,
+            Some(1009) => Counter::ServerClose1009,
+            Some(1011) => Counter::ServerClose1011,
+            Some(1013) => Counter::ServerClose1013,
+            _ => Counter::ServerCloseOther,
+        }
+    }
+
+    /// The `server_close_*` counters, in code order.
+    pub const SERVER_CLOSES: &'static [Counter] = &[
+        Counter::ServerClose1000,
+        Counter::ServerClose1001,
+        Counter::ServerClose1002,
+        Counter::ServerClose1003,
+        Counter::ServerClose1007,
+        Counter::ServerClose1008,
+        Counter::ServerClose1009,
+        Counter::ServerClose1011,
+        Counter::ServerClose1013,
+        Counter::ServerCloseOther,
+    ];
 }
 
 impl Counters {

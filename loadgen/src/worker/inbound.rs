@@ -179,6 +179,7 @@ impl<E: Engine> Worker<E> {
         let behaviour = conn.behaviour;
         let closing = conn.state == State::Closing;
         let mut after = After::Nothing;
+        let mut peer_code = None;
         let mut ctx = Ctx {
             plan,
             counters,
@@ -212,7 +213,10 @@ impl<E: Engine> Worker<E> {
                     ctx.counters.inc(Counter::PingsAnswered);
                 }
                 Event::Pong(_) => ctx.counters.inc(Counter::PongsReceived),
-                Event::Close { .. } => after = After::PeerClosed,
+                Event::Close { code, .. } => {
+                    after = After::PeerClosed;
+                    peer_code = code.map(|code| code.0);
+                }
             }
         });
         if let Some(chunk) = chunk {
@@ -243,7 +247,9 @@ impl<E: Engine> Worker<E> {
                 if closing {
                     self.finish_closing(i, now, false);
                 } else {
-                    // Answer the close, then drop the connection (counted: the server ended it).
+                    // Answer the close, then drop the connection (counted: the server ended it, with
+                    // its close code).
+                    self.counters.inc(Counter::server_close(peer_code));
                     let conn = &mut self.conns[i];
                     wire::encode_close(&mut conn.out, 1000, self.rng.mask_key());
                     self.connection_lost_sending_output(i, Counter::ClosedByServer, now);
