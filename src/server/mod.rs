@@ -28,7 +28,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use config::{ConfigError, PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
+pub use config::{
+    ConfigError, PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy,
+};
 pub use handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
