@@ -6,6 +6,7 @@
 //! contract" in `docs/ARCHITECTURE.md`.
 
 pub mod close;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;
