@@ -4,6 +4,10 @@
 //! Not part of the API: hidden from the docs, used by `fuzz/fuzz_targets/*` and `tests/protocol_*.rs`.
 
 use super::close::CloseCode;
+use super::deflate::{
+    negotiate, offers, ClientMaxWindowBits, DeflateConfig, DeflateMode, DeflateParams,
+    EXTENSION_NAME,
+};
 use super::frame::decode_header;
 use super::handshake::{
     accept_key, parse_request, validate_server_response, validate_upgrade, write_101,
@@ -225,4 +229,109 @@ pub fn utf8_pieces(data: &[u8]) {
     }
     let ok = ok && validator.finish().is_ok();
     assert_eq!(ok, std::str::from_utf8(text).is_ok());
+}
+
+/// Fuzz target `extensions`: byte 0 picks the `DeflateConfig` (bits 0-1 the mode, 2-4 and 5-7 the two
+/// windows, 16 bits meaning out of range), the rest is `Sec-WebSocket-Extensions`, split at `\n` into header
+/// values and also taken whole. Nothing may panic; `negotiate` must agree with a plain reading of the rules
+/// (declined when off or when any header is malformed, else the first permessage-deflate offer the config
+/// accepts); an agreement must obey RFC 7692 against its offer, and its response value must re-parse to
+/// exactly its parameters.
+pub fn extensions(data: &[u8]) {
+    let (control, header) = match data {
+        [c, rest @ ..] => (*c, rest),
+        _ => return,
+    };
+    let config = DeflateConfig {
+        mode: match control & 3 {
+            1 => DeflateMode::Context,
+            2 => DeflateMode::Off,
+            _ => DeflateMode::NoContext,
+        },
+        max_window_bits: 9 + ((control >> 2) & 7),
+        context_window_bits: 9 + (control >> 5),
+        ..DeflateConfig::default()
+    };
+    check_extensions(header.split(|b| *b == b'\n'), &config);
+    check_extensions(std::iter::once(header), &config);
+}
+
+fn check_extensions<'a>(values: impl Iterator<Item = &'a [u8]> + Clone, config: &DeflateConfig) {
+    let agreed = negotiate(values.clone(), config);
+
+    // The rules, read plainly.
+    let mut expected = None;
+    if config.mode != DeflateMode::Off {
+        for element in offers(values.clone()) {
+            let Ok(extension) = element else {
+                expected = None;
+                break;
+            };
+            if expected.is_none() && extension.is(EXTENSION_NAME) {
+                expected = DeflateParams::from_extension(&extension)
+                    .ok()
+                    .and_then(|params| config.accept(&params).ok());
+            }
+        }
+    }
+    assert_eq!(agreed, expected, "negotiate disagrees with the rules");
+
+    let Some(agreed) = agreed else { return };
+    let (offer, response) = (agreed.offer(), agreed.response());
+    assert!(values.clone().any(|v| v
+        .windows(EXTENSION_NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(EXTENSION_NAME.as_bytes()))));
+    // RFC 7692 section 7.1, against the accepted offer.
+    if offer.server_no_context_takeover || config.mode == DeflateMode::NoContext {
+        assert!(response.server_no_context_takeover);
+    }
+    if config.mode == DeflateMode::NoContext {
+        assert!(response.client_no_context_takeover);
+    }
+    match (
+        offer.server_max_window_bits,
+        response.server_max_window_bits,
+    ) {
+        (None, None) => {}
+        (Some(offered), Some(answered)) => assert!((9..=offered).contains(&answered)),
+        other => panic!("server_max_window_bits answered wrongly: {other:?}"),
+    }
+    match (
+        offer.client_max_window_bits,
+        response.client_max_window_bits,
+    ) {
+        (_, ClientMaxWindowBits::Absent) => {}
+        (ClientMaxWindowBits::NoValue, ClientMaxWindowBits::Bits(answered)) => {
+            assert!((8..=15).contains(&answered))
+        }
+        (ClientMaxWindowBits::Bits(offered), ClientMaxWindowBits::Bits(answered)) => {
+            assert!((8..=offered).contains(&answered))
+        }
+        other => panic!("client_max_window_bits answered without an offer: {other:?}"),
+    }
+    let compress = agreed.compress_window_bits();
+    assert!((9..=offer.server_max_window_bits.unwrap_or(15)).contains(&compress));
+    assert!((9..=15).contains(&agreed.inflate_window_bits()));
+    if let ClientMaxWindowBits::Bits(answered) = response.client_max_window_bits {
+        assert!(agreed.inflate_window_bits() >= answered);
+    }
+    assert_eq!(
+        agreed.client_context_takeover(),
+        !response.client_no_context_takeover
+    );
+
+    // The answer re-parses to exactly its parameters.
+    let mut value = Vec::new();
+    agreed.write_value(&mut value);
+    let mut answer = offers(std::iter::once(&value[..]));
+    let element = answer
+        .next()
+        .expect("an answer has one element")
+        .expect("an answer follows the grammar");
+    assert!(answer.next().is_none(), "an answer has one element");
+    assert!(element.is(EXTENSION_NAME));
+    assert_eq!(
+        DeflateParams::from_extension(&element).as_ref(),
+        Ok(response)
+    );
 }
