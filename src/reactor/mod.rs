@@ -16,11 +16,20 @@
 pub mod buf_ring;
 pub mod ring;
 pub mod send;
+#[cfg(feature = "sim-ring")]
+pub mod sim;
 pub mod sys;
 
+// The worker's ring and buffer ring: the kernel's, or under `sim-ring` the in-memory simulation (see
+// [`sim`]) with the same signatures.
+#[cfg(not(feature = "sim-ring"))]
 pub use buf_ring::{BufRing, RecvBuf};
-pub use ring::{Completion, Ring, RingSetup};
+#[cfg(not(feature = "sim-ring"))]
+pub use ring::Ring;
+pub use ring::{Completion, RingSetup};
 pub use send::{BufferPool, SendQueue};
+#[cfg(feature = "sim-ring")]
+pub use sim::{BufRing, RecvBuf, Ring};
 
 /// What a submitted operation was, stored in the low byte of its `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

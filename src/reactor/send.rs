@@ -326,6 +326,16 @@ impl SendQueue {
         }
     }
 
+    /// The bytes the send in flight covers, in order (the simulated ring keeps a copy of what it "sends").
+    #[cfg(feature = "sim-ring")]
+    pub(super) fn in_flight_bytes(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks
+            .iter()
+            .take(self.in_flight)
+            .enumerate()
+            .map(|(i, c)| &c.bytes()[if i == 0 { self.head_offset } else { 0 }..])
+    }
+
     /// Drops everything queued.
     ///
     /// # Panics
