@@ -164,7 +164,7 @@ impl Core {
                 if errno == libc::ENFILE || errno == libc::EMFILE {
                     self.metrics.rejected[REJECT_TABLE_FULL].inc();
                 }
-                if let Some(count) = self.accept_error_log.record(Instant::now()) {
+                if let Some(count) = self.accept_error_log.record(super::timers::now()) {
                     let error = std::io::Error::from_raw_os_error(errno);
                     let held = self.conns.len();
                     // The first line of this worker explains the retry; later ones count.

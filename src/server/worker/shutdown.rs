@@ -5,7 +5,7 @@
 //! by more than the short grace given to the aborts.
 
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::protocol::CloseCode;
 use crate::reactor::{Op, UserData};
@@ -14,13 +14,14 @@ use crate::reactor::Completion;
 use crate::server::connection::State;
 use crate::server::handler::Handler;
 
+use super::timers::now;
 use super::{Core, Worker};
 use crate::reactor::NO_CONNECTION;
 
 impl Core {
     pub(super) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        self.shutdown_deadline = Some(now() + self.config.shutdown_timeout);
         if self.accept_armed {
             self.ring.cancel(
                 UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
@@ -63,7 +64,7 @@ impl<H: Handler> Worker<'_, H> {
         let Some(deadline) = self.core.shutdown_deadline else {
             return false;
         };
-        if Instant::now() < deadline {
+        if now() < deadline {
             return false;
         }
         // Out of patience: abort whatever is left, then give the closes a moment.
@@ -73,8 +74,8 @@ impl<H: Handler> Worker<'_, H> {
             self.core.abort(key);
         }
         self.end_of_batch();
-        let hard_deadline = Instant::now() + Duration::from_secs(1);
-        while !self.core.conns.is_empty() && Instant::now() < hard_deadline {
+        let hard_deadline = now() + Duration::from_secs(1);
+        while !self.core.conns.is_empty() && now() < hard_deadline {
             if self.core.ring.submit_and_wait(1).is_err() {
                 break;
             }

@@ -24,6 +24,14 @@ use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
 use crate::server::timer::TimerEntry;
 
+/// The worker's clock: the monotonic clock; under `sim-ring`, the simulated ring's, which its driver moves.
+pub(super) fn now() -> Instant {
+    #[cfg(feature = "sim-ring")]
+    return crate::reactor::sim::now();
+    #[cfg(not(feature = "sim-ring"))]
+    Instant::now()
+}
+
 pub(super) fn ticks(duration: Duration, tick: Duration) -> u32 {
     if duration.is_zero() {
         return 0;
@@ -42,7 +50,7 @@ impl TickClock {
     pub(super) fn start(interval: Duration) -> TickClock {
         TickClock {
             interval,
-            started: Instant::now(),
+            started: now(),
         }
     }
 }
@@ -196,7 +204,7 @@ impl<H: Handler> Worker<'_, H> {
         }
         let target = tick_target(
             self.core.wheel.now(),
-            self.core.tick.started.elapsed(),
+            now().saturating_duration_since(self.core.tick.started),
             self.core.tick.interval,
         );
         // The scratch vector keeps its capacity from tick to tick.
