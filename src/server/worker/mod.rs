@@ -17,6 +17,8 @@ mod inbound;
 mod lifecycle;
 mod outbound;
 mod shutdown;
+#[cfg(feature = "sim-ring")]
+pub mod sim;
 mod timers;
 mod tls_io;
 mod upgrade;
