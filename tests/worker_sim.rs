@@ -82,8 +82,31 @@ fn pseudo_random_input(rng: &mut TestRng) -> Vec<u8> {
 
 #[test]
 fn thousands_of_pseudo_random_inputs_run_clean() {
-    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x5e; 32]);
-    let runs = 3000;
+    let (upgraded, echoed) = run_pseudo_random(0x5e, 3000);
+    assert!(upgraded > 3000 / 4, "too few upgrades: {upgraded}");
+    assert!(echoed > 3000 / 10, "too few echoes: {echoed}");
+}
+
+/// A longer run, off by default: `WORKER_SIM_RUNS=200000 WORKER_SIM_SEED=7 cargo test -p ringws --features
+/// sim-ring --test worker_sim -- --ignored`.
+#[test]
+#[ignore]
+fn many_pseudo_random_inputs_run_clean() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    run_pseudo_random(
+        var("WORKER_SIM_SEED", 1) as u8,
+        var("WORKER_SIM_RUNS", 100_000) as usize,
+    );
+}
+
+/// Runs `runs` inputs from seed `seed`; returns the upgrades and echoes they reached.
+fn run_pseudo_random(seed: u8, runs: usize) -> (usize, usize) {
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
     let mut upgraded = 0;
     let mut echoed = 0;
     for i in 0..runs {
@@ -96,6 +119,15 @@ fn thousands_of_pseudo_random_inputs_run_clean() {
             Err(_) => panic!("input {i} broke an invariant (see the panic above): {input:02x?}"),
         }
     }
-    assert!(upgraded > runs / 4, "too few upgrades: {upgraded}");
-    assert!(echoed > runs / 10, "too few echoes: {echoed}");
+    (upgraded, echoed)
+}
+
+/// One input, to debug it: `WORKER_SIM_INPUT=path cargo test -p ringws --features sim-ring --test worker_sim
+/// one_input -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn one_input() {
+    let path = std::env::var("WORKER_SIM_INPUT").expect("WORKER_SIM_INPUT names the input file");
+    let input = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    eprintln!("{:?}", sim::run(&input));
 }
