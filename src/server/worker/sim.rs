@@ -28,15 +28,18 @@ use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::mask::apply_mask;
 use crate::protocol::{Event, MessageKind, MessageReader, ReaderLimits, Role};
 use crate::reactor::sim::{self, SimOp, SIM_RING_FD};
-use crate::reactor::{BufRing, Ring};
-use crate::server::config::{admission_reserve, ServerConfig};
+use crate::reactor::{BufRing, Op, Ring, UserData, NO_CONNECTION};
+use crate::server::config::{admission_reserve, PublishConfig, ServerConfig};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
-use crate::server::inbox::Inboxes;
+use crate::server::inbox::{Inboxes, Sent, WorkerMessage};
 use crate::server::metrics::WorkerMetrics;
-use crate::server::Shared;
+use crate::server::{Shared, SharedMessage};
 
 use super::{Core, Worker, BUF_GROUP};
+
+/// The `POST /publish` token of a pub/sub run.
+const PUBLISH_TOKEN: &str = "sim-token";
 
 /// The application the simulated worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +81,14 @@ impl SimConfig {
     }
 
     fn server_config(&self) -> ServerConfig {
+        // `POST /publish` only beside pub/sub: in echo mode a publish would reach clients as messages they
+        // never sent.
+        let publish = (self.app == SimApp::PubSub).then(|| PublishConfig {
+            max_body: 200,
+            ..PublishConfig::new(PUBLISH_TOKEN)
+        });
         ServerConfig {
+            publish,
             workers: 1,
             pin_workers: false,
             recv_buffers: self.recv_buffers,
@@ -101,6 +111,8 @@ pub struct SimReport {
     pub accepted: usize,
     pub upgraded: usize,
     pub messages_in: u64,
+    /// Shared frames (publishes, broadcasts) queued to connections.
+    pub deliveries: u64,
     /// Data messages echo clients got back.
     pub echoed: usize,
     /// Echo clients that closed cleanly and got every message back.
@@ -221,7 +233,7 @@ struct Driver<'h, H: Handler> {
 }
 
 /// Events, by the low 5 bits of an op byte (modulo their count).
-const EVENTS: u8 = 18;
+const EVENTS: u8 = 19;
 
 impl<H: Handler> Driver<'_, H> {
     fn events(&mut self, bytes: &[u8]) {
@@ -285,6 +297,7 @@ impl<H: Handler> Driver<'_, H> {
             14 => sim::advance_clock(Duration::from_millis(100) * u32::from(input.byte())),
             15 => self.full_completion_queue(),
             16 => self.doorbell(input),
+            17 => self.inbox_messages(input),
             _ => {
                 if input.byte() == 0x5d {
                     self.worker
@@ -318,6 +331,20 @@ impl<H: Handler> Driver<'_, H> {
             "/"
         };
         let request = match (b >> 2) % 8 {
+            4 if self.config.app == SimApp::PubSub => {
+                // A publish, its body maybe over the route's limit (200 bytes), its token maybe wrong.
+                let body = "b".repeat([0, 5, 50, 150, 250][(b >> 5) as usize % 5]);
+                let token = if b & 0x80 != 0 {
+                    "wrong"
+                } else {
+                    PUBLISH_TOKEN
+                };
+                format!(
+                    "POST /publish?topic=t0 HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
             0..=4 => {
                 peer.upgrading = true;
                 format!(
@@ -574,6 +601,41 @@ impl<H: Handler> Driver<'_, H> {
         }
     }
 
+    /// Pub/sub only: another thread (a worker, `ServerHandle::publish`) puts messages in the inbox (up to
+    /// 2040, past one drain's worth) and rings the doorbell if it is its turn.
+    fn inbox_messages(&mut self, input: &mut Input<'_>) {
+        let b = input.byte();
+        if self.config.app != SimApp::PubSub {
+            return;
+        }
+        let count = 1 + usize::from(input.byte()) * 8;
+        let message = SharedMessage::encode(MessageKind::Text, b"from another worker");
+        let inboxes = &self.worker.core.shared.inboxes;
+        for _ in 0..count {
+            let sent = inboxes.send(
+                0,
+                if b & 1 == 0 {
+                    WorkerMessage::Publish {
+                        topic: format!("t{}", b % 3).into(),
+                        message: message.clone(),
+                    }
+                } else {
+                    WorkerMessage::Broadcast {
+                        message: message.clone(),
+                        except: None,
+                    }
+                },
+            );
+            if sent != Sent::Queued {
+                break;
+            }
+        }
+        if inboxes.claim_doorbell(0) {
+            let doorbell = UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode();
+            self.ring().kernel_post(doorbell, 0);
+        }
+    }
+
     /// A doorbell the worker rang arrives (on its own ring), or fails.
     fn doorbell(&mut self, input: &mut Input<'_>) {
         let fail = input.byte() & 1 != 0;
@@ -799,6 +861,7 @@ impl<H: Handler> Driver<'_, H> {
         assert_eq!(core.metrics.websockets_open.get(), 0);
         let metrics = &core.metrics;
         self.report.messages_in = metrics.messages_in.get();
+        self.report.deliveries = metrics.deliveries.get();
         self.report.upgraded = metrics.websockets_total.get() as usize;
         if self.config.app != SimApp::Echo {
             return;
