@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --workspace --all-targets
+# Before the workspace tests: a sim-ring build leaves a non-serving target/debug/ringws, which they rebuild.
+cargo test -p ringws --features sim-ring --test worker_sim
 cargo test --workspace
 bash scripts/interop.sh
