@@ -296,8 +296,16 @@ impl Ring {
         );
     }
 
-    /// Nothing to submit or wait for: the driver posts completions before each batch.
-    pub fn submit_and_wait(&mut self, _want: usize) -> io::Result<()> {
+    /// Nothing to submit: the driver posts completions before each batch. Waiting for more completions
+    /// than are posted would wait for the driver, which only runs between batches: an error
+    /// (`WouldBlock`), so that a loop waiting inside the worker (the end of a shutdown) stops.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        if want > self.posted.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "sim ring: no completion posted",
+            ));
+        }
         Ok(())
     }
 

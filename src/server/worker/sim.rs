@@ -1,4 +1,4 @@
-//! The whole-worker simulation (feature `sim-ring`): one real [`Worker`] with a real handler (the echo or
+//! The whole-worker simulation (feature `sim-ring`): one real `Worker` with a real handler (the echo or
 //! the pub/sub app) on the simulated ring of [`crate::reactor::sim`], driven by a byte string: each event
 //! the input picks completes one of the operations the worker has pending, in any order (accepts, receives
 //! split anywhere, `ENOBUFS`, EOF, resets, short and failed sends, shutdowns, closes, cancels, ticks with
@@ -299,7 +299,7 @@ impl<H: Handler> Driver<'_, H> {
             16 => self.doorbell(input),
             17 => self.inbox_messages(input),
             _ => {
-                if input.byte() == 0x5d {
+                if input.byte() & 0x1f == 0x1d {
                     self.worker
                         .core
                         .shared
@@ -663,6 +663,17 @@ impl<H: Handler> Driver<'_, H> {
     fn batch(&mut self) {
         self.report.batches += 1;
         self.worker.run_batch(&mut self.completions);
+        // Past the shutdown timeout, the worker's loop aborts whatever is left (the sim ring ends its
+        // wait for their completions at once; the driver completes them later).
+        if self.worker.core.shutting_down
+            && self
+                .worker
+                .core
+                .shutdown_deadline
+                .is_some_and(|deadline| sim::now() >= deadline)
+        {
+            self.worker.shutdown_finished(&mut self.completions);
+        }
         self.check_batch();
     }
 
