@@ -471,7 +471,19 @@ mod tests {
             shutdown: AtomicBool::new(false),
             websockets_open: AtomicUsize::new(0),
         });
+        #[cfg(not(feature = "sim-ring"))]
         let ring = Ring::new(64, 128, 16).expect("io_uring");
+        // Under `sim-ring` a simulated ring, every slot of its table holding a connection's descriptor.
+        #[cfg(feature = "sim-ring")]
+        let ring = {
+            let mut ring = Ring::simulated(16);
+            for _ in 0..16 {
+                ring.accept_one(0, UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode());
+                ring.kernel_accept(0, false);
+            }
+            ring.drain_completions(&mut Vec::new());
+            ring
+        };
         let bufs = BufRing::new(&ring, BUF_GROUP, 16, 4096).expect("buffer ring");
         Core::new(0, ring, bufs, None, shared, 8, 16)
     }

@@ -607,7 +607,7 @@ mod tests {
     }
 
     /// Drains `ring` until a completion without `IORING_CQE_F_MORE` shows up (or `limit` passes).
-    fn wait_for_end(ring: &mut crate::reactor::Ring, limit: Duration) -> Vec<Completion> {
+    fn wait_for_end(ring: &mut crate::reactor::ring::Ring, limit: Duration) -> Vec<Completion> {
         let deadline = Instant::now() + limit;
         let mut seen = Vec::new();
         while Instant::now() < deadline {
@@ -626,7 +626,7 @@ mod tests {
     fn a_tick_the_kernel_ends_on_a_full_completion_queue_is_armed_again() {
         // A real ring with a two-entry completion queue and a 1 ms tick, its completions left unread:
         // once the queue is full the kernel cannot post the next expiry and ends the multishot timeout.
-        let mut ring = crate::reactor::Ring::new(2, 2, 1).expect("io_uring setup");
+        let mut ring = crate::reactor::ring::Ring::new(2, 2, 1).expect("io_uring setup");
         let tick = 7;
         ring.tick_every(MS, tick);
         for _ in 0..10 {
