@@ -53,7 +53,17 @@ pub fn load_server_config(
             cert_path.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| match e {
+    let key_pem = std::fs::read(key_path)
+        .map_err(|e| format!("cannot read TLS private key {}: {e}", key_path.display()))?;
+    if is_encrypted_key(&key_pem) {
+        return Err(format!(
+            "the private key in {} is encrypted, and encrypted keys are not supported: \
+             decrypt it first (openssl pkey -in {} -out plain.pem)",
+            key_path.display(),
+            key_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => format!(
             "no PEM private key (PKCS#8, PKCS#1 or SEC1) found in {}",
             key_path.display()
@@ -82,6 +92,14 @@ pub fn load_server_config(
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Whether a PEM key file holds an encrypted private key: a PKCS#8 `ENCRYPTED PRIVATE KEY` block, or a
+/// traditional OpenSSL block with a `Proc-Type: 4,ENCRYPTED` header. Neither parses as a key, and
+/// without this check both would be reported as "no private key found".
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let contains = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    contains(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || contains(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// What one receive did besides producing plaintext.
@@ -433,6 +451,48 @@ mod tests {
         let config = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         (config, certified.cert.der().clone())
+    }
+
+    /// Throwaway P-256 keys (passphrase `x`) as `openssl pkey -aes256` (PKCS#8) and `openssl ec -aes256`
+    /// (traditional, with a `Proc-Type` header) write them.
+    const ENCRYPTED_PKCS8: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----\n\
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAgGcK3wjXc7TwICCAAw\n\
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEFNVYzMjPNb/OZmJKnraaGcEgZDq\n\
+fQI5G82zMSuW0dK9jdqJDUJBAJHE0vwxiwbMgyfDV3LJ0dO6AogQ04RHqY5Ew08v\n\
+qsoKj1DbsuOXP8WNAkUbBmU6HIZhelR7qWm3bdkNSBD0vgyymAFSfDLxzk5Zmwrx\n\
+lmyec7CX8mGjD8B7tGzowX7celZORoRAY5BTeQE8CR53a4fknvyXwSo0ipNTPmo=\n\
+-----END ENCRYPTED PRIVATE KEY-----";
+    const ENCRYPTED_TRADITIONAL: &str = "-----BEGIN EC PRIVATE KEY-----\n\
+Proc-Type: 4,ENCRYPTED\n\
+DEK-Info: AES-256-CBC,02512F8B6C44F001253DC06BBB7D8A57\n\
+\n\
+3mO689yheaLUGkrV0KiAfxOM2Tfx8Cb0+5li8zIE+YQhwjBTuyT2L0FD+rQ/Jgb7\n\
+yHg4QIVyH/ESgtCRKFLc9WlXQtBUTC3yttV71Wx9vj2dWaYdJDwepU6BidCdNWym\n\
+sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
+-----END EC PRIVATE KEY-----";
+
+    #[test]
+    fn an_encrypted_key_is_refused_as_encrypted() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("ringws-tls-encrypted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), certified.cert.pem()).unwrap();
+        for key in [ENCRYPTED_PKCS8, ENCRYPTED_TRADITIONAL] {
+            std::fs::write(dir.join("k.pem"), key).unwrap();
+            let error = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap_err();
+            assert!(
+                error.contains("is encrypted, and encrypted keys are not supported")
+                    && error.contains("openssl pkey -in"),
+                "{error}"
+            );
+        }
+        // A plain key still loads, and a file with no key at all keeps its own message.
+        std::fs::write(dir.join("k.pem"), certified.key_pair.serialize_pem()).unwrap();
+        assert!(load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).is_ok());
+        std::fs::write(dir.join("k.pem"), certified.cert.pem()).unwrap();
+        let error = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap_err();
+        assert!(error.starts_with("no PEM private key"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn client(cert: &CertificateDer<'static>, tls12: bool) -> rustls::ClientConnection {
