@@ -7,8 +7,8 @@
 //! Every helper here talks to a server from the outside, the way a client or an operator would: it never
 //! links the server's code and never reaches into it, so a test that uses it pins behaviour, not internals.
 //! Nothing here assumes a fixed port or a shared server; every process started is stopped by its PID.
-//! The binary is always given by the caller (`env!("CARGO_BIN_EXE_ringws")` in the root crate, a path
-//! into the workspace's `target/` from the load generator's tests).
+//! The binary is always given by the caller (`env!("CARGO_BIN_EXE_ringws")` in the root crate; in the load
+//! generator's tests, `ringws` beside `env!("CARGO_BIN_EXE_ringws-loadgen")`, so of the same profile).
 
 pub mod metrics;
 pub mod ports;

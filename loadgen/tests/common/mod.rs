@@ -1,5 +1,5 @@
 //! Helpers for the load generator's integration tests: run `ringws-loadgen` with `--json -` and parse the
-//! report, find the real `ringws` binary (in the workspace's `target/debug`) for the shared launcher of
+//! report, find the real `ringws` binary (beside the load generator's, same profile) for the shared launcher of
 //! `ringws-testkit`, and small tungstenite servers (echo, corrupting echo, broadcast) on threads for
 //! behaviour the real server must never show.
 #![allow(dead_code)]
@@ -185,25 +185,19 @@ fn run_loadgen(
     )
 }
 
-/// The `ringws` binary: `RINGWS_BIN` if set, else `ringws` in the workspace's target directory
-/// (`CARGO_TARGET_DIR` if set), debug profile.
+/// The `ringws` binary: `RINGWS_BIN` if set, else `ringws` beside this package's own binary, which
+/// Cargo put in the target directory of the profile these tests were built with (`target/debug/`,
+/// `target/release/`, or under `CARGO_TARGET_DIR` and a `--target` triple), so a `--release` test run
+/// starts the release server and never depends on a debug build being there.
 pub fn ringws_binary() -> PathBuf {
     let binary: PathBuf = match std::env::var_os("RINGWS_BIN") {
         Some(path) => PathBuf::from(path),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    [env!("CARGO_MANIFEST_DIR"), "..", "target"]
-                        .iter()
-                        .collect()
-                });
-            target.join("debug").join("ringws")
-        }
+        None => std::path::Path::new(env!("CARGO_BIN_EXE_ringws-loadgen")).with_file_name("ringws"),
     };
     assert!(
         binary.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
+        "{} is missing: build the workspace with the same profile first (cargo build --workspace, with \
+         --release for a release test run)",
         binary.display()
     );
     binary
