@@ -10,6 +10,7 @@ activity either, so the per-connection figure after the broadcast should stay cl
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
 Usage: python3 scripts/idle_rss.py [N=10000] [--tls]   (env RINGWS=path to another ringws binary)
+N below 1000 is refused: the figure would be noise (see MIN_N).
 
 With --tls the server runs with a self-signed test certificate (scripts/interop/test_cert.py) and every
 connection is a wss:// one (TLS handshake, then the upgrade), so the figures include the TLS state.
@@ -27,6 +28,10 @@ import ringws_proc
 ARGS = [a for a in sys.argv[1:] if a != "--tls"]
 TLS = "--tls" in sys.argv[1:]
 N = int(ARGS[0]) if ARGS else 10000
+# Below this the figure means nothing: VmRSS moves in whole pages, the warm-up's 1000 connections leave the
+# slab, the wheel and the allocator holding room for more than N, and a few KiB of noise divided by a few
+# hundred connections can even come out negative.
+MIN_N = 1000
 CONTEXT = None
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
@@ -66,6 +71,10 @@ def broadcast_once(conns):
 
 def main():
     global CONTEXT
+    if N < MIN_N:
+        sys.exit(f"idle_rss.py: {N} connections are too few for a per-connection figure (page-sized and "
+                 f"allocator noise dominates, it can even come out negative): use {MIN_N} or more, "
+                 f"10000 for the documented figure")
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--bin", "ringws"], cwd=ROOT, check=True)
     tls_args = []
