@@ -59,7 +59,17 @@ warn_if_busy "before the run"
 
 echo "== building (release, nice 10)" >&2
 nice -n 10 cargo build --release -p ringws -p ringws-loadgen >&2
-nice -n 10 cargo build --release --manifest-path benches/peers/Cargo.toml >&2
+# Only the Rust peers named in SERVERS (the peers' crate is a build of its own, minutes when cold).
+PEER_BINS=()
+for server in $SERVERS; do
+    case $server in
+        tungstenite) PEER_BINS+=(--bin tungstenite-echo) ;;
+        fastwebsockets) PEER_BINS+=(--bin fastwebsockets-echo) ;;
+    esac
+done
+if ((${#PEER_BINS[@]})); then
+    nice -n 10 cargo build --release --manifest-path benches/peers/Cargo.toml "${PEER_BINS[@]}" >&2
+fi
 if [[ " $SERVERS " == *" uws "* || " $SERVERS " == *" nodews "* ]] && [[ ! -d "$NODE_PEERS/node_modules" ]]; then
     echo "== npm ci in $NODE_PEERS" >&2
     (cd "$NODE_PEERS" && npm ci --no-audit --no-fund >&2)
