@@ -137,6 +137,9 @@ def plot_hist_log(plt, path, out_dir):
     ax.set_xscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{q * 100:g}%" for q in quantiles], rotation=45, fontsize=8)
+    # Latency on a log axis too: the tail is orders of magnitude above the median, and a linear axis
+    # flattens everything below p99 onto the floor.
+    ax.set_yscale("log")
     ax.set_ylabel("latency (us)")
     ax.set_title(f"{name}: latency by percentile ({total.get_total_count()} samples)")
     ax.grid(True, alpha=0.3)
