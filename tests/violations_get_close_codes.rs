@@ -137,8 +137,21 @@ fn each_violation_gets_its_close_code() {
             "64-bit length with the most significant bit set",
         ),
     ];
+    let mut sent = std::collections::HashMap::<u16, u64>::new();
     for (bytes, code, what) in cases {
         expect_violation(&server, &bytes, code, what);
+        *sent.entry(code).or_default() += 1;
+    }
+    // Every close the server started is counted by the code it sent (summed over the workers).
+    let text = metrics_text(server.addr);
+    for (code, n) in sent {
+        let label = format!("code=\"{code}\"");
+        let counted: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("ringws_server_closes_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        assert_eq!(counted, n, "server-started closes with {code}:\n{text}");
     }
 }
 

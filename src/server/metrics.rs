@@ -76,7 +76,17 @@ pub const HANDSHAKE_FAILURES: [&str; 10] = [
 ];
 
 /// Close codes counted individually; everything else is `other`.
-pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011];
+pub const CLOSE_CODES: [u16; 11] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013,
+];
+
+/// The index of `code` in [`CLOSE_CODES`], or the last one ("other").
+fn close_code_index(code: u16) -> usize {
+    CLOSE_CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(CLOSE_CODES.len())
+}
 
 #[derive(Default)]
 pub struct WorkerMetrics {
@@ -98,6 +108,9 @@ pub struct WorkerMetrics {
     pub bytes_out: Counter,
     /// Closes by code (received from the peer, or 1006 for a connection lost without a close).
     pub closes: [Counter; CLOSE_CODES.len() + 1],
+    /// Close handshakes the server started, by the code it sent (protocol errors, limits, policies,
+    /// shutdown); replies to a peer's close are not counted here.
+    pub closes_sent: [Counter; CLOSE_CODES.len() + 1],
     /// Times a connection's reads were paused because its send queue exceeded the cap.
     pub backpressure_pauses: Counter,
     /// Times a broadcasting connection's reads were paused because its fanout was over budget.
@@ -142,11 +155,12 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn close_code(&self, code: u16) {
-        let index = CLOSE_CODES
-            .iter()
-            .position(|&c| c == code)
-            .unwrap_or(CLOSE_CODES.len());
-        self.closes[index].inc();
+        self.closes[close_code_index(code)].inc();
+    }
+
+    /// A close handshake the server started with `code`.
+    pub fn close_sent(&self, code: u16) {
+        self.closes_sent[close_code_index(code)].inc();
     }
 
     pub fn handshake_failure(&self, status: u16) {
@@ -408,6 +422,20 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             let _ = writeln!(
                 out,
                 "ringws_closes_total{{worker=\"{i}\",code=\"{code}\"}} {}",
+                counter.get()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringws_server_closes_total Close handshakes the server started, by the code it sent\n# TYPE ringws_server_closes_total counter");
+    for (i, m) in workers.iter().enumerate() {
+        for (c, counter) in m.closes_sent.iter().enumerate() {
+            let code = CLOSE_CODES
+                .get(c)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "other".to_string());
+            let _ = writeln!(
+                out,
+                "ringws_server_closes_total{{worker=\"{i}\",code=\"{code}\"}} {}",
                 counter.get()
             );
         }

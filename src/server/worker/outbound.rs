@@ -68,6 +68,9 @@ impl Core {
         if self.conns[key].has(CLOSE_SENT) {
             return;
         }
+        if !self.conns[key].has(CLOSE_RECEIVED) {
+            self.metrics.close_sent(code.0);
+        }
         let (payload, len) = encode_close_payload(code, reason);
         self.queue_frame(key, OpCode::Close, &payload[..len]);
         self.conns[key].set(CLOSE_SENT);
