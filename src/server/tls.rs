@@ -184,7 +184,11 @@ impl TlsState {
         plain: &mut Vec<u8>,
     ) -> Result<RecvOutcome, rustls::Error> {
         let mut outcome = RecvOutcome::default();
-        if self.peer_closed {
+        // After our close_notify nothing the peer sends is needed (the write side is shut once it is
+        // out, and the peer's EOF releases the connection), and rustls must not see more: it counts its
+        // close_notify as the one alert a connection may send, so a bad record after it would make it
+        // try to send a second (a debug assertion in rustls, a worker panic in debug builds).
+        if self.peer_closed || self.close_notify_sent {
             return Ok(outcome);
         }
         let result = if self.incoming.is_empty() {
@@ -629,6 +633,36 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
                 assert_eq!(&received[10..], &message[..]);
             }
         }
+    }
+
+    /// After our close_notify, input is dropped without reaching rustls: a record that fails to decrypt
+    /// (or any garbage) must not make rustls try to send a second alert (it panics in debug builds).
+    #[test]
+    fn input_after_our_close_notify_is_dropped() {
+        let (config, cert) = server_config();
+        let mut pool = BufferPool::default();
+        let mut server = TlsState::new(&config).unwrap();
+        let mut client = client(&cert, false);
+        for _ in 0..4 {
+            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
+            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
+            if !client.is_handshaking() && server.handshake_done {
+                break;
+            }
+        }
+        assert!(server.handshake_done);
+        let mut empty = SendQueue::new();
+        server
+            .encrypt_queued(Some(&mut empty), &mut pool, true)
+            .unwrap();
+        assert!(server.close_notify_sent);
+        // An application data record whose body is not what was encrypted: a decrypt error.
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        record.extend_from_slice(&[0xAB; 0x20]);
+        let mut plain = Vec::new();
+        let outcome = server.receive(&mut record, &mut pool, &mut plain).unwrap();
+        assert!(plain.is_empty());
+        assert!(!outcome.peer_closed && !server.failed);
     }
 
     #[test]
