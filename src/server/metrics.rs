@@ -80,6 +80,9 @@ pub const CLOSE_CODES: [u16; 11] = [
     1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1013,
 ];
 
+/// One family of counters by close code, read from a worker's metrics.
+type CloseCounters = fn(&WorkerMetrics) -> &[Counter];
+
 /// The index of `code` in [`CLOSE_CODES`], or the last one ("other").
 fn close_code_index(code: u16) -> usize {
     CLOSE_CODES
@@ -412,32 +415,32 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP ringws_closes_total Connections closed, by close code\n# TYPE ringws_closes_total counter");
-    for (i, m) in workers.iter().enumerate() {
-        for (c, counter) in m.closes.iter().enumerate() {
-            let code = CLOSE_CODES
-                .get(c)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "other".to_string());
-            let _ = writeln!(
-                out,
-                "ringws_closes_total{{worker=\"{i}\",code=\"{code}\"}} {}",
-                counter.get()
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP ringws_server_closes_total Close handshakes the server started, by the code it sent\n# TYPE ringws_server_closes_total counter");
-    for (i, m) in workers.iter().enumerate() {
-        for (c, counter) in m.closes_sent.iter().enumerate() {
-            let code = CLOSE_CODES
-                .get(c)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "other".to_string());
-            let _ = writeln!(
-                out,
-                "ringws_server_closes_total{{worker=\"{i}\",code=\"{code}\"}} {}",
-                counter.get()
-            );
+    let families: [(&str, &str, CloseCounters); 2] = [
+        (
+            "ringws_closes_total",
+            "Connections closed, by close code",
+            |m| &m.closes,
+        ),
+        (
+            "ringws_server_closes_total",
+            "Close handshakes the server started, by the code it sent",
+            |m| &m.closes_sent,
+        ),
+    ];
+    for (name, help, counters) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, m) in workers.iter().enumerate() {
+            for (c, counter) in counters(m).iter().enumerate() {
+                let code = CLOSE_CODES
+                    .get(c)
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "other".to_string());
+                let _ = writeln!(
+                    out,
+                    "{name}{{worker=\"{i}\",code=\"{code}\"}} {}",
+                    counter.get()
+                );
+            }
         }
     }
     out
