@@ -1,6 +1,6 @@
 //! The command line: `ringws serve [flags]`, parsed with clap into a [`ServerConfig`], logging setup,
 //! the startup line and the `ringws listening on IP:PORT` line, and signal handling (SIGINT/SIGTERM start
-//! the graceful shutdown).
+//! the graceful shutdown; SIGHUP reloads the TLS certificate).
 //!
 //! This module owns the process's stdout contract (exactly one line, once every worker accepts) and must
 //! never print anything else to stdout.
@@ -15,9 +15,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{Broadcast, Echo, PubSub};
-use crate::reactor::sys;
+use crate::reactor::sys::{self, ControlSignal};
 use crate::server::admin::BindError;
 use crate::server::config::{PublishConfig, SenderBudgetPolicy};
+use crate::server::tls::TlsCertificate;
 use crate::server::{ListenError, Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
 /// The environment variable that can hold the publish token (instead of `--publish-token`, which `ps`
@@ -518,17 +519,23 @@ pub fn serve(args: ServeArgs) -> i32 {
         tracing::error!("{e}");
         return 2;
     }
+    // Kept for SIGHUP, which loads the same files again.
+    let mut certificate = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        match crate::server::tls::load_server_config(cert, key) {
-            Ok(tls) => config.tls = Some(tls),
-            Err(message) => {
-                tracing::error!("{message}");
+        match TlsCertificate::load(cert, key) {
+            Ok(loaded) => {
+                config.tls = Some(loaded.server_config());
+                log_certificate("TLS certificate loaded", &loaded);
+                certificate = Some(loaded);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
                 return 2;
             }
         }
     }
-    // Block the termination signals before any worker thread exists, so only this thread takes them.
-    if let Err(e) = sys::block_termination_signals() {
+    // Block the control signals before any worker thread exists, so only this thread takes them.
+    if let Err(e) = sys::block_control_signals() {
         tracing::error!("cannot block signals: {e}");
         return 1;
     }
@@ -601,12 +608,46 @@ pub fn serve(args: ServeArgs) -> i32 {
         let _ = writeln!(stdout, "ringws listening on {}", server.local_addr());
         let _ = stdout.flush();
     }
-    let signal = sys::wait_termination_signal();
+    let signal = loop {
+        match sys::wait_control_signal() {
+            ControlSignal::Terminate(signal) => break signal,
+            ControlSignal::Reload => reload_certificate(certificate.as_mut()),
+        }
+    };
     tracing::info!(signal, "shutting down");
     server.shutdown();
     server.join();
     tracing::info!("stopped");
     0
+}
+
+/// One line naming the certificate in use: files, subject and expiry (when the leaf parses as X.509).
+fn log_certificate(what: &str, certificate: &TlsCertificate) {
+    let summary = certificate.summary();
+    tracing::info!(
+        cert = %certificate.cert_path().display(),
+        key = %certificate.key_path().display(),
+        subject = summary.subject.as_deref().unwrap_or("unknown"),
+        not_after = summary.not_after.as_deref().unwrap_or("unknown"),
+        "{what}"
+    );
+}
+
+/// SIGHUP: loads the TLS certificate and key again from their files. New handshakes present the new
+/// certificate; open connections keep theirs. A failure keeps the certificate in use, is logged naming
+/// the file and counted, and never ends the process.
+fn reload_certificate(certificate: Option<&mut TlsCertificate>) {
+    let Some(certificate) = certificate else {
+        tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+        return;
+    };
+    match certificate.reload() {
+        Ok(_) => log_certificate("SIGHUP: TLS certificate reloaded", certificate),
+        Err(e) => tracing::error!(
+            file = %e.file.display(),
+            "SIGHUP: TLS certificate not reloaded, the one in use stays: {e}"
+        ),
+    }
 }
 
 /// Entry point of the `ringws` binary.

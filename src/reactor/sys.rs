@@ -234,6 +234,50 @@ pub fn wait_termination_signal() -> i32 {
     }
 }
 
+/// A signal the main thread of `ringws serve` acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlSignal {
+    /// SIGINT or SIGTERM (the number): shut down gracefully.
+    Terminate(i32),
+    /// SIGHUP: load the TLS certificate again.
+    Reload,
+}
+
+fn control_sigset() -> libc::sigset_t {
+    let mut set = termination_sigset();
+    // SAFETY: `set` is an initialised sigset_t and SIGHUP a valid signal number.
+    unsafe { libc::sigaddset(&mut set, libc::SIGHUP) };
+    set
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and every thread it spawns afterwards), so
+/// that they are only received by [`wait_control_signal`] (a SIGHUP no longer ends the process).
+pub fn block_control_signals() -> io::Result<()> {
+    let set = control_sigset();
+    // SAFETY: `set` is an initialised sigset_t; the old mask is not requested.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (blocked beforehand with [`block_control_signals`]).
+pub fn wait_control_signal() -> ControlSignal {
+    let set = control_sigset();
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and `sig` writable.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return if sig == libc::SIGHUP {
+                ControlSignal::Reload
+            } else {
+                ControlSignal::Terminate(sig)
+            };
+        }
+    }
+}
+
 /// Hands free heap memory back to the system (glibc `malloc_trim(0)`: free pages inside the heap are
 /// released too, not only its top). Called after a worker cut its pools back, so that memory used for a
 /// burst does not stay resident while connections sit idle. A no-op on other C libraries.

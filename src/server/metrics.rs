@@ -5,7 +5,7 @@
 //! allocates on the hot path; rendering allocates, but only for a `/metrics` request.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use super::http::publish::PUBLISH_REFUSALS;
 
@@ -415,6 +415,7 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
+    TLS_CERTIFICATE.render(&mut out);
     let families: [(&str, &str, CloseCounters); 2] = [
         (
             "ringws_closes_total",
@@ -444,4 +445,79 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
         }
     }
     out
+}
+
+/// Results of a certificate reload (`ringws_tls_reloads_total{result}`).
+pub const TLS_RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
+/// The TLS certificate's metrics: process-wide, not per worker (the certificate is loaded and reloaded
+/// by the main thread, off every worker's path). Rendered only once a certificate has been loaded in
+/// this process; a process serving two TLS servers from the library shows the last certificate loaded.
+pub struct TlsCertificateMetrics {
+    /// A certificate has been loaded: the TLS families are rendered.
+    loaded: AtomicBool,
+    /// The certificate in use's notAfter (seconds since the Unix epoch); 0 while unknown.
+    not_after: AtomicU64,
+    /// Reloads by [`TLS_RELOAD_RESULTS`].
+    reloads: [SharedCounter; TLS_RELOAD_RESULTS.len()],
+}
+
+/// The process's TLS certificate metrics, written by `server::tls` when it loads a certificate.
+pub static TLS_CERTIFICATE: TlsCertificateMetrics = TlsCertificateMetrics {
+    loaded: AtomicBool::new(false),
+    not_after: AtomicU64::new(0),
+    reloads: [
+        SharedCounter(AtomicU64::new(0)),
+        SharedCounter(AtomicU64::new(0)),
+    ],
+};
+
+impl TlsCertificateMetrics {
+    /// A certificate was loaded (at startup); its expiry if known.
+    pub fn loaded(&self, not_after_unix: Option<u64>) {
+        self.not_after
+            .store(not_after_unix.unwrap_or(0), Ordering::Relaxed);
+        self.loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// A reload replaced the certificate.
+    pub fn reloaded(&self, not_after_unix: Option<u64>) {
+        self.loaded(not_after_unix);
+        self.reloads[0].inc();
+    }
+
+    /// A reload failed: the certificate in use stays.
+    pub fn reload_failed(&self) {
+        self.reloads[1].inc();
+    }
+
+    /// Reloads counted with `result` (one of [`TLS_RELOAD_RESULTS`]).
+    pub fn reloads(&self, result: usize) -> u64 {
+        self.reloads[result].get()
+    }
+
+    fn render(&self, out: &mut String) {
+        if !self.loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringws_tls_reloads_total Certificate reloads (SIGHUP), by result; a failed one keeps the certificate in use\n# TYPE ringws_tls_reloads_total counter"
+        );
+        for (r, result) in TLS_RELOAD_RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_tls_reloads_total{{result=\"{result}\"}} {}",
+                self.reloads[r].get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringws_tls_cert_not_after_seconds Expiry (notAfter, Unix time) of the certificate new TLS handshakes present\n# TYPE ringws_tls_cert_not_after_seconds gauge"
+        );
+        let not_after = self.not_after.load(Ordering::Relaxed);
+        if not_after != 0 {
+            let _ = writeln!(out, "ringws_tls_cert_not_after_seconds {not_after}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! TLS for `wss://` and `https://`: loading the certificate and key, and the per-connection TLS state
-//! (a rustls unbuffered server connection) that turns received ciphertext into plaintext and queued
-//! plaintext into ciphertext.
+//! TLS for `wss://` and `https://`: loading the certificate and key (and loading them again while
+//! serving: [`TlsCertificate::reload`] swaps the certificate new handshakes present, never one a
+//! connection already has), and the per-connection TLS state (a rustls unbuffered server connection)
+//! that turns received ciphertext into plaintext and queued plaintext into ciphertext.
 //!
 //! The worker owns the I/O: it hands this module the ciphertext of each receive (the provided buffer,
 //! processed in place; only the start of a record that spans receives is kept, in a buffer freed once
@@ -8,22 +9,26 @@
 //! exactly the path plain bytes take. At flush time the connection's plaintext queue (owned frames and
 //! shared broadcast frames alike) is encrypted into the ciphertext queue that the send writes. Plain
 //! connections never reach this module. It must never block, never touch a socket and never log per
-//! record; an idle TLS connection holds no buffer here, only the rustls state.
+//! record; an idle TLS connection holds no buffer here, only the rustls state. Loading reads files and
+//! runs on the main thread only (at startup, and on SIGHUP in `ringws serve`), never on a worker.
 //!
 //! Kernel TLS (kTLS) is not used: the kernels this runs on may lack `CONFIG_TLS` (see
 //! `docs/ARCHITECTURE.md`), and user-space records keep one code path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ClientHello, ResolvesServerCert, UnbufferedServerConnection};
+use rustls::sign::CertifiedKey;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, WriteTraffic,
 };
 
 use crate::reactor::{BufferPool, SendQueue};
+use crate::server::metrics::TLS_CERTIFICATE;
 
 /// Plaintext encrypted per call of [`WriteTraffic::encrypt`] (four full records).
 const ENCRYPT_SLICE: usize = 64 * 1024;
@@ -40,68 +45,248 @@ const TLS13_TICKETS: usize = 1;
 
 /// Loads a PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1) into a server configuration
 /// for TLS 1.2 and 1.3 (ring provider, no client authentication, no ALPN, resumption by stateless tickets
-/// only). The error names the file at fault.
+/// only). The error names the file at fault. The certificate cannot be replaced later: for that, keep the
+/// [`TlsCertificate`] this is built on.
 pub fn load_server_config(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
+    TlsCertificate::load(cert_path, key_path)
+        .map(|certificate| certificate.server_config())
+        .map_err(|e| e.to_string())
+}
+
+/// A certificate or key that could not be loaded: the file at fault and why (the whole sentence, the
+/// file named in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsLoadError {
+    /// The file at fault (the key file for a key that does not match its certificate).
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for TlsLoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TlsLoadError {}
+
+/// What the loaded certificate says of itself, for the log line and the expiry gauge; `None` where the
+/// leaf certificate does not parse as X.509 (rustls accepted it, so it is served anyway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// The leaf certificate's subject (RFC 4514 text).
+    pub subject: Option<String>,
+    /// The leaf certificate's notAfter, in seconds since the Unix epoch.
+    pub not_after_unix: Option<u64>,
+    /// The same as an RFC 3339 UTC time.
+    pub not_after: Option<String>,
+}
+
+impl CertificateSummary {
+    fn of(leaf: &CertificateDer<'_>) -> CertificateSummary {
+        use x509_cert::der::Decode;
+        match x509_cert::Certificate::from_der(leaf) {
+            Ok(cert) => {
+                let not_after = cert.tbs_certificate().validity().not_after;
+                CertificateSummary {
+                    subject: Some(cert.tbs_certificate().subject().to_string()),
+                    not_after_unix: Some(not_after.to_unix_duration().as_secs()),
+                    not_after: Some(not_after.to_date_time().to_string()),
+                }
+            }
+            Err(_) => CertificateSummary {
+                subject: None,
+                not_after_unix: None,
+                not_after: None,
+            },
+        }
+    }
+}
+
+/// The certificate rustls presents in full handshakes: one slot per server, read by every worker's
+/// handshakes and replaced whole by [`TlsCertificate::reload`]. A handshake takes the certificate once
+/// (an `ArcSwap` load: no lock, no syscall) and keeps it; a replacement never touches a handshake or a
+/// connection that already has one.
+#[derive(Debug)]
+struct SwappableCertificate(ArcSwap<CertifiedKey>);
+
+impl ResolvesServerCert for SwappableCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The server's certificate and key, loaded from two PEM files and reloadable from the same files while
+/// serving (`SIGHUP` in `ringws serve`).
+///
+/// The rustls configuration is built once and never replaced: only the certificate its resolver hands
+/// to full handshakes is swapped. So the accept path is untouched (no per-accept read of a shared slot,
+/// no message to workers), connections already open keep the certificate they were made with, and the
+/// session ticket key stays (tickets issued before a reload still resume after it; a resumed session
+/// keeps the identity it was made under).
+pub struct TlsCertificate {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: Arc<SwappableCertificate>,
+    config: Arc<rustls::ServerConfig>,
+    summary: CertificateSummary,
+}
+
+impl TlsCertificate {
+    /// Loads the certificate and key and builds the server configuration (see [`load_server_config`]).
+    /// Sets the process's certificate metrics (`ringws_tls_cert_not_after_seconds`).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsCertificate, TlsLoadError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (certified, summary) = load_certified_key(cert_path, key_path, &provider)?;
+        let current = Arc::new(SwappableCertificate(ArcSwap::from_pointee(certified)));
+        let setup_error = |e: rustls::Error| TlsLoadError {
+            file: cert_path.to_path_buf(),
+            message: format!("TLS setup: {e}"),
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(setup_error)?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        // No server-side session cache (it would be a lock and memory shared by every handshake).
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        // One stateless TLS 1.3 ticket, sent right after the client's Finished: besides offering resumption,
+        // it is what the server sends at that point. Without it a client that does not set TCP_NODELAY
+        // writes its first request right behind its Finished, Nagle holds that write until the Finished is
+        // acknowledged, and the acknowledgement waits for the server's delayed ACK (about 40 ms per
+        // connection). The ticketer is shared (a read lock per ticket issued) and its key rotates every
+        // 6 hours; a connection holds nothing for it once the ticket is sent.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup_error)?;
+        config.send_tls13_tickets = TLS13_TICKETS;
+        TLS_CERTIFICATE.loaded(summary.not_after_unix);
+        Ok(TlsCertificate {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current,
+            config: Arc::new(config),
+            summary,
+        })
+    }
+
+    /// The configuration to serve with (`ServerConfig::tls`); it follows every successful reload.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// The key file.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// What the certificate in use says of itself.
+    pub fn summary(&self) -> &CertificateSummary {
+        &self.summary
+    }
+
+    /// Loads the certificate and key again from the same files; on success new full handshakes present
+    /// the new certificate. On failure (a file missing or unparsable, a key that does not match) the
+    /// certificate in use stays. Either way the result is counted (`ringws_tls_reloads_total{result}`).
+    /// Not for the hot path: it reads two files.
+    pub fn reload(&mut self) -> Result<&CertificateSummary, TlsLoadError> {
+        match load_certified_key(
+            &self.cert_path,
+            &self.key_path,
+            self.config.crypto_provider(),
+        ) {
+            Ok((certified, summary)) => {
+                self.current.0.store(Arc::new(certified));
+                TLS_CERTIFICATE.reloaded(summary.not_after_unix);
+                self.summary = summary;
+                Ok(&self.summary)
+            }
+            Err(e) => {
+                TLS_CERTIFICATE.reload_failed();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads and checks a certificate chain and its private key: the chain's leaf must match the key.
+fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(CertifiedKey, CertificateSummary), TlsLoadError> {
+    let cert_error = |message: String| TlsLoadError {
+        file: cert_path.to_path_buf(),
+        message,
+    };
+    let key_error = |message: String| TlsLoadError {
+        file: key_path.to_path_buf(),
+        message,
+    };
     let certs = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert_path.display()))?
+        .map_err(|e| {
+            cert_error(format!(
+                "cannot read TLS certificate {}: {e}",
+                cert_path.display()
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot parse TLS certificate {}: {e}", cert_path.display()))?;
+        .map_err(|e| {
+            cert_error(format!(
+                "cannot parse TLS certificate {}: {e}",
+                cert_path.display()
+            ))
+        })?;
     if certs.is_empty() {
-        return Err(format!(
+        return Err(cert_error(format!(
             "no PEM certificate (BEGIN CERTIFICATE) found in {}",
             cert_path.display()
-        ));
+        )));
     }
-    let key_pem = std::fs::read(key_path)
-        .map_err(|e| format!("cannot read TLS private key {}: {e}", key_path.display()))?;
+    let key_pem = std::fs::read(key_path).map_err(|e| {
+        key_error(format!(
+            "cannot read TLS private key {}: {e}",
+            key_path.display()
+        ))
+    })?;
     if is_encrypted_key(&key_pem) {
-        return Err(format!(
+        return Err(key_error(format!(
             "the private key in {} is encrypted, and encrypted keys are not supported: \
              decrypt it first (openssl pkey -in {} -out plain.pem)",
             key_path.display(),
             key_path.display()
-        ));
+        )));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
+        rustls::pki_types::pem::Error::NoItemsFound => key_error(format!(
             "no PEM private key (PKCS#8, PKCS#1 or SEC1) found in {}",
             key_path.display()
-        ),
-        e => format!("cannot read TLS private key {}: {e}", key_path.display()),
+        )),
+        e => key_error(format!(
+            "cannot read TLS private key {}: {e}",
+            key_path.display()
+        )),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "the private key in {} does not match the certificate in {}",
-                key_path.display(),
-                cert_path.display()
-            ),
-            e => format!(
-                "unusable TLS key {} for certificate {}: {e}",
-                key_path.display(),
-                cert_path.display()
-            ),
-        })?;
-    // No server-side session cache (it would be a lock and memory shared by every handshake).
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    // One stateless TLS 1.3 ticket, sent right after the client's Finished: besides offering resumption,
-    // it is what the server sends at that point. Without it a client that does not set TCP_NODELAY
-    // writes its first request right behind its Finished, Nagle holds that write until the Finished is
-    // acknowledged, and the acknowledgement waits for the server's delayed ACK (about 40 ms per
-    // connection). The ticketer is shared (a read lock per ticket issued) and its key rotates every
-    // 6 hours; a connection holds nothing for it once the ticket is sent.
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS setup: {e}"))?;
-    config.send_tls13_tickets = TLS13_TICKETS;
-    Ok(Arc::new(config))
+    let summary = CertificateSummary::of(&certs[0]);
+    let certified = CertifiedKey::from_der(certs, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => key_error(format!(
+            "the private key in {} does not match the certificate in {}",
+            key_path.display(),
+            cert_path.display()
+        )),
+        e => key_error(format!(
+            "unusable TLS key {} for certificate {}: {e}",
+            key_path.display(),
+            cert_path.display()
+        )),
+    })?;
+    Ok((certified, summary))
 }
 
 /// Whether a PEM key file holds an encrypted private key: a PKCS#8 `ENCRYPTED PRIVATE KEY` block, or a
@@ -506,6 +691,51 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         std::fs::write(dir.join("k.pem"), certified.cert.pem()).unwrap();
         let error = load_server_config(&dir.join("c.pem"), &dir.join("k.pem")).unwrap_err();
         assert!(error.starts_with("no PEM private key"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reload that fails names the file at fault and keeps the certificate in use; one that succeeds
+    /// replaces the summary (subject, expiry) and the certificate handshakes get.
+    #[test]
+    fn a_reload_replaces_the_certificate_or_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("ringws-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        let write = |names: &[&str]| {
+            let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+            let certified = rcgen::generate_simple_self_signed(names).unwrap();
+            std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+            std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+            certified
+        };
+        let first = write(&["a.example"]);
+        let mut certificate = TlsCertificate::load(&cert_path, &key_path).unwrap();
+        let served = |certificate: &TlsCertificate| certificate.current.0.load().cert[0].clone();
+        assert_eq!(served(&certificate), *first.cert.der());
+        let summary = certificate.summary().clone();
+        assert_eq!(
+            summary.subject.as_deref(),
+            Some("CN=rcgen self signed cert")
+        );
+        // rcgen's default notAfter: 4096-01-01.
+        assert_eq!(summary.not_after.as_deref(), Some("4096-01-01T00:00:00Z"));
+
+        let second = write(&["b.example"]);
+        certificate.reload().unwrap();
+        assert_eq!(served(&certificate), *second.cert.der());
+
+        // Another certificate with the key of `second`: a mismatch, blamed on the key file.
+        let third = write(&["c.example"]);
+        std::fs::write(&key_path, second.key_pair.serialize_pem()).unwrap();
+        let error = certificate.reload().unwrap_err();
+        assert_eq!(error.file, key_path);
+        assert!(error.message.contains("does not match"), "{error}");
+        assert_eq!(served(&certificate), *second.cert.der());
+        std::fs::write(&cert_path, "garbage").unwrap();
+        let error = certificate.reload().unwrap_err();
+        assert_eq!(error.file, cert_path, "{error}");
+        assert_eq!(served(&certificate), *second.cert.der());
+        drop(third);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
