@@ -9,4 +9,5 @@ cargo build --workspace --all-targets
 # Before the workspace tests: a sim-ring build leaves a non-serving target/debug/ringws, which they rebuild.
 cargo test -p ringws --features sim-ring --test worker_sim
 cargo test --workspace
+bash scripts/check_deploy.sh
 bash scripts/interop.sh
