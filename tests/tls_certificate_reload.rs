@@ -2,8 +2,9 @@
 //! opened before the reload still echoes, a new one is served the new certificate (its DER compared in
 //! the client), and `ringws_tls_cert_not_after_seconds` follows it. A reload that fails (a file that is
 //! not a certificate, a key that does not match) keeps the certificate in use, is counted in
-//! `ringws_tls_reloads_total{result="error"}`, and the server stays up. A server without TLS takes a
-//! SIGHUP and goes on serving.
+//! `ringws_tls_reloads_total{result="error"}`, and the server stays up. Handshakes made while the
+//! certificate is swapped back and forth all succeed. A server without TLS takes a SIGHUP and goes on
+//! serving.
 
 mod common;
 
@@ -189,6 +190,72 @@ fn sighup_swaps_the_certificate_for_new_connections_only() {
         metric(&metrics(&server, &both), "ringws_websockets_open"),
         1
     );
+}
+
+/// Handshakes keep succeeding while the certificate is swapped back and forth under them: each gets one
+/// of the two whole, and every connection opened on the way still echoes at the end.
+#[test]
+fn handshakes_during_reloads_all_succeed() {
+    let (a_pem, a_key, a_der) = certificate("ringws-reload-a", None);
+    let (b_pem, b_key, b_der) = certificate("ringws-reload-b", None);
+    let cert = TestCert::write(a_pem.clone(), a_key.clone(), a_der.clone());
+    let dir = cert.dir.clone();
+    let server = TlsServer::start_with(ringws_binary(), cert, &[]);
+    // Full handshakes only: a resumed session keeps the certificate it was made under.
+    let mut config = (*trusting(&[&a_der, &b_der])).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opener = {
+        let (stop, config, addr) = (stop.clone(), config.clone(), server.addr());
+        std::thread::spawn(move || {
+            let mut opened = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let tcp = TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let conn = ClientConnection::new(config.clone(), name).unwrap();
+                let mut stream = StreamOwned::new(conn, tcp);
+                while stream.conn.is_handshaking() {
+                    stream
+                        .conn
+                        .complete_io(&mut stream.sock)
+                        .expect("TLS handshake");
+                }
+                let served = stream.conn.peer_certificates().unwrap()[0].clone();
+                let (ws, _) = tungstenite::client::client("ws://localhost/", stream).unwrap();
+                opened.push((ws, served));
+            }
+            opened
+        })
+    };
+    for round in 0..10 {
+        let (pem, key) = if round % 2 == 0 {
+            (&b_pem, &b_key)
+        } else {
+            (&a_pem, &a_key)
+        };
+        write_pem_files(&dir, pem, key);
+        server.server.signal("HUP");
+        wait_reloads(&server, &[&a_der, &b_der], "ok", round + 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut opened = opener.join().expect("every handshake succeeded");
+    assert!(
+        opened.len() >= 10,
+        "only {} connections opened",
+        opened.len()
+    );
+    let served_b = opened.iter().filter(|(_, served)| *served == b_der).count();
+    println!(
+        "{} connections, {served_b} of them with certificate B",
+        opened.len()
+    );
+    assert!(served_b > 0, "no connection saw certificate B");
+    for (i, (ws, served)) in opened.iter_mut().enumerate() {
+        assert!(*served == a_der || *served == b_der);
+        echo(ws, &format!("connection {i}"));
+    }
 }
 
 #[test]
