@@ -4,7 +4,8 @@
 #   deploy/sysctl.conf                 every line is `key = value` and names a sysctl this kernel has
 #   deploy/prometheus/ringws.rules.yml promtool check rules, promtool test rules (ringws.rules.test.yml);
 #                                      without promtool, a structural check of the YAML (python3-yaml)
-#   deploy/grafana/ringws.json         valid JSON, every panel has queries, unique ids and refIds
+#   deploy/grafana/ringws.json         valid JSON, every panel has queries, unique ids and refIds; every
+#                                      query parses as PromQL (promtool, Grafana's variables given values)
 #   every metric in rules and dashboard is exported by a live server (tests/deploy_files_use_real_metrics.rs)
 # A missing tool is skipped with a note (Debian packages: systemd, prometheus, python3-yaml); a failed
 # check fails the script. Cheap: a few seconds once the debug build exists. Starts no long-lived process.
@@ -70,6 +71,25 @@ if command -v promtool >/dev/null; then
         note "ok: promtool test rules"
     else
         fail "promtool test rules deploy/prometheus/ringws.rules.test.yml"
+    fi
+    # The dashboard's queries parsed as PromQL: each becomes a recording rule, Grafana's variables given
+    # plain values.
+    python3 - deploy/grafana/ringws.json >"$work/dashboard.rules.yml" <<'EOF'
+import json, sys
+dash = json.load(open(sys.argv[1]))
+print("groups:\n  - name: dashboard\n    rules:")
+for panel in dash["panels"]:
+    for n, target in enumerate(panel.get("targets", [])):
+        expr = (target["expr"].replace("$__rate_interval", "5m").replace("$__range", "1h")
+                .replace("$instance", ".*"))
+        print(f"      - record: dashboard:panel{panel['id']}:{n}")
+        print(f"        expr: {json.dumps(expr)}")
+EOF
+    if promtool check rules "$work/dashboard.rules.yml" >"$work/dashboard.log" 2>&1; then
+        note "ok: every dashboard query parses (promtool)"
+    else
+        cat "$work/dashboard.log" >&2
+        fail "deploy/grafana/ringws.json: a query promtool cannot parse"
     fi
 elif python3 -c 'import yaml' 2>/dev/null; then
     note "promtool not installed (Debian package prometheus): structural check of the rules only"
