@@ -22,6 +22,18 @@ note() { echo "check_deploy: $*"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The tools, installed once if missing (as scripts/interop.sh installs chromium): promtool comes with
+# Debian's prometheus package (its service is not started), systemd-analyze with systemd.
+if ! command -v promtool >/dev/null || ! command -v systemd-analyze >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        note "installing prometheus (promtool) and systemd (systemd-analyze)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus systemd >/dev/null
+    else
+        note "promtool or systemd-analyze missing and not root: those checks are skipped"
+    fi
+fi
+
 # --- systemd unit -------------------------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
     # verify checks that ExecStart's binary exists: point it at this tree's debug build.
