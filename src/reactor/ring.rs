@@ -522,6 +522,26 @@ impl Ring {
         }
     }
 
+    /// Submits queued entries and collects the completions ready now, without waiting for one: the
+    /// kernel's deferred work (DEFER_TASKRUN: the completions of receives, accepts and sends armed
+    /// earlier) runs only in an enter that asks for completions, which `submit_and_wait(0)` does not.
+    pub fn submit_and_reap(&mut self) -> io::Result<()> {
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moves every available completion into `out` (which keeps its capacity between calls), each with
     /// what the kernel handed over: the provided buffer it filled, or the end of a send of this ring.
     pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
