@@ -149,6 +149,12 @@ pub struct WorkerMetrics {
     pub tls_handshakes: Counter,
     /// TLS connections ended by a TLS error (bad record, garbage, plain HTTP, handshake failure).
     pub tls_failures: Counter,
+    /// TLS connections whose client closed after its first flight before the server did any handshake
+    /// work for it (it can never finish the handshake: it has not seen the server's reply).
+    pub tls_abandoned: Counter,
+    /// TLS connections closed unanswered because their worker's backlog of first flights waiting for
+    /// handshake work was full (`worker::tls_io::FIRST_FLIGHT_BACKLOG_BYTES`).
+    pub tls_backlog_refusals: Counter,
     /// `POST /publish` requests refused (the route being on), by [`PUBLISH_REFUSALS`] reason.
     pub publish_refusals: [Counter; PUBLISH_REFUSALS.len()],
     /// Gauge: heap capacity held for HTTP requests not yet complete (heads and `/publish` bodies kept
@@ -196,7 +202,19 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 25] = [
+    let simple: [CounterSpec; 27] = [
+        (
+            "ringws_tls_abandoned_total",
+            "counter",
+            "TLS connections closed by their client after its first flight, before any handshake work",
+            |m| &m.tls_abandoned,
+        ),
+        (
+            "ringws_tls_backlog_refusals_total",
+            "counter",
+            "TLS connections closed unanswered: the backlog of first flights waiting for handshake work was full",
+            |m| &m.tls_backlog_refusals,
+        ),
         (
             "ringws_tls_handshakes_total",
             "counter",

@@ -322,6 +322,11 @@ pub struct TlsState {
     pub failed: bool,
     /// The peer sent close_notify: anything it sends after it is dropped unread.
     pub peer_closed: bool,
+    /// Ciphertext was given to rustls (the client's first flight was processed).
+    pub input_seen: bool,
+    /// Receives of this connection waiting in its worker's list of first flights (see
+    /// `worker::tls_io`); while any waits, later ones wait behind them, so that order is kept.
+    pub deferred_inputs: u16,
 }
 
 impl TlsState {
@@ -334,6 +339,8 @@ impl TlsState {
             close_notify_sent: false,
             failed: false,
             peer_closed: false,
+            input_seen: false,
+            deferred_inputs: 0,
         })
     }
 
@@ -369,6 +376,7 @@ impl TlsState {
         plain: &mut Vec<u8>,
     ) -> Result<RecvOutcome, rustls::Error> {
         let mut outcome = RecvOutcome::default();
+        self.input_seen = true;
         // After our close_notify nothing the peer sends is needed (the write side is shut once it is
         // out, and the peer's EOF releases the connection), and rustls must not see more: it counts its
         // close_notify as the one alert a connection may send, so a bad record after it would make it

@@ -115,6 +115,8 @@ pub struct Core {
     shutdown_deadline: Option<Instant>,
     /// Plaintext decrypted from one TLS receive (reused; TLS connections only).
     tls_plain: Vec<u8>,
+    /// TLS first flights waiting for handshake work (`tls_io`).
+    first_flights: tls_io::FirstFlights,
     /// Broadcasting connections paused for their fanout, and what resumes them.
     sender_budget: fanout::SenderBudget,
 }
@@ -231,12 +233,14 @@ pub(crate) fn run_worker<H: Handler>(
     };
     loop {
         // Transient errors (EINTR, EAGAIN, EBUSY) come back as Ok and the loop retries after draining
-        // completions; any other error ends the worker (and the process, see `Server::start`).
-        worker
-            .core
-            .ring
-            .submit_and_wait(1)
-            .map_err(WorkerDeath::Ring)?;
+        // completions; any other error ends the worker (and the process, see `Server::start`). With
+        // TLS first flights still waiting for handshake work, it does not wait for a completion.
+        let entered = if worker.core.first_flights.is_empty() {
+            worker.core.ring.submit_and_wait(1)
+        } else {
+            worker.core.ring.submit_and_reap()
+        };
+        entered.map_err(WorkerDeath::Ring)?;
         worker.run_batch(&mut completions);
         if worker.core.shutting_down && worker.shutdown_finished(&mut completions) {
             break;
@@ -262,6 +266,8 @@ impl<H: Handler> Worker<'_, H> {
             self.dispatch(completion);
             self.end_slice_if_due();
         }
+        // After every other completion of the batch (see `tls_io`).
+        self.run_first_flights();
         self.end_of_batch();
     }
 
@@ -429,6 +435,7 @@ impl Core {
             shutting_down: false,
             shutdown_deadline: None,
             tls_plain: Vec::new(),
+            first_flights: tls_io::FirstFlights::default(),
             sender_budget: fanout::SenderBudget::default(),
             config,
             shared,
@@ -608,6 +615,149 @@ mod tests {
         assert!(worker.core.conns[key].send_in_flight());
         assert!(worker.core.retired_readers.is_empty());
         assert!(worker.core.retired_readers.capacity() > 0);
+    }
+
+    /// A server configuration for `localhost` (a throwaway self-signed certificate).
+    fn tls_server_config() -> Arc<rustls::ServerConfig> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A client's first flight (its ClientHello) for `localhost`.
+    fn client_hello() -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        assert!(hello.len() > 100);
+        hello
+    }
+
+    /// A TLS connection of `core` before any of its input was processed, as after its accept.
+    fn tls_connection(
+        core: &mut Core,
+        file_index: u32,
+        config: &Arc<rustls::ServerConfig>,
+    ) -> usize {
+        let generation = core.next_generation;
+        core.next_generation += 1;
+        let key = core
+            .conns
+            .insert(Connection::new(file_index, generation, 0));
+        core.conns[key].set(RECV_ARMED);
+        let tls = crate::server::tls::TlsState::new(config).unwrap();
+        core.conns[key].put_tls(Box::new(tls));
+        key
+    }
+
+    fn tls_of(core: &Core, key: usize) -> &crate::server::tls::TlsState {
+        core.conns[key].tls().unwrap()
+    }
+
+    /// A first flight is not processed when it arrives but after the batch's other completions: a client
+    /// that left meanwhile (its end-of-file in the same batch) costs no handshake work and is counted as
+    /// abandoned; one that stays is answered (the server's flight queued) at the end of the batch.
+    #[test]
+    fn a_first_flight_waits_for_the_batch_and_a_client_that_left_costs_no_handshake() {
+        let core = test_core();
+        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
+        let mut handler = crate::app::Echo;
+        let mut worker = Worker {
+            core,
+            handler: &mut handler,
+            inbox: receivers.remove(0),
+        };
+        let config = tls_server_config();
+        let gone = tls_connection(&mut worker.core, 0, &config);
+        let stays = tls_connection(&mut worker.core, 1, &config);
+
+        worker.on_tls_input(gone, &mut client_hello());
+        // The one that stays sends its ClientHello in two receives: both wait, in order.
+        let hello = client_hello();
+        let (first, second) = hello.split_at(hello.len() / 2);
+        worker.on_tls_input(stays, &mut first.to_vec());
+        worker.on_tls_input(stays, &mut second.to_vec());
+        assert_eq!(
+            worker.core.first_flights.waiting_bytes(),
+            2 * hello.len(),
+            "the first flights wait"
+        );
+        for key in [gone, stays] {
+            assert!(!tls_of(&worker.core, key).input_seen);
+            assert_eq!(tls_of(&worker.core, key).queued_bytes(), 0);
+        }
+        assert_eq!(tls_of(&worker.core, stays).deferred_inputs, 2);
+
+        // Later in the batch: the first client's end-of-file.
+        worker.core.on_peer_eof(gone);
+        worker.run_first_flights();
+
+        assert!(worker.core.first_flights.is_empty());
+        assert_eq!(worker.core.metrics.tls_abandoned.get(), 1);
+        assert!(
+            !tls_of(&worker.core, gone).input_seen,
+            "no handshake work for a client that left"
+        );
+        assert_eq!(tls_of(&worker.core, gone).queued_bytes(), 0);
+        let answered = tls_of(&worker.core, stays);
+        assert!(answered.input_seen && answered.deferred_inputs == 0);
+        assert!(
+            answered.queued_bytes() > 100,
+            "the server's flight is queued for the client that stayed"
+        );
+        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+    }
+
+    /// Past `FIRST_FLIGHT_BACKLOG_BYTES` of first flights waiting, a new client is closed unanswered and
+    /// counted; the ones waiting are still answered.
+    #[test]
+    fn a_full_backlog_of_first_flights_closes_new_clients_unanswered() {
+        let core = test_core();
+        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
+        let mut handler = crate::app::Echo;
+        let mut worker = Worker {
+            core,
+            handler: &mut handler,
+            inbox: receivers.remove(0),
+        };
+        let config = tls_server_config();
+        let waiting = tls_connection(&mut worker.core, 0, &config);
+        let late = tls_connection(&mut worker.core, 1, &config);
+        // A client sending its first flight in pieces until the backlog is full (it is not parsed
+        // before its turn, so any bytes do).
+        let piece = vec![0x16u8; 64 * 1024];
+        for _ in 0..tls_io::FIRST_FLIGHT_BACKLOG_BYTES / piece.len() {
+            worker.on_tls_input(waiting, &mut piece.clone());
+        }
+        assert_eq!(
+            worker.core.first_flights.waiting_bytes(),
+            tls_io::FIRST_FLIGHT_BACKLOG_BYTES
+        );
+        assert_eq!(worker.core.metrics.tls_backlog_refusals.get(), 0);
+        worker.on_tls_input(late, &mut client_hello());
+        assert_eq!(worker.core.metrics.tls_backlog_refusals.get(), 1);
+        assert!(worker.core.conns[late].has(ENDING));
+        assert_eq!(
+            worker.core.first_flights.waiting_bytes(),
+            16 * piece.len(),
+            "the late one's bytes are not kept"
+        );
     }
 
     /// A connection marked dirty and released in the same batch (a close-deadline tick, then its close

@@ -4,6 +4,18 @@
 //! Queued plaintext (shared broadcast frames included) is encrypted here at flush time (`encrypt_queued`,
 //! called by `outbound`'s flush); this room owns the receive side, the encryption and the failure path. Must never block on the TLS handshake (everything is driven by
 //! the ring's completions) and never let one connection's TLS error touch another connection.
+//!
+//! A client's first flight (its ClientHello) costs the server a key exchange and a signature, far more than
+//! anything an established connection asks for, and a client can send one for nothing and leave. So first
+//! flights are not processed as they arrive: they wait in the worker's [`FirstFlights`] until the batch's
+//! other completions are handled (the established connections' input first, and the end-of-file of a
+//! client that already left, whose handshake is then never started: it could never finish it, having not
+//! seen the server's reply), and then get at most [`FIRST_FLIGHT_SLICE`] of handshake work per turn of
+//! the loop, the rest waiting for the next turn (which does not wait for completions). The backlog is
+//! bounded ([`FIRST_FLIGHT_BACKLOG_BYTES`]): past it a new client is closed unanswered and counted.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::protocol::CloseCode;
 
@@ -11,11 +23,145 @@ use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
 
+/// Handshake work (first flights processed) per turn of the worker's loop, before the worker turns back
+/// to its ring: about five to ten handshakes, so that an established connection's input waits at most
+/// this long behind a flood of new ones.
+pub(super) const FIRST_FLIGHT_SLICE: Duration = Duration::from_micros(500);
+
+/// Bytes of first flights a worker keeps waiting for handshake work: about 2,000 ClientHellos, a quarter
+/// to half a second of handshake work on one core. A first flight beyond it closes its connection
+/// unanswered (`ringws_tls_backlog_refusals_total`): the server is past what it can answer in time anyway.
+pub(super) const FIRST_FLIGHT_BACKLOG_BYTES: usize = 1 << 20;
+
+/// The worker's first flights waiting for handshake work, in arrival order, their bytes in one buffer.
+#[derive(Debug, Default)]
+pub(super) struct FirstFlights {
+    /// (connection key, generation, end of its bytes in `bytes`), oldest first; each starts where the one
+    /// before it ends (the first at `start`).
+    entries: VecDeque<(u32, u32, usize)>,
+    bytes: Vec<u8>,
+    /// Bytes before this offset were processed (or skipped).
+    start: usize,
+}
+
+impl FirstFlights {
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub(super) fn waiting_bytes(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// Keeps `input` for connection `key`; false when the backlog is full.
+    fn push(&mut self, key: usize, generation: u32, input: &[u8]) -> bool {
+        if self.waiting_bytes() + input.len() > FIRST_FLIGHT_BACKLOG_BYTES {
+            return false;
+        }
+        self.bytes.extend_from_slice(input);
+        self.entries
+            .push_back((key as u32, generation, self.bytes.len()));
+        true
+    }
+
+    /// The next entry, or `None` when none waits: its key, generation and byte range.
+    fn pop(&mut self) -> Option<(usize, u32, std::ops::Range<usize>)> {
+        let (key, generation, end) = self.entries.pop_front()?;
+        let range = self.start..end;
+        self.start = end;
+        Some((key as usize, generation, range))
+    }
+
+    /// After a turn: the processed bytes are dropped (what waits moves to the front); an empty backlog
+    /// keeps its buffer unless it grew past a quarter of the bound.
+    fn compact(&mut self) {
+        if self.entries.is_empty() {
+            self.bytes.clear();
+            self.start = 0;
+            if self.bytes.capacity() > FIRST_FLIGHT_BACKLOG_BYTES / 4 {
+                self.bytes = Vec::new();
+            }
+        } else if self.start > 0 {
+            self.bytes.drain(..self.start);
+            for entry in &mut self.entries {
+                entry.2 -= self.start;
+            }
+            self.start = 0;
+        }
+    }
+}
+
 impl<H: Handler> Worker<'_, H> {
-    /// Received ciphertext of a TLS connection: through rustls, then the plaintext takes the path plain
-    /// bytes take. After an HTTP answer or a protocol error the records are still processed (so that a
-    /// handshake in progress completes and the answer can be sent) and the plaintext is dropped.
+    /// Received ciphertext of a TLS connection. A first flight (no input processed yet, or earlier input
+    /// still waiting) waits in the worker's [`FirstFlights`]; anything else is processed now.
     pub(super) fn on_tls_input(&mut self, key: usize, input: &mut [u8]) {
+        let core = &mut self.core;
+        let conn = &mut core.conns[key];
+        if conn.has(ENDING) {
+            return;
+        }
+        let generation = conn.generation;
+        if let Some(tls) = conn.tls_mut() {
+            if !tls.failed && (!tls.input_seen || tls.deferred_inputs > 0) {
+                if core.first_flights.push(key, generation, input) {
+                    tls.deferred_inputs += 1;
+                } else {
+                    core.metrics.tls_backlog_refusals.inc();
+                    core.end_after_flush(key);
+                }
+                return;
+            }
+        }
+        self.process_tls_input(key, input);
+    }
+
+    /// Handshake work: the first flights waiting, oldest first, for at most [`FIRST_FLIGHT_SLICE`] (and
+    /// at least one). A connection that ended meanwhile (its client left, its deadline passed) is
+    /// skipped; one whose client left before any of its input was processed counts as abandoned.
+    pub(super) fn run_first_flights(&mut self) {
+        if self.core.first_flights.is_empty() {
+            return;
+        }
+        let mut flights = std::mem::take(&mut self.core.first_flights);
+        let started = Instant::now();
+        let mut worked = false;
+        while !flights.is_empty() {
+            if worked && started.elapsed() >= FIRST_FLIGHT_SLICE {
+                break;
+            }
+            let Some((key, generation, range)) = flights.pop() else {
+                break;
+            };
+            let Some(conn) = self.core.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation {
+                continue;
+            }
+            let ending = conn.has(ENDING);
+            let Some(tls) = conn.tls_mut() else {
+                continue;
+            };
+            tls.deferred_inputs -= 1;
+            if ending {
+                if !tls.input_seen && tls.deferred_inputs == 0 {
+                    self.core.metrics.tls_abandoned.inc();
+                }
+                continue;
+            }
+            worked = true;
+            self.process_tls_input(key, &mut flights.bytes[range]);
+        }
+        flights.compact();
+        debug_assert!(self.core.first_flights.is_empty());
+        self.core.first_flights = flights;
+    }
+
+    /// Received ciphertext through rustls, then the plaintext takes the path plain bytes take. After an
+    /// HTTP answer or a protocol error the records are still processed (so that a handshake in progress
+    /// completes and the answer can be sent) and the plaintext is dropped.
+    fn process_tls_input(&mut self, key: usize, input: &mut [u8]) {
         let conn = &mut self.core.conns[key];
         if conn.has(ENDING) {
             return;
