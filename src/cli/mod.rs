@@ -1,9 +1,13 @@
-//! The command line: `ringws serve [flags]`, parsed with clap into a [`ServerConfig`], logging setup,
-//! the startup line and the `ringws listening on IP:PORT` line, and signal handling (SIGINT/SIGTERM start
-//! the graceful shutdown; SIGHUP reloads the TLS certificate).
+//! The command line: `ringws serve [flags]`, parsed with clap and laid over the configuration file
+//! (`--config`, [`config_file`]) into a [`ServerConfig`], logging setup (`--log-format text|json`), the
+//! startup line and the `ringws listening on IP:PORT` line, and signal handling (SIGINT/SIGTERM start the
+//! graceful shutdown; SIGHUP reloads the TLS certificate); `ringws check-config [flags]` checks the same
+//! configuration without serving.
 //!
-//! This module owns the process's stdout contract (exactly one line, once every worker accepts) and must
-//! never print anything else to stdout.
+//! This module owns the process's stdout contract: `serve` prints exactly one line, once every worker
+//! accepts, and nothing else; `check-config` prints the effective configuration (TOML) and nothing else.
+
+pub mod config_file;
 
 use std::fmt;
 use std::io::Write;
@@ -12,12 +16,14 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use crate::app::{Broadcast, Echo, PubSub};
 use crate::reactor::sys::{self, ControlSignal};
 use crate::server::admin::BindError;
-use crate::server::config::{PublishConfig, SenderBudgetPolicy};
+use crate::server::config::{ConfigError, PublishConfig, SenderBudgetPolicy};
 use crate::server::tls::TlsCertificate;
 use crate::server::{ListenError, Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
 
@@ -41,9 +47,27 @@ pub enum Command {
     /// Serve WebSocket connections (and /healthz, /metrics, / over HTTP on the same port, /metrics on
     /// its own address with --metrics-listen; with --tls-cert/--tls-key, wss:// and https:// only).
     Serve(ServeArgs),
+    /// Check a configuration (the same flags and --config as `serve`) without serving: every value,
+    /// the TLS certificate and key, the publish token; print the effective configuration as TOML on
+    /// stdout and exit 0, or exit 2 with an error naming the flag or the file, line and key. Does not
+    /// bind the port.
+    CheckConfig(ServeArgs),
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+/// The form of log lines on stderr.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level (`timestamp`, `level`, `target`,
+    /// `message`, then e.g. `reason`, `status`).
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Every message comes back to its sender.
     Echo,
@@ -53,7 +77,8 @@ pub enum Mode {
     Pubsub,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlowConsumer {
     /// Close the slow connection with 1008.
     Close,
@@ -79,7 +104,8 @@ impl From<SlowConsumer> for SlowConsumerPolicy {
     }
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SenderBudget {
     /// Pause a sender over its fanout budget until its receivers drain.
     Pause,
@@ -116,6 +142,14 @@ fn server_defaults() -> &'static ServerConfig {
 /// [`ServerConfig::default()`]; only `--mode`, which picks the handler, has its own.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// A configuration file (TOML): one key per flag, named as the flag in snake_case
+    /// (`max_message_size = "1MiB"`; see ringws.example.toml). Flags given here win over the file, the
+    /// RINGWS_PUBLISH_TOKEN environment variable too; the file wins over the defaults.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<std::path::PathBuf>,
+    /// Log lines on stderr as text or as one JSON object per line (the level: RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What the server does with messages.
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Mode,
@@ -159,7 +193,10 @@ pub struct ServeArgs {
     #[arg(
         long,
         default_value_t = server_defaults().listen_backlog,
-        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+        value_parser = clap::value_parser!(u32).range(
+            *crate::server::config::LISTEN_BACKLOG_RANGE.start() as i64
+                ..=*crate::server::config::LISTEN_BACKLOG_RANGE.end() as i64
+        )
     )]
     pub listen_backlog: u32,
     /// Largest HTTP request header block; larger -> 431.
@@ -251,11 +288,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = server_defaults().recv_buffers)]
     pub recv_buffers: u16,
     /// PEM certificate chain (leaf first): the listener then speaks TLS only (wss://, https://). Needs
-    /// --tls-key.
-    #[arg(long, value_name = "CERT.pem", requires = "tls_key")]
+    /// --tls-key (either may come from --config).
+    #[arg(long, value_name = "CERT.pem")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of --tls-cert.
-    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    #[arg(long, value_name = "KEY.pem")]
     pub tls_key: Option<std::path::PathBuf>,
 }
 
@@ -487,52 +524,147 @@ impl ServeArgs {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
-/// Runs `ringws serve` until SIGINT/SIGTERM and the graceful shutdown complete. Returns the exit code.
-pub fn serve(args: ServeArgs) -> i32 {
-    init_logging();
+/// The keys a configuration file may hold: the ids of the `serve` flags (their names in snake_case),
+/// `--config` itself excepted.
+pub fn config_keys() -> Vec<String> {
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("the serve subcommand");
+    serve
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str().to_string())
+        .filter(|id| id != "config" && id != "help")
+        .collect()
+}
+
+/// `serve`'s and `check-config`'s configuration: `args` (the command line, `matches` saying which flags
+/// it gave) over the `--config` file, the publish token from its one source, every value validated, the
+/// TLS certificate and key loaded (kept, for SIGHUP to load them again). Starts logging (in the format the command line or the file asks for)
+/// before anything can fail. The error (one line) names the flag, or the file, line and key.
+fn configure(
+    mut args: ServeArgs,
+    matches: &ArgMatches,
+) -> Result<(ServeArgs, ServerConfig, Option<TlsCertificate>), String> {
+    let on_command_line = |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
+    let env_token = std::env::var_os(PUBLISH_TOKEN_ENV);
+    let file = match &args.config {
+        None => None,
+        Some(path) => match config_file::LoadedFile::load(path, &config_keys()) {
+            Ok(file) => {
+                file.values
+                    .apply(&mut args, on_command_line, env_token.is_some());
+                Some(file)
+            }
+            Err(message) => {
+                init_logging(args.log_format);
+                return Err(message);
+            }
+        },
+    };
+    init_logging(args.log_format);
+    // Where a value that failed came from: the flag, or the file's line.
+    let explain = |error: ConfigError| match &file {
+        Some(file) => file.explain(&error, on_command_line),
+        None => error.to_string(),
+    };
     let mut config = args.to_config();
     if args.max_connections_per_worker == Some(0) {
-        tracing::error!(
-            "--max-connections-per-worker: 0: must be at least 1 (leave the flag out for the default)"
-        );
-        return 2;
+        return Err(explain(ConfigError {
+            flag: "--max-connections-per-worker",
+            message: "0: must be at least 1 (leave it out for the default)".into(),
+        }));
     }
-    match args.publish_config(std::env::var_os(PUBLISH_TOKEN_ENV)) {
-        Ok(publish) => config.publish = publish,
+    config.publish = args.publish_config(env_token)?;
+    // Every value checked before anything is loaded or bound: exit 2 naming the flag.
+    config.validate().map_err(explain)?;
+    let mut certificate = None;
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let loaded = TlsCertificate::load(cert, key).map_err(|e| e.to_string())?;
+            config.tls = Some(loaded.server_config());
+            certificate = Some(loaded);
+        }
+        (Some(_), None) => {
+            return Err(explain(ConfigError {
+                flag: "--tls-cert",
+                message: "--tls-key is required with it (both or neither)".into(),
+            }))
+        }
+        (None, Some(_)) => {
+            return Err(explain(ConfigError {
+                flag: "--tls-key",
+                message: "--tls-cert is required with it (both or neither)".into(),
+            }))
+        }
+        (None, None) => {}
+    }
+    Ok((args, config, certificate))
+}
+
+/// Runs `ringws check-config`: the configuration `serve` would run, checked the same way (without binding
+/// any address), printed as TOML on stdout. Returns the exit code: 0, or 2 for a bad configuration.
+pub fn check_config(args: ServeArgs, matches: &ArgMatches) -> i32 {
+    let (args, config, _certificate) = match configure(args, matches) {
+        Ok(configured) => configured,
         Err(message) => {
             tracing::error!("{message}");
             return 2;
         }
+    };
+    let mut text = String::from(
+        "# The effective configuration of `ringws serve` with these flags (flags > environment > \
+         --config file > defaults).\n",
+    );
+    if config.publish.is_some() {
+        let source = if args.publish_token.is_some() {
+            "--publish-token or the config file's publish_token"
+        } else if args.publish_token_file.is_some() {
+            "publish_token_file"
+        } else {
+            PUBLISH_TOKEN_ENV
+        };
+        text.push_str(&format!(
+            "# POST /publish is on; the token (from {source}) is not printed.\n"
+        ));
     }
-    // Every value checked before anything is loaded or bound: exit 2 naming the flag.
-    if let Err(e) = config.validate() {
-        tracing::error!("{e}");
-        return 2;
-    }
-    // Kept for SIGHUP, which loads the same files again.
-    let mut certificate = None;
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        match TlsCertificate::load(cert, key) {
-            Ok(loaded) => {
-                config.tls = Some(loaded.server_config());
-                log_certificate("TLS certificate loaded", &loaded);
-                certificate = Some(loaded);
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                return 2;
-            }
+    text.push_str(&config_file::FileConfig::effective(&args, &config).to_toml());
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    0
+}
+
+/// Runs `ringws serve` until SIGINT/SIGTERM and the graceful shutdown complete. Returns the exit code.
+pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
+    let (args, config, mut certificate) = match configure(args, matches) {
+        Ok(configured) => configured,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 2;
         }
+    };
+    if let Some(loaded) = &certificate {
+        log_certificate("TLS certificate loaded", loaded);
     }
     // Block the control signals before any worker thread exists, so only this thread takes them.
     if let Err(e) = sys::block_control_signals() {
@@ -652,9 +784,12 @@ fn reload_certificate(certificate: Option<&mut TlsCertificate>) {
 
 /// Entry point of the `ringws` binary.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (_, sub_matches) = matches.subcommand().expect("a subcommand is required");
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, sub_matches),
+        Command::CheckConfig(args) => check_config(args, sub_matches),
     }
 }
 
@@ -728,7 +863,9 @@ mod tests {
         let serve = |args: &[&str]| {
             let argv = ["ringws", "serve"].iter().chain(args).copied();
             Cli::try_parse_from(argv).map(|cli| match cli.command {
-                Command::Serve(serve) => serve.to_config().listen_backlog,
+                Command::Serve(serve) | Command::CheckConfig(serve) => {
+                    serve.to_config().listen_backlog
+                }
             })
         };
         assert_eq!(serve(&[]).unwrap(), 4096);
@@ -765,7 +902,9 @@ mod tests {
         let serve = |args: &[&str]| {
             let argv = ["ringws", "serve"].iter().chain(args).copied();
             Cli::try_parse_from(argv).map(|cli| match cli.command {
-                Command::Serve(serve) => serve.to_config().inbox_capacity,
+                Command::Serve(serve) | Command::CheckConfig(serve) => {
+                    serve.to_config().inbox_capacity
+                }
             })
         };
         assert_eq!(serve(&["--inbox-capacity", "64"]).unwrap(), 64);
@@ -853,7 +992,7 @@ mod tests {
     fn serve_args(args: &[&str]) -> ServeArgs {
         let argv = ["ringws", "serve"].iter().chain(args).copied();
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(serve) => serve,
+            Command::Serve(serve) | Command::CheckConfig(serve) => serve,
         }
     }
 
@@ -949,6 +1088,108 @@ mod tests {
             publish(&["--mode", "broadcast", "--publish-token", "t"]),
             Some(PublishConfig::new("t"))
         );
+    }
+
+    /// `ringws serve ARGS` parsed as `main` does: the arguments and which flags the command line gave.
+    fn serve_with_matches(args: &[&str]) -> (ServeArgs, ArgMatches) {
+        let argv = ["ringws", "serve"].iter().chain(args).copied();
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let serve = match Cli::from_arg_matches(&matches).unwrap().command {
+            Command::Serve(serve) | Command::CheckConfig(serve) => serve,
+        };
+        let sub = matches.subcommand().unwrap().1.clone();
+        (serve, sub)
+    }
+
+    #[test]
+    fn every_serve_flag_is_a_config_file_key() {
+        let (mut args, _) = serve_with_matches(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--publish-token-file",
+            "t",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+            "--mode",
+            "pubsub",
+        ]);
+        args.publish_token = None;
+        let mut config = args.to_config();
+        config.publish = Some(PublishConfig::new("t"));
+        let printed = config_file::FileConfig::effective(&args, &config).to_toml();
+        let table: toml::Table = printed.parse().unwrap();
+        let mut keys: Vec<String> = table.keys().cloned().collect();
+        // Never printed (a secret), but read.
+        keys.push("publish_token".into());
+        keys.sort();
+        let mut flags = config_keys();
+        flags.sort();
+        assert_eq!(keys, flags);
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_a_file() {
+        let (args, _) = serve_with_matches(&[
+            "--max-message-size",
+            "64KiB",
+            "--handshake-timeout",
+            "1500ms",
+            "--allowed-origins",
+            "https://a.example, https://b.example",
+            "--log-format",
+            "json",
+        ]);
+        let effective = config_file::FileConfig::effective(&args, &args.to_config());
+        let path = std::path::Path::new("printed.toml");
+        let read = config_file::LoadedFile::parse(path, &effective.to_toml(), &config_keys())
+            .unwrap()
+            .values;
+        assert_eq!(read, effective);
+    }
+
+    #[test]
+    fn flags_on_the_command_line_win_over_the_file() {
+        let text = "max_message_size = \"64KiB\"\nidle_timeout = \"7s\"\nno_pin = true\n\
+                    subprotocols = [\"chat\"]\npublish_token = \"from-file\"\nmode = \"broadcast\"\n";
+        let file =
+            config_file::LoadedFile::parse(std::path::Path::new("f.toml"), text, &config_keys())
+                .unwrap();
+        let (mut args, matches) =
+            serve_with_matches(&["--idle-timeout", "9s", "--subprotocols", "v2"]);
+        let on_command_line =
+            |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
+        file.values.apply(&mut args, on_command_line, false);
+        let config = args.to_config();
+        assert_eq!(config.max_message_size, 64 << 10, "from the file");
+        assert_eq!(config.max_frame_size, 64 << 10, "follows the message size");
+        assert!(!config.pin_workers, "from the file");
+        assert_eq!(config.idle_timeout, Duration::from_secs(9), "the flag wins");
+        assert_eq!(config.subprotocols, ["v2"], "the flag wins");
+        assert_eq!(
+            args.publish_config(None).unwrap().unwrap().token,
+            "from-file"
+        );
+
+        // The environment's token wins over the file's.
+        let (mut args, matches) = serve_with_matches(&[]);
+        let on_command_line =
+            |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
+        file.values.apply(&mut args, on_command_line, true);
+        assert_eq!(
+            args.publish_config(Some("from-env".into()))
+                .unwrap()
+                .unwrap()
+                .token,
+            "from-env"
+        );
+        // A flag given with its default value still wins.
+        let (mut args, matches) = serve_with_matches(&["--max-message-size", "1MiB"]);
+        let on_command_line =
+            |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
+        file.values.apply(&mut args, on_command_line, false);
+        assert_eq!(args.to_config().max_message_size, 1 << 20);
     }
 
     #[test]

@@ -246,6 +246,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// The range of `recv_buffer_size`: a buffer below 1 KiB wastes a completion per few bytes; one above
 /// 64 MiB (times `recv_buffers`, per worker) is memory no receive needs.
 pub const RECV_BUFFER_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 << 20;
+/// The range of `listen_backlog` (the kernel caps it at net.core.somaxconn anyway).
+pub const LISTEN_BACKLOG_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 /// The smallest `max_header_bytes`: room for an upgrade request with its required headers.
 pub const MIN_HEADER_BYTES: usize = 256;
 /// The most receive buffers per worker (the kernel's limit for a provided buffer ring).
@@ -293,8 +295,16 @@ impl ServerConfig {
                 ),
             );
         }
-        if self.listen_backlog == 0 {
-            return invalid("--listen-backlog", "0: must be at least 1".into());
+        if !LISTEN_BACKLOG_RANGE.contains(&self.listen_backlog) {
+            return invalid(
+                "--listen-backlog",
+                format!(
+                    "{}: must be between {} and {}",
+                    self.listen_backlog,
+                    LISTEN_BACKLOG_RANGE.start(),
+                    LISTEN_BACKLOG_RANGE.end()
+                ),
+            );
         }
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return invalid(
@@ -441,6 +451,7 @@ mod tests {
             "--max-assembly-memory",
         );
         refused(|c| c.listen_backlog = 0, "--listen-backlog");
+        refused(|c| c.listen_backlog = 1_000_001, "--listen-backlog");
         refused(|c| c.max_header_bytes = 0, "--max-header-bytes");
         refused(
             |c| c.max_pending_request_memory = c.max_header_bytes - 1,
