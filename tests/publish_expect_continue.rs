@@ -148,7 +148,8 @@ fn another_expectation_is_417_on_publish_and_on_an_upgrade() {
     let failures = metrics_text(server.addr)
         .lines()
         .filter(|l| {
-            l.starts_with("ringws_handshake_failures_total{") && l.contains("reason=\"417\"")
+            l.starts_with("ringws_handshake_failures_total{")
+                && l.contains("reason=\"expectation\"")
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum::<u64>();

@@ -70,10 +70,70 @@ pub const REJECT_SHUTTING_DOWN: usize = 2;
 /// (answered 503).
 pub const REJECT_REQUEST_MEMORY: usize = 3;
 
-/// Handshake failures, by the HTTP status answered (or `timeout`).
+/// Why an opening handshake failed: the `reason` label of `ringws_handshake_failures_total`, one name per
+/// cause (a plain HTTP request answered 404 or 405 is not a failed handshake: it counts in
+/// `ringws_http_requests_total` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// A request that is not valid HTTP/1.1 or lacks a WebSocket header (400).
+    BadRequest = 0,
+    /// `Origin` not allowed (403).
+    Origin,
+    /// An upgrade with a method other than GET (405).
+    Method,
+    /// An expectation other than `100-continue` (417).
+    Expectation,
+    /// No `Upgrade: websocket` where only WebSocket is served (426).
+    UpgradeRequired,
+    /// `Sec-WebSocket-Version` missing or not 13 (426).
+    Version,
+    /// The request head over `--max-header-bytes` or too many header lines (431).
+    HeadersTooLarge,
+    /// A resource that does not exist (404).
+    NotFound,
+    /// The handshake not finished within `--handshake-timeout`.
+    Timeout,
+    /// Refused by the handler's `on_upgrade` (its status).
+    Handler,
+}
+
+/// The labels of [`HandshakeFailure`], in its order.
 pub const HANDSHAKE_FAILURES: [&str; 10] = [
-    "400", "403", "404", "405", "417", "426", "431", "timeout", "handler", "other",
+    "bad_request",
+    "origin",
+    "method",
+    "expectation",
+    "upgrade_required",
+    "version",
+    "headers_too_large",
+    "not_found",
+    "timeout",
+    "handler",
 ];
+
+impl HandshakeFailure {
+    /// Its metrics label (and the `reason` of its log line).
+    pub fn label(self) -> &'static str {
+        HANDSHAKE_FAILURES[self as usize]
+    }
+}
+
+impl From<&crate::protocol::handshake::HandshakeError> for HandshakeFailure {
+    fn from(error: &crate::protocol::handshake::HandshakeError) -> Self {
+        use crate::protocol::handshake::HandshakeError as E;
+        match error {
+            E::BadRequest(_) | E::NotHttp11 | E::MissingHost | E::LengthAndTransferEncoding => {
+                HandshakeFailure::BadRequest
+            }
+            E::OriginNotAllowed => HandshakeFailure::Origin,
+            E::MethodNotAllowed => HandshakeFailure::Method,
+            E::UpgradeRequired => HandshakeFailure::UpgradeRequired,
+            E::VersionNotSupported => HandshakeFailure::Version,
+            E::HeadersTooLarge => HandshakeFailure::HeadersTooLarge,
+            E::NotFound => HandshakeFailure::NotFound,
+        }
+    }
+}
 
 /// Close codes counted individually; everything else is `other`.
 pub const CLOSE_CODES: [u16; 11] = [
@@ -172,22 +232,17 @@ impl WorkerMetrics {
         self.closes_sent[close_code_index(code)].inc();
     }
 
-    pub fn handshake_failure(&self, status: u16) {
-        let label = status.to_string();
-        let index = HANDSHAKE_FAILURES
-            .iter()
-            .position(|&s| s == label)
-            .unwrap_or(HANDSHAKE_FAILURES.len() - 1);
-        self.handshake_failures[index].inc();
+    pub fn handshake_failure(&self, reason: HandshakeFailure) {
+        self.handshake_failures[reason as usize].inc();
     }
 
     pub fn handshake_timeout(&self) {
-        self.handshake_failures[7].inc();
+        self.handshake_failure(HandshakeFailure::Timeout);
     }
 
     /// An upgrade refused by the handler's `on_upgrade`.
     pub fn handshake_refused_by_handler(&self) {
-        self.handshake_failures[8].inc();
+        self.handshake_failure(HandshakeFailure::Handler);
     }
 }
 
@@ -537,5 +592,30 @@ impl TlsCertificateMetrics {
         if not_after != 0 {
             let _ = writeln!(out, "ringws_tls_cert_not_after_seconds {not_after}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handshake::HandshakeError;
+
+    #[test]
+    fn handshake_failures_have_named_reasons() {
+        let reason = |error: HandshakeError| HandshakeFailure::from(&error).label();
+        assert_eq!(reason(HandshakeError::BadRequest("x")), "bad_request");
+        assert_eq!(reason(HandshakeError::NotHttp11), "bad_request");
+        assert_eq!(reason(HandshakeError::OriginNotAllowed), "origin");
+        assert_eq!(reason(HandshakeError::MethodNotAllowed), "method");
+        assert_eq!(reason(HandshakeError::UpgradeRequired), "upgrade_required");
+        assert_eq!(reason(HandshakeError::VersionNotSupported), "version");
+        assert_eq!(reason(HandshakeError::HeadersTooLarge), "headers_too_large");
+        assert_eq!(reason(HandshakeError::NotFound), "not_found");
+        assert_eq!(HandshakeFailure::Expectation.label(), "expectation");
+        assert_eq!(HandshakeFailure::Timeout.label(), "timeout");
+        assert_eq!(HandshakeFailure::Handler.label(), "handler");
+        assert!(HANDSHAKE_FAILURES
+            .iter()
+            .all(|label| label.parse::<u16>().is_err()));
     }
 }

@@ -12,6 +12,7 @@
 //! and queues what this module writes. Never on the message hot path.
 
 pub mod publish;
+pub mod refusals;
 
 use crate::protocol::handshake::{write_http_response, Request};
 

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::protocol::handshake::{
-    parse_request, validate_upgrade, write_http_response, HandshakePolicy, Request,
+    parse_request, validate_upgrade, write_http_response, HandshakeError, HandshakePolicy, Request,
 };
 
 use super::{Core, Worker};
@@ -23,7 +23,11 @@ use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 use crate::server::http;
 use crate::server::http::publish::{publish_step, write_published, PublishStep};
-use crate::server::metrics::{REJECT_MAX_CONNECTIONS, REJECT_REQUEST_MEMORY, REJECT_SHUTTING_DOWN};
+use crate::server::http::refusals::{header_at_fault, log_refusal, Refusal, Severity};
+use crate::server::metrics::{
+    HandshakeFailure, REJECT_MAX_CONNECTIONS, REJECT_REASONS, REJECT_REQUEST_MEMORY,
+    REJECT_SHUTTING_DOWN,
+};
 
 /// What a request needs after the bytes received so far were handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +119,17 @@ impl<H: Handler> Worker<'_, H> {
     ) -> RequestProgress {
         match publish_step(request, body, publish, self.core.config.max_message_size) {
             PublishStep::Refuse(refusal) => {
+                // The reason as `ringws_publish_refusals_total` labels it; never the token.
+                log_refusal(&Refusal {
+                    method: Some(request.method()),
+                    path: Some(request.path()),
+                    detail: Some("POST /publish refused"),
+                    ..Refusal::new(
+                        self.core.index,
+                        refusal.status(),
+                        crate::server::metrics::PUBLISH_REFUSALS[refusal.index()],
+                    )
+                });
                 self.core.metrics.publish_refusals[refusal.index()].inc();
                 self.core
                     .answer_http(key, |out| refusal.write_response(out));
@@ -147,8 +162,13 @@ impl<H: Handler> Worker<'_, H> {
             Ok(None) => return RequestProgress::MoreHead,
             Ok(Some(parsed)) => parsed,
             Err(error) => {
-                tracing::debug!(worker = self.core.index, "bad request: {error}");
-                self.core.metrics.handshake_failure(error.status());
+                let reason = HandshakeFailure::from(&error);
+                log_refusal(&Refusal {
+                    detail: Some(error.reason()),
+                    bytes: (error == HandshakeError::HeadersTooLarge).then_some(data.len() as u64),
+                    ..Refusal::new(self.core.index, error.status(), reason.label())
+                });
+                self.core.metrics.handshake_failure(reason);
                 self.core.answer_http(key, |out| error.write_response(out));
                 return RequestProgress::Done;
             }
@@ -172,8 +192,18 @@ impl<H: Handler> Worker<'_, H> {
             let status = self
                 .core
                 .answer_http(key, |out| http::route_with_metrics(&request, metrics, out));
+            // Not a failed handshake (no WebSocket was asked for), but a refused connection.
             if status >= 400 {
-                self.core.metrics.handshake_failure(status);
+                let reason = match status {
+                    404 => "not_found",
+                    405 => "method_not_allowed",
+                    _ => "http",
+                };
+                log_refusal(&Refusal {
+                    method: Some(request.method()),
+                    path: Some(request.path()),
+                    ..Refusal::new(self.core.index, status, reason)
+                });
             }
             return RequestProgress::Done;
         }
@@ -197,8 +227,15 @@ impl<H: Handler> Worker<'_, H> {
         let upgrade = match validate_upgrade(request, &policy) {
             Ok(upgrade) => upgrade,
             Err(error) => {
-                tracing::debug!(worker = self.core.index, "handshake refused: {error}");
-                self.core.metrics.handshake_failure(error.status());
+                let reason = HandshakeFailure::from(&error);
+                log_refusal(&Refusal {
+                    method: Some(request.method()),
+                    path: Some(request.path()),
+                    header: header_at_fault(&error, request),
+                    detail: Some(error.reason()),
+                    ..Refusal::new(self.core.index, error.status(), reason.label())
+                });
+                self.core.metrics.handshake_failure(reason);
                 self.core.answer_http(key, |out| error.write_response(out));
                 return;
             }
@@ -206,15 +243,24 @@ impl<H: Handler> Worker<'_, H> {
         // An upgrade has no content: `100-continue` asks for nothing here (the 101 is the answer), any
         // other expectation cannot be met.
         if http::expectation(request) == http::Expectation::Unsupported {
-            tracing::debug!(
-                worker = self.core.index,
-                "upgrade with an unsupported Expect"
-            );
-            self.core.metrics.handshake_failure(417);
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                header: Some(("expect", request.header("expect").unwrap_or_default())),
+                ..Refusal::new(self.core.index, 417, HandshakeFailure::Expectation.label())
+            });
+            self.core
+                .metrics
+                .handshake_failure(HandshakeFailure::Expectation);
             self.core.answer_http(key, http::write_expectation_failed);
             return;
         }
         if self.core.shutting_down {
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_SHUTTING_DOWN])
+            });
             self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             self.core.answer_http(key, http::write_503);
             return;
@@ -229,11 +275,12 @@ impl<H: Handler> Worker<'_, H> {
             } else {
                 403
             };
-            tracing::debug!(
-                worker = self.core.index,
-                status,
-                "upgrade refused by the handler: {reason}"
-            );
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                detail: Some(&reason),
+                ..Refusal::new(self.core.index, status, HandshakeFailure::Handler.label())
+            });
             self.core.metrics.handshake_refused_by_handler();
             self.core.answer_http(key, |out| {
                 write_http_response(
@@ -256,6 +303,12 @@ impl<H: Handler> Worker<'_, H> {
                 .shared
                 .websockets_open
                 .fetch_sub(1, Ordering::AcqRel);
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                severity: Severity::Limit,
+                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_MAX_CONNECTIONS])
+            });
             self.core.metrics.rejected[REJECT_MAX_CONNECTIONS].inc();
             self.core.answer_http(key, http::write_503);
             return;
@@ -300,12 +353,12 @@ impl Core {
         if held.saturating_add(capacity) <= self.config.max_pending_request_memory {
             return true;
         }
-        tracing::debug!(
-            worker = self.index,
-            held,
-            capacity,
-            "request refused: over the pending request memory budget"
-        );
+        log_refusal(&Refusal {
+            severity: Severity::Limit,
+            bytes: Some(capacity as u64),
+            detail: Some("over --max-pending-request-memory"),
+            ..Refusal::new(self.index, 503, REJECT_REASONS[REJECT_REQUEST_MEMORY])
+        });
         self.metrics.rejected[REJECT_REQUEST_MEMORY].inc();
         self.answer_http(key, http::write_503_request_memory);
         false
