@@ -37,21 +37,20 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `ringws check-config ARGS` (no publish token in the environment unless `env_token`), waiting at
-/// most 20 s for it to exit.
-fn check_config(args: &[&str], env_token: Option<&str>) -> Output {
+/// Runs `ringws check-config ARGS` (with neither `RINGWS_PUBLISH_TOKEN` nor `RUST_LOG` in the
+/// environment but those of `env`), waiting at most 20 s for it to exit.
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(ringws_binary());
     command
         .arg("check-config")
         .args(args)
         .env_remove("RINGWS_PUBLISH_TOKEN")
+        .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(token) = env_token {
-        command.env("RINGWS_PUBLISH_TOKEN", token);
-    }
+    command.envs(env.iter().copied());
     let child = command.spawn().expect("spawn ringws check-config");
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -87,7 +86,7 @@ fn printed<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 #[test]
 fn the_example_file_passes_check_config() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("ringws.example.toml");
-    let output = check_config(&["--config", example.to_str().unwrap()], None);
+    let output = check_config(&["--config", example.to_str().unwrap()], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert_eq!(
@@ -105,7 +104,7 @@ fn file_values_are_applied_and_a_flag_wins() {
         "ringws.toml",
         "max_message_size = \"1KiB\"\nidle_timeout = \"7s\"\nsubprotocols = [\"chat\", \"v2\"]\n",
     );
-    let output = check_config(&["--config", &file, "--idle-timeout", "9s"], None);
+    let output = check_config(&["--config", &file, "--idle-timeout", "9s"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert_eq!(
@@ -160,7 +159,7 @@ fn an_unknown_key_exits_2_naming_it_and_its_line() {
         errors.contains(&format!("{file}:2: unknown key `max_mesage_size`")),
         "{errors}"
     );
-    let output = check_config(&["--config", &file], None);
+    let output = check_config(&["--config", &file], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stdout(&output).is_empty());
     assert!(
@@ -196,7 +195,7 @@ fn a_bad_value_exits_2_naming_the_key() {
     );
     // The wrong type.
     let file = dir.write("type.toml", "port = \"high\"\n");
-    let output = check_config(&["--config", &file], None);
+    let output = check_config(&["--config", &file], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr_has(&output, &format!("{file}:1: port: ")),
@@ -205,7 +204,7 @@ fn a_bad_value_exits_2_naming_the_key() {
     );
     // A file that cannot be read.
     let missing = dir.0.join("missing.toml");
-    let output = check_config(&["--config", missing.to_str().unwrap()], None);
+    let output = check_config(&["--config", missing.to_str().unwrap()], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr_has(&output, "cannot read"));
 }
@@ -219,7 +218,7 @@ fn check_config_loads_the_certificate_and_key() {
         "ringws.toml",
         &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
     );
-    let output = check_config(&["--config", &file], None);
+    let output = check_config(&["--config", &file], &[]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr_has(&output, &cert), "{}", stderr(&output));
     assert!(stdout(&output).is_empty());
@@ -228,11 +227,11 @@ fn check_config_loads_the_certificate_and_key() {
     let good = TestCert::new();
     let output = check_config(
         &["--tls-cert", &good.cert_path, "--tls-key", &good.key_path],
-        None,
+        &[],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let only_cert = dir.write("only_cert.toml", &format!("tls_cert = \"{cert}\"\n"));
-    let output = check_config(&["--config", &only_cert], None);
+    let output = check_config(&["--config", &only_cert], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr_has(&output, "--tls-cert: --tls-key is required"),
@@ -245,7 +244,7 @@ fn check_config_loads_the_certificate_and_key() {
 fn check_config_does_not_bind_the_port() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
-    let output = check_config(&["--bind", "127.0.0.1", "--port", &port], None);
+    let output = check_config(&["--bind", "127.0.0.1", "--port", &port], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
         printed(&stdout(&output), "port"),
@@ -263,12 +262,65 @@ fn the_environment_token_wins_over_the_file() {
         "ringws.toml",
         "mode = \"pubsub\"\npublish_token_file = \"/nonexistent/ringws.token\"\n",
     );
-    let output = check_config(&["--config", &file], None);
+    let output = check_config(&["--config", &file], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr_has(&output, "/nonexistent/ringws.token"));
-    let output = check_config(&["--config", &file], Some("secret-from-env"));
+    let output = check_config(
+        &["--config", &file],
+        &[("RINGWS_PUBLISH_TOKEN", "secret-from-env")],
+    );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("POST /publish is on"), "{text}");
     assert!(!text.contains("secret-from-env"), "{text}");
+}
+
+#[test]
+fn the_log_level_comes_from_the_flag_then_rust_log_then_the_file() {
+    let dir = TempDir::new("log-level");
+    let file = dir.write(
+        "ringws.toml",
+        "log_level = \"debug\"\nlog_format = \"json\"\n",
+    );
+    let level = |args: &[&str], env: &[(&str, &str)]| {
+        let output = check_config(args, env);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        printed(&stdout(&output), "log_level").map(str::to_string)
+    };
+    assert_eq!(level(&[], &[]).as_deref(), Some("\"info\""));
+    assert_eq!(
+        level(&["--config", &file], &[]).as_deref(),
+        Some("\"debug\"")
+    );
+    let rust_log = [("RUST_LOG", "warn")];
+    assert_eq!(
+        level(&["--config", &file], &rust_log).as_deref(),
+        Some("\"warn\"")
+    );
+    assert_eq!(
+        level(&["--config", &file, "--log-level", "trace"], &rust_log).as_deref(),
+        Some("\"trace\"")
+    );
+    // A level that is not one exits 2 naming where it came from.
+    let output = check_config(&["--log-level", "ringws=loud"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_has(&output, "--log-level: \"ringws=loud\""),
+        "{}",
+        stderr(&output)
+    );
+    // The file's log format applies to the error lines of the values it holds.
+    let bad = dir.write("bad.toml", "log_format = \"json\"\nrecv_buffers = 3\n");
+    let output = check_config(&["--config", &bad], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = stderr(&output);
+    let error: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON line");
+    assert_eq!(error["level"], "ERROR");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("--recv-buffers: 3"),
+        "{line}"
+    );
 }

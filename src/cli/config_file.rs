@@ -8,8 +8,8 @@
 //! (`no_pin = true`), choices as their names (`mode = "pubsub"`).
 //!
 //! Precedence, highest first: a flag on the command line, then the environment (the publish token,
-//! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds), then the file, then the default
-//! (`ServerConfig::default()`). An unknown key, a section (`[tls]`) or a value of the wrong type is an
+//! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds; `RUST_LOG` for `log_level`), then the file,
+//! then the default (`ServerConfig::default()`). An unknown key, a section (`[tls]`) or a value of the wrong type is an
 //! error naming the file, the line and the key.
 //!
 //! Owns reading the file and the merge only: never reads the environment (the caller says whether it gives
@@ -71,6 +71,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
 }
 
 /// A configuration file read and checked: its values and the line of each key.
@@ -243,6 +244,7 @@ impl FileConfig {
             tls_cert,
             tls_key,
             log_format,
+            log_level,
         );
         let token_elsewhere = on_command_line("publish_token")
             || on_command_line("publish_token_file")
@@ -252,7 +254,8 @@ impl FileConfig {
         }
     }
 
-    /// The file form of a whole configuration: `args` after the file was applied, `config` the
+    /// The file form of a whole configuration: `args` after the file was applied (`log_level`: the
+    /// directives in effect, `RUST_LOG` included), `config` the
     /// [`crate::server::ServerConfig`] built from them (values computed at startup filled in: workers,
     /// the per-worker limit, the frame limit, the publish body limit). The publish token itself is
     /// never included; its file's path is.
@@ -295,6 +298,7 @@ impl FileConfig {
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             log_format: Some(args.log_format),
+            log_level: args.log_level.clone(),
         }
     }
 

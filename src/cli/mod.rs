@@ -147,9 +147,14 @@ pub struct ServeArgs {
     /// RINGWS_PUBLISH_TOKEN environment variable too; the file wins over the defaults.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<std::path::PathBuf>,
-    /// Log lines on stderr as text or as one JSON object per line (the level: RUST_LOG, default info).
+    /// Log lines on stderr as text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// What to log: a level (error, warn, info, debug, trace) or RUST_LOG-style directives
+    /// (`info,ringws::server=debug`). RUST_LOG, when set, wins over the config file's log_level, never
+    /// over this flag [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     /// What the server does with messages.
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Mode,
@@ -524,9 +529,29 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter and its directives, from the first of: `--log-level` on the command line, `RUST_LOG`,
+/// `log_level` in the configuration file, `info`.
+fn log_filter(
+    args: &ServeArgs,
+    on_command_line: impl Fn(&str) -> bool,
+) -> Result<(tracing_subscriber::EnvFilter, String), String> {
+    use tracing_subscriber::EnvFilter;
+    let flag = args.log_level.as_deref();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (directives, source) = match (flag, rust_log) {
+        (Some(level), _) if on_command_line("log_level") => (level.to_string(), "--log-level"),
+        (_, Some(env)) => (env, "RUST_LOG"),
+        (Some(level), None) => (level.to_string(), "--log-level"),
+        (None, None) => ("info".to_string(), "--log-level"),
+    };
+    match EnvFilter::try_new(&directives) {
+        Ok(filter) => Ok((filter, directives)),
+        Err(e) => Err(format!("{source}: {directives:?}: {e}")),
+    }
+}
+
+/// Starts logging on stderr in `format` with `filter`.
+fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -541,6 +566,25 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// Starts logging as `args` ask (format and level) and sets `args.log_level` to the directives in
+/// effect; a bad level is reported once logging runs at `info`.
+fn start_logging(
+    args: &mut ServeArgs,
+    on_command_line: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    match log_filter(args, on_command_line) {
+        Ok((filter, directives)) => {
+            init_logging(args.log_format, filter);
+            args.log_level = Some(directives);
+            Ok(())
+        }
+        Err(message) => {
+            init_logging(args.log_format, tracing_subscriber::EnvFilter::new("info"));
+            Err(message)
+        }
+    }
 }
 
 /// The keys a configuration file may hold: the ids of the `serve` flags (their names in snake_case),
@@ -576,12 +620,12 @@ fn configure(
                 Some(file)
             }
             Err(message) => {
-                init_logging(args.log_format);
+                let _ = start_logging(&mut args, on_command_line);
                 return Err(message);
             }
         },
     };
-    init_logging(args.log_format);
+    start_logging(&mut args, on_command_line)?;
     // Where a value that failed came from: the flag, or the file's line.
     let explain = |error: ConfigError| match &file {
         Some(file) => file.explain(&error, on_command_line),
@@ -1114,6 +1158,8 @@ mod tests {
             "127.0.0.1:9100",
             "--mode",
             "pubsub",
+            "--log-level",
+            "debug",
         ]);
         args.publish_token = None;
         let mut config = args.to_config();
