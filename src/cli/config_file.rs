@@ -5,7 +5,8 @@
 //!
 //! Values: sizes and durations as on the command line (`"64KiB"`, `"500ms"`; a bare integer is bytes or
 //! seconds), list flags as arrays (`allowed_origins = ["https://a.example"]`), switches as booleans
-//! (`no_pin = true`), choices as their names (`mode = "pubsub"`).
+//! (`no_pin = true`), choices as their names (`mode = "pubsub"`). A relative path (`tls_cert`, `tls_key`,
+//! `publish_token_file`) is relative to the file's directory.
 //!
 //! Precedence, highest first: a flag on the command line, then the environment (the publish token,
 //! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds; `RUST_LOG` for `log_level`), then the file,
@@ -125,8 +126,20 @@ impl LoadedFile {
             }
             lines.insert(name.to_string(), line);
         }
-        let values: FileConfig =
+        let mut values: FileConfig =
             toml::from_str(text).map_err(|e| located(path, text, e.span(), e.message()))?;
+        // Paths in the file are relative to the file's directory, wherever the server is started.
+        let base = path.parent().unwrap_or(Path::new(""));
+        let paths = [
+            &mut values.tls_cert,
+            &mut values.tls_key,
+            &mut values.publish_token_file,
+        ];
+        for named in paths.into_iter().flatten() {
+            if named.is_relative() {
+                *named = base.join(&*named);
+            }
+        }
         Ok(LoadedFile {
             path: path.to_path_buf(),
             values,
@@ -404,6 +417,28 @@ mod tests {
         assert_eq!(values.slow_consumer, Some(SlowConsumer::Drop));
         assert_eq!(values.bind, Some("127.0.0.1".parse().unwrap()));
         assert_eq!(file.lines["idle_timeout"], 5);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let text = "tls_cert = \"cert.pem\"\ntls_key = \"/etc/ringws/key.pem\"\n\
+                    publish_token_file = \"secrets/token\"\n";
+        let keys = super::super::config_keys();
+        let file = LoadedFile::parse(Path::new("/etc/ringws/ringws.toml"), text, &keys).unwrap();
+        assert_eq!(
+            file.values.tls_cert.as_deref(),
+            Some(Path::new("/etc/ringws/cert.pem"))
+        );
+        assert_eq!(
+            file.values.tls_key.as_deref(),
+            Some(Path::new("/etc/ringws/key.pem"))
+        );
+        assert_eq!(
+            file.values.publish_token_file.as_deref(),
+            Some(Path::new("/etc/ringws/secrets/token"))
+        );
+        let here = LoadedFile::parse(Path::new("ringws.toml"), text, &keys).unwrap();
+        assert_eq!(here.values.tls_cert.as_deref(), Some(Path::new("cert.pem")));
     }
 
     #[test]

@@ -772,6 +772,7 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         max_subscriptions = c.max_subscriptions,
         publish = ?c.publish, // the token redacted
         metrics_listen = ?c.metrics_listen,
+        config_file = ?args.config,
         ring = server.ring_setup(),
         "ringws started"
     );
