@@ -47,10 +47,11 @@ pub enum Command {
     /// Serve WebSocket connections (and /healthz, /metrics, / over HTTP on the same port, /metrics on
     /// its own address with --metrics-listen; with --tls-cert/--tls-key, wss:// and https:// only).
     Serve(ServeArgs),
-    /// Check a configuration (the same flags and --config as `serve`) without serving: every value,
-    /// the TLS certificate and key, the publish token; print the effective configuration as TOML on
-    /// stdout and exit 0, or exit 2 with an error naming the flag or the file, line and key. Does not
-    /// bind the port.
+    /// Check a configuration (`serve`'s flags and --config) without serving; print the effective one.
+    ///
+    /// Checks every value, the TLS certificate and key and the publish token as `serve` does, without
+    /// binding any address; prints the effective configuration as TOML (a valid --config file) on stdout
+    /// and exits 0, or exits 2 with an error naming the flag, or the file, line and key.
     CheckConfig(ServeArgs),
 }
 
@@ -143,8 +144,8 @@ fn server_defaults() -> &'static ServerConfig {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A configuration file (TOML): one key per flag, named as the flag in snake_case
-    /// (`max_message_size = "1MiB"`; see ringws.example.toml). Flags given here win over the file, the
-    /// RINGWS_PUBLISH_TOKEN environment variable too; the file wins over the defaults.
+    /// (`max_message_size = "1MiB"`; see ringws.example.toml). Precedence: flags on the command line,
+    /// then the environment (RINGWS_PUBLISH_TOKEN, RUST_LOG), then the file, then the defaults.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<std::path::PathBuf>,
     /// Log lines on stderr as text or as one JSON object per line.
