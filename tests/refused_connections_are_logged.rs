@@ -199,3 +199,20 @@ fn refusal_lines_are_rate_limited_and_the_rest_counted() {
         "the refusal after the window is logged: {log}"
     );
 }
+
+#[test]
+fn refusals_below_the_log_level_are_neither_logged_nor_counted_as_left_out() {
+    let server = LoggedServer::start("warn", &["--log-level", "warn"]);
+    let addr = server.server.addr;
+    for _ in 0..30 {
+        assert_eq!(
+            refused(addr, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"),
+            404
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(refused(addr, "GET /last HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
+    let log = server.stop();
+    assert!(!log.contains("connection refused"), "{log}");
+    assert!(!log.contains("not logged"), "{log}");
+}

@@ -160,8 +160,17 @@ fn shown(value: &[u8]) -> std::borrow::Cow<'_, str> {
     text
 }
 
-/// Logs `refusal` unless this worker's rate limit is spent (then it is only counted).
+/// Logs `refusal` unless this worker's rate limit is spent (then it is only counted) or its level is
+/// filtered out (then nothing happens).
 pub fn log_refusal(refusal: &Refusal<'_>) {
+    // A line the filter would drop is not counted against the limit either.
+    let enabled = match refusal.severity {
+        Severity::Client => tracing::enabled!(tracing::Level::INFO),
+        Severity::Limit => tracing::enabled!(tracing::Level::WARN),
+    };
+    if !enabled {
+        return;
+    }
     let step = LIMIT.with(|limit| {
         let mut state = limit.get();
         let step = state.step(Instant::now());

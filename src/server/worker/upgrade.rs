@@ -123,7 +123,6 @@ impl<H: Handler> Worker<'_, H> {
                 log_refusal(&Refusal {
                     method: Some(request.method()),
                     path: Some(request.path()),
-                    detail: Some("POST /publish refused"),
                     ..Refusal::new(
                         self.core.index,
                         refusal.status(),
