@@ -37,8 +37,9 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy)]
 pub struct Refusal<'a> {
     pub worker: usize,
-    /// The HTTP status answered.
-    pub status: u16,
+    /// The HTTP status answered (`None`: the connection was dropped without an answer, e.g. at its
+    /// handshake deadline).
+    pub status: Option<u16>,
     /// Why, as a short name (the metrics label where there is one).
     pub reason: &'static str,
     pub severity: Severity,
@@ -54,11 +55,19 @@ pub struct Refusal<'a> {
 }
 
 impl<'a> Refusal<'a> {
-    /// A refusal with only its status and reason; add the rest with struct update syntax.
+    /// A refusal answered with `status`, with its reason only; add the rest with struct update syntax.
     pub fn new(worker: usize, status: u16, reason: &'static str) -> Refusal<'a> {
         Refusal {
+            status: Some(status),
+            ..Refusal::unanswered(worker, reason)
+        }
+    }
+
+    /// A connection dropped without an answer (a handshake deadline passed), with its reason only.
+    pub fn unanswered(worker: usize, reason: &'static str) -> Refusal<'a> {
+        Refusal {
             worker,
-            status,
+            status: None,
             reason,
             severity: Severity::Client,
             method: None,
