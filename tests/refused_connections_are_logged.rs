@@ -216,3 +216,47 @@ fn refusals_below_the_log_level_are_neither_logged_nor_counted_as_left_out() {
     assert!(!log.contains("connection refused"), "{log}");
     assert!(!log.contains("not logged"), "{log}");
 }
+
+/// Refusals outside the request path get their line too: a connection answered 503 from the table's
+/// reserve (`table_full`, at `warn`: a server limit) and one dropped at its handshake deadline
+/// (`timeout`, no status: nothing was answered).
+#[test]
+fn a_full_table_and_a_handshake_deadline_are_logged() {
+    let server = LoggedServer::start(
+        "limits",
+        &[
+            "--log-format",
+            "json",
+            "--max-connections-per-worker",
+            "1",
+            "--handshake-timeout",
+            "300ms",
+        ],
+    );
+    let addr = server.server.addr;
+    // Holds the one slot (no request: it reaches its deadline), then a second is answered 503.
+    let _held = connect(addr);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        refused(addr, &upgrade_with("/", "Sec-WebSocket-Version: 13\r\n")),
+        503
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let log = server.stop();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "connection refused")
+        .collect();
+    let full = lines
+        .iter()
+        .find(|line| line["reason"] == "table_full")
+        .unwrap_or_else(|| panic!("no table_full line in {log}"));
+    assert_eq!(full["status"], 503);
+    assert_eq!(full["level"], "WARN");
+    let timeout = lines
+        .iter()
+        .find(|line| line["reason"] == "timeout")
+        .unwrap_or_else(|| panic!("no timeout line in {log}"));
+    assert!(timeout["status"].is_null(), "{timeout}");
+}

@@ -16,6 +16,7 @@ use super::Core;
 use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{flags::*, Connection};
 use crate::server::http;
+use crate::server::http::refusals::{log_refusal, Refusal, Severity};
 use crate::server::metrics::{REJECT_SHUTTING_DOWN, REJECT_TABLE_FULL};
 
 /// What the accept decision looks at.
@@ -211,10 +212,18 @@ impl Core {
         }
         if self.shutting_down {
             self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
+            log_refusal(&Refusal {
+                severity: Severity::Limit,
+                ..Refusal::new(self.index, 503, "shutting_down")
+            });
             self.answer_http(key, http::write_503);
         } else if self.conns.len() - self.rejected_in_reserve > self.max_conns {
             // Over this worker's limit: answer from the table's reserve and close.
             self.metrics.rejected[REJECT_TABLE_FULL].inc();
+            log_refusal(&Refusal {
+                severity: Severity::Limit,
+                ..Refusal::new(self.index, 503, "table_full")
+            });
             self.conns[key].set(REJECTED);
             self.rejected_in_reserve += 1;
             self.answer_http(key, http::write_503);

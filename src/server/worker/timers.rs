@@ -262,7 +262,9 @@ impl Core {
             TimerAction::Nothing => {}
             TimerAction::Reschedule(due) => self.schedule(key, due),
             TimerAction::HandshakeTimeout => {
-                tracing::debug!(worker = self.index, "handshake timeout");
+                crate::server::http::refusals::log_refusal(
+                    &crate::server::http::refusals::Refusal::unanswered(self.index, "timeout"),
+                );
                 self.metrics.handshake_timeout();
                 self.abort(key);
             }

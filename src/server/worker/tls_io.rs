@@ -108,6 +108,15 @@ impl<H: Handler> Worker<'_, H> {
                     tls.deferred_inputs += 1;
                 } else {
                     core.metrics.tls_backlog_refusals.inc();
+                    crate::server::http::refusals::log_refusal(
+                        &crate::server::http::refusals::Refusal {
+                            severity: crate::server::http::refusals::Severity::Limit,
+                            ..crate::server::http::refusals::Refusal::unanswered(
+                                core.index,
+                                "tls_backlog",
+                            )
+                        },
+                    );
                     core.end_after_flush(key);
                 }
                 return;
