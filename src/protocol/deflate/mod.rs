@@ -4,17 +4,23 @@
 //! permessage-deflate offer this server can honour exactly under its `DeflateConfig`, and writing the
 //! response value. It never fails a handshake (a malformed header or an unacceptable offer only declines the
 //! extension), never panics on any input, and allocates nothing but the response value appended to the
-//! caller's `Vec`. It does not compress or inflate anything: the codec is a later room of this module, and
-//! until it exists the server keeps declining the extension.
+//! caller's `Vec`.
 //!
+//! - `codec.rs`: the codec itself (inflate with the size limit checked while inflating, compress with the
+//!   tail stripped), the agreement in one byte (`Negotiated`), the worker's inflater pool and compressors.
 //! - `negotiate.rs`: the header grammar (RFC 6455 section 9.1), the permessage-deflate parameters (RFC 7692
 //!   section 7.1), `DeflateConfig`, `negotiate` and `Agreed`.
 //! - `tests.rs`: one unit test per negotiation rule, with the offers browsers and client libraries send.
 
+mod codec;
 mod negotiate;
 #[cfg(test)]
 mod tests;
 
+pub use codec::{
+    Compressor, Compressors, InflateError, InflatePool, Inflater, Negotiated, INFLATER_STATE_BYTES,
+    TAIL,
+};
 pub use negotiate::{
     negotiate, offers, Agreed, ClientMaxWindowBits, ConfigError, Decline, DeflateConfig,
     DeflateMode, DeflateParams, Extension, Malformed, Offers, Param, EXTENSION_NAME,
