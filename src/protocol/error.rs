@@ -37,17 +37,22 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A frame larger than `ReaderLimits::max_frame_size`.
     FrameTooBig,
-    /// A message larger than `ReaderLimits::max_message_size`.
+    /// A message larger than `ReaderLimits::max_message_size` (for a compressed message: once inflated).
     MessageTooBig,
+    /// RSV1 (permessage-deflate's "compressed" bit) on a control or continuation frame (RFC 7692 6.1).
+    CompressionBitMisplaced,
+    /// A compressed message that is not a valid raw deflate stream (RFC 7692 section 6.2 fails the
+    /// connection; 1007 as for any payload not consistent with its message).
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code to send for this error.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -71,6 +76,8 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "text not UTF-8",
             ProtocolError::FrameTooBig => "frame too big",
             ProtocolError::MessageTooBig => "message too big",
+            ProtocolError::CompressionBitMisplaced => "RSV1 on a control or continuation frame",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

@@ -1,10 +1,17 @@
 //! Per-connection receive state machine: bytes -> frames -> messages and control events (RFC 6455 sections
 //! 5.2-5.6, 7 and 8).
 //!
-//! Owns `MessageReader` and the rules that depend on the connection: masking by role, RSV bits without an
-//! extension, fragmentation order, control frames between fragments, close payload validation, fail-fast UTF-8
-//! of text messages and the frame/message size limits (checked from the header, before any byte is buffered).
-//! Every violation is a `ProtocolError` carrying the close code the RFC requires.
+//! Owns `MessageReader` and the rules that depend on the connection: masking by role, RSV bits (RSV1 only on
+//! the first frame of a data message and only with permessage-deflate agreed, RFC 7692 section 6), fragmentation
+//! order, control frames between fragments, close payload validation, fail-fast UTF-8 of text messages and the
+//! frame/message size limits (checked from the header, before any byte is buffered; for a compressed message,
+//! on the inflated size while inflating). Every violation is a `ProtocolError` carrying the close code the RFC
+//! requires.
+//!
+//! A compressed message is inflated as its frames arrive (`feed_deflate`, with the worker's `InflatePool`): a
+//! message inflated within one input goes out of the pool's scratch; one that spans inputs keeps its output
+//! in the assembly buffer and its inflater in the caller's slot until it completes, so an idle reader still
+//! owns nothing.
 //!
 //! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle.
 //! Payload is unmasked in place in the caller's input; a message wholly inside one input is handed out with
@@ -13,6 +20,7 @@
 //! completes. It must never perform I/O, read a clock, log, or allocate for a message that fits in one input.
 
 use super::close::{parse_close_payload, CloseCode};
+use super::deflate::{InflateError, InflatePool, Inflater, Negotiated};
 use super::frame::{decode_header, FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -104,13 +112,29 @@ pub struct MessageReader {
     buffer: Vec<u8>,
     frame: FrameState,
     utf8: Utf8Validator,
-    role: Role,
     /// The data message in progress, if any.
     message: Option<MessageKind>,
     /// Bytes at the end of `buffer` that belong to the control frame in progress.
     control_len: u8,
-    /// A close frame was received or an error returned: input is ignored from now on.
-    done: bool,
+    /// `DONE`, `CLIENT`, `COMPRESSED` (one byte, so that the agreement below fits the reader's size).
+    bits: u8,
+    /// permessage-deflate as agreed at the handshake (the send side reads it too).
+    deflate: Negotiated,
+}
+
+/// A close frame was received or an error returned: input is ignored from now on.
+const DONE: u8 = 1 << 0;
+/// The reader is a client's (`Role::Client`).
+const CLIENT: u8 = 1 << 1;
+/// The data message in progress is compressed (RSV1 on its first frame).
+const COMPRESSED: u8 = 1 << 2;
+
+/// What one feed of a connection that agreed permessage-deflate inflates with: the worker's pool (lent for
+/// the call) and the connection's slot for the inflater of a compressed message that spans inputs (`None`
+/// between messages; count `INFLATER_STATE_BYTES` while it holds one).
+pub struct Inflating<'a> {
+    pub pool: &'a mut InflatePool,
+    pub held: &'a mut Option<Box<Inflater>>,
 }
 
 /// Where the current control frame's payload lives during one `feed` call.
@@ -128,20 +152,35 @@ impl MessageReader {
             buffer: Vec::new(),
             frame: NO_HEADER,
             utf8: Utf8Validator::new(),
-            role,
             message: None,
             control_len: 0,
-            done: false,
+            bits: if role == Role::Client { CLIENT } else { 0 },
+            deflate: Negotiated::NONE,
         }
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        if self.bits & CLIENT != 0 {
+            Role::Client
+        } else {
+            Role::Server
+        }
+    }
+
+    /// Records the permessage-deflate agreement: from now on RSV1 marks a compressed message (fed with
+    /// `feed_deflate`).
+    pub fn set_deflate(&mut self, negotiated: Negotiated) {
+        self.deflate = negotiated;
+    }
+
+    /// The permessage-deflate agreement (`Negotiated::NONE` without one).
+    pub fn deflate(&self) -> Negotiated {
+        self.deflate
     }
 
     /// True once a close frame was received or `feed` returned an error.
     pub fn is_closed(&self) -> bool {
-        self.done
+        self.bits & DONE != 0
     }
 
     /// True while a fragmented message or a frame is incomplete (the peer owes more bytes).
@@ -158,6 +197,8 @@ impl MessageReader {
     /// control frame in order, and keeps any incomplete header or message for the next call. Results are the
     /// same however the byte stream is split into inputs. On `Err`, send a close frame with
     /// `err.close_code()` and stop reading: the reader ignores further input, as it does after `Event::Close`.
+    /// A frame with RSV1 set is `ProtocolError::ReservedBits` here, agreement or not: compressed messages
+    /// need `feed_deflate`.
     pub fn feed<F>(
         &mut self,
         input: &mut [u8],
@@ -167,26 +208,64 @@ impl MessageReader {
     where
         F: FnMut(Event<'_>),
     {
-        if self.done {
+        if self.is_closed() {
             return Ok(());
         }
-        let result = self.feed_inner(input, limits, &mut on_event);
+        let result = self.feed_inner(input, limits, None, &mut on_event);
         if result.is_err() {
-            self.done = true;
-            self.buffer = Vec::new();
+            self.fail();
         }
         result
+    }
+
+    /// `feed` for a connection that agreed permessage-deflate: compressed messages (RSV1 on their first
+    /// frame) are inflated piece by piece as they arrive, text validated as it is inflated, and delivered as
+    /// `Event::Message` exactly like uncompressed ones. The inflated size is what `max_message_size` bounds
+    /// (1009, found while inflating); a corrupt stream is `InvalidCompressedData` (1007). `inflating.held`
+    /// holds an inflater from `inflating.pool` after the call only while a compressed message is in progress.
+    pub fn feed_deflate<F>(
+        &mut self,
+        input: &mut [u8],
+        limits: &ReaderLimits,
+        inflating: Inflating<'_>,
+        mut on_event: F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>),
+    {
+        if self.is_closed() {
+            return Ok(());
+        }
+        let Inflating { pool, held } = inflating;
+        let result = self.feed_inner(input, limits, Some((pool, held)), &mut on_event);
+        if result.is_err() {
+            self.fail();
+            if let Some(inflater) = held.take() {
+                pool.give(inflater);
+            }
+            pool.clear_scratch();
+        }
+        result
+    }
+
+    fn fail(&mut self) {
+        self.bits = (self.bits | DONE) & !COMPRESSED;
+        self.buffer = Vec::new();
     }
 
     fn feed_inner<F>(
         &mut self,
         input: &mut [u8],
         limits: &ReaderLimits,
+        mut inflating: Option<(&mut InflatePool, &mut Option<Box<Inflater>>)>,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
         F: FnMut(Event<'_>),
     {
+        // The inflater of the compressed message in progress, while this call has it.
+        let mut active: Option<Box<Inflater>> =
+            inflating.as_mut().and_then(|(_, held)| held.take());
         let mut pos = 0usize;
         // Message bytes gathered inside `input` during this call: (start, len). Used only while `buffer` holds
         // no bytes of the message; later fragments are moved down to follow the earlier ones.
@@ -230,7 +309,7 @@ impl MessageReader {
                     };
                     pos += consumed;
                     let local_len = local.map_or(0, |(_, l)| l);
-                    self.start_frame(&header, limits, local_len)?;
+                    self.start_frame(&header, limits, local_len, inflating.is_some())?;
                     if header.opcode.is_control() {
                         control_start = ControlStart::Input(pos);
                     }
@@ -294,8 +373,12 @@ impl MessageReader {
                     _ => {
                         let (code, reason) = parse_close_payload(payload)?;
                         on_event(Event::Close { code, reason });
-                        self.done = true;
+                        self.bits |= DONE;
                         self.buffer = Vec::new();
+                        if let (Some(inflater), Some((pool, _))) = (active, inflating) {
+                            pool.give(inflater);
+                            pool.clear_scratch();
+                        }
                         return Ok(());
                     }
                 }
@@ -311,6 +394,57 @@ impl MessageReader {
             }
             // A data frame: validate text as it arrives, gather the message.
             let kind = self.message.unwrap_or(MessageKind::Binary);
+            if self.bits & COMPRESSED != 0 {
+                // `start_frame` lets RSV1 through only with a pool to inflate with.
+                let Some((pool, _)) = inflating.as_mut() else {
+                    return Err(ProtocolError::ReservedBits);
+                };
+                let inflater = active.get_or_insert_with(|| pool.take());
+                // The output so far is in the assembly buffer when the message began in an earlier input,
+                // else in the pool's scratch.
+                let out = if self.buffer.is_empty() {
+                    &mut pool.scratch
+                } else {
+                    &mut self.buffer
+                };
+                let before = out.len();
+                let limit = limits.max_message_size;
+                let last = complete && fin;
+                inflater
+                    .inflate(&input[start..pos], out, limit)
+                    .and_then(|()| match last {
+                        true => inflater.finish(out, limit),
+                        false => Ok(()),
+                    })
+                    .map_err(|error| match error {
+                        InflateError::TooBig => ProtocolError::MessageTooBig,
+                        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+                    })?;
+                if kind == MessageKind::Text {
+                    self.utf8
+                        .feed(&out[before..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                if !complete {
+                    break;
+                }
+                if fin {
+                    if kind == MessageKind::Text {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                    self.message = None;
+                    self.bits &= !COMPRESSED;
+                    on_event(Event::Message { kind, payload: out });
+                    pool.clear_scratch();
+                    if self.buffer.capacity() > 0 {
+                        self.buffer = Vec::new();
+                    }
+                    if let Some(inflater) = active.take() {
+                        pool.give(inflater);
+                    }
+                }
+                continue;
+            }
             if kind == MessageKind::Text {
                 self.utf8
                     .feed(&input[start..pos])
@@ -343,6 +477,11 @@ impl MessageReader {
                         kind,
                         payload: &input[s..s + l],
                     });
+                    // Room reserved for a message whose header came in an earlier input and whose payload
+                    // came here whole: not needed after all.
+                    if self.buffer.capacity() > 0 {
+                        self.buffer = Vec::new();
+                    }
                 } else {
                     local = None;
                     on_event(Event::Message {
@@ -373,6 +512,16 @@ impl MessageReader {
             }
             self.buffer.extend_from_slice(&input[s..s + l]);
         }
+        if let Some((pool, held)) = inflating {
+            // A compressed message continues in a later input: its output so far moves to the assembly
+            // buffer, its inflater to the connection's slot.
+            if !pool.scratch.is_empty() {
+                self.buffer.reserve_exact(pool.scratch.len());
+                self.buffer.extend_from_slice(&pool.scratch);
+                pool.clear_scratch();
+            }
+            *held = active;
+        }
         if let (ControlStart::Input(s), FrameState::Payload { .. }) = (control_start, self.frame) {
             self.buffer.extend_from_slice(&input[s..pos]);
             self.control_len = (pos - s) as u8;
@@ -386,11 +535,17 @@ impl MessageReader {
         header: &FrameHeader,
         limits: &ReaderLimits,
         local_len: usize,
+        can_inflate: bool,
     ) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
+        let rsv1 = header.rsv & 0b100 != 0;
+        if header.rsv & 0b011 != 0 || rsv1 && !(can_inflate && self.deflate.is_on()) {
             return Err(ProtocolError::ReservedBits);
         }
-        match (self.role, header.mask) {
+        if rsv1 && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+            // RFC 7692 section 6.1: RSV1 only on the first frame of a data message.
+            return Err(ProtocolError::CompressionBitMisplaced);
+        }
+        match (self.role(), header.mask) {
             (Role::Server, None) => return Err(ProtocolError::UnmaskedFrame),
             (Role::Client, Some(_)) => return Err(ProtocolError::MaskedFrame),
             _ => {}
@@ -415,11 +570,16 @@ impl MessageReader {
                     MessageKind::Binary
                 });
                 self.utf8.reset();
+                if rsv1 {
+                    self.bits |= COMPRESSED;
+                }
                 0
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => 0,
         };
+        // A compressed message is bounded by its inflated size, while inflating.
         if !header.opcode.is_control()
+            && self.bits & COMPRESSED == 0
             && message_so_far.saturating_add(header.payload_len) > limits.max_message_size as u64
         {
             return Err(ProtocolError::MessageTooBig);
@@ -961,5 +1121,221 @@ mod tests {
             })
             .unwrap();
         assert_eq!(events, 0);
+    }
+
+    mod compressed {
+        use super::*;
+        use crate::protocol::deflate::{negotiate, Compressor, DeflateConfig};
+
+        /// RFC 7692 section 7.2.3.1: "Hello" compressed.
+        const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+        fn agreed() -> Negotiated {
+            let agreed = negotiate(
+                [b"permessage-deflate; client_max_window_bits".as_slice()],
+                &DeflateConfig::default(),
+            )
+            .unwrap();
+            Negotiated::from_agreed(&agreed)
+        }
+
+        /// A client frame with RSV1 set.
+        fn rsv1(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+            let mut frame = cf(fin, opcode, payload);
+            frame[0] |= 0x40;
+            frame
+        }
+
+        fn deflate(input: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            assert!(Compressor::new(6, 15, false).compress(input, &mut out));
+            out
+        }
+
+        struct Run {
+            events: Vec<Owned>,
+            result: Result<(), ProtocolError>,
+            /// After each piece: (assembly capacity, an inflater held).
+            held: Vec<(usize, bool)>,
+        }
+
+        fn run_deflate(bytes: &[u8], cuts: &[usize], limits: &ReaderLimits) -> Run {
+            let mut reader = MessageReader::new(Role::Server);
+            reader.set_deflate(agreed());
+            let mut pool = InflatePool::default();
+            let mut slot = None;
+            let mut run = Run {
+                events: Vec::new(),
+                result: Ok(()),
+                held: Vec::new(),
+            };
+            let mut start = 0;
+            for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
+                let mut piece = bytes[start..end].to_vec();
+                start = end;
+                let inflating = Inflating {
+                    pool: &mut pool,
+                    held: &mut slot,
+                };
+                let result = reader
+                    .feed_deflate(&mut piece, limits, inflating, |ev| run.events.push(own(ev)));
+                run.held.push((reader.buffered_capacity(), slot.is_some()));
+                assert!(pool.scratch.is_empty(), "scratch left behind");
+                if result.is_err() {
+                    assert!(slot.is_none());
+                    run.result = result;
+                    break;
+                }
+            }
+            run
+        }
+
+        #[test]
+        fn rfc_hello_in_any_split_with_a_ping_between_fragments() {
+            let stream = [
+                rsv1(true, OpCode::Text, &HELLO),
+                rsv1(false, OpCode::Binary, &HELLO[..3]),
+                cf(true, OpCode::Ping, b"p"),
+                cf(true, OpCode::Continuation, &HELLO[3..]),
+                cf(true, OpCode::Text, b"plain"),
+            ]
+            .concat();
+            let expected = vec![
+                text("Hello"),
+                Owned::Ping(b"p".to_vec()),
+                Owned::Message(MessageKind::Binary, b"Hello".to_vec()),
+                text("plain"),
+            ];
+            let limits = ReaderLimits::default();
+            for i in 0..=stream.len() {
+                for j in (i..=stream.len()).step_by(3) {
+                    let run = run_deflate(&stream, &[i, j], &limits);
+                    assert_eq!(
+                        (&run.events, run.result),
+                        (&expected, Ok(())),
+                        "cuts {i} {j}"
+                    );
+                    assert_eq!(run.held.last(), Some(&(0, false)), "cuts {i} {j}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_message_spanning_inputs_holds_its_inflater_only_while_in_progress() {
+            let input = "{\"k\":\"value\"},".repeat(2000);
+            let payload = deflate(input.as_bytes());
+            let frame = rsv1(true, OpCode::Text, &payload);
+            let run = run_deflate(&frame, &[frame.len() / 2], &ReaderLimits::default());
+            assert_eq!(run.result, Ok(()));
+            assert_eq!(run.events, vec![text(&input)]);
+            assert!(run.held[0].1 && run.held[0].0 > 0, "{:?}", run.held);
+            assert_eq!(run.held[1], (0, false));
+        }
+
+        #[test]
+        fn rsv1_rules() {
+            let limits = ReaderLimits::default();
+            // Not agreed: RSV1 is a reserved bit, fed either way.
+            assert_eq!(
+                run(&rsv1(true, OpCode::Text, &HELLO)).1,
+                Err(ProtocolError::ReservedBits)
+            );
+            // Agreed, but fed without a pool: refused too.
+            let mut reader = MessageReader::new(Role::Server);
+            reader.set_deflate(agreed());
+            assert_eq!(
+                reader.feed(&mut rsv1(true, OpCode::Text, &HELLO), &limits, |_| {}),
+                Err(ProtocolError::ReservedBits)
+            );
+            // On a continuation or a control frame: 1002.
+            let continuation = [
+                rsv1(false, OpCode::Text, &HELLO[..3]),
+                rsv1(true, OpCode::Continuation, &HELLO[3..]),
+            ]
+            .concat();
+            assert_eq!(
+                run_deflate(&continuation, &[], &limits).result,
+                Err(ProtocolError::CompressionBitMisplaced)
+            );
+            for opcode in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+                assert_eq!(
+                    run_deflate(&rsv1(true, opcode, b""), &[], &limits).result,
+                    Err(ProtocolError::CompressionBitMisplaced),
+                    "{opcode:?}"
+                );
+            }
+            assert_eq!(
+                ProtocolError::CompressionBitMisplaced.close_code(),
+                CloseCode::PROTOCOL_ERROR
+            );
+            // RSV2 and RSV3 stay reserved.
+            let mut frame = rsv1(true, OpCode::Text, &HELLO);
+            frame[0] |= 0x20;
+            assert_eq!(
+                run_deflate(&frame, &[], &limits).result,
+                Err(ProtocolError::ReservedBits)
+            );
+        }
+
+        #[test]
+        fn bomb_is_1009_within_the_limit() {
+            let payload = deflate(&vec![b'a'; 1 << 20]);
+            assert!(payload.len() < 2048);
+            let limits = ReaderLimits {
+                max_frame_size: 1 << 20,
+                max_message_size: 64 * 1024,
+            };
+            let frame = rsv1(true, OpCode::Binary, &payload);
+            for cuts in [
+                vec![],
+                vec![frame.len() / 2],
+                (1..frame.len()).step_by(97).collect(),
+            ] {
+                let run = run_deflate(&frame, &cuts, &limits);
+                assert_eq!(run.result, Err(ProtocolError::MessageTooBig));
+                assert_eq!(
+                    ProtocolError::MessageTooBig.close_code(),
+                    CloseCode::TOO_BIG
+                );
+                let most = run
+                    .held
+                    .iter()
+                    .map(|(capacity, _)| *capacity)
+                    .max()
+                    .unwrap();
+                assert!(most <= limits.max_message_size, "{most}");
+            }
+        }
+
+        #[test]
+        fn corrupt_data_is_1007_and_invalid_text_fails_fast() {
+            let limits = ReaderLimits::default();
+            let run = run_deflate(
+                &rsv1(true, OpCode::Binary, &[0xff, 0xff, 0xff]),
+                &[],
+                &limits,
+            );
+            assert_eq!(run.result, Err(ProtocolError::InvalidCompressedData));
+            assert_eq!(
+                ProtocolError::InvalidCompressedData.close_code(),
+                CloseCode::INVALID_PAYLOAD
+            );
+            // Invalid UTF-8 in the first fragment's inflated text: refused before the message ends.
+            let mut bad = b"ok \xc0\xaf ".to_vec();
+            bad.extend_from_slice(&[b'x'; 300]);
+            let payload = deflate(&bad);
+            let run = run_deflate(&rsv1(false, OpCode::Text, &payload), &[], &limits);
+            assert_eq!(run.result, Err(ProtocolError::InvalidUtf8));
+            assert!(run.events.is_empty());
+        }
+
+        #[test]
+        fn reader_still_fits_with_the_agreement() {
+            assert!(std::mem::size_of::<MessageReader>() <= 48);
+            let mut reader = MessageReader::new(Role::Client);
+            reader.set_deflate(agreed());
+            assert_eq!(reader.role(), Role::Client);
+            assert!(reader.deflate().is_on());
+        }
     }
 }
