@@ -21,6 +21,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 use serde::{Deserialize, Serialize};
 
 use crate::app::{Broadcast, Echo, PubSub};
+use crate::protocol::deflate::{DeflateConfig, DeflateMode};
 use crate::reactor::sys::{self, ControlSignal};
 use crate::server::admin::BindError;
 use crate::server::config::{ConfigError, PublishConfig, SenderBudgetPolicy};
@@ -300,6 +301,62 @@ pub struct ServeArgs {
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of --tls-cert.
     #[arg(long, value_name = "KEY.pem")]
     pub tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// `ringws serve`'s permessage-deflate flags (RFC 7692), defaults from `DeflateConfig::default()`.
+#[derive(Args, Debug)]
+pub struct CompressionArgs {
+    /// permessage-deflate: `on` answers a client's offer without context takeover in either direction (one
+    /// compressor and inflater per worker, nothing per connection); `off` declines every offer; `context`
+    /// (context takeover, state per connection) is not available yet.
+    #[arg(long, value_enum, default_value_t = server_defaults().compression.mode.into())]
+    pub compression: Compression,
+    /// Messages shorter than this are sent uncompressed (compressing a short message costs more CPU than it
+    /// saves bytes; under about 100 bytes JSON does not shrink).
+    #[arg(long, default_value_t = ByteSize(server_defaults().compression.threshold))]
+    pub compression_threshold: ByteSize,
+    /// zlib compression level of sent messages: 0 (store) to 9 (best).
+    #[arg(long, default_value_t = server_defaults().compression.level)]
+    pub compression_level: u8,
+    /// The largest window (bits, 9 to 15) of the server's compressor; a client may ask for less.
+    #[arg(long, default_value_t = server_defaults().compression.max_window_bits)]
+    pub compression_window_bits: u8,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Off,
+    On,
+    Context,
+}
+
+impl From<DeflateMode> for Compression {
+    fn from(mode: DeflateMode) -> Self {
+        match mode {
+            DeflateMode::Off => Compression::Off,
+            DeflateMode::NoContext => Compression::On,
+            DeflateMode::Context => Compression::Context,
+        }
+    }
+}
+
+impl CompressionArgs {
+    /// The `DeflateConfig` these flags give (checked by `ServerConfig::validate`).
+    pub fn to_config(&self) -> DeflateConfig {
+        DeflateConfig {
+            mode: match self.compression {
+                Compression::Off => DeflateMode::Off,
+                Compression::On => DeflateMode::NoContext,
+                Compression::Context => DeflateMode::Context,
+            },
+            threshold: self.compression_threshold.0,
+            level: self.compression_level,
+            max_window_bits: self.compression_window_bits,
+            ..server_defaults().compression
+        }
+    }
 }
 
 /// Parses `1048576`, `64KiB`, `16MiB`, `1GiB` (also `k`/`KB`/`m`/`MB` as binary multiples).
@@ -451,6 +508,7 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             metrics_listen: self.metrics_listen,
             tls: None,
+            compression: self.compression.to_config(),
         }
     }
 }
@@ -773,6 +831,7 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         max_subscriptions = c.max_subscriptions,
         publish = ?c.publish, // the token redacted
         metrics_listen = ?c.metrics_listen,
+        compression = ?c.compression,
         config_file = ?args.config,
         ring = server.ring_setup(),
         "ringws started"
@@ -993,6 +1052,7 @@ mod tests {
             max_subscriptions,
             metrics_listen,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
+            compression,
         } = ServerConfig::default();
         let args = serve_args(&[]);
         let parsed = args.to_config();
@@ -1032,6 +1092,7 @@ mod tests {
         assert_eq!(parsed.publish, publish);
         assert_eq!(parsed.max_subscriptions, max_subscriptions);
         assert_eq!(parsed.metrics_listen, metrics_listen);
+        assert_eq!(parsed.compression, compression);
         assert!(parsed.tls.is_none());
     }
 

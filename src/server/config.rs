@@ -145,6 +145,10 @@ pub struct ServerConfig {
     /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
     /// Build it with [`crate::server::tls::load_server_config`].
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// permessage-deflate (RFC 7692): `--compression` (default on, without context takeover: nothing per
+    /// connection), `--compression-threshold` (messages shorter than this go plain; default 128 B),
+    /// `--compression-level` (0..=9, default 6), `--compression-window-bits` (9..=15, default 15).
+    pub compression: crate::protocol::deflate::DeflateConfig,
 }
 
 impl Default for ServerConfig {
@@ -181,6 +185,7 @@ impl Default for ServerConfig {
             max_subscriptions: 64,
             metrics_listen: None,
             tls: None,
+            compression: crate::protocol::deflate::DeflateConfig::default(),
         }
     }
 }
@@ -218,6 +223,33 @@ impl ServerConfig {
             shortest = shortest.min(self.message_timeout);
         }
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+    }
+}
+
+impl ServerConfig {
+    /// The `--compression*` flags: level and window in range; context takeover is not offered yet.
+    fn validate_compression(&self) -> Result<(), ConfigError> {
+        use crate::protocol::deflate::DeflateMode;
+        let deflate = &self.compression;
+        if deflate.mode == DeflateMode::Context {
+            return invalid(
+                "--compression",
+                "context: context takeover is not available yet (use on or off)".into(),
+            );
+        }
+        if deflate.level > 9 {
+            return invalid(
+                "--compression-level",
+                format!("{}: must be 0 (store) to 9 (best)", deflate.level),
+            );
+        }
+        if !(9..=15).contains(&deflate.max_window_bits) {
+            return invalid(
+                "--compression-window-bits",
+                format!("{}: must be 9 to 15", deflate.max_window_bits),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -408,6 +440,7 @@ impl ServerConfig {
                 );
             }
         }
+        self.validate_compression()?;
         Ok(())
     }
 }
