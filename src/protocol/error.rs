@@ -39,6 +39,9 @@ pub enum ProtocolError {
     FrameTooBig,
     /// A message larger than `ReaderLimits::max_message_size` (for a compressed message: once inflated).
     MessageTooBig,
+    /// A compressed message whose inflated size passes `ReaderLimits::max_message_size` (found while
+    /// inflating: a decompression bomb never gets its output allocated).
+    InflatedTooBig,
     /// RSV1 (permessage-deflate's "compressed" bit) on a control or continuation frame (RFC 7692 6.1).
     CompressionBitMisplaced,
     /// A compressed message that is not a valid raw deflate stream (RFC 7692 section 6.2 fails the
@@ -53,7 +56,9 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8
             | ProtocolError::InvalidCloseReason
             | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
-            ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
+            ProtocolError::FrameTooBig
+            | ProtocolError::MessageTooBig
+            | ProtocolError::InflatedTooBig => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -76,6 +81,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "text not UTF-8",
             ProtocolError::FrameTooBig => "frame too big",
             ProtocolError::MessageTooBig => "message too big",
+            ProtocolError::InflatedTooBig => "message too big once inflated",
             ProtocolError::CompressionBitMisplaced => "RSV1 on a control or continuation frame",
             ProtocolError::InvalidCompressedData => "invalid compressed data",
         }

@@ -417,7 +417,7 @@ impl MessageReader {
                         false => Ok(()),
                     })
                     .map_err(|error| match error {
-                        InflateError::TooBig => ProtocolError::MessageTooBig,
+                        InflateError::TooBig => ProtocolError::InflatedTooBig,
                         InflateError::Corrupt => ProtocolError::InvalidCompressedData,
                     })?;
                 if kind == MessageKind::Text {
@@ -1292,9 +1292,9 @@ mod tests {
                 (1..frame.len()).step_by(97).collect(),
             ] {
                 let run = run_deflate(&frame, &cuts, &limits);
-                assert_eq!(run.result, Err(ProtocolError::MessageTooBig));
+                assert_eq!(run.result, Err(ProtocolError::InflatedTooBig));
                 assert_eq!(
-                    ProtocolError::MessageTooBig.close_code(),
+                    ProtocolError::InflatedTooBig.close_code(),
                     CloseCode::TOO_BIG
                 );
                 let most = run

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::protocol::deflate::Inflater;
 use crate::protocol::{MessageReader, Role};
 use crate::reactor::SendQueue;
 
@@ -92,7 +93,8 @@ pub mod fanout_flags {
 }
 
 /// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open
-/// connection has none of them. (Per-connection compression state will join them.)
+/// connection has none of them, nor does one with permessage-deflate agreed between messages (its
+/// agreement is a byte in its reader).
 #[derive(Default)]
 struct Extras {
     /// The start of an HTTP request that did not fit one receive (handshake only).
@@ -103,6 +105,38 @@ struct Extras {
     /// WebSocket bytes that arrived while the connection was paused as a sender (the receive completions
     /// already waiting when its receive was cancelled), read in order once it resumes.
     held_input: Option<Vec<u8>>,
+    /// The inflater of a compressed message that spans receives, from the worker's pool, only while that
+    /// message is in progress.
+    inflater: Option<HeldInflater>,
+}
+
+/// An inflater held by a connection, counted in the worker's `inflaters_held` gauge for as long as it is
+/// held (given back when taken out, or dropped with the connection), like [`PendingRequest`].
+struct HeldInflater {
+    /// Always `Some` until `into_inner` takes it.
+    inflater: Option<Box<Inflater>>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl HeldInflater {
+    fn new(inflater: Box<Inflater>, metrics: &Arc<WorkerMetrics>) -> HeldInflater {
+        metrics.deflate.inflaters_held.inc();
+        HeldInflater {
+            inflater: Some(inflater),
+            metrics: Arc::clone(metrics),
+        }
+    }
+
+    fn into_inner(mut self) -> Option<Box<Inflater>> {
+        // Drop gives the gauge back.
+        self.inflater.take()
+    }
+}
+
+impl Drop for HeldInflater {
+    fn drop(&mut self) {
+        self.metrics.deflate.inflaters_held.sub(1);
+    }
 }
 
 /// The bytes of an HTTP request kept across receives (a head not yet complete, or a head and part of its
@@ -216,11 +250,9 @@ impl Connection {
 
     /// Drops the box once nothing is in it.
     fn trim_extras(&mut self) {
-        if self
-            .extras
-            .as_ref()
-            .is_some_and(|e| e.pending.is_none() && e.tls.is_none() && e.held_input.is_none())
-        {
+        if self.extras.as_ref().is_some_and(|e| {
+            e.pending.is_none() && e.tls.is_none() && e.held_input.is_none() && e.inflater.is_none()
+        }) {
             self.extras = None;
         }
     }
@@ -301,6 +333,25 @@ impl Connection {
     /// Puts back the unread rest of the kept input.
     pub fn unread_held_input(&mut self, rest: Vec<u8>) {
         self.extras_mut().held_input = Some(rest);
+    }
+
+    /// The inflater of this connection's compressed message in progress, taken out for a feed (no longer
+    /// counted in `inflaters_held`).
+    pub fn take_inflater(&mut self) -> Option<Box<Inflater>> {
+        let held = self.extras.as_mut()?.inflater.take();
+        self.trim_extras();
+        held.and_then(HeldInflater::into_inner)
+    }
+
+    /// Whether an inflater of a compressed message in progress is held.
+    pub fn holds_inflater(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.inflater.is_some())
+    }
+
+    /// Keeps the inflater of a compressed message that continues in a later receive, counted in
+    /// `metrics.deflate.inflaters_held` until it is taken or dropped with the connection.
+    pub fn hold_inflater(&mut self, inflater: Box<Inflater>, metrics: &Arc<WorkerMetrics>) {
+        self.extras_mut().inflater = Some(HeldInflater::new(inflater, metrics));
     }
 
     /// The first rule of [`flags`] this connection breaks, if any.

@@ -220,6 +220,109 @@ pub struct WorkerMetrics {
     /// Gauge: heap capacity held for HTTP requests not yet complete (heads and `/publish` bodies kept
     /// across receives), kept under `--max-pending-request-memory`.
     pub request_memory: Counter,
+    /// permessage-deflate: bytes before and after, messages compressed, inflate failures, inflaters held.
+    pub deflate: DeflateMetrics,
+}
+
+/// `ringws_deflate_bytes_total{direction,stage}` labels, in the order of [`DeflateMetrics::bytes`]: what
+/// arrived compressed and what it inflated to; what was compressed and what it compressed to.
+pub const DEFLATE_BYTES: [(&str, &str); 4] = [
+    ("in", "compressed"),
+    ("in", "inflated"),
+    ("out", "plain"),
+    ("out", "compressed"),
+];
+pub const DEFLATE_IN_COMPRESSED: usize = 0;
+pub const DEFLATE_IN_INFLATED: usize = 1;
+pub const DEFLATE_OUT_PLAIN: usize = 2;
+pub const DEFLATE_OUT_COMPRESSED: usize = 3;
+
+/// `ringws_inflate_failures_total{kind}`: a message over `--max-message-size` once inflated (1009), a
+/// corrupt stream (1007).
+pub const INFLATE_FAILURES: [&str; 2] = ["too_big", "corrupt"];
+
+/// The permessage-deflate counters of one worker.
+#[derive(Default)]
+pub struct DeflateMetrics {
+    /// By [`DEFLATE_BYTES`] label.
+    pub bytes: [Counter; DEFLATE_BYTES.len()],
+    /// Messages received compressed and sent compressed.
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    /// Messages at or above the threshold sent plain because compression did not shrink them.
+    pub not_smaller: Counter,
+    /// By [`INFLATE_FAILURES`] kind.
+    pub inflate_failures: [Counter; INFLATE_FAILURES.len()],
+    /// Gauge: inflaters held by connections whose compressed message spans receives (each counts
+    /// `INFLATER_STATE_BYTES` against `--max-assembly-memory`).
+    pub inflaters_held: Counter,
+}
+
+fn render_deflate(out: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
+    let _ = writeln!(
+        out,
+        "# HELP ringws_deflate_bytes_total permessage-deflate payload bytes: in (compressed, inflated), out (plain, compressed)\n# TYPE ringws_deflate_bytes_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (b, (direction, stage)) in DEFLATE_BYTES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_deflate_bytes_total{{worker=\"{i}\",direction=\"{direction}\",stage=\"{stage}\"}} {}",
+                m.deflate.bytes[b].get()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_deflate_messages_total Messages received or sent compressed\n# TYPE ringws_deflate_messages_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (direction, counter) in [
+            ("in", &m.deflate.messages_in),
+            ("out", &m.deflate.messages_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "ringws_deflate_messages_total{{worker=\"{i}\",direction=\"{direction}\"}} {}",
+                counter.get()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_deflate_not_smaller_total Messages over the threshold sent plain: compression did not shrink them\n# TYPE ringws_deflate_not_smaller_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_deflate_not_smaller_total{{worker=\"{i}\"}} {}",
+            m.deflate.not_smaller.get()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_inflate_failures_total Compressed messages refused: too_big (1009), corrupt (1007)\n# TYPE ringws_inflate_failures_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        for (k, kind) in INFLATE_FAILURES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_inflate_failures_total{{worker=\"{i}\",kind=\"{kind}\"}} {}",
+                m.deflate.inflate_failures[k].get()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_inflaters_held Inflaters held by compressed messages spanning receives\n# TYPE ringws_inflaters_held gauge"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_inflaters_held{{worker=\"{i}\"}} {}",
+            m.deflate.inflaters_held.get()
+        );
+    }
 }
 
 impl WorkerMetrics {
@@ -517,6 +620,7 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             }
         }
     }
+    render_deflate(&mut out, workers);
     out
 }
 

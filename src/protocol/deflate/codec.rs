@@ -99,6 +99,8 @@ pub struct Inflater {
     raw: Decompress,
     /// The stream had a final block (BFINAL): what follows it in the message is ignored.
     ended: bool,
+    /// `finish` ran: the message is complete.
+    finished: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -123,6 +125,7 @@ impl Inflater {
         Inflater {
             raw: Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS),
             ended: false,
+            finished: false,
         }
     }
 
@@ -176,13 +179,16 @@ impl Inflater {
 
     /// Ends a message: inflates the `00 00 ff ff` tail the sender removed (RFC 7692 section 7.2.2).
     pub fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
-        self.inflate(&TAIL, out, limit)
+        self.inflate(&TAIL, out, limit)?;
+        self.finished = true;
+        Ok(())
     }
 
     /// Ready for the next message (no context takeover).
     pub fn reset(&mut self) {
         self.raw.reset(false);
         self.ended = false;
+        self.finished = false;
     }
 
     /// One call into zlib with a slice for output: (input consumed, output produced, status).
@@ -275,6 +281,9 @@ pub struct InflatePool {
     /// Output of the compressed message in progress within this feed (kept between messages up to
     /// `SCRATCH_KEEP` bytes of capacity).
     pub scratch: Vec<u8>,
+    /// Messages inflated whole, their compressed bytes (without the tail) and their inflated bytes, since
+    /// the owner last took these counts (`take_counts`).
+    counts: (u64, u64, u64),
 }
 
 impl InflatePool {
@@ -288,12 +297,23 @@ impl InflatePool {
 
     /// Gives back an inflater whose message ended (or was dropped); it is reset here.
     pub fn give(&mut self, mut inflater: Box<Inflater>) {
+        if inflater.finished {
+            let compressed = inflater.raw.total_in().saturating_sub(TAIL.len() as u64);
+            self.counts.0 += 1;
+            self.counts.1 += compressed;
+            self.counts.2 += inflater.raw.total_out();
+        }
         inflater.reset();
         if self.current.is_none() {
             self.current = Some(inflater);
         } else if self.spares.len() < POOL_SPARES {
             self.spares.push(inflater);
         }
+    }
+
+    /// (messages, compressed bytes, inflated bytes) of the messages inflated whole since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64, u64) {
+        std::mem::take(&mut self.counts)
     }
 
     /// After a message's output left the scratch: clear it, and give back a large one.

@@ -10,7 +10,7 @@
 //!   limit, `Content-Length` with `Transfer-Encoding` refused on every route) and `Request` with its header
 //!   helpers and `content_length`.
 //! - `upgrade.rs`: the server side: `HandshakePolicy`, `validate_upgrade` (RFC 6455 4.2.1, Origin allowlist,
-//!   subprotocol choice, key check), `accept_key`, `write_101`.
+//!   subprotocol choice, key check), `accept_key`, `write_101` (and `write_101_with_extensions`: the permessage-deflate answer).
 //! - `error.rs`: `HandshakeError`, mapped in exactly one place (`status`, `reason`, `write_response`) to the
 //!   HTTP answer.
 //! - `client.rs`: the client side: `encode_key`, `build_client_request`, `validate_server_response`,
@@ -33,4 +33,6 @@ mod upgrade;
 pub use client::{build_client_request, encode_key, validate_server_response, ResponseError};
 pub use error::HandshakeError;
 pub use request::{parse_request, Request, DEFAULT_MAX_HEADER_BYTES, MAX_HEADERS};
-pub use upgrade::{accept_key, validate_upgrade, write_101, HandshakePolicy, Upgrade};
+pub use upgrade::{
+    accept_key, validate_upgrade, write_101, write_101_with_extensions, HandshakePolicy, Upgrade,
+};

@@ -132,6 +132,16 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
 
 /// Appends the `101 Switching Protocols` response for `key`, with the chosen subprotocol if any.
 pub fn write_101(out: &mut Vec<u8>, key: &[u8], protocol: Option<&str>) {
+    write_101_with_extensions(out, key, protocol, None);
+}
+
+/// `write_101` with the `Sec-WebSocket-Extensions` answer of a permessage-deflate agreement, if any.
+pub fn write_101_with_extensions(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    protocol: Option<&str>,
+    deflate: Option<&crate::protocol::deflate::Agreed>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
@@ -140,6 +150,11 @@ pub fn write_101(out: &mut Vec<u8>, key: &[u8], protocol: Option<&str>) {
     if let Some(protocol) = protocol {
         out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
         out.extend_from_slice(protocol.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(agreed) = deflate {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        agreed.write_value(out);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

@@ -6,9 +6,12 @@
 //! handler without a copy. Must never allocate, lock, log or make a syscall per message, and never keep a
 //! provided buffer past the completion that carried it.
 
+use crate::protocol::deflate::INFLATER_STATE_BYTES;
 use crate::protocol::frame::OpCode;
-use crate::protocol::{CloseCode, Event, MessageReader, Role};
+use crate::protocol::message::Inflating;
+use crate::protocol::{CloseCode, Event, MessageReader, ProtocolError, Role};
 use crate::reactor::{Completion, Op, RecvBuf};
+use crate::server::metrics::{DEFLATE_IN_COMPRESSED, DEFLATE_IN_INFLATED};
 
 use super::{Core, Worker};
 use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED};
@@ -85,7 +88,10 @@ impl<H: Handler> Worker<'_, H> {
         };
         // The reader is moved out for the call, so that events can act on the worker (including this
         // connection's queue) while it runs.
-        let mut reader = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
+        // The placeholder keeps the agreement: replies sent from the events are compressed by it.
+        let mut placeholder = MessageReader::new(Role::Server);
+        placeholder.set_deflate(conn.reader.deflate());
+        let mut reader = std::mem::replace(&mut conn.reader, placeholder);
         let (held_before, mid_before) = (reader.buffered_capacity(), reader.is_mid_message());
         let limits = self.core.limits;
         // Only input into a message already a slice large counts: ordinary messages never end a slice
@@ -93,14 +99,47 @@ impl<H: Handler> Worker<'_, H> {
         if held_before >= super::INPUT_SLICE_BYTES {
             self.core.input_since_flush += bytes.len();
         }
-        let result = reader.feed(bytes, &limits, |event| self.on_event(id, event));
+        let result = if reader.deflate().is_on() {
+            // permessage-deflate: the worker's inflaters are lent for the call, with this connection's
+            // inflater of a compressed message in progress (if any).
+            let mut held = self.core.conns[key].take_inflater();
+            let mut pool = std::mem::take(&mut self.core.inflate_pool);
+            let inflating = Inflating {
+                pool: &mut pool,
+                held: &mut held,
+            };
+            let result =
+                reader.feed_deflate(bytes, &limits, inflating, |event| self.on_event(id, event));
+            let (messages, compressed, inflated) = pool.take_counts();
+            self.core.inflate_pool = pool;
+            let deflate = &self.core.metrics.deflate;
+            deflate.messages_in.add(messages);
+            deflate.bytes[DEFLATE_IN_COMPRESSED].add(compressed);
+            deflate.bytes[DEFLATE_IN_INFLATED].add(inflated);
+            match result {
+                Err(ProtocolError::InflatedTooBig) => deflate.inflate_failures[0].inc(),
+                Err(ProtocolError::InvalidCompressedData) => deflate.inflate_failures[1].inc(),
+                _ => {}
+            }
+            if let Some(inflater) = held {
+                let metrics = std::sync::Arc::clone(&self.core.metrics);
+                self.core.conns[key].hold_inflater(inflater, &metrics);
+            }
+            result
+        } else {
+            reader.feed(bytes, &limits, |event| self.on_event(id, event))
+        };
         let (held_after, mid_after) = (reader.buffered_capacity(), reader.is_mid_message());
         self.core.conns[key].reader = reader;
         // The placeholder reader held nothing, so the running total moves by this reader's change.
         self.core.assembly_bytes = self.core.assembly_bytes - held_before + held_after;
+        // Inflaters held by messages in progress count against the same budget.
+        let inflaters = self.core.metrics.deflate.inflaters_held.get() as usize;
+        let assembly = self.core.assembly_bytes + inflaters * INFLATER_STATE_BYTES;
         if let Err(error) = result {
             self.core.protocol_error(key, error);
-        } else if held_after > 0 && self.core.assembly_bytes > self.core.config.max_assembly_memory
+        } else if (held_after > 0 || self.core.conns[key].holds_inflater())
+            && assembly > self.core.config.max_assembly_memory
         {
             self.core.over_assembly_budget(key);
         } else if mid_after && !mid_before {
@@ -169,7 +208,13 @@ impl Core {
     pub(super) fn close_unfinished(&mut self, key: usize, code: CloseCode, reason: &str) {
         let conn = &mut self.conns[key];
         self.assembly_bytes -= conn.reader.buffered_capacity();
-        let unfinished = std::mem::replace(&mut conn.reader, MessageReader::new(Role::Server));
+        let deflate = conn.reader.deflate();
+        let mut fresh = MessageReader::new(Role::Server);
+        fresh.set_deflate(deflate);
+        let unfinished = std::mem::replace(&mut conn.reader, fresh);
+        if let Some(inflater) = conn.take_inflater() {
+            self.inflate_pool.give(inflater);
+        }
         if unfinished.buffered_capacity() > 0 {
             // Freed at the end of the batch, once its sends are submitted: giving megabytes back to the
             // system takes about a millisecond, which the replies queued in this batch need not wait.

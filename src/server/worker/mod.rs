@@ -78,6 +78,9 @@ pub struct Core {
     /// Readers of messages dropped unfinished in this batch, whose assembly buffers are freed at its end,
     /// after its sends are submitted (the vector keeps its capacity).
     retired_readers: Vec<MessageReader>,
+    /// permessage-deflate: the worker's inflaters (lent to one feed at a time) and compressors.
+    inflate_pool: crate::protocol::deflate::InflatePool,
+    compressors: crate::protocol::deflate::Compressors,
     shared: Arc<Shared>,
     metrics: Arc<WorkerMetrics>,
     listener: Option<OwnedFd>,
@@ -415,6 +418,8 @@ impl Core {
             assembly_bytes: 0,
             input_since_flush: 0,
             retired_readers: Vec::new(),
+            inflate_pool: Default::default(),
+            compressors: crate::protocol::deflate::Compressors::new(config.compression.level),
             metrics: Arc::clone(&shared.metrics[index]),
             listener,
             accept_armed: false,

@@ -10,6 +10,10 @@ use crate::protocol::close::encode_close_payload;
 use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Completion, Op, UserData};
+use crate::server::metrics::{DEFLATE_OUT_COMPRESSED, DEFLATE_OUT_PLAIN};
+
+/// RSV1 in a frame's first byte: permessage-deflate's "this message is compressed" (RFC 7692 section 6).
+const RSV1: u8 = 0x40;
 
 use super::Core;
 use crate::reactor::NO_CONNECTION;
@@ -56,8 +60,16 @@ impl Core {
 
     /// Queues one unfragmented frame (server frames are unmasked).
     pub(super) fn queue_frame(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+        self.queue_frame_rsv1(key, opcode, payload, false);
+    }
+
+    /// Queues one unfragmented frame, with RSV1 set for a compressed message (permessage-deflate).
+    fn queue_frame_rsv1(&mut self, key: usize, opcode: OpCode, payload: &[u8], rsv1: bool) {
         let mut header = [0u8; 14];
         let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+        if rsv1 {
+            header[0] |= RSV1;
+        }
         self.push_bytes(key, header_len + payload.len(), |out| {
             out.extend_from_slice(&header[..header_len]);
             out.extend_from_slice(payload);
@@ -252,6 +264,21 @@ impl Core {
         };
         self.metrics.messages_out.inc();
         self.metrics.bytes_out.add(payload.len() as u64);
+        let negotiated = self.conns[key].reader.deflate();
+        if negotiated.is_on() && payload.len() >= self.config.compression.threshold {
+            let deflate = &self.metrics.deflate;
+            if self.compressors.compress(negotiated, payload) {
+                deflate.messages_out.inc();
+                deflate.bytes[DEFLATE_OUT_PLAIN].add(payload.len() as u64);
+                deflate.bytes[DEFLATE_OUT_COMPRESSED].add(self.compressors.out.len() as u64);
+                // Moved out for the call (the queue is another part of `self`); its capacity comes back.
+                let compressed = std::mem::take(&mut self.compressors.out);
+                self.queue_frame_rsv1(key, opcode, &compressed, true);
+                self.compressors.out = compressed;
+                return true;
+            }
+            deflate.not_smaller.inc();
+        }
         self.queue_frame(key, opcode, payload);
         true
     }

@@ -315,14 +315,28 @@ impl<H: Handler> Worker<'_, H> {
         let now = self.core.wheel.now();
         let path = request.path();
         let (accept_key, protocol) = (upgrade.key, upgrade.protocol);
+        // permessage-deflate: the first offer the configuration can honour exactly, or none.
+        let deflate = crate::protocol::deflate::negotiate(
+            request.headers_named("sec-websocket-extensions"),
+            &config.compression,
+        );
         let conn = &mut self.core.conns[key];
+        if let Some(agreed) = &deflate {
+            conn.reader
+                .set_deflate(crate::protocol::deflate::Negotiated::from_agreed(agreed));
+        }
         conn.state = State::Open;
         conn.since = now;
         conn.last_activity = now;
         self.core.metrics.websockets_open.inc();
         self.core.metrics.websockets_total.inc();
         self.core.push_bytes(key, 256, |out| {
-            crate::protocol::handshake::write_101(out, accept_key, protocol)
+            crate::protocol::handshake::write_101_with_extensions(
+                out,
+                accept_key,
+                protocol,
+                deflate.as_ref(),
+            )
         });
         if self.core.deadlines.idle > 0 {
             self.core
