@@ -2,7 +2,7 @@
 //! (`fuzz/seeds/<target>/`) and every input that ever crashed a target (`fuzz/regressions/<target>/`).
 //! A crash found by `cargo +nightly fuzz run` is copied into `fuzz/regressions/<target>/` and stays here.
 
-use ringws::protocol::fuzz_support::{extensions, frame_reader, handshake, utf8_pieces};
+use ringws::protocol::fuzz_support::{extensions, frame_reader, handshake, inflate, utf8_pieces};
 use std::path::Path;
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -55,6 +55,11 @@ fn extensions_seeds_and_regressions() {
 }
 
 #[test]
+fn inflate_seeds_and_regressions() {
+    run_all("inflate", inflate, 3);
+}
+
+#[test]
 fn utf8_seeds_and_regressions() {
     run_all("utf8", utf8_pieces, 2);
 }
@@ -76,6 +81,7 @@ fn targets_accept_edge_inputs() {
         handshake(data);
         utf8_pieces(data);
         extensions(data);
+        inflate(data);
     }
 }
 

@@ -8,6 +8,7 @@ use super::deflate::{
     negotiate, offers, ClientMaxWindowBits, DeflateConfig, DeflateMode, DeflateParams,
     EXTENSION_NAME,
 };
+use super::deflate::{Compressor, Inflater};
 use super::frame::decode_header;
 use super::handshake::{
     accept_key, parse_request, validate_server_response, validate_upgrade, write_101,
@@ -334,4 +335,45 @@ fn check_extensions<'a>(values: impl Iterator<Item = &'a [u8]> + Clone, config: 
         DeflateParams::from_extension(&element).as_ref(),
         Ok(response)
     );
+}
+
+/// Fuzz target `inflate`: byte 0 picks the output limit (2^(b % 21) bytes) and the compressor's window
+/// (9 + b % 7 bits), byte 1 the piece size (1 to 64 bytes); the rest is taken twice: as a compressed
+/// payload (fed in pieces, then whole: neither may panic, the output may never pass the limit in length or
+/// capacity, and both must give the same message when they succeed), and as a message to compress (the
+/// payload must be shorter and inflate back to it).
+pub fn inflate(data: &[u8]) {
+    let (limit, bits, step, rest) = match data {
+        [a, b, rest @ ..] => (1usize << (a % 21), 9 + a % 7, 1 + (*b as usize % 64), rest),
+        _ => return,
+    };
+    let run = |pieces: usize| {
+        let mut inflater = Inflater::new();
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for piece in rest.chunks(pieces.max(1)) {
+            result = inflater.inflate(piece, &mut out, limit);
+            assert!(out.len() <= limit && out.capacity() <= limit);
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| inflater.finish(&mut out, limit));
+        assert!(out.len() <= limit && out.capacity() <= limit);
+        result.map(|()| out)
+    };
+    let pieces = run(step);
+    let whole = run(rest.len());
+    if let (Ok(a), Ok(b)) = (&pieces, &whole) {
+        assert_eq!(a, b, "same message however the payload is cut");
+    }
+    let mut payload = Vec::new();
+    if Compressor::new(6, bits, false).compress(rest, &mut payload) {
+        assert!(payload.len() < rest.len());
+        let mut inflater = Inflater::new();
+        let mut out = Vec::new();
+        inflater.inflate(&payload, &mut out, rest.len()).unwrap();
+        inflater.finish(&mut out, rest.len()).unwrap();
+        assert_eq!(out, rest);
+    }
 }
