@@ -79,5 +79,8 @@ pub fn all_cases() -> Vec<Case> {
     ] {
         cases.extend(family.cases);
     }
+    for family in families::deflate::cases() {
+        cases.extend(family.cases);
+    }
     cases
 }

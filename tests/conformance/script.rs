@@ -51,6 +51,12 @@ impl CloseReply {
 }
 
 pub enum Step {
+    /// The opening handshake offers these extensions (must be the first step): the server must accept
+    /// (`accepted`, its answer checked against the offer) or decline.
+    Offer {
+        offer: String,
+        accepted: bool,
+    },
     /// One write of these bytes.
     Send(Vec<u8>),
     /// The bytes in writes of `chunk` bytes with `pause` between writes.
@@ -154,6 +160,57 @@ impl Script {
 
     pub fn close(&mut self, payload: &[u8]) -> &mut Script {
         self.frame(true, 0, OP_CLOSE, payload)
+    }
+
+    /// Offers `offer` at the handshake; the server must accept it.
+    pub fn offer(&mut self, offer: &str) -> &mut Script {
+        assert!(
+            self.steps.is_empty() && self.pending.is_empty(),
+            "the offer comes first"
+        );
+        self.steps.push(Step::Offer {
+            offer: offer.to_string(),
+            accepted: true,
+        });
+        self
+    }
+
+    /// Offers `offer` at the handshake; the server must decline it.
+    pub fn offer_declined(&mut self, offer: &str) -> &mut Script {
+        assert!(
+            self.steps.is_empty() && self.pending.is_empty(),
+            "the offer comes first"
+        );
+        self.steps.push(Step::Offer {
+            offer: offer.to_string(),
+            accepted: false,
+        });
+        self
+    }
+
+    /// Appends a compressed message (permessage-deflate, raw deflate with a sync flush, tail removed,
+    /// `window_bits` 9..=15, no context kept) in `frames` frames (as even as possible), RSV1 on the first.
+    pub fn compressed(
+        &mut self,
+        opcode: u8,
+        payload: &[u8],
+        frames: usize,
+        window_bits: u8,
+    ) -> &mut Script {
+        let compressed = deflate_payload(payload, window_bits);
+        let fragment = compressed.len().div_ceil(frames.max(1)).max(1);
+        let count = compressed.len().div_ceil(fragment).max(1);
+        for index in 0..count {
+            let start = (index * fragment).min(compressed.len());
+            let end = ((index + 1) * fragment).min(compressed.len());
+            let (op, rsv) = if index == 0 {
+                (opcode, 0b100)
+            } else {
+                (OP_CONTINUATION, 0)
+            };
+            self.frame(index + 1 == count, rsv, op, &compressed[start..end]);
+        }
+        self
     }
 
     /// Appends a message split into frames of at most `fragment` bytes (at least one frame).
@@ -299,10 +356,18 @@ pub fn execute(
     rng: Rng,
     steps: Vec<Step>,
 ) -> Result<(), String> {
-    let mut client = Client::connect(addr, timeout, rng).map_err(|e| format!("handshake: {e}"))?;
+    let (offer, accepted) = match steps.first() {
+        Some(Step::Offer { offer, accepted }) => (Some(offer.clone()), *accepted),
+        _ => (None, false),
+    };
+    let mut client = Client::connect_offering(addr, timeout, rng, offer.as_deref(), accepted)
+        .map_err(|e| format!("handshake: {e}"))?;
     let mut writers = Vec::new();
     let mut outcome = Ok(());
     for (index, step) in steps.into_iter().enumerate() {
+        if let Step::Offer { .. } = step {
+            continue;
+        }
         if let Step::SendInBackground(bytes) = step {
             writers.push(client.spawn_writer(bytes));
             continue;
@@ -328,7 +393,7 @@ pub fn execute(
 
 fn run_step(client: &mut Client, step: Step) -> Result<(), String> {
     match step {
-        Step::SendInBackground(_) => unreachable!("handled by execute"),
+        Step::SendInBackground(_) | Step::Offer { .. } => unreachable!("handled by execute"),
         Step::Send(bytes) => {
             client.send(&bytes);
             Ok(())
@@ -511,6 +576,7 @@ fn continue_message(
         return Err(format!("expected {wanted}, got {}", first.describe()));
     }
     let mut fin = first.fin;
+    let compressed = first.compressed;
     let mut received = first.payload;
     let mut fragments = 1usize;
     while !fin {
@@ -529,6 +595,13 @@ fn continue_message(
         fin = frame.fin;
         fragments += 1;
         received.extend_from_slice(&frame.payload);
+    }
+    if compressed {
+        let deflate = client
+            .deflate
+            .as_mut()
+            .ok_or("RSV1 without permessage-deflate agreed")?;
+        received = deflate.inflate(&received, payload.len().max(1) * 2 + 1024)?;
     }
     if received != payload {
         let offset = received
@@ -562,4 +635,29 @@ pub fn spec(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>) -> FrameSpec 
 pub fn with_length(mut frame: FrameSpec, length: LengthField) -> FrameSpec {
     frame.length_override = Some(length);
     frame
+}
+
+/// A permessage-deflate payload: raw deflate with `window_bits`, a sync flush, the tail removed (RFC 7692
+/// section 7.2.1). Made by flate2, not by the server's codec.
+pub fn deflate_payload(payload: &[u8], window_bits: u8) -> Vec<u8> {
+    let mut compress =
+        flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, window_bits);
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 16 + 64);
+    let mut offset = 0;
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64));
+        }
+        let before = compress.total_in();
+        compress
+            .compress_vec(&payload[offset..], &mut out, flate2::FlushCompress::Sync)
+            .expect("deflate");
+        offset += (compress.total_in() - before) as usize;
+        if offset == payload.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    assert!(out.ends_with(&crate::suite::wire::DEFLATE_TAIL));
+    out.truncate(out.len() - 4);
+    out
 }

@@ -4,6 +4,12 @@
 //! It owns nothing of the server and shares no code with `ringws::protocol`, so a bug there cannot hide
 //! itself here. It must never tolerate a server frame RFC 6455 forbids (a masked server frame, a control
 //! frame over 125 bytes or fragmented, reserved bits or opcodes): those are reported as failures.
+//!
+//! permessage-deflate (RFC 7692): a client may offer it; the server's answer is checked against the offer
+//! (one element, known parameters, no duplicates, `client_max_window_bits` only when offered, windows
+//! within what was offered), RSV1 is then allowed on the first frame of a data message only, and compressed
+//! messages are inflated here (flate2 over the window the server may use: a server that compresses with a
+//! wider window than it agreed fails to inflate).
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
@@ -157,6 +163,154 @@ pub struct Frame {
     pub fin: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
+    /// RSV1 set (permessage-deflate agreed, first frame of a data message): the message is compressed.
+    pub compressed: bool,
+}
+
+/// The sync flush's tail, removed by the sender and appended by the receiver (RFC 7692 section 7.2).
+pub const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// permessage-deflate as the server answered it.
+pub struct Deflate {
+    /// The server keeps its context between messages (no `server_no_context_takeover` in the answer).
+    server_context: bool,
+    /// The largest window the server may compress with (bits).
+    window_bits: u8,
+    inflater: flate2::Decompress,
+}
+
+impl Deflate {
+    /// Inflates one message's payload (the tail appended here), at most `limit` bytes. The output goes
+    /// out 256 bytes at a time, so that zlib can reach back only as far as the agreed window (it would
+    /// otherwise accept any distance into the output of the same call).
+    pub fn inflate(&mut self, payload: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let input = [payload, &DEFLATE_TAIL[..]].concat();
+        let mut offset = 0;
+        let mut chunk = [0u8; 256];
+        loop {
+            let (before_in, before_out) = (self.inflater.total_in(), self.inflater.total_out());
+            let status = self
+                .inflater
+                .decompress(&input[offset..], &mut chunk, flate2::FlushDecompress::Sync)
+                .map_err(|e| format!("the server's compressed message does not inflate: {e}"))?;
+            offset += (self.inflater.total_in() - before_in) as usize;
+            let produced = (self.inflater.total_out() - before_out) as usize;
+            out.extend_from_slice(&chunk[..produced]);
+            if out.len() > limit {
+                return Err(format!("inflated message over {limit} bytes"));
+            }
+            if offset == input.len() && produced < chunk.len()
+                || status == flate2::Status::StreamEnd
+            {
+                break;
+            }
+            if produced == 0 && offset == input.len() {
+                break;
+            }
+        }
+        if !self.server_context {
+            self.inflater.reset(false);
+        }
+        let (longest, _) =
+            crate::suite::deflate_window::longest_reference(&input, !self.server_context)?;
+        if longest > 1 << self.window_bits {
+            return Err(format!(
+                "a back-reference {longest} bytes back, beyond the {}-bit window agreed",
+                self.window_bits
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The parameters of one extension element: `name; a; b=1; c="2"` -> (name, [(a, None), (b, 1), (c, 2)]).
+fn parse_element(element: &str) -> (String, Vec<(String, Option<String>)>) {
+    let mut parts = element.split(';');
+    let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let params = parts
+        .map(|param| match param.split_once('=') {
+            Some((key, value)) => (
+                key.trim().to_ascii_lowercase(),
+                Some(value.trim().trim_matches('"').to_string()),
+            ),
+            None => (param.trim().to_ascii_lowercase(), None),
+        })
+        .collect();
+    (name, params)
+}
+
+/// Checks the server's `Sec-WebSocket-Extensions` answer against the client's offer (several elements
+/// possible: the answer must honour one of them) and returns the state to inflate with.
+pub fn check_deflate_answer(offer: &str, answer: &str) -> Result<Deflate, String> {
+    if answer.contains(',') {
+        return Err(format!("answer {answer:?} has more than one element"));
+    }
+    let (name, params) = parse_element(answer);
+    if name != "permessage-deflate" {
+        return Err(format!("answer {answer:?} is not permessage-deflate"));
+    }
+    let mut seen = Vec::new();
+    let (mut server_context, mut server_bits, mut client_bits) = (true, 15u8, None);
+    for (key, value) in &params {
+        if seen.contains(key) {
+            return Err(format!("answer {answer:?} repeats {key}"));
+        }
+        seen.push(key.clone());
+        let bits = || -> Result<u8, String> {
+            value
+                .as_deref()
+                .and_then(|v| v.parse::<u8>().ok())
+                .filter(|b| {
+                    (8..=15).contains(b) && !value.as_deref().unwrap_or("").starts_with('0')
+                })
+                .ok_or(format!("answer {answer:?}: {key} needs a value of 8 to 15"))
+        };
+        match key.as_str() {
+            "server_no_context_takeover" | "client_no_context_takeover" if value.is_some() => {
+                return Err(format!("answer {answer:?}: {key} takes no value"));
+            }
+            "server_no_context_takeover" => server_context = false,
+            "client_no_context_takeover" => {}
+            "server_max_window_bits" => server_bits = bits()?,
+            "client_max_window_bits" => client_bits = Some(bits()?),
+            _ => return Err(format!("answer {answer:?}: unknown parameter {key}")),
+        }
+    }
+    // The answer must fit one of the offers.
+    let fits = offer
+        .split(',')
+        .map(parse_element)
+        .any(|(offered, offered_params)| {
+            let get = |key: &str| offered_params.iter().find(|(k, _)| k == key);
+            offered == "permessage-deflate"
+                && client_bits.is_none_or(|bits| {
+                    get("client_max_window_bits").is_some_and(|(_, value)| {
+                        value
+                            .as_deref()
+                            .is_none_or(|v| v.parse::<u8>().is_ok_and(|o| bits <= o))
+                    })
+                })
+                && get("server_max_window_bits").is_none_or(|(_, value)| {
+                    value
+                        .as_deref()
+                        .and_then(|v| v.parse::<u8>().ok())
+                        .is_some_and(|o| {
+                            seen.iter().any(|k| k == "server_max_window_bits") && server_bits <= o
+                        })
+                })
+                && (get("server_no_context_takeover").is_none() || !server_context)
+        });
+    if !fits {
+        return Err(format!(
+            "answer {answer:?} does not honour the offer {offer:?}"
+        ));
+    }
+    Ok(Deflate {
+        server_context,
+        window_bits: server_bits,
+        inflater: flate2::Decompress::new_with_window_bits(false, server_bits.max(9)),
+    })
 }
 
 impl Frame {
@@ -259,11 +413,21 @@ pub struct Client {
     pub rng: Rng,
     /// The first write error seen (the server may legitimately close while the client still writes).
     pub write_error: Option<String>,
+    /// permessage-deflate, when offered and agreed.
+    pub deflate: Option<Deflate>,
 }
 
 impl Client {
-    /// Connects and performs the opening handshake, checking the 101 answer and `Sec-WebSocket-Accept`.
-    pub fn connect(addr: SocketAddr, timeout: Duration, rng: Rng) -> Result<Client, String> {
+    /// Connects and performs the opening handshake, checking the 101 answer and `Sec-WebSocket-Accept`;
+    /// with a `Sec-WebSocket-Extensions` offer, which the server must accept (`accepted`, its answer
+    /// checked against the offer) or decline (no answer).
+    pub fn connect_offering(
+        addr: SocketAddr,
+        timeout: Duration,
+        rng: Rng,
+        offer: Option<&str>,
+        accepted: bool,
+    ) -> Result<Client, String> {
         let stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         stream
@@ -280,18 +444,47 @@ impl Client {
             timeout,
             rng,
             write_error: None,
+            deflate: None,
         };
-        client.handshake(addr)?;
+        let answer = client.handshake(addr, offer)?;
+        match (offer, answer) {
+            (None, None) => {}
+            (None, Some(answer)) => {
+                return Err(format!("extensions answered without an offer: {answer:?}"))
+            }
+            (Some(offer), None) if accepted => {
+                return Err(format!(
+                    "the offer {offer:?} was declined (no Sec-WebSocket-Extensions)"
+                ))
+            }
+            (Some(_), None) => {}
+            (Some(offer), Some(answer)) if !accepted => {
+                return Err(format!(
+                    "the offer {offer:?} should be declined, got {answer:?}"
+                ))
+            }
+            (Some(offer), Some(answer)) => {
+                client.deflate = Some(check_deflate_answer(offer, &answer)?);
+            }
+        }
         Ok(client)
     }
 
-    fn handshake(&mut self, addr: SocketAddr) -> Result<(), String> {
+    /// The opening handshake; returns the `Sec-WebSocket-Extensions` answer, if any.
+    fn handshake(
+        &mut self,
+        addr: SocketAddr,
+        offer: Option<&str>,
+    ) -> Result<Option<String>, String> {
         let mut key_bytes = [0u8; 16];
         self.rng.fill(&mut key_bytes);
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let extensions = offer
+            .map(|offer| format!("Sec-WebSocket-Extensions: {offer}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
         );
         self.stream
             .write_all(request.as_bytes())
@@ -321,6 +514,7 @@ impl Client {
         let mut accept = None;
         let mut upgrade = None;
         let mut connection = None;
+        let mut answer: Option<String> = None;
         for line in lines {
             if let Some((name, value)) = line.split_once(':') {
                 let value = value.trim().to_string();
@@ -328,6 +522,12 @@ impl Client {
                     "sec-websocket-accept" => accept = Some(value),
                     "upgrade" => upgrade = Some(value),
                     "connection" => connection = Some(value),
+                    "sec-websocket-extensions" => {
+                        answer = Some(match answer {
+                            Some(earlier) => format!("{earlier}, {value}"),
+                            None => value,
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -350,7 +550,7 @@ impl Client {
         }) {
             return Err("101 response without `Connection: Upgrade`".into());
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// Writes bytes in one write call. A write error is remembered, not returned: the server may have
@@ -482,7 +682,9 @@ impl Client {
                 "server frame has the MASK bit set".into(),
             ));
         }
-        if rsv != 0 {
+        let compressed =
+            rsv == 0b100 && self.deflate.is_some() && matches!(opcode, OP_TEXT | OP_BINARY);
+        if rsv != 0 && !compressed {
             return Err(ReadEnd::Malformed(format!("reserved bits {rsv:#05b} set")));
         }
         if !matches!(
@@ -517,6 +719,7 @@ impl Client {
             fin,
             opcode,
             payload,
+            compressed,
         }))
     }
 

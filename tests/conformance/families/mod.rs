@@ -2,6 +2,7 @@
 
 pub mod auto_fragmentation;
 pub mod close;
+pub mod deflate;
 pub mod fragmentation;
 pub mod framing;
 pub mod limits;
