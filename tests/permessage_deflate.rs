@@ -1,11 +1,13 @@
 //! permessage-deflate (RFC 7692) on by default: an offer is answered without context takeover, compressed
-//! messages of every size come back compressed (RSV1) when that makes them smaller, a client that does not
+//! messages of every size come back compressed (RSV1) when that makes them smaller (over wss:// too), a
+//! client that does not
 //! offer never sees RSV1, RSV1 on a continuation or control frame is 1002, and a decompression bomb is
 //! closed 1009 without the server's memory growing. Raw TCP with hand-made frames; the codec under test
 //! compresses and inflates on the client side too (its unit tests check it against RFC 7692's examples).
 
 mod common;
 
+use common::tls::TlsServer;
 use common::*;
 use ringws::protocol::deflate::{Compressor, Inflater};
 use std::io::{Read, Write};
@@ -34,7 +36,7 @@ fn open(server: &ServerProcess, offer: Option<&str>) -> (TcpStream, String) {
 }
 
 /// One server frame: (first byte, payload).
-fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+fn read_frame(stream: &mut impl Read) -> Option<(u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).ok()?;
     let len = match head[1] & 0x7f {
@@ -90,7 +92,7 @@ fn json(len: usize) -> Vec<u8> {
 }
 
 /// Reads the echo of a message: (compressed on the wire, its content).
-fn read_message(stream: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+fn read_message(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
     let (first, payload) = read_frame(stream).expect("an echo");
     assert_eq!(first & 0x80, 0x80, "the server sends messages whole");
     assert_eq!(first & 0x30, 0, "RSV2/RSV3 never set");
@@ -264,4 +266,39 @@ fn a_decompression_bomb_is_closed_1009_without_the_memory() {
         .write_all(&client_frame(true, 0b100, 0x1, &deflate(&json(300)), true))
         .unwrap();
     assert_eq!(read_message(&mut stream), (true, 0x1, json(300)));
+}
+
+#[test]
+fn compression_works_unchanged_over_wss() {
+    let server = TlsServer::start(ringws_binary(), &["--workers", "1"]);
+    let mut stream = server.connect();
+    let request = upgrade_request("/").replacen(
+        "\r\n\r\n",
+        &format!("\r\nSec-WebSocket-Extensions: {OFFER}\r\n\r\n"),
+        1,
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    let (status, head) = read_response_head(&mut stream);
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("permessage-deflate"),
+        "{head}"
+    );
+    for len in [16, 1000, 65_536, 128 * 1024] {
+        let message = json(len);
+        stream
+            .write_all(&client_frame(true, 0b100, 0x1, &deflate(&message), true))
+            .unwrap();
+        stream.flush().unwrap();
+        let (compressed, opcode, content) = read_message(&mut stream);
+        assert_eq!((compressed, opcode), (len >= 128, 0x1), "{len}");
+        assert_eq!(content, message, "{len}");
+    }
+    stream
+        .write_all(&client_frame(true, 0b100, 0x9, b"x", true))
+        .unwrap();
+    stream.flush().unwrap();
+    let (first, payload) = read_frame(&mut stream).unwrap();
+    assert_eq!((first, &payload[..2]), (0x88, &1002u16.to_be_bytes()[..]));
 }
