@@ -140,7 +140,7 @@ try {
   // Chromium's own WebSocket API, before the chat pages connect (in broadcast mode, with the sender
   // included, a lone client gets its own messages back like an echo).
   const apiPage = await (await browser.newContext()).newPage();
-  await check("Chromium WebSocket API: multi-byte text, 1 MiB binary, clean close with 4000", async () => {
+  await check("Chromium WebSocket API: permessage-deflate in ws.extensions, multi-byte text, 1 MiB binary, clean close with 4000", async () => {
     const result = await apiPage.evaluate(async (wsUrl) => {
       const ws = new WebSocket(wsUrl);
       ws.binaryType = "arraybuffer";
@@ -149,6 +149,8 @@ try {
         ws.onclose = (event) => reject(new Error(`closed ${event.code}`));
       });
       await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("error")); });
+      // Chromium offers permessage-deflate on every connection; the server agrees by default.
+      if (!ws.extensions.includes("permessage-deflate")) return `ws.extensions is ${JSON.stringify(ws.extensions)}`;
       const text = "κόσμε € 😀 ".repeat(5000);
       let reply = next();
       ws.send(text);

@@ -183,5 +183,55 @@ await check("message over 16 MiB is closed with 1009", async () => {
   if (code !== 1009) throw new Error(`close code ${code}, wanted 1009`);
 });
 
+// permessage-deflate: ws compresses every message (threshold 0) and the server answers compressed at or
+// above its threshold; the bytes read off the socket show the echo came compressed.
+function jsonText(size) {
+  let text = "";
+  for (let i = 0; text.length < size; i += 1) text += `{"id":${i},"user":"u${i % 7}","text":"hello ${i * 31 % 97}"},`;
+  return text.slice(0, size);
+}
+await check("permessage-deflate negotiated (perMessageDeflate: true)", async () => {
+  const ws = await open({ perMessageDeflate: { threshold: 0 } });
+  if (!ws.extensions.includes("permessage-deflate")) throw new Error(`extensions: ${ws.extensions}`);
+  ws.close(1000);
+  await closed(ws);
+});
+await check("compressed echo of JSON and binary, 0 B to 1 MiB", async () => {
+  const ws = await open({ perMessageDeflate: { threshold: 0 } });
+  ws.setMaxListeners(100); // nextMessage adds a close listener per message
+  for (const size of [0, 1, 16, 127, 128, 1000, 4096, 65535, 65536, 131072, 1 << 20]) {
+    for (const [payload, binary] of [
+      [jsonText(size), false],
+      [Buffer.alloc(size, 7), true],
+      [randomBytes(size), true],
+    ]) {
+      ws.send(payload, { binary });
+      const { data, isBinary } = await nextMessage(ws);
+      if (isBinary !== binary) throw new Error(`echo of ${size} came back as ${isBinary ? "binary" : "text"}`);
+      assertEqualBytes(data, typeof payload === "string" ? Buffer.from(payload) : payload, `echo of ${size}`);
+    }
+  }
+  ws.close(1000);
+  await closed(ws);
+});
+await check("a 64 KiB JSON echo comes back compressed", async () => {
+  const ws = await open({ perMessageDeflate: { threshold: 0 } });
+  const before = ws._socket.bytesRead;
+  ws.send(jsonText(65536));
+  const { data } = await nextMessage(ws);
+  const read = ws._socket.bytesRead - before;
+  if (data.length !== 65536 || read > 65536 / 2) throw new Error(`${read} bytes read for a 64 KiB echo`);
+  ws.close(1000);
+  await closed(ws);
+});
+await check("17 MiB compressed to a few KiB is closed with 1009", async () => {
+  const ws = await open({ perMessageDeflate: { threshold: 0 } });
+  const whenClosed = closed(ws);
+  ws.on("error", () => {});
+  ws.send(Buffer.alloc(17 << 20), { binary: true });
+  const { code } = await whenClosed;
+  if (code !== 1009) throw new Error(`close code ${code}, wanted 1009`);
+});
+
 console.log(`node: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -3,7 +3,9 @@
     python python_client.py --echo ws://127.0.0.1:PORT/ [--broadcast ws://127.0.0.1:PORT2/]
 
 Echo: text (ASCII and multi-byte), binary, empty, large (1 MiB and 8 MiB), fragmented messages (sent as
-an iterable of fragments), ping, and the close handshake. Broadcast: three clients, each message
+an iterable of fragments), ping, and the close handshake. Compression: the library's default offer
+(permessage-deflate) is answered, and JSON text and binary of many sizes, whole and fragmented, are echoed
+compressed both ways. Broadcast: three clients, each message
 reaches every client (reported as skipped, never passed, with --skip-broadcast REASON). Prints one line per check and `N passed, N failed`; exits 1 on any failure.
 """
 
@@ -113,6 +115,43 @@ def echo_checks(url):
     check("unmasked frame refused with 1002", protocol_error_close)
 
 
+def compression_checks(url):
+    """websockets compresses by default (`compression="deflate"`: permessage-deflate with
+    client_max_window_bits); the server must agree and echo every size exactly."""
+
+    def open_client():
+        return connect(url, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT)
+
+    def negotiated():
+        with open_client() as ws:
+            answer = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            if "permessage-deflate" not in answer:
+                raise AssertionError(f"no permessage-deflate in the answer: {answer!r}")
+            if "server_no_context_takeover" not in answer:
+                raise AssertionError(f"the answer keeps the server's context: {answer!r}")
+
+    def json_text(size):
+        text = "".join(f'{{"id":{i},"user":"u{i % 7}","text":"hello κόσμε {i * 31 % 97}"}},' for i in range(size // 20 + 1))
+        return text.encode()[:size].decode("utf-8", "ignore")
+
+    def many_sizes():
+        with open_client() as ws:
+            for size in (0, 1, 16, 127, 128, 129, 1000, 4096, 16_384, 65_535, 65_536, 131_072, 1 << 20):
+                for message in (json_text(size), (bytes(range(256)) * (size // 256 + 1))[:size], os.urandom(size)):
+                    ws.send(message)
+                    expect_equal(ws.recv(timeout=TIMEOUT), message, f"compressed echo of {size}")
+
+    def fragmented():
+        with open_client() as ws:
+            parts = [json_text(5000), json_text(3), json_text(70_000)]
+            ws.send(parts)
+            expect_equal(ws.recv(timeout=TIMEOUT), "".join(parts), "fragmented compressed echo")
+
+    check("permessage-deflate negotiated by default", negotiated)
+    check("compressed echo of text and binary, 0 B to 1 MiB", many_sizes)
+    check("compressed fragmented text", fragmented)
+
+
 def broadcast_checks(url):
     # ringws's default (`broadcast_include_sender`) delivers a message to every client, its sender too.
     def fan_out():
@@ -144,6 +183,7 @@ def main():
     parser.add_argument("--skip-broadcast", metavar="REASON", help="report the broadcast checks as skipped")
     args = parser.parse_args()
     echo_checks(args.echo)
+    compression_checks(args.echo)
     skipped = 0
     if args.broadcast:
         broadcast_checks(args.broadcast)
