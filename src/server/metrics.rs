@@ -251,6 +251,8 @@ pub struct DeflateMetrics {
     pub messages_out: Counter,
     /// Messages at or above the threshold sent plain because compression did not shrink them.
     pub not_smaller: Counter,
+    /// Shared frames (broadcast, publish) compressed: once per message, whatever the receivers.
+    pub frames_compressed: Counter,
     /// By [`INFLATE_FAILURES`] kind.
     pub inflate_failures: [Counter; INFLATE_FAILURES.len()],
     /// Gauge: inflaters held by connections whose compressed message spans receives (each counts
@@ -287,6 +289,17 @@ fn render_deflate(out: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
                 counter.get()
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_frames_compressed_total Shared frames compressed for fanout (once per message)\n# TYPE ringws_frames_compressed_total counter"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_frames_compressed_total{{worker=\"{i}\"}} {}",
+            m.deflate.frames_compressed.get()
+        );
     }
     let _ = writeln!(
         out,

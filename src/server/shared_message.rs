@@ -3,14 +3,21 @@
 //! Server frames are unmasked, so every receiver gets the same bytes: a [`SharedMessage`] holds one
 //! reference-counted frame, and each receiving send queue takes a reference, never a copy. It is the one
 //! form in which a message crosses threads (workers, `ServerHandle`) and reaches a handler's
-//! `on_published`; a connection asks it for the form that connection needs (today the plain frame; a
-//! compressed variant will sit beside it, made at most once per message). Encoding is one allocation, the
-//! frame's own, and one copy of the payload. Must never be re-encoded or copied per receiver.
+//! `on_published`; a connection asks it for the form that connection needs (`frame_for`): the plain frame,
+//! or for a connection that agreed permessage-deflate the compressed frame (RSV1), made at most once per
+//! message by the worker that encodes it (`encode_compressed`), when compression is on, the message is at
+//! or above the threshold and compressing shrinks it. Encoding is one allocation per form, the frame's own,
+//! and one copy of the payload (or of its compressed form). Must never be re-encoded, compressed or copied
+//! per receiver.
 
 use std::sync::Arc;
 
+use crate::protocol::deflate::{Compressors, Negotiated};
 use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::MessageKind;
+
+/// RSV1 in a frame's first byte: permessage-deflate's "compressed" bit.
+const RSV1: u8 = 0x40;
 
 /// One message, framed once, cheap to clone (a reference count).
 #[derive(Debug, Clone)]
@@ -18,30 +25,71 @@ pub struct SharedMessage {
     kind: MessageKind,
     /// Bytes of the frame header before the payload in `plain`.
     header_len: u8,
+    /// The window (bits) `compressed` was made with: only a connection whose agreement allows at least this
+    /// window may get it.
+    compressed_window_bits: u8,
     plain: Arc<[u8]>,
+    /// The frame with its payload compressed (RSV1 set), when it was made and is smaller.
+    compressed: Option<Arc<[u8]>>,
+}
+
+/// One frame in its final allocation: the header, then the payload copied once (an exact-size iterator is
+/// collected straight into the `Arc`'s own block; a `Vec` or `Box` would be a second block, copied again
+/// into the `Arc`; the zero fill is a memset of memory the copy then writes, the safe way to get a unique
+/// `Arc<[u8]>`).
+fn frame(header: &[u8], payload: &[u8]) -> Arc<[u8]> {
+    let mut frame: Arc<[u8]> = std::iter::repeat_n(0u8, header.len() + payload.len()).collect();
+    let bytes = Arc::make_mut(&mut frame); // unique: no copy is made
+    bytes[..header.len()].copy_from_slice(header);
+    bytes[header.len()..].copy_from_slice(payload);
+    frame
+}
+
+fn opcode(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    }
 }
 
 impl SharedMessage {
     /// Frames `payload` as one unfragmented, unmasked server frame of `kind`.
     pub fn encode(kind: MessageKind, payload: &[u8]) -> SharedMessage {
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
         let mut header = [0u8; 14];
-        let header_len = encode_header(&mut header, true, opcode, payload.len() as u64, None);
-        // Built in its final allocation, the payload copied once: an exact-size iterator is collected straight
-        // into the `Arc`'s own block (a `Vec` or `Box` would be a second block, copied again into the `Arc`).
-        // The zero fill is a memset of memory the copy then writes; the safe way to get a unique `Arc<[u8]>`.
-        let mut plain: Arc<[u8]> = std::iter::repeat_n(0u8, header_len + payload.len()).collect();
-        let frame = Arc::make_mut(&mut plain); // unique: no copy is made
-        frame[..header_len].copy_from_slice(&header[..header_len]);
-        frame[header_len..].copy_from_slice(payload);
+        let header_len = encode_header(&mut header, true, opcode(kind), payload.len() as u64, None);
         SharedMessage {
             kind,
             header_len: header_len as u8,
-            plain,
+            compressed_window_bits: 0,
+            plain: frame(&header[..header_len], payload),
+            compressed: None,
         }
+    }
+
+    /// `encode`, plus the compressed frame for connections that agreed permessage-deflate, made once here
+    /// with `compressors` at `window_bits` (none when compressing does not shrink the payload).
+    pub fn encode_compressed(
+        kind: MessageKind,
+        payload: &[u8],
+        compressors: &mut Compressors,
+        window_bits: u8,
+    ) -> SharedMessage {
+        let mut message = SharedMessage::encode(kind, payload);
+        if compressors.compress_window(window_bits, payload) {
+            let compressed = &compressors.out;
+            let mut header = [0u8; 14];
+            let header_len = encode_header(
+                &mut header,
+                true,
+                opcode(kind),
+                compressed.len() as u64,
+                None,
+            );
+            header[0] |= RSV1;
+            message.compressed = Some(frame(&header[..header_len], compressed));
+            message.compressed_window_bits = window_bits;
+        }
+        message
     }
 
     /// Text or binary.
@@ -57,6 +105,25 @@ impl SharedMessage {
     /// The complete uncompressed frame, as queued to a connection without extensions.
     pub fn plain_frame(&self) -> &Arc<[u8]> {
         &self.plain
+    }
+
+    /// The compressed frame (RSV1 set), if one was made.
+    pub fn compressed_frame(&self) -> Option<&Arc<[u8]>> {
+        self.compressed.as_ref()
+    }
+
+    /// The frame for a connection with this permessage-deflate agreement: the compressed one when there is
+    /// one and the connection's agreed window takes it, else the plain one.
+    pub fn frame_for(&self, negotiated: Negotiated) -> &Arc<[u8]> {
+        match &self.compressed {
+            Some(compressed)
+                if negotiated.is_on()
+                    && negotiated.compress_window_bits() >= self.compressed_window_bits =>
+            {
+                compressed
+            }
+            _ => &self.plain,
+        }
     }
 }
 
@@ -119,6 +186,65 @@ mod tests {
                 "len {len}: {bytes} bytes allocated for a {frame_len}-byte frame"
             );
         }
+    }
+
+    #[test]
+    fn the_compressed_frame_goes_to_connections_whose_window_takes_it() {
+        use crate::protocol::deflate::{Inflater, TAIL};
+        let payload = "{\"event\":\"tick\",\"price\":101.5},".repeat(40);
+        let mut compressors = Compressors::new(6);
+        let message = SharedMessage::encode_compressed(
+            MessageKind::Text,
+            payload.as_bytes(),
+            &mut compressors,
+            12,
+        );
+        let compressed = message.compressed_frame().expect("JSON shrinks");
+        let (header, used) = decode_header(compressed).unwrap().unwrap();
+        assert_eq!((header.rsv, header.fin), (0b100, true));
+        let mut inflater = Inflater::new();
+        let mut out = Vec::new();
+        inflater
+            .inflate(&compressed[used..], &mut out, 1 << 20)
+            .unwrap();
+        inflater.inflate(&TAIL, &mut out, 1 << 20).unwrap();
+        assert_eq!(out, payload.as_bytes());
+        assert_eq!(message.payload(), payload.as_bytes());
+        // Plain for a connection without the extension, or whose agreed window is narrower.
+        let agreed = |bits: u8| {
+            let offer = format!("permessage-deflate; server_max_window_bits={bits}");
+            let config = crate::protocol::deflate::DeflateConfig::default();
+            Negotiated::from_agreed(
+                &crate::protocol::deflate::negotiate([offer.as_bytes()], &config).unwrap(),
+            )
+        };
+        assert!(Arc::ptr_eq(
+            message.frame_for(Negotiated::NONE),
+            message.plain_frame()
+        ));
+        assert!(Arc::ptr_eq(
+            message.frame_for(agreed(11)),
+            message.plain_frame()
+        ));
+        assert!(Arc::ptr_eq(message.frame_for(agreed(12)), compressed));
+        assert!(Arc::ptr_eq(message.frame_for(agreed(15)), compressed));
+        // A payload that does not shrink has no compressed form.
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let message =
+            SharedMessage::encode_compressed(MessageKind::Binary, &noise, &mut compressors, 15);
+        assert!(message.compressed_frame().is_none());
+        assert!(Arc::ptr_eq(
+            message.frame_for(agreed(15)),
+            message.plain_frame()
+        ));
     }
 
     #[test]

@@ -346,7 +346,13 @@ impl Compressors {
     /// Compresses `payload` for a connection that agreed `negotiated` into `self.out` (replacing it).
     /// `false`: send it plain (not smaller).
     pub fn compress(&mut self, negotiated: Negotiated, payload: &[u8]) -> bool {
-        let bits = negotiated.compress_window_bits();
+        self.compress_window(negotiated.compress_window_bits(), payload)
+    }
+
+    /// Compresses `payload` with a window of `bits` (9..=15, clamped) into `self.out` (replacing it).
+    /// `false`: send it plain (not smaller).
+    pub fn compress_window(&mut self, bits: u8, payload: &[u8]) -> bool {
+        let bits = bits.clamp(9, 15);
         let slot = &mut self.by_window[(bits - 9) as usize];
         let level = self.level;
         let compressor = slot.get_or_insert_with(|| Box::new(Compressor::new(level, bits, false)));

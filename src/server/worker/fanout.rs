@@ -1,8 +1,10 @@
 //! Fanout: broadcast and publish. A message is encoded once into a [`SharedMessage`] that every receiving
-//! queue references, handed to the other workers through their inboxes ([`WorkerMessage`]) with one
-//! doorbell per worker per batch, and delivered by each worker to its own connections.
+//! queue references (with permessage-deflate on and the message at or above the threshold, also compressed
+//! once: each connection gets the compressed or the plain frame by its agreement), handed to the other
+//! workers through their inboxes ([`WorkerMessage`]) with one doorbell per worker per batch, and delivered
+//! by each worker to its own connections.
 //!
-//! Must never copy a shared frame per subscriber or per worker, never ring a doorbell per message, and never
+//! Must never copy or compress a shared frame per subscriber or per worker, never ring a doorbell per message, and never
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
 //!
 //! Handoffs are bounded: a message for a worker whose inbox is full is dropped for that worker and counted
@@ -35,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::protocol::deflate::DeflateMode;
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
 use crate::server::config::{SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
@@ -42,6 +45,7 @@ use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED, SLOW_R
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
 use crate::server::inbox::{Sent, WorkerMessage, DRAIN_BATCH};
+use crate::server::metrics::{DEFLATE_OUT_COMPRESSED, DEFLATE_OUT_PLAIN};
 use crate::server::shared_message::SharedMessage;
 
 use super::{Core, Worker};
@@ -161,8 +165,7 @@ impl Core {
     /// other worker, and to this worker's connections; what this delivery found is kept for that
     /// connection's fanout budget ([`Core::check_sender_budget`]).
     pub(crate) fn broadcast(&mut self, kind: MessageKind, payload: &[u8], except: Option<ConnId>) {
-        let message = SharedMessage::encode(kind, payload);
-        self.metrics.frames_encoded.inc();
+        let message = self.encode_shared(kind, payload);
         let except = except.map(|id| (self.index, id));
         self.hand_off(|| WorkerMessage::Broadcast {
             message: message.clone(),
@@ -175,14 +178,39 @@ impl Core {
     /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
     /// (this one's after the current event) gets it in `on_published`.
     pub(crate) fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
-        let message = SharedMessage::encode(kind, payload);
-        self.metrics.frames_encoded.inc();
+        let message = self.encode_shared(kind, payload);
         let topic: Arc<str> = Arc::from(topic);
         self.hand_off(|| WorkerMessage::Publish {
             topic: Arc::clone(&topic),
             message: message.clone(),
         });
         self.published.push((topic, message));
+    }
+
+    /// Frames a message once for every receiver on every worker; with permessage-deflate on and the message
+    /// at or above the threshold, also compressed once (at the configured window: a connection that agreed
+    /// a narrower one gets the plain frame).
+    fn encode_shared(&mut self, kind: MessageKind, payload: &[u8]) -> SharedMessage {
+        self.metrics.frames_encoded.inc();
+        let deflate = &self.config.compression;
+        if deflate.mode == DeflateMode::Off || payload.len() < deflate.threshold {
+            return SharedMessage::encode(kind, payload);
+        }
+        let message = SharedMessage::encode_compressed(
+            kind,
+            payload,
+            &mut self.compressors,
+            deflate.max_window_bits,
+        );
+        if let Some(compressed) = message.compressed_frame() {
+            let metrics = &self.metrics.deflate;
+            metrics.frames_compressed.inc();
+            metrics.bytes[DEFLATE_OUT_PLAIN].add(payload.len() as u64);
+            metrics.bytes[DEFLATE_OUT_COMPRESSED].add(compressed.len() as u64);
+        } else {
+            self.metrics.deflate.not_smaller.inc();
+        }
+        message
     }
 
     /// Puts one message (made by `make`) in every other worker's inbox and marks its doorbell for the end
@@ -222,7 +250,7 @@ impl Core {
             }
             return false;
         }
-        let frame = message.plain_frame();
+        let frame = message.frame_for(conn.reader.deflate());
         let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
         queue.push_shared(Arc::clone(frame));
         self.metrics.deliveries.inc();
@@ -240,7 +268,6 @@ impl Core {
         message: &SharedMessage,
         except: Option<(usize, ConnId)>,
     ) -> Fanout {
-        let frame = message.plain_frame();
         let skip = except
             .filter(|(worker, _)| *worker == self.index)
             .map(|(_, id)| id);
@@ -249,7 +276,7 @@ impl Core {
         let budget = fanout_budget(&self.config);
         let mut fanout = Fanout::default();
         let mut slow: Vec<usize> = Vec::new();
-        let mut delivered = 0u64;
+        let (mut delivered, mut bytes) = (0u64, 0u64);
         for (key, conn) in self.conns.iter_mut() {
             if conn.state != State::Open || conn.has(CLOSE_SENT) {
                 continue;
@@ -268,9 +295,12 @@ impl Core {
             }
             // A slow receiver counts against no sender (until it drains, `Core::receiver_sent`).
             let counts = !conn.has_fanout(SLOW_RECEIVER);
+            // The compressed frame for a connection that agreed permessage-deflate, else the plain one.
+            let frame = message.frame_for(conn.reader.deflate());
             let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
             queue.push_shared(Arc::clone(frame));
             delivered += 1;
+            bytes += frame.len() as u64;
             fanout.receivers += u32::from(counts);
             let cost = queue.queued_cost();
             if counts && cost > budget {
@@ -290,7 +320,7 @@ impl Core {
         }
         self.metrics.deliveries.add(delivered);
         self.metrics.messages_out.add(delivered);
-        self.metrics.bytes_out.add(delivered * frame.len() as u64);
+        self.metrics.bytes_out.add(bytes);
         for key in slow {
             self.metrics.slow_consumer_closes.inc();
             self.send_close(key, CloseCode::POLICY, "slow consumer");
