@@ -302,3 +302,46 @@ fn compression_works_unchanged_over_wss() {
     let (first, payload) = read_frame(&mut stream).unwrap();
     assert_eq!((first, &payload[..2]), (0x88, &1002u16.to_be_bytes()[..]));
 }
+
+#[test]
+fn compression_flags_are_validated() {
+    for (args, flag) in [
+        (&["--compression-level", "10"][..], "--compression-level"),
+        (
+            &["--compression-window-bits", "8"][..],
+            "--compression-window-bits",
+        ),
+        (
+            &["--compression-window-bits", "16"][..],
+            "--compression-window-bits",
+        ),
+        (&["--compression", "context"][..], "--compression"),
+        (&["--compression", "maybe"][..], "--compression"),
+    ] {
+        let (code, stderr) = ServerProcess::start_expect_failure(ringws_binary(), args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    // The threshold flag takes effect (and a level of 1 serves).
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--workers",
+            "1",
+            "--compression-threshold",
+            "1KiB",
+            "--compression-level",
+            "1",
+        ],
+    );
+    // A 600-byte message is under the threshold: sent plain to a client that agreed.
+    let (mut stream, _) = open(&server, Some(OFFER));
+    stream
+        .write_all(&client_frame(true, 0b100, 0x1, &deflate(&json(600)), true))
+        .unwrap();
+    assert_eq!(read_message(&mut stream), (false, 0x1, json(600)));
+    stream
+        .write_all(&client_frame(true, 0b100, 0x1, &deflate(&json(1024)), true))
+        .unwrap();
+    assert_eq!(read_message(&mut stream), (true, 0x1, json(1024)));
+}
