@@ -240,6 +240,8 @@ pub const DEFLATE_OUT_COMPRESSED: usize = 3;
 /// `ringws_inflate_failures_total{kind}`: a message over `--max-message-size` once inflated (1009), a
 /// corrupt stream (1007).
 pub const INFLATE_FAILURES: [&str; 2] = ["too_big", "corrupt"];
+pub const INFLATE_TOO_BIG: usize = 0;
+pub const INFLATE_CORRUPT: usize = 1;
 
 /// The permessage-deflate counters of one worker.
 #[derive(Default)]

@@ -4,14 +4,19 @@
 //! Hot path: a received buffer is lent from the buffer ring for one completion, unmasked and validated in
 //! place by the protocol reader, and given back at once; a message contained in one buffer reaches the
 //! handler without a copy. Must never allocate, lock, log or make a syscall per message, and never keep a
-//! provided buffer past the completion that carried it.
+//! provided buffer past the completion that carried it. A connection that agreed permessage-deflate is fed
+//! with the worker's inflaters lent for the call (`InflatePool`); the inflater of a compressed message
+//! spanning receives is held by the connection only while the message is in progress, counted
+//! (`INFLATER_STATE_BYTES` each) with the assembly buffers against `--max-assembly-memory`.
 
 use crate::protocol::deflate::INFLATER_STATE_BYTES;
 use crate::protocol::frame::OpCode;
 use crate::protocol::message::Inflating;
 use crate::protocol::{CloseCode, Event, MessageReader, ProtocolError, Role};
 use crate::reactor::{Completion, Op, RecvBuf};
-use crate::server::metrics::{DEFLATE_IN_COMPRESSED, DEFLATE_IN_INFLATED};
+use crate::server::metrics::{
+    DEFLATE_IN_COMPRESSED, DEFLATE_IN_INFLATED, INFLATE_CORRUPT, INFLATE_TOO_BIG,
+};
 
 use super::{Core, Worker};
 use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED};
@@ -117,8 +122,12 @@ impl<H: Handler> Worker<'_, H> {
             deflate.bytes[DEFLATE_IN_COMPRESSED].add(compressed);
             deflate.bytes[DEFLATE_IN_INFLATED].add(inflated);
             match result {
-                Err(ProtocolError::InflatedTooBig) => deflate.inflate_failures[0].inc(),
-                Err(ProtocolError::InvalidCompressedData) => deflate.inflate_failures[1].inc(),
+                Err(ProtocolError::InflatedTooBig) => {
+                    deflate.inflate_failures[INFLATE_TOO_BIG].inc()
+                }
+                Err(ProtocolError::InvalidCompressedData) => {
+                    deflate.inflate_failures[INFLATE_CORRUPT].inc()
+                }
                 _ => {}
             }
             if let Some(inflater) = held {

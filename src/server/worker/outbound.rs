@@ -4,7 +4,10 @@
 //! Hot path: a frame is queued by appending to a pooled buffer or by referencing a shared frame; one send
 //! is in flight per connection and continues from its offset after a short send. Must never copy a shared
 //! frame per subscriber, never submit a second send while one is in flight, and never free a buffer the
-//! kernel may still read.
+//! kernel may still read. A message a handler sends (echo included) at or above `--compression-threshold`
+//! to a connection that agreed permessage-deflate is compressed with the worker's compressor for its
+//! window (reset per message, output buffer reused) and goes with RSV1 set, or plain when it does not
+//! shrink.
 
 use crate::protocol::close::encode_close_payload;
 use crate::protocol::frame::{encode_header, OpCode};
@@ -12,13 +15,13 @@ use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Completion, Op, UserData};
 use crate::server::metrics::{DEFLATE_OUT_COMPRESSED, DEFLATE_OUT_PLAIN};
 
-/// RSV1 in a frame's first byte: permessage-deflate's "this message is compressed" (RFC 7692 section 6).
-const RSV1: u8 = 0x40;
-
 use super::Core;
 use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{fanout_flags, flags::*, State};
 use crate::server::handler::ConnId;
+
+/// RSV1 in a frame's first byte: permessage-deflate's "this message is compressed" (RFC 7692 section 6).
+const RSV1: u8 = 0x40;
 
 impl Core {
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
