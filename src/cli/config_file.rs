@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{ByteSize, HumanDuration, LogFormat, Mode, SenderBudget, ServeArgs, SlowConsumer};
+use super::{
+    ByteSize, Compression, HumanDuration, LogFormat, Mode, SenderBudget, ServeArgs, SlowConsumer,
+};
 use crate::server::config::ConfigError;
 
 /// Every key a configuration file may hold, each a `serve` flag (its clap id). `None`: not in the file.
@@ -71,6 +73,10 @@ pub struct FileConfig {
     pub recv_buffers: Option<u16>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub compression: Option<Compression>,
+    pub compression_threshold: Option<ByteSize>,
+    pub compression_level: Option<u8>,
+    pub compression_window_bits: Option<u8>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -256,6 +262,10 @@ impl FileConfig {
             recv_buffers,
             tls_cert,
             tls_key,
+            compression,
+            compression_threshold,
+            compression_level,
+            compression_window_bits,
             log_format,
             log_level,
         );
@@ -310,6 +320,10 @@ impl FileConfig {
             recv_buffers: Some(config.recv_buffers),
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
+            compression: Some(args.compression),
+            compression_threshold: Some(ByteSize(config.compression.threshold)),
+            compression_level: Some(config.compression.level),
+            compression_window_bits: Some(config.compression.max_window_bits),
             log_format: Some(args.log_format),
             log_level: args.log_level.clone(),
         }

@@ -301,13 +301,6 @@ pub struct ServeArgs {
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of --tls-cert.
     #[arg(long, value_name = "KEY.pem")]
     pub tls_key: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    pub compression: CompressionArgs,
-}
-
-/// `ringws serve`'s permessage-deflate flags (RFC 7692), defaults from `DeflateConfig::default()`.
-#[derive(Args, Debug)]
-pub struct CompressionArgs {
     /// permessage-deflate: `on` answers a client's offer without context takeover in either direction (one
     /// compressor and inflater per worker, nothing per connection); `off` declines every offer; `context`
     /// (context takeover, state per connection) is not available yet.
@@ -325,7 +318,8 @@ pub struct CompressionArgs {
     pub compression_window_bits: u8,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     Off,
     On,
@@ -342,9 +336,9 @@ impl From<DeflateMode> for Compression {
     }
 }
 
-impl CompressionArgs {
-    /// The `DeflateConfig` these flags give (checked by `ServerConfig::validate`).
-    pub fn to_config(&self) -> DeflateConfig {
+impl ServeArgs {
+    /// The `DeflateConfig` the compression flags give (checked by `ServerConfig::validate`).
+    pub fn compression_config(&self) -> DeflateConfig {
         DeflateConfig {
             mode: match self.compression {
                 Compression::Off => DeflateMode::Off,
@@ -508,7 +502,7 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             metrics_listen: self.metrics_listen,
             tls: None,
-            compression: self.compression.to_config(),
+            compression: self.compression_config(),
         }
     }
 }
