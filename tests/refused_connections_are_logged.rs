@@ -1,6 +1,6 @@
 //! Every refused connection gets one log line (`connection refused`) with its status, its reason (the
 //! metrics label: `origin`, `bad_request`, `not_found`, ...) and the value at fault (path, header and
-//! value); with `--log-format json` each line is one JSON object with those fields at the top level. The
+//! value) and the peer's address; with `--log-format json` each line is one JSON object with those fields at the top level. The
 //! lines are rate-limited per worker, the ones left out counted in a summary line. Failed handshakes are
 //! counted by named reasons (`ringws_handshake_failures_total{reason="origin"}`), and a plain 404 is not
 //! one of them.
@@ -119,6 +119,16 @@ fn each_refusal_is_one_json_line_with_its_reason_and_the_value_at_fault() {
     assert_eq!(origin["field"], "origin");
     assert_eq!(origin["value"], "https://evil.example");
     assert_eq!(origin["worker"], 0);
+    let peer = origin["peer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no peer in {origin}"));
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    assert_eq!(peer.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_ne!(
+        peer.port(),
+        addr.port(),
+        "the client's port, not the server's"
+    );
     let version = by_reason("version");
     assert_eq!(version["status"], 426);
     assert_eq!(version["field"], "sec-websocket-version");
@@ -128,6 +138,9 @@ fn each_refusal_is_one_json_line_with_its_reason_and_the_value_at_fault() {
     assert_eq!(not_found["path"], "/nowhere");
     assert_eq!(not_found["method"], "GET");
     assert_eq!(by_reason("bad_request")["status"], 400);
+    for line in &lines {
+        assert!(line["peer"].is_string(), "every line has the peer: {line}");
+    }
     assert_eq!(lines.len(), 4, "one line per refusal: {log}");
 
     // Failed handshakes by named reasons; the plain 404 is not one of them.
@@ -254,9 +267,21 @@ fn a_full_table_and_a_handshake_deadline_are_logged() {
         .unwrap_or_else(|| panic!("no table_full line in {log}"));
     assert_eq!(full["status"], 503);
     assert_eq!(full["level"], "WARN");
+    assert!(
+        full["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{full}"
+    );
     let timeout = lines
         .iter()
         .find(|line| line["reason"] == "timeout")
         .unwrap_or_else(|| panic!("no timeout line in {log}"));
     assert!(timeout["status"].is_null(), "{timeout}");
+    assert!(
+        timeout["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{timeout}"
+    );
 }

@@ -57,6 +57,9 @@ pub enum Op {
     /// The sending side of a doorbell, posted only when the `MSG_RING` failed; the key is the worker
     /// rung, the generation the attempt.
     DoorbellSent = 10,
+    /// A connection's direct descriptor installed as a regular one, to read its peer's address for a log
+    /// line (`Ring::install_fd`; the result is the new descriptor, which the worker closes).
+    PeerName = 11,
 }
 
 impl Op {
@@ -72,6 +75,7 @@ impl Op {
             8 => Op::Ignore,
             9 => Op::AcceptOne,
             10 => Op::DoorbellSent,
+            11 => Op::PeerName,
             _ => return None,
         })
     }

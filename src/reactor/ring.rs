@@ -455,6 +455,18 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// Installs the direct descriptor `file_index` as a regular descriptor (close-on-exec) of this
+    /// process: the completion's result is the new descriptor, which the caller owns and closes. Issued
+    /// at once by the kernel, so it sees the slot as it is at submission, before a close submitted after it.
+    pub fn install_fd(&mut self, file_index: u32, user_data: u64) {
+        not_a_send(user_data);
+        let entry = opcode::FixedFdInstall::new(types::Fixed(file_index), 0)
+            .build()
+            .user_data(user_data);
+        // SAFETY: references no user memory.
+        unsafe { self.push(entry) }
+    }
+
     /// Closes a regular file descriptor through the ring.
     pub fn close_fd(&mut self, fd: RawFd, user_data: u64) {
         not_a_send(user_data);

@@ -268,6 +268,15 @@ impl Ring {
         self.push(user_data, SimOp::CloseFd { fd });
     }
 
+    /// As the real ring's, but a simulated connection has no socket to install: the completion fails
+    /// with `EOPNOTSUPP` at once.
+    pub fn install_fd(&mut self, _file_index: u32, user_data: u64) {
+        not_a_send(user_data);
+        self.push(user_data, SimOp::Cancel { target: 0 });
+        let index = self.pending.len() - 1;
+        self.kernel_complete(index, -libc::EOPNOTSUPP, false, None);
+    }
+
     pub fn cancel(&mut self, target: u64, user_data: u64) {
         not_a_send(user_data);
         self.push(user_data, SimOp::Cancel { target });

@@ -87,12 +87,37 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32, share: PortShare) -> i
 
 /// The local address a socket is bound to.
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    socket_address(fd, libc::getsockname)
+}
+
+/// The peer's address of the connected socket `fd`, a descriptor the ring just installed for the caller
+/// (`Ring::install_fd`'s result), which this takes over and closes.
+pub fn peer_addr_of_installed(fd: i32) -> io::Result<SocketAddr> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the ring's fixed-descriptor install returned `fd` to this caller alone: it is open, owned
+    // by nothing else in the process, and closed here exactly once (when `owned` drops).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    socket_address(&owned, libc::getpeername)
+}
+
+/// `getsockname` or `getpeername` of `fd` as a `SocketAddr`.
+fn socket_address(
+    fd: &OwnedFd,
+    get: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> io::Result<SocketAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `storage` is writable for `len` bytes and `len` is updated by the kernel.
+    // SAFETY: `get` is getsockname or getpeername; `storage` is writable for `len` bytes and `len` is
+    // updated by the kernel.
     check(unsafe {
-        libc::getsockname(
+        get(
             fd.as_raw_fd(),
             &mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
             &mut len,

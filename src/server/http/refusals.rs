@@ -11,10 +11,18 @@
 //! allocation, no formatting. Values from the request are logged as strings (escaped by the formatter,
 //! JSON or text) and cut at [`MAX_LOGGED_VALUE`] bytes.
 //!
+//! The peer's address: a worker's connections are direct descriptors accepted without their address, so
+//! a line the rate limit lets through is not written at once when the worker said which connection it is
+//! handling ([`set_current_connection`]): it is kept ([`take_waiting_lines`], at most the rate limit's
+//! lines a second, one allocation each) while the worker asks the ring for a regular descriptor of that
+//! connection, reads the peer's address and writes the line with `peer` ([`log_with_peer`]); without a
+//! current connection, or when the lookup fails, the line goes out without it.
+//!
 //! Owns the wording, the rate limit and the fields; never decides whether to refuse. Never on the message
 //! hot path: only refusals reach it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::protocol::handshake::{HandshakeError, Request};
@@ -149,9 +157,71 @@ impl Default for RefusalLogLimit {
     }
 }
 
+/// The connection a worker is handling, whose refusal lines wait for its peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub key: u32,
+    pub generation: u32,
+}
+
+/// A refusal line admitted by the rate limit, waiting for its connection's peer address: everything the
+/// line says, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingLine {
+    pub conn: ConnRef,
+    worker: usize,
+    status: Option<u16>,
+    reason: &'static str,
+    severity: Severity,
+    method: Option<String>,
+    path: Option<String>,
+    field: Option<&'static str>,
+    value: Option<String>,
+    detail: Option<String>,
+    bytes: Option<u64>,
+}
+
 thread_local! {
     /// The limit of the worker running on this thread (one worker per thread).
     static LIMIT: Cell<RefusalLogLimit> = const { Cell::new(RefusalLogLimit::new()) };
+    /// The connection this thread's worker is handling (`None`: none, or not a connection's event).
+    static CURRENT: Cell<Option<ConnRef>> = const { Cell::new(None) };
+    /// Lines admitted and waiting for their peer's address.
+    static WAITING: RefCell<Vec<WaitingLine>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Says which connection the worker on this thread is handling, so that a refusal line about it waits
+/// for its peer's address (`None` once it is done with it).
+pub fn set_current_connection(conn: Option<ConnRef>) {
+    CURRENT.with(|current| current.set(conn));
+}
+
+/// The lines waiting for a peer address since the last call (appended to `out`; nothing allocated when
+/// none waits).
+pub fn take_waiting_lines(out: &mut Vec<WaitingLine>) {
+    WAITING.with(|waiting| {
+        let mut waiting = waiting.borrow_mut();
+        if !waiting.is_empty() {
+            out.append(&mut waiting);
+        }
+    });
+}
+
+/// Writes a waiting line, with the peer's address when it is known.
+pub fn log_with_peer(line: &WaitingLine, peer: Option<SocketAddr>) {
+    write_line(
+        line.worker,
+        line.status,
+        line.reason,
+        line.severity,
+        peer,
+        line.method.as_deref(),
+        line.path.as_deref(),
+        line.field,
+        line.value.as_deref(),
+        line.detail.as_deref(),
+        line.bytes,
+    );
 }
 
 /// `value` as text cut at [`MAX_LOGGED_VALUE`] bytes (at a character boundary; bytes that are not UTF-8
@@ -205,23 +275,72 @@ pub fn log_refusal(refusal: &Refusal<'_>) {
         None => (None, None),
     };
     let detail = refusal.detail.map(|detail| shown(detail.as_bytes()));
+    if let Some(conn) = CURRENT.with(Cell::get) {
+        let line = WaitingLine {
+            conn,
+            worker: refusal.worker,
+            status: refusal.status,
+            reason: refusal.reason,
+            severity: refusal.severity,
+            method: method.map(|m| m.into_owned()),
+            path: path.map(|p| p.into_owned()),
+            field,
+            value: value.map(|v| v.into_owned()),
+            detail: detail.map(|d| d.into_owned()),
+            bytes: refusal.bytes,
+        };
+        WAITING.with(|waiting| waiting.borrow_mut().push(line));
+        return;
+    }
+    write_line(
+        refusal.worker,
+        refusal.status,
+        refusal.reason,
+        refusal.severity,
+        None,
+        method.as_deref(),
+        path.as_deref(),
+        field,
+        value.as_deref(),
+        detail.as_deref(),
+        refusal.bytes,
+    );
+}
+
+/// The `connection refused` line itself.
+#[allow(clippy::too_many_arguments)]
+fn write_line(
+    worker: usize,
+    status: Option<u16>,
+    reason: &'static str,
+    severity: Severity,
+    peer: Option<SocketAddr>,
+    method: Option<&str>,
+    path: Option<&str>,
+    field: Option<&'static str>,
+    value: Option<&str>,
+    detail: Option<&str>,
+    bytes: Option<u64>,
+) {
+    let peer = peer.map(tracing::field::display);
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
-                worker = refusal.worker,
-                status = refusal.status,
-                reason = refusal.reason,
-                method = method.as_deref(),
-                path = path.as_deref(),
+                worker,
+                peer,
+                status,
+                reason,
+                method,
+                path,
                 field,
-                value = value.as_deref(),
-                detail = detail.as_deref(),
-                bytes = refusal.bytes,
+                value,
+                detail,
+                bytes,
                 "connection refused"
             )
         };
     }
-    match refusal.severity {
+    match severity {
         Severity::Client => line!(info),
         Severity::Limit => line!(warn),
     }

@@ -210,6 +210,12 @@ impl Core {
                 }
             }
         }
+        crate::server::http::refusals::set_current_connection(Some(
+            crate::server::http::refusals::ConnRef {
+                key: key as u32,
+                generation,
+            },
+        ));
         if self.shutting_down {
             self.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
             log_refusal(&Refusal {
@@ -230,6 +236,7 @@ impl Core {
         } else {
             self.schedule(key, now.wrapping_add(self.deadlines.handshake));
         }
+        crate::server::http::refusals::set_current_connection(None);
         self.arm_accept();
     }
 }

@@ -36,6 +36,7 @@ use crate::reactor::{BufRing, BufferPool, Completion, Op, Ring, UserData, NO_CON
 use super::config::ServerConfig;
 use super::connection::Connection;
 use super::handler::{ConnId, Ctx, Handler};
+use super::http::refusals;
 use super::inbox::WorkerMessage;
 use super::metrics::WorkerMetrics;
 use super::shared_message::SharedMessage;
@@ -122,6 +123,8 @@ pub struct Core {
     first_flights: tls_io::FirstFlights,
     /// Broadcasting connections paused for their fanout, and what resumes them.
     sender_budget: fanout::SenderBudget,
+    /// Refusal lines waiting for their connection's peer address (an `Op::PeerName` in flight each).
+    peer_lookups: Vec<refusals::WaitingLine>,
 }
 
 /// Exit status of a process whose worker ended unexpectedly (`EX_SOFTWARE`).
@@ -280,6 +283,7 @@ impl<H: Handler> Worker<'_, H> {
         if self.core.input_since_flush < INPUT_SLICE_BYTES {
             return;
         }
+        self.core.look_up_peers();
         self.core.flush_dirty();
         self.core.ring_doorbells();
         self.core.input_since_flush = 0;
@@ -296,6 +300,7 @@ impl<H: Handler> Worker<'_, H> {
             Op::Tick => self.on_tick(completion),
             Op::Doorbell => self.on_doorbell(),
             Op::DoorbellSent => self.core.on_doorbell_sent(ud, completion.result),
+            Op::PeerName => self.core.on_peer_name(ud, completion.result),
             Op::Ignore => {}
             Op::Recv | Op::Send | Op::Shutdown | Op::Close => {
                 let key = ud.key as usize;
@@ -312,12 +317,24 @@ impl<H: Handler> Worker<'_, H> {
                     }
                     return;
                 }
+                // A refusal line about a connection still in its opening handshake waits for its
+                // peer's address (`http::refusals`).
+                let handshaking = self.core.conns[key].state == super::connection::State::Handshake;
+                if handshaking {
+                    refusals::set_current_connection(Some(refusals::ConnRef {
+                        key: ud.key,
+                        generation: ud.generation,
+                    }));
+                }
                 match ud.op {
                     Op::Recv => self.on_recv(key, completion),
                     Op::Send => self.core.on_send(key, completion),
                     Op::Shutdown => self.core.on_shutdown(key),
                     Op::Close => self.core.on_close_done(key),
                     _ => unreachable!(),
+                }
+                if handshaking {
+                    refusals::set_current_connection(None);
                 }
             }
         }
@@ -378,6 +395,7 @@ impl<H: Handler> Worker<'_, H> {
     }
 
     fn end_of_batch(&mut self) {
+        self.core.look_up_peers();
         self.run_deferred_callbacks();
         self.feed_resumed_senders();
         self.core.flush_dirty();
@@ -442,6 +460,7 @@ impl Core {
             tls_plain: Vec::new(),
             first_flights: tls_io::FirstFlights::default(),
             sender_budget: fanout::SenderBudget::default(),
+            peer_lookups: Vec::new(),
             config,
             shared,
         }

@@ -262,10 +262,16 @@ impl Core {
             TimerAction::Nothing => {}
             TimerAction::Reschedule(due) => self.schedule(key, due),
             TimerAction::HandshakeTimeout => {
-                crate::server::http::refusals::log_refusal(
-                    &crate::server::http::refusals::Refusal::unanswered(self.index, "timeout"),
-                );
+                use crate::server::http::refusals;
+                refusals::set_current_connection(Some(refusals::ConnRef {
+                    key: key as u32,
+                    generation: self.conns[key].generation,
+                }));
+                refusals::log_refusal(&refusals::Refusal::unanswered(self.index, "timeout"));
+                refusals::set_current_connection(None);
                 self.metrics.handshake_timeout();
+                // Before the abort submits the close: the peer's address is read first.
+                self.look_up_peers();
                 self.abort(key);
             }
             TimerAction::SendPing => {

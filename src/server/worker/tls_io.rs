@@ -22,6 +22,7 @@ use crate::protocol::CloseCode;
 use super::{Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
+use crate::server::http::refusals;
 
 /// Handshake work (first flights processed) per turn of the worker's loop, before the worker turns back
 /// to its ring: about five to ten handshakes, so that an established connection's input waits at most
@@ -160,7 +161,12 @@ impl<H: Handler> Worker<'_, H> {
                 continue;
             }
             worked = true;
+            refusals::set_current_connection(Some(refusals::ConnRef {
+                key: key as u32,
+                generation,
+            }));
             self.process_tls_input(key, &mut flights.bytes[range]);
+            refusals::set_current_connection(None);
         }
         flights.compact();
         debug_assert!(self.core.first_flights.is_empty());

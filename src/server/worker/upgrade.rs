@@ -377,3 +377,53 @@ impl Core {
         false
     }
 }
+
+impl Core {
+    /// The refusal lines waiting for a peer address (`http::refusals`): for each whose connection still
+    /// holds its descriptor, the ring installs it as a regular one (`Op::PeerName`, answered in
+    /// [`Core::on_peer_name`]); the others are written now, without the address. Called before anything
+    /// that may close a descriptor is submitted (flushes, aborts), so the install comes first.
+    pub(super) fn look_up_peers(&mut self) {
+        let first = self.peer_lookups.len();
+        crate::server::http::refusals::take_waiting_lines(&mut self.peer_lookups);
+        let mut i = first;
+        while i < self.peer_lookups.len() {
+            let conn = self.peer_lookups[i].conn;
+            let open = self
+                .conns
+                .get(conn.key as usize)
+                .filter(|c| c.generation == conn.generation && !c.has(FD_CLOSING))
+                .map(|c| c.file_index);
+            match open {
+                Some(file_index) => {
+                    let ud = self.ud(conn.key as usize, crate::reactor::Op::PeerName);
+                    self.ring.install_fd(file_index, ud);
+                    i += 1;
+                }
+                None => {
+                    let line = self.peer_lookups.swap_remove(i);
+                    crate::server::http::refusals::log_with_peer(&line, None);
+                }
+            }
+        }
+    }
+
+    /// The descriptor installed for a waiting refusal line (or the error): the line is written with the
+    /// peer's address when it could be read, and the descriptor closed.
+    pub(super) fn on_peer_name(&mut self, ud: crate::reactor::UserData, result: i32) {
+        let Some(i) = self
+            .peer_lookups
+            .iter()
+            .position(|line| line.conn.key == ud.key && line.conn.generation == ud.generation)
+        else {
+            if result >= 0 {
+                // Not ours to keep: close it.
+                let _ = crate::reactor::sys::peer_addr_of_installed(result);
+            }
+            return;
+        };
+        let line = self.peer_lookups.swap_remove(i);
+        let peer = crate::reactor::sys::peer_addr_of_installed(result).ok();
+        crate::server::http::refusals::log_with_peer(&line, peer);
+    }
+}
