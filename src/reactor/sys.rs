@@ -1,5 +1,6 @@
 //! Thin, checked wrappers over the few plain syscalls used outside the hot path: listener sockets with
-//! SO_REUSEPORT (shared by one server's workers, never joined to a port another process holds), thread pinning, signal masks and waiting, resource limits.
+//! SO_REUSEPORT (shared by one server's workers, never joined to a port another process holds), passing
+//! listeners to another process (`SCM_RIGHTS`), thread pinning, signal masks and waiting, resource limits.
 //!
 //! Everything here runs at startup or shutdown only (or, for [`release_free_memory`], at most once per
 //! timer tick after a burst); none of it may be called per connection or per message.
@@ -42,8 +43,8 @@ pub enum PortShare {
     /// any socket already holds the port, whichever process or option it used; SO_REUSEPORT is turned on
     /// after the bind, before `listen`, so that the server's other listeners can join it. A process that
     /// starts at the same time fails the same way: of two such binds (or listens) only one succeeds.
-    /// (Taking over a busy port on purpose, e.g. a `--take-over` flag for zero-downtime restarts, is a
-    /// separate, explicit mode; it does not exist yet.)
+    /// (Taking over a busy port on purpose, `--takeover` for zero-downtime restarts, binds nothing: the
+    /// running server passes its listeners with [`send_fds`], see `server::takeover`.)
     First,
     /// Another listener of the same server, bound with SO_REUSEPORT to the port the first one holds (the
     /// kernel balances new connections between them).
@@ -371,5 +372,202 @@ impl Drop for Mapping {
             // (neither the kernel nor a live slice) can use it any more, and leak it otherwise.
             unsafe { libc::munmap(self.ptr.cast(), self.len) };
         }
+    }
+}
+
+/// The most descriptors one [`send_fds`] carries (the kernel's `SCM_MAX_FD`).
+pub const MAX_PASSED_FDS: usize = 253;
+
+/// Sends `payload` (at least one byte) with `fds` attached (`SCM_RIGHTS`) over a connected Unix stream
+/// socket, in one `sendmsg`: the receiver gets the descriptors with the payload's first byte. The
+/// descriptors stay open here; the receiver gets its own references to the same open files (for a
+/// listening socket: the same socket and accept queue, not a copy).
+pub fn send_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    if payload.is_empty() || fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let data_len = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(data_len as u32) } as usize;
+    // u64 words: the control buffer must be aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr; the fields set below point at live buffers of the given sizes.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds CMSG_SPACE(data_len) bytes, so the first header and its data
+        // fit; CMSG_DATA points inside it and `raw` holds exactly `data_len` bytes.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                data_len,
+            );
+        }
+    }
+    let mut sent = 0;
+    while sent < payload.len() {
+        if sent > 0 {
+            // The descriptors went with the first part; the rest is plain bytes.
+            msg.msg_control = std::ptr::null_mut();
+            msg.msg_controllen = 0;
+            iov.iov_base = payload[sent..].as_ptr() as *mut libc::c_void;
+            iov.iov_len = payload.len() - sent;
+            msg.msg_iov = &mut iov;
+        }
+        // SAFETY: `msg` points at live buffers (see above); MSG_NOSIGNAL: a closed peer is an error, not
+        // a SIGPIPE.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+/// Receives bytes into `buf` and the descriptors attached to them (`SCM_RIGHTS`, at most
+/// [`MAX_PASSED_FDS`]) from a Unix stream socket, with close-on-exec set. Returns the byte count (0: the
+/// peer closed) and the descriptors, owned by the caller. Descriptors cut off by a too small control
+/// buffer never happen here (the buffer holds `MAX_PASSED_FDS`); a truncated control message is an error.
+pub fn recv_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let data_len = MAX_PASSED_FDS * std::mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(data_len as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr; the fields set below point at live buffers of the given sizes.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let n = loop {
+        // SAFETY: `msg` points at writable buffers of the sizes it states.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of well-formed control
+    // messages; CMSG_FIRSTHDR/CMSG_NXTHDR walk them within that length, and an SCM_RIGHTS message's data
+    // is an array of descriptors now open in this process, owned by nobody else.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let header = libc::CMSG_LEN(0) as usize;
+                let count = ((*cmsg).cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors were cut off (MSG_CTRUNC)"));
+    }
+    Ok((n, fds))
+}
+
+/// Whether `fd` is a TCP socket in the listening state (`SO_ACCEPTCONN`), as a listener handed over by
+/// another process must be.
+pub fn is_tcp_listener(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let get = |level: libc::c_int, name: libc::c_int| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` is a writable c_int and `len` its size.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                &mut value as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (ret == 0).then_some(value)
+    };
+    get(libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && get(libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+        && get(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1)
+}
+
+/// Whether the kernel moves the connections waiting in a closed SO_REUSEPORT listener's accept queue
+/// to another listener of its group (`net.ipv4.tcp_migrate_req = 1`, Linux 5.14+) instead of resetting
+/// them.
+pub fn tcp_migrate_req() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
+#[cfg(test)]
+mod fd_passing_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_passed_listener_is_the_same_socket_with_the_same_accept_queue() {
+        let listener =
+            reuseport_listener("127.0.0.1:0".parse().unwrap(), 16, PortShare::First).unwrap();
+        let addr = local_addr(&listener).unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        send_fds(a.as_fd(), b"hello\n", &[listener.as_fd(), listener.as_fd()]).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, fds) = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello\n");
+        assert_eq!(fds.len(), 2);
+        assert!(fds.iter().all(|fd| is_tcp_listener(fd.as_fd())));
+        assert_eq!(local_addr(&fds[0]).unwrap(), addr);
+        // A client queued before the sender closes its descriptor is accepted through the passed one.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        drop(listener);
+        // SAFETY: plain accept(2) on a listening socket we own; the result is checked.
+        let accepted = unsafe {
+            libc::accept(
+                fds[0].as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(accepted >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: `accepted` was just returned by accept(2).
+        drop(unsafe { OwnedFd::from_raw_fd(accepted) });
+        drop(client);
+        let plain = std::net::TcpStream::connect(addr).unwrap();
+        assert!(!is_tcp_listener(plain.as_fd()));
     }
 }
