@@ -6,7 +6,7 @@
 //! Values: sizes and durations as on the command line (`"64KiB"`, `"500ms"`; a bare integer is bytes or
 //! seconds), list flags as arrays (`allowed_origins = ["https://a.example"]`), switches as booleans
 //! (`no_pin = true`), choices as their names (`mode = "pubsub"`). A relative path (`tls_cert`, `tls_key`,
-//! `publish_token_file`) is relative to the file's directory.
+//! `publish_token_file`, `control_socket`, `takeover`) is relative to the file's directory.
 //!
 //! Precedence, highest first: a flag on the command line, then the environment (the publish token,
 //! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds; `RUST_LOG` for `log_level`), then the file,
@@ -58,6 +58,9 @@ pub struct FileConfig {
     pub ping_timeout: Option<HumanDuration>,
     pub close_timeout: Option<HumanDuration>,
     pub shutdown_timeout: Option<HumanDuration>,
+    pub drain_window: Option<HumanDuration>,
+    pub control_socket: Option<PathBuf>,
+    pub takeover: Option<PathBuf>,
     pub max_backpressure: Option<ByteSize>,
     pub slow_consumer: Option<SlowConsumer>,
     pub inbox_capacity: Option<u32>,
@@ -140,6 +143,8 @@ impl LoadedFile {
             &mut values.tls_cert,
             &mut values.tls_key,
             &mut values.publish_token_file,
+            &mut values.control_socket,
+            &mut values.takeover,
         ];
         for named in paths.into_iter().flatten() {
             if named.is_relative() {
@@ -249,6 +254,9 @@ impl FileConfig {
             ping_timeout,
             close_timeout,
             shutdown_timeout,
+            drain_window,
+            control_socket,
+            takeover,
             max_backpressure,
             slow_consumer,
             inbox_capacity,
@@ -305,6 +313,9 @@ impl FileConfig {
             ping_timeout: Some(HumanDuration(config.ping_timeout)),
             close_timeout: Some(HumanDuration(config.close_timeout)),
             shutdown_timeout: Some(HumanDuration(config.shutdown_timeout)),
+            drain_window: Some(HumanDuration(config.drain_window)),
+            control_socket: args.control_socket.clone(),
+            takeover: args.takeover.clone(),
             max_backpressure: Some(ByteSize(config.max_backpressure)),
             slow_consumer: Some(config.slow_consumer.into()),
             inbox_capacity: Some(config.inbox_capacity as u32),

@@ -1,8 +1,9 @@
 //! The command line: `ringws serve [flags]`, parsed with clap and laid over the configuration file
 //! (`--config`, [`config_file`]) into a [`ServerConfig`], logging setup (`--log-format text|json`), the
 //! startup line and the `ringws listening on IP:PORT` line, and signal handling (SIGINT/SIGTERM start the
-//! graceful shutdown; SIGHUP reloads the TLS certificate); `ringws check-config [flags]` checks the same
-//! configuration without serving.
+//! graceful shutdown; SIGHUP reloads the TLS certificate); the zero-downtime restart's two sides
+//! (`--control-socket`, `--takeover`: [`crate::server::takeover`]); `ringws check-config [flags]` checks
+//! the same configuration without serving.
 //!
 //! This module owns the process's stdout contract: `serve` prints exactly one line, once every worker
 //! accepts, and nothing else; `check-config` prints the effective configuration (TOML) and nothing else.
@@ -26,7 +27,9 @@ use crate::reactor::sys::{self, ControlSignal};
 use crate::server::admin::BindError;
 use crate::server::config::{ConfigError, PublishConfig, SenderBudgetPolicy};
 use crate::server::tls::TlsCertificate;
-use crate::server::{ListenError, Server, ServerConfig, ServerHandle, SlowConsumerPolicy};
+use crate::server::{
+    takeover, Listen, ListenError, Server, ServerConfig, ServerHandle, SlowConsumerPolicy,
+};
 
 /// The environment variable that can hold the publish token (instead of `--publish-token`, which `ps`
 /// shows).
@@ -235,6 +238,21 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, time to wait for close replies before exiting.
     #[arg(long, default_value_t = HumanDuration(server_defaults().shutdown_timeout))]
     pub shutdown_timeout: HumanDuration,
+    /// After handing the port over to a new process (its --takeover), the window over which the open
+    /// connections are closed with 1001, one by one in a random order (0: all at once); the shutdown
+    /// timeout follows it. SIGINT/SIGTERM do not drain: they close at once.
+    #[arg(long, default_value_t = HumanDuration(server_defaults().drain_window))]
+    pub drain_window: HumanDuration,
+    /// Listen on this Unix socket for a new `ringws serve --takeover PATH`: it is handed this server's
+    /// listening sockets, then this server stops accepting, drains (--drain-window) and exits 0
+    /// [default: none].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<std::path::PathBuf>,
+    /// Take the port over from the running server whose --control-socket is PATH (zero-downtime
+    /// restart): serve its listening sockets, then it drains. When no server answers on PATH, the port
+    /// is bound as usual (a busy port still exits 2).
+    #[arg(long, value_name = "PATH")]
+    pub takeover: Option<std::path::PathBuf>,
     /// Bytes queued to one connection before backpressure applies (reads paused for its own replies; the
     /// slow-consumer policy for messages from others).
     #[arg(long, default_value_t = ByteSize(server_defaults().max_backpressure))]
@@ -491,6 +509,7 @@ impl ServeArgs {
             ping_timeout: self.ping_timeout.0,
             close_timeout: self.close_timeout.0,
             shutdown_timeout: self.shutdown_timeout.0,
+            drain_window: self.drain_window.0,
             max_backpressure: self.max_backpressure.0,
             slow_consumer: self.slow_consumer.into(),
             inbox_capacity: self.inbox_capacity as usize,
@@ -768,15 +787,41 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         tracing::error!("cannot block signals: {e}");
         return 1;
     }
+    // A takeover's listeners, received before anything else: a failure here leaves the running server
+    // as it was.
+    let inherited = match &args.takeover {
+        None => None,
+        Some(path) => match takeover::take_over(path) {
+            Ok(Some(inherited)) => Some(inherited.into_parts()),
+            Ok(None) => {
+                tracing::info!(
+                    path = %path.display(),
+                    "--takeover: no server answers there; binding the port"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!("cannot take over: {e}");
+                return if e.is_usage() { 2 } else { 1 };
+            }
+        },
+    };
+    let taken_over = inherited.is_some();
+    let (listen, handover) = match inherited {
+        Some((listeners, handover)) => (Listen::Inherit(listeners), Some(handover)),
+        None => (Listen::Bind, None),
+    };
     let mode = args.mode;
     let include_sender = config.broadcast_include_sender;
     let started = match mode {
-        Mode::Echo => Server::start(config, |_| Echo),
-        Mode::Broadcast => Server::start(config, move |_| Broadcast { include_sender }),
+        Mode::Echo => Server::start_with(config, listen, |_| Echo),
+        Mode::Broadcast => {
+            Server::start_with(config, listen, move |_| Broadcast { include_sender })
+        }
         Mode::Pubsub => {
             let max_subscriptions = config.max_subscriptions;
             let publish_needs_token = config.publish.is_some();
-            Server::start(config, move |_| {
+            Server::start_with(config, listen, move |_| {
                 PubSub::new(max_subscriptions).with_publish_needs_token(publish_needs_token)
             })
         }
@@ -785,11 +830,41 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            // An address that cannot be bound (a busy port) is a usage error, like a bad flag.
-            let bind_error = e
-                .get_ref()
-                .is_some_and(|inner| inner.is::<BindError>() || inner.is::<ListenError>());
-            return if bind_error { 2 } else { 1 };
+            // An address that cannot be bound (a busy port) is a usage error, like a bad flag; so are
+            // listeners handed over that these flags cannot serve.
+            let usage = e.get_ref().is_some_and(|inner| {
+                inner.is::<BindError>()
+                    || inner.is::<ListenError>()
+                    || inner
+                        .downcast_ref::<takeover::TakeoverError>()
+                        .is_some_and(takeover::TakeoverError::is_usage)
+            });
+            return if usage { 2 } else { 1 };
+        }
+    };
+    if let Some(handover) = handover {
+        // Every worker accepts on the listeners now: the old server may stop.
+        if let Err(e) = handover.confirm() {
+            tracing::error!("{e}; stopping");
+            server.shutdown();
+            server.join();
+            return 1;
+        }
+        tracing::info!("took the port over; the previous server drains its connections");
+    }
+    // Bound before the `listening` line, so that a takeover may follow it at once.
+    let control = match args
+        .control_socket
+        .as_deref()
+        .map(takeover::ControlSocket::bind)
+    {
+        None => None,
+        Some(Ok(control)) => Some(control),
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            server.shutdown();
+            server.join();
+            return if e.is_usage() { 2 } else { 1 };
         }
     };
     let c = server.config();
@@ -814,6 +889,9 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         ping_timeout = ?c.ping_timeout,
         close_timeout = ?c.close_timeout,
         shutdown_timeout = ?c.shutdown_timeout,
+        drain_window = ?c.drain_window,
+        control_socket = ?args.control_socket,
+        taken_over = taken_over,
         max_backpressure = c.max_backpressure,
         slow_consumer = ?c.slow_consumer,
         inbox_capacity = c.inbox_capacity,
@@ -839,15 +917,86 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         let _ = writeln!(stdout, "ringws listening on {}", server.local_addr());
         let _ = stdout.flush();
     }
-    let signal = loop {
-        match sys::wait_control_signal() {
-            ControlSignal::Terminate(signal) => break signal,
-            ControlSignal::Reload => reload_certificate(certificate.as_mut()),
+    run_until_stopped(server, certificate.as_mut(), control)
+}
+
+/// What the main thread of `serve` waits for.
+enum ServeEvent {
+    Signal(ControlSignal),
+    /// A new process took the listeners over (`--control-socket`).
+    HandedOver,
+}
+
+/// The signal loop: SIGHUP reloads the certificate; SIGINT/SIGTERM shut down; a handover on the control
+/// socket starts the drain. Returns the exit code once every worker has finished.
+fn run_until_stopped(
+    server: ServerHandle,
+    mut certificate: Option<&mut TlsCertificate>,
+    control: Option<takeover::ControlSocket>,
+) -> i32 {
+    let (events, received) = std::sync::mpsc::channel::<ServeEvent>();
+    let signals = events.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ringws-signals".into())
+        .spawn(move || {
+            while signals
+                .send(ServeEvent::Signal(sys::wait_control_signal()))
+                .is_ok()
+            {}
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the signal thread: {e}");
+        server.shutdown();
+        server.join();
+        return 1;
+    }
+    let mut control_path = None;
+    if let Some(control) = control {
+        let path = control.path();
+        let events = events.clone();
+        let served = control.serve(server.handover_listeners(), move || {
+            let _ = events.send(ServeEvent::HandedOver);
+        });
+        if let Err(e) = served {
+            tracing::error!("cannot start the control socket's thread: {e}");
+            server.shutdown();
+            server.join();
+            path.remove_if_ours();
+            return 1;
         }
-    };
-    tracing::info!(signal, "shutting down");
-    server.shutdown();
+        tracing::info!(
+            path = %path.display(),
+            "control socket listening (`ringws serve --takeover` with this path takes the port over)"
+        );
+        control_path = Some(path);
+    }
+    let mut stopping = false;
+    while !(stopping && server.is_finished()) {
+        match received.recv_timeout(Duration::from_millis(50)) {
+            Ok(ServeEvent::Signal(ControlSignal::Reload)) => {
+                reload_certificate(certificate.as_deref_mut())
+            }
+            Ok(ServeEvent::Signal(ControlSignal::Terminate(signal))) => {
+                // Also during a drain: what is left is closed at once.
+                tracing::info!(signal, "shutting down");
+                server.shutdown();
+                stopping = true;
+            }
+            Ok(ServeEvent::HandedOver) => {
+                tracing::info!(
+                    window = ?server.config().drain_window,
+                    "handed over to a new process: draining"
+                );
+                server.hand_over();
+                stopping = true;
+            }
+            Err(_) => {}
+        }
+    }
     server.join();
+    if let Some(path) = control_path {
+        path.remove_if_ours();
+    }
     tracing::info!("stopped");
     0
 }
@@ -1045,6 +1194,7 @@ mod tests {
             publish,
             max_subscriptions,
             metrics_listen,
+            drain_window,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
             compression,
         } = ServerConfig::default();
@@ -1076,6 +1226,7 @@ mod tests {
         assert_eq!(parsed.ping_timeout, ping_timeout);
         assert_eq!(parsed.close_timeout, close_timeout);
         assert_eq!(parsed.shutdown_timeout, shutdown_timeout);
+        assert_eq!(parsed.drain_window, drain_window);
         assert_eq!(parsed.max_backpressure, max_backpressure);
         assert_eq!(parsed.slow_consumer, slow_consumer);
         assert_eq!(parsed.inbox_capacity, inbox_capacity);
@@ -1217,6 +1368,10 @@ mod tests {
             "pubsub",
             "--log-level",
             "debug",
+            "--control-socket",
+            "/run/ringws/control.sock",
+            "--takeover",
+            "/run/ringws/control.sock",
         ]);
         args.publish_token = None;
         let mut config = args.to_config();

@@ -117,6 +117,11 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Time to wait for close replies on SIGINT/SIGTERM before exiting (default 5 s).
     pub shutdown_timeout: Duration,
+    /// After a handover to a new process (`ringws serve --takeover`, see [`crate::server::takeover`]):
+    /// the window over which the open connections are closed with 1001, one by one in a random order,
+    /// so that their clients do not all reconnect at once (default 10 s; zero: all at once). The
+    /// shutdown timeout follows the window. A plain SIGINT/SIGTERM does not drain: it closes at once.
+    pub drain_window: Duration,
     /// Most bytes queued to one connection before backpressure applies (default 1 MiB).
     pub max_backpressure: usize,
     /// What to do with a slow consumer (default close).
@@ -174,6 +179,7 @@ impl Default for ServerConfig {
             ping_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            drain_window: Duration::from_secs(10),
             max_backpressure: 1 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
             inbox_capacity: super::inbox::DEFAULT_INBOX_CAPACITY,
@@ -380,6 +386,7 @@ impl ServerConfig {
             ("--ping-timeout", self.ping_timeout, false),
             ("--close-timeout", self.close_timeout, true),
             ("--shutdown-timeout", self.shutdown_timeout, true),
+            ("--drain-window", self.drain_window, true),
         ];
         for (flag, timeout, zero_allowed) in timeouts {
             if timeout.is_zero() && !zero_allowed {
@@ -512,6 +519,10 @@ mod tests {
             |c| c.idle_timeout = MAX_TIMEOUT + Duration::from_millis(1),
             "--idle-timeout",
         );
+        refused(
+            |c| c.drain_window = MAX_TIMEOUT + Duration::from_millis(1),
+            "--drain-window",
+        );
         refused(|c| c.max_backpressure = 0, "--max-backpressure");
         refused(|c| c.inbox_capacity = 0, "--inbox-capacity");
         let zero = refused(|c| c.recv_buffer_size = 0, "--recv-buffer-size");
@@ -543,6 +554,7 @@ mod tests {
             idle_timeout: Duration::ZERO,
             close_timeout: Duration::ZERO,
             shutdown_timeout: Duration::ZERO,
+            drain_window: Duration::ZERO,
             max_connections: 0,
             max_connections_per_worker: 0,
             subprotocols: vec!["chat".into(), "v2.json".into()],

@@ -4,6 +4,9 @@
 //! [`Server::start`] binds one SO_REUSEPORT listener per worker (worker 0 first, without SO_REUSEPORT at
 //! bind time, so that a busy port is an error and port 0 resolves to one ephemeral port for all), starts
 //! the workers and returns once every worker accepts.
+//! [`Server::start_with`] with [`Listen::Inherit`] serves listeners handed over by a running server
+//! instead ([`takeover`]: a zero-downtime restart), and [`ServerHandle::hand_over`] is that running
+//! server's side: stop accepting, drain over `drain_window`.
 //! [`ServerHandle::shutdown`] starts the graceful shutdown (close 1001 to every open connection) and
 //! [`ServerHandle::join`] waits for it. This layer never touches a socket except through the reactor,
 //! but for the operators' listener ([`admin`], `--metrics-listen`): one plain thread off the workers.
@@ -16,12 +19,14 @@ pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod shared_message;
+pub mod takeover;
 pub mod timer;
 pub mod tls;
 pub mod worker;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -49,6 +54,8 @@ pub(crate) struct Shared {
     /// Each worker's inbox and doorbell.
     pub(crate) inboxes: Inboxes,
     pub(crate) shutdown: AtomicBool,
+    /// The listeners were handed over to another process: stop accepting, drain (`worker::shutdown`).
+    pub(crate) handed_over: AtomicBool,
     /// Open WebSocket connections over all workers (for `--max-connections`).
     pub(crate) websockets_open: AtomicUsize,
 }
@@ -62,6 +69,22 @@ pub struct ServerHandle {
     doorbell: Mutex<Option<DoorbellRing>>,
     /// The operators' listener (`metrics_listen`), stopped once the workers are done.
     admin: Option<admin::AdminListener>,
+    /// Duplicates of the workers' listeners, for a takeover (dropped on shutdown and handover).
+    handover: Arc<takeover::ListenerSet>,
+}
+
+/// Where [`Server::start_with`] gets its listeners.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind `bind:port`: worker 0's listener claims the port for this server alone (a busy port is a
+    /// [`ListenError`]), the others join it with SO_REUSEPORT.
+    Bind,
+    /// Serve the listeners a running server handed over ([`takeover::take_over`]), one per worker in
+    /// their order; workers beyond them join the same port with SO_REUSEPORT. Fewer workers than
+    /// listeners is a [`takeover::TakeoverError`] unless the kernel migrates the queues of closed
+    /// listeners (`net.ipv4.tcp_migrate_req = 1`); so is an address other than `bind:port` (port 0:
+    /// the one handed over).
+    Inherit(Vec<OwnedFd>),
 }
 
 pub struct Server;
@@ -110,6 +133,19 @@ impl Server {
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        Server::start_with(config, Listen::Bind, make_handler)
+    }
+
+    /// [`Server::start`] with the listeners `listen` says.
+    pub fn start_with<H, F>(
+        config: ServerConfig,
+        listen: Listen,
+        make_handler: F,
+    ) -> std::io::Result<ServerHandle>
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -124,21 +160,31 @@ impl Server {
             None => None,
         };
         let workers = config.workers;
-        let mut listeners = Vec::with_capacity(workers);
         let backlog = i32::try_from(config.listen_backlog.max(1)).unwrap_or(i32::MAX);
-        // Worker 0's listener claims the port for this server alone (a busy port is an error naming the
-        // address, a `ListenError`); the other workers join it with SO_REUSEPORT.
         let requested = SocketAddr::new(config.bind, config.port);
-        let first = sys::reuseport_listener(requested, backlog, PortShare::First)
-            .map_err(|source| ListenError::io_error(requested, source))?;
-        let local_addr = sys::local_addr(&first)?;
-        listeners.push(first);
-        for _ in 1..workers {
+        let mut listeners = match listen {
+            Listen::Bind => {
+                // Worker 0's listener claims the port for this server alone (a busy port is an error
+                // naming the address, a `ListenError`); the other workers join it with SO_REUSEPORT.
+                let first = sys::reuseport_listener(requested, backlog, PortShare::First)
+                    .map_err(|source| ListenError::io_error(requested, source))?;
+                vec![first]
+            }
+            Listen::Inherit(inherited) => inherited_listeners(inherited, requested, workers)?,
+        };
+        let local_addr = sys::local_addr(&listeners[0])?;
+        while listeners.len() < workers {
             listeners.push(
                 sys::reuseport_listener(local_addr, backlog, PortShare::Join)
                     .map_err(|source| ListenError::io_error(local_addr, source))?,
             );
         }
+        let handover = Arc::new(takeover::ListenerSet::new(
+            listeners
+                .iter()
+                .map(|fd| fd.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()?,
+        ));
         let (inboxes, receivers) = Inboxes::new(workers, config.inbox_capacity);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
@@ -147,6 +193,7 @@ impl Server {
                 .collect(),
             inboxes,
             shutdown: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             websockets_open: AtomicUsize::new(0),
         });
         let make_handler = Arc::new(make_handler);
@@ -218,8 +265,50 @@ impl Server {
             ring_setup,
             doorbell: Mutex::new(None),
             admin,
+            handover,
         })
     }
+}
+
+/// Checks listeners handed over for `workers` workers asking for `requested` (see [`Listen::Inherit`]).
+fn inherited_listeners(
+    mut inherited: Vec<OwnedFd>,
+    requested: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<OwnedFd>> {
+    use takeover::TakeoverError;
+    let usage = |e: TakeoverError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    if inherited.is_empty()
+        || !inherited
+            .iter()
+            .all(|fd| sys::is_tcp_listener(std::os::fd::AsFd::as_fd(fd)))
+    {
+        return Err(usage(TakeoverError::NotAListener));
+    }
+    let addr = sys::local_addr(&inherited[0])?;
+    if addr.ip() != requested.ip() || (requested.port() != 0 && addr.port() != requested.port()) {
+        return Err(usage(TakeoverError::OtherAddress {
+            inherited: addr,
+            requested,
+        }));
+    }
+    if inherited.len() > workers {
+        if !sys::tcp_migrate_req() {
+            return Err(usage(TakeoverError::FewerWorkers {
+                workers,
+                listeners: inherited.len(),
+            }));
+        }
+        // Closed once the old server closes its descriptors too; the kernel moves their queues.
+        tracing::info!(
+            listeners = inherited.len(),
+            workers,
+            "takeover: closing the listeners beyond the worker count (net.ipv4.tcp_migrate_req = 1 \
+             moves their waiting connections)"
+        );
+        inherited.truncate(workers);
+    }
+    Ok(inherited)
 }
 
 /// A worker ended before a shutdown finished it: the server cannot keep its promises with fewer
@@ -300,8 +389,30 @@ impl ServerHandle {
     /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the
     /// replies up to the shutdown timeout. Callable from any thread; returns at once.
     pub fn shutdown(&self) {
+        // The duplicates kept for a takeover must not keep the sockets listening.
+        self.handover.clear();
         self.shared.shutdown.store(true, Ordering::Release);
         self.wake(|_| true);
+    }
+
+    /// The listeners are now served by another process ([`takeover`]): every worker stops accepting
+    /// (the sockets and their queues live on in that process) and closes its open connections with 1001
+    /// one by one, in a random order spread over `drain_window`, then shuts down as [`Self::shutdown`]
+    /// does (the shutdown timeout counted from the window's end). Returns at once.
+    pub fn hand_over(&self) {
+        self.handover.clear();
+        self.shared.handed_over.store(true, Ordering::Release);
+        self.wake(|_| true);
+    }
+
+    /// This server's listeners as a control socket hands them over ([`takeover::ControlSocket::serve`]).
+    pub fn handover_listeners(&self) -> Arc<takeover::ListenerSet> {
+        Arc::clone(&self.handover)
+    }
+
+    /// Whether every worker has finished (after a shutdown or a drain).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
     }
 
     /// Waits for every worker to finish, then stops the operators' listener (it answers until then).

@@ -110,6 +110,31 @@ impl LogRateLimit {
 pub(super) const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Core {
+    /// Stops accepting for good (a shutdown, or a handover to another process): cancels the accepts in
+    /// flight and closes this worker's descriptor of its listener. The socket itself closes only with its
+    /// last descriptor: after a handover the new process holds it, with its accept queue. An accept that
+    /// completes after this is still served (`on_accept`); nothing is armed again.
+    pub(super) fn stop_accepting(&mut self) {
+        if self.accept_armed {
+            self.ring.cancel(
+                UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
+        }
+        if self.single_accepts > 0 {
+            self.ring.cancel(
+                UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
+        }
+        if let Some(listener) = self.listener.take() {
+            let fd = listener.as_raw_fd();
+            std::mem::forget(listener);
+            self.ring
+                .close_fd(fd, UserData::new(NO_CONNECTION, 0, Op::Ignore).encode());
+        }
+    }
+
     /// Submits the accept operation [`next_accept_step`] asks for (nothing while shutting down).
     pub(super) fn arm_accept(&mut self) {
         if self.shutting_down {

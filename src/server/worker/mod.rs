@@ -117,6 +117,8 @@ pub struct Core {
     pool_quiet_ticks: u32,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
+    /// The drain after a handover to another process (`shutdown.rs`), once begun.
+    drain: Option<shutdown::Drain>,
     /// Plaintext decrypted from one TLS receive (reused; TLS connections only).
     tls_plain: Vec<u8>,
     /// TLS first flights waiting for handshake work (`tls_io`).
@@ -457,6 +459,7 @@ impl Core {
             pool_quiet_ticks: ticks(Duration::from_secs(1), tick),
             shutting_down: false,
             shutdown_deadline: None,
+            drain: None,
             tls_plain: Vec::new(),
             first_flights: tls_io::FirstFlights::default(),
             sender_budget: fanout::SenderBudget::default(),
@@ -500,6 +503,7 @@ mod tests {
             metrics: vec![Arc::new(WorkerMetrics::default())],
             inboxes,
             shutdown: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             websockets_open: AtomicUsize::new(0),
         });
         #[cfg(not(feature = "sim-ring"))]

@@ -141,6 +141,7 @@ fn run_with<H: Handler>(mut handler: H, config: SimConfig, events: &[u8]) -> Sim
         metrics: vec![Arc::new(WorkerMetrics::default())],
         inboxes,
         shutdown: AtomicBool::new(false),
+        handed_over: AtomicBool::new(false),
         websockets_open: AtomicUsize::new(0),
     });
     let max_conns = server_config.effective_connections_per_worker();

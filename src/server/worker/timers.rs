@@ -10,7 +10,6 @@
 //! that completes late (a long batch under load) catches up instead of stretching every timeout. Only the
 //! tick reads the clock; the hot path never does.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::server::config::ServerConfig;
@@ -220,9 +219,7 @@ impl<H: Handler> Worker<'_, H> {
         self.core.arm_accept();
         // A lost doorbell delays the inbox by one tick at most.
         self.on_doorbell();
-        if !self.core.shutting_down && self.core.shared.shutdown.load(Ordering::Acquire) {
-            self.core.begin_shutdown();
-        }
+        self.core.follow_stop_flags();
     }
 }
 
