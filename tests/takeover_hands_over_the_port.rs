@@ -120,7 +120,14 @@ fn a_new_process_takes_the_port_over_and_the_old_one_drains_with_jitter() {
     let dir = TempDir::new("takeover");
     let control = dir.control_socket();
     let window = format!("{}s", WINDOW.as_secs());
+    // The operators' address, the same for both (the new process binds it once the old one let go).
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
     let mut old = server(&[
+        "--metrics-listen",
+        &metrics_addr,
         "--workers",
         "2",
         "--no-pin",
@@ -175,6 +182,8 @@ fn a_new_process_takes_the_port_over_and_the_old_one_drains_with_jitter() {
     // The new process: another worker count, port 0 (the one handed over), its own control socket at
     // the same path once the old one let go of it.
     let new = server(&[
+        "--metrics-listen",
+        &metrics_addr,
         "--workers",
         "3",
         "--no-pin",
@@ -223,6 +232,12 @@ fn a_new_process_takes_the_port_over_and_the_old_one_drains_with_jitter() {
         .wait_exit(WINDOW + Duration::from_secs(10))
         .expect("the old server exits after its drain");
     assert_eq!(status.code(), Some(0));
+    // The operators' address is the new server's now.
+    let metrics = metrics_text(metrics_addr.parse().unwrap());
+    assert!(
+        metrics.contains("ringws_connections_total"),
+        "the new server serves --metrics-listen: {metrics}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let (echoed, going_away, errors) = looping.join().unwrap();

@@ -826,7 +826,7 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
             })
         }
     };
-    let server: ServerHandle = match started {
+    let mut server: ServerHandle = match started {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -851,6 +851,12 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
             return 1;
         }
         tracing::info!("took the port over; the previous server drains its connections");
+        // The previous server released the operators' address before it confirmed.
+        if let Err(e) = server.listen_metrics(Duration::from_secs(5)) {
+            tracing::error!(
+                "cannot serve --metrics-listen after the takeover, serving without it: {e}"
+            );
+        }
     }
     // Bound before the `listening` line, so that a takeover may follow it at once.
     let control = match args
@@ -923,14 +929,15 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
 /// What the main thread of `serve` waits for.
 enum ServeEvent {
     Signal(ControlSignal),
-    /// A new process took the listeners over (`--control-socket`).
-    HandedOver,
+    /// A new process took the listeners over (`--control-socket`); answered once this server has stopped
+    /// accepting and released its operators' address.
+    HandedOver(std::sync::mpsc::Sender<()>),
 }
 
 /// The signal loop: SIGHUP reloads the certificate; SIGINT/SIGTERM shut down; a handover on the control
 /// socket starts the drain. Returns the exit code once every worker has finished.
 fn run_until_stopped(
-    server: ServerHandle,
+    mut server: ServerHandle,
     mut certificate: Option<&mut TlsCertificate>,
     control: Option<takeover::ControlSocket>,
 ) -> i32 {
@@ -955,7 +962,10 @@ fn run_until_stopped(
         let path = control.path();
         let events = events.clone();
         let served = control.serve(server.handover_listeners(), move || {
-            let _ = events.send(ServeEvent::HandedOver);
+            let (done, finished) = std::sync::mpsc::channel();
+            if events.send(ServeEvent::HandedOver(done)).is_ok() {
+                let _ = finished.recv_timeout(Duration::from_secs(10));
+            }
         });
         if let Err(e) = served {
             tracing::error!("cannot start the control socket's thread: {e}");
@@ -971,6 +981,7 @@ fn run_until_stopped(
         control_path = Some(path);
     }
     let mut stopping = false;
+    let mut handed_over = false;
     while !(stopping && server.is_finished()) {
         match received.recv_timeout(Duration::from_millis(50)) {
             Ok(ServeEvent::Signal(ControlSignal::Reload)) => {
@@ -982,19 +993,21 @@ fn run_until_stopped(
                 server.shutdown();
                 stopping = true;
             }
-            Ok(ServeEvent::HandedOver) => {
+            Ok(ServeEvent::HandedOver(done)) => {
                 tracing::info!(
                     window = ?server.config().drain_window,
                     "handed over to a new process: draining"
                 );
                 server.hand_over();
+                let _ = done.send(());
                 stopping = true;
+                handed_over = true;
             }
             Err(_) => {}
         }
     }
     server.join();
-    if let Some(path) = control_path {
+    if let Some(path) = control_path.filter(|_| !handed_over) {
         path.remove_if_ours();
     }
     tracing::info!("stopped");

@@ -152,7 +152,10 @@ impl Server {
         sys::raise_open_file_limit();
         // Bound first: a busy operators' address stops startup before any worker exists. The error
         // carries an `admin::BindError` naming the flag and the address.
-        let admin = match config.metrics_listen {
+        // Taking over, the running server still holds the address until the handover: bound then
+        // ([`ServerHandle::listen_metrics`]).
+        let inheriting = matches!(listen, Listen::Inherit(_));
+        let admin = match config.metrics_listen.filter(|_| !inheriting) {
             Some(addr) => Some(
                 admin::BoundAdmin::bind(addr)
                     .map_err(|e| std::io::Error::new(e.source.kind(), e))?,
@@ -399,10 +402,43 @@ impl ServerHandle {
     /// (the sockets and their queues live on in that process) and closes its open connections with 1001
     /// one by one, in a random order spread over `drain_window`, then shuts down as [`Self::shutdown`]
     /// does (the shutdown timeout counted from the window's end). Returns at once.
-    pub fn hand_over(&self) {
+    ///
+    /// The operators' listener (`metrics_listen`) stops here, before this returns, so that the new
+    /// process can bind its address ([`Self::listen_metrics`]).
+    pub fn hand_over(&mut self) {
         self.handover.clear();
         self.shared.handed_over.store(true, Ordering::Release);
         self.wake(|_| true);
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
+    }
+
+    /// Started with [`Listen::Inherit`]: binds and serves `metrics_listen` once the previous server has
+    /// handed over (and so released the address). Retries for up to `patience` while the address is
+    /// still in use. A no-op without `metrics_listen` or when it is served already.
+    pub fn listen_metrics(&mut self, patience: std::time::Duration) -> std::io::Result<()> {
+        let Some(addr) = self.shared.config.metrics_listen else {
+            return Ok(());
+        };
+        if self.admin.is_some() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + patience;
+        let bound = loop {
+            match admin::BoundAdmin::bind(addr) {
+                Ok(bound) => break bound,
+                Err(e)
+                    if e.source.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(std::io::Error::new(e.source.kind(), e)),
+            }
+        };
+        self.admin = Some(bound.serve(self.shared.metrics.clone())?);
+        Ok(())
     }
 
     /// This server's listeners as a control socket hands them over ([`takeover::ControlSocket::serve`]).

@@ -157,15 +157,15 @@ impl ListenerSet {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
-    identity: (u64, u64),
+    identity: FileIdentity,
 }
 
 /// Where the control socket was bound, to remove the path at exit only if it is still this server's
-/// socket (after a handover, the new process has bound its own there).
+/// socket. After a handover the new process binds its own there: the old one removes nothing then.
 #[derive(Debug, Clone)]
 pub struct ControlSocketPath {
     path: PathBuf,
-    identity: (u64, u64),
+    identity: FileIdentity,
 }
 
 impl ControlSocketPath {
@@ -181,10 +181,14 @@ impl ControlSocketPath {
     }
 }
 
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+/// A file's device, inode and change time: an inode number freed by a removal may be reused at once
+/// (tmpfs), the change time to the nanosecond tells the files apart.
+type FileIdentity = (u64, u64, i64, i64);
+
+fn file_identity(path: &Path) -> Option<FileIdentity> {
     std::fs::symlink_metadata(path)
         .ok()
-        .map(|m| (m.dev(), m.ino()))
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 impl ControlSocket {
