@@ -23,7 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -219,6 +219,13 @@ impl ControlSocket {
             path: path.into(),
             source,
         })?;
+        // Whoever connects is handed the listening sockets: this user (and root) only.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| TakeoverError::Io {
+                path: path.into(),
+                source,
+            },
+        )?;
         let identity = file_identity(path).unwrap_or_default();
         Ok(ControlSocket {
             listener,
@@ -461,6 +468,8 @@ mod tests {
         ));
         drop(live);
         let again = ControlSocket::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only this user may take the listeners");
         again.path().remove_if_ours();
         assert!(!path.exists());
         assert!(take_over(&path).unwrap().is_none(), "nothing to take over");
