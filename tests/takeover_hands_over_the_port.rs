@@ -353,3 +353,43 @@ fn fewer_workers_than_listeners_handed_over_exit_2_and_the_old_server_keeps_serv
         assert_eq!(read_text(&mut client), format!("new {i}"));
     }
 }
+
+#[test]
+fn connections_waiting_in_the_accept_queues_after_the_handover_are_served_by_the_new_one() {
+    let dir = TempDir::new("takeover-queue");
+    let control = dir.control_socket();
+    let mut old = server(&[
+        "--workers",
+        "2",
+        "--no-pin",
+        "--control-socket",
+        &control,
+        "--drain-window",
+        "0s",
+    ]);
+    let addr = old.addr;
+    let new = server(&["--workers", "2", "--no-pin", "--takeover", &control]);
+    // The new process accepts nothing for a while: clients wait in the kernel's accept queues. The old
+    // process has stopped accepting (within a tick of the handover) and let go of the sockets; its exit
+    // must not take them down (e.g. a shutdown(2) of a listening socket would, in every process).
+    new.signal("STOP");
+    thread::sleep(Duration::from_millis(300));
+    let mut waiting: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut stream = connect(addr);
+            stream.write_all(upgrade_request("/").as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let status = old
+        .wait_exit(Duration::from_secs(10))
+        .expect("the old server exits after its drain");
+    assert_eq!(status.code(), Some(0));
+    new.signal("CONT");
+    for (i, stream) in waiting.iter_mut().enumerate() {
+        let (status, head) = read_response_head(stream);
+        assert_eq!(status, 101, "client {i}: {head}");
+        send_text(stream, &format!("queued {i}"));
+        assert_eq!(read_text(stream), format!("queued {i}"));
+    }
+}
