@@ -393,3 +393,45 @@ fn connections_waiting_in_the_accept_queues_after_the_handover_are_served_by_the
         assert_eq!(read_text(stream), format!("queued {i}"));
     }
 }
+
+/// The listen queue lengths of the sockets listening on `port` (`ss`: Send-Q of a listening socket).
+fn listen_queues(port: u16) -> Vec<u32> {
+    let output = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(output.status.success(), "ss failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_new_process_listen_backlog_applies_to_the_sockets_it_takes_over() {
+    let dir = TempDir::new("takeover-backlog");
+    let control = dir.control_socket();
+    let old = server(&[
+        "--workers",
+        "2",
+        "--no-pin",
+        "--listen-backlog",
+        "17",
+        "--control-socket",
+        &control,
+        "--drain-window",
+        "0s",
+    ]);
+    assert_eq!(listen_queues(old.addr.port()), vec![17, 17]);
+    let new = server(&[
+        "--workers",
+        "3",
+        "--no-pin",
+        "--listen-backlog",
+        "23",
+        "--takeover",
+        &control,
+    ]);
+    assert_eq!(new.addr, old.addr);
+    assert_eq!(listen_queues(new.addr.port()), vec![23, 23, 23]);
+}

@@ -86,6 +86,13 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32, share: PortShare) -> i
     Ok(owned)
 }
 
+/// Sets the listen queue length of a socket that listens already (`listen(2)` again: Linux applies the
+/// new backlog to the same socket and keeps its queue), e.g. one handed over by another process.
+pub fn set_listen_backlog(fd: std::os::fd::BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: plain listen(2) on a socket descriptor the caller holds.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
+}
+
 /// The local address a socket is bound to.
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     socket_address(fd, libc::getsockname)

@@ -173,7 +173,14 @@ impl Server {
                     .map_err(|source| ListenError::io_error(requested, source))?;
                 vec![first]
             }
-            Listen::Inherit(inherited) => inherited_listeners(inherited, requested, workers)?,
+            Listen::Inherit(inherited) => {
+                let inherited = inherited_listeners(inherited, requested, workers)?;
+                // This server's --listen-backlog, not the previous one's.
+                for listener in &inherited {
+                    sys::set_listen_backlog(std::os::fd::AsFd::as_fd(listener), backlog)?;
+                }
+                inherited
+            }
         };
         let local_addr = sys::local_addr(&listeners[0])?;
         while listeners.len() < workers {
