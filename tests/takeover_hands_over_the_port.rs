@@ -95,7 +95,13 @@ fn visit(addr: SocketAddr, i: usize) -> Result<Visit, String> {
         match stream.read(&mut byte) {
             Ok(0) => return Err(format!("EOF in the response head {head:?}")),
             Ok(_) => head.push(byte[0]),
-            Err(e) => return Err(format!("reading the response head: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "reading the response head: {e} (local {:?}, at {:?})",
+                    stream.local_addr(),
+                    std::time::SystemTime::now()
+                ))
+            }
         }
     }
     let head = String::from_utf8_lossy(&head);
@@ -319,6 +325,29 @@ fn without_the_flag_a_second_server_is_still_refused_and_with_it_nothing_running
     let mut client = ws_at(fresh.addr, "/");
     send_text(&mut client, "fresh");
     assert_eq!(read_text(&mut client), "fresh");
+
+    // --takeover on the busy port of a server without a control socket: refused, saying why.
+    let mut command = Command::new(ringws_binary());
+    command
+        .arg("serve")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &fresh.addr.port().to_string(),
+        ])
+        .args([
+            "--workers",
+            "1",
+            "--no-pin",
+            "--takeover",
+            &other.control_socket(),
+        ])
+        .stdin(Stdio::null());
+    let (code, stderr) = ServerProcess::command_expect_failure(command);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is already in use"), "{stderr}");
+    assert!(stderr.contains("--control-socket at that path"), "{stderr}");
 
     // The old server served throughout.
     let mut client = ws_at(addr, "/");

@@ -839,6 +839,13 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
                         .downcast_ref::<takeover::TakeoverError>()
                         .is_some_and(takeover::TakeoverError::is_usage)
             });
+            if let Some(path) = args.takeover.as_ref().filter(|_| !taken_over) {
+                tracing::error!(
+                    "nothing answered on --takeover {}: a server to take over must run with \
+                     --control-socket at that path",
+                    path.display()
+                );
+            }
             return if usage { 2 } else { 1 };
         }
     };
@@ -851,6 +858,8 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
             return 1;
         }
         tracing::info!("took the port over; the previous server drains its connections");
+        // The previous server's accepts are cancelled: take what their wakeups left in the queues.
+        server.rearm_accepts();
         // The previous server released the operators' address before it confirmed.
         if let Err(e) = server.listen_metrics(Duration::from_secs(5)) {
             tracing::error!(
@@ -958,6 +967,7 @@ fn run_until_stopped(
         return 1;
     }
     let mut control_path = None;
+    let mut control_thread = None;
     if let Some(control) = control {
         let path = control.path();
         let events = events.clone();
@@ -967,12 +977,15 @@ fn run_until_stopped(
                 let _ = finished.recv_timeout(Duration::from_secs(10));
             }
         });
-        if let Err(e) = served {
-            tracing::error!("cannot start the control socket's thread: {e}");
-            server.shutdown();
-            server.join();
-            path.remove_if_ours();
-            return 1;
+        match served {
+            Ok(thread) => control_thread = Some(thread),
+            Err(e) => {
+                tracing::error!("cannot start the control socket's thread: {e}");
+                server.shutdown();
+                server.join();
+                path.remove_if_ours();
+                return 1;
+            }
         }
         tracing::info!(
             path = %path.display(),
@@ -1007,7 +1020,12 @@ fn run_until_stopped(
         }
     }
     server.join();
-    if let Some(path) = control_path.filter(|_| !handed_over) {
+    if handed_over {
+        // It tells the new process that the handover is complete, then ends.
+        if let Some(thread) = control_thread {
+            let _ = thread.join();
+        }
+    } else if let Some(path) = control_path {
         path.remove_if_ours();
     }
     tracing::info!("stopped");

@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// The listeners were handed over to another process: stop accepting, drain (`worker::shutdown`).
     pub(crate) handed_over: AtomicBool,
+    /// Workers that have stopped accepting after the handover (their accepts cancelled in the kernel).
+    pub(crate) accepts_stopped: AtomicUsize,
+    /// Bumped to make every worker arm its accept again ([`ServerHandle::rearm_accepts`]).
+    pub(crate) accept_rearms: AtomicUsize,
     /// Open WebSocket connections over all workers (for `--max-connections`).
     pub(crate) websockets_open: AtomicUsize,
 }
@@ -204,6 +208,8 @@ impl Server {
             inboxes,
             shutdown: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            accepts_stopped: AtomicUsize::new(0),
+            accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
         });
         let make_handler = Arc::new(make_handler);
@@ -416,9 +422,28 @@ impl ServerHandle {
         self.handover.clear();
         self.shared.handed_over.store(true, Ordering::Release);
         self.wake(|_| true);
+        // Each worker stops accepting at its next tick; wait for that (a worker stuck for a second is
+        // not waited for: the new process re-arms its accepts anyway, see `rearm_accepts`).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.shared.accepts_stopped.load(Ordering::Acquire) < self.threads.len()
+            && std::time::Instant::now() < deadline
+            && !self.is_finished()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
         }
+    }
+
+    /// Makes every worker arm its accept again (within a tick). For a process that took listeners over,
+    /// once the previous one has stopped accepting: a connection whose wakeup went to the previous
+    /// process's accept (io_uring's accept waits as an exclusive waiter: one wakeup per connection) and
+    /// was cancelled there would otherwise wait in the queue until the next connection arrives; a fresh
+    /// accept takes what waits in the queue at once.
+    pub fn rearm_accepts(&self) {
+        self.shared.accept_rearms.fetch_add(1, Ordering::AcqRel);
+        self.wake(|_| true);
     }
 
     /// Started with [`Listen::Inherit`]: binds and serves `metrics_listen` once the previous server has

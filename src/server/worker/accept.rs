@@ -135,6 +135,33 @@ impl Core {
         }
     }
 
+    /// Arms the accepts again when asked ([`crate::server::ServerHandle::rearm_accepts`]): cancels the
+    /// accepts in flight; their completion (ECANCELED) arms new ones, whose first attempt takes what
+    /// waits in the listen queue without waiting for a wakeup.
+    pub(super) fn rearm_accept_if_asked(&mut self) {
+        let asked = self
+            .shared
+            .accept_rearms
+            .load(std::sync::atomic::Ordering::Acquire);
+        if asked == self.accept_rearms_seen {
+            return;
+        }
+        self.accept_rearms_seen = asked;
+        if self.accept_armed && !self.accept_cancelling {
+            self.accept_cancelling = true;
+            self.ring.cancel(
+                UserData::new(NO_CONNECTION, 0, Op::AcceptMulti).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
+        }
+        if self.single_accepts > 0 {
+            self.ring.cancel(
+                UserData::new(NO_CONNECTION, 0, Op::AcceptOne).encode(),
+                UserData::new(NO_CONNECTION, 0, Op::Ignore).encode(),
+            );
+        }
+    }
+
     /// Submits the accept operation [`next_accept_step`] asks for (nothing while shutting down).
     pub(super) fn arm_accept(&mut self) {
         if self.shutting_down {

@@ -93,6 +93,8 @@ pub struct Core {
     single_accepts: usize,
     /// At most one accept-error log line a second.
     accept_error_log: LogRateLimit,
+    /// The last `Shared::accept_rearms` this worker acted on.
+    accept_rearms_seen: usize,
     /// Connections this worker serves; beyond it (until the table's reserve is used up), new
     /// connections are answered 503.
     max_conns: usize,
@@ -446,6 +448,7 @@ impl Core {
             accept_cancelling: false,
             single_accepts: 0,
             accept_error_log: LogRateLimit::new(accept::ACCEPT_ERROR_LOG_INTERVAL),
+            accept_rearms_seen: 0,
             max_conns,
             table_size,
             rejected_in_reserve: 0,
@@ -504,6 +507,8 @@ mod tests {
             inboxes,
             shutdown: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            accepts_stopped: AtomicUsize::new(0),
+            accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
         });
         #[cfg(not(feature = "sim-ring"))]

@@ -72,6 +72,8 @@ impl Core {
             self.close_due_drained();
         } else if self.shared.handed_over.load(Ordering::Acquire) {
             self.begin_drain();
+        } else {
+            self.rearm_accept_if_asked();
         }
     }
 
@@ -79,6 +81,9 @@ impl Core {
     /// random order (a per-process random SipHash key), spread over `drain_window`.
     fn begin_drain(&mut self) {
         self.stop_accepting();
+        // Submitted now: once counted, this worker's accepts wait on the sockets no more.
+        self.submit_now();
+        self.shared.accepts_stopped.fetch_add(1, Ordering::AcqRel);
         let start = now();
         let open: Vec<(usize, u32)> = self
             .conns

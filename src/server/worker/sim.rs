@@ -142,6 +142,8 @@ fn run_with<H: Handler>(mut handler: H, config: SimConfig, events: &[u8]) -> Sim
         inboxes,
         shutdown: AtomicBool::new(false),
         handed_over: AtomicBool::new(false),
+        accepts_stopped: AtomicUsize::new(0),
+        accept_rearms: AtomicUsize::new(0),
         websockets_open: AtomicUsize::new(0),
     });
     let max_conns = server_config.effective_connections_per_worker();
