@@ -7,12 +7,16 @@
 //! 1. old -> new: the line `ringws-takeover 1 <n>` with its `n` listeners attached (`SCM_RIGHTS`): the
 //!    same sockets, each with its accept queue, not copies; connections waiting in them are not lost.
 //! 2. new -> old: `ready`, once every worker of the new process accepts on them.
-//! 3. old: stops accepting and begins its drain (1001 spread over `--drain-window`), closes its control
-//!    socket, then answers `handed-over` and closes the connection. The new process binds the control
-//!    socket's path only then.
+//! 3. old: stops accepting (every worker's accepts cancelled in the kernel), stops its operators'
+//!    listener, begins its drain (1001 spread over `--drain-window`), closes its control socket, then
+//!    answers `handed-over` and closes the connection.
+//! 4. new: arms its accepts again (`ServerHandle::rearm_accepts`), then binds `--metrics-listen` and the
+//!    control socket's path. io_uring's accept waits as an exclusive waiter, so a connection's one
+//!    wakeup may have gone to an accept of the old process that was then cancelled; a fresh accept takes
+//!    what waits in the queue without a wakeup.
 //!
 //! Until step 3 both processes accept from the same queues, so a client connecting meanwhile is served
-//! by one of them. A new process that fails before `ready` (or a handover that times out) leaves the old
+//! by one of them (one the old process accepted is served, and closed at the end of its window). A new process that fails before `ready` (or a handover that times out) leaves the old
 //! one serving as before. Passing the sockets, rather than binding new SO_REUSEPORT listeners beside the
 //! old ones, is what keeps the queues: closing a SO_REUSEPORT listener resets the connections waiting in
 //! its own queue (unless `net.ipv4.tcp_migrate_req = 1`).
