@@ -2,6 +2,7 @@
 //! run time is decided in `plan.rs` and `worker/`.
 
 use crate::engine::EngineKind;
+pub use crate::payload::PayloadKind;
 use clap::{Parser, ValueEnum};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -121,6 +122,23 @@ pub struct Options {
     /// Message type.
     #[arg(long, value_enum, default_value_t = Kind::Binary)]
     pub kind: Kind,
+
+    /// What fills each payload after its stamp: `letters` (a..z repeating) or `json` (JSON-like records,
+    /// which compress like JSON traffic: use it with --deflate).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Letters)]
+    pub payload: PayloadKind,
+
+    /// Offer permessage-deflate (RFC 7692) without context takeover either way, as
+    /// `permessage-deflate; server_no_context_takeover; client_no_context_takeover`. Where the server
+    /// agrees, every data message is sent compressed (plain when that would not make it smaller) and
+    /// compressed messages received are inflated before they are checked; a server answer this client
+    /// cannot honour fails the handshake (handshake_invalid). The report gives wire and payload bytes.
+    #[arg(long)]
+    pub deflate: bool,
+
+    /// --deflate: the compression level (0-9) of what this client sends.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub deflate_level: u8,
 
     /// Echo closed loop: messages in flight per connection.
     #[arg(long, default_value_t = 1)]

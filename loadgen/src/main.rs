@@ -7,6 +7,7 @@
 
 mod cli;
 mod clock;
+mod deflate;
 mod engine;
 mod net;
 mod payload;

@@ -45,7 +45,10 @@ pub struct Plan {
     /// The I/O engine workers try first (io_uring falls back to epoll).
     pub engine: EngineKind,
     pub target: Target,
-    pub size: usize,
+    /// What every payload carries after its stamp, `--size` bytes long (see `payload.rs`).
+    pub filler: Vec<u8>,
+    /// `--deflate`: offer permessage-deflate; what this client compresses with.
+    pub deflate: Option<crate::deflate::ClientDeflate>,
     pub opcode: OpCode,
     pub kind: MessageKind,
     pub depth: usize,
@@ -112,7 +115,10 @@ impl Plan {
             topic,
             subscriber_path,
             target,
-            size: options.size,
+            filler: crate::payload::filler(options.payload, options.size),
+            deflate: options
+                .deflate
+                .then(|| crate::deflate::ClientDeflate::new(options.deflate_level)),
             opcode,
             kind,
             depth: options.depth,

@@ -91,6 +91,51 @@ pub struct Connect {
     pub verify_ok: Option<bool>,
 }
 
+/// Bytes one way: all bytes on the socket (upgrade, every frame header, control frames; for wss://, TLS
+/// records) against the payload of the data messages (before compression, after inflating).
+#[derive(Serialize, Debug)]
+pub struct Bytes {
+    pub wire: u64,
+    pub payload: u64,
+    /// wire / payload (0 without payload).
+    pub wire_per_payload: f64,
+    /// Data messages that went compressed (permessage-deflate).
+    pub compressed_messages: u64,
+}
+
+impl Bytes {
+    fn new(wire: u64, payload: u64, compressed_messages: u64) -> Bytes {
+        Bytes {
+            wire,
+            payload,
+            wire_per_payload: if payload == 0 {
+                0.0
+            } else {
+                wire as f64 / payload as f64
+            },
+            compressed_messages,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} wire / {} payload = {:.3} ({} messages compressed)",
+            self.wire, self.payload, self.wire_per_payload, self.compressed_messages
+        )
+    }
+}
+
+/// permessage-deflate and what it saved, both ways.
+#[derive(Serialize, Debug)]
+pub struct Compression {
+    /// `--deflate`: permessage-deflate was offered.
+    pub offered: bool,
+    /// Connections (counting each reconnect) whose server agreed.
+    pub agreed: u64,
+    pub sent: Bytes,
+    pub received: Bytes,
+}
+
 #[derive(Serialize, Debug)]
 pub struct Cpu {
     pub user_s: f64,
@@ -133,6 +178,7 @@ pub struct Report {
     pub broadcast: Option<Broadcast>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<Connect>,
+    pub compression: Compression,
     pub cpu: Cpu,
     pub timeline: Vec<TimelinePoint>,
 }
@@ -286,6 +332,20 @@ impl Report {
             latency,
             broadcast,
             connect,
+            compression: Compression {
+                offered: plan.deflate.is_some(),
+                agreed: c.get(Counter::DeflateAgreed),
+                sent: Bytes::new(
+                    c.get(Counter::BytesSent),
+                    c.get(Counter::PayloadBytesSent),
+                    c.get(Counter::CompressedSent),
+                ),
+                received: Bytes::new(
+                    c.get(Counter::BytesReceived),
+                    c.get(Counter::PayloadBytesReceived),
+                    c.get(Counter::CompressedReceived),
+                ),
+            },
             cpu: Cpu {
                 user_s: m.cpu.0,
                 sys_s: m.cpu.1,
@@ -419,6 +479,18 @@ impl Report {
                 format!("{} / {}", fmt_us(l.min_us), fmt_us(l.mean_us)),
             )?;
         }
+        let compression = &self.compression;
+        row(
+            out,
+            "permessage-deflate",
+            if compression.offered {
+                format!("offered, agreed on {} connections", compression.agreed)
+            } else {
+                "not offered".to_string()
+            },
+        )?;
+        row(out, "bytes sent", compression.sent.describe())?;
+        row(out, "bytes received", compression.received.describe())?;
         row(
             out,
             "loadgen cpu",

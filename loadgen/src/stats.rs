@@ -37,6 +37,13 @@ counters! {
     Received = "received", false;
     BytesSent = "bytes_sent", false;
     BytesReceived = "bytes_received", false;
+    // Data messages as the application sees them (before compression, after inflating).
+    PayloadBytesSent = "payload_bytes_sent", false;
+    PayloadBytesReceived = "payload_bytes_received", false;
+    // --deflate: connections whose server agreed, and data messages that went compressed each way.
+    DeflateAgreed = "deflate_agreed", false;
+    CompressedSent = "compressed_messages_sent", false;
+    CompressedReceived = "compressed_messages_received", false;
     ConnectAttempts = "connect_attempts", false;
     Connected = "connected", false;
     Open = "open", false;

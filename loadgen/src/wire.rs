@@ -39,7 +39,18 @@ impl Rng {
 /// An opening handshake in progress: what the server's answer must carry.
 pub struct ClientHandshake {
     expected_accept: [u8; 28],
+    /// permessage-deflate was offered (`--deflate`): the answer may carry it.
+    offered_deflate: bool,
     pub response: Vec<u8>,
+}
+
+/// A valid 101 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Length of the answer in the bytes received (the rest are frames).
+    pub consumed: usize,
+    /// The server agreed to permessage-deflate.
+    pub deflate: bool,
 }
 
 /// Why a handshake failed, for the report.
@@ -51,11 +62,13 @@ pub enum HandshakeFailure {
     Invalid,
 }
 
-/// Appends the upgrade request to `out` and returns the state needed to check the answer.
+/// Appends the upgrade request to `out` (offering permessage-deflate with `deflate`) and returns the
+/// state needed to check the answer.
 pub fn start_handshake(
     out: &mut Vec<u8>,
     host: &str,
     path: &str,
+    deflate: bool,
     rng: &mut Rng,
 ) -> ClientHandshake {
     let mut random = [0u8; 16];
@@ -64,17 +77,75 @@ pub fn start_handshake(
     let key = handshake::encode_key(random);
     let key_b64 = std::str::from_utf8(&key).expect("base64 is ASCII");
     handshake::build_client_request(out, host, path, key_b64, &[]);
+    if deflate {
+        // The request ends with its empty line: the offer goes before it.
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(crate::deflate::OFFER.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
     ClientHandshake {
         expected_accept: handshake::accept_key(&key),
+        offered_deflate: deflate,
         response: Vec::new(),
     }
 }
 
+const EXTENSIONS_HEADER: &[u8] = b"sec-websocket-extensions";
+
+/// The header name of one line of an HTTP head, if it is `Sec-WebSocket-Extensions`: its value.
+fn extensions_value(line: &[u8]) -> Option<&[u8]> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    line[..colon]
+        .eq_ignore_ascii_case(EXTENSIONS_HEADER)
+        .then(|| line[colon + 1..].trim_ascii())
+}
+
 impl ClientHandshake {
-    /// Checks the bytes received so far. `Ok(Some(n))`: the first `n` bytes of `self.response` were the 101
+    /// Checks the bytes received so far. `Ok(Some(opened))`: the start of `self.response` was a valid 101
     /// answer (the rest are frames). `Ok(None)`: need more bytes.
-    pub fn check(&self) -> Result<Option<usize>, HandshakeFailure> {
-        match handshake::validate_server_response(&self.response, &self.expected_accept, &[]) {
+    ///
+    /// With permessage-deflate offered, the answer's `Sec-WebSocket-Extensions` lines are checked here
+    /// (`deflate::check_answer`) and the rest of the head by ringws's client handshake, which accepts no
+    /// extension (it offers none).
+    pub fn check(&self) -> Result<Option<Opened>, HandshakeFailure> {
+        let head_end = self
+            .response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4);
+        let (Some(head_end), true) = (head_end, self.offered_deflate) else {
+            return self.validate(&self.response).map(|opened| {
+                opened.map(|consumed| Opened {
+                    consumed,
+                    deflate: false,
+                })
+            });
+        };
+        let head = &self.response[..head_end];
+        let lines = || head.split(|&b| b == b'\n');
+        let mut rest = Vec::with_capacity(head.len());
+        for line in lines().filter(|line| extensions_value(line).is_none()) {
+            rest.extend_from_slice(line);
+            rest.push(b'\n');
+        }
+        rest.pop(); // the split's last piece is empty: no newline after it
+        if self.validate(&rest)?.is_none() {
+            return Err(HandshakeFailure::Invalid);
+        }
+        let deflate = match crate::deflate::check_answer(lines().filter_map(extensions_value)) {
+            crate::deflate::Answer::Declined => false,
+            crate::deflate::Answer::Agreed => true,
+            crate::deflate::Answer::Invalid => return Err(HandshakeFailure::Invalid),
+        };
+        Ok(Some(Opened {
+            consumed: head_end,
+            deflate,
+        }))
+    }
+
+    fn validate(&self, response: &[u8]) -> Result<Option<usize>, HandshakeFailure> {
+        match handshake::validate_server_response(response, &self.expected_accept, &[]) {
             Ok(Some((consumed, _protocol))) => Ok(Some(consumed)),
             Ok(None) => Ok(None),
             Err(handshake::ResponseError::Status(status)) => Err(HandshakeFailure::Status(status)),
@@ -88,6 +159,13 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8
     frame::encode_frame(out, true, opcode, payload, Some(mask));
 }
 
+/// Appends one complete, masked client frame whose payload is compressed (RSV1 set: RFC 7692 section 6).
+pub fn encode_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    let start = out.len();
+    encode_frame(out, opcode, payload, mask);
+    out[start] |= 0x40;
+}
+
 /// Appends a masked close frame with `code` and no reason.
 pub fn encode_close(out: &mut Vec<u8>, code: u16, mask: [u8; 4]) {
     let (payload, len) = close::encode_close_payload(close::CloseCode(code), "");
@@ -97,6 +175,88 @@ pub fn encode_close(out: &mut Vec<u8>, code: u16, mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 101 answer to `request` with `extra` header lines, then `frames`.
+    fn answer(request: &[u8], extra: &str, frames: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(request).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let accept = handshake::accept_key(key.as_bytes());
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+            std::str::from_utf8(&accept).unwrap()
+        )
+        .into_bytes();
+        out.extend_from_slice(frames);
+        out
+    }
+
+    #[test]
+    fn handshake_offers_deflate_and_reads_the_answer() {
+        let mut rng = Rng::new(3);
+        let mut request = Vec::new();
+        let mut hs = start_handshake(&mut request, "h:1", "/", true, &mut rng);
+        let text = std::str::from_utf8(&request).unwrap();
+        assert!(text.ends_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n\r\n"
+        ));
+        let cases = [
+            ("", Ok(false)),
+            (
+                "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n",
+                Ok(true),
+            ),
+            (
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+                Err(HandshakeFailure::Invalid),
+            ),
+            (
+                "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
+                 Sec-WebSocket-Extensions: x-other\r\n",
+                Err(HandshakeFailure::Invalid),
+            ),
+        ];
+        for (extra, expected) in cases {
+            hs.response = answer(&request, extra, b"\x81\x00");
+            let head = hs.response.len() - 2;
+            assert_eq!(
+                hs.check(),
+                expected.map(|deflate| Some(Opened {
+                    consumed: head,
+                    deflate
+                })),
+                "{extra}"
+            );
+            // Cut short: more bytes needed.
+            hs.response.truncate(head - 3);
+            assert_eq!(hs.check(), Ok(None), "{extra}");
+        }
+        // The rest of the answer is still checked.
+        hs.response = answer(&request, "", b"");
+        hs.response[60] ^= 1;
+        assert!(hs.check().is_err());
+        // Not offered: not in the request, and an answer with the extension fails.
+        let mut request = Vec::new();
+        let mut plain = start_handshake(&mut request, "h:1", "/", false, &mut rng);
+        assert!(!std::str::from_utf8(&request)
+            .unwrap()
+            .contains("Extensions"));
+        plain.response = answer(&request, "", b"");
+        assert!(matches!(
+            plain.check(),
+            Ok(Some(Opened { deflate: false, .. }))
+        ));
+        plain.response = answer(
+            &request,
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n",
+            b"",
+        );
+        assert_eq!(plain.check(), Err(HandshakeFailure::Invalid));
+    }
 
     #[test]
     fn rng_below_stays_in_range() {

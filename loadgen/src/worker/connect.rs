@@ -170,8 +170,13 @@ impl<E: Engine> Worker<E> {
             Behaviour::Subscriber => &self.plan.subscriber_path,
             _ => &self.plan.target.path,
         };
-        let handshake =
-            wire::start_handshake(&mut conn.out, &self.plan.target.host, path, &mut self.rng);
+        let handshake = wire::start_handshake(
+            &mut conn.out,
+            &self.plan.target.host,
+            path,
+            self.plan.deflate.is_some(),
+            &mut self.rng,
+        );
         conn.handshake = Some(Box::new(handshake));
         self.mark_dirty(i);
     }
@@ -185,7 +190,7 @@ impl<E: Engine> Worker<E> {
         };
         match handshake.check() {
             Ok(None) => {}
-            Ok(Some(consumed)) => {
+            Ok(Some(opened)) => {
                 let mut handshake = self.conns[i]
                     .handshake
                     .take()
@@ -198,6 +203,13 @@ impl<E: Engine> Worker<E> {
                 conn.attempts = 0;
                 conn.timer_due = 0;
                 conn.reader = MessageReader::new(Role::Client);
+                if let Some(inflater) = conn.inflating.take() {
+                    self.inflate_pool.give(inflater);
+                }
+                if let (true, Some(deflate)) = (opened.deflate, &self.plan.deflate) {
+                    conn.reader.set_deflate(deflate.negotiated);
+                    self.counters.inc(Counter::DeflateAgreed);
+                }
                 conn.traffic.in_flight.clear();
                 conn.traffic.next_send_seq = 0;
                 conn.traffic.next_recv_seq = 0;
@@ -209,8 +221,8 @@ impl<E: Engine> Worker<E> {
                 {
                     self.start_traffic(i, now);
                 }
-                if handshake.response.len() > consumed {
-                    self.on_frames(i, None, &mut handshake.response[consumed..], now);
+                if handshake.response.len() > opened.consumed {
+                    self.on_frames(i, None, &mut handshake.response[opened.consumed..], now);
                 }
             }
             Err(failure) => self.connect_failed(i, handshake_failure_counter(failure), now),

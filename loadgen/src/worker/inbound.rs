@@ -18,6 +18,7 @@ use crate::plan::Phase;
 use crate::stats::{self, Counter, Counters};
 use crate::tls::TlsFailure;
 use crate::wire::{self, Event, OpCode};
+use ringws::protocol::message::Inflating;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set once a TLS failure was described on stderr (one line per process; the rest are counted).
@@ -168,6 +169,8 @@ impl<E: Engine> Worker<E> {
             counters,
             hist,
             scratch,
+            compressor,
+            inflate_pool,
             rng,
             limits,
             phase,
@@ -178,6 +181,7 @@ impl<E: Engine> Worker<E> {
         let gid = conn.gid;
         let behaviour = conn.behaviour;
         let closing = conn.state == State::Closing;
+        let deflate = conn.reader.deflate().is_on();
         let mut after = After::Nothing;
         let mut peer_code = None;
         let mut ctx = Ctx {
@@ -185,6 +189,7 @@ impl<E: Engine> Worker<E> {
             counters,
             hist,
             scratch,
+            compressor: compressor.as_mut().filter(|_| deflate),
             rng,
             phase: *phase,
             now,
@@ -196,12 +201,14 @@ impl<E: Engine> Worker<E> {
             Some(chunk) => io.bytes(chunk),
             None => extra,
         };
-        let result = conn.reader.feed(bytes, limits, |event| {
+        let on_event = |event: Event<'_>| {
             if after == After::PeerClosed {
                 return;
             }
             match event {
                 Event::Message { kind, payload } => {
+                    ctx.counters
+                        .add(Counter::PayloadBytesReceived, payload.len() as u64);
                     if let Some(next) =
                         check_message(&mut ctx, behaviour, gid, traffic, out, kind, payload)
                     {
@@ -218,7 +225,19 @@ impl<E: Engine> Worker<E> {
                     peer_code = code.map(|code| code.0);
                 }
             }
-        });
+        };
+        let result = if deflate {
+            let inflating = Inflating {
+                pool: inflate_pool,
+                held: &mut conn.inflating,
+            };
+            let result = conn.reader.feed_deflate(bytes, limits, inflating, on_event);
+            let (inflated, _, _) = inflate_pool.take_counts();
+            counters.add(Counter::CompressedReceived, inflated);
+            result
+        } else {
+            conn.reader.feed(bytes, limits, on_event)
+        };
         if let Some(chunk) = chunk {
             self.io.recycle(chunk);
         }
@@ -279,7 +298,7 @@ fn check_message(
             traffic.next_recv_seq += 1;
             if kind != ctx.plan.kind {
                 ctx.counters.inc(Counter::WrongType);
-            } else if !payload::echo_matches(payload, gid, seq, ctx.plan.size) {
+            } else if !payload::echo_matches(payload, gid, seq, &ctx.plan.filler) {
                 ctx.counters.inc(Counter::Mismatch);
             } else {
                 ctx.counters.inc(Counter::Received);
@@ -304,7 +323,7 @@ fn check_message(
             None
         }
         Behaviour::Subscriber => {
-            match payload::parse_broadcast(payload, ctx.plan.size) {
+            match payload::parse_broadcast(payload, &ctx.plan.filler) {
                 Some(stamp) if kind == ctx.plan.kind => {
                     let publisher = (stamp.publisher as u64).wrapping_sub(ctx.plan.subscribers);
                     if publisher >= ctx.plan.publishers {
@@ -387,7 +406,7 @@ mod tests {
         fn new(args: &[&str]) -> Bench {
             let plan = test_plan(args);
             Bench {
-                scratch: Scratch::new(plan.size),
+                scratch: Scratch::new(&plan.filler),
                 plan,
                 counters: Counters::default(),
                 hist: stats::new_histogram(),
@@ -411,6 +430,7 @@ mod tests {
                 counters: &mut self.counters,
                 hist: &mut self.hist,
                 scratch: &mut self.scratch,
+                compressor: None,
                 rng: &mut self.rng,
                 phase: Phase::Run,
                 now: NOW,
@@ -435,7 +455,7 @@ mod tests {
     #[test]
     fn echo_replies_are_checked_in_order_and_the_closed_loop_sends_the_next() {
         let mut bench = Bench::new(&["echo", "-s", "20"]);
-        let mut expected = Scratch::new(20);
+        let mut expected = Scratch::new(&bench.plan.filler);
         let gid = 3;
         // One echo in flight, sent at 1_000.
         bench.traffic.in_flight.push_back(1_000);
@@ -479,7 +499,7 @@ mod tests {
     #[test]
     fn closed_loop_stops_sending_at_the_message_limit() {
         let mut bench = Bench::new(&["echo", "-m", "1"]);
-        let reply = Scratch::new(bench.plan.size).echo(0, 0).to_vec();
+        let reply = Scratch::new(&bench.plan.filler).echo(0, 0).to_vec();
         bench.traffic.in_flight.push_back(1_000);
         bench.traffic.next_send_seq = 1;
         bench.check(Behaviour::Echo, 0, MessageKind::Binary, &reply);
@@ -492,7 +512,7 @@ mod tests {
     #[test]
     fn churn_cycle_closes_after_its_last_echo() {
         let mut bench = Bench::new(&["churn", "-m", "2"]);
-        let mut expected = Scratch::new(bench.plan.size);
+        let mut expected = Scratch::new(&bench.plan.filler);
         bench.traffic.in_flight.push_back(1_000);
         bench.traffic.next_send_seq = 1;
         let first = expected.echo(7, 0).to_vec();
@@ -513,7 +533,7 @@ mod tests {
     fn subscriber_counts_each_publishers_messages_once() {
         // Subscribers are ids 0 and 1, publishers 2 and 3.
         let mut bench = Bench::new(&["broadcast", "-c", "2", "--publishers", "2"]);
-        let mut stamps = Scratch::new(bench.plan.size);
+        let mut stamps = Scratch::new(&bench.plan.filler);
         let from_2 = stamps.broadcast(2, 0, 1_000).to_vec();
         bench.check(Behaviour::Subscriber, 0, MessageKind::Binary, &from_2);
         assert_eq!(bench.count(Counter::Delivered), 1);

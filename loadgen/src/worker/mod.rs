@@ -10,7 +10,8 @@
 //! bound), `outbound.rs` (the dirty list and the sends) and `teardown.rs` (how connections end).
 //!
 //! Hot path (bytes received -> `MessageReader::feed` -> check -> queue next frame -> one send per
-//! connection per loop iteration, all of a loop's sends submitted together): no allocation in steady state
+//! connection per loop iteration, all of a loop's sends submitted together; with `--deflate`, inflating
+//! and compressing with the worker's pooled inflaters and one compressor): no allocation in steady state
 //! (each connection's output buffers and in-flight queue keep their capacity; receive buffers belong to the
 //! engine), no lock, no log line. Counters are plain integers published to the coordinator every few
 //! milliseconds; the latency histogram is handed over once a second. A message is counted as received only
@@ -30,6 +31,7 @@ mod traffic;
 
 use crate::cli::Scenario;
 use crate::clock::now_ns;
+use crate::deflate::MessageCompressor;
 use crate::engine::{Engine, EngineConfig, EngineKind, EpollEngine, IoEvent, NO_SOCK};
 use crate::payload::Scratch;
 use crate::plan::{Phase, Plan, Shared};
@@ -38,6 +40,7 @@ use crate::tls::TlsConn;
 use crate::uring::UringEngine;
 use crate::wire::{ClientHandshake, MessageReader, ReaderLimits, Rng, Role};
 use hdrhistogram::Histogram;
+use ringws::protocol::deflate::{InflatePool, Inflater};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
@@ -115,6 +118,9 @@ struct Conn {
     /// Reconnects since the connection last opened (the backoff grows with them).
     attempts: u32,
     reader: MessageReader,
+    /// permessage-deflate: the inflater of a compressed message that spans receives (from the worker's
+    /// pool, only while that message is in progress).
+    inflating: Option<Box<Inflater>>,
     handshake: Option<Box<ClientHandshake>>,
     /// Frames gathered for the next send (the engine holds the one in flight). Plaintext for wss://.
     out: Vec<u8>,
@@ -129,6 +135,8 @@ struct Ctx<'a> {
     counters: &'a mut Counters,
     hist: &'a mut Histogram<u64>,
     scratch: &'a mut Scratch,
+    /// The worker's compressor when the connection agreed permessage-deflate.
+    compressor: Option<&'a mut MessageCompressor>,
     rng: &'a mut Rng,
     phase: Phase,
     now: u64,
@@ -149,6 +157,10 @@ pub struct Worker<E: Engine> {
     active_cycles: usize,
     dirty: Vec<u32>,
     scratch: Scratch,
+    /// `--deflate`: the compressor of every data message sent on a connection that agreed, and the
+    /// inflaters of what such connections receive (no context takeover: shared, reset per message).
+    compressor: Option<MessageCompressor>,
+    inflate_pool: InflatePool,
     /// Pub/sub publish command being built (publishers with `--topic`).
     command: Vec<u8>,
     /// wss://: plaintext decrypted from one receive (reused).
@@ -256,6 +268,7 @@ impl<E: Engine> Worker<E> {
                 timer_due: 0,
                 attempts: 0,
                 reader: MessageReader::new(Role::Client),
+                inflating: None,
                 handshake: None,
                 out: Vec::new(),
                 tls: None,
@@ -271,7 +284,9 @@ impl<E: Engine> Worker<E> {
             ramp_remaining,
             active_cycles: 0,
             dirty: Vec::with_capacity(conns.len()),
-            scratch: Scratch::new(plan.size),
+            scratch: Scratch::new(&plan.filler),
+            compressor: plan.deflate.map(|d| MessageCompressor::new(d.level)),
+            inflate_pool: InflatePool::default(),
             command: Vec::new(),
             plain: Vec::new(),
             rng: Rng::new(seed),

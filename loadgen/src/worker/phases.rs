@@ -64,11 +64,18 @@ impl<E: Engine> Worker<E> {
             .position(|c| c.gid == 0 && c.state == State::Open)
         {
             let mask = self.rng.mask_key();
-            wire::encode_frame(
-                &mut self.conns[i].out,
+            let conn = &mut self.conns[i];
+            let compressor = self
+                .compressor
+                .as_mut()
+                .filter(|_| conn.reader.deflate().is_on());
+            super::traffic::encode_data(
+                &mut conn.out,
                 self.plan.opcode,
                 VERIFY_PAYLOAD,
                 mask,
+                compressor,
+                &mut self.counters,
             );
             self.counters.inc(Counter::Sent);
             self.mark_dirty(i);

@@ -4,15 +4,17 @@
 //! here; `outbound.rs` hands them to the engine.
 //!
 //! On the hot path (queueing the next echo, a due publish): no allocation in steady state (payloads are
-//! written into the worker's reused scratch and command buffers, frames into the connection's output),
+//! written into the worker's reused scratch and command buffers, compressed into the worker's compressor's
+//! buffer on connections that agreed permessage-deflate, frames into the connection's output),
 //! no lock, no log line. A schedule never lets a connection hold more than `MAX_BACKLOG` unsent bytes: it
 //! pauses and keeps its intended send times, so that the wait shows in the latencies.
 
 use super::{Behaviour, Ctx, State, Traffic, Worker};
+use crate::deflate::MessageCompressor;
 use crate::engine::Engine;
 use crate::payload;
 use crate::plan::Phase;
-use crate::stats::Counter;
+use crate::stats::{Counter, Counters};
 use crate::wire::{self, OpCode};
 use std::sync::atomic::Ordering;
 
@@ -100,11 +102,17 @@ impl<E: Engine> Worker<E> {
         conn.traffic.next_send_seq += 1;
         conn.traffic.in_flight.push_back(sent_ns);
         let payload = self.scratch.echo(conn.gid, seq);
-        wire::encode_frame(
+        let compressor = self
+            .compressor
+            .as_mut()
+            .filter(|_| conn.reader.deflate().is_on());
+        encode_data(
             &mut conn.out,
             self.plan.opcode,
             payload,
             self.rng.mask_key(),
+            compressor,
+            &mut self.counters,
         );
         self.counters.inc(Counter::Sent);
     }
@@ -171,11 +179,17 @@ impl<E: Engine> Worker<E> {
                 }
                 None => payload,
             };
-            wire::encode_frame(
+            let compressor = self
+                .compressor
+                .as_mut()
+                .filter(|_| conn.reader.deflate().is_on());
+            encode_data(
                 &mut conn.out,
                 self.plan.opcode,
                 message,
                 self.rng.mask_key(),
+                compressor,
+                &mut self.counters,
             );
             conn.traffic.next_due_ns += interval;
             self.counters.inc(Counter::Sent);
@@ -224,8 +238,36 @@ pub(super) fn queue_echo_during_feed(
     traffic.next_send_seq += 1;
     traffic.in_flight.push_back(sent_ns);
     let payload = ctx.scratch.echo(gid, seq);
-    wire::encode_frame(out, ctx.plan.opcode, payload, ctx.rng.mask_key());
+    encode_data(
+        out,
+        ctx.plan.opcode,
+        payload,
+        ctx.rng.mask_key(),
+        ctx.compressor.as_deref_mut(),
+        ctx.counters,
+    );
     ctx.counters.inc(Counter::Sent);
+}
+
+/// Appends one data message to `out`, compressed with `compressor` (given when the connection agreed
+/// permessage-deflate; plain when that would not make it smaller), and counts its payload bytes.
+pub(super) fn encode_data(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+    compressor: Option<&mut MessageCompressor>,
+    counters: &mut Counters,
+) {
+    counters.add(Counter::PayloadBytesSent, payload.len() as u64);
+    match compressor {
+        Some(compressor) => {
+            if compressor.encode(out, opcode, payload, mask) {
+                counters.inc(Counter::CompressedSent);
+            }
+        }
+        None => wire::encode_frame(out, opcode, payload, mask),
+    }
 }
 
 #[cfg(test)]
