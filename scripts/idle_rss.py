@@ -9,11 +9,16 @@ broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own
 activity either, so the per-connection figure after the broadcast should stay close to the idle one.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000] [--tls]   (env RINGWS=path to another ringws binary)
+Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate]   (env RINGWS=path to another ringws binary)
 N below 1000 is refused: the figure would be noise (see MIN_N).
 
 With --tls the server runs with a self-signed test certificate (scripts/interop/test_cert.py) and every
 connection is a wss:// one (TLS handshake, then the upgrade), so the figures include the TLS state.
+
+With --deflate every connection offers permessage-deflate as Chrome does (`permessage-deflate;
+client_max_window_bits`) and must get it agreed (the 101 answer is checked); the broadcast is then 1000
+bytes, above the compression threshold, so that it goes out compressed (RSV1) and the figure after it
+includes whatever compressing for the idle connections left behind.
 """
 import os
 import socket
@@ -25,8 +30,9 @@ import time
 
 import ringws_proc
 
-ARGS = [a for a in sys.argv[1:] if a != "--tls"]
+ARGS = [a for a in sys.argv[1:] if a not in ("--tls", "--deflate")]
 TLS = "--tls" in sys.argv[1:]
+DEFLATE = "--deflate" in sys.argv[1:]
 N = int(ARGS[0]) if ARGS else 10000
 # Below this the figure means nothing: VmRSS moves in whole pages, the warm-up's 1000 connections leave the
 # slab, the wheel and the allocator holding room for more than N, and a few KiB of noise divided by a few
@@ -36,7 +42,11 @@ CONTEXT = None
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
 REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           + (b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if DEFLATE else b"")
+           + b"\r\n")
+# The broadcast of the check: below the compression threshold (128 B) without --deflate, above it with.
+BROADCAST_SIZE = 1000 if DEFLATE else 100
 
 
 def open_ws(port):
@@ -52,21 +62,36 @@ def open_ws(port):
         head += chunk
     if not head.startswith(b"HTTP/1.1 101"):
         raise RuntimeError(head.decode(errors="replace"))
+    if DEFLATE and b"permessage-deflate" not in head.lower():
+        raise RuntimeError("permessage-deflate was not agreed: " + head.decode(errors="replace"))
     return s
 
 
+def recv_exactly(s, n):
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            raise RuntimeError("server closed a subscriber")
+        got += chunk
+    return got
+
+
 def broadcast_once(conns):
-    """The first connection sends 100 bytes; every other one must receive the 102-byte frame."""
-    conns[0].sendall(bytes([0x82, 0x80 | 100, 1, 2, 3, 4]) + bytes(100))
+    """The first connection sends BROADCAST_SIZE zero bytes; every other one must receive them in one
+    binary frame (compressed, RSV1 set, with --deflate; the bytes are masked with a zero key)."""
+    n = BROADCAST_SIZE
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    conns[0].sendall(bytes([0x82]) + length + bytes(4) + bytes(n))
+    expected = 0xC2 if DEFLATE else 0x82
     for s in conns[1:]:
-        got = b""
-        while len(got) < 102:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise RuntimeError("server closed a subscriber")
-            got += chunk
-        if got[:2] != bytes([0x82, 100]):
-            raise RuntimeError(f"unexpected frame {got[:8]!r}")
+        first, second = recv_exactly(s, 2)
+        size = second & 0x7F
+        if size == 126:
+            size = int.from_bytes(recv_exactly(s, 2), "big")
+        payload = recv_exactly(s, size)
+        if first != expected or (not DEFLATE and payload != bytes(n)) or (DEFLATE and size >= n):
+            raise RuntimeError(f"unexpected frame {first:#x} of {size} bytes")
 
 
 def main():
@@ -101,7 +126,8 @@ def main():
         time.sleep(1.0)
         after = ringws_proc.rss_kib(server.pid)
         per_conn = (after - before) * 1024 / N
-        print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}")
+        print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}"
+              f"{', permessage-deflate agreed' if DEFLATE else ''}")
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
         print(f"user-space bytes per idle connection: {per_conn:.0f}")
         broadcast_once(conns)
