@@ -11,7 +11,8 @@
 #    whole loadgen run, drain included, against every delivery counted).
 #
 # A figure is printed only when permessage-deflate was agreed on every connection and the loadgen counted
-# no error; otherwise the line says what went wrong (the loadgen's error counters).
+# no error (broadcast: deliveries still missing after the drain are the server's capacity, printed apart);
+# otherwise the line says what went wrong (the loadgen's error counters).
 #
 # Servers: ringws (`serve --workers 1`, default compression: no context takeover, level 6, threshold
 # 128 B, compress-once broadcast); uws-shared and uws-dedicated3kb (uWebSockets.js from npm,
@@ -100,7 +101,10 @@ python3 - "$RESULTS" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def ok(r):
-    return not r["errors"] and r["agreed"] == r["total_connections"]
+    # Broadcast past a server's capacity leaves deliveries missing at the end of the drain: that is the
+    # capacity being measured, not a failure (printed apart). Any other error is.
+    errors = {k: v for k, v in r["errors"].items() if not (r["part"] == "broadcast" and k == "broadcast_missing")}
+    return not errors and r["agreed"] == r["total_connections"]
 print(f'{"part":<10} {"server":<17} {"rounds ok":>9} {"units/s":>11} {"srv us/unit":>11} {"vs ringws":>9} '
       f'{"wire/payload in":>15}')
 for part in ("echo", "broadcast"):
@@ -115,9 +119,11 @@ for part in ("echo", "broadcast"):
         per_s = statistics.median(r["per_s"] for r in good)
         us = statistics.median(r["server_us_per_unit"] for r in good)
         wire = statistics.median(r["wire_per_payload_received"] for r in good)
+        missing = max(r["errors"].get("broadcast_missing", 0) for r in good)
         if server == "ringws":
             base = us
         vs = f"{us / base:.2f}x" if base else "-"
-        print(f'{part:<10} {server:<17} {len(good):>6}/{len(mine):<2} {per_s:>11.0f} {us:>11.3f} {vs:>9} {wire:>15.3f}')
+        print(f'{part:<10} {server:<17} {len(good):>6}/{len(mine):<2} {per_s:>11.0f} {us:>11.3f} {vs:>9} {wire:>15.3f}'
+              + (f"  (up to {missing} deliveries missing after the drain)" if missing else ""))
 PY
 rm -f "$RESULTS"
