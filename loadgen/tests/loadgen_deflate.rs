@@ -1,9 +1,10 @@
 //! `ringws-loadgen --deflate` offers permessage-deflate, sends compressed, inflates what comes back, checks
 //! every payload as without it, and reports wire bytes against payload bytes both ways: against the real
 //! server (agreed: JSON-like payloads cross the wire smaller than they are; `--compression off`: declined,
-//! the wire carries the payload plus framing), on both I/O engines.
+//! the wire carries the payload plus framing), on both I/O engines, and over `wss://`.
 
 mod common;
+use common::tls::TlsServer;
 use common::{loadgen_on, ringws_binary, Run, ServerProcess, ENGINES};
 
 fn f64_at(run: &Run, pointer: &str) -> f64 {
@@ -29,8 +30,13 @@ const ECHO: [&str; 12] = [
 ];
 
 fn echo(engine: &str, url: &str) -> Run {
+    echo_with(engine, url, &[])
+}
+
+fn echo_with(engine: &str, url: &str, extra: &[&str]) -> Run {
     let mut args = ECHO.to_vec();
     args.extend(["--url", url]);
+    args.extend(extra);
     let run = loadgen_on(engine, &args);
     assert!(run.success, "{engine}: errors: {}", run.report["errors"]);
     assert_eq!(run.u64_at("/received"), 3 * 40, "{engine}");
@@ -130,4 +136,25 @@ fn pubsub_broadcast_of_json_is_delivered_compressed_and_checked() {
         published * 5
     );
     assert!(f64_at(&run, "/compression/received/wire_per_payload") < 0.5);
+}
+
+#[test]
+fn agreed_over_wss_json_echoes_cross_the_wire_compressed() {
+    let server = TlsServer::start_for_names(ringws_binary(), &["localhost"], &["--workers", "1"]);
+    let url = server.url("localhost");
+    for engine in ENGINES {
+        let run = echo_with(engine, &url, &["--ca-cert", &server.cert.cert_path]);
+        assert_eq!(run.report["scheme"], "wss", "{engine}");
+        assert_eq!(run.u64_at("/compression/agreed"), 3, "{engine}");
+        for way in ["sent", "received"] {
+            assert_eq!(
+                run.u64_at(&format!("/compression/{way}/compressed_messages")),
+                3 * 40,
+                "{engine} {way}"
+            );
+            // TLS records and handshakes included.
+            let ratio = f64_at(&run, &format!("/compression/{way}/wire_per_payload"));
+            assert!((0.1..0.6).contains(&ratio), "{engine} {way}: {ratio}");
+        }
+    }
 }
