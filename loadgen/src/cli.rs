@@ -196,6 +196,56 @@ pub struct Options {
     pub child_of: usize,
 }
 
+/// Options that only one or some scenarios read (clap ids), with those scenarios; every other option
+/// applies to all. `ringws-loadgen SCENARIO --help` shows a scenario's options only ([`scenario_help`]).
+const SCENARIO_OPTIONS: [(&str, &[Scenario]); 8] = [
+    ("depth", &[Scenario::Echo]),
+    (
+        "rate",
+        &[Scenario::Echo, Scenario::Broadcast, Scenario::Churn],
+    ),
+    ("messages", &[Scenario::Echo, Scenario::Churn]),
+    ("publishers", &[Scenario::Broadcast]),
+    ("topic", &[Scenario::Broadcast]),
+    ("hold", &[Scenario::Connect]),
+    ("ping_interval", &[Scenario::Connect]),
+    ("verify_broadcast", &[Scenario::Connect]),
+];
+
+/// The scenario a command line asks help for: `SCENARIO --help` (or `-h`, in any order); `None` when it
+/// asks none, or names no scenario (then clap's own help shows everything).
+pub fn help_scenario<S: AsRef<str>>(args: &[S]) -> Option<Scenario> {
+    let args: Vec<&str> = args.iter().skip(1).map(AsRef::as_ref).collect();
+    if !args.iter().any(|a| *a == "--help" || *a == "-h") {
+        return None;
+    }
+    args.iter().find_map(|a| Scenario::from_str(a, false).ok())
+}
+
+/// The long help of `scenario`: its description, then only the options it reads (and the common ones).
+pub fn scenario_help(scenario: Scenario) -> String {
+    use clap::CommandFactory;
+    let name = scenario
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let about = scenario
+        .to_possible_value()
+        .and_then(|v| v.get_help().map(ToString::to_string))
+        .unwrap_or_default();
+    let mut command = Options::command()
+        .about(about)
+        .long_about(None)
+        .override_usage(format!("ringws-loadgen {name} [OPTIONS]"))
+        .mut_arg("scenario", |arg| arg.hide(true));
+    for (id, scenarios) in SCENARIO_OPTIONS {
+        if !scenarios.contains(&scenario) {
+            command = command.mut_arg(id, |arg| arg.hide(true));
+        }
+    }
+    command.render_long_help().to_string()
+}
+
 /// The parsed target of `--url`.
 #[derive(Clone, Debug)]
 pub struct Target {

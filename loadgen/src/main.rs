@@ -25,6 +25,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(scenario) = cli::help_scenario(&args) {
+        print!("{}", cli::scenario_help(scenario));
+        return;
+    }
     let options = cli::Options::parse();
     if let Err(message) = options.validate() {
         eprintln!("ringws-loadgen: {message}");
