@@ -6,6 +6,7 @@
 //! used by `app` and `server`. See `docs/ARCHITECTURE.md`.
 
 pub mod app;
+pub mod broker;
 pub mod cli;
 pub mod protocol;
 pub mod reactor;

@@ -17,7 +17,8 @@
 //! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
 //! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
 //! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
-//! per worker (one handler per worker thread): no lock. Subscribe/unsubscribe allocate (topic names, table
+//! per worker (one handler per worker thread): no lock. A topic's first and last subscriber in the worker
+//! are told to the node's broker (`--broker`, `crate::broker`), which joins the topic on Redis. Subscribe/unsubscribe allocate (topic names, table
 //! entries); publishing allocates only the shared frame.
 
 use serde::Deserialize;
@@ -66,12 +67,29 @@ impl PubSub {
         self
     }
 
-    /// Subscribes `conn` to `topic`; an error is the text of the reply.
-    fn subscribe(&mut self, conn: ConnId, topic: &str) -> Result<(), &'static str> {
-        self.topics
+    /// Subscribes `conn` to `topic`; an error is the text of the reply. A topic's first subscriber in
+    /// this worker, and its last leaving ([`PubSub::unsubscribe`], `on_close`), are told to the node's
+    /// broker (`--broker`: the node subscribes to the topic on Redis while any worker wants it).
+    fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        topic: &str,
+    ) -> Result<(), &'static str> {
+        let subscribed = self
+            .topics
             .subscribe(conn, topic)
-            .map(|_subscribed| ())
-            .map_err(SubscribeError::message)
+            .map_err(SubscribeError::message)?;
+        if subscribed.first {
+            ctx.core.topic_interest(topic, true);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str) {
+        if self.topics.unsubscribe(conn, topic).last {
+            ctx.core.topic_interest(topic, false);
+        }
     }
 
     fn answer(
@@ -122,11 +140,11 @@ impl PubSub {
         };
         match op {
             1 => {
-                let result = self.subscribe(conn, topic);
+                let result = self.subscribe(ctx, conn, topic);
                 self.answer(ctx, conn, result, name, topic);
             }
             2 => {
-                self.topics.unsubscribe(conn, topic);
+                self.unsubscribe(ctx, conn, topic);
                 self.answer(ctx, conn, Ok(()), name, topic);
             }
             _ => {
@@ -145,7 +163,7 @@ impl PubSub {
 impl Handler for PubSub {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
         for topic in query_params(path, "topic") {
-            if let Err(e) = self.subscribe(conn, topic) {
+            if let Err(e) = self.subscribe(ctx, conn, topic) {
                 self.answer(ctx, conn, Err(e), "sub", topic);
             }
         }
@@ -224,8 +242,10 @@ impl Handler for PubSub {
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
-        self.topics.remove_subscriber(conn);
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
+        for topic in self.topics.remove_subscriber(conn) {
+            ctx.core.topic_interest(&topic, false);
+        }
     }
 
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {

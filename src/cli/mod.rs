@@ -306,6 +306,10 @@ pub struct ServeArgs {
     /// (exit 2).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Join other nodes through Redis pub/sub: redis://[user:pass@]HOST:PORT[/db] (repeatable: topics
+    /// are spread over several). Redis down: local traffic goes on, /healthz answers 503.
+    #[arg(long, value_name = "URL")]
+    pub broker: Vec<String>,
     /// Size of each provided receive buffer.
     #[arg(long, default_value_t = ByteSize(server_defaults().recv_buffer_size))]
     pub recv_buffer_size: ByteSize,
@@ -520,6 +524,7 @@ impl ServeArgs {
             publish: None,
             max_subscriptions: self.max_subscriptions,
             metrics_listen: self.metrics_listen,
+            broker: self.broker.clone(),
             tls: None,
             compression: self.compression_config(),
         }
@@ -919,6 +924,8 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         publish = ?c.publish, // the token redacted
         metrics_listen = ?c.metrics_listen,
         compression = ?c.compression,
+        // Addresses only: a URL may hold a password.
+        broker = ?c.broker_urls().unwrap_or_default().iter().map(|u| &u.addr).collect::<Vec<_>>(),
         config_file = ?args.config,
         ring = server.ring_setup(),
         "ringws started"
@@ -1226,6 +1233,7 @@ mod tests {
             max_subscriptions,
             metrics_listen,
             drain_window,
+            broker,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
             compression,
         } = ServerConfig::default();
@@ -1251,6 +1259,7 @@ mod tests {
             max_pending_request_memory
         );
         assert_eq!(parsed.allowed_origins, allowed_origins);
+        assert_eq!(parsed.broker, broker);
         assert_eq!(parsed.subprotocols, subprotocols);
         assert_eq!(parsed.handshake_timeout, handshake_timeout);
         assert_eq!(parsed.idle_timeout, idle_timeout);

@@ -224,22 +224,31 @@ pub fn route(method: &str, path: &str, metrics: &[Arc<WorkerMetrics>], out: &mut
         write_http_response(out, 405, "text/plain; charset=utf-8", &headers, body);
         return 405;
     }
-    let (content_type, body) = if path == "/metrics" {
+    let (status, content_type, body) = if path == "/metrics" {
         (
+            200,
             "text/plain; version=0.0.4; charset=utf-8",
             render_prometheus(metrics).into_bytes(),
         )
     } else {
-        ("text/plain; charset=utf-8", b"ok\n".to_vec())
+        match super::metrics::health(metrics) {
+            Ok(()) => (200, "text/plain; charset=utf-8", b"ok\n".to_vec()),
+            // A `--broker` link down.
+            Err(reason) => (
+                503,
+                "text/plain; charset=utf-8",
+                format!("{reason}\n").into_bytes(),
+            ),
+        }
     };
     let start = out.len();
-    write_http_response(out, 200, content_type, &[close], &body);
+    write_http_response(out, status, content_type, &[close], &body);
     if head {
         // Same headers, no body.
         out.truncate(out.len() - body.len());
         debug_assert!(out.len() > start);
     }
-    200
+    status
 }
 
 #[cfg(test)]

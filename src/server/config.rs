@@ -147,6 +147,10 @@ pub struct ServerConfig {
     /// [`crate::server::admin`]); when set, `/metrics` on the WebSocket port answers 404 (`/healthz` stays
     /// there too). Default `None`: `/metrics` is served on the WebSocket port.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--broker`: Redis servers joining this node to others (`redis://[user:pass@]HOST:PORT[/db]`, see
+    /// docs/CLUSTER.md); topics are spread over several by rendezvous hashing. Empty (the default): a
+    /// node on its own, no broker thread.
+    pub broker: Vec<String>,
     /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
     /// Build it with [`crate::server::tls::load_server_config`].
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -190,6 +194,7 @@ impl Default for ServerConfig {
             publish: None,
             max_subscriptions: 64,
             metrics_listen: None,
+            broker: Vec::new(),
             tls: None,
             compression: crate::protocol::deflate::DeflateConfig::default(),
         }
@@ -448,7 +453,35 @@ impl ServerConfig {
             }
         }
         self.validate_compression()?;
+        for (i, url) in self.broker.iter().enumerate() {
+            let parsed = match crate::broker::RedisUrl::parse(url) {
+                Ok(parsed) => parsed,
+                // Never the URL itself: it may hold a password.
+                Err(e) => {
+                    return invalid(
+                        "--broker",
+                        format!("URL {} of {}: {e}", i + 1, self.broker.len()),
+                    )
+                }
+            };
+            if self.broker[..i].iter().any(|other| {
+                crate::broker::RedisUrl::parse(other).is_ok_and(|o| o.addr == parsed.addr)
+            }) {
+                return invalid("--broker", format!("{} is given twice", parsed.addr));
+            }
+        }
         Ok(())
+    }
+
+    /// The parsed `--broker` URLs, or `None` without any (checked by [`ServerConfig::validate`]: one that
+    /// does not parse is left out here).
+    pub fn broker_urls(&self) -> Option<Vec<crate::broker::RedisUrl>> {
+        let urls: Vec<_> = self
+            .broker
+            .iter()
+            .filter_map(|url| crate::broker::RedisUrl::parse(url).ok())
+            .collect();
+        (!urls.is_empty()).then_some(urls)
     }
 }
 
@@ -468,6 +501,32 @@ mod tests {
     #[test]
     fn the_default_config_is_valid() {
         assert_eq!(ServerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn broker_urls_are_checked_without_showing_a_password() {
+        let text = refused(
+            |c| c.broker = vec!["redis://u:hunter2@h".into()],
+            "--broker",
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        refused(
+            |c| c.broker = vec!["redis://h:1".into(), "redis://:p@h:1/2".into()],
+            "--broker",
+        );
+        let config = ServerConfig {
+            broker: vec!["redis://h:1".into(), "redis://h:2/1".into()],
+            ..ServerConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let addrs: Vec<String> = config
+            .broker_urls()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.addr)
+            .collect();
+        assert_eq!(addrs, ["h:1", "h:2"]);
+        assert!(ServerConfig::default().broker_urls().is_none());
     }
 
     #[test]

@@ -222,6 +222,8 @@ pub struct WorkerMetrics {
     pub request_memory: Counter,
     /// permessage-deflate: bytes before and after, messages compressed, inflate failures, inflaters held.
     pub deflate: DeflateMetrics,
+    /// The node's broker link (`--broker`), the same for every worker: rendered once, from the first.
+    pub broker: Option<std::sync::Arc<crate::broker::BrokerStatus>>,
 }
 
 /// `ringws_deflate_bytes_total{direction,stage}` labels, in the order of [`DeflateMetrics::bytes`]: what
@@ -337,6 +339,14 @@ fn render_deflate(out: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
             "ringws_inflaters_held{{worker=\"{i}\"}} {}",
             m.deflate.inflaters_held.get()
         );
+    }
+}
+
+/// `/healthz` (both listeners): `Err(reason)` while the node is not whole (a `--broker` link down).
+pub fn health(workers: &[std::sync::Arc<WorkerMetrics>]) -> Result<(), String> {
+    match workers.first().and_then(|w| w.broker.as_ref()) {
+        Some(broker) => broker.down_reason().map_or(Ok(()), Err),
+        None => Ok(()),
     }
 }
 
@@ -607,6 +617,9 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
         }
     }
     TLS_CERTIFICATE.render(&mut out);
+    if let Some(broker) = workers.first().and_then(|w| w.broker.as_ref()) {
+        broker.render(&mut out);
+    }
     let families: [(&str, &str, CloseCounters); 2] = [
         (
             "ringws_closes_total",

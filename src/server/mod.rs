@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) accept_rearms: AtomicUsize,
     /// Open WebSocket connections over all workers (for `--max-connections`).
     pub(crate) websockets_open: AtomicUsize,
+    /// The link to the other nodes through Redis (`--broker`), if any.
+    pub(crate) broker: Option<crate::broker::Broker>,
 }
 
 /// A running server.
@@ -75,6 +77,8 @@ pub struct ServerHandle {
     admin: Option<admin::AdminListener>,
     /// Duplicates of the workers' listeners, for a takeover (dropped on shutdown and handover).
     handover: Arc<takeover::ListenerSet>,
+    /// The broker's threads (`--broker`), which stop at the shutdown.
+    broker_threads: Vec<JoinHandle<()>>,
 }
 
 /// Where [`Server::start_with`] gets its listeners.
@@ -200,10 +204,20 @@ impl Server {
                 .collect::<std::io::Result<Vec<_>>>()?,
         ));
         let (inboxes, receivers) = Inboxes::new(workers, config.inbox_capacity);
+        // `--broker`: the links exist now (workers hand them publishes); their threads start below.
+        let broker = config
+            .broker_urls()
+            .map(|urls| crate::broker::Broker::new(&urls));
+        let broker_status = broker.as_ref().map(|b| Arc::clone(b.status()));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics: (0..workers)
-                .map(|_| Arc::new(WorkerMetrics::default()))
+                .map(|_| {
+                    Arc::new(WorkerMetrics {
+                        broker: broker_status.clone(),
+                        ..WorkerMetrics::default()
+                    })
+                })
                 .collect(),
             inboxes,
             shutdown: AtomicBool::new(false),
@@ -211,6 +225,7 @@ impl Server {
             accepts_stopped: AtomicUsize::new(0),
             accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
+            broker,
         });
         let make_handler = Arc::new(make_handler);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
@@ -274,6 +289,16 @@ impl Server {
                 return Err(e);
             }
         };
+        let broker_threads = match &shared.broker {
+            Some(broker) => match broker.start(&shared) {
+                Ok(threads) => threads,
+                Err(e) => {
+                    shared.shutdown.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            },
+            None => Vec::new(),
+        };
         Ok(ServerHandle {
             shared,
             threads,
@@ -282,6 +307,7 @@ impl Server {
             doorbell: Mutex::new(None),
             admin,
             handover,
+            broker_threads,
         })
     }
 }
@@ -400,6 +426,9 @@ impl ServerHandle {
         }
         // One doorbell per worker until it answers, not one per published message.
         self.wake(|worker| self.shared.inboxes.claim_doorbell(worker));
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(topic.as_ref(), &message);
+        }
     }
 
     /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the
@@ -486,6 +515,9 @@ impl ServerHandle {
     /// Waits for every worker to finish, then stops the operators' listener (it answers until then).
     pub fn join(self) {
         for thread in self.threads {
+            let _ = thread.join();
+        }
+        for thread in self.broker_threads {
             let _ = thread.join();
         }
         if let Some(mut admin) = self.admin {

@@ -41,14 +41,15 @@ pub fn route(
     metrics: &[std::sync::Arc<WorkerMetrics>],
     out: &mut Vec<u8>,
 ) -> u16 {
-    route_with_metrics(request, Some(metrics), out)
+    route_with_metrics(request, metrics, true, out)
 }
 
-/// [`route`], with `metrics` `None` when `/metrics` lives on the operators' listener: it is then
-/// answered 404 here ([`METRICS_ELSEWHERE`]).
+/// [`route`], with `serve_metrics` false when `/metrics` lives on the operators' listener: it is then
+/// answered 404 here ([`METRICS_ELSEWHERE`]). `/healthz` reads `metrics` either way (the broker link).
 pub fn route_with_metrics(
     request: &Request<'_>,
-    metrics: Option<&[std::sync::Arc<WorkerMetrics>]>,
+    metrics: &[std::sync::Arc<WorkerMetrics>],
+    serve_metrics: bool,
     out: &mut Vec<u8>,
 ) -> u16 {
     let close = [("Connection", "close")];
@@ -69,14 +70,21 @@ pub fn route_with_metrics(
         return 405;
     }
     let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match path {
-        "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
-        "/metrics" => match metrics {
-            Some(metrics) => (
+        "/healthz" => match super::metrics::health(metrics) {
+            Ok(()) => (200, "text/plain; charset=utf-8", b"ok\n"[..].into()),
+            Err(reason) => (
+                503,
+                "text/plain; charset=utf-8",
+                format!("{reason}\n").into_bytes().into(),
+            ),
+        },
+        "/metrics" => match serve_metrics {
+            true => (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 render_prometheus(metrics).into_bytes().into(),
             ),
-            None => (404, "text/plain; charset=utf-8", METRICS_ELSEWHERE.into()),
+            false => (404, "text/plain; charset=utf-8", METRICS_ELSEWHERE.into()),
         },
         "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
         _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
@@ -215,13 +223,16 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut out = Vec::new();
-        assert_eq!(route_with_metrics(&request, None, &mut out), 404);
+        assert_eq!(route_with_metrics(&request, &[], false, &mut out), 404);
         assert!(out.ends_with(METRICS_ELSEWHERE));
         let raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
             .unwrap()
             .unwrap();
-        assert_eq!(route_with_metrics(&request, None, &mut Vec::new()), 200);
+        assert_eq!(
+            route_with_metrics(&request, &[], false, &mut Vec::new()),
+            200
+        );
     }
 
     #[test]

@@ -173,6 +173,9 @@ impl Core {
         });
         let fanout = self.deliver_shared(&message, except);
         self.sender_budget.last = Some(fanout);
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(None, &message);
+        }
     }
 
     /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
@@ -184,6 +187,9 @@ impl Core {
             topic: Arc::clone(&topic),
             message: message.clone(),
         });
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(Some(&topic), &message);
+        }
         self.published.push((topic, message));
     }
 
@@ -211,6 +217,14 @@ impl Core {
             self.metrics.deflate.not_smaller.inc();
         }
         message
+    }
+
+    /// `topic` gained its first subscriber in this worker (`wanted`) or lost its last: with `--broker`,
+    /// the node subscribes to it on Redis while any worker wants it. Off the message path.
+    pub(crate) fn topic_interest(&self, topic: &str, wanted: bool) {
+        if let Some(broker) = &self.shared.broker {
+            broker.interest(topic, wanted);
+        }
     }
 
     /// Puts one message (made by `make`) in every other worker's inbox and marks its doorbell for the end

@@ -510,6 +510,7 @@ mod tests {
             accepts_stopped: AtomicUsize::new(0),
             accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
+            broker: None,
         });
         #[cfg(not(feature = "sim-ring"))]
         let ring = Ring::new(64, 128, 16).expect("io_uring");

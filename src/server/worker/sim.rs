@@ -145,6 +145,7 @@ fn run_with<H: Handler>(mut handler: H, config: SimConfig, events: &[u8]) -> Sim
         accepts_stopped: AtomicUsize::new(0),
         accept_rearms: AtomicUsize::new(0),
         websockets_open: AtomicUsize::new(0),
+        broker: None,
     });
     let max_conns = server_config.effective_connections_per_worker();
     let table_size = max_conns + admission_reserve(max_conns);

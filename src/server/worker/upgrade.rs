@@ -184,13 +184,10 @@ impl<H: Handler> Worker<'_, H> {
             self.core.metrics.http_requests.inc();
             // With its own listener, /metrics is not served here.
             let shared = Arc::clone(&self.core.shared);
-            let metrics = config
-                .metrics_listen
-                .is_none()
-                .then_some(&shared.metrics[..]);
-            let status = self
-                .core
-                .answer_http(key, |out| http::route_with_metrics(&request, metrics, out));
+            let here = config.metrics_listen.is_none();
+            let status = self.core.answer_http(key, |out| {
+                http::route_with_metrics(&request, &shared.metrics, here, out)
+            });
             // Not a failed handshake (no WebSocket was asked for), but a refused connection.
             if status >= 400 {
                 let reason = match status {

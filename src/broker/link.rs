@@ -1,0 +1,706 @@
+//! One Redis: a subscriber thread on the pub/sub connection and a publisher thread on another, each a
+//! blocking `std::net::TcpStream` with its own read buffer and the `redis-protocol` RESP codec.
+//!
+//! Owns reconnecting (backoff with jitter, one log line per state change), the batched
+//! SUBSCRIBE/UNSUBSCRIBE of the node's channels on this Redis, the pipelined PUBLISH of what the workers
+//! queued, and the handoff of received messages to the workers (one `SharedMessage` per message, an inbox
+//! entry and at most one doorbell per worker per read). Must never block a worker, never panic on what
+//! Redis sends (a reply it cannot decode resets the link), and never hold unbounded memory: the publish
+//! queue is bounded, and interest changes are the transitions of the workers' topic tables.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::decode::decode_range;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
+
+use super::envelope::{self, Gaps, Sequences};
+use super::{BrokerStatus, Interest, Outgoing, RedisUrl};
+use crate::reactor::ring::DoorbellRing;
+use crate::reactor::{Op, UserData, NO_CONNECTION};
+use crate::server::inbox::{Sent, WorkerMessage};
+use crate::server::{Shared, SharedMessage};
+
+/// How long a subscriber waits for Redis before it looks at interest changes and the shutdown flag (the
+/// most a new subscription waits before its SUBSCRIBE is sent).
+const POLL: Duration = Duration::from_millis(10);
+/// The most PUBLISH commands written in one write.
+const PUBLISH_BATCH: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A reply Redis does not send within this is a broken link.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The largest reply kept while incomplete (a published message is at most `--max-message-size`).
+const MAX_BUFFERED: usize = 512 << 20;
+
+/// Why a connection to Redis ended.
+#[derive(Debug)]
+pub(super) enum LinkError {
+    Io(io::Error),
+    /// Bytes that are not RESP, or a reply of the wrong shape.
+    Garbage(String),
+    /// An error reply to AUTH, SELECT or SUBSCRIBE.
+    Refused(String),
+    /// The server is shutting down.
+    Stopped,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Io(e) => write!(f, "{e}"),
+            LinkError::Garbage(what) => write!(f, "reply not understood: {what}"),
+            LinkError::Refused(what) => write!(f, "refused: {what}"),
+            LinkError::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> Self {
+        LinkError::Io(e)
+    }
+}
+
+/// A connection with its read buffer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already decoded.
+    pos: usize,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    fn open(url: &RedisUrl, select_db: bool) -> Result<Conn, LinkError> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut stream = None;
+        for addr in url.addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or(LinkError::Io(last))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(64 << 10),
+            pos: 0,
+            out: Vec::with_capacity(64 << 10),
+        };
+        if let Some((user, password)) = &url.auth {
+            match user {
+                Some(user) => conn.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => conn.command(&[b"AUTH", password.as_bytes()]),
+            }
+            conn.flush()?;
+            conn.expect_ok("AUTH")?;
+        }
+        if select_db && url.db != 0 {
+            let db = url.db.to_string();
+            conn.command(&[b"SELECT", db.as_bytes()]);
+            conn.flush()?;
+            conn.expect_ok("SELECT")?;
+        }
+        Ok(conn)
+    }
+
+    /// Appends one command (an array of bulk strings) to the output.
+    fn command(&mut self, args: &[&[u8]]) {
+        let parts: Vec<BorrowedFrame<'_>> =
+            args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+        self.command_frames(&parts);
+    }
+
+    fn command_frames(&mut self, parts: &[BorrowedFrame<'_>]) {
+        let frame = BorrowedFrame::Array(parts);
+        let start = self.out.len();
+        self.out.resize(start + frame.encode_len(false), 0);
+        // The buffer was sized by the codec's own length: encoding cannot run short.
+        let written = encode_borrowed(&mut self.out[start..], &frame, false).unwrap_or(0);
+        self.out.truncate(start + written);
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.stream.write_all(&self.out);
+        self.out.clear();
+        result
+    }
+
+    /// The next complete frame in the buffer (its ranges index `self.buf[self.pos - used..]`), reading
+    /// more when needed; `Ok(None)` when a read timed out first.
+    fn next_frame(&mut self) -> Result<Option<(RangeFrame, usize)>, LinkError> {
+        loop {
+            if self.pos < self.buf.len() {
+                match decode_range(&self.buf[self.pos..]) {
+                    Ok(Some((frame, used))) => {
+                        let start = self.pos;
+                        self.pos += used;
+                        return Ok(Some((frame, start)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(LinkError::Garbage(e.to_string())),
+                }
+            }
+            if self.pos > 0 && self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+            } else if self.pos > self.buf.capacity() / 2 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            if self.buf.len() - self.pos > MAX_BUFFERED {
+                return Err(LinkError::Garbage("reply over 512 MiB".into()));
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + (64 << 10), 0);
+            let read = self.stream.read(&mut self.buf[len..]);
+            match read {
+                Ok(0) => {
+                    self.buf.truncate(len);
+                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(n) => self.buf.truncate(len + n),
+                Err(e) => {
+                    self.buf.truncate(len);
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        return Ok(None);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// The next frame, waiting for it (a timeout is an error).
+    fn reply(&mut self) -> Result<(RangeFrame, usize), LinkError> {
+        self.next_frame()?
+            .ok_or_else(|| LinkError::Io(io::ErrorKind::TimedOut.into()))
+    }
+
+    fn bytes(&self, start: usize, range: &(usize, usize)) -> &[u8] {
+        self.buf
+            .get(start + range.0..start + range.1)
+            .unwrap_or_default()
+    }
+
+    fn expect_ok(&mut self, what: &str) -> Result<(), LinkError> {
+        match self.reply()? {
+            (RangeFrame::SimpleString(_), _) => Ok(()),
+            (RangeFrame::Error(range), start) => Err(LinkError::Refused(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(self.bytes(start, &range))
+            ))),
+            (other, _) => Err(LinkError::Garbage(format!("{what}: {}", shape(&other)))),
+        }
+    }
+}
+
+/// A reply's RESP type, for error messages.
+fn shape(frame: &RangeFrame) -> &'static str {
+    match frame {
+        RangeFrame::SimpleString(_) => "a simple string",
+        RangeFrame::Error(_) => "an error",
+        RangeFrame::Integer(_) => "an integer",
+        RangeFrame::BulkString(_) => "a bulk string",
+        RangeFrame::Array(_) => "an array",
+        RangeFrame::Null => "null",
+    }
+}
+
+/// The state of one connection as logged: one line per change.
+struct LinkLog {
+    role: &'static str,
+    addr: String,
+    up: Option<bool>,
+    attempt: u32,
+}
+
+impl LinkLog {
+    fn up(&mut self) {
+        if self.up != Some(true) {
+            tracing::info!(redis = %self.addr, "broker {} connection up", self.role);
+        }
+        self.up = Some(true);
+        self.attempt = 0;
+    }
+
+    fn down(&mut self, error: &LinkError) {
+        if self.up != Some(false) {
+            tracing::warn!(
+                redis = %self.addr,
+                "broker {} connection down: {error}; retrying with backoff",
+                self.role
+            );
+        }
+        self.up = Some(false);
+    }
+
+    /// The wait before the next attempt: 100 ms doubling up to 5 s, +-25% jitter.
+    fn backoff(&mut self) -> Duration {
+        let base = BACKOFF_FIRST
+            .saturating_mul(1 << self.attempt.min(6))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        let jitter = random() % 501; // 0..=500 thousandths
+        base.mul_f64(0.75 + jitter as f64 / 1000.0)
+    }
+}
+
+/// A random number from the standard library's per-process random hasher keys.
+pub(super) fn random() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+/// Everything one link's threads share.
+pub(super) struct LinkContext {
+    pub(super) index: usize,
+    pub(super) url: RedisUrl,
+    pub(super) node: u64,
+    /// Whether this link carries the broadcast channel.
+    pub(super) broadcast: bool,
+    pub(super) status: Arc<BrokerStatus>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl LinkContext {
+    fn stopping(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Sleeps `wait` in slices, returning early (with `Stopped`) at shutdown; `each` runs between slices.
+    fn sleep(&self, wait: Duration, mut each: impl FnMut()) -> Result<(), LinkError> {
+        let until = Instant::now() + wait;
+        loop {
+            each();
+            if self.stopping() {
+                return Err(LinkError::Stopped);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// The pub/sub connection's thread: keeps the node's channels on this Redis subscribed and hands what
+/// arrives to the workers.
+pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
+    let mut subscriber = Subscriber {
+        wanted: HashMap::new(),
+        subscribed: HashSet::new(),
+        gaps: Gaps::default(),
+        doorbell: None,
+        ring: vec![false; link.shared.inboxes.len()],
+        interests,
+        changed: true,
+    };
+    let mut log = LinkLog {
+        role: "subscriber",
+        addr: link.url.addr.clone(),
+        up: None,
+        attempt: 0,
+    };
+    let status = &link.status.links[link.index].subscriber_up;
+    loop {
+        subscriber.take_interests();
+        let error = match Conn::open(&link.url, false) {
+            Ok(mut conn) => match subscriber.serve(&link, &mut conn, &mut log) {
+                Err(LinkError::Stopped) => return,
+                Err(e) => {
+                    if log.up == Some(true) {
+                        link.status.resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    e
+                }
+                Ok(()) => return,
+            },
+            Err(e) => e,
+        };
+        status.store(false, Ordering::Release);
+        subscriber.subscribed.clear();
+        subscriber.changed = true;
+        log.down(&error);
+        let wait = log.backoff();
+        if link.sleep(wait, || subscriber.take_interests()).is_err() {
+            return;
+        }
+    }
+}
+
+struct Subscriber {
+    /// Channels the node wants from this Redis: how many workers want each.
+    wanted: HashMap<String, u32>,
+    /// Channels subscribed on the current connection.
+    subscribed: HashSet<String>,
+    gaps: Gaps,
+    doorbell: Option<DoorbellRing>,
+    /// Workers whose inbox got a message since the last doorbells.
+    ring: Vec<bool>,
+    interests: Receiver<Interest>,
+    /// `wanted` changed since the last sync, or the connection is new.
+    changed: bool,
+}
+
+impl Subscriber {
+    fn take_interests(&mut self) {
+        loop {
+            match self.interests.try_recv() {
+                Ok(Interest { channel, wanted }) => {
+                    self.changed = true;
+                    if wanted {
+                        *self.wanted.entry(channel).or_insert(0) += 1;
+                    } else if let Some(count) = self.wanted.get_mut(&channel) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.wanted.remove(&channel);
+                        }
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Sends one SUBSCRIBE for every wanted channel not subscribed and one UNSUBSCRIBE for every
+    /// subscribed channel no longer wanted.
+    fn sync_subscriptions(&mut self, link: &LinkContext, conn: &mut Conn) -> io::Result<()> {
+        if !std::mem::take(&mut self.changed) {
+            return Ok(());
+        }
+        let wants = |subscriber: &Subscriber, channel: &str| {
+            subscriber.wanted.contains_key(channel)
+                || (link.broadcast && channel == envelope::BROADCAST_CHANNEL)
+        };
+        let mut join: Vec<String> = self
+            .wanted
+            .keys()
+            .filter(|c| !self.subscribed.contains(*c))
+            .cloned()
+            .collect();
+        if link.broadcast && !self.subscribed.contains(envelope::BROADCAST_CHANNEL) {
+            join.push(envelope::BROADCAST_CHANNEL.to_string());
+        }
+        let leave: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|c| !wants(self, c))
+            .cloned()
+            .collect();
+        if !join.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+            args.extend(join.iter().map(|c| c.as_bytes()));
+            conn.command(&args);
+        }
+        if !leave.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"UNSUBSCRIBE"];
+            args.extend(leave.iter().map(|c| c.as_bytes()));
+            conn.command(&args);
+        }
+        if join.is_empty() && leave.is_empty() {
+            return Ok(());
+        }
+        conn.flush()?;
+        for channel in leave {
+            self.gaps.forget(channel.as_bytes());
+            self.subscribed.remove(&channel);
+        }
+        self.subscribed.extend(join);
+        Ok(())
+    }
+
+    fn serve(
+        &mut self,
+        link: &LinkContext,
+        conn: &mut Conn,
+        log: &mut LinkLog,
+    ) -> Result<(), LinkError> {
+        self.sync_subscriptions(link, conn)?;
+        // The connection answers PING in pub/sub mode: one round trip proves the link before it is up.
+        conn.command(&[b"PING"]);
+        conn.flush()?;
+        conn.stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        loop {
+            let (frame, start) = conn.reply()?;
+            if self.handle(link, conn, frame, start)? {
+                break;
+            }
+        }
+        link.status.links[link.index]
+            .subscriber_up
+            .store(true, Ordering::Release);
+        log.up();
+        conn.stream.set_read_timeout(Some(POLL))?;
+        let mut idle_since = Instant::now();
+        loop {
+            if link.stopping() {
+                return Err(LinkError::Stopped);
+            }
+            match conn.next_frame()? {
+                Some((frame, start)) => {
+                    self.handle(link, conn, frame, start)?;
+                    idle_since = Instant::now();
+                    // Keep reading what is buffered before waking the workers.
+                    if conn.pos < conn.buf.len() {
+                        continue;
+                    }
+                }
+                None => {
+                    if idle_since.elapsed() > REPLY_TIMEOUT {
+                        // A ping now and then: a link Redis dropped without a FIN is found within seconds.
+                        conn.command(&[b"PING"]);
+                        conn.flush()?;
+                        idle_since = Instant::now();
+                    }
+                }
+            }
+            self.ring_doorbells(link);
+            self.take_interests();
+            self.sync_subscriptions(link, conn)?;
+        }
+    }
+
+    /// One frame from the pub/sub connection; returns whether it was the answer to a PING.
+    fn handle(
+        &mut self,
+        link: &LinkContext,
+        conn: &Conn,
+        frame: RangeFrame,
+        start: usize,
+    ) -> Result<bool, LinkError> {
+        let RangeFrame::Array(parts) = frame else {
+            return match frame {
+                RangeFrame::SimpleString(range) if conn.bytes(start, &range) == b"PONG" => Ok(true),
+                RangeFrame::Error(range) => Err(LinkError::Refused(
+                    String::from_utf8_lossy(conn.bytes(start, &range)).into_owned(),
+                )),
+                other => Err(LinkError::Garbage(format!(
+                    "{} on the pub/sub connection",
+                    shape(&other)
+                ))),
+            };
+        };
+        let bulk = |i: usize| match parts.get(i) {
+            Some(RangeFrame::BulkString(range)) => Some(conn.bytes(start, range)),
+            _ => None,
+        };
+        match bulk(0) {
+            Some(b"message") => {
+                let (Some(channel), Some(payload)) = (bulk(1), bulk(2)) else {
+                    return Err(LinkError::Garbage(
+                        "message without channel or payload".into(),
+                    ));
+                };
+                self.deliver(link, channel, payload);
+                Ok(false)
+            }
+            Some(b"subscribe" | b"unsubscribe") => Ok(false),
+            Some(b"pong") => Ok(true),
+            _ => Err(LinkError::Garbage(
+                "unknown push on the pub/sub connection".into(),
+            )),
+        }
+    }
+
+    /// A message from Redis: encoded once, handed to every worker.
+    fn deliver(&mut self, link: &LinkContext, channel: &[u8], payload: &[u8]) {
+        let Some(topic) = envelope::topic_of(channel) else {
+            return;
+        };
+        let Ok(envelope) = envelope::decode(payload) else {
+            link.status.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if envelope.node == link.node {
+            // Our own publish, delivered locally when it was made.
+            return;
+        }
+        let lost = self
+            .gaps
+            .received(envelope.node, channel, envelope.sequence);
+        if lost > 0 {
+            link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
+        }
+        link.status.received.fetch_add(1, Ordering::Relaxed);
+        let message = SharedMessage::encode(envelope.kind, envelope.payload);
+        let topic: Option<Arc<str>> = topic.map(Arc::from);
+        let inboxes = &link.shared.inboxes;
+        for worker in 0..inboxes.len() {
+            let sent = match &topic {
+                Some(topic) => WorkerMessage::Publish {
+                    topic: Arc::clone(topic),
+                    message: message.clone(),
+                },
+                None => WorkerMessage::Broadcast {
+                    message: message.clone(),
+                    except: None,
+                },
+            };
+            match inboxes.send(worker, sent) {
+                Sent::Queued => self.ring[worker] = true,
+                Sent::Full => {
+                    link.shared.metrics[worker].handoff_drops.inc();
+                    self.ring[worker] = true;
+                }
+                Sent::Gone => {}
+            }
+        }
+    }
+
+    /// One doorbell per worker that got messages, unless its last one is still unanswered.
+    fn ring_doorbells(&mut self, link: &LinkContext) {
+        let inboxes = &link.shared.inboxes;
+        for worker in 0..self.ring.len() {
+            if !std::mem::take(&mut self.ring[worker]) || !inboxes.claim_doorbell(worker) {
+                continue;
+            }
+            if self.doorbell.is_none() {
+                self.doorbell = DoorbellRing::new().ok();
+            }
+            if let (Some(ring), Some(fd)) = (self.doorbell.as_mut(), inboxes.ring_fd(worker)) {
+                // A lost doorbell is covered by the worker's tick, which drains its inbox.
+                let _ = ring.ring(
+                    fd,
+                    0,
+                    UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
+                );
+            }
+        }
+    }
+}
+
+/// The publishing connection's thread: PUBLISH what the workers queued, pipelined. While the link is down
+/// the queue is not read: it is the bounded buffer, and publishes that do not fit are dropped and counted
+/// by the worker that made them.
+pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
+    let mut log = LinkLog {
+        role: "publisher",
+        addr: link.url.addr.clone(),
+        up: None,
+        attempt: 0,
+    };
+    let mut sequences = Sequences::default();
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+    let status = &link.status.links[link.index].publisher_up;
+    loop {
+        let error = match Conn::open(&link.url, true) {
+            Ok(mut conn) => {
+                status.store(true, Ordering::Release);
+                log.up();
+                match publish_until_broken(&link, &mut conn, &publishes, &mut sequences, &mut batch)
+                {
+                    Err(LinkError::Stopped) | Ok(()) => return,
+                    Err(e) => {
+                        link.status.resets.fetch_add(1, Ordering::Relaxed);
+                        e
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        status.store(false, Ordering::Release);
+        log.down(&error);
+        let wait = log.backoff();
+        if link.sleep(wait, || {}).is_err() {
+            return;
+        }
+    }
+}
+
+fn publish_until_broken(
+    link: &LinkContext,
+    conn: &mut Conn,
+    publishes: &Receiver<Outgoing>,
+    sequences: &mut Sequences,
+    batch: &mut Vec<Outgoing>,
+) -> Result<(), LinkError> {
+    let mut channel = Vec::with_capacity(128);
+    let mut body = Vec::with_capacity(4096);
+    loop {
+        if link.stopping() {
+            return Err(LinkError::Stopped);
+        }
+        match publishes.recv_timeout(Duration::from_millis(50)) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        while batch.len() < PUBLISH_BATCH {
+            match publishes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        for outgoing in batch.iter() {
+            channel.clear();
+            match &outgoing.topic {
+                Some(topic) => {
+                    channel.extend_from_slice(envelope::CHANNEL_PREFIX.as_bytes());
+                    channel.extend_from_slice(topic.as_bytes());
+                }
+                None => channel.extend_from_slice(envelope::BROADCAST_CHANNEL.as_bytes()),
+            }
+            let sequence = sequences.next(&outgoing.topic);
+            body.clear();
+            let message = &outgoing.message;
+            envelope::encode(
+                &mut body,
+                message.kind(),
+                link.node,
+                sequence,
+                message.payload(),
+            );
+            conn.command_frames(&[
+                BorrowedFrame::BulkString(b"PUBLISH"),
+                BorrowedFrame::BulkString(&channel),
+                BorrowedFrame::BulkString(&body),
+            ]);
+        }
+        let count = batch.len();
+        batch.clear();
+        conn.flush()?;
+        for _ in 0..count {
+            match conn.reply()? {
+                (RangeFrame::Integer(_), _) => {
+                    link.status.published.fetch_add(1, Ordering::Relaxed);
+                }
+                (RangeFrame::Error(range), start) => {
+                    return Err(LinkError::Refused(format!(
+                        "PUBLISH: {}",
+                        String::from_utf8_lossy(conn.bytes(start, &range))
+                    )));
+                }
+                (other, _) => {
+                    return Err(LinkError::Garbage(format!(
+                        "PUBLISH answered with {}",
+                        shape(&other)
+                    )));
+                }
+            }
+        }
+    }
+}

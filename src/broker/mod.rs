@@ -1,0 +1,253 @@
+//! Several nodes as one: Redis pub/sub between ringws nodes (`--broker redis://...`, docs/CLUSTER.md).
+//!
+//! Owns the links to Redis (one per URL: a subscriber and a publisher thread, [`link`]), the envelope and
+//! channel naming on Redis ([`envelope`]), the node's broker metrics and health ([`BrokerStatus`]), and
+//! the two doors the workers use: [`Broker::publish`] (a bounded queue, never waited on: full means
+//! dropped and counted) and [`Broker::interest`] (a topic's first and last subscriber in a worker).
+//! Messages from Redis reach the workers through their inboxes and doorbells, encoded once per node.
+//! Must never block a worker, never copy a message per worker or per subscriber, and never panic on what
+//! Redis sends. Without `--broker` none of it exists.
+
+mod envelope;
+mod link;
+mod url;
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+pub use url::{RedisUrl, RedisUrlError};
+
+use crate::server::{Shared, SharedMessage};
+
+/// Publishes one link holds for Redis while it is slow or down before new ones are dropped.
+pub const PUBLISH_QUEUE: usize = 16 * 1024;
+
+/// A publish for Redis: the message as encoded for local delivery (a reference, no copy) and its topic
+/// (`None`: broadcast).
+pub(crate) struct Outgoing {
+    topic: Option<Arc<str>>,
+    message: SharedMessage,
+}
+
+/// A worker's first subscriber of a channel arrived (`wanted`), or its last left.
+pub(crate) struct Interest {
+    channel: String,
+    wanted: bool,
+}
+
+/// What one link's threads take at start: its URL and the receiving ends of its two queues.
+type LinkParts = (RedisUrl, Receiver<Outgoing>, Receiver<Interest>);
+
+/// The node's link to its Redis servers, as the workers see it (in `Shared`).
+pub(crate) struct Broker {
+    /// Each link's `HOST:PORT`, in `--broker` order (rendezvous hashing over them).
+    addrs: Vec<String>,
+    publishes: Vec<SyncSender<Outgoing>>,
+    interests: Vec<Sender<Interest>>,
+    status: Arc<BrokerStatus>,
+    /// The receiving ends, taken by [`Broker::start`].
+    parts: Mutex<Vec<LinkParts>>,
+    node: u64,
+}
+
+impl Broker {
+    /// The links for `urls` (at least one), not yet started.
+    pub(crate) fn new(urls: &[RedisUrl]) -> Broker {
+        let mut publishes = Vec::new();
+        let mut interests = Vec::new();
+        let mut parts = Vec::new();
+        for url in urls {
+            let (publish_tx, publish_rx) = mpsc::sync_channel(PUBLISH_QUEUE);
+            let (interest_tx, interest_rx) = mpsc::channel();
+            publishes.push(publish_tx);
+            interests.push(interest_tx);
+            parts.push((url.clone(), publish_rx, interest_rx));
+        }
+        Broker {
+            addrs: urls.iter().map(|u| u.addr.clone()).collect(),
+            publishes,
+            interests,
+            status: Arc::new(BrokerStatus::new(urls)),
+            parts: Mutex::new(parts),
+            node: link::random(),
+        }
+    }
+
+    /// The node's broker metrics and health.
+    pub(crate) fn status(&self) -> &Arc<BrokerStatus> {
+        &self.status
+    }
+
+    /// Starts every link's two threads (they stop at the server's shutdown).
+    pub(crate) fn start(&self, shared: &Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+        let broadcast_link = envelope::link_of(&self.addrs, None);
+        let mut threads = Vec::new();
+        for (index, (url, publishes, interests)) in parts.into_iter().enumerate() {
+            let context = || link::LinkContext {
+                index,
+                url: url.clone(),
+                node: self.node,
+                broadcast: index == broadcast_link,
+                status: Arc::clone(&self.status),
+                shared: Arc::clone(shared),
+            };
+            let subscriber = context();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ringws-broker-sub-{index}"))
+                    .spawn(move || link::run_subscriber(subscriber, interests))?,
+            );
+            let publisher = context();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ringws-broker-pub-{index}"))
+                    .spawn(move || link::run_publisher(publisher, publishes))?,
+            );
+        }
+        Ok(threads)
+    }
+
+    /// Hands a message published on this node to Redis, for the other nodes. Never waits: when the
+    /// link's queue is full (Redis slow or down) it is dropped and counted.
+    pub(crate) fn publish(&self, topic: Option<&Arc<str>>, message: &SharedMessage) {
+        let link = envelope::link_of(&self.addrs, topic.map(|t| &**t));
+        let outgoing = Outgoing {
+            topic: topic.cloned(),
+            message: message.clone(),
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.publishes[link].try_send(outgoing)
+        {
+            self.status
+                .publishes_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A worker's first local subscriber of `topic` arrived (`wanted`) or its last left: the node
+    /// subscribes on Redis while any worker wants it.
+    pub(crate) fn interest(&self, topic: &str, wanted: bool) {
+        let link = envelope::link_of(&self.addrs, Some(topic));
+        let interest = Interest {
+            channel: envelope::channel(Some(topic)),
+            wanted,
+        };
+        // The link thread outlives the workers; a send fails only when it has stopped.
+        let _ = self.interests[link].send(interest);
+    }
+}
+
+/// One link's state, for `ringws_broker_up` and `/healthz`.
+pub(crate) struct LinkStatus {
+    addr: String,
+    subscriber_up: AtomicBool,
+    publisher_up: AtomicBool,
+}
+
+/// The node's broker metrics (any thread adds, atomically: these are counted off the hot path or once
+/// per message on a broker thread) and health.
+pub struct BrokerStatus {
+    links: Vec<LinkStatus>,
+    published: AtomicU64,
+    received: AtomicU64,
+    publishes_dropped: AtomicU64,
+    messages_lost: AtomicU64,
+    resets: AtomicU64,
+    /// Messages on our channels that were not our envelope (dropped).
+    foreign: AtomicU64,
+}
+
+impl BrokerStatus {
+    fn new(urls: &[RedisUrl]) -> BrokerStatus {
+        BrokerStatus {
+            links: urls
+                .iter()
+                .map(|url| LinkStatus {
+                    addr: url.addr.clone(),
+                    subscriber_up: AtomicBool::new(false),
+                    publisher_up: AtomicBool::new(false),
+                })
+                .collect(),
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            publishes_dropped: AtomicU64::new(0),
+            messages_lost: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+        }
+    }
+
+    fn link_up(link: &LinkStatus) -> bool {
+        link.subscriber_up.load(Ordering::Acquire) && link.publisher_up.load(Ordering::Acquire)
+    }
+
+    /// `/healthz`: the reason the node is not whole (a link down), or `None`.
+    pub fn down_reason(&self) -> Option<String> {
+        let down: Vec<&str> = self
+            .links
+            .iter()
+            .filter(|link| !Self::link_up(link))
+            .map(|link| link.addr.as_str())
+            .collect();
+        (!down.is_empty()).then(|| format!("broker link down: redis {}", down.join(", ")))
+    }
+
+    /// Appends the broker families to a Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP ringws_broker_up Whether the link to this Redis is up (both connections)\n# TYPE ringws_broker_up gauge"
+        );
+        for link in &self.links {
+            let _ = writeln!(
+                out,
+                "ringws_broker_up{{redis=\"{}\"}} {}",
+                link.addr,
+                u8::from(Self::link_up(link))
+            );
+        }
+        let families: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "ringws_broker_published_total",
+                "Messages published to Redis",
+                &self.published,
+            ),
+            (
+                "ringws_broker_received_total",
+                "Messages from other nodes received from Redis",
+                &self.received,
+            ),
+            (
+                "ringws_broker_publishes_dropped_total",
+                "Publishes not sent to Redis: the link's queue was full (Redis slow or down)",
+                &self.publishes_dropped,
+            ),
+            (
+                "ringws_broker_messages_lost_total",
+                "Messages of other nodes never received (gaps in their sequences)",
+                &self.messages_lost,
+            ),
+            (
+                "ringws_broker_resets_total",
+                "Connections to Redis reset after a broken connection or a reply not understood",
+                &self.resets,
+            ),
+            (
+                "ringws_broker_foreign_messages_total",
+                "Messages on ringws channels that were not a ringws envelope (dropped)",
+                &self.foreign,
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The `--broker` address: `redis://[user:pass@]HOST:PORT[/db]`, checked when the configuration is.
+//!
+//! Only this narrow form is accepted (no TLS, no Unix socket, no query options), so that a typo is an
+//! error at startup naming the flag rather than a link that never comes up. Never touches the network.
+
+use std::fmt;
+
+/// A parsed `--broker` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// `HOST:PORT` as given (the name of the link in logs, metrics and `/healthz`).
+    pub addr: String,
+    /// `AUTH` credentials: (user, password); the user is `None` for `redis://:pass@...` (`AUTH pass`).
+    pub auth: Option<(Option<String>, String)>,
+    /// The database for `SELECT` (publishing connection only; pub/sub ignores databases).
+    pub db: u32,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("RedisUrl")
+            .field("addr", &self.addr)
+            .field("auth", &self.auth.as_ref().map(|(user, _)| user))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+/// Why a `--broker` URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisUrlError {
+    /// Not `redis://...`.
+    Scheme,
+    /// No host, or no `:PORT`, or a port that is not 1-65535.
+    HostPort,
+    /// The part after `/` is not a database number.
+    Database,
+    /// `user:pass@` without a password.
+    Password,
+}
+
+impl fmt::Display for RedisUrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RedisUrlError::Scheme => "expected redis://[user:pass@]HOST:PORT[/db]",
+            RedisUrlError::HostPort => "expected HOST:PORT with a port of 1-65535",
+            RedisUrlError::Database => "the database after / must be a number",
+            RedisUrlError::Password => "credentials must be user:pass@ or :pass@",
+        })
+    }
+}
+
+impl std::error::Error for RedisUrlError {}
+
+impl RedisUrl {
+    pub fn parse(url: &str) -> Result<RedisUrl, RedisUrlError> {
+        let rest = url.strip_prefix("redis://").ok_or(RedisUrlError::Scheme)?;
+        let (authority, db) = match rest.split_once('/') {
+            Some((authority, "")) => (authority, 0),
+            Some((authority, db)) => (
+                authority,
+                db.parse::<u32>().map_err(|_| RedisUrlError::Database)?,
+            ),
+            None => (rest, 0),
+        };
+        let (auth, host_port) = match authority.rsplit_once('@') {
+            Some((credentials, host_port)) => {
+                let (user, password) =
+                    credentials.split_once(':').ok_or(RedisUrlError::Password)?;
+                if password.is_empty() {
+                    return Err(RedisUrlError::Password);
+                }
+                let user = (!user.is_empty()).then(|| user.to_string());
+                (Some((user, password.to_string())), host_port)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = host_port.rsplit_once(':').ok_or(RedisUrlError::HostPort)?;
+        let port_ok = port.parse::<u16>().is_ok_and(|port| port != 0);
+        if host.is_empty() || !port_ok || host.contains(['/', '?', '#', ' ']) {
+            return Err(RedisUrlError::HostPort);
+        }
+        Ok(RedisUrl {
+            addr: host_port.to_string(),
+            auth,
+            db,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accepted_forms() {
+        let url = RedisUrl::parse("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(
+            (url.addr.as_str(), url.auth, url.db),
+            ("127.0.0.1:6379", None, 0)
+        );
+        let url = RedisUrl::parse("redis://u:p@redis.local:7000/3").unwrap();
+        assert_eq!(url.addr, "redis.local:7000");
+        assert_eq!(url.auth, Some((Some("u".into()), "p".into())));
+        assert_eq!(url.db, 3);
+        let url = RedisUrl::parse("redis://:secret@[::1]:6379/").unwrap();
+        assert_eq!(url.addr, "[::1]:6379");
+        assert_eq!(url.auth, Some((None, "secret".into())));
+        assert!(!format!("{url:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_refused_forms_say_why() {
+        for (url, error) in [
+            ("http://h:1", RedisUrlError::Scheme),
+            ("h:6379", RedisUrlError::Scheme),
+            ("redis://h", RedisUrlError::HostPort),
+            ("redis://:6379", RedisUrlError::HostPort),
+            ("redis://h:0", RedisUrlError::HostPort),
+            ("redis://h:99999", RedisUrlError::HostPort),
+            ("redis://h:x", RedisUrlError::HostPort),
+            ("redis://h:1/x", RedisUrlError::Database),
+            ("redis://user@h:1", RedisUrlError::Password),
+            ("redis://user:@h:1", RedisUrlError::Password),
+        ] {
+            assert_eq!(RedisUrl::parse(url), Err(error), "{url}");
+        }
+    }
+}
