@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests of `ringws` and `ringws-loadgen` (and the examples that drive a
 //! real server): start the `ringws` binary on an ephemeral port and stop it by PID (`server`), talk to it
 //! byte by byte over raw TCP (`raw`), over TLS with a certificate made at test time (`tls`), read its
-//! `/metrics` (`metrics`), read its memory from `/proc` (`proc`), and point a client at a port nothing
-//! listens on (`ports`).
+//! `/metrics` (`metrics`), read its memory from `/proc` (`proc`), point a client at a port nothing
+//! listens on (`ports`), and run a `redis-server` of its own (`redis`).
 //!
 //! Every helper here talks to a server from the outside, the way a client or an operator would: it never
 //! links the server's code and never reaches into it, so a test that uses it pins behaviour, not internals.
@@ -14,11 +14,12 @@ pub mod metrics;
 pub mod ports;
 pub mod proc;
 pub mod raw;
+pub mod redis;
 pub mod server;
 pub mod tls;
 
 pub use metrics::{metric, metric_sum, metrics_text, wait_open};
-pub use ports::closed_port_url;
+pub use ports::{closed_port_url, free_port};
 pub use proc::rss_kib;
 pub use raw::*;
 pub use server::ServerProcess;

@@ -7,12 +7,16 @@ use std::net::TcpListener;
 
 /// A `ws://` URL on a local port nothing listens on (a listener bound, then dropped): connects are refused.
 pub fn closed_port_url() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
+    format!("ws://127.0.0.1:{}/", free_port())
+}
+
+/// A loopback port nothing listens on (a listener bound, then dropped), for a service a test starts.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
-        .port();
-    format!("ws://127.0.0.1:{port}/")
+        .port()
 }
 
 #[cfg(test)]

@@ -1,0 +1,147 @@
+//! `--broker`: two nodes joined through a Redis of the test's own. Publishes on one node (WebSocket `pub`
+//! and `POST /publish`) reach the subscribers of both, once each, in publish order; a node subscribes to a
+//! topic on Redis while it has local subscribers and unsubscribes after the last one leaves.
+
+mod common;
+
+use common::redis::RedisServer;
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn node(redis: &RedisServer, extra: &[&str]) -> ServerProcess {
+    let url = redis.url();
+    let mut args = vec!["--mode", "pubsub", "--workers", "2", "--broker", &url];
+    args.extend_from_slice(extra);
+    ServerProcess::start(ringws_binary(), &args)
+}
+
+/// Reads `expected` in order, then makes sure nothing else arrives (no message twice).
+fn expect_exactly(sub: &mut TcpStream, expected: &[String], who: &str) {
+    for (i, text) in expected.iter().enumerate() {
+        assert_eq!(&read_text(sub), text, "{who}, message {i}");
+    }
+    expect_nothing_more(sub, expected.len(), who);
+}
+
+/// Reads `expected` in any order (each once), then makes sure nothing else arrives.
+fn expect_each_once(sub: &mut TcpStream, expected: &[String], who: &str) {
+    let mut got: Vec<String> = expected.iter().map(|_| read_text(sub)).collect();
+    got.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(got, want, "{who}");
+    expect_nothing_more(sub, expected.len(), who);
+}
+
+fn expect_nothing_more(sub: &mut TcpStream, count: usize, who: &str) {
+    sub.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let extra = std::io::Read::read(sub, &mut byte);
+    assert!(
+        matches!(&extra, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{who}: more than the {count} messages published ({extra:?})"
+    );
+}
+
+/// Subscribers of `news`: two on `a`, two on `b` (the node's two workers share them).
+fn subscribers(a: &ServerProcess, b: &ServerProcess, redis: &RedisServer) -> Vec<TcpStream> {
+    let subs: Vec<TcpStream> = [a, a, b, b]
+        .iter()
+        .map(|node| ws_at(node.addr, "/ws?topic=news"))
+        .collect();
+    // Each node subscribed once on Redis, whatever its number of local subscribers.
+    redis.wait_subscribers("ringws:news", 2, Duration::from_secs(5));
+    subs
+}
+
+#[test]
+fn websocket_publishes_reach_every_node_once_in_order() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut subs = subscribers(&a, &b, &redis);
+    let mut publisher = ws_at(a.addr, "/ws");
+    const M: usize = 50;
+    let expected: Vec<String> = (0..M).map(|i| format!("item {i}")).collect();
+    for text in &expected {
+        send_text(
+            &mut publisher,
+            &format!(r#"{{"op":"pub","topic":"news","data":"{text}"}}"#),
+        );
+    }
+    for (s, sub) in subs.iter_mut().enumerate() {
+        expect_exactly(sub, &expected, &format!("subscriber {s}"));
+    }
+    // Node b decoded each message from Redis once; node a skipped its own echoes.
+    assert_eq!(metric_sum(b.addr, "ringws_broker_received_total"), M as u64);
+    assert_eq!(metric_sum(a.addr, "ringws_broker_received_total"), 0);
+    assert_eq!(
+        metric_sum(a.addr, "ringws_broker_published_total"),
+        M as u64
+    );
+    assert_eq!(metric_sum(b.addr, "ringws_frames_encoded_total"), 0);
+    assert_eq!(metric_sum(b.addr, "ringws_broker_messages_lost_total"), 0);
+    assert_eq!(metric_sum(a.addr, "ringws_broker_up"), 1);
+}
+
+#[test]
+fn http_publishes_reach_every_node_once_in_order() {
+    let redis = RedisServer::start();
+    let token = ["--publish-token", "s3cret"];
+    let a = node(&redis, &token);
+    let b = node(&redis, &token);
+    let mut subs = subscribers(&a, &b, &redis);
+    const M: usize = 20;
+    let expected: Vec<String> = (0..M).map(|i| format!("http {i}")).collect();
+    for text in &expected {
+        let mut http = connect(a.addr);
+        let (status, head) = http_exchange(
+            &mut http,
+            &format!(
+                "POST /publish?topic=news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\
+                 Content-Length: {}\r\n\r\n{text}",
+                text.len()
+            ),
+        );
+        assert_eq!(status, 200, "{head}");
+    }
+    // Each request is a publisher of its own, and node a's two workers take them in turn: on node a a
+    // publish handed to the other worker may be overtaken by the next request's (as without a broker).
+    // Node b gets them in the order they reached Redis, which is the order they were made.
+    for (s, sub) in subs.iter_mut().enumerate() {
+        if s < 2 {
+            expect_each_once(sub, &expected, &format!("subscriber {s} (node a)"));
+        } else {
+            expect_exactly(sub, &expected, &format!("subscriber {s} (node b)"));
+        }
+    }
+}
+
+#[test]
+fn a_node_leaves_a_topic_on_redis_after_its_last_subscriber() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    let mut first = ws_at(a.addr, "/ws?topic=t");
+    let mut second = ws_at(a.addr, "/ws");
+    send_text(&mut second, r#"{"op":"sub","topic":"t"}"#);
+    assert_eq!(read_text(&mut second), r#"{"ok":"sub","topic":"t"}"#);
+    redis.wait_subscribers("ringws:t", 1, Duration::from_secs(5));
+    assert!(redis.channels().contains(&"ringws:t".to_string()));
+    // One of two leaves: still subscribed.
+    send_text(&mut second, r#"{"op":"unsub","topic":"t"}"#);
+    assert_eq!(read_text(&mut second), r#"{"ok":"unsub","topic":"t"}"#);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(redis.subscribers("ringws:t"), 1);
+    // The last one closes: the node unsubscribes.
+    first
+        .write_all(&client_frame(true, 0, 0x8, &1000u16.to_be_bytes(), true))
+        .unwrap();
+    assert_eq!(expect_close(&mut first), Some(1000));
+    redis.wait_subscribers("ringws:t", 0, Duration::from_secs(5));
+    assert!(!redis.channels().contains(&"ringws:t".to_string()));
+    // The broadcast channel stays.
+    assert_eq!(redis.channels(), ["ringws:#broadcast"]);
+}
