@@ -332,9 +332,8 @@ pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
             Ok(mut conn) => match subscriber.serve(&link, &mut conn, &mut log) {
                 Err(LinkError::Stopped) => return,
                 Err(e) => {
-                    if log.up == Some(true) {
-                        link.status.resets.fetch_add(1, Ordering::Relaxed);
-                    }
+                    // A connection made and then lost or given up (a reply not understood).
+                    link.status.resets.fetch_add(1, Ordering::Relaxed);
                     e
                 }
                 Ok(()) => return,
@@ -609,10 +608,13 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
     loop {
         let error = match Conn::open(&link.url, true) {
             Ok(mut conn) => {
-                status.store(true, Ordering::Release);
-                log.up();
-                match publish_until_broken(&link, &mut conn, &publishes, &mut sequences, &mut batch)
-                {
+                // One round trip proves the link before it is up.
+                let proved = ping(&mut conn).and_then(|()| {
+                    status.store(true, Ordering::Release);
+                    log.up();
+                    publish_until_broken(&link, &mut conn, &publishes, &mut sequences, &mut batch)
+                });
+                match proved {
                     Err(LinkError::Stopped) | Ok(()) => return,
                     Err(e) => {
                         link.status.resets.fetch_add(1, Ordering::Relaxed);
@@ -629,6 +631,12 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
             return;
         }
     }
+}
+
+fn ping(conn: &mut Conn) -> Result<(), LinkError> {
+    conn.command(&[b"PING"]);
+    conn.flush()?;
+    conn.expect_ok("PING")
 }
 
 fn publish_until_broken(
