@@ -145,3 +145,93 @@ fn a_node_leaves_a_topic_on_redis_after_its_last_subscriber() {
     // The broadcast channel stays.
     assert_eq!(redis.channels(), ["ringws:#broadcast"]);
 }
+
+#[test]
+fn broadcasts_reach_every_node_once_in_order() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--mode", "broadcast", "--workers", "2", "--broker", &url];
+    let a = ServerProcess::start(ringws_binary(), &args);
+    let b = ServerProcess::start(ringws_binary(), &args);
+    // Every node is on the broadcast channel while its link is up.
+    redis.wait_subscribers("ringws:#broadcast", 2, Duration::from_secs(5));
+    let mut clients: Vec<TcpStream> = [&a, &a, &b, &b]
+        .iter()
+        .map(|node| ws_at(node.addr, "/"))
+        .collect();
+    wait_open(|| metrics_text(a.addr), 2, Duration::from_secs(5));
+    wait_open(|| metrics_text(b.addr), 2, Duration::from_secs(5));
+    const M: usize = 30;
+    let expected: Vec<String> = (0..M).map(|i| format!("all {i}")).collect();
+    for text in &expected {
+        send_text(&mut clients[0], text);
+    }
+    // The sender too (--broadcast-include-sender is on by default).
+    for (c, client) in clients.iter_mut().enumerate() {
+        expect_exactly(client, &expected, &format!("client {c}"));
+    }
+}
+
+#[test]
+fn topics_spread_over_two_redis_reach_every_node() {
+    let (first, second) = (RedisServer::start(), RedisServer::start());
+    let (url1, url2) = (first.url(), second.url());
+    let args = [
+        "--mode",
+        "pubsub",
+        "--workers",
+        "2",
+        "--broker",
+        &url1,
+        "--broker",
+        &url2,
+    ];
+    let a = ServerProcess::start(ringws_binary(), &args);
+    let b = ServerProcess::start(ringws_binary(), &args);
+    let topics: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
+    let mut sub = ws_at(b.addr, &format!("/ws?{}", query.join("&")));
+    // Each topic's channel lives on exactly one of the two, and both carry some.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let on: Vec<(u64, u64)> = topics
+            .iter()
+            .map(|t| {
+                let channel = format!("ringws:{t}");
+                (first.subscribers(&channel), second.subscribers(&channel))
+            })
+            .collect();
+        if on.iter().all(|&(x, y)| x + y == 1) {
+            assert!(on.iter().any(|&(x, _)| x == 1), "{on:?}");
+            assert!(on.iter().any(|&(_, y)| y == 1), "{on:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{on:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut publisher = ws_at(a.addr, "/ws");
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        for t in &topics {
+            let text = format!("{t} {round}");
+            send_text(
+                &mut publisher,
+                &format!(r#"{{"op":"pub","topic":"{t}","data":"{text}"}}"#),
+            );
+            expected.push(text);
+        }
+    }
+    // Order holds per topic (each topic has one Redis); across topics it may not.
+    let mut got: Vec<String> = (0..expected.len()).map(|_| read_text(&mut sub)).collect();
+    for t in &topics {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|m| m.starts_with(&format!("{t} ")))
+            .collect();
+        let want: Vec<String> = (0..3).map(|r| format!("{t} {r}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{t}");
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+}
