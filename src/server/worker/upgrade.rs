@@ -188,8 +188,9 @@ impl<H: Handler> Worker<'_, H> {
             let status = self.core.answer_http(key, |out| {
                 http::route_with_metrics(&request, &shared.metrics, here, out)
             });
-            // Not a failed handshake (no WebSocket was asked for), but a refused connection.
-            if status >= 400 {
+            // Not a failed handshake (no WebSocket was asked for), but a refused connection; a 503 from
+            // /healthz (a `--broker` link down) is the health answer itself, logged by the broker.
+            if status >= 400 && request.path_only() != "/healthz" {
                 let reason = match status {
                     404 => "not_found",
                     405 => "method_not_allowed",
