@@ -140,58 +140,70 @@ impl Conn {
         result
     }
 
-    /// The next complete frame in the buffer (its ranges index `self.buf[self.pos - used..]`), reading
-    /// more when needed; `Ok(None)` when a read timed out first.
-    fn next_frame(&mut self) -> Result<Option<(RangeFrame, usize)>, LinkError> {
-        loop {
-            if self.pos < self.buf.len() {
-                match decode_range(&self.buf[self.pos..]) {
-                    Ok(Some((frame, used))) => {
-                        let start = self.pos;
-                        self.pos += used;
-                        return Ok(Some((frame, start)));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(LinkError::Garbage(e.to_string())),
-                }
+    /// The next complete frame already in the buffer, without reading (its ranges index
+    /// `self.buf[start..]`, `start` returned beside it).
+    fn buffered_frame(&mut self) -> Result<Option<(RangeFrame, usize)>, LinkError> {
+        if self.pos == self.buf.len() {
+            return Ok(None);
+        }
+        match decode_range(&self.buf[self.pos..]) {
+            Ok(Some((frame, used))) => {
+                let start = self.pos;
+                self.pos += used;
+                Ok(Some((frame, start)))
             }
-            if self.pos > 0 && self.pos == self.buf.len() {
-                self.buf.clear();
-                self.pos = 0;
-            } else if self.pos > self.buf.capacity() / 2 {
-                self.buf.drain(..self.pos);
-                self.pos = 0;
+            Ok(None) => Ok(None),
+            Err(e) => Err(LinkError::Garbage(e.to_string())),
+        }
+    }
+
+    /// One read into the buffer (decoded bytes dropped first); `Ok(false)` when the read timed out.
+    fn fill(&mut self) -> Result<bool, LinkError> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.capacity() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.len() - self.pos > MAX_BUFFERED {
+            return Err(LinkError::Garbage("reply over 512 MiB".into()));
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + (64 << 10), 0);
+        let read = self.stream.read(&mut self.buf[len..]);
+        match read {
+            Ok(0) => {
+                self.buf.truncate(len);
+                Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()))
             }
-            if self.buf.len() - self.pos > MAX_BUFFERED {
-                return Err(LinkError::Garbage("reply over 512 MiB".into()));
+            Ok(n) => {
+                self.buf.truncate(len + n);
+                Ok(true)
             }
-            let len = self.buf.len();
-            self.buf.resize(len + (64 << 10), 0);
-            let read = self.stream.read(&mut self.buf[len..]);
-            match read {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    return Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()));
+            Err(e) => {
+                self.buf.truncate(len);
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    return Ok(false);
                 }
-                Ok(n) => self.buf.truncate(len + n),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) {
-                        return Ok(None);
-                    }
-                    return Err(e.into());
-                }
+                Err(e.into())
             }
         }
     }
 
     /// The next frame, waiting for it (a timeout is an error).
     fn reply(&mut self) -> Result<(RangeFrame, usize), LinkError> {
-        self.next_frame()?
-            .ok_or_else(|| LinkError::Io(io::ErrorKind::TimedOut.into()))
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(frame);
+            }
+            if !self.fill()? {
+                return Err(LinkError::Io(io::ErrorKind::TimedOut.into()));
+            }
+        }
     }
 
     fn bytes(&self, start: usize, range: &(usize, usize)) -> &[u8] {
@@ -454,32 +466,33 @@ impl Subscriber {
             .store(true, Ordering::Release);
         log.up();
         conn.stream.set_read_timeout(Some(POLL))?;
-        let mut idle_since = Instant::now();
+        let mut heard = Instant::now();
+        let mut pinged = false;
         loop {
-            if link.stopping() {
-                return Err(LinkError::Stopped);
-            }
-            match conn.next_frame()? {
-                Some((frame, start)) => {
-                    self.handle(link, conn, frame, start)?;
-                    idle_since = Instant::now();
-                    // Keep reading what is buffered before waking the workers.
-                    if conn.pos < conn.buf.len() {
-                        continue;
-                    }
-                }
-                None => {
-                    if idle_since.elapsed() > REPLY_TIMEOUT {
-                        // A ping now and then: a link Redis dropped without a FIN is found within seconds.
-                        conn.command(&[b"PING"]);
-                        conn.flush()?;
-                        idle_since = Instant::now();
-                    }
-                }
+            // Everything already received first, then one doorbell per worker for all of it.
+            while let Some((frame, start)) = conn.buffered_frame()? {
+                self.handle(link, conn, frame, start)?;
             }
             self.ring_doorbells(link);
             self.take_interests();
             self.sync_subscriptions(link, conn)?;
+            if link.stopping() {
+                return Err(LinkError::Stopped);
+            }
+            if conn.fill()? {
+                heard = Instant::now();
+                pinged = false;
+            } else if heard.elapsed() > REPLY_TIMEOUT {
+                // Quiet for a while: a PING must be answered within the reply timeout, so that a link
+                // Redis dropped without a FIN is found within seconds.
+                if pinged {
+                    return Err(LinkError::Io(io::ErrorKind::TimedOut.into()));
+                }
+                conn.command(&[b"PING"]);
+                conn.flush()?;
+                heard = Instant::now();
+                pinged = true;
+            }
         }
     }
 
