@@ -92,11 +92,20 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, NotAnEnvelope> {
 #[derive(Default)]
 pub struct Sequences(HashMap<Option<Arc<str>>, u64>);
 
+/// The most channels a [`Sequences`] or a [`Gaps`] tracks; past it, it starts over (a sender's sequences
+/// restart at 1, which receivers take for a restarted sender, not for a gap; a receiver starting over
+/// misses at most the gaps of the next message per channel). Bounds the memory that publishing on ever
+/// new topics could take.
+pub const MAX_TRACKED: usize = 100_000;
+
 impl Sequences {
     pub fn next(&mut self, topic: &Option<Arc<str>>) -> u64 {
         if let Some(last) = self.0.get_mut(topic) {
             *last += 1;
             return *last;
+        }
+        if self.0.len() >= MAX_TRACKED {
+            self.0.clear();
         }
         self.0.insert(topic.clone(), 1);
         1
@@ -111,6 +120,9 @@ impl Gaps {
     /// `sequence` from `node` arrived on `channel`: returns how many were missed before it (0 for the
     /// first seen, or for one older than the last: Redis never reorders, so that is a restarted sender).
     pub fn received(&mut self, node: u64, channel: &[u8], sequence: u64) -> u64 {
+        if !self.0.contains_key(channel) && self.0.len() >= MAX_TRACKED {
+            self.0.clear();
+        }
         let nodes = match self.0.get_mut(channel) {
             Some(nodes) => nodes,
             None => self.0.entry(channel.into()).or_default(),
@@ -218,6 +230,26 @@ mod tests {
         gaps.forget(b"a");
         assert_eq!(gaps.received(1, b"a", 20), 0, "left and joined again");
         assert_eq!(gaps.received(1, b"a", 1), 0, "a restarted sender");
+    }
+
+    #[test]
+    fn tracking_starts_over_past_its_bound() {
+        let mut sequences = Sequences::default();
+        let kept = Some(Arc::from("kept"));
+        assert_eq!(sequences.next(&kept), 1);
+        assert_eq!(sequences.next(&kept), 2);
+        for i in 1..MAX_TRACKED {
+            sequences.next(&Some(Arc::from(i.to_string())));
+        }
+        assert_eq!(sequences.0.len(), MAX_TRACKED);
+        sequences.next(&Some(Arc::from("one more")));
+        assert_eq!(sequences.0.len(), 1);
+        assert_eq!(sequences.next(&kept), 1, "starts over");
+        // ...which a receiver takes for a restarted sender, not a gap.
+        let mut gaps = Gaps::default();
+        assert_eq!(gaps.received(9, b"ringws:kept", 2), 0);
+        assert_eq!(gaps.received(9, b"ringws:kept", 1), 0);
+        assert_eq!(gaps.received(9, b"ringws:kept", 2), 0);
     }
 
     #[test]

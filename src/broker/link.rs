@@ -702,6 +702,10 @@ fn publish_until_broken(
             ]);
         }
         let count = batch.len();
+        let bytes: usize = batch.iter().map(|o| o.message.payload().len()).sum();
+        link.status.links[link.index]
+            .queued_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
         batch.clear();
         conn.flush()?;
         for _ in 0..count {

@@ -13,7 +13,7 @@ mod link;
 mod url;
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,6 +24,10 @@ use crate::server::{Shared, SharedMessage};
 
 /// Publishes one link holds for Redis while it is slow or down before new ones are dropped.
 pub const PUBLISH_QUEUE: usize = 16 * 1024;
+
+/// Payload bytes one link's queue holds at most (the frames are shared with local delivery, but the queue
+/// keeps them alive): past it, publishes are dropped and counted as when the queue is full.
+pub const PUBLISH_QUEUE_BYTES: usize = 64 << 20;
 
 /// A publish for Redis: the message as encoded for local delivery (a reference, no copy) and its topic
 /// (`None`: broadcast).
@@ -115,13 +119,20 @@ impl Broker {
     /// link's queue is full (Redis slow or down) it is dropped and counted.
     pub(crate) fn publish(&self, topic: Option<&Arc<str>>, message: &SharedMessage) {
         let link = envelope::link_of(&self.addrs, topic.map(|t| &**t));
+        let len = message.payload().len();
+        let queued = &self.status.links[link].queued_bytes;
+        let fits = queued.fetch_add(len, Ordering::Relaxed) + len <= PUBLISH_QUEUE_BYTES;
         let outgoing = Outgoing {
             topic: topic.cloned(),
             message: message.clone(),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.publishes[link].try_send(outgoing)
+        if !fits
+            || matches!(
+                self.publishes[link].try_send(outgoing),
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+            )
         {
+            queued.fetch_sub(len, Ordering::Relaxed);
             self.status
                 .publishes_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -146,6 +157,8 @@ pub(crate) struct LinkStatus {
     addr: String,
     subscriber_up: AtomicBool,
     publisher_up: AtomicBool,
+    /// Payload bytes in the link's publish queue (added by the workers, taken off by the publisher).
+    queued_bytes: AtomicUsize,
 }
 
 /// The node's broker metrics (any thread adds, atomically: these are counted off the hot path or once
@@ -170,6 +183,7 @@ impl BrokerStatus {
                     addr: url.addr.clone(),
                     subscriber_up: AtomicBool::new(false),
                     publisher_up: AtomicBool::new(false),
+                    queued_bytes: AtomicUsize::new(0),
                 })
                 .collect(),
             published: AtomicU64::new(0),
@@ -249,5 +263,74 @@ impl BrokerStatus {
                 value.load(Ordering::Relaxed)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MessageKind;
+
+    fn broker() -> Broker {
+        Broker::new(&[RedisUrl::parse("redis://127.0.0.1:1").unwrap()])
+    }
+
+    #[test]
+    fn publishes_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
+        let broker = broker();
+        let message = SharedMessage::encode(MessageKind::Text, b"x");
+        let topic: Arc<str> = Arc::from("t");
+        for _ in 0..PUBLISH_QUEUE + 3 {
+            broker.publish(Some(&topic), &message);
+        }
+        let status = broker.status();
+        assert_eq!(status.publishes_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            status.links[0].queued_bytes.load(Ordering::Relaxed),
+            PUBLISH_QUEUE
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let broker = broker();
+        let message = SharedMessage::encode(MessageKind::Binary, &vec![0u8; 1 << 20]);
+        for _ in 0..(PUBLISH_QUEUE_BYTES >> 20) + 2 {
+            broker.publish(None, &message);
+        }
+        let status = broker.status();
+        assert_eq!(status.publishes_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            status.links[0].queued_bytes.load(Ordering::Relaxed),
+            PUBLISH_QUEUE_BYTES
+        );
+    }
+
+    #[test]
+    fn health_names_the_links_down() {
+        let broker = Broker::new(&[
+            RedisUrl::parse("redis://a:1").unwrap(),
+            RedisUrl::parse("redis://b:2").unwrap(),
+        ]);
+        let status = broker.status();
+        assert_eq!(
+            status.down_reason().as_deref(),
+            Some("broker link down: redis a:1, b:2")
+        );
+        for link in &status.links[..1] {
+            link.subscriber_up.store(true, Ordering::Relaxed);
+            link.publisher_up.store(true, Ordering::Relaxed);
+        }
+        assert_eq!(
+            status.down_reason().as_deref(),
+            Some("broker link down: redis b:2")
+        );
+        status.links[1].subscriber_up.store(true, Ordering::Relaxed);
+        assert!(status.down_reason().is_some(), "both connections count");
+        status.links[1].publisher_up.store(true, Ordering::Relaxed);
+        assert_eq!(status.down_reason(), None);
+        let mut text = String::new();
+        status.render(&mut text);
+        assert!(text.contains("ringws_broker_up{redis=\"b:2\"} 1"), "{text}");
     }
 }
