@@ -1,8 +1,8 @@
 //! `--broker` when Redis is not there, goes away, or talks nonsense: the node starts and serves local
 //! traffic, `/healthz` answers 503 with the reason (on the WebSocket port and on `--metrics-listen`) and
 //! `ringws_broker_up` is 0 until the link is up; after Redis restarts, delivery resumes and the messages
-//! lost across the outage are counted exactly; a garbage reply resets the link, never the process; a bad
-//! URL stops startup naming the flag.
+//! lost across the outage are counted exactly; a node killed with SIGKILL takes only its own subscribers
+//! away; a garbage reply resets the link, never the process; a bad URL stops startup naming the flag.
 
 mod common;
 
@@ -147,6 +147,34 @@ fn redis_killed_and_restarted_mid_stream() {
         "received after the first 10: {received:?}"
     );
     assert!(metric_sum(a.addr, "ringws_broker_resets_total") >= 1);
+}
+
+#[test]
+fn a_node_killed_takes_only_its_own_subscribers_away() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let c = node(&redis.url(), &[]);
+    let mut on_a = ws_at(a.addr, "/ws?topic=news");
+    let _on_b = ws_at(b.addr, "/ws?topic=news");
+    let mut on_c = ws_at(c.addr, "/ws?topic=news");
+    redis.wait_subscribers("ringws:news", 3, Duration::from_secs(5));
+    let mut publisher = ws_at(a.addr, "/ws");
+    publish(&mut publisher, 0);
+    assert_eq!(read_text(&mut on_a), "0");
+    assert_eq!(read_text(&mut on_c), "0");
+    b.signal("KILL");
+    redis.wait_subscribers("ringws:news", 2, Duration::from_secs(5));
+    for i in 1..20 {
+        publish(&mut publisher, i);
+    }
+    for i in 1..20 {
+        assert_eq!(read_text(&mut on_a), i.to_string());
+        assert_eq!(read_text(&mut on_c), i.to_string());
+    }
+    assert_eq!(healthz(a.addr).0, 200);
+    assert_eq!(healthz(c.addr).0, 200);
+    assert_eq!(metric_sum(c.addr, "ringws_broker_messages_lost_total"), 0);
 }
 
 #[test]
