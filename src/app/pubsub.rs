@@ -18,8 +18,8 @@
 //! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
 //! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
 //! per worker (one handler per worker thread): no lock. A topic's first and last subscriber in the worker
-//! are told to the node's broker (`--broker`, `crate::broker`), which joins the topic on Redis. Subscribe/unsubscribe allocate (topic names, table
-//! entries); publishing allocates only the shared frame.
+//! are told to the node's broker (`--broker`, `crate::broker`), which joins the topic on Redis.
+//! Subscribe/unsubscribe allocate (topic names, table entries); publishing allocates only the shared frame.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

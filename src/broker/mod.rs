@@ -1,9 +1,9 @@
 //! Several nodes as one: Redis pub/sub between ringws nodes (`--broker redis://...`, docs/CLUSTER.md).
 //!
-//! Owns the links to Redis (one per URL: a subscriber and a publisher thread, [`link`]), the envelope and
-//! channel naming on Redis ([`envelope`]), the node's broker metrics and health ([`BrokerStatus`]), and
-//! the two doors the workers use: [`Broker::publish`] (a bounded queue, never waited on: full means
-//! dropped and counted) and [`Broker::interest`] (a topic's first and last subscriber in a worker).
+//! Owns the links to Redis (one per URL: a subscriber and a publisher thread, `link`), the envelope and
+//! channel naming on Redis (`envelope`), the node's broker metrics and health ([`BrokerStatus`]), and
+//! the two doors the workers use: `Broker::publish` (a bounded queue, never waited on: full means
+//! dropped and counted) and `Broker::interest` (a topic's first and last subscriber in a worker).
 //! Messages from Redis reach the workers through their inboxes and doorbells, encoded once per node.
 //! Must never block a worker, never copy a message per worker or per subscriber, and never panic on what
 //! Redis sends. Without `--broker` none of it exists.

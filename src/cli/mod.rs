@@ -306,8 +306,9 @@ pub struct ServeArgs {
     /// (exit 2).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Join other nodes through Redis pub/sub: redis://[user:pass@]HOST:PORT[/db] (repeatable: topics
-    /// are spread over several). Redis down: local traffic goes on, /healthz answers 503.
+    /// Join other nodes through Redis pub/sub: redis://HOST:PORT, optionally with USER:PASS@ (or :PASS@)
+    /// before the host and /DB after the port (repeatable: topics are spread over several). Redis down:
+    /// local traffic goes on, /healthz answers 503.
     #[arg(long, value_name = "URL")]
     pub broker: Vec<String>,
     /// Size of each provided receive buffer.

@@ -7,6 +7,11 @@
 //! Must never copy or compress a shared frame per subscriber or per worker, never ring a doorbell per message, and never
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
 //!
+//! Across nodes (`--broker`): every publish and broadcast made here ([`Core::publish`], [`Core::broadcast`])
+//! is also handed, as the same shared frame, to the node's broker (`crate::broker`, a bounded queue, never
+//! waited for), and a topic's first and last subscriber in this worker are told to it
+//! ([`Core::topic_interest`]). Messages from other nodes arrive in the inbox like another worker's.
+//!
 //! Handoffs are bounded: a message for a worker whose inbox is full is dropped for that worker and counted
 //! (`ringws_handoff_drops_total`), never waited for. A doorbell (or tick) drains at most [`DRAIN_BATCH`]
 //! messages, then rings the worker's own doorbell so that the rest is taken on the next loop iteration,
