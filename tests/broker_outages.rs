@@ -1,7 +1,8 @@
 //! `--broker` when Redis is not there, goes away, or talks nonsense: the node starts and serves local
 //! traffic, `/healthz` answers 503 with the reason (on the WebSocket port and on `--metrics-listen`) and
 //! `ringws_broker_up` is 0 until the link is up; after Redis restarts, delivery resumes and the messages
-//! lost across the outage are counted exactly; a node killed with SIGKILL takes only its own subscribers
+//! lost across the outage are counted exactly, as are those lost when Redis drops a node that reads too
+//! slowly (its output-buffer limit); a node killed with SIGKILL takes only its own subscribers
 //! away; a garbage reply resets the link, never the process; a bad URL stops startup naming the flag.
 
 mod common;
@@ -147,6 +148,72 @@ fn redis_killed_and_restarted_mid_stream() {
         "received after the first 10: {received:?}"
     );
     assert!(metric_sum(a.addr, "ringws_broker_resets_total") >= 1);
+}
+
+#[test]
+fn a_node_redis_drops_for_its_output_buffer_reconnects_and_counts_the_loss() {
+    let redis = RedisServer::start();
+    // Redis drops a pub/sub client whose unread output passes 256 KiB.
+    redis.cli(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 256kb 128kb 1",
+    ]);
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &["--max-backpressure", "256MiB"]);
+    let mut remote = ws_at(b.addr, "/ws?topic=news");
+    redis.wait_subscribers("ringws:news", 1, Duration::from_secs(5));
+    let mut publisher = ws_at(a.addr, "/ws");
+    let padding = "x".repeat(8 << 10);
+    let mut published = 0;
+    let publish_padded = |publisher: &mut TcpStream, n: &mut usize| {
+        send_text(
+            publisher,
+            &format!(r#"{{"op":"pub","topic":"news","data":"{n} {padding}"}}"#),
+        );
+        *n += 1;
+    };
+    // Node b stops reading (the whole process is stopped): far more than the limit piles up.
+    b.signal("STOP");
+    for _ in 0..4000 {
+        publish_padded(&mut publisher, &mut published);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(a.addr, "ringws_broker_published_total") < published as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "node a did not publish everything"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.signal("CONT");
+    // Node b reads what reached it, finds the connection closed, reconnects and subscribes again.
+    wait_healthz(b.addr, 200, Duration::from_secs(10));
+    redis.wait_subscribers("ringws:news", 1, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(b.addr, "ringws_broker_resets_total") < 1 {
+        assert!(Instant::now() < deadline, "node b's link was never reset");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        publish_padded(&mut publisher, &mut published);
+    }
+    let mut received = Vec::new();
+    while received.last() != Some(&(published - 1)) {
+        let text = read_text(&mut remote);
+        let n: usize = text.split(' ').next().unwrap().parse().unwrap();
+        assert!(received.last().is_none_or(|&last| n > last), "order");
+        received.push(n);
+    }
+    assert!(
+        received.len() < published,
+        "nothing was lost: the limit was never hit"
+    );
+    assert_eq!(
+        metric_sum(b.addr, "ringws_broker_messages_lost_total"),
+        (published - received.len()) as u64 - received[0] as u64,
+    );
 }
 
 #[test]
