@@ -89,6 +89,25 @@ impl RedisUrl {
     }
 }
 
+/// `url` with its password (if any) replaced by `REDACTED`, for printing a configuration
+/// (`ringws check-config`): a URL that does not parse is returned as it is.
+pub fn redacted(url: &str) -> String {
+    match RedisUrl::parse(url) {
+        Ok(RedisUrl {
+            auth: Some((user, _)),
+            addr,
+            ..
+        }) => {
+            let db = url
+                .strip_prefix("redis://")
+                .and_then(|rest| rest.split_once('/'));
+            let db = db.map_or(String::new(), |(_, db)| format!("/{db}"));
+            format!("redis://{}:REDACTED@{addr}{db}", user.unwrap_or_default())
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +127,13 @@ mod tests {
         assert_eq!(url.addr, "[::1]:6379");
         assert_eq!(url.auth, Some((None, "secret".into())));
         assert!(!format!("{url:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_printed_url_hides_its_password() {
+        assert_eq!(redacted("redis://u:p@h:1/3"), "redis://u:REDACTED@h:1/3");
+        assert_eq!(redacted("redis://:p@h:1"), "redis://:REDACTED@h:1");
+        assert_eq!(redacted("redis://h:1/2"), "redis://h:1/2");
     }
 
     #[test]

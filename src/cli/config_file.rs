@@ -309,7 +309,14 @@ impl FileConfig {
             max_header_bytes: Some(ByteSize(config.max_header_bytes)),
             max_pending_request_memory: Some(ByteSize(config.max_pending_request_memory)),
             allowed_origins: Some(config.allowed_origins.clone()),
-            broker: Some(config.broker.clone()),
+            // Never a Redis password (as never the publish token).
+            broker: Some(
+                config
+                    .broker
+                    .iter()
+                    .map(|url| crate::broker::redacted(url))
+                    .collect(),
+            ),
             subprotocols: Some(config.subprotocols.clone()),
             handshake_timeout: Some(HumanDuration(config.handshake_timeout)),
             idle_timeout: Some(HumanDuration(config.idle_timeout)),
