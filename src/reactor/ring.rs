@@ -445,6 +445,24 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// Sets TCP_QUICKACK on direct descriptor `file_index`: an acknowledgement the kernel is delaying goes
+    /// out now (`tcp_cleanup_rbuf`). Issued inline (a socket command), its completion carries nothing.
+    pub fn quick_ack(&mut self, file_index: u32, user_data: u64) {
+        not_a_send(user_data);
+        static ONE: libc::c_int = 1;
+        let entry = opcode::SetSockOpt::new(
+            types::Fixed(file_index),
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_QUICKACK as u32,
+            &ONE as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build()
+        .user_data(user_data);
+        // SAFETY: the option value is a static, alive for the whole process, and never written.
+        unsafe { self.push(entry) }
+    }
+
     /// Closes direct descriptor `file_index`, freeing its fixed-file table entry.
     pub fn close_fixed(&mut self, file_index: u32, user_data: u64) {
         not_a_send(user_data);

@@ -268,6 +268,11 @@ impl Ring {
         self.push(user_data, SimOp::CloseFd { fd });
     }
 
+    /// As the real ring's TCP_QUICKACK: a simulated connection has no TCP state; nothing to do.
+    pub fn quick_ack(&mut self, _file_index: u32, user_data: u64) {
+        not_a_send(user_data);
+    }
+
     /// As the real ring's, but a simulated connection has no socket to install: the completion fails
     /// with `EOPNOTSUPP` at once.
     pub fn install_fd(&mut self, _file_index: u32, user_data: u64) {

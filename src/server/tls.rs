@@ -302,6 +302,9 @@ fn is_encrypted_key(pem: &[u8]) -> bool {
 pub struct RecvOutcome {
     /// The TLS handshake completed during this receive.
     pub handshake_completed: bool,
+    /// It was a TLS 1.3 handshake: its session ticket waits in the ciphertext queue (`hold_output`), so
+    /// the client's Finished must be acknowledged now (TCP_QUICKACK), not by a delayed ACK.
+    pub quick_ack: bool,
     /// The peer sent close_notify.
     pub peer_closed: bool,
 }
@@ -324,6 +327,12 @@ pub struct TlsState {
     pub peer_closed: bool,
     /// Ciphertext was given to rustls (the client's first flight was processed).
     pub input_seen: bool,
+    /// TLS 1.3: the session ticket rustls queued after the client's Finished waits in `out` until the first
+    /// plaintext is encrypted (the 101 or an HTTP answer) or the connection ends, and goes with it. Sent at
+    /// once, it reaches a client while the client writes its request, and a client that reads and writes
+    /// one TLS session from two threads (Python websockets' sync client on OpenSSL) then sometimes loses
+    /// its request: without this, about one run in three of the wss interop checks hung a connection.
+    pub hold_output: bool,
     /// Receives of this connection waiting in its worker's list of first flights (see
     /// `worker::tls_io`); while any waits, later ones wait behind them, so that order is kept.
     pub deferred_inputs: u16,
@@ -341,6 +350,7 @@ impl TlsState {
             peer_closed: false,
             input_seen: false,
             deferred_inputs: 0,
+            hold_output: false,
         })
     }
 
@@ -414,6 +424,15 @@ impl TlsState {
             }
             result.map(|_| outcome)
         };
+        let mut result = result;
+        if let Ok(done) = result.as_mut() {
+            if done.handshake_completed
+                && self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            {
+                self.hold_output = true;
+                done.quick_ack = true;
+            }
+        }
         if result.is_err() {
             self.fail(pool);
         } else if outcome.peer_closed {
@@ -522,6 +541,8 @@ impl TlsState {
         if !has_plain && !close {
             return Ok(());
         }
+        // The held ticket goes out ahead of this plaintext.
+        self.hold_output = false;
         if self.queued_bytes() >= CIPHERTEXT_AHEAD {
             return Ok(());
         }

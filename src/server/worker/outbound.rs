@@ -197,7 +197,10 @@ impl Core {
         let send_ud = self.ud(key, Op::Send);
         let conn = &mut self.conns[key];
         let file_index = conn.file_index;
+        // A TLS 1.3 session ticket waits for the first plaintext, unless the connection is ending.
+        let ending = conn.has(ENDING) || conn.has(SHUT_AFTER_FLUSH);
         let ready = match conn.tls_mut() {
+            Some(tls) if tls.hold_output && !ending => None,
             Some(tls) => tls.out.as_mut(),
             None => conn.queue.as_mut(),
         };

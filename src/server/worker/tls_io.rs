@@ -199,6 +199,15 @@ impl<H: Handler> Worker<'_, H> {
                 if outcome.handshake_completed {
                     self.core.metrics.tls_handshakes.inc();
                 }
+                if outcome.quick_ack {
+                    let file_index = self.core.conns[key].file_index;
+                    let ignore = crate::reactor::UserData::new(
+                        crate::reactor::NO_CONNECTION,
+                        0,
+                        crate::reactor::Op::Ignore,
+                    );
+                    self.core.ring.quick_ack(file_index, ignore.encode());
+                }
                 let conn = &self.core.conns[key];
                 if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(ENDING) {
                     if conn.state == State::Handshake {
