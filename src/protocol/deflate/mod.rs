@@ -10,17 +10,20 @@
 //!   tail stripped), the agreement in one byte (`Negotiated`), the worker's inflater pool and compressors.
 //! - `negotiate.rs`: the header grammar (RFC 6455 section 9.1), the permessage-deflate parameters (RFC 7692
 //!   section 7.1), `DeflateConfig`, `negotiate` and `Agreed`.
+//! - `zlib_ctx.rs`: `ContextCompressor`, the compressor of a context-takeover connection (stock zlib, FFI).
 //! - `tests.rs`: one unit test per negotiation rule, with the offers browsers and client libraries send.
 
 mod codec;
 mod negotiate;
 #[cfg(test)]
 mod tests;
+mod zlib_ctx;
 
 pub use codec::{
     Compressor, Compressors, InflateError, InflatePool, Inflater, Negotiated, INFLATER_STATE_BYTES,
     TAIL,
 };
+pub use zlib_ctx::{ContextCompressor, ContextInitError};
 pub use negotiate::{
     negotiate, offers, Agreed, ClientMaxWindowBits, ConfigError, Decline, DeflateConfig,
     DeflateMode, DeflateParams, Extension, Malformed, Offers, Param, EXTENSION_NAME,
