@@ -315,7 +315,18 @@ fn compression_flags_are_validated() {
             &["--compression-window-bits", "16"][..],
             "--compression-window-bits",
         ),
-        (&["--compression", "context"][..], "--compression"),
+        (
+            &["--compression", "context", "--compression-window-bits", "8"][..],
+            "--compression-window-bits",
+        ),
+        (
+            &["--compression", "context", "--compression-mem-level", "0"][..],
+            "--compression-mem-level",
+        ),
+        (
+            &["--compression-mem-level", "10"][..],
+            "--compression-mem-level",
+        ),
         (&["--compression", "maybe"][..], "--compression"),
     ] {
         let (code, stderr) = ServerProcess::start_expect_failure(ringws_binary(), args);

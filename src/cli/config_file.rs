@@ -81,6 +81,7 @@ pub struct FileConfig {
     pub compression_threshold: Option<ByteSize>,
     pub compression_level: Option<u8>,
     pub compression_window_bits: Option<u8>,
+    pub compression_mem_level: Option<u8>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -276,6 +277,7 @@ impl FileConfig {
             compression_threshold,
             compression_level,
             compression_window_bits,
+            compression_mem_level,
             log_format,
             log_level,
         );
@@ -345,6 +347,7 @@ impl FileConfig {
             compression_threshold: Some(ByteSize(config.compression.threshold)),
             compression_level: Some(config.compression.level),
             compression_window_bits: Some(config.compression.max_window_bits),
+            compression_mem_level: Some(config.compression.context_mem_level),
             log_format: Some(args.log_format),
             log_level: args.log_level.clone(),
         }

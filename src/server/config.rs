@@ -238,16 +238,9 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
-    /// The `--compression*` flags: level and window in range; context takeover is not offered yet.
+    /// The `--compression*` flags: level, windows and memory level in range.
     fn validate_compression(&self) -> Result<(), ConfigError> {
-        use crate::protocol::deflate::DeflateMode;
         let deflate = &self.compression;
-        if deflate.mode == DeflateMode::Context {
-            return invalid(
-                "--compression",
-                "context: context takeover is not available yet (use on or off)".into(),
-            );
-        }
         if deflate.level > 9 {
             return invalid(
                 "--compression-level",
@@ -258,6 +251,18 @@ impl ServerConfig {
             return invalid(
                 "--compression-window-bits",
                 format!("{}: must be 9 to 15", deflate.max_window_bits),
+            );
+        }
+        if !(9..=15).contains(&deflate.context_window_bits) {
+            return invalid(
+                "--compression-window-bits",
+                format!("{}: must be 9 to 15", deflate.context_window_bits),
+            );
+        }
+        if !(1..=9).contains(&deflate.context_mem_level) {
+            return invalid(
+                "--compression-mem-level",
+                format!("{}: must be 1 to 9", deflate.context_mem_level),
             );
         }
         Ok(())

@@ -23,8 +23,8 @@ pub use codec::{
     Compressor, Compressors, InflateError, InflatePool, Inflater, Negotiated, INFLATER_STATE_BYTES,
     TAIL,
 };
-pub use zlib_ctx::{ContextCompressor, ContextInitError};
 pub use negotiate::{
     negotiate, offers, Agreed, ClientMaxWindowBits, ConfigError, Decline, DeflateConfig,
     DeflateMode, DeflateParams, Extension, Malformed, Offers, Param, EXTENSION_NAME,
 };
+pub use zlib_ctx::{ContextCompressor, ContextInitError};

@@ -33,11 +33,11 @@ pub enum DeflateMode {
     /// an idle connection owns nothing.
     #[default]
     NoContext,
-    /// Context takeover (better ratios for similar messages) with a window bounded by
-    /// `DeflateConfig::context_window_bits`, paid per connection: the server keeps its context unless the
-    /// client asked for `server_no_context_takeover`; the client keeps its own only when it offered
-    /// `client_max_window_bits` (so its window can be bounded), otherwise the answer adds
-    /// `client_no_context_takeover`.
+    /// Server-to-client context takeover (better ratios for similar messages) with a window bounded by
+    /// `DeflateConfig::context_window_bits`, paid per connection (a compressor made at its first compressed
+    /// send): the server keeps its context unless the client asked for `server_no_context_takeover`. The
+    /// answer always adds `client_no_context_takeover` (RFC 7692 section 7.1.1.2 lets a server add it), so
+    /// inflating stays per worker as in `NoContext`.
     Context,
 }
 
@@ -53,9 +53,11 @@ pub struct DeflateConfig {
     pub level: u8,
     /// Largest window (9..=15 bits) of a compressor without context takeover (one per worker).
     pub max_window_bits: u8,
-    /// `Context` mode: the window (9..=15 bits) of each connection's compressor and, when the client lets us
-    /// bound it, of its inflater.
+    /// `Context` mode: the window (9..=15 bits) of each connection's compressor.
     pub context_window_bits: u8,
+    /// `Context` mode: zlib's memory level (1..=9) of each connection's compressor (its hash table and
+    /// block buffer: 1 keeps a compressor at 15.4 KB with an 11-bit window).
+    pub context_mem_level: u8,
 }
 
 impl DeflateConfig {
@@ -63,11 +65,15 @@ impl DeflateConfig {
     pub const DEFAULT_LEVEL: u8 = 6;
     pub const DEFAULT_MAX_WINDOW_BITS: u8 = 15;
     pub const DEFAULT_CONTEXT_WINDOW_BITS: u8 = 11;
+    pub const DEFAULT_CONTEXT_MEM_LEVEL: u8 = 1;
 
     /// Checks every field's range.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.level > MAX_LEVEL {
             return Err(ConfigError::Level(self.level));
+        }
+        if !(1..=9).contains(&self.context_mem_level) {
+            return Err(ConfigError::MemLevel(self.context_mem_level));
         }
         for bits in [self.max_window_bits, self.context_window_bits] {
             if !(MIN_COMPRESS_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&bits) {
@@ -88,17 +94,7 @@ impl DeflateConfig {
         let (server_no_context_takeover, client_max_window_bits) = match self.mode {
             DeflateMode::Off => return Err(Decline::Off),
             DeflateMode::NoContext => (true, None),
-            DeflateMode::Context => {
-                let client_bits = match offer.client_max_window_bits {
-                    _ if offer.client_no_context_takeover => None,
-                    ClientMaxWindowBits::Absent => None,
-                    ClientMaxWindowBits::NoValue => Some(clamp(self.context_window_bits)),
-                    ClientMaxWindowBits::Bits(bits) => {
-                        Some(bits.min(clamp(self.context_window_bits)))
-                    }
-                };
-                (offer.server_no_context_takeover, client_bits)
-            }
+            DeflateMode::Context => (offer.server_no_context_takeover, None),
         };
         let own_bits = if server_no_context_takeover {
             clamp(self.max_window_bits)
@@ -131,6 +127,7 @@ impl Default for DeflateConfig {
             level: Self::DEFAULT_LEVEL,
             max_window_bits: Self::DEFAULT_MAX_WINDOW_BITS,
             context_window_bits: Self::DEFAULT_CONTEXT_WINDOW_BITS,
+            context_mem_level: Self::DEFAULT_CONTEXT_MEM_LEVEL,
         }
     }
 }
@@ -142,6 +139,8 @@ pub enum ConfigError {
     Level(u8),
     /// A window is outside 9..=15 bits.
     WindowBits(u8),
+    /// The memory level is outside 1..=9.
+    MemLevel(u8),
 }
 
 impl fmt::Display for ConfigError {
@@ -150,6 +149,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Level(level) => write!(f, "deflate level {level} is not in 0..=9"),
             ConfigError::WindowBits(bits) => {
                 write!(f, "deflate window of {bits} bits is not in 9..=15")
+            }
+            ConfigError::MemLevel(level) => {
+                write!(f, "deflate memory level {level} is not in 1..=9")
             }
         }
     }

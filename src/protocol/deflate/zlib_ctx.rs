@@ -160,7 +160,11 @@ mod tests {
         let mut x = 7u32;
         while text.len() < len {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            text.push_str(&format!("{{\"id\":{},\"user\":\"u{}\"}},", x % 100_000, x >> 24));
+            text.push_str(&format!(
+                "{{\"id\":{},\"user\":\"u{}\"}},",
+                x % 100_000,
+                x >> 24
+            ));
         }
         text.truncate(len);
         text.into_bytes()
