@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::protocol::deflate::Inflater;
+use crate::protocol::deflate::{ContextCompressor, DeflateConfig, Inflater};
 use crate::protocol::{MessageReader, Role};
 use crate::reactor::SendQueue;
 
@@ -108,6 +108,22 @@ struct Extras {
     /// The inflater of a compressed message that spans receives, from the worker's pool, only while that
     /// message is in progress.
     inflater: Option<HeldInflater>,
+    /// The compressor of a connection that keeps the server's context (`--compression context`), from its
+    /// first compressed message to its release.
+    compressor: Option<HeldCompressor>,
+}
+
+/// A context-takeover connection's compressor, counted in the worker's `context_compressors` gauge for as
+/// long as it lives (dropped with the connection).
+struct HeldCompressor {
+    compressor: ContextCompressor,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl Drop for HeldCompressor {
+    fn drop(&mut self) {
+        self.metrics.deflate.context_compressors.sub(1);
+    }
 }
 
 /// An inflater held by a connection, counted in the worker's `inflaters_held` gauge for as long as it is
@@ -251,7 +267,11 @@ impl Connection {
     /// Drops the box once nothing is in it.
     fn trim_extras(&mut self) {
         if self.extras.as_ref().is_some_and(|e| {
-            e.pending.is_none() && e.tls.is_none() && e.held_input.is_none() && e.inflater.is_none()
+            e.pending.is_none()
+                && e.tls.is_none()
+                && e.held_input.is_none()
+                && e.inflater.is_none()
+                && e.compressor.is_none()
         }) {
             self.extras = None;
         }
@@ -352,6 +372,37 @@ impl Connection {
     /// `metrics.deflate.inflaters_held` until it is taken or dropped with the connection.
     pub fn hold_inflater(&mut self, inflater: Box<Inflater>, metrics: &Arc<WorkerMetrics>) {
         self.extras_mut().inflater = Some(HeldInflater::new(inflater, metrics));
+    }
+
+    /// This connection's own compressor (context takeover), made on first use with `config`'s level and
+    /// memory level and the agreed `window_bits`, counted in `metrics.deflate.context_compressors` until the
+    /// connection is dropped. `None` when zlib cannot make one (out of memory): the message goes plain.
+    pub fn context_compressor(
+        &mut self,
+        config: &DeflateConfig,
+        window_bits: u8,
+        metrics: &Arc<WorkerMetrics>,
+    ) -> Option<&mut ContextCompressor> {
+        let extras = self.extras_mut();
+        if extras.compressor.is_none() {
+            match ContextCompressor::new(config.level, window_bits, config.context_mem_level) {
+                Ok(compressor) => {
+                    metrics.deflate.context_compressors.inc();
+                    extras.compressor = Some(HeldCompressor {
+                        compressor,
+                        metrics: Arc::clone(metrics),
+                    });
+                }
+                Err(_) => {
+                    self.trim_extras();
+                    return None;
+                }
+            }
+        }
+        self.extras
+            .as_mut()
+            .and_then(|e| e.compressor.as_mut())
+            .map(|held| &mut held.compressor)
     }
 
     /// The first rule of [`flags`] this connection breaks, if any.

@@ -262,6 +262,9 @@ pub struct DeflateMetrics {
     /// Gauge: inflaters held by connections whose compressed message spans receives (each counts
     /// `INFLATER_STATE_BYTES` against `--max-assembly-memory`).
     pub inflaters_held: Counter,
+    /// Gauge: compressors owned by context-takeover connections (`--compression context`), each made at
+    /// its connection's first compressed message and freed with the connection.
+    pub context_compressors: Counter,
 }
 
 fn render_deflate(out: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
@@ -338,6 +341,17 @@ fn render_deflate(out: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
             out,
             "ringws_inflaters_held{{worker=\"{i}\"}} {}",
             m.deflate.inflaters_held.get()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringws_deflate_context_compressors Compressors owned by context-takeover connections\n# TYPE ringws_deflate_context_compressors gauge"
+    );
+    for (i, m) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringws_deflate_context_compressors{{worker=\"{i}\"}} {}",
+            m.deflate.context_compressors.get()
         );
     }
 }

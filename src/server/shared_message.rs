@@ -4,7 +4,8 @@
 //! reference-counted frame, and each receiving send queue takes a reference, never a copy. It is the one
 //! form in which a message crosses threads (workers, `ServerHandle`) and reaches a handler's
 //! `on_published`; a connection asks it for the form that connection needs (`frame_for`): the plain frame,
-//! or for a connection that agreed permessage-deflate the compressed frame (RSV1), made at most once per
+//! or for a connection that agreed permessage-deflate without server context takeover the compressed
+//! frame (RSV1), made at most once per
 //! message by the worker that encodes it (`encode_compressed`), when compression is on, the message is at
 //! or above the threshold and compressing shrinks it. Encoding is one allocation per form, the frame's own,
 //! and one copy of the payload (or of its compressed form). Must never be re-encoded, compressed or copied
@@ -113,11 +114,16 @@ impl SharedMessage {
     }
 
     /// The frame for a connection with this permessage-deflate agreement: the compressed one when there is
-    /// one and the connection's agreed window takes it, else the plain one.
+    /// one and the connection's agreed window takes it, else the plain one. A connection whose server
+    /// context is kept (`--compression context`) always gets the plain one: the shared compressed frame is
+    /// not in that connection's compressor's window, so once its client inflated it the next message
+    /// compressed for that connection would refer to the wrong bytes (plain also costs nothing per
+    /// receiver, where compressing per connection would).
     pub fn frame_for(&self, negotiated: Negotiated) -> &Arc<[u8]> {
         match &self.compressed {
             Some(compressed)
                 if negotiated.is_on()
+                    && !negotiated.server_context_takeover()
                     && negotiated.compress_window_bits() >= self.compressed_window_bits =>
             {
                 compressed
@@ -228,6 +234,19 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(message.frame_for(agreed(12)), compressed));
         assert!(Arc::ptr_eq(message.frame_for(agreed(15)), compressed));
+        // Plain for a connection that keeps the server's context, whatever its window.
+        let context = crate::protocol::deflate::DeflateConfig {
+            mode: crate::protocol::deflate::DeflateMode::Context,
+            context_window_bits: 15,
+            ..Default::default()
+        };
+        let keeps = Negotiated::from_agreed(
+            &crate::protocol::deflate::negotiate([b"permessage-deflate".as_slice()], &context)
+                .unwrap(),
+        );
+        assert!(keeps.server_context_takeover());
+        assert_eq!(keeps.compress_window_bits(), 15);
+        assert!(Arc::ptr_eq(message.frame_for(keeps), message.plain_frame()));
         // A payload that does not shrink has no compressed form.
         let mut x = 0x2545_f491_u32;
         let noise: Vec<u8> = (0..300)

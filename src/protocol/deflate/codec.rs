@@ -9,8 +9,9 @@
 //!
 //! Default mode (no context takeover either way): one compressor per window size and one inflater per
 //! worker, reset per message; a compressed message that spans receives holds an inflater from the pool only
-//! while it is in progress, so an idle connection owns nothing. Context takeover (per-connection state) fits
-//! the same types (a `Compressor` or `Inflater` that is not reset) and is not offered yet.
+//! while it is in progress, so an idle connection owns nothing. Context mode (`--compression context`, the
+//! server's context only): each such connection's own `ContextCompressor` (`zlib_ctx.rs`), written into the
+//! worker's output buffer here (`Compressors::compress_context`).
 //!
 //! Never panics on any input, never logs, never reads a clock; allocates only the output it is asked for
 //! (bounded by the caller's limit) and, on first use, the zlib state.
@@ -356,6 +357,20 @@ impl Compressors {
         let slot = &mut self.by_window[(bits - 9) as usize];
         let level = self.level;
         let compressor = slot.get_or_insert_with(|| Box::new(Compressor::new(level, bits, false)));
+        self.out.clear();
+        if self.out.capacity() > SCRATCH_KEEP {
+            self.out = Vec::new();
+        }
+        compressor.compress(payload, &mut self.out)
+    }
+
+    /// Compresses `payload` with a connection's own `compressor` (context takeover) into `self.out`
+    /// (replacing it). `false`: send it plain (not smaller).
+    pub fn compress_context(
+        &mut self,
+        compressor: &mut super::ContextCompressor,
+        payload: &[u8],
+    ) -> bool {
         self.out.clear();
         if self.out.capacity() > SCRATCH_KEEP {
             self.out = Vec::new();

@@ -7,7 +7,8 @@
 //! kernel may still read. A message a handler sends (echo included) at or above `--compression-threshold`
 //! to a connection that agreed permessage-deflate is compressed with the worker's compressor for its
 //! window (reset per message, output buffer reused) and goes with RSV1 set, or plain when it does not
-//! shrink.
+//! shrink; a connection that keeps the server's context (`--compression context`) uses its own compressor
+//! instead, made at its first compressed message.
 
 use crate::protocol::close::encode_close_payload;
 use crate::protocol::frame::{encode_header, OpCode};
@@ -272,8 +273,21 @@ impl Core {
         self.metrics.bytes_out.add(payload.len() as u64);
         let negotiated = self.conns[key].reader.deflate();
         if negotiated.is_on() && payload.len() >= self.config.compression.threshold {
+            let compressed = if negotiated.server_context_takeover() {
+                // The connection's own compressor, which keeps its window between messages.
+                match self.conns[key].context_compressor(
+                    &self.config.compression,
+                    negotiated.compress_window_bits(),
+                    &self.metrics,
+                ) {
+                    Some(compressor) => self.compressors.compress_context(compressor, payload),
+                    None => false,
+                }
+            } else {
+                self.compressors.compress(negotiated, payload)
+            };
             let deflate = &self.metrics.deflate;
-            if self.compressors.compress(negotiated, payload) {
+            if compressed {
                 deflate.messages_out.inc();
                 deflate.bytes[DEFLATE_OUT_PLAIN].add(payload.len() as u64);
                 deflate.bytes[DEFLATE_OUT_COMPRESSED].add(self.compressors.out.len() as u64);
