@@ -9,7 +9,8 @@ broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own
 activity either, so the per-connection figure after the broadcast should stay close to the idle one.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate]   (env RINGWS=path to another ringws binary)
+Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate | --context]
+       (env RINGWS=path to another ringws binary)
 N below 1000 is refused: the figure would be noise (see MIN_N).
 
 With --tls the server runs with a self-signed test certificate (scripts/interop/test_cert.py) and every
@@ -19,6 +20,11 @@ With --deflate every connection offers permessage-deflate as Chrome does (`perme
 client_max_window_bits`) and must get it agreed (the 101 answer is checked); the broadcast is then 1000
 bytes, above the compression threshold, so that it goes out compressed (RSV1) and the figure after it
 includes whatever compressing for the idle connections left behind.
+
+With --context (implies --deflate) the server runs `--compression context --mode echo`: in place of the
+broadcast (which such connections get plain), every connection sends one 1000-byte message and reads its
+compressed echo, so each then owns its compressor, and the last figure is the cost of an idle connection
+that has one.
 """
 import os
 import socket
@@ -30,9 +36,10 @@ import time
 
 import ringws_proc
 
-ARGS = [a for a in sys.argv[1:] if a not in ("--tls", "--deflate")]
+ARGS = [a for a in sys.argv[1:] if a not in ("--tls", "--deflate", "--context")]
 TLS = "--tls" in sys.argv[1:]
-DEFLATE = "--deflate" in sys.argv[1:]
+CONTEXT_MODE = "--context" in sys.argv[1:]
+DEFLATE = "--deflate" in sys.argv[1:] or CONTEXT_MODE
 N = int(ARGS[0]) if ARGS else 10000
 # Below this the figure means nothing: VmRSS moves in whole pages, the warm-up's 1000 connections leave the
 # slab, the wheel and the allocator holding room for more than N, and a few KiB of noise divided by a few
@@ -94,6 +101,31 @@ def broadcast_once(conns):
             raise RuntimeError(f"unexpected frame {first:#x} of {size} bytes")
 
 
+def echo_each(conns, n):
+    """--context: every connection sends n zero bytes and must read them back in one binary frame,
+    compressed (its compressor is made then) when n is at or above the threshold, plain below it."""
+    compressed = n >= 128
+    for s in conns:
+        length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        s.sendall(bytes([0x82]) + length + bytes(4) + bytes(n))
+        first, second = recv_exactly(s, 2)
+        size = second & 0x7F
+        if size == 126:
+            size = int.from_bytes(recv_exactly(s, 2), "big")
+        recv_exactly(s, size)
+        if first != (0xC2 if compressed else 0x82) or (compressed and size >= n):
+            raise RuntimeError(f"unexpected echo {first:#x} of {size} bytes")
+
+
+def exercise(conns, warm_up=False):
+    """The activity after which idle connections are measured again. With --context the warm-up echoes
+    100 bytes (plain), so that no freed compressor leaves heap for the measured connections to reuse."""
+    if CONTEXT_MODE:
+        echo_each(conns, 100 if warm_up else BROADCAST_SIZE)
+    else:
+        broadcast_once(conns)
+
+
 def main():
     global CONTEXT
     if N < MIN_N:
@@ -111,13 +143,14 @@ def main():
         tls_args = ["--tls-cert", cert_path, "--tls-key", key_path]
     server = ringws_proc.start(
         [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
-         "--mode", "broadcast"] + tls_args)
+         "--mode", "echo" if CONTEXT_MODE else "broadcast"]
+        + (["--compression", "context"] if CONTEXT_MODE else []) + tls_args)
     try:
         _, port = ringws_proc.listening_addr(server)
         # Warm-up: touch every receive buffer and fill the pools once.
         for _ in range(3):
             warm = [open_ws(port) for _ in range(1000)]
-            broadcast_once(warm)
+            exercise(warm, warm_up=True)
             for s in warm:
                 s.close()
             time.sleep(0.5)
@@ -127,16 +160,21 @@ def main():
         after = ringws_proc.rss_kib(server.pid)
         per_conn = (after - before) * 1024 / N
         print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}"
-              f"{', permessage-deflate agreed' if DEFLATE else ''}")
+              f"{', permessage-deflate agreed' if DEFLATE else ''}"
+              f"{' (--compression context)' if CONTEXT_MODE else ''}")
         print(f"VmRSS before: {before} KiB, after: {after} KiB")
         print(f"user-space bytes per idle connection: {per_conn:.0f}")
-        broadcast_once(conns)
+        exercise(conns)
         # The worker cuts its pools back after about a second without output.
         time.sleep(2.5)
         after_broadcast = ringws_proc.rss_kib(server.pid)
         per_conn = (after_broadcast - before) * 1024 / N
-        print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")
-        print(f"user-space bytes per idle connection after the broadcast: {per_conn:.0f}")
+        what = "one compressed echo each" if CONTEXT_MODE else "the broadcast"
+        if CONTEXT_MODE:
+            print(f"VmRSS after one compressed echo to each of them: {after_broadcast} KiB")
+        else:
+            print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")
+        print(f"user-space bytes per idle connection after {what}: {per_conn:.0f}")
         for s in conns:
             s.close()
     finally:
