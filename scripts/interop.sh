@@ -107,6 +107,13 @@ if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
     scripts/.venv/bin/python scripts/interop/python_wss.py "${SERVER[@]}" | tee "$LOGS/python-wss.out" || FAILED=1
 fi
 
+# --compression context also needs the ringws binary (its own server with that flag).
+: >"$LOGS/python-context.out"
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
+    log "Python websockets client, --compression context"
+    scripts/.venv/bin/python scripts/interop/python_context.py "${SERVER[@]}" | tee "$LOGS/python-context.out" || FAILED=1
+fi
+
 log "Node ws client"
 node scripts/interop/node_client.mjs "ws://$ECHO_ADDR/" | tee "$LOGS/node.out" || FAILED=1
 
@@ -125,9 +132,9 @@ for pid in "${PIDS[@]}"; do
 done
 
 # Totals over the clients (each prints `N passed, N failed` as its last line).
-PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^ok ' || true)
-FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^FAIL ' || true)
-SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,node,browser}.out | grep -c '^SKIP ' || true)
+PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^SKIP ' || true)
 if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
     FAILED_TOTAL=1 # a client or server died without reporting a check
 fi
