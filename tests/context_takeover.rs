@@ -23,20 +23,7 @@ struct Client {
 
 impl Client {
     fn open(server: &ServerProcess, offer: Option<&str>) -> (Client, String) {
-        let mut stream = connect(server.addr);
-        let mut request = upgrade_request("/");
-        if let Some(offer) = offer {
-            request = request.replacen(
-                "\r\n\r\n",
-                &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"),
-                1,
-            );
-        }
-        let (status, head) = http_exchange(&mut stream, &request);
-        assert_eq!(status, 101, "{head}");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let (stream, head) = websocket_offering(server.addr, offer);
         let client = Client {
             stream,
             inflater: Decompress::new_with_window_bits(false, 15),

@@ -12,27 +12,12 @@ use common::*;
 use ringws::protocol::deflate::{Compressor, Inflater};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// Opens a WebSocket offering `offer`; returns the stream and the 101's head.
 fn open(server: &ServerProcess, offer: Option<&str>) -> (TcpStream, String) {
-    let mut stream = connect(server.addr);
-    let mut request = upgrade_request("/");
-    if let Some(offer) = offer {
-        request = request.replacen(
-            "\r\n\r\n",
-            &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"),
-            1,
-        );
-    }
-    let (status, head) = http_exchange(&mut stream, &request);
-    assert_eq!(status, 101, "{head}");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    (stream, head)
+    websocket_offering(server.addr, offer)
 }
 
 /// One server frame: (first byte, payload).

@@ -71,6 +71,26 @@ pub fn upgrade_request(path: &str) -> String {
     )
 }
 
+/// Opens a WebSocket over raw TCP offering `extensions` (a `Sec-WebSocket-Extensions` value) when given;
+/// checks the 101 and returns the stream (10 s read timeout) and the answer's head.
+pub fn websocket_offering(addr: SocketAddr, extensions: Option<&str>) -> (TcpStream, String) {
+    let mut stream = connect(addr);
+    let mut request = upgrade_request("/");
+    if let Some(offer) = extensions {
+        request = request.replacen(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"),
+            1,
+        );
+    }
+    let (status, head) = http_exchange(&mut stream, &request);
+    assert_eq!(status, 101, "{head}");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (stream, head)
+}
+
 /// Opens a WebSocket over raw TCP and checks the 101 answer.
 pub fn raw_websocket(addr: SocketAddr) -> TcpStream {
     let mut stream = connect(addr);
