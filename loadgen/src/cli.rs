@@ -136,6 +136,13 @@ pub struct Options {
     #[arg(long)]
     pub deflate: bool,
 
+    /// --deflate: offer `permessage-deflate; client_no_context_takeover` instead, letting the server keep
+    /// its compression context between messages (uWebSockets' dedicated compressors, `ringws serve
+    /// --compression context`). Where the answer keeps it, each connection keeps its own inflater (a 15-bit
+    /// window, about 44 KB) from its first compressed message on.
+    #[arg(long, requires = "deflate")]
+    pub deflate_server_context: bool,
+
     /// --deflate: the compression level (0-9) of what this client sends.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub deflate_level: u8,

@@ -4,40 +4,49 @@
 //! message reader's `feed_deflate` with the worker's inflater pool. This module must never grow a codec of
 //! its own.
 //!
-//! The offer asks for no context takeover either way, so one compressor per worker (reset per message) and
-//! the worker's pooled inflaters serve every connection, as on the server. The answer is honoured only if
-//! it keeps to that: one permessage-deflate element with `server_no_context_takeover` and no
-//! `client_max_window_bits` (not offered, so not allowed back). Checking an answer allocates nothing;
-//! compressing reuses one buffer per worker.
+//! The default offer asks for no context takeover either way, so one compressor per worker (reset per
+//! message) and the worker's pooled inflaters serve every connection, as on the server; its answer is
+//! honoured only if it keeps to that: one permessage-deflate element with `server_no_context_takeover`.
+//! `--deflate-server-context` offers the server its context takeover instead (uWebSockets' dedicated
+//! compressors, `ringws serve --compression context`): where the answer keeps it, the connection keeps its
+//! own inflater, window and all, from message to message. Either way this client never keeps its own
+//! context (always allowed) and offers no `client_max_window_bits`, so none may come back. Checking an
+//! answer allocates nothing; compressing reuses one buffer per worker.
 
 use crate::wire::{self, OpCode};
 use ringws::protocol::deflate::{
-    negotiate, offers, ClientMaxWindowBits, Compressor, DeflateConfig, DeflateParams, Negotiated,
-    EXTENSION_NAME,
+    offers, ClientMaxWindowBits, Compressor, DeflateParams, Negotiated, EXTENSION_NAME,
 };
 
 /// The `Sec-WebSocket-Extensions` value `--deflate` sends.
 pub const OFFER: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
+/// The value `--deflate --deflate-server-context` sends: the server may keep its context.
+pub const OFFER_SERVER_CONTEXT: &str = "permessage-deflate; client_no_context_takeover";
+
 /// What the plan says about permessage-deflate (`--deflate`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientDeflate {
     /// Compression level of what this client sends.
     pub level: u8,
-    /// The agreement a message reader is given once the server accepted the offer.
-    pub negotiated: Negotiated,
+    /// `--deflate-server-context`: the offer lets the server keep its context between messages.
+    pub server_context: bool,
 }
 
 impl ClientDeflate {
-    pub fn new(level: u8) -> ClientDeflate {
-        // The agreement both ends reach on this offer: ringws's own negotiation, in its default mode, gives
-        // exactly the parameters the answer is checked for (no context takeover either way).
-        let agreed = negotiate([OFFER.as_bytes()], &DeflateConfig::default())
-            .expect("the offer is one the default negotiation accepts (unit-tested)");
+    pub fn new(level: u8, server_context: bool) -> ClientDeflate {
         ClientDeflate {
             level,
-            negotiated: Negotiated::from_agreed(&agreed),
+            server_context,
+        }
+    }
+
+    /// The `Sec-WebSocket-Extensions` value this client offers.
+    pub fn offer(&self) -> &'static str {
+        match self.server_context {
+            false => OFFER,
+            true => OFFER_SERVER_CONTEXT,
         }
     }
 }
@@ -47,14 +56,18 @@ impl ClientDeflate {
 pub enum Answer {
     /// No `Sec-WebSocket-Extensions` in the answer: messages go plain.
     Declined,
-    /// permessage-deflate without context takeover from the server.
-    Agreed,
+    /// permessage-deflate as the answer agreed it (what a message reader is given).
+    Agreed(Negotiated),
     /// An answer this client cannot honour (the handshake fails).
     Invalid,
 }
 
-/// Checks the values of every `Sec-WebSocket-Extensions` header of the server's 101 answer.
-pub fn check_answer<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Answer {
+/// Checks the values of every `Sec-WebSocket-Extensions` header of the server's 101 answer to the offer
+/// (`server_context`: whether it let the server keep its context).
+pub fn check_answer<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    server_context: bool,
+) -> Answer {
     let mut elements = offers(values);
     let Some(first) = elements.next() else {
         return Answer::Declined;
@@ -67,10 +80,10 @@ pub fn check_answer<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Answer {
     }
     match DeflateParams::from_extension(&extension) {
         Ok(params)
-            if params.server_no_context_takeover
+            if (server_context || params.server_no_context_takeover)
                 && params.client_max_window_bits == ClientMaxWindowBits::Absent =>
         {
-            Answer::Agreed
+            Answer::Agreed(Negotiated::from_answer(&params))
         }
         _ => Answer::Invalid,
     }
@@ -117,24 +130,58 @@ mod tests {
     use super::*;
     use ringws::protocol::deflate::Inflater;
 
+    /// What ringws's own negotiation answers to an offer, as the answer's parameters.
+    fn ringws_answer(offer: &str, mode: ringws::protocol::deflate::DeflateMode) -> String {
+        let config = ringws::protocol::deflate::DeflateConfig {
+            mode,
+            ..Default::default()
+        };
+        let agreed = ringws::protocol::deflate::negotiate([offer.as_bytes()], &config).unwrap();
+        let mut value = Vec::new();
+        agreed.write_value(&mut value);
+        String::from_utf8(value).unwrap()
+    }
+
     #[test]
-    fn the_offer_gives_an_agreement_without_context_takeover() {
-        let negotiated = ClientDeflate::new(1).negotiated;
-        assert!(negotiated.is_on());
-        assert!(!negotiated.server_context_takeover());
-        assert!(!negotiated.client_context_takeover());
+    fn the_offers_are_ones_ringws_agrees_to() {
+        use ringws::protocol::deflate::DeflateMode;
+        for server_context in [false, true] {
+            let offer = ClientDeflate::new(1, server_context).offer();
+            let answer = ringws_answer(offer, DeflateMode::NoContext);
+            let Answer::Agreed(negotiated) = check_answer([answer.as_bytes()], server_context)
+            else {
+                panic!("{offer} -> {answer}");
+            };
+            assert!(!negotiated.server_context_takeover(), "{answer}");
+            assert!(!negotiated.client_context_takeover(), "{answer}");
+        }
+        // The server-context offer to a server keeping its context: the reader keeps its inflater.
+        let answer = ringws_answer(OFFER_SERVER_CONTEXT, DeflateMode::Context);
+        let Answer::Agreed(negotiated) = check_answer([answer.as_bytes()], true) else {
+            panic!("{answer}");
+        };
+        assert!(negotiated.server_context_takeover(), "{answer}");
+        // The default offer never lets it.
+        let answer = ringws_answer(OFFER, DeflateMode::Context);
+        assert!(
+            matches!(check_answer([answer.as_bytes()], false), Answer::Agreed(n) if !n.server_context_takeover()),
+            "{answer}"
+        );
     }
 
     #[test]
     fn answers() {
-        let check = |values: &[&str]| check_answer(values.iter().map(|v| v.as_bytes()));
+        let check = |values: &[&str]| check_answer(values.iter().map(|v| v.as_bytes()), false);
         assert_eq!(check(&[]), Answer::Declined);
         for agreed in [
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
             "permessage-deflate;server_no_context_takeover",
             "Permessage-Deflate; server_no_context_takeover; server_max_window_bits=10",
         ] {
-            assert_eq!(check(&[agreed]), Answer::Agreed, "{agreed}");
+            assert!(
+                matches!(check(&[agreed]), Answer::Agreed(n) if !n.server_context_takeover()),
+                "{agreed}"
+            );
         }
         for invalid in [
             // The server would keep its context: our per-message inflater could not follow.
@@ -157,6 +204,29 @@ mod tests {
             ]),
             Answer::Invalid
         );
+    }
+
+    #[test]
+    fn answers_to_the_server_context_offer() {
+        let check = |value: &str| check_answer([value.as_bytes()], true);
+        for (answer, keeps) in [
+            ("permessage-deflate", true),
+            ("permessage-deflate; client_no_context_takeover", true),
+            ("permessage-deflate; server_max_window_bits=10", true),
+            ("permessage-deflate; server_no_context_takeover", false),
+        ] {
+            assert!(
+                matches!(check(answer), Answer::Agreed(n) if n.server_context_takeover() == keeps),
+                "{answer}"
+            );
+        }
+        for invalid in [
+            "permessage-deflate; client_max_window_bits=10",
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; bogus",
+        ] {
+            assert_eq!(check(invalid), Answer::Invalid, "{invalid}");
+        }
     }
 
     #[test]

@@ -116,9 +116,12 @@ impl Plan {
             subscriber_path,
             target,
             filler: crate::payload::filler(options.payload, options.size),
-            deflate: options
-                .deflate
-                .then(|| crate::deflate::ClientDeflate::new(options.deflate_level)),
+            deflate: options.deflate.then(|| {
+                crate::deflate::ClientDeflate::new(
+                    options.deflate_level,
+                    options.deflate_server_context,
+                )
+            }),
             opcode,
             kind,
             depth: options.depth,

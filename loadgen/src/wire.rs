@@ -4,6 +4,7 @@
 //! Everything about the wire format lives in `ringws::protocol`; this module only adapts it to the load
 //! generator (random keys, error reasons for reports). It must never grow a codec of its own.
 
+use ringws::protocol::deflate::Negotiated;
 use ringws::protocol::{close, frame, handshake, message};
 
 pub use frame::OpCode;
@@ -39,8 +40,9 @@ impl Rng {
 /// An opening handshake in progress: what the server's answer must carry.
 pub struct ClientHandshake {
     expected_accept: [u8; 28],
-    /// permessage-deflate was offered (`--deflate`): the answer may carry it.
-    offered_deflate: bool,
+    /// permessage-deflate was offered (`--deflate`): the answer may carry it. `Some(true)`: the offer let
+    /// the server keep its context (`--deflate-server-context`).
+    offered_deflate: Option<bool>,
     pub response: Vec<u8>,
 }
 
@@ -49,8 +51,8 @@ pub struct ClientHandshake {
 pub struct Opened {
     /// Length of the answer in the bytes received (the rest are frames).
     pub consumed: usize,
-    /// The server agreed to permessage-deflate.
-    pub deflate: bool,
+    /// permessage-deflate as the server agreed it (`NONE`: not agreed).
+    pub deflate: Negotiated,
 }
 
 /// Why a handshake failed, for the report.
@@ -68,7 +70,7 @@ pub fn start_handshake(
     out: &mut Vec<u8>,
     host: &str,
     path: &str,
-    deflate: bool,
+    deflate: Option<&crate::deflate::ClientDeflate>,
     rng: &mut Rng,
 ) -> ClientHandshake {
     let mut random = [0u8; 16];
@@ -77,16 +79,16 @@ pub fn start_handshake(
     let key = handshake::encode_key(random);
     let key_b64 = std::str::from_utf8(&key).expect("base64 is ASCII");
     handshake::build_client_request(out, host, path, key_b64, &[]);
-    if deflate {
+    if let Some(deflate) = deflate {
         // The request ends with its empty line: the offer goes before it.
         out.truncate(out.len() - 2);
         out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
-        out.extend_from_slice(crate::deflate::OFFER.as_bytes());
+        out.extend_from_slice(deflate.offer().as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
     }
     ClientHandshake {
         expected_accept: handshake::accept_key(&key),
-        offered_deflate: deflate,
+        offered_deflate: deflate.map(|d| d.server_context),
         response: Vec::new(),
     }
 }
@@ -114,11 +116,11 @@ impl ClientHandshake {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|at| at + 4);
-        let (Some(head_end), true) = (head_end, self.offered_deflate) else {
+        let (Some(head_end), Some(server_context)) = (head_end, self.offered_deflate) else {
             return self.validate(&self.response).map(|opened| {
                 opened.map(|consumed| Opened {
                     consumed,
-                    deflate: false,
+                    deflate: Negotiated::NONE,
                 })
             });
         };
@@ -133,9 +135,11 @@ impl ClientHandshake {
         if self.validate(&rest)?.is_none() {
             return Err(HandshakeFailure::Invalid);
         }
-        let deflate = match crate::deflate::check_answer(lines().filter_map(extensions_value)) {
-            crate::deflate::Answer::Declined => false,
-            crate::deflate::Answer::Agreed => true,
+        let answer =
+            crate::deflate::check_answer(lines().filter_map(extensions_value), server_context);
+        let deflate = match answer {
+            crate::deflate::Answer::Declined => Negotiated::NONE,
+            crate::deflate::Answer::Agreed(negotiated) => negotiated,
             crate::deflate::Answer::Invalid => return Err(HandshakeFailure::Invalid),
         };
         Ok(Some(Opened {
@@ -198,7 +202,8 @@ mod tests {
     fn handshake_offers_deflate_and_reads_the_answer() {
         let mut rng = Rng::new(3);
         let mut request = Vec::new();
-        let mut hs = start_handshake(&mut request, "h:1", "/", true, &mut rng);
+        let offer = crate::deflate::ClientDeflate::new(1, false);
+        let mut hs = start_handshake(&mut request, "h:1", "/", Some(&offer), &mut rng);
         let text = std::str::from_utf8(&request).unwrap();
         assert!(text.ends_with(
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
@@ -210,6 +215,7 @@ mod tests {
                 "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n",
                 Ok(true),
             ),
+            // The default offer does not let the server keep its context.
             (
                 "Sec-WebSocket-Extensions: permessage-deflate\r\n",
                 Err(HandshakeFailure::Invalid),
@@ -227,7 +233,10 @@ mod tests {
                 hs.check(),
                 expected.map(|deflate| Some(Opened {
                     consumed: head,
-                    deflate
+                    deflate: match deflate {
+                        true => agreed(false),
+                        false => Negotiated::NONE,
+                    },
                 })),
                 "{extra}"
             );
@@ -241,14 +250,14 @@ mod tests {
         assert!(hs.check().is_err());
         // Not offered: not in the request, and an answer with the extension fails.
         let mut request = Vec::new();
-        let mut plain = start_handshake(&mut request, "h:1", "/", false, &mut rng);
+        let mut plain = start_handshake(&mut request, "h:1", "/", None, &mut rng);
         assert!(!std::str::from_utf8(&request)
             .unwrap()
             .contains("Extensions"));
         plain.response = answer(&request, "", b"");
         assert!(matches!(
             plain.check(),
-            Ok(Some(Opened { deflate: false, .. }))
+            Ok(Some(Opened { deflate, .. })) if !deflate.is_on()
         ));
         plain.response = answer(
             &request,
@@ -256,6 +265,38 @@ mod tests {
             b"",
         );
         assert_eq!(plain.check(), Err(HandshakeFailure::Invalid));
+    }
+
+    /// The agreement of an answer without parameters beyond the no-context-takeover ones.
+    fn agreed(server_context: bool) -> Negotiated {
+        Negotiated::from_answer(&ringws::protocol::deflate::DeflateParams {
+            server_no_context_takeover: !server_context,
+            client_no_context_takeover: true,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_server_context_offer_lets_the_answer_keep_it() {
+        let mut rng = Rng::new(4);
+        let mut request = Vec::new();
+        let offer = crate::deflate::ClientDeflate::new(1, true);
+        let mut hs = start_handshake(&mut request, "h:1", "/", Some(&offer), &mut rng);
+        let text = std::str::from_utf8(&request).unwrap();
+        assert!(text.ends_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n\r\n"
+        ));
+        for (extra, server_context) in [
+            ("Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n", true),
+            ("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n", false),
+        ] {
+            hs.response = answer(&request, extra, b"");
+            let Ok(Some(opened)) = hs.check() else {
+                panic!("{extra}");
+            };
+            assert_eq!(opened.deflate, agreed(server_context), "{extra}");
+            assert_eq!(opened.deflate.server_context_takeover(), server_context);
+        }
     }
 
     #[test]

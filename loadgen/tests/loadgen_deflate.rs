@@ -1,7 +1,8 @@
 //! `ringws-loadgen --deflate` offers permessage-deflate, sends compressed, inflates what comes back, checks
 //! every payload as without it, and reports wire bytes against payload bytes both ways: against the real
 //! server (agreed: JSON-like payloads cross the wire smaller than they are; `--compression off`: declined,
-//! the wire carries the payload plus framing), on both I/O engines, and over `wss://`.
+//! the wire carries the payload plus framing), on both I/O engines, and over `wss://`; with
+//! `--deflate-server-context`, against a server that keeps its compression context between messages.
 
 mod common;
 use common::tls::TlsServer;
@@ -69,6 +70,35 @@ fn agreed_with_ringws_json_echoes_cross_the_wire_compressed() {
             let ratio = f64_at(&run, &format!("/compression/{way}/wire_per_payload"));
             assert!((0.1..0.5).contains(&ratio), "{engine} {way}: {ratio}");
         }
+    }
+}
+
+#[test]
+fn the_server_context_offer_reads_a_server_that_keeps_its_context() {
+    // `--compression context`: the server keeps its context where the offer lets it.
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &["--workers", "2", "--compression", "context"],
+    );
+    for engine in ENGINES {
+        let kept = echo_with(engine, &server.url(), &["--deflate-server-context"]);
+        let reset = echo(engine, &server.url());
+        for run in [&kept, &reset] {
+            assert_eq!(run.u64_at("/compression/agreed"), 3, "{engine}");
+            assert_eq!(
+                run.u64_at("/compression/received/compressed_messages"),
+                3 * 40,
+                "{engine}"
+            );
+        }
+        // Each echo refers back to the ones before it: the server's frames are smaller with its context
+        // kept, and every one of them was inflated and checked by the connection's own inflater.
+        let with = f64_at(&kept, "/compression/received/wire_per_payload");
+        let without = f64_at(&reset, "/compression/received/wire_per_payload");
+        assert!(
+            with < without * 0.8,
+            "{engine}: {with} with the context kept, {without} without"
+        );
     }
 }
 

@@ -131,10 +131,13 @@ const COMPRESSED: u8 = 1 << 2;
 
 /// What one feed of a connection that agreed permessage-deflate inflates with: the worker's pool (lent for
 /// the call) and the connection's slot for the inflater of a compressed message that spans inputs (`None`
-/// between messages; count `INFLATER_STATE_BYTES` while it holds one).
+/// between messages; count `INFLATER_STATE_BYTES` while it holds one). When the peer keeps its context
+/// between messages (`keep`: context takeover, for a client reading a server that agreed to it), the slot
+/// keeps the inflater, window and all, from the first compressed message on.
 pub struct Inflating<'a> {
     pub pool: &'a mut InflatePool,
     pub held: &'a mut Option<Box<Inflater>>,
+    pub keep: bool,
 }
 
 /// Where the current control frame's payload lives during one `feed` call.
@@ -211,7 +214,7 @@ impl MessageReader {
         if self.is_closed() {
             return Ok(());
         }
-        let result = self.feed_inner(input, limits, None, &mut on_event);
+        let result = self.feed_inner(input, limits, None, false, &mut on_event);
         if result.is_err() {
             self.fail();
         }
@@ -236,8 +239,8 @@ impl MessageReader {
         if self.is_closed() {
             return Ok(());
         }
-        let Inflating { pool, held } = inflating;
-        let result = self.feed_inner(input, limits, Some((pool, held)), &mut on_event);
+        let Inflating { pool, held, keep } = inflating;
+        let result = self.feed_inner(input, limits, Some((pool, held)), keep, &mut on_event);
         if result.is_err() {
             self.fail();
             if let Some(inflater) = held.take() {
@@ -258,6 +261,7 @@ impl MessageReader {
         input: &mut [u8],
         limits: &ReaderLimits,
         mut inflating: Option<(&mut InflatePool, &mut Option<Box<Inflater>>)>,
+        keep: bool,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -439,7 +443,9 @@ impl MessageReader {
                     if self.buffer.capacity() > 0 {
                         self.buffer = Vec::new();
                     }
-                    if let Some(inflater) = active.take() {
+                    if keep {
+                        pool.next_message(inflater);
+                    } else if let Some(inflater) = active.take() {
                         pool.give(inflater);
                     }
                 }
@@ -1152,6 +1158,81 @@ mod tests {
             out
         }
 
+        /// A server that keeps its context (context takeover): a client's reader with `keep` holds one
+        /// inflater, window and all, across messages; without `keep` the later messages do not inflate.
+        fn read_context_stream(
+            keep: bool,
+        ) -> (Vec<Owned>, Result<(), ProtocolError>, (u64, u64, u64)) {
+            let record =
+                br#"{"user":"alice","room":"lobby","text":"hello there, how are you today?"}"#;
+            let mut compressor = Compressor::new(6, 15, true);
+            let mut wire = Vec::new();
+            let mut compressed_total = 0u64;
+            for _ in 0..3 {
+                let mut out = Vec::new();
+                assert!(compressor.compress(record, &mut out));
+                compressed_total += out.len() as u64;
+                let mut frame = Vec::new();
+                crate::protocol::frame::encode_frame(&mut frame, true, OpCode::Text, &out, None);
+                frame[0] |= 0x40;
+                wire.extend_from_slice(&frame);
+            }
+            let mut reader = MessageReader::new(Role::Client);
+            reader.set_deflate(agreed());
+            let mut pool = InflatePool::default();
+            let mut slot = None;
+            let mut events = Vec::new();
+            let mut result = Ok(());
+            // In two pieces, the cut inside the second message.
+            let cut = wire.len() / 2;
+            for piece in [&wire[..cut], &wire[cut..]] {
+                let mut piece = piece.to_vec();
+                let inflating = Inflating {
+                    pool: &mut pool,
+                    held: &mut slot,
+                    keep,
+                };
+                result =
+                    reader.feed_deflate(&mut piece, &ReaderLimits::default(), inflating, |ev| {
+                        events.push(own(ev))
+                    });
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_ok() {
+                assert_eq!(
+                    slot.is_some(),
+                    keep,
+                    "between messages, the slot keeps it only with keep"
+                );
+            }
+            let counts = pool.take_counts();
+            assert!(compressed_total > 0);
+            (events, result, counts)
+        }
+
+        #[test]
+        fn a_kept_inflater_reads_a_server_that_keeps_its_context() {
+            let record =
+                br#"{"user":"alice","room":"lobby","text":"hello there, how are you today?"}"#;
+            let (events, result, (messages, compressed, inflated)) = read_context_stream(true);
+            assert_eq!(result, Ok(()));
+            assert_eq!(events.len(), 3);
+            for event in &events {
+                assert_eq!(event, &Owned::Message(MessageKind::Text, record.to_vec()));
+            }
+            assert_eq!((messages, inflated), (3, 3 * record.len() as u64));
+            assert!(
+                compressed > 0 && compressed < inflated,
+                "{compressed} of {inflated}"
+            );
+            // Without keeping it, the second message refers back into a window that is gone.
+            let (events, result, _) = read_context_stream(false);
+            assert_eq!(events.len(), 1);
+            assert_eq!(result, Err(ProtocolError::InvalidCompressedData));
+        }
+
         struct Run {
             events: Vec<Owned>,
             result: Result<(), ProtocolError>,
@@ -1176,6 +1257,7 @@ mod tests {
                 let inflating = Inflating {
                     pool: &mut pool,
                     held: &mut slot,
+                    keep: false,
                 };
                 let result = reader
                     .feed_deflate(&mut piece, limits, inflating, |ev| run.events.push(own(ev)));

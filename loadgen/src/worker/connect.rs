@@ -174,7 +174,7 @@ impl<E: Engine> Worker<E> {
             &mut conn.out,
             &self.plan.target.host,
             path,
-            self.plan.deflate.is_some(),
+            self.plan.deflate.as_ref(),
             &mut self.rng,
         );
         conn.handshake = Some(Box::new(handshake));
@@ -206,8 +206,8 @@ impl<E: Engine> Worker<E> {
                 if let Some(inflater) = conn.inflating.take() {
                     self.inflate_pool.give(inflater);
                 }
-                if let (true, Some(deflate)) = (opened.deflate, &self.plan.deflate) {
-                    conn.reader.set_deflate(deflate.negotiated);
+                if opened.deflate.is_on() {
+                    conn.reader.set_deflate(opened.deflate);
                     self.counters.inc(Counter::DeflateAgreed);
                 }
                 conn.traffic.in_flight.clear();

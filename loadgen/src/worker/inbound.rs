@@ -230,6 +230,8 @@ impl<E: Engine> Worker<E> {
             let inflating = Inflating {
                 pool: inflate_pool,
                 held: &mut conn.inflating,
+                // The server keeps its context (`--deflate-server-context`): so does this inflater.
+                keep: conn.reader.deflate().server_context_takeover(),
             };
             let result = conn.reader.feed_deflate(bytes, limits, inflating, on_event);
             let (inflated, _, _) = inflate_pool.take_counts();

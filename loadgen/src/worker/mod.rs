@@ -119,7 +119,8 @@ struct Conn {
     attempts: u32,
     reader: MessageReader,
     /// permessage-deflate: the inflater of a compressed message that spans receives (from the worker's
-    /// pool, only while that message is in progress).
+    /// pool, only while that message is in progress), or, where the server keeps its context, the
+    /// connection's own inflater from its first compressed message on.
     inflating: Option<Box<Inflater>>,
     handshake: Option<Box<ClientHandshake>>,
     /// Frames gathered for the next send (the engine holds the one in flight). Plaintext for wss://.

@@ -18,7 +18,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::Agreed;
+use super::{Agreed, DeflateParams};
 
 /// The sync flush's tail: removed by the sender, appended by the receiver (RFC 7692 section 7.2.1, 7.2.2).
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -93,6 +93,19 @@ impl Negotiated {
     pub fn client_context_takeover(self) -> bool {
         self.0 & Self::CLIENT_CONTEXT != 0
     }
+
+    /// The agreement a client reads from the server's answer (the parameters of its one permessage-deflate
+    /// element): the server's window is `server_max_window_bits` when given, else 15.
+    pub fn from_answer(answer: &DeflateParams) -> Negotiated {
+        let mut bits = Self::ON | (answer.server_max_window_bits.unwrap_or(15).clamp(9, 15) & 0x0f);
+        if !answer.server_no_context_takeover {
+            bits |= Self::SERVER_CONTEXT;
+        }
+        if !answer.client_no_context_takeover {
+            bits |= Self::CLIENT_CONTEXT;
+        }
+        Negotiated(bits)
+    }
 }
 
 /// A raw-deflate inflater for one message at a time.
@@ -102,6 +115,9 @@ pub struct Inflater {
     ended: bool,
     /// `finish` ran: the message is complete.
     finished: bool,
+    /// `total_in` and `total_out` when the current message began (not 0 only for an inflater kept between
+    /// messages: the peer's context takeover).
+    message_start: (u64, u64),
 }
 
 impl std::fmt::Debug for Inflater {
@@ -127,6 +143,7 @@ impl Inflater {
             raw: Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS),
             ended: false,
             finished: false,
+            message_start: (0, 0),
         }
     }
 
@@ -190,6 +207,25 @@ impl Inflater {
         self.raw.reset(false);
         self.ended = false;
         self.finished = false;
+        self.message_start = (0, 0);
+    }
+
+    /// Ready for the next message of a peer that keeps its context (context takeover): the window stays.
+    /// A stream the peer ended (a final block) has no window to continue from: that one is reset.
+    pub fn next_message(&mut self) {
+        if self.ended {
+            self.reset();
+        } else {
+            self.finished = false;
+            self.message_start = (self.raw.total_in(), self.raw.total_out());
+        }
+    }
+
+    /// (compressed bytes without the tail, inflated bytes) of the message that `finish` completed.
+    fn message_counts(&self) -> (u64, u64) {
+        let (start_in, start_out) = self.message_start;
+        let compressed = (self.raw.total_in() - start_in).saturating_sub(TAIL.len() as u64);
+        (compressed, self.raw.total_out() - start_out)
     }
 
     /// One call into zlib with a slice for output: (input consumed, output produced, status).
@@ -298,17 +334,28 @@ impl InflatePool {
 
     /// Gives back an inflater whose message ended (or was dropped); it is reset here.
     pub fn give(&mut self, mut inflater: Box<Inflater>) {
-        if inflater.finished {
-            let compressed = inflater.raw.total_in().saturating_sub(TAIL.len() as u64);
-            self.counts.0 += 1;
-            self.counts.1 += compressed;
-            self.counts.2 += inflater.raw.total_out();
-        }
+        self.count(&inflater);
         inflater.reset();
         if self.current.is_none() {
             self.current = Some(inflater);
         } else if self.spares.len() < POOL_SPARES {
             self.spares.push(inflater);
+        }
+    }
+
+    /// Counts the message an inflater kept by its connection (the peer's context takeover) just finished,
+    /// and readies it for the next one without losing its window.
+    pub fn next_message(&mut self, inflater: &mut Inflater) {
+        self.count(inflater);
+        inflater.next_message();
+    }
+
+    fn count(&mut self, inflater: &Inflater) {
+        if inflater.finished {
+            let (compressed, inflated) = inflater.message_counts();
+            self.counts.0 += 1;
+            self.counts.1 += compressed;
+            self.counts.2 += inflated;
         }
     }
 

@@ -112,6 +112,8 @@ impl<H: Handler> Worker<'_, H> {
             let inflating = Inflating {
                 pool: &mut pool,
                 held: &mut held,
+                // Never today: the answer always asks the client not to keep its context.
+                keep: reader.deflate().client_context_takeover(),
             };
             let result =
                 reader.feed_deflate(bytes, &limits, inflating, |event| self.on_event(id, event));
