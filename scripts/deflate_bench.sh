@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # permessage-deflate benchmarks, every server in the same run (docs/BENCHMARKS.md "permessage-deflate").
 # Server pinned to CPU 0, `ringws-loadgen --deflate --payload json --kind text` (1 KiB JSON-like records,
-# permessage-deflate offered without context takeover either way) pinned to CPU 1, one thread. Rounds are
+# permessage-deflate offered without context takeover either way; to the servers that keep a compressor per
+# connection, `--deflate-server-context`, which lets them keep it) pinned to CPU 1, one thread. Rounds are
 # interleaved (every server once per round) and the medians are printed.
 #
 # 1. echo: server CPU per echoed message (closed loop, C connections x DEPTH in flight, DUR s), from the
@@ -15,7 +16,8 @@
 # otherwise the line says what went wrong (the loadgen's error counters).
 #
 # Servers: ringws (`serve --workers 1`, default compression: no context takeover, level 6, threshold
-# 128 B, compress-once broadcast); uws-shared and uws-dedicated3kb (uWebSockets.js from npm,
+# 128 B, compress-once broadcast); ringws-context (the same with `--compression context`: a compressor per
+# connection keeping its context, window 11 bits, memLevel 1); uws-shared and uws-dedicated3kb (uWebSockets.js from npm,
 # @trufflesuite/uws-js-unofficial, scripts/deflate/uws_server.js: SHARED_COMPRESSOR or
 # DEDICATED_COMPRESSOR_3KB, each with SHARED_DECOMPRESSOR); nodews (echo only: Node `ws` with
 # perMessageDeflate, threshold 128 B, scripts/deflate/ws_echo.js).
@@ -28,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/release/ringws}
-SERVERS=${SERVERS:-"ringws uws-shared uws-dedicated3kb nodews"}
+SERVERS=${SERVERS:-"ringws ringws-context uws-shared uws-dedicated3kb nodews"}
 ROUNDS=${ROUNDS:-3}; C=${C:-50}; DEPTH=${DEPTH:-4}; DUR=${DUR:-5}; SIZE=${SIZE:-1024}
 SUBS=${SUBS:-1000}; DELIVERIES=${DELIVERIES:-2000000}
 PARTS=("$@"); [ ${#PARTS[@]} -eq 0 ] && PARTS=(echo broadcast)
@@ -46,6 +48,9 @@ server_cmd() { # part server -> the command, or nothing if that server has no su
     echo:ringws) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin" ;;
     broadcast:ringws) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
 --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0" ;;
+    echo:ringws-context) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --compression context" ;;
+    broadcast:ringws-context) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
+--broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0 --compression context" ;;
     *:uws-shared) echo "node scripts/deflate/uws_server.js $1 shared 0" ;;
     *:uws-dedicated3kb) echo "node scripts/deflate/uws_server.js $1 dedicated3kb 0" ;;
     echo:nodews) echo "node scripts/deflate/ws_echo.js 0" ;;
@@ -62,6 +67,9 @@ run() { # part server round
   t0=$(cpu_ticks "$pid")
   local common=(--url "ws://127.0.0.1:$port/" -t 1 -s "$SIZE" --kind text --payload json --deflate -q
     --json "$json")
+  # Servers that keep a context per connection get the offer that lets them (the loadgen then keeps an
+  # inflater per connection); the others the offer without context takeover either way.
+  case "$server" in ringws-context | uws-dedicated3kb) common+=(--deflate-server-context) ;; esac
   if [ "$part" = echo ]; then
     taskset -c 1 "$LOADGEN" echo "${common[@]}" -c "$C" --depth "$DEPTH" -d "$DUR" >/dev/null 2>&1 || true
   else
