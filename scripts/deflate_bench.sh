@@ -17,7 +17,8 @@
 #
 # Servers: ringws (`serve --workers 1`, default compression: no context takeover, level 6, threshold
 # 128 B, compress-once broadcast); ringws-context (the same with `--compression context`: a compressor per
-# connection keeping its context, window 11 bits, memLevel 1); uws-shared and uws-dedicated3kb (uWebSockets.js from npm,
+# connection keeping its context, window 11 bits, memLevel 1; ringws-context9, echo only: window 9 bits, the
+# parameters of uWebSockets' DEDICATED_COMPRESSOR_3KB); uws-shared and uws-dedicated3kb (uWebSockets.js from npm,
 # @trufflesuite/uws-js-unofficial, scripts/deflate/uws_server.js: SHARED_COMPRESSOR or
 # DEDICATED_COMPRESSOR_3KB, each with SHARED_DECOMPRESSOR); nodews (echo only: Node `ws` with
 # perMessageDeflate, threshold 128 B, scripts/deflate/ws_echo.js).
@@ -30,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/release/ringws}
-SERVERS=${SERVERS:-"ringws ringws-context uws-shared uws-dedicated3kb nodews"}
+SERVERS=${SERVERS:-"ringws ringws-context ringws-context9 uws-shared uws-dedicated3kb nodews"}
 ROUNDS=${ROUNDS:-3}; C=${C:-50}; DEPTH=${DEPTH:-4}; DUR=${DUR:-5}; SIZE=${SIZE:-1024}
 SUBS=${SUBS:-1000}; DELIVERIES=${DELIVERIES:-2000000}
 PARTS=("$@"); [ ${#PARTS[@]} -eq 0 ] && PARTS=(echo broadcast)
@@ -51,6 +52,8 @@ server_cmd() { # part server -> the command, or nothing if that server has no su
     echo:ringws-context) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --compression context" ;;
     broadcast:ringws-context) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
 --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0 --compression context" ;;
+    echo:ringws-context9) echo "$RINGWS serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --compression context \
+--compression-window-bits 9" ;;
     *:uws-shared) echo "node scripts/deflate/uws_server.js $1 shared 0" ;;
     *:uws-dedicated3kb) echo "node scripts/deflate/uws_server.js $1 dedicated3kb 0" ;;
     echo:nodews) echo "node scripts/deflate/ws_echo.js 0" ;;
@@ -69,7 +72,7 @@ run() { # part server round
     --json "$json")
   # Servers that keep a context per connection get the offer that lets them (the loadgen then keeps an
   # inflater per connection); the others the offer without context takeover either way.
-  case "$server" in ringws-context | uws-dedicated3kb) common+=(--deflate-server-context) ;; esac
+  case "$server" in ringws-context | ringws-context9 | uws-dedicated3kb) common+=(--deflate-server-context) ;; esac
   if [ "$part" = echo ]; then
     taskset -c 1 "$LOADGEN" echo "${common[@]}" -c "$C" --depth "$DEPTH" -d "$DUR" >/dev/null 2>&1 || true
   else
