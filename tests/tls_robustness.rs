@@ -266,3 +266,102 @@ fn bytes_after_close_notify_are_dropped_unread() {
         "{text}"
     );
 }
+
+/// Opens a WebSocket over TLS by hand and sends an unmasked frame (a protocol error); returns the stream
+/// once the server's close frame (1002) was read whole.
+fn protocol_error_over_tls(server: &TlsServer) -> common::tls::TlsStream {
+    let mut stream = server.connect();
+    stream
+        .write_all(common::upgrade_request("/").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let head_end = loop {
+        let n = stream.read(&mut buf).expect("the 101");
+        assert!(n > 0, "EOF before the 101");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{got:?}");
+    got.drain(..head_end);
+    // Unmasked text "hi": RFC 6455 section 5.1, the server fails the connection with 1002.
+    stream.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    while got.len() < 4 {
+        let n = stream.read(&mut buf).expect("the close frame");
+        assert!(n > 0, "EOF before the close frame");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got[0], 0x88, "{got:?}");
+    let len = 2 + got[1] as usize;
+    while got.len() < len {
+        let n = stream.read(&mut buf).expect("the close frame");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&got[2..4], &1002u16.to_be_bytes(), "{got:?}");
+    assert_eq!(got.len(), len, "nothing after the close frame");
+    stream
+}
+
+/// Whether the server sent anything (close_notify, FIN) within `wait`.
+fn server_speaks_within(stream: &mut common::tls::TlsStream, wait: Duration) -> bool {
+    stream.sock.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    let spoke = match stream.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    spoke
+}
+
+#[test]
+fn after_a_protocol_error_the_client_can_still_send_its_close_reply() {
+    let server = TlsServer::start(ringws_binary(), &["--workers", "1"]);
+    let mut stream = protocol_error_over_tls(&server);
+    // close_notify waits for the client's reply: sent with the close frame, it ends the session before a
+    // client (OpenSSL) can write the reply.
+    assert!(
+        !server_speaks_within(&mut stream, Duration::from_millis(300)),
+        "close_notify or FIN before the client's close reply"
+    );
+    // The reply (masked, echoing 1002) goes through; then close_notify and EOF, cleanly.
+    let mask = [1u8, 2, 3, 4];
+    let code = 1002u16.to_be_bytes();
+    stream
+        .write_all(&[0x88, 0x82, 1, 2, 3, 4, code[0] ^ mask[0], code[1] ^ mask[1]])
+        .unwrap();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("close_notify after the client's close reply");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn after_a_protocol_error_a_client_that_never_replies_is_closed_at_the_close_timeout() {
+    let server = TlsServer::start(
+        ringws_binary(),
+        &["--workers", "1", "--close-timeout", "1s"],
+    );
+    let started = Instant::now();
+    let mut stream = protocol_error_over_tls(&server);
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("close_notify at the close timeout");
+    assert!(rest.is_empty(), "{rest:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+}

@@ -336,6 +336,10 @@ pub struct TlsState {
     /// Receives of this connection waiting in its worker's list of first flights (see
     /// `worker::tls_io`); while any waits, later ones wait behind them, so that order is kept.
     pub deferred_inputs: u16,
+    /// The server sent a close frame because of the peer's input (a protocol error, a limit) and waits
+    /// for the peer's close reply before close_notify: a peer (OpenSSL) that reads close_notify first
+    /// can no longer write its reply and reports an error instead of a clean close.
+    pub await_close_reply: bool,
 }
 
 impl TlsState {
@@ -351,6 +355,7 @@ impl TlsState {
             input_seen: false,
             deferred_inputs: 0,
             hold_output: false,
+            await_close_reply: false,
         })
     }
 

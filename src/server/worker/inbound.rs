@@ -234,7 +234,7 @@ impl Core {
         self.send_close(key, code, reason);
         self.conns[key].set(DISCARD_INPUT);
         self.leave_open(key, Some(code));
-        self.shut_after_flush(key);
+        self.shut_after_close_reply(key);
     }
 
     pub(super) fn arm_recv(&mut self, key: usize) {

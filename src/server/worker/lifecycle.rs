@@ -67,13 +67,29 @@ impl Core {
         self.send_close(key, code, error.reason());
         self.conns[key].set(DISCARD_INPUT);
         self.leave_open(key, Some(code));
-        self.shut_after_flush(key);
+        self.shut_after_close_reply(key);
     }
 
     /// Shut our write side (FIN) once everything queued is sent; the peer's EOF then releases it.
     pub(super) fn shut_after_flush(&mut self, key: usize) {
         self.conns[key].set(SHUT_AFTER_FLUSH);
         self.mark_dirty(key);
+    }
+
+    /// After a close frame the server sent because of the peer's input (its input is discarded from now
+    /// on). Plain TCP shuts the write side once the close frame is out: the peer's reply still arrives
+    /// and is dropped. Over TLS the write side ends with close_notify, after which a peer (OpenSSL) can
+    /// no longer write its close reply: so the close frame goes out alone, and close_notify and FIN follow
+    /// the next record the peer sends (its reply), its close_notify, or the close timeout
+    /// (`tls_io::close_reply_arrived`, `timers`).
+    pub(super) fn shut_after_close_reply(&mut self, key: usize) {
+        match self.conns[key].tls_mut() {
+            Some(tls) if !tls.failed => {
+                tls.await_close_reply = true;
+                self.mark_dirty(key);
+            }
+            _ => self.shut_after_flush(key),
+        }
     }
 
     /// The connection was lost (reset, error): no close handshake is possible.

@@ -286,7 +286,19 @@ impl Core {
                 self.metrics.message_timeouts.inc();
                 self.close_unfinished(key, CloseCode::POLICY, "message timeout");
             }
-            TimerAction::CloseTimeout => self.abort(key),
+            TimerAction::CloseTimeout => {
+                let waiting = self.conns[key]
+                    .tls_mut()
+                    .is_some_and(|tls| std::mem::take(&mut tls.await_close_reply));
+                if waiting {
+                    // No close reply over TLS: close_notify and FIN now, and a new close deadline for
+                    // the peer's EOF.
+                    self.shut_after_flush(key);
+                    self.enter_closing(key);
+                } else {
+                    self.abort(key);
+                }
+            }
         }
     }
 

@@ -215,6 +215,8 @@ impl<H: Handler> Worker<'_, H> {
                     } else {
                         self.feed(key, &mut plain);
                     }
+                } else if !plain.is_empty() || outcome.peer_closed {
+                    self.core.close_reply_arrived(key);
                 }
             }
         }
@@ -245,6 +247,17 @@ impl Core {
         }
         if let Err(error) = tls.encrypt_queued(plain.as_deref_mut(), &mut self.pool, close) {
             self.tls_failed(key, &error);
+        }
+    }
+
+    /// After a close the server sent because of the peer's input (`shut_after_close_reply`): the peer sent
+    /// a record (its close reply, or data it sent before it read our close) or close_notify, so our
+    /// close_notify and FIN may follow.
+    pub(super) fn close_reply_arrived(&mut self, key: usize) {
+        if let Some(tls) = self.conns[key].tls_mut() {
+            if std::mem::take(&mut tls.await_close_reply) {
+                self.shut_after_flush(key);
+            }
         }
     }
 
