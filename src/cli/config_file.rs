@@ -206,9 +206,33 @@ fn located(path: &Path, text: &str, span: Option<std::ops::Range<usize>>, messag
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         });
+    // serde quotes a value of the wrong type in its message: never one that may hold a secret (a
+    // password in a `broker` URL, the publish token), nor one on a line without its key (the inside of a
+    // list spread over several lines).
+    let message = match key {
+        Some(key) if !SECRET_KEYS.contains(&key) => message,
+        _ => without_quoted_value(&message),
+    };
     match key {
         Some(key) => format!("{}:{line}: {key}: {message}", path.display()),
         None => format!("{}:{line}: {message}", path.display()),
+    }
+}
+
+/// Keys whose values may hold a secret, never repeated in an error.
+const SECRET_KEYS: &[&str] = &["broker", "publish_token"];
+
+/// `message` with what it quotes (from its first `"` to its last) replaced by `"<redacted>"`.
+fn without_quoted_value(message: &str) -> String {
+    match (message.find('"'), message.rfind('"')) {
+        (Some(first), Some(last)) if first < last => {
+            format!(
+                "{}\"<redacted>\"{}",
+                &message[..first],
+                &message[last + 1..]
+            )
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -425,6 +449,20 @@ mod tests {
 
     fn parse(text: &str) -> Result<LoadedFile, String> {
         LoadedFile::parse(Path::new("ringws.toml"), text, &super::super::config_keys())
+    }
+
+    #[test]
+    fn a_misread_secret_is_not_shown() {
+        for text in [
+            "broker = \"redis://:hunter2@h:1\"\n",
+            "broker = [\"redis://:hunter2@h:1\", 5]\n",
+            "publish_token = [\"hunter2\"]\n",
+            "publish_token = \"hunter2\"\nmode = \"x\"\n",
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(!error.contains("hunter2"), "{text}: {error}");
+            assert!(error.starts_with("ringws.toml:"), "{error}");
+        }
     }
 
     #[test]
