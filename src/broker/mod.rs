@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use url::{redacted, RedisUrl, RedisUrlError};
+pub use url::{redacted, BrokerPassword, RedisUrl, RedisUrlError};
 
 use crate::server::{Shared, SharedMessage};
 

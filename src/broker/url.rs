@@ -1,7 +1,9 @@
-//! The `--broker` address: `redis://[user:pass@]HOST:PORT[/db]`, checked when the configuration is.
+//! The `--broker` address: `redis://[user:pass@]HOST:PORT[/db]`, checked when the configuration is, and
+//! the password `--broker-password-file` gives every URL without one of its own.
 //!
 //! Only this narrow form is accepted (no TLS, no Unix socket, no query options), so that a typo is an
-//! error at startup naming the flag rather than a link that never comes up. Never touches the network.
+//! error at startup naming the flag rather than a link that never comes up. Never touches the network,
+//! and never prints a password: not in `Debug`, not in an error.
 
 use std::fmt;
 
@@ -27,6 +29,26 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
+/// A Redis password from `--broker-password-file`: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerPassword(String);
+
+impl BrokerPassword {
+    /// The password read from a file: surrounding whitespace (the file's final newline) trimmed. `None`
+    /// when nothing is left or when it spans several lines (a file holds one password).
+    pub fn from_file_text(text: &str) -> Option<BrokerPassword> {
+        let password = text.trim();
+        (!password.is_empty() && !password.contains(['\n', '\r']))
+            .then(|| BrokerPassword(password.to_string()))
+    }
+}
+
+impl fmt::Debug for BrokerPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BrokerPassword(<redacted>)")
+    }
+}
+
 /// Why a `--broker` URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisUrlError {
@@ -46,7 +68,9 @@ impl fmt::Display for RedisUrlError {
             RedisUrlError::Scheme => "expected redis://[user:pass@]HOST:PORT[/db]",
             RedisUrlError::HostPort => "expected HOST:PORT with a port of 1-65535",
             RedisUrlError::Database => "the database after / must be a number",
-            RedisUrlError::Password => "credentials must be user:pass@ or :pass@",
+            RedisUrlError::Password => {
+                "credentials must be user:pass@ or :pass@ (or user@ with --broker-password-file)"
+            }
         })
     }
 }
@@ -54,7 +78,19 @@ impl fmt::Display for RedisUrlError {
 impl std::error::Error for RedisUrlError {}
 
 impl RedisUrl {
+    /// `url` on its own: credentials only as given in it.
     pub fn parse(url: &str) -> Result<RedisUrl, RedisUrlError> {
+        RedisUrl::parse_with(url, None)
+    }
+
+    /// `url`, with `password` (`--broker-password-file`) for a URL without one of its own:
+    /// `redis://HOST:PORT` authenticates with `AUTH password`, `redis://user@HOST:PORT` with
+    /// `AUTH user password`; a password in the URL wins.
+    pub fn parse_with(
+        url: &str,
+        password: Option<&BrokerPassword>,
+    ) -> Result<RedisUrl, RedisUrlError> {
+        let given = password.map(|p| p.0.clone());
         let rest = url.strip_prefix("redis://").ok_or(RedisUrlError::Scheme)?;
         let (authority, db) = match rest.split_once('/') {
             Some((authority, "")) => (authority, 0),
@@ -66,15 +102,18 @@ impl RedisUrl {
         };
         let (auth, host_port) = match authority.rsplit_once('@') {
             Some((credentials, host_port)) => {
-                let (user, password) =
-                    credentials.split_once(':').ok_or(RedisUrlError::Password)?;
-                if password.is_empty() {
+                let (user, password) = match credentials.split_once(':') {
+                    Some((user, password)) if !password.is_empty() => (user, password.to_string()),
+                    Some(_) => return Err(RedisUrlError::Password),
+                    None => (credentials, given.ok_or(RedisUrlError::Password)?),
+                };
+                if credentials.is_empty() {
                     return Err(RedisUrlError::Password);
                 }
                 let user = (!user.is_empty()).then(|| user.to_string());
-                (Some((user, password.to_string())), host_port)
+                (Some((user, password)), host_port)
             }
-            None => (None, authority),
+            None => (given.map(|password| (None, password)), authority),
         };
         let (host, port) = host_port.rsplit_once(':').ok_or(RedisUrlError::HostPort)?;
         let port_ok = port.parse::<u16>().is_ok_and(|port| port != 0);
@@ -134,6 +173,54 @@ mod tests {
         assert_eq!(redacted("redis://u:p@h:1/3"), "redis://u:REDACTED@h:1/3");
         assert_eq!(redacted("redis://:p@h:1"), "redis://:REDACTED@h:1");
         assert_eq!(redacted("redis://h:1/2"), "redis://h:1/2");
+    }
+
+    #[test]
+    fn a_password_file_serves_every_url_without_a_password() {
+        let password = BrokerPassword::from_file_text("  s3cret\n").unwrap();
+        let parse = |url| RedisUrl::parse_with(url, Some(&password)).unwrap().auth;
+        assert_eq!(parse("redis://h:1"), Some((None, "s3cret".into())));
+        assert_eq!(parse("redis://h:1/2"), Some((None, "s3cret".into())));
+        assert_eq!(
+            parse("redis://app@h:1"),
+            Some((Some("app".into()), "s3cret".into()))
+        );
+        // A URL's own password wins.
+        assert_eq!(
+            parse("redis://app:own@h:1"),
+            Some((Some("app".into()), "own".into()))
+        );
+        assert_eq!(parse("redis://:own@h:1"), Some((None, "own".into())));
+        // Still refused: an empty password in the URL, empty credentials.
+        for url in ["redis://app:@h:1", "redis://@h:1"] {
+            assert_eq!(
+                RedisUrl::parse_with(url, Some(&password)),
+                Err(RedisUrlError::Password),
+                "{url}"
+            );
+        }
+        // Without the file, `user@` has no password.
+        assert_eq!(
+            RedisUrl::parse("redis://app@h:1"),
+            Err(RedisUrlError::Password)
+        );
+        let url = RedisUrl::parse_with("redis://app@h:1", Some(&password)).unwrap();
+        assert!(!format!("{url:?} {password:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_password_file_holds_one_line() {
+        assert_eq!(
+            BrokerPassword::from_file_text("pw\r\n"),
+            Some(BrokerPassword("pw".into()))
+        );
+        assert_eq!(
+            BrokerPassword::from_file_text("with inner space\n"),
+            Some(BrokerPassword("with inner space".into()))
+        );
+        for text in ["", " \n", "one\ntwo\n"] {
+            assert_eq!(BrokerPassword::from_file_text(text), None, "{text:?}");
+        }
     }
 
     #[test]

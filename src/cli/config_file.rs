@@ -6,7 +6,8 @@
 //! Values: sizes and durations as on the command line (`"64KiB"`, `"500ms"`; a bare integer is bytes or
 //! seconds), list flags as arrays (`allowed_origins = ["https://a.example"]`), switches as booleans
 //! (`no_pin = true`), choices as their names (`mode = "pubsub"`). A relative path (`tls_cert`, `tls_key`,
-//! `publish_token_file`, `control_socket`, `takeover`) is relative to the file's directory.
+//! `publish_token_file`, `broker_password_file`, `control_socket`, `takeover`) is relative to the file's
+//! directory.
 //!
 //! Precedence, highest first: a flag on the command line, then the environment (the publish token,
 //! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds; `RUST_LOG` for `log_level`), then the file,
@@ -53,6 +54,7 @@ pub struct FileConfig {
     pub max_pending_request_memory: Option<ByteSize>,
     pub allowed_origins: Option<Vec<String>>,
     pub broker: Option<Vec<String>>,
+    pub broker_password_file: Option<PathBuf>,
     pub subprotocols: Option<Vec<String>>,
     pub handshake_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
@@ -145,6 +147,7 @@ impl LoadedFile {
             &mut values.tls_cert,
             &mut values.tls_key,
             &mut values.publish_token_file,
+            &mut values.broker_password_file,
             &mut values.control_socket,
             &mut values.takeover,
         ];
@@ -275,6 +278,7 @@ impl FileConfig {
             max_pending_request_memory,
             allowed_origins,
             broker,
+            broker_password_file,
             subprotocols,
             handshake_timeout,
             idle_timeout,
@@ -343,6 +347,7 @@ impl FileConfig {
                     .map(|url| crate::broker::redacted(url))
                     .collect(),
             ),
+            broker_password_file: args.broker_password_file.clone(),
             subprotocols: Some(config.subprotocols.clone()),
             handshake_timeout: Some(HumanDuration(config.handshake_timeout)),
             idle_timeout: Some(HumanDuration(config.idle_timeout)),
@@ -456,6 +461,7 @@ mod tests {
         for text in [
             "broker = \"redis://:hunter2@h:1\"\n",
             "broker = [\"redis://:hunter2@h:1\", 5]\n",
+            "broker = [\"redis://:hunter2@h:1\"]\nbroker_password_file = 5\n",
             "publish_token = [\"hunter2\"]\n",
             "publish_token = \"hunter2\"\nmode = \"x\"\n",
         ] {

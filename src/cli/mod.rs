@@ -308,9 +308,15 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// Join other nodes through Redis pub/sub: redis://HOST:PORT, optionally with USER:PASS@ (or :PASS@)
     /// before the host and /DB after the port (repeatable: topics are spread over several). Redis down:
-    /// local traffic goes on, /healthz answers 503.
+    /// local traffic goes on, /healthz answers 503. A password here is visible to every user in `ps`:
+    /// prefer --broker-password-file (or the config file).
     #[arg(long, value_name = "URL")]
     pub broker: Vec<String>,
+    /// Reads the Redis password from this file (one line, surrounding whitespace trimmed) for every
+    /// --broker URL without a password of its own: redis://HOST:PORT authenticates with it, and
+    /// redis://USER@HOST:PORT as USER.
+    #[arg(long, value_name = "PATH")]
+    pub broker_password_file: Option<std::path::PathBuf>,
     /// Size of each provided receive buffer.
     #[arg(long, default_value_t = ByteSize(server_defaults().recv_buffer_size))]
     pub recv_buffer_size: ByteSize,
@@ -507,8 +513,9 @@ fn trimmed(entries: &[String]) -> Vec<String> {
 
 impl ServeArgs {
     /// The server configuration these flags give; a flag not given keeps its [`ServerConfig::default()`]
-    /// value (`--max-frame-size` defaults to `--max-message-size`). `tls` and `publish` stay `None`:
-    /// [`serve`] loads them (files, environment), with [`ServeArgs::publish_config`] for `publish`.
+    /// value (`--max-frame-size` defaults to `--max-message-size`). `tls`, `publish` and `broker_password`
+    /// stay `None`: [`serve`] loads them (files, environment), with [`ServeArgs::publish_config`] for
+    /// `publish` and [`ServeArgs::broker_password`] for `broker_password`.
     pub fn to_config(&self) -> ServerConfig {
         let defaults = server_defaults();
         ServerConfig {
@@ -546,6 +553,7 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             metrics_listen: self.metrics_listen,
             broker: self.broker.clone(),
+            broker_password: None,
             tls: None,
             compression: self.compression_config(),
         }
@@ -624,6 +632,22 @@ impl ServeArgs {
             token: token.to_string(),
             max_body,
         }))
+    }
+}
+
+impl ServeArgs {
+    /// The Redis password of `--broker-password-file`, read now (`None` without the flag). The error
+    /// names the flag and the file, never what the file holds.
+    pub fn broker_password(&self) -> Result<Option<crate::broker::BrokerPassword>, String> {
+        let Some(path) = &self.broker_password_file else {
+            return Ok(None);
+        };
+        let source = format!("--broker-password-file {}", path.display());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{source}: cannot read the Redis password: {e}"))?;
+        crate::broker::BrokerPassword::from_file_text(&text)
+            .map(Some)
+            .ok_or_else(|| format!("{source}: expected one line holding the Redis password"))
     }
 }
 
@@ -737,6 +761,7 @@ fn configure(
         }));
     }
     config.publish = args.publish_config(env_token)?;
+    config.broker_password = args.broker_password()?;
     // Every value checked before anything is loaded or bound: exit 2 naming the flag.
     config.validate().map_err(explain)?;
     let mut certificate = None;
@@ -788,6 +813,11 @@ pub fn check_config(args: ServeArgs, matches: &ArgMatches) -> i32 {
         text.push_str(&format!(
             "# POST /publish is on; the token (from {source}) is not printed.\n"
         ));
+    }
+    if !config.broker.is_empty() {
+        text.push_str(
+            "# Redis passwords (in a --broker URL or broker_password_file) are not printed.\n",
+        );
     }
     text.push_str(&config_file::FileConfig::effective(&args, &config).to_toml());
     let mut stdout = std::io::stdout().lock();
@@ -947,6 +977,7 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
         compression = ?c.compression,
         // Addresses only: a URL may hold a password.
         broker = ?c.broker_urls().unwrap_or_default().iter().map(|u| &u.addr).collect::<Vec<_>>(),
+        broker_password_file = ?args.broker_password_file,
         config_file = ?args.config,
         ring = server.ring_setup(),
         "ringws started"
@@ -1255,6 +1286,7 @@ mod tests {
             metrics_listen,
             drain_window,
             broker,
+            broker_password,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
             compression,
         } = ServerConfig::default();
@@ -1281,6 +1313,7 @@ mod tests {
         );
         assert_eq!(parsed.allowed_origins, allowed_origins);
         assert_eq!(parsed.broker, broker);
+        assert_eq!(parsed.broker_password, broker_password);
         assert_eq!(parsed.subprotocols, subprotocols);
         assert_eq!(parsed.handshake_timeout, handshake_timeout);
         assert_eq!(parsed.idle_timeout, idle_timeout);
@@ -1433,6 +1466,10 @@ mod tests {
             "/run/ringws/control.sock",
             "--takeover",
             "/run/ringws/control.sock",
+            "--broker",
+            "redis://h:1",
+            "--broker-password-file",
+            "/run/ringws/redis.password",
         ]);
         args.publish_token = None;
         let mut config = args.to_config();

@@ -151,6 +151,10 @@ pub struct ServerConfig {
     /// docs/CLUSTER.md); topics are spread over several by rendezvous hashing. Empty (the default): a
     /// node on its own, no broker thread.
     pub broker: Vec<String>,
+    /// `--broker-password-file`: the password of every `--broker` URL without one of its own (`AUTH
+    /// password`, or `AUTH user password` for `redis://user@...`), kept off the command line. Default
+    /// `None`. Its `Debug` never shows it.
+    pub broker_password: Option<crate::broker::BrokerPassword>,
     /// TLS (`wss://`, `https://`): when set, the listener speaks TLS only (default: none, plain).
     /// Build it with [`crate::server::tls::load_server_config`].
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -195,6 +199,7 @@ impl Default for ServerConfig {
             max_subscriptions: 64,
             metrics_listen: None,
             broker: Vec::new(),
+            broker_password: None,
             tls: None,
             compression: crate::protocol::deflate::DeflateConfig::default(),
         }
@@ -459,7 +464,8 @@ impl ServerConfig {
         }
         self.validate_compression()?;
         for (i, url) in self.broker.iter().enumerate() {
-            let parsed = match crate::broker::RedisUrl::parse(url) {
+            let password = self.broker_password.as_ref();
+            let parsed = match crate::broker::RedisUrl::parse_with(url, password) {
                 Ok(parsed) => parsed,
                 // Never the URL itself: it may hold a password.
                 Err(e) => {
@@ -475,6 +481,12 @@ impl ServerConfig {
                 return invalid("--broker", format!("{} is given twice", parsed.addr));
             }
         }
+        if self.broker_password.is_some() && self.broker.is_empty() {
+            return invalid(
+                "--broker-password-file",
+                "given without --broker".to_string(),
+            );
+        }
         Ok(())
     }
 
@@ -484,7 +496,9 @@ impl ServerConfig {
         let urls: Vec<_> = self
             .broker
             .iter()
-            .filter_map(|url| crate::broker::RedisUrl::parse(url).ok())
+            .filter_map(|url| {
+                crate::broker::RedisUrl::parse_with(url, self.broker_password.as_ref()).ok()
+            })
             .collect();
         (!urls.is_empty()).then_some(urls)
     }
