@@ -50,9 +50,12 @@ pub struct Options {
     pub scenario: Scenario,
 
     /// Server URL: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (HOST: an IPv4 address, or a name
-    /// resolved once at startup to an IPv4 address; loopback for load tests).
-    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
-    pub url: String,
+    /// resolved once at startup to an IPv4 address; loopback for load tests). Repeat it for several
+    /// servers (e.g. nodes joined by a broker): connections are spread over them round robin, and in
+    /// broadcast the subscribers and the publishers each, so subscribers on one server check what
+    /// publishers on the others sent (all ws://, or all wss:// with one host name).
+    #[arg(long = "url", default_value = "ws://127.0.0.1:9001/")]
+    pub urls: Vec<String>,
 
     /// wss://: trust the certificates in this PEM file (and nothing else) as roots.
     #[arg(long, value_name = "FILE")]
@@ -327,13 +330,30 @@ fn resolve_ipv4(host: &str, port: u16) -> Result<Ipv4Addr, String> {
 impl Options {
     /// Checks combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        let target = parse_url(&self.url)?;
+        let targets = self.targets()?;
+        let target = &targets[0];
+        if let Some(other) = targets.iter().find(|t| t.tls != target.tls) {
+            return Err(format!(
+                "--url: {}:// and {}:// mixed: every URL of a run is ws://, or every one wss://",
+                target.scheme(),
+                other.scheme()
+            ));
+        }
+        if let Some(other) = targets
+            .iter()
+            .find(|t| t.tls && t.hostname != target.hostname)
+        {
+            return Err(format!(
+                "--url: wss:// URLs of one run name one host (the TLS server name): {} and {}",
+                target.hostname, other.hostname
+            ));
+        }
         if target.tls {
             if self.ca_cert.is_none() && !self.insecure {
                 return Err(format!(
                     "{}: wss:// needs --ca-cert FILE (PEM roots to trust) or --insecure (accept any \
                      certificate); no system root store is used",
-                    self.url
+                    self.urls[0]
                 ));
             }
             if self.ca_cert.is_some() && self.insecure {
@@ -392,6 +412,11 @@ impl Options {
         Ok(())
     }
 
+    /// Every `--url`, parsed, in the order given (at least one: `--url` has a default).
+    pub fn targets(&self) -> Result<Vec<Target>, String> {
+        self.urls.iter().map(|url| parse_url(url)).collect()
+    }
+
     pub fn threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -430,5 +455,50 @@ mod tests {
         assert!(t.addr.ip().is_loopback());
         assert_eq!(parse_url("wss://127.0.0.1").unwrap().addr.port(), 443);
         assert!(parse_url("wss://no-such-host.invalid:1/").is_err());
+    }
+
+    fn options(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("ringws-loadgen").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn url_may_be_repeated_with_one_scheme() {
+        let one = options(&["echo"]);
+        assert_eq!(one.urls, ["ws://127.0.0.1:9001/"]);
+        let two = options(&[
+            "echo",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--url",
+            "ws://127.0.0.1:2/a",
+        ]);
+        let targets = two.targets().unwrap();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(
+            (targets[1].addr.port(), targets[1].path.as_str()),
+            (2, "/a")
+        );
+        assert_eq!(two.validate(), Ok(()));
+        let mixed = options(&[
+            "echo",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--url",
+            "wss://127.0.0.1:2/",
+            "--insecure",
+        ]);
+        assert!(mixed.validate().unwrap_err().contains("mixed"));
+        let hosts = options(&[
+            "echo",
+            "--url",
+            "wss://127.0.0.1:1/",
+            "--url",
+            "wss://localhost:2/",
+            "--insecure",
+        ]);
+        assert!(hosts.validate().unwrap_err().contains("one host"));
+        let bad = options(&["echo", "--url", "ws://127.0.0.1:1/", "--url", "http://x/"]);
+        assert!(bad.validate().is_err());
     }
 }

@@ -59,16 +59,18 @@ pub enum EngineKind {
 }
 
 /// Sizes an engine is created with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EngineConfig {
-    pub target: SocketAddr,
+    /// The servers connections go to (`--url`, repeatable); `connect` names one by its index.
+    pub targets: Vec<SocketAddr>,
     /// Connections of this worker.
     pub connections: usize,
 }
 
 pub trait Engine {
-    /// Starts a TCP connect for connection `owner` (from `source` if given); returns the socket handle.
-    fn connect(&mut self, owner: u32, source: Option<Ipv4Addr>) -> io::Result<u32>;
+    /// Starts a TCP connect for connection `owner` to `targets[target]` (from `source` if given);
+    /// returns the socket handle.
+    fn connect(&mut self, owner: u32, target: usize, source: Option<Ipv4Addr>) -> io::Result<u32>;
     /// Takes `out` for sending if nothing of the previous send is left (see the module contracts);
     /// returns the bytes the socket accepted at once (epoll; io_uring reports them as `Sent`).
     fn send(&mut self, sock: u32, out: &mut Vec<u8>) -> io::Result<usize>;
@@ -113,7 +115,7 @@ const RECEIVE_BUFFER: usize = 256 * 1024;
 /// fills), one `send` per `send` call, EPOLLOUT only while a send is unfinished.
 pub struct EpollEngine {
     epoll: Epoll,
-    target: SocketAddr,
+    targets: Vec<SocketAddr>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     ready: Vec<(u64, u32)>,
@@ -132,7 +134,7 @@ impl EpollEngine {
     pub fn new(config: &EngineConfig) -> io::Result<EpollEngine> {
         Ok(EpollEngine {
             epoll: Epoll::new(1024)?,
-            target: config.target,
+            targets: config.targets.clone(),
             slots: Vec::with_capacity(config.connections),
             free: Vec::new(),
             ready: Vec::with_capacity(1024),
@@ -221,8 +223,8 @@ impl EpollEngine {
 }
 
 impl Engine for EpollEngine {
-    fn connect(&mut self, owner: u32, source: Option<Ipv4Addr>) -> io::Result<u32> {
-        let fd = net::start_connect(self.target, source)?;
+    fn connect(&mut self, owner: u32, target: usize, source: Option<Ipv4Addr>) -> io::Result<u32> {
+        let fd = net::start_connect(self.targets[target], source)?;
         let sock = match self.free.pop() {
             Some(sock) => sock,
             None => {

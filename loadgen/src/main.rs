@@ -36,7 +36,7 @@ fn main() {
         std::process::exit(2);
     }
     net::raise_open_file_limit();
-    let target = cli::parse_url(&options.url).expect("validated url");
+    let targets = options.targets().expect("validated urls");
     let per_proc = options.total_connections().div_ceil(options.procs as u64);
     let limit = net::open_file_limit();
     // io_uring keeps sockets in each worker's fixed-file table (each up to the limit), epoll in the
@@ -64,8 +64,9 @@ fn main() {
         std::process::exit(2);
     }
     let workers_total = options.threads() * options.procs.max(options.child_of);
-    let tls = match target.tls {
-        true => match tls::plan(&options, &target) {
+    // Every target has the same scheme and, for wss://, the same host name (`Options::validate`).
+    let tls = match targets[0].tls {
+        true => match tls::plan(&options, &targets[0]) {
             Ok(tls) => Some(tls),
             Err(message) => {
                 eprintln!("ringws-loadgen: {message}");
@@ -74,7 +75,7 @@ fn main() {
         },
         false => None,
     };
-    let mut plan = plan::Plan::new(&options, target, workers_total);
+    let mut plan = plan::Plan::new(&options, targets, workers_total);
     plan.tls = tls;
     let plan = Arc::new(plan);
 

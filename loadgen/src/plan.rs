@@ -44,7 +44,8 @@ pub struct Plan {
     pub scenario: Scenario,
     /// The I/O engine workers try first (io_uring falls back to epoll).
     pub engine: EngineKind,
-    pub target: Target,
+    /// Every `--url`, in the order given; connection `gid` goes to `targets[url_of(gid)]`.
+    pub targets: Vec<Target>,
     /// What every payload carries after its stamp, `--size` bytes long (see `payload.rs`).
     pub filler: Vec<u8>,
     /// `--deflate`: offer permessage-deflate; what this client compresses with.
@@ -75,8 +76,8 @@ pub struct Plan {
     pub source_ips: Vec<Ipv4Addr>,
     /// Broadcast on a pub/sub topic: subscribers use `subscriber_path`, publishers wrap each message.
     pub topic: Option<String>,
-    /// The request path of subscribers (`--url`'s path, plus `topic=T` with `--topic`).
-    pub subscriber_path: String,
+    /// The request path of subscribers, per target (its path, plus `topic=T` with `--topic`).
+    pub subscriber_paths: Vec<String>,
     /// `wss://`: the TLS client configuration every connection uses (`None` for `ws://`).
     pub tls: Option<crate::tls::TlsPlan>,
 }
@@ -86,8 +87,10 @@ fn secs_to_ns(secs: f64) -> u64 {
 }
 
 impl Plan {
-    /// `workers_total`: worker threads over all processes (connect pacing is split between them).
-    pub fn new(options: &Options, target: Target, workers_total: usize) -> Plan {
+    /// `targets`: every `--url` (at least one). `workers_total`: worker threads over all processes
+    /// (connect pacing is split between them).
+    pub fn new(options: &Options, targets: Vec<Target>, workers_total: usize) -> Plan {
+        assert!(!targets.is_empty(), "at least one target");
         let (opcode, kind) = match options.kind {
             Kind::Text => (OpCode::Text, MessageKind::Text),
             Kind::Binary => (OpCode::Binary, MessageKind::Binary),
@@ -104,17 +107,20 @@ impl Plan {
             Scenario::Broadcast => options.topic.clone(),
             _ => None,
         };
-        let subscriber_path = match &topic {
-            Some(t) if target.path.contains('?') => format!("{}&topic={t}", target.path),
-            Some(t) => format!("{}?topic={t}", target.path),
-            None => target.path.clone(),
-        };
+        let subscriber_paths = targets
+            .iter()
+            .map(|target| match &topic {
+                Some(t) if target.path.contains('?') => format!("{}&topic={t}", target.path),
+                Some(t) => format!("{}?topic={t}", target.path),
+                None => target.path.clone(),
+            })
+            .collect();
         Plan {
             scenario: options.scenario,
             engine: options.engine,
             topic,
-            subscriber_path,
-            target,
+            subscriber_paths,
+            targets,
             filler: crate::payload::filler(options.payload, options.size),
             deflate: options.deflate.then(|| {
                 crate::deflate::ClientDeflate::new(
@@ -150,6 +156,33 @@ impl Plan {
                 .collect(),
             tls: None,
         }
+    }
+}
+
+impl Plan {
+    /// The target (index into `targets`) of connection `gid`: round robin over the URLs; in broadcast,
+    /// round robin among the subscribers and, separately, among the publishers, so that with several
+    /// URLs both are spread (one publisher per URL before a second on any).
+    pub fn url_of(&self, gid: u64) -> usize {
+        let n = self.targets.len() as u64;
+        let index = match self.scenario {
+            Scenario::Broadcast if gid >= self.subscribers => gid - self.subscribers,
+            _ => gid,
+        };
+        (index % n) as usize
+    }
+
+    /// Connections per target: (all, of which publishers), in `targets` order.
+    pub fn connections_per_url(&self, total: u64) -> Vec<(u64, u64)> {
+        let mut shares = vec![(0, 0); self.targets.len()];
+        for gid in 0..total {
+            let share = &mut shares[self.url_of(gid)];
+            share.0 += 1;
+            if self.scenario == Scenario::Broadcast && gid >= self.subscribers {
+                share.1 += 1;
+            }
+        }
+        shares
     }
 }
 
@@ -214,5 +247,47 @@ impl Shared {
             self.run_start_ns.store(now_ns, Ordering::Release);
         }
         self.phase.fetch_max(phase as u8, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str], urls: usize) -> Plan {
+        use clap::Parser;
+        let options =
+            Options::try_parse_from(std::iter::once("ringws-loadgen").chain(args.iter().copied()))
+                .expect("valid arguments");
+        let targets = (0..urls)
+            .map(|i| crate::cli::parse_url(&format!("ws://127.0.0.1:{}/", 9000 + i)).unwrap())
+            .collect();
+        Plan::new(&options, targets, 1)
+    }
+
+    #[test]
+    fn connections_go_round_robin_over_the_urls() {
+        let echo = plan(&["echo", "-c", "5"], 2);
+        let urls: Vec<usize> = (0..5).map(|gid| echo.url_of(gid)).collect();
+        assert_eq!(urls, [0, 1, 0, 1, 0]);
+        assert_eq!(echo.connections_per_url(5), [(3, 0), (2, 0)]);
+        let one = plan(&["churn", "-c", "3", "--rate", "10"], 1);
+        assert!((0..3).all(|gid| one.url_of(gid) == 0));
+    }
+
+    #[test]
+    fn broadcast_spreads_subscribers_and_publishers_each() {
+        // 3 subscribers (gids 0..3) and 2 publishers (gids 3, 4): the publishers go one per URL, not
+        // both where the subscribers' count happens to leave off.
+        let broadcast = plan(
+            &["broadcast", "-c", "3", "--publishers", "2", "-s", "64"],
+            2,
+        );
+        let urls: Vec<usize> = (0..5).map(|gid| broadcast.url_of(gid)).collect();
+        assert_eq!(urls, [0, 1, 0, 0, 1]);
+        assert_eq!(broadcast.connections_per_url(5), [(3, 1), (2, 1)]);
+        let paths =
+            plan(&["broadcast", "-c", "2", "--topic", "news", "-s", "64"], 2).subscriber_paths;
+        assert_eq!(paths, ["/?topic=news", "/?topic=news"]);
     }
 }

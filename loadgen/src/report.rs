@@ -145,10 +145,25 @@ pub struct Cpu {
     pub us_per_unit: f64,
 }
 
+/// The connections one `--url` was given (round robin: `Plan::url_of`).
+#[derive(Serialize, Debug)]
+pub struct UrlShare {
+    pub url: String,
+    /// Connections on this URL (broadcast: its subscribers and publishers).
+    pub connections: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<u64>,
+}
+
 #[derive(Serialize, Debug)]
 pub struct Report {
     pub scenario: Scenario,
+    /// Every `--url`, space-separated.
     pub url: String,
+    /// Connections per `--url`, in the order given.
+    pub urls: Vec<UrlShare>,
     pub connections: u64,
     pub size: usize,
     pub kind: crate::cli::Kind,
@@ -279,9 +294,22 @@ impl Report {
             }
         }
         let errors_total = errors.values().sum();
+        let broadcasting = options.scenario == Scenario::Broadcast;
+        let urls = options
+            .urls
+            .iter()
+            .zip(plan.connections_per_url(options.total_connections()))
+            .map(|(url, (connections, publishers))| UrlShare {
+                url: url.clone(),
+                connections,
+                subscribers: broadcasting.then_some(connections - publishers),
+                publishers: broadcasting.then_some(publishers),
+            })
+            .collect();
         Report {
             scenario: options.scenario,
-            url: options.url.clone(),
+            url: options.urls.join(" "),
+            urls,
             connections: options.connections,
             size: options.size,
             kind: options.kind,
@@ -308,7 +336,7 @@ impl Report {
             procs: options.procs,
             threads_per_proc: options.threads(),
             engine: m.engine.clone(),
-            scheme: plan.target.scheme(),
+            scheme: plan.targets[0].scheme(),
             tls: plan.tls.as_ref().map(|t| t.description.clone()),
             started_unix_s: m
                 .started_wall
@@ -371,6 +399,21 @@ impl Report {
                 self.connections, self.procs, self.threads_per_proc
             ),
         )?;
+        if self.urls.len() > 1 {
+            for share in &self.urls {
+                let roles = match (share.subscribers, share.publishers) {
+                    (Some(subscribers), Some(publishers)) => {
+                        format!(" ({subscribers} subscribers, {publishers} publishers)")
+                    }
+                    _ => String::new(),
+                };
+                row(
+                    out,
+                    "  on url",
+                    format!("{} {}{roles}", share.url, share.connections),
+                )?;
+            }
+        }
         row(out, "engine", self.engine.clone())?;
         row(
             out,

@@ -286,7 +286,7 @@ mod tests {
             "wss://localhost:1/",
             "--insecure",
         ]);
-        let target = crate::cli::parse_url(&options.url).unwrap();
+        let target = crate::cli::parse_url(&options.urls[0]).unwrap();
         let plan = plan(&options, &target).unwrap();
         assert!(plan.description.contains("SNI localhost"));
         let mut tls = TlsConn::new(&plan).unwrap();
@@ -330,7 +330,7 @@ mod tests {
             "--tls-version",
             version,
         ]);
-        let target = crate::cli::parse_url(&options.url).unwrap();
+        let target = crate::cli::parse_url(&options.urls[0]).unwrap();
         let client = TlsConn::new(&plan(&options, &target).unwrap()).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         (server, client)
@@ -426,7 +426,7 @@ mod tests {
             "--ca-cert",
             "/nonexistent/ca.pem",
         ]);
-        let target = crate::cli::parse_url(&options.url).unwrap();
+        let target = crate::cli::parse_url(&options.urls[0]).unwrap();
         let err = plan(&options, &target).unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }

@@ -168,8 +168,9 @@ pub struct UringEngine {
     bufs: BufRing,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// The connect target; connects point at it, so it lives at a stable address (boxed).
-    target: Box<libc::sockaddr_in>,
+    /// The connect targets; connects point at them, so they live at stable addresses (a boxed slice,
+    /// never changed).
+    targets: Box<[libc::sockaddr_in]>,
     cqes: Vec<(u64, i32, u32)>,
     next: usize,
     /// Sockets whose receive stopped for want of buffers: re-armed before the next submit.
@@ -198,7 +199,11 @@ impl UringEngine {
             // Test hook: behave as a kernel where io_uring is disabled.
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
-        let target = Box::new(net::target_sockaddr(config.target)?);
+        let targets = config
+            .targets
+            .iter()
+            .map(|&target| net::target_sockaddr(target))
+            .collect::<io::Result<Box<[_]>>>()?;
         // Test knobs: tiny queues and few buffers make CQ overflow and ENOBUFS happen on purpose.
         let sq = knob("RINGWS_LOADGEN_URING_SQ")
             .unwrap_or_else(|| smaller_pow2(config.connections * 2, 256, 4096))
@@ -261,7 +266,7 @@ impl UringEngine {
             bufs,
             slots: Vec::with_capacity(config.connections),
             free: Vec::new(),
-            target,
+            targets,
             cqes: Vec::with_capacity(cq as usize),
             next: 0,
             rearm: Vec::new(),
@@ -503,7 +508,7 @@ impl UringEngine {
 }
 
 impl Engine for UringEngine {
-    fn connect(&mut self, owner: u32, source: Option<Ipv4Addr>) -> io::Result<u32> {
+    fn connect(&mut self, owner: u32, target: usize, source: Option<Ipv4Addr>) -> io::Result<u32> {
         if self.free.is_empty() && self.slots.len() as u32 >= self.table {
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
@@ -537,12 +542,12 @@ impl Engine for UringEngine {
         self.sockets += 1;
         let entry = opcode::Connect::new(
             Fixed(sock),
-            &*self.target as *const libc::sockaddr_in as *const libc::sockaddr,
+            &self.targets[target] as *const libc::sockaddr_in as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
         .build()
         .user_data(user_data(OP_CONNECT, sock));
-        // SAFETY: the address is boxed in `self.target`, which is never changed and outlives the ring.
+        // SAFETY: the address is in `self.targets`, a boxed slice never changed that outlives the ring.
         unsafe { self.push(entry) };
         Ok(sock)
     }

@@ -72,7 +72,8 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Asks the engine to connect connection `i` (from its share of `--source-ips`), with a timeout.
+    /// Asks the engine to connect connection `i` to its `--url` (`Plan::url_of`), from its share of
+    /// `--source-ips`, with a timeout.
     fn start_connect(&mut self, i: usize, now: u64) {
         let source = match self.plan.source_ips.len() {
             0 => None,
@@ -83,7 +84,8 @@ impl<E: Engine> Worker<E> {
             self.conns[i].traffic.cycle_start_ns = now;
             self.active_cycles += 1;
         }
-        match self.io.connect(i as u32, source) {
+        let target = self.plan.url_of(self.conns[i].gid as u64);
+        match self.io.connect(i as u32, target, source) {
             Ok(sock) => {
                 let held = self.io.sockets() as u64;
                 if held > self.counters.get(Counter::SocketsMax) {
@@ -166,13 +168,14 @@ impl<E: Engine> Worker<E> {
         let conn = &mut self.conns[i];
         conn.state = State::Handshaking;
         conn.out.clear();
+        let url = self.plan.url_of(conn.gid as u64);
         let path = match conn.behaviour {
-            Behaviour::Subscriber => &self.plan.subscriber_path,
-            _ => &self.plan.target.path,
+            Behaviour::Subscriber => &self.plan.subscriber_paths[url],
+            _ => &self.plan.targets[url].path,
         };
         let handshake = wire::start_handshake(
             &mut conn.out,
-            &self.plan.target.host,
+            &self.plan.targets[url].host,
             path,
             self.plan.deflate.as_ref(),
             &mut self.rng,

@@ -197,7 +197,7 @@ fn test_plan(args: &[&str]) -> Plan {
     )
     .expect("valid arguments");
     let target = crate::cli::parse_url("ws://127.0.0.1:9/").expect("valid URL");
-    Plan::new(&options, target, 1)
+    Plan::new(&options, vec![target], 1)
 }
 
 /// Tells the coordinator which engine worker `index` runs on.
@@ -215,7 +215,7 @@ static FALLBACK_ANNOUNCED: AtomicBool = AtomicBool::new(false);
 /// up, the worker runs on epoll and one line on stderr says why.
 pub fn run_worker(plan: Arc<Plan>, shared: Arc<Shared>, index: usize, gids: Vec<u64>, seed: u64) {
     let config = EngineConfig {
-        target: plan.target.addr,
+        targets: plan.targets.iter().map(|target| target.addr).collect(),
         connections: gids.len(),
     };
     if plan.engine == EngineKind::Uring {
