@@ -16,14 +16,19 @@
 # Redis's CPU per published message. The loadgen's subscribers on the subscribers' node are counted by the
 # server (`ringws_deliveries_total`), which also shows drops and slow-consumer closes (expected 0).
 #
+# Then one validated case (`spread`, SPREAD_DUR seconds): the loadgen's own subscribers and publishers
+# over both nodes (`--url` given twice: round robin, about SUBS/20 subscribers and one publisher per node),
+# so that half of every subscriber's messages crossed Redis and the loadgen checks each delivery (missing,
+# duplicates, order) and times it (publish to delivery, local and cross-node deliveries together).
+#
 # Bounded: every process it starts is stopped by PID on exit (trap), each case lasts DUR seconds plus the
-# ramp. Usage: scripts/cluster.sh   (env: SUBS=1000 SIZE=64 RATE=2000 (publishes/s) DUR=4, RINGWS=path,
-# LOADGEN=path; default: the release builds)
+# ramp. Usage: scripts/cluster.sh   (env: SUBS=1000 SIZE=64 RATE=2000 (publishes/s) DUR=4 SPREAD_DUR=3,
+# RINGWS=path, LOADGEN=path; default: the release builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 RINGWS=${RINGWS:-target/release/ringws}; LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
-SUBS=${SUBS:-1000}; SIZE=${SIZE:-64}; RATE=${RATE:-2000}; DUR=${DUR:-4}
+SUBS=${SUBS:-1000}; SIZE=${SIZE:-64}; RATE=${RATE:-2000}; DUR=${DUR:-4}; SPREAD_DUR=${SPREAD_DUR:-3}
 require_executable "cargo build --release --workspace" "$RINGWS" "$LOADGEN"
 command -v redis-server >/dev/null || { echo "cluster.sh: redis-server is not on PATH (apt-get install redis-server)" >&2; exit 2; }
 
@@ -107,3 +112,19 @@ EOF
 echo "redis 127.0.0.1:$REDIS_PORT, node A :$A_PORT (publisher), node B :$B_PORT"
 run_case local "$A_PORT" "$A_PID"
 run_case cross "$B_PORT" "$B_PID"
+
+# spread: every delivery checked by the loadgen, across the two nodes (an even count of subscribers).
+spread_subs=$(((SUBS / 10 + 1) / 2 * 2))
+"$LOADGEN" broadcast --url "ws://127.0.0.1:$A_PORT/" --url "ws://127.0.0.1:$B_PORT/" -c "$spread_subs" \
+    --publishers 2 -s "$SIZE" -r "$RATE" -d "$SPREAD_DUR" -t 1 -q --json "$TMP/spread.json" >/dev/null 2>&1 || true
+python3 - "$TMP/spread.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+b, lat = r["broadcast"], r["latency"]
+per_url = ", ".join(f"{u['url']} {u['subscribers']}+{u['publishers']}" for u in r["urls"])
+print(f"spread: {per_url} (subscribers+publishers) published={b['published']} delivered={b['delivered']} "
+      f"of {b['expected']} missing={b['missing']} duplicates={b['duplicates']} "
+      f"out_of_order={b['out_of_order']} errors={r['errors_total']} "
+      f"latency p50={lat['p50_us']:.0f}us p99={lat['p99_us']:.0f}us max={lat['max_us']:.0f}us")
+sys.exit(0 if r["errors_total"] == 0 else 1)
+EOF
