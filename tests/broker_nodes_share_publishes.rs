@@ -235,3 +235,69 @@ fn topics_spread_over_two_redis_reach_every_node() {
     expected.sort();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn publishes_from_another_node_reach_compressing_subscribers_compressed_once() {
+    use ringws::protocol::deflate::Inflater;
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    // On node b: one subscriber that agreed permessage-deflate, one that did not.
+    let (mut compressing, head) = websocket_offering(b.addr, Some("permessage-deflate"));
+    assert!(head.contains("permessage-deflate"), "{head}");
+    compressing
+        .write_all(&client_frame(
+            true,
+            0,
+            0x1,
+            br#"{"op":"sub","topic":"news"}"#,
+            true,
+        ))
+        .unwrap();
+    let (_, opcode, reply) = read_server_frame(&mut compressing).expect("the sub reply");
+    assert_eq!(
+        (opcode, reply.as_slice()),
+        (0x1, br#"{"ok":"sub","topic":"news"}"#.as_slice())
+    );
+    let mut plain = ws_at(b.addr, "/ws?topic=news");
+    redis.wait_subscribers("ringws:news", 1, Duration::from_secs(5));
+    let record = r#"{\"user\":\"alice\",\"room\":\"lobby\",\"text\":\"hello there\"}"#;
+    let data = record.repeat(20);
+    let text = data.replace("\\\"", "\"");
+    let mut publisher = ws_at(a.addr, "/ws");
+    send_text(
+        &mut publisher,
+        &format!(r#"{{"op":"pub","topic":"news","data":"{data}"}}"#),
+    );
+    // Compressed (RSV1) for the subscriber that agreed, and it inflates to the message.
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    compressing.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x80 | 0x40 | 0x1, "FIN, RSV1, text");
+    assert!(
+        head[1] < 126,
+        "{head:?}: {} bytes compress well under 126",
+        text.len()
+    );
+    let mut payload = vec![0u8; head[1] as usize];
+    compressing.read_exact(&mut payload).unwrap();
+    assert!(
+        payload.len() < text.len() / 2,
+        "{} of {}",
+        payload.len(),
+        text.len()
+    );
+    let mut inflater = Inflater::new();
+    let mut out = Vec::new();
+    inflater.inflate(&payload, &mut out, 1 << 20).unwrap();
+    inflater.finish(&mut out, 1 << 20).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), text);
+    // Plain for the other one.
+    assert_eq!(read_text(&mut plain), text);
+    // Compressed once on node b, whose workers framed nothing themselves.
+    assert_eq!(
+        metric_sum(b.addr, "ringws_broker_frames_compressed_total"),
+        1
+    );
+    assert_eq!(metric_sum(b.addr, "ringws_frames_encoded_total"), 0);
+}

@@ -23,6 +23,8 @@ use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
 
 use super::envelope::{self, Gaps, Sequences};
 use super::{BrokerStatus, Interest, Outgoing, RedisUrl};
+use crate::protocol::deflate::{Compressors, DeflateMode};
+use crate::protocol::MessageKind;
 use crate::reactor::ring::DoorbellRing;
 use crate::reactor::{Op, UserData, NO_CONNECTION};
 use crate::server::inbox::{Sent, WorkerMessage};
@@ -330,6 +332,8 @@ pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
         ring: vec![false; link.shared.inboxes.len()],
         interests,
         changed: true,
+        compressors: (link.shared.config.compression.mode != DeflateMode::Off)
+            .then(|| Compressors::new(link.shared.config.compression.level)),
     };
     let mut log = LinkLog {
         role: "subscriber",
@@ -375,6 +379,8 @@ struct Subscriber {
     interests: Receiver<Interest>,
     /// `wanted` changed since the last sync, or the connection is new.
     changed: bool,
+    /// With permessage-deflate on: what frames a message from Redis compressed too, once for the node.
+    compressors: Option<Compressors>,
 }
 
 impl Subscriber {
@@ -558,7 +564,7 @@ impl Subscriber {
             link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
         }
         link.status.received.fetch_add(1, Ordering::Relaxed);
-        let message = SharedMessage::encode(envelope.kind, envelope.payload);
+        let message = self.encode(link, envelope.kind, envelope.payload);
         let topic: Option<Arc<str>> = topic.map(Arc::from);
         let inboxes = &link.shared.inboxes;
         for worker in 0..inboxes.len() {
@@ -580,6 +586,28 @@ impl Subscriber {
                 }
                 Sent::Gone => {}
             }
+        }
+    }
+
+    /// Frames a message from Redis once for every local subscriber, as a local publish is framed
+    /// (`Core::encode_shared`): with permessage-deflate on and the message at or above the threshold, also
+    /// compressed once, so subscribers that agreed get it compressed whichever node published it.
+    fn encode(&mut self, link: &LinkContext, kind: MessageKind, payload: &[u8]) -> SharedMessage {
+        let deflate = &link.shared.config.compression;
+        match self.compressors.as_mut() {
+            Some(compressors) if payload.len() >= deflate.threshold => {
+                let message = SharedMessage::encode_compressed(
+                    kind,
+                    payload,
+                    compressors,
+                    deflate.max_window_bits,
+                );
+                if message.compressed_frame().is_some() {
+                    link.status.compressed.fetch_add(1, Ordering::Relaxed);
+                }
+                message
+            }
+            _ => SharedMessage::encode(kind, payload),
         }
     }
 

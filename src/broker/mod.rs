@@ -172,6 +172,8 @@ pub struct BrokerStatus {
     resets: AtomicU64,
     /// Messages on our channels that were not our envelope (dropped).
     foreign: AtomicU64,
+    /// Messages from Redis framed compressed too (once per node, for permessage-deflate subscribers).
+    compressed: AtomicU64,
 }
 
 impl BrokerStatus {
@@ -192,6 +194,7 @@ impl BrokerStatus {
             messages_lost: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
+            compressed: AtomicU64::new(0),
         }
     }
 
@@ -224,7 +227,7 @@ impl BrokerStatus {
                 u8::from(Self::link_up(link))
             );
         }
-        let families: [(&str, &str, &AtomicU64); 6] = [
+        let families: [(&str, &str, &AtomicU64); 7] = [
             (
                 "ringws_broker_published_total",
                 "Messages published to Redis",
@@ -254,6 +257,11 @@ impl BrokerStatus {
                 "ringws_broker_foreign_messages_total",
                 "Messages on ringws channels that were not a ringws envelope (dropped)",
                 &self.foreign,
+            ),
+            (
+                "ringws_broker_frames_compressed_total",
+                "Messages from Redis also framed compressed, once per node (permessage-deflate subscribers)",
+                &self.compressed,
             ),
         ];
         for (name, help, value) in families {
