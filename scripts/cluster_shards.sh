@@ -11,7 +11,8 @@
 # is let (RATE publishes/s asked, PUBLISHERS connections each) for DUR seconds. Printed per case: messages
 # node B received from Redis per second (`ringws_broker_received_total`), deliveries per second on B, each
 # Redis's CPU per message it carried, and both nodes' CPU per message; publishes node A dropped
-# (`ringws_broker_publishes_dropped_total`: its queue to Redis was full) and messages B counted lost.
+# (`ringws_broker_publishes_dropped_total`: its queue to Redis was full), messages B counted lost, and
+# messages its worker inbox had no room for (`ringws_handoff_drops_total`).
 #
 # What it shows on a small box: whether the cross-node rate is bound by one Redis (then two shards carry
 # about twice as much) or by something else (the publishing node, the load generator, the cores shared by
