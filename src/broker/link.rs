@@ -42,6 +42,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The largest reply kept while incomplete (a published message is at most `--max-message-size`).
 const MAX_BUFFERED: usize = 512 << 20;
+/// The read buffer's first size and growth step.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Why a connection to Redis ended.
 #[derive(Debug)]
@@ -75,9 +77,13 @@ impl From<io::Error> for LinkError {
 /// A connection with its read buffer.
 struct Conn {
     stream: TcpStream,
+    /// Read buffer, initialized once over its whole length (it grows only for a reply longer than it):
+    /// a read goes straight into its spare tail, never zeroing 64 KiB for a short read.
     buf: Vec<u8>,
     /// Bytes of `buf` already decoded.
     pos: usize,
+    /// Bytes of `buf` read so far (`pos..end` waits to be decoded).
+    end: usize,
     out: Vec<u8>,
 }
 
@@ -99,8 +105,9 @@ impl Conn {
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let mut conn = Conn {
             stream,
-            buf: Vec::with_capacity(64 << 10),
+            buf: vec![0; READ_CHUNK],
             pos: 0,
+            end: 0,
             out: Vec::with_capacity(64 << 10),
         };
         if let Some((user, password)) = &url.auth {
@@ -145,10 +152,10 @@ impl Conn {
     /// The next complete frame already in the buffer, without reading (its ranges index
     /// `self.buf[start..]`, `start` returned beside it).
     fn buffered_frame(&mut self) -> Result<Option<(RangeFrame, usize)>, LinkError> {
-        if self.pos == self.buf.len() {
+        if self.pos == self.end {
             return Ok(None);
         }
-        match decode_range(&self.buf[self.pos..]) {
+        match decode_range(&self.buf[self.pos..self.end]) {
             Ok(Some((frame, used))) => {
                 let start = self.pos;
                 self.pos += used;
@@ -161,30 +168,33 @@ impl Conn {
 
     /// One read into the buffer (decoded bytes dropped first); `Ok(false)` when the read timed out.
     fn fill(&mut self) -> Result<bool, LinkError> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        if self.pos == self.end {
             self.pos = 0;
-        } else if self.pos > self.buf.capacity() / 2 {
-            self.buf.drain(..self.pos);
+            self.end = 0;
+            if self.buf.len() > 16 * READ_CHUNK {
+                // Grown for a long reply once: give it back.
+                self.buf = vec![0; READ_CHUNK];
+            }
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        if self.buf.len() - self.pos > MAX_BUFFERED {
+        if self.end - self.pos > MAX_BUFFERED {
             return Err(LinkError::Garbage("reply over 512 MiB".into()));
         }
-        let len = self.buf.len();
-        self.buf.resize(len + (64 << 10), 0);
-        let read = self.stream.read(&mut self.buf[len..]);
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            // A reply longer than the buffer: grow it (zeroed once, kept for the connection).
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        let read = self.stream.read(&mut self.buf[self.end..]);
         match read {
-            Ok(0) => {
-                self.buf.truncate(len);
-                Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into()))
-            }
+            Ok(0) => Err(LinkError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => {
-                self.buf.truncate(len + n);
+                self.end += n;
                 Ok(true)
             }
             Err(e) => {
-                self.buf.truncate(len);
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -755,5 +765,64 @@ fn publish_until_broken(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A peer that writes `replies` in pieces of `piece` bytes, pausing between them.
+    fn peer(replies: Vec<u8>, piece: usize) -> (RedisUrl, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            for chunk in replies.chunks(piece) {
+                stream.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Hold the connection until the reader is done.
+            let _ = stream.read(&mut [0u8; 1]);
+        });
+        let url = RedisUrl {
+            addr: addr.to_string(),
+            auth: None,
+            db: 0,
+        };
+        (url, thread)
+    }
+
+    #[test]
+    fn replies_in_small_pieces_and_one_longer_than_the_buffer() {
+        let long = vec![b'x'; 3 * READ_CHUNK + 7];
+        let mut replies = Vec::new();
+        for i in 0..200 {
+            replies.extend_from_slice(format!(":{i}\r\n").as_bytes());
+        }
+        replies.extend_from_slice(format!("${}\r\n", long.len()).as_bytes());
+        replies.extend_from_slice(&long);
+        replies.extend_from_slice(b"\r\n+PONG\r\n");
+        let (url, thread) = peer(replies, 1000);
+        let mut conn = Conn::open(&url, false).unwrap();
+        for i in 0..200 {
+            let (frame, _) = conn.reply().unwrap();
+            assert!(matches!(frame, RangeFrame::Integer(n) if n == i), "{i}");
+        }
+        let (frame, start) = conn.reply().unwrap();
+        let RangeFrame::BulkString(range) = frame else {
+            panic!("not a bulk string");
+        };
+        assert_eq!(conn.bytes(start, &range), long.as_slice());
+        assert!(conn.buf.len() > long.len(), "grown for the long reply");
+        let (frame, start) = conn.reply().unwrap();
+        let RangeFrame::SimpleString(range) = frame else {
+            panic!("not a simple string");
+        };
+        assert_eq!(conn.bytes(start, &range), b"PONG");
+        assert_eq!(conn.pos, conn.end, "everything decoded");
+        drop(conn);
+        thread.join().unwrap();
     }
 }
