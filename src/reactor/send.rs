@@ -432,6 +432,11 @@ impl BufferPool {
         (self.buffers.len(), self.queues.len())
     }
 
+    /// Bytes of heap the free buffers hold (the sum of their capacities; for tests and metrics).
+    pub fn pooled_buffer_capacity(&self) -> usize {
+        self.buffers.iter().map(Vec::capacity).sum()
+    }
+
     /// Called periodically (the worker's tick). Once nothing has been taken from the pool for
     /// `quiet_checks` calls in a row (so periodic bursts do not free and reallocate every time), cuts it
     /// back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was freed since

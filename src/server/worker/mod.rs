@@ -498,7 +498,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     /// A worker's core on a real (small) ring, with no listener and no connection.
-    fn test_core() -> Core {
+    pub(super) fn test_core() -> Core {
         let config = Arc::new(ServerConfig::default());
         let (inboxes, _receivers) = Inboxes::new(1, config.inbox_capacity);
         let shared = Arc::new(Shared {
@@ -530,7 +530,7 @@ mod tests {
     }
 
     /// An open connection of `core` (receive armed), as after its handshake.
-    fn open_connection(core: &mut Core, file_index: u32) -> usize {
+    pub(super) fn open_connection(core: &mut Core, file_index: u32) -> usize {
         let generation = core.next_generation;
         core.next_generation += 1;
         let key = core

@@ -10,6 +10,8 @@
 //! shrink; a connection that keeps the server's context (`--compression context`) uses its own compressor
 //! instead, made at its first compressed message.
 
+use std::sync::Arc;
+
 use crate::protocol::close::encode_close_payload;
 use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::{CloseCode, MessageKind};
@@ -21,24 +23,43 @@ use crate::reactor::NO_CONNECTION;
 use crate::server::connection::{fanout_flags, flags::*, State};
 use crate::server::handler::ConnId;
 
+/// The largest HTTP answer copied into a pooled buffer (every refusal, `/healthz`); larger ones are sent
+/// from their own allocation (see [`Core::answer_http`]).
+const POOLED_ANSWER_MAX: usize = 1024;
+
 /// RSV1 in a frame's first byte: permessage-deflate's "this message is compressed" (RFC 7692 section 6).
 const RSV1: u8 = 0x40;
 
 impl Core {
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
+    ///
+    /// The answer is written into a buffer of its own: one of at most [`POOLED_ANSWER_MAX`] bytes is
+    /// then copied into the connection's queue like any frame, a larger one (a `/metrics` page, the demo
+    /// page) is queued as it is and freed once sent. A larger answer must never be written into a pooled
+    /// buffer: the pool keeps each buffer at the largest capacity it ever grew to, so every scrape that
+    /// happened to draw a small buffer would leave one more page-sized buffer in the pool, until every
+    /// buffer of a busy worker's pool had grown (the soak's RSS drift, docs/RELIABILITY.md).
     pub(super) fn answer_http<R>(
         &mut self,
         key: usize,
         write: impl FnOnce(&mut Vec<u8>) -> R,
     ) -> R {
-        let mut result = None;
-        self.push_bytes(key, 512, |out| result = Some(write(out)));
+        let mut answer = Vec::with_capacity(512);
+        let result = write(&mut answer);
+        if answer.len() <= POOLED_ANSWER_MAX {
+            self.push_bytes(key, answer.len(), |out| out.extend_from_slice(&answer));
+        } else {
+            let conn = &mut self.conns[key];
+            let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
+            queue.push_shared(Arc::from(answer));
+            self.mark_dirty(key);
+        }
         let conn = &mut self.conns[key];
         conn.clear_pending();
         conn.set(DISCARD_INPUT);
         self.enter_closing(key);
         self.shut_after_flush(key);
-        result.expect("the writer ran")
+        result
     }
 
     /// Appends raw bytes to a connection's queue and marks it for flushing.
@@ -301,5 +322,50 @@ impl Core {
         }
         self.queue_frame(key, opcode, payload);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{open_connection, test_core};
+    use super::*;
+
+    /// A busy worker answers a `/metrics` scrape now and then while its other connections' replies hold
+    /// pooled buffers: however many scrapes, its pool's free buffers hold no more than those small
+    /// replies needed. (A scrape that drew a small pooled buffer grew it to the page's size and the pool
+    /// kept it: one more page-sized buffer for many of the scrapes.)
+    #[test]
+    fn large_http_answers_do_not_grow_pooled_buffers() {
+        let mut core = test_core();
+        let replies: Vec<usize> = (0..8).map(|i| open_connection(&mut core, i)).collect();
+        let page = vec![b'#'; 14 * 1024];
+        for round in 0..64 {
+            // Replies queued on some connections (each takes a pooled buffer), a scrape meanwhile...
+            let busy = &replies[..1 + round % replies.len()];
+            for &key in busy {
+                core.queue_frame(key, OpCode::Text, &[b'x'; 128]);
+            }
+            let scrape = open_connection(&mut core, 15);
+            core.answer_http(scrape, |out| out.extend_from_slice(&page));
+            let answer = core.conns[scrape]
+                .queue
+                .as_ref()
+                .expect("the answer is queued");
+            assert_eq!(answer.queued_bytes(), page.len());
+            assert_eq!(answer.front(), Some(&page[..]));
+            // ... then all of it sent and the queues given back, the replies' first.
+            for &key in busy {
+                core.give_queues_back(key);
+            }
+            core.give_queues_back(scrape);
+            core.conns.remove(scrape);
+        }
+        let (buffers, _) = core.pool.pooled();
+        assert!(buffers >= replies.len(), "the replies' buffers are pooled");
+        assert!(
+            core.pool.pooled_buffer_capacity() <= buffers * POOLED_ANSWER_MAX,
+            "{} bytes in {buffers} pooled buffers",
+            core.pool.pooled_buffer_capacity()
+        );
     }
 }
