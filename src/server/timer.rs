@@ -16,6 +16,12 @@
 //! 1,024 buckets, the capacity of the most entries that bucket ever held: under connection churn that sum
 //! rises lap after lap with every new per-tick peak (and fragments the heap as the vectors regrow), which
 //! is how an echo server's RSS grew for the whole of a churn soak.
+//!
+//! The worker makes its wheel with room for one entry per slot of its connection table
+//! ([`TimerWheel::with_capacity`]): the node table is then one reservation of address space, its pages
+//! touched only as entries first use them, and it is not regrown (copied, the old copy left behind in the
+//! heap) while the connections ramp up. Only more entries than that pending at once (stale entries of
+//! rescheduled connections) grow it past the reservation.
 
 /// One scheduled check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +74,15 @@ impl Default for TimerWheel {
 
 impl TimerWheel {
     pub fn new() -> TimerWheel {
+        TimerWheel::with_capacity(0)
+    }
+
+    /// A wheel whose node table has room for `entries` pending entries before it grows. Reserving is
+    /// address space only: a page of the table is touched when an entry first lands in it.
+    pub fn with_capacity(entries: usize) -> TimerWheel {
         TimerWheel {
             buckets: vec![EMPTY; BUCKETS].into_boxed_slice(),
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(entries),
             free: NIL,
             len: 0,
             now: 0,
@@ -342,5 +354,27 @@ mod tests {
             assert_eq!(fired.len(), 4999);
         }
         assert_eq!(wheel.capacity(), after_burst);
+    }
+
+    #[test]
+    fn a_reserved_node_table_is_not_regrown_while_the_entries_fit() {
+        let mut wheel = TimerWheel::with_capacity(10_000);
+        let (capacity, table) = (wheel.capacity(), wheel.nodes.as_ptr());
+        assert!(capacity >= 10_000);
+        // As many entries as reserved, spread over many ticks: same table, nothing copied.
+        for key in 0..10_000 {
+            wheel.schedule(key, 0, key % 3000);
+        }
+        assert_eq!(wheel.len(), 10_000);
+        assert_eq!(wheel.capacity(), capacity);
+        assert_eq!(wheel.nodes.as_ptr(), table);
+        // Beyond the reservation it still takes every entry (it grows).
+        for key in 0..(capacity - 10_000 + 1) as u32 {
+            wheel.schedule(key, 1, 5);
+        }
+        assert!(wheel.capacity() > capacity);
+        let mut fired = Vec::new();
+        wheel.advance_to(3000, &mut fired);
+        assert_eq!(fired.len(), capacity + 1);
     }
 }
