@@ -62,6 +62,11 @@ const INPUT_SLICE_BYTES: usize = 256 * 1024;
 /// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
 pub struct Core {
     pub(crate) index: usize,
+    /// Made with room for every slot of the fixed-file table (`table_size`, the most connections a worker
+    /// can hold): one reservation of address space whose pages are touched only as slots are first used,
+    /// so a ramp from a cold start never regrows it (each doubling copied the slab and left the old copy
+    /// in the heap, and left up to half the new one reserved for connections that never came). The timer
+    /// wheel's node table is reserved the same way.
     pub(crate) conns: Slab<Connection>,
     ring: Ring,
     bufs: BufRing,
@@ -427,11 +432,12 @@ impl Core {
         let tick = config.tick();
         Core {
             index,
-            conns: Slab::new(),
+            // Room for the whole table up front (see `conns`): no regrowth while connections ramp up.
+            conns: Slab::with_capacity(table_size),
             ring,
             bufs,
             pool: BufferPool::default(),
-            wheel: TimerWheel::new(),
+            wheel: TimerWheel::with_capacity(table_size),
             timer_scratch: Vec::new(),
             limits: ReaderLimits {
                 max_frame_size: config.max_frame_size,
@@ -821,5 +827,24 @@ mod tests {
         core.flush_dirty();
         assert!(core.conns[new].has(FD_CLOSING));
         assert!(!core.conns[new].has(DIRTY));
+    }
+
+    /// The connection table and the timer wheel are reserved for the whole fixed-file table when the
+    /// worker starts, so filling the table never regrows (copies) them.
+    #[test]
+    fn the_connection_table_is_reserved_for_the_whole_fixed_file_table() {
+        let mut core = test_core();
+        let table = core.table_size;
+        let (slab, wheel) = (core.conns.capacity(), core.wheel.capacity());
+        assert!(slab >= table, "slab capacity {slab} < table {table}");
+        assert!(wheel >= table, "wheel capacity {wheel} < table {table}");
+        for i in 0..table {
+            let key = core
+                .conns
+                .insert(Connection::new(i as u32, i as u32 + 1, 0));
+            core.wheel.schedule(key as u32, i as u32 + 1, 100);
+        }
+        assert_eq!(core.conns.capacity(), slab);
+        assert_eq!(core.wheel.capacity(), wheel);
     }
 }
