@@ -9,6 +9,14 @@
 //! refuses a second loan), and [`BufRing::recycle`] takes back only a [`RecvBuf`] this ring lent and
 //! re-publishes it to the kernel at once. This module must never hand out the same buffer twice, nor
 //! publish one that is lent.
+//!
+//! Buffers are provided as they are needed, not all at once: the kernel takes buffers in ring order and
+//! writes each one it takes, so every buffer in the ring is touched (made resident) as receives cycle
+//! through it, even when a handful would do (a server that only ever receives handshakes and pings).
+//! The ring starts with [`FIRST_PROVIDED`] buffers, and each receive that found it dry (`ENOBUFS`,
+//! reported by the caller with [`BufRing::ran_dry`]) adds [`PROVIDE_CHUNK`] more, up to `count`; that
+//! receive is re-armed by the caller as before. Under load the ring reaches its full count within a batch
+//! or two; the hot path (`take`, `recycle`) does no extra work for it.
 
 use std::io;
 use std::rc::Rc;
@@ -18,6 +26,13 @@ use io_uring::types::BufRingEntry;
 
 use super::ring::{Completion, Handover, Ring};
 use super::sys::Mapping;
+
+/// Buffers a new ring provides (all of them if it has fewer): enough for handshakes and pings arriving
+/// one at a time; each page the kernel writes in one stays resident.
+pub const FIRST_PROVIDED: u16 = 4;
+
+/// Buffers added for each receive that found the ring dry.
+pub const PROVIDE_CHUNK: u16 = 16;
 
 /// The memory shared with the kernel: the ring of entries and the buffers.
 pub(super) struct Region {
@@ -71,6 +86,8 @@ pub struct BufRing {
     tail: u16,
     /// One bit per buffer: lent to a [`RecvBuf`].
     lent: Box<[u64]>,
+    /// Buffers provided so far (ids `0..provided`); the others have never been published.
+    provided: u16,
 }
 
 impl BufRing {
@@ -124,12 +141,29 @@ impl BufRing {
             buf_size,
             tail: 0,
             lent: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
+            provided: 0,
         };
-        for id in 0..count {
-            this.publish(id);
-        }
+        this.provide(FIRST_PROVIDED);
         this.commit();
         Ok(this)
+    }
+
+    /// A receive found the ring dry (`ENOBUFS`): provides [`PROVIDE_CHUNK`] buffers more, if the ring has
+    /// any left that were never provided. The caller re-arms the receive.
+    pub fn ran_dry(&mut self) {
+        if self.provided < self.count {
+            self.provide(PROVIDE_CHUNK);
+            self.commit();
+        }
+    }
+
+    /// Publishes up to `more` buffers never provided before (not committed).
+    fn provide(&mut self, more: u16) {
+        let end = self.provided.saturating_add(more).min(self.count);
+        for id in self.provided..end {
+            self.publish(id);
+        }
+        self.provided = end;
     }
 
     pub fn group(&self) -> u16 {
@@ -271,6 +305,72 @@ mod tests {
         let mut buf = bufs.take(&mut done).expect("lent");
         assert_eq!(buf.bytes_mut(), b"again");
         bufs.recycle(buf);
+    }
+
+    #[test]
+    fn receives_cycle_through_the_first_buffers_only_while_they_suffice() {
+        let mut ring = Ring::new(8, 16, 4).expect("io_uring");
+        let mut bufs = BufRing::new(&ring, 0, 64, 64).expect("buffer ring");
+        assert_eq!(bufs.provided, FIRST_PROVIDED);
+        let (_ours, mut peer) = socket_in_slot_zero(&ring);
+        ring.recv_multishot(0, bufs.group(), recv_ud());
+        // Each receive given back before the next, three laps of the first buffers: no buffer past them
+        // is ever published, so the kernel never writes (touches) one.
+        for round in 0..3 * FIRST_PROVIDED as usize {
+            peer.write_all(b"ping").expect("write");
+            let mut done = wait_for(&mut ring, recv_ud());
+            assert!(done.more(), "the multishot receive goes on");
+            let buf = bufs.take(&mut done).expect("lent");
+            assert_eq!(buf.id(), (round % FIRST_PROVIDED as usize) as u16);
+            bufs.recycle(buf);
+        }
+        assert_eq!(bufs.provided, FIRST_PROVIDED);
+    }
+
+    #[test]
+    fn a_receive_that_finds_the_ring_dry_adds_a_chunk_of_buffers() {
+        let mut ring = Ring::new(8, 16, 4).expect("io_uring");
+        let mut bufs = BufRing::new(&ring, 0, 64, 64).expect("buffer ring");
+        let (_ours, mut peer) = socket_in_slot_zero(&ring);
+        ring.recv_multishot(0, bufs.group(), recv_ud());
+        // Every provided buffer received into and kept: the ring is dry.
+        let mut held = Vec::new();
+        for _ in 0..FIRST_PROVIDED {
+            peer.write_all(b"held").expect("write");
+            let mut done = wait_for(&mut ring, recv_ud());
+            held.push(bufs.take(&mut done).expect("lent"));
+        }
+        assert!(held.iter().all(|buf| buf.id() < FIRST_PROVIDED));
+        peer.write_all(b"waits").expect("write");
+        let done = wait_for(&mut ring, recv_ud());
+        assert_eq!(done.result, -libc::ENOBUFS);
+        assert!(!done.more(), "a dry ring ends the multishot receive");
+        // One chunk more, the receive re-armed: the waiting bytes land in a buffer never provided before.
+        bufs.ran_dry();
+        assert_eq!(bufs.provided, FIRST_PROVIDED + PROVIDE_CHUNK);
+        ring.recv_multishot(0, bufs.group(), recv_ud());
+        let mut done = wait_for(&mut ring, recv_ud());
+        let mut buf = bufs.take(&mut done).expect("lent");
+        assert_eq!(buf.id(), FIRST_PROVIDED);
+        assert_eq!(buf.bytes_mut(), b"waits");
+        // Never more than the ring's count.
+        for _ in 0..10 {
+            bufs.ran_dry();
+        }
+        assert_eq!(bufs.provided, 64);
+        bufs.recycle(buf);
+        for buf in held {
+            bufs.recycle(buf);
+        }
+    }
+
+    #[test]
+    fn a_ring_smaller_than_the_first_chunk_provides_all_its_buffers() {
+        let ring = Ring::new(8, 16, 4).expect("io_uring");
+        let mut bufs = BufRing::new(&ring, 0, 2, 64).expect("buffer ring");
+        assert_eq!(bufs.provided, 2);
+        bufs.ran_dry();
+        assert_eq!(bufs.provided, 2);
     }
 
     #[test]

@@ -38,6 +38,8 @@ impl<H: Handler> Worker<'_, H> {
         } else if result == 0 {
             self.core.on_peer_eof(key);
         } else if result == -libc::ENOBUFS {
+            // The ring provides its buffers as receives need them: one that found it dry adds some.
+            self.core.bufs.ran_dry();
             self.core.metrics.recv_buffers_exhausted.inc();
         } else if result != -libc::ECANCELED {
             tracing::debug!(
