@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""Measures the server's resident memory per idle WebSocket connection.
+"""Measures the server's resident memory per idle WebSocket connection, from a cold start and warm.
 
-Starts `ringws serve --mode broadcast --workers 1` (release build), warms it up (1000 connections
-opened, one broadcast to them, closed; three times, so the receive buffers and pools are touched once),
-reads VmRSS, opens N idle WebSocket connections (full handshake each), reads VmRSS again and prints the
-difference per connection. Then one connection sends a 100-byte message, every other connection reads the
-broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own no buffers after
-activity either, so the per-connection figure after the broadcast should stay close to the idle one.
+Two servers in turn, each `ringws serve --mode broadcast --workers 1` (release build):
+
+- cold: a fresh server; VmRSS is read once it listens, then N idle WebSocket connections are opened (full
+  handshake each) and it is read again. Everything the first N connections make the server touch counts:
+  the connection table and timer wheel, the receive buffers the handshakes land in, the allocator's
+  arena, code run for the first time. This is what a server that has just started pays.
+- warm: a second fresh server is warmed up first (1000 connections opened, one broadcast to them,
+  closed; three times, so the receive buffers and pools are touched once), then VmRSS is read, N idle
+  connections are opened and it is read again. Then one connection sends a 100-byte message, every other
+  connection reads the broadcast, and 2.5 s later VmRSS is read a third time: idle connections must own no
+  buffers after activity either, so the figure after the broadcast should stay close to the idle one.
+
+Each figure is the VmRSS difference divided by N, with the same difference split into anonymous memory
+(RssAnon: heap and mappings) and file-backed pages (RssFile: the binary's code and data paged in).
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
-Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate | --context]
+Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate | --context] [--cold-only | --warm-only]
        (env RINGWS=path to another ringws binary)
 N below 1000 is refused: the figure would be noise (see MIN_N).
 
@@ -36,7 +44,10 @@ import time
 
 import ringws_proc
 
-ARGS = [a for a in sys.argv[1:] if a not in ("--tls", "--deflate", "--context")]
+FLAGS = ("--tls", "--deflate", "--context", "--cold-only", "--warm-only")
+ARGS = [a for a in sys.argv[1:] if a not in FLAGS]
+COLD = "--warm-only" not in sys.argv[1:]
+WARM = "--cold-only" not in sys.argv[1:]
 TLS = "--tls" in sys.argv[1:]
 CONTEXT_MODE = "--context" in sys.argv[1:]
 DEFLATE = "--deflate" in sys.argv[1:] or CONTEXT_MODE
@@ -126,12 +137,86 @@ def exercise(conns, warm_up=False):
         broadcast_once(conns)
 
 
+def memory_kib(pid):
+    """(VmRSS, RssAnon, RssFile) of `pid`, in KiB."""
+    fields = ringws_proc.status_fields(pid, ("VmRSS", "RssAnon", "RssFile"))
+    return fields["VmRSS"], fields.get("RssAnon", 0), fields.get("RssFile", 0)
+
+
+def report(label, before, after):
+    """Prints the per-connection figure of `label` from two `memory_kib` readings and returns it."""
+    rss, anon, file = ((a - b) * 1024 / N for a, b in zip(after, before))
+    print(f"{label}: VmRSS {before[0]} -> {after[0]} KiB; "
+          f"user-space bytes per idle connection: {rss:.0f} (anonymous {anon:.0f}, file-backed {file:.0f})")
+    return rss
+
+
+def start_server(tls_args):
+    server = ringws_proc.start(
+        [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
+         "--mode", "echo" if CONTEXT_MODE else "broadcast"]
+        + (["--compression", "context"] if CONTEXT_MODE else []) + tls_args)
+    try:
+        _, port = ringws_proc.listening_addr(server)
+    except BaseException:
+        ringws_proc.stop(server)
+        raise
+    return server, port
+
+
+def measure_cold(tls_args):
+    """N connections to a fresh server: what a server that has just started pays for them."""
+    server, port = start_server(tls_args)
+    try:
+        time.sleep(0.5)
+        before = memory_kib(server.pid)
+        conns = [open_ws(port) for _ in range(N)]
+        time.sleep(1.0)
+        after = memory_kib(server.pid)
+        report("cold (first connections of a fresh server)", before, after)
+        for s in conns:
+            s.close()
+    finally:
+        ringws_proc.stop(server)
+
+
+def measure_warm(tls_args):
+    """N connections to a server warmed up first, then again after activity on them."""
+    server, port = start_server(tls_args)
+    try:
+        # Warm-up: touch every receive buffer and fill the pools once.
+        for _ in range(3):
+            warm = [open_ws(port) for _ in range(1000)]
+            exercise(warm, warm_up=True)
+            for s in warm:
+                s.close()
+            time.sleep(0.5)
+        before = memory_kib(server.pid)
+        conns = [open_ws(port) for _ in range(N)]
+        time.sleep(1.0)
+        after = memory_kib(server.pid)
+        report("warm (after a warm-up of 3 x 1000 connections)", before, after)
+        exercise(conns)
+        # The worker cuts its pools back after about a second without output.
+        time.sleep(2.5)
+        after_activity = memory_kib(server.pid)
+        what = ("one compressed echo to each of them" if CONTEXT_MODE
+                else f"one broadcast to {N - 1} of them")
+        report(f"warm, after {what}", before, after_activity)
+        for s in conns:
+            s.close()
+    finally:
+        ringws_proc.stop(server)
+
+
 def main():
     global CONTEXT
     if N < MIN_N:
         sys.exit(f"idle_rss.py: {N} connections are too few for a per-connection figure (page-sized and "
                  f"allocator noise dominates, it can even come out negative): use {MIN_N} or more, "
                  f"10000 for the documented figure")
+    if not (COLD or WARM):
+        sys.exit("idle_rss.py: --cold-only and --warm-only exclude each other")
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--bin", "ringws"], cwd=ROOT, check=True)
     tls_args = []
@@ -141,44 +226,13 @@ def main():
         cert_path, key_path = make_cert(tempfile.mkdtemp(prefix="ringws-idle-tls-"))
         CONTEXT = ssl.create_default_context(cafile=cert_path)
         tls_args = ["--tls-cert", cert_path, "--tls-key", key_path]
-    server = ringws_proc.start(
-        [BIN, "serve", "--bind", "127.0.0.1", "--port", "0", "--workers", "1", "--idle-timeout", "0",
-         "--mode", "echo" if CONTEXT_MODE else "broadcast"]
-        + (["--compression", "context"] if CONTEXT_MODE else []) + tls_args)
-    try:
-        _, port = ringws_proc.listening_addr(server)
-        # Warm-up: touch every receive buffer and fill the pools once.
-        for _ in range(3):
-            warm = [open_ws(port) for _ in range(1000)]
-            exercise(warm, warm_up=True)
-            for s in warm:
-                s.close()
-            time.sleep(0.5)
-        before = ringws_proc.rss_kib(server.pid)
-        conns = [open_ws(port) for _ in range(N)]
-        time.sleep(1.0)
-        after = ringws_proc.rss_kib(server.pid)
-        per_conn = (after - before) * 1024 / N
-        print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}"
-              f"{', permessage-deflate agreed' if DEFLATE else ''}"
-              f"{' (--compression context)' if CONTEXT_MODE else ''}")
-        print(f"VmRSS before: {before} KiB, after: {after} KiB")
-        print(f"user-space bytes per idle connection: {per_conn:.0f}")
-        exercise(conns)
-        # The worker cuts its pools back after about a second without output.
-        time.sleep(2.5)
-        after_broadcast = ringws_proc.rss_kib(server.pid)
-        per_conn = (after_broadcast - before) * 1024 / N
-        what = "one compressed echo each" if CONTEXT_MODE else "the broadcast"
-        if CONTEXT_MODE:
-            print(f"VmRSS after one compressed echo to each of them: {after_broadcast} KiB")
-        else:
-            print(f"VmRSS after one broadcast to {N - 1} of them: {after_broadcast} KiB")
-        print(f"user-space bytes per idle connection after {what}: {per_conn:.0f}")
-        for s in conns:
-            s.close()
-    finally:
-        ringws_proc.stop(server)
+    print(f"idle {'wss://' if TLS else 'ws://'} connections: {N}"
+          f"{', permessage-deflate agreed' if DEFLATE else ''}"
+          f"{' (--compression context)' if CONTEXT_MODE else ''}; server {BIN}")
+    if COLD:
+        measure_cold(tls_args)
+    if WARM:
+        measure_warm(tls_args)
 
 
 if __name__ == "__main__":
