@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use crate::protocol::handshake::Request;
 use crate::protocol::{CloseCode, MessageKind};
 
+pub use super::metrics::AuthFailure;
 use super::shared_message::SharedMessage;
 use super::worker::Core;
 
@@ -79,6 +80,10 @@ pub enum UpgradeDecision {
         status: u16,
         reason: Cow<'static, str>,
     },
+    /// Answer `401 Unauthorized` with `WWW-Authenticate: Bearer` and the failure's one-line reason, and
+    /// close (a bearer token was missing or not valid). Nothing is allocated for the connection; counted
+    /// in `ringws_auth_failures_total{reason}` (not in `ringws_handshake_failures_total`).
+    Unauthorized(AuthFailure),
 }
 
 /// What an application implements. The built-in modes (`echo`, `broadcast`, `pubsub`) implement it in
@@ -93,6 +98,11 @@ pub trait Handler: 'static {
     }
 
     /// A WebSocket connection completed its opening handshake on `path` (with its query string).
+    ///
+    /// When it is called, it follows the `on_upgrade` of the same request directly, on the same thread,
+    /// with no other handler call in between (an accepted upgrade may still be refused for capacity, and
+    /// then no `on_open` follows). A handler can so keep what `on_upgrade` learnt (an authenticated
+    /// user) in one field of its own and take it here; the next `on_upgrade` overwrites it.
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
         let _ = (ctx, conn, path);
     }
@@ -106,6 +116,13 @@ pub trait Handler: 'static {
     /// or the code the server closed with). No message can be sent to it any more.
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, code: Option<CloseCode>) {
         let _ = (ctx, conn, code);
+    }
+
+    /// Called on every tick of the worker's timer wheel (every 10 to 100 ms, a quarter of the shortest
+    /// timeout): for the handler's own deadlines (a token's expiry). It must cost next to nothing when
+    /// nothing is due.
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
     }
 
     /// A message published on `topic` (by [`Ctx::publish`] on any worker, by `POST /publish`, or by

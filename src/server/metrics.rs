@@ -222,6 +222,8 @@ pub struct WorkerMetrics {
     pub request_memory: Counter,
     /// permessage-deflate: bytes before and after, messages compressed, inflate failures, inflaters held.
     pub deflate: DeflateMetrics,
+    /// JWT authentication (`--auth-jwt-*`): refused upgrades, refused commands, expired connections.
+    pub auth: AuthMetrics,
     /// The node's broker link (`--broker`), the same for every worker: rendered once, from the first.
     pub broker: Option<std::sync::Arc<crate::broker::BrokerStatus>>,
 }
@@ -238,6 +240,123 @@ pub const DEFLATE_IN_COMPRESSED: usize = 0;
 pub const DEFLATE_IN_INFLATED: usize = 1;
 pub const DEFLATE_OUT_PLAIN: usize = 2;
 pub const DEFLATE_OUT_COMPRESSED: usize = 3;
+
+/// Why an upgrade was refused for its token (`--auth-jwt-*`, `app::auth`): the `reason` label of
+/// `ringws_auth_failures_total`, and the one-line body of the 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header and no `?token=`.
+    Missing = 0,
+    /// Not a JWT (segments, base64, JSON header), or an `Authorization` header that is not `Bearer <jwt>`.
+    Malformed,
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// An `alg` no configured key verifies (`none` included).
+    WrongAlgorithm,
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is still ahead.
+    NotYetValid,
+    /// Signed, but `sub`, `exp` or `channels` missing or of the wrong form.
+    Claims,
+}
+
+/// The labels of [`AuthFailure`], in its order.
+pub const AUTH_FAILURES: [&str; 7] = [
+    "missing",
+    "malformed",
+    "bad_signature",
+    "wrong_algorithm",
+    "expired",
+    "not_yet_valid",
+    "claims",
+];
+
+/// The `op` labels of `ringws_auth_denials_total`: commands refused by the token's `channels`.
+pub const AUTH_DENIALS: [&str; 2] = ["sub", "pub"];
+pub const AUTH_DENIED_SUB: usize = 0;
+pub const AUTH_DENIED_PUB: usize = 1;
+
+impl AuthFailure {
+    /// Its metrics label.
+    pub fn label(self) -> &'static str {
+        AUTH_FAILURES[self as usize]
+    }
+
+    /// The one-line body of its 401 (docs/PROTOCOL.md, "Refusals").
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => {
+                "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>"
+            }
+            AuthFailure::Malformed => "malformed token",
+            AuthFailure::BadSignature => "bad token signature",
+            AuthFailure::WrongAlgorithm => "token algorithm not accepted",
+            AuthFailure::Expired => "token expired",
+            AuthFailure::NotYetValid => "token not yet valid (nbf)",
+            AuthFailure::Claims => {
+                "token claims invalid: needs sub (string), exp (number), channels patterns"
+            }
+        }
+    }
+}
+
+/// The authentication counters of one worker (all zero without `--auth-jwt-*`).
+#[derive(Default)]
+pub struct AuthMetrics {
+    /// Upgrades refused 401, by [`AuthFailure`].
+    pub failures: [Counter; AUTH_FAILURES.len()],
+    /// `sub`/`pub` commands refused by the token's `channels`, by [`AUTH_DENIALS`].
+    pub denials: [Counter; AUTH_DENIALS.len()],
+    /// Connections closed 4001 because their token's `exp` passed.
+    pub expired_closes: Counter,
+}
+
+impl AuthMetrics {
+    pub fn failure(&self, failure: AuthFailure) {
+        self.failures[failure as usize].inc();
+    }
+
+    fn render(workers: &[std::sync::Arc<WorkerMetrics>], out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP ringws_auth_failures_total Upgrades refused 401 for their token, by reason\n# TYPE ringws_auth_failures_total counter"
+        );
+        for (i, m) in workers.iter().enumerate() {
+            for (r, reason) in AUTH_FAILURES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ringws_auth_failures_total{{worker=\"{i}\",reason=\"{reason}\"}} {}",
+                    m.auth.failures[r].get()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringws_auth_denials_total Commands refused by the token's channels, by op\n# TYPE ringws_auth_denials_total counter"
+        );
+        for (i, m) in workers.iter().enumerate() {
+            for (r, op) in AUTH_DENIALS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ringws_auth_denials_total{{worker=\"{i}\",op=\"{op}\"}} {}",
+                    m.auth.denials[r].get()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringws_auth_expired_closes_total Connections closed 4001: their token expired\n# TYPE ringws_auth_expired_closes_total counter"
+        );
+        for (i, m) in workers.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringws_auth_expired_closes_total{{worker=\"{i}\"}} {}",
+                m.auth.expired_closes.get()
+            );
+        }
+    }
+}
 
 /// `ringws_inflate_failures_total{kind}`: a message over `--max-message-size` once inflated (1009), a
 /// corrupt stream (1007).
@@ -630,6 +749,7 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
+    AuthMetrics::render(workers, &mut out);
     TLS_CERTIFICATE.render(&mut out);
     if let Some(broker) = workers.first().and_then(|w| w.broker.as_ref()) {
         broker.render(&mut out);

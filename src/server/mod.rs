@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 pub use config::{
     ConfigError, PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy,
 };
-pub use handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
+pub use handler::{AuthFailure, ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;

@@ -124,6 +124,28 @@ pub fn write_503_request_memory(out: &mut Vec<u8>) {
     );
 }
 
+/// The answer to an upgrade refused for its bearer token (`--auth-jwt-*`, RFC 6750 section 3): 401 with
+/// `WWW-Authenticate: Bearer` (and `error="invalid_token"` when a token was given) and the reason as a
+/// one-line body.
+pub fn write_401(out: &mut Vec<u8>, failure: super::metrics::AuthFailure) {
+    let challenge = match failure {
+        super::metrics::AuthFailure::Missing => "Bearer",
+        _ => "Bearer error=\"invalid_token\"",
+    };
+    let mut body = [0u8; 128];
+    let reason = failure.reason().as_bytes();
+    let len = reason.len().min(body.len() - 1);
+    body[..len].copy_from_slice(&reason[..len]);
+    body[len] = b'\n';
+    write_http_response(
+        out,
+        401,
+        "text/plain; charset=utf-8",
+        &[("WWW-Authenticate", challenge), ("Connection", "close")],
+        &body[..=len],
+    );
+}
+
 /// The interim answer to `Expect: 100-continue`: the head passed every check, send the body.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 

@@ -20,7 +20,7 @@ use crate::protocol::CloseCode;
 use super::{Core, Worker};
 use crate::reactor::{Completion, Op, UserData, NO_CONNECTION};
 use crate::server::connection::{flags::*, State};
-use crate::server::handler::Handler;
+use crate::server::handler::{Ctx, Handler};
 use crate::server::timer::TimerEntry;
 
 /// The worker's clock: the monotonic clock; under `sim-ring`, the simulated ring's, which its driver moves.
@@ -213,6 +213,9 @@ impl<H: Handler> Worker<'_, H> {
             self.core.on_timer(entry);
         }
         self.core.timer_scratch = due;
+        self.handler.on_tick(&mut Ctx {
+            core: &mut self.core,
+        });
         if self.core.pool.shrink_if_quiet(self.core.pool_quiet_ticks) {
             crate::reactor::sys::release_free_memory();
         }

@@ -266,7 +266,21 @@ impl<H: Handler> Worker<'_, H> {
             request,
             subprotocol: upgrade.protocol,
         };
-        if let UpgradeDecision::Refuse { status, reason } = self.handler.on_upgrade(&shown) {
+        let decision = self.handler.on_upgrade(&shown);
+        if let UpgradeDecision::Unauthorized(failure) = decision {
+            // The path without its query: a `?token=` is never logged.
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path_only()),
+                detail: Some(failure.label()),
+                ..Refusal::new(self.core.index, 401, "auth")
+            });
+            self.core.metrics.auth.failure(failure);
+            self.core
+                .answer_http(key, |out| http::write_401(out, failure));
+            return;
+        }
+        if let UpgradeDecision::Refuse { status, reason } = decision {
             let status = if (400..=599).contains(&status) {
                 status
             } else {
@@ -355,6 +369,11 @@ impl<H: Handler> Worker<'_, H> {
 }
 
 impl Core {
+    /// This worker's counters, for a handler to count what it refuses (`app::PubSub`'s auth denials).
+    pub(crate) fn metrics(&self) -> &crate::server::metrics::WorkerMetrics {
+        &self.metrics
+    }
+
     /// Whether connection `key` may keep `capacity` bytes of a request not yet complete within the
     /// worker's budget (`max_pending_request_memory`, what `request_memory` counts). If not, the request
     /// is answered 503 and the connection closed (other connections keep what they hold); counted as a
