@@ -4,9 +4,11 @@
 //!
 //! Handlers run on the worker threads' hot path: they must not block, sleep, lock or log per message.
 
+pub mod auth;
 mod pubsub;
 
 pub use crate::server::{ConnId, Ctx, Handler, SharedMessage, UpgradeDecision, UpgradeRequest};
+pub use auth::Auth;
 pub use pubsub::PubSub;
 
 use crate::protocol::MessageKind;

@@ -14,6 +14,14 @@
 //! no token, so its `pub` is then refused with `{"error":"publishing needs a token","op":"pub",...}` and
 //! the connection stays open.
 //!
+//! With authentication ([`PubSub::with_auth`], `--auth-jwt-*`; docs/PROTOCOL.md): `on_upgrade` refuses an
+//! upgrade without a valid token (401, before the 101) and keeps the token's [`Grant`] for `on_open`; a
+//! `sub` (JSON, binary, `?topic=`) or `pub` outside the token's `channels` is answered
+//! `{"error":"not allowed","op":..,"topic":..}` (the connection stays; the permission rule replaces the
+//! publish-token rule), and when the token's `exp` passes, `on_tick` closes the connection with 4001. Per
+//! authenticated connection: its grant in a map and its expiry in an ordered set (about 100 bytes plus
+//! the token's user id and patterns); nothing without auth.
+//!
 //! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
 //! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
 //! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
@@ -21,8 +29,15 @@
 //! are told to the node's broker (`--broker`, `crate::broker`), which joins the topic on Redis.
 //! Subscribe/unsubscribe allocate (topic names, table entries); publishing allocates only the shared frame.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::auth::{Access, Auth, Grant};
+use crate::server::metrics::{AUTH_DENIED_PUB, AUTH_DENIED_SUB};
+use crate::server::{UpgradeDecision, UpgradeRequest};
 
 use crate::protocol::{CloseCode, MessageKind};
 use crate::server::http::query_params;
@@ -46,6 +61,31 @@ pub struct PubSub {
     reply: String,
     /// Refuse WebSocket `pub` commands (publishing needs a token, which a WebSocket client cannot give).
     publish_needs_token: bool,
+    /// Token checks and permissions (`--auth-jwt-*`); `None`: every client is anonymous.
+    auth: Option<Box<AuthState>>,
+}
+
+/// The authentication state of one worker's `PubSub`.
+struct AuthState {
+    auth: Arc<Auth>,
+    /// The grant of the upgrade just accepted, taken by the `on_open` that follows it.
+    pending: Option<Grant>,
+    /// The grant of each open authenticated connection.
+    grants: HashMap<ConnId, Grant>,
+    /// `(exp, key, generation)` of each open authenticated connection, earliest expiry first.
+    expiries: BTreeSet<(u64, u32, u32)>,
+}
+
+/// The error reply to a command outside the token's `channels`.
+pub const NOT_ALLOWED: &str = "not allowed";
+
+/// The close code of a connection whose token expired (docs/PROTOCOL.md, "Close codes").
+pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The error reply to a WebSocket `pub` when publishing needs a token.
@@ -57,7 +97,40 @@ impl PubSub {
             topics: TopicTable::new(max_subscriptions),
             reply: String::new(),
             publish_needs_token: false,
+            auth: None,
         }
+    }
+
+    /// Requires a valid token at the upgrade, and applies its `channels` to `sub` and `pub` (the
+    /// publish-token rule no longer applies to WebSocket `pub`); closes with 4001 when it expires.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> PubSub {
+        self.auth = Some(Box::new(AuthState {
+            auth,
+            pending: None,
+            grants: HashMap::new(),
+            expiries: BTreeSet::new(),
+        }));
+        self
+    }
+
+    /// Whether `conn` may `access` `topic`: always without auth; with it, by its token's `channels`
+    /// (refusals counted).
+    fn allowed(&self, ctx: &mut Ctx<'_>, conn: ConnId, access: Access, topic: &str) -> bool {
+        let Some(state) = &self.auth else {
+            return true;
+        };
+        let allowed = state
+            .grants
+            .get(&conn)
+            .is_some_and(|grant| grant.permissions.allows(access, topic));
+        if !allowed {
+            let op = match access {
+                Access::Subscribe => AUTH_DENIED_SUB,
+                Access::Publish => AUTH_DENIED_PUB,
+            };
+            ctx.core.metrics().auth.denials[op].inc();
+        }
+        allowed
     }
 
     /// With `true`, every WebSocket `pub` is refused with an error reply (the connection stays open):
@@ -139,6 +212,9 @@ impl PubSub {
             _ => "pub",
         };
         match op {
+            1 if !self.allowed(ctx, conn, Access::Subscribe, topic) => {
+                self.answer(ctx, conn, Err(NOT_ALLOWED), name, topic);
+            }
             1 => {
                 let result = self.subscribe(ctx, conn, topic);
                 self.answer(ctx, conn, result, name, topic);
@@ -146,6 +222,15 @@ impl PubSub {
             2 => {
                 self.unsubscribe(ctx, conn, topic);
                 self.answer(ctx, conn, Ok(()), name, topic);
+            }
+            _ if self.auth.is_some() => {
+                if !self.allowed(ctx, conn, Access::Publish, topic) {
+                    self.answer(ctx, conn, Err(NOT_ALLOWED), name, topic);
+                } else if !valid_topic(topic) {
+                    self.answer(ctx, conn, Err(INVALID_TOPIC), name, topic);
+                } else {
+                    ctx.publish(topic, kind, payload);
+                }
             }
             _ => {
                 if self.publish_needs_token {
@@ -161,9 +246,38 @@ impl PubSub {
 }
 
 impl Handler for PubSub {
+    fn on_upgrade(&mut self, request: &UpgradeRequest<'_>) -> UpgradeDecision {
+        let Some(state) = &mut self.auth else {
+            return UpgradeDecision::Accept;
+        };
+        state.pending = None;
+        match state
+            .auth
+            .check(request.header("authorization"), request.path())
+        {
+            Ok(grant) => {
+                state.pending = Some(grant);
+                UpgradeDecision::Accept
+            }
+            Err(failure) => UpgradeDecision::Unauthorized(failure),
+        }
+    }
+
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
+        if let Some(state) = &mut self.auth {
+            // `on_open` follows its request's `on_upgrade` directly (`Handler::on_open`).
+            let Some(grant) = state.pending.take() else {
+                return ctx.close(conn, CloseCode::POLICY, "no token");
+            };
+            state
+                .expiries
+                .insert((grant.exp, conn.key, conn.generation));
+            state.grants.insert(conn, grant);
+        }
         for topic in query_params(path, "topic") {
-            if let Err(e) = self.subscribe(ctx, conn, topic) {
+            if !self.allowed(ctx, conn, Access::Subscribe, topic) {
+                self.answer(ctx, conn, Err(NOT_ALLOWED), "sub", topic);
+            } else if let Err(e) = self.subscribe(ctx, conn, topic) {
                 self.answer(ctx, conn, Err(e), "sub", topic);
             }
         }
@@ -243,8 +357,37 @@ impl Handler for PubSub {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
+        if let Some(state) = &mut self.auth {
+            if let Some(grant) = state.grants.remove(&conn) {
+                state
+                    .expiries
+                    .remove(&(grant.exp, conn.key, conn.generation));
+            }
+        }
         for topic in self.topics.remove_subscriber(conn) {
             ctx.core.topic_interest(&topic, false);
+        }
+    }
+
+    /// Closes with 4001 the connections whose token's `exp` has come (one clock read a tick, only while
+    /// authenticated connections are open).
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(state) = &mut self.auth else {
+            return;
+        };
+        if state.expiries.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        while let Some(&(exp, key, generation)) = state.expiries.first() {
+            if exp > now {
+                break;
+            }
+            state.expiries.pop_first();
+            let conn = ConnId { key, generation };
+            state.grants.remove(&conn);
+            ctx.core.metrics().auth.expired_closes.inc();
+            ctx.close(conn, TOKEN_EXPIRED, "token expired");
         }
     }
 
