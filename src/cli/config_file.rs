@@ -6,8 +6,8 @@
 //! Values: sizes and durations as on the command line (`"64KiB"`, `"500ms"`; a bare integer is bytes or
 //! seconds), list flags as arrays (`allowed_origins = ["https://a.example"]`), switches as booleans
 //! (`no_pin = true`), choices as their names (`mode = "pubsub"`). A relative path (`tls_cert`, `tls_key`,
-//! `publish_token_file`, `broker_password_file`, `control_socket`, `takeover`) is relative to the file's
-//! directory.
+//! `publish_token_file`, `broker_password_file`, `auth_jwt_secret_file`, `auth_jwt_public_key`,
+//! `control_socket`, `takeover`) is relative to the file's directory.
 //!
 //! Precedence, highest first: a flag on the command line, then the environment (the publish token,
 //! `RINGWS_PUBLISH_TOKEN`, the only secret a value holds; `RUST_LOG` for `log_level`), then the file,
@@ -74,6 +74,9 @@ pub struct FileConfig {
     pub max_publish_body: Option<ByteSize>,
     pub publish_in_echo: Option<bool>,
     pub max_subscriptions: Option<usize>,
+    pub auth_jwt_secret: Option<String>,
+    pub auth_jwt_secret_file: Option<PathBuf>,
+    pub auth_jwt_public_key: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub recv_buffer_size: Option<ByteSize>,
     pub recv_buffers: Option<u16>,
@@ -148,6 +151,8 @@ impl LoadedFile {
             &mut values.tls_key,
             &mut values.publish_token_file,
             &mut values.broker_password_file,
+            &mut values.auth_jwt_secret_file,
+            &mut values.auth_jwt_public_key,
             &mut values.control_socket,
             &mut values.takeover,
         ];
@@ -315,6 +320,15 @@ impl FileConfig {
         if !token_elsewhere {
             lay_under!(publish_token, publish_token_file);
         }
+        // The JWT secret, like the publish token: from the file only when neither the command line nor
+        // the environment gives one. The public key is a plain path.
+        let secret_elsewhere = on_command_line("auth_jwt_secret")
+            || on_command_line("auth_jwt_secret_file")
+            || std::env::var_os(super::AUTH_JWT_SECRET_ENV).is_some();
+        if !secret_elsewhere {
+            lay_under!(auth_jwt_secret, auth_jwt_secret_file);
+        }
+        lay_under!(auth_jwt_public_key);
     }
 
     /// The file form of a whole configuration: `args` after the file was applied (`log_level`: the
@@ -367,6 +381,9 @@ impl FileConfig {
             max_publish_body: config.publish.as_ref().map(|p| ByteSize(p.max_body)),
             publish_in_echo: Some(args.publish_in_echo),
             max_subscriptions: Some(config.max_subscriptions),
+            auth_jwt_secret: None,
+            auth_jwt_secret_file: args.auth_jwt_secret_file.clone(),
+            auth_jwt_public_key: args.auth_jwt_public_key.clone(),
             metrics_listen: config.metrics_listen,
             recv_buffer_size: Some(ByteSize(config.recv_buffer_size)),
             recv_buffers: Some(config.recv_buffers),

@@ -300,6 +300,18 @@ pub struct ServeArgs {
     /// In pubsub mode, most topics one connection may subscribe to.
     #[arg(long, default_value_t = server_defaults().max_subscriptions)]
     pub max_subscriptions: usize,
+    /// Pubsub mode: require a JWT at the upgrade (401 without a valid one; docs/PROTOCOL.md), HS256
+    /// with this shared secret; its `channels` claim governs sub and pub. Visible to every user in `ps`:
+    /// prefer --auth-jwt-secret-file or the RINGWS_AUTH_JWT_SECRET environment variable.
+    #[arg(long, value_name = "SECRET")]
+    pub auth_jwt_secret: Option<String>,
+    /// Reads the HS256 secret (see --auth-jwt-secret) from this file, surrounding whitespace trimmed.
+    #[arg(long, value_name = "PATH")]
+    pub auth_jwt_secret_file: Option<std::path::PathBuf>,
+    /// Pubsub mode: require a JWT at the upgrade, RS256 or ES256 with this PEM public key (RSA or EC
+    /// P-256, `BEGIN PUBLIC KEY`); may be given with the HS256 secret (each token's `alg` picks).
+    #[arg(long, value_name = "PATH")]
+    pub auth_jwt_public_key: Option<std::path::PathBuf>,
     /// Serve GET /metrics and GET /healthz (plain HTTP, for operators) on this address of their own, e.g.
     /// 127.0.0.1:9100 (port 0: an ephemeral port, logged); /metrics on the WebSocket port then answers
     /// 404 [default: none, /metrics on the WebSocket port]. An address that cannot be bound stops startup
@@ -651,6 +663,80 @@ impl ServeArgs {
     }
 }
 
+/// The environment variable that can hold the HS256 secret of `--auth-jwt-secret` (which `ps` shows).
+pub const AUTH_JWT_SECRET_ENV: &str = "RINGWS_AUTH_JWT_SECRET";
+
+impl ServeArgs {
+    /// The JWT verifier these flags ask for (`None`: auth off): the HS256 secret from its one source
+    /// (`--auth-jwt-secret`, `--auth-jwt-secret-file` or `env_secret`, the value of
+    /// [`AUTH_JWT_SECRET_ENV`]) and/or `--auth-jwt-public-key`. An error (naming the flag, file or
+    /// variable) for two secret sources, an unreadable file, an empty secret, a key that is not a PEM RSA
+    /// or EC public key, or auth outside `--mode pubsub`.
+    pub fn auth_config(
+        &self,
+        env_secret: Option<std::ffi::OsString>,
+    ) -> Result<Option<std::sync::Arc<crate::app::Auth>>, String> {
+        let mut sources = Vec::new();
+        if self.auth_jwt_secret.is_some() {
+            sources.push("--auth-jwt-secret");
+        }
+        if self.auth_jwt_secret_file.is_some() {
+            sources.push("--auth-jwt-secret-file");
+        }
+        if env_secret.is_some() {
+            sources.push(AUTH_JWT_SECRET_ENV);
+        }
+        if sources.len() > 1 {
+            return Err(format!(
+                "the JWT secret is given by both {}: give it once",
+                sources.join(" and ")
+            ));
+        }
+        let secret = if let Some(secret) = &self.auth_jwt_secret {
+            Some((secret.clone(), "--auth-jwt-secret".to_string()))
+        } else if let Some(path) = &self.auth_jwt_secret_file {
+            let source = format!("--auth-jwt-secret-file {}", path.display());
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{source}: cannot read the JWT secret: {e}"))?;
+            Some((text, source))
+        } else if let Some(value) = env_secret {
+            let secret = value
+                .into_string()
+                .map_err(|_| format!("{AUTH_JWT_SECRET_ENV} is not UTF-8"))?;
+            Some((secret, AUTH_JWT_SECRET_ENV.to_string()))
+        } else {
+            None
+        };
+        let mut auth = match secret {
+            Some((secret, source)) => {
+                let secret = secret.trim();
+                if secret.is_empty() {
+                    return Err(format!("{source}: the JWT secret is empty"));
+                }
+                Some(crate::app::Auth::hs256(secret.as_bytes()))
+            }
+            None => None,
+        };
+        if let Some(path) = &self.auth_jwt_public_key {
+            let source = format!("--auth-jwt-public-key {}", path.display());
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("{source}: cannot read the public key: {e}"))?;
+            let with_key = match auth.take() {
+                Some(auth) => auth.with_public_key_pem(&pem),
+                None => crate::app::Auth::public_key_pem(&pem),
+            };
+            auth = Some(with_key.map_err(|e| format!("{source}: {e}"))?);
+        }
+        if auth.is_some() && self.mode != Mode::Pubsub {
+            return Err(
+                "--auth-jwt-secret/--auth-jwt-public-key need --mode pubsub (tokens grant topics)"
+                    .into(),
+            );
+        }
+        Ok(auth.map(std::sync::Arc::new))
+    }
+}
+
 /// The log filter and its directives, from the first of: `--log-level` on the command line, `RUST_LOG`,
 /// `log_level` in the configuration file, `info`.
 fn log_filter(
@@ -798,6 +884,10 @@ pub fn check_config(args: ServeArgs, matches: &ArgMatches) -> i32 {
             return 2;
         }
     };
+    if let Err(message) = args.auth_config(std::env::var_os(AUTH_JWT_SECRET_ENV)) {
+        tracing::error!("{message}");
+        return 2;
+    }
     let mut text = String::from(
         "# The effective configuration of `ringws serve` with these flags (flags > environment > \
          --config file > defaults).\n",
@@ -830,6 +920,13 @@ pub fn check_config(args: ServeArgs, matches: &ArgMatches) -> i32 {
 pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
     let (args, config, mut certificate) = match configure(args, matches) {
         Ok(configured) => configured,
+        Err(message) => {
+            tracing::error!("{message}");
+            return 2;
+        }
+    };
+    let auth = match args.auth_config(std::env::var_os(AUTH_JWT_SECRET_ENV)) {
+        Ok(auth) => auth,
         Err(message) => {
             tracing::error!("{message}");
             return 2;
@@ -878,7 +975,12 @@ pub fn serve(args: ServeArgs, matches: &ArgMatches) -> i32 {
             let max_subscriptions = config.max_subscriptions;
             let publish_needs_token = config.publish.is_some();
             Server::start_with(config, listen, move |_| {
-                PubSub::new(max_subscriptions).with_publish_needs_token(publish_needs_token)
+                let pubsub =
+                    PubSub::new(max_subscriptions).with_publish_needs_token(publish_needs_token);
+                match &auth {
+                    Some(auth) => pubsub.with_auth(std::sync::Arc::clone(auth)),
+                    None => pubsub,
+                }
             })
         }
     };
@@ -1470,6 +1572,10 @@ mod tests {
             "redis://h:1",
             "--broker-password-file",
             "/run/ringws/redis.password",
+            "--auth-jwt-secret-file",
+            "jwt.secret",
+            "--auth-jwt-public-key",
+            "jwt.pem",
         ]);
         args.publish_token = None;
         let mut config = args.to_config();
@@ -1479,6 +1585,7 @@ mod tests {
         let mut keys: Vec<String> = table.keys().cloned().collect();
         // Never printed (a secret), but read.
         keys.push("publish_token".into());
+        keys.push("auth_jwt_secret".into());
         keys.sort();
         let mut flags = config_keys();
         flags.sort();
