@@ -345,6 +345,25 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The stable counterpart of the `auth` fuzz target: any header and path, and any three
+        /// base64url segments, give a grant or a failure, never a panic.
+        #[test]
+        fn any_input_is_a_grant_or_a_failure(
+            header in proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..200)),
+            path in ".{0,200}",
+            segments in proptest::collection::vec("[A-Za-z0-9_=-]{0,80}", 0..5),
+        ) {
+            let auth = Auth::hs256(b"secret");
+            let _ = auth.check(header.as_deref(), &path);
+            let _ = auth.verify(&segments.join("."));
+            use base64::Engine;
+            let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+            let token = format!("{}.{}.{}", b64(r#"{"alg":"HS256"}"#), b64(&path), segments.join(""));
+            let _ = auth.verify(&token);
+        }
+    }
+
     #[test]
     fn patterns_are_exact_names_or_prefixes() {
         let auth = Auth::hs256(b"secret");
