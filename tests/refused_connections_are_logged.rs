@@ -285,3 +285,37 @@ fn a_full_table_and_a_handshake_deadline_are_logged() {
         "{timeout}"
     );
 }
+
+#[test]
+fn credentials_in_a_refused_request_are_not_logged() {
+    let server = LoggedServer::start("secrets", &["--allowed-origins", "https://good.example"]);
+    let addr = server.server.addr;
+    // Refused before any token is read (the origin check): the path with its `?token=` is logged.
+    let request = upgrade_with(
+        "/ws?token=eyJSECRET.PAYLOAD.SIG&topic=a",
+        "Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n",
+    );
+    assert_eq!(refused(addr, &request), 403);
+    // A header at fault that holds a credential: two Authorization headers make a bad request.
+    let doubled = upgrade_with(
+        "/ws",
+        "Sec-WebSocket-Version: 13\r\nOrigin: https://good.example\r\n\
+         Authorization: Bearer SECRET-ONE\r\nAuthorization: Bearer SECRET-TWO\r\n",
+    );
+    let status = refused(addr, &doubled);
+    let log = server.stop();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("connection refused"))
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|line| line.contains("token=[redacted]&topic=a")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SECRET"),
+        "a credential in the log (status {status}):\n{log}"
+    );
+}

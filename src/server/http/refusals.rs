@@ -239,6 +239,38 @@ fn shown(value: &[u8]) -> std::borrow::Cow<'_, str> {
     text
 }
 
+/// What a credential is logged as.
+const REDACTED: &str = "[redacted]";
+
+/// `path` with the value of every `token` query parameter (a JWT, `docs/PROTOCOL.md`) replaced by
+/// [`REDACTED`]: a refused request's line must not hand a working token to whoever reads the logs.
+fn redact_tokens(path: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    let Some((base, query)) = path.split_once('?') else {
+        return path;
+    };
+    let is_token = |param: &str| {
+        let name = param.split_once('=').map_or(param, |(name, _)| name);
+        name.eq_ignore_ascii_case("token")
+    };
+    if !query.split('&').any(is_token) {
+        return path;
+    }
+    let mut out = String::with_capacity(path.len());
+    out.push_str(base);
+    for (i, param) in query.split('&').enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        if is_token(param) {
+            let name = param.split_once('=').map_or(param, |(name, _)| name);
+            out.push_str(name);
+            out.push('=');
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(param);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Logs `refusal` unless this worker's rate limit is spent (then it is only counted) or its level is
 /// filtered out (then nothing happens).
 pub fn log_refusal(refusal: &Refusal<'_>) {
@@ -267,10 +299,16 @@ pub fn log_refusal(refusal: &Refusal<'_>) {
              second per worker)"
         );
     }
-    let path = refusal.path.map(|path| shown(path.as_bytes()));
+    let path = refusal
+        .path
+        .map(|path| redact_tokens(shown(path.as_bytes())));
     // Methods are tokens (httparse); only their length needs bounding.
     let method = refusal.method.map(|method| shown(method.as_bytes()));
     let (field, value) = match refusal.header {
+        // Credentials are never logged.
+        Some((name, _)) if name.eq_ignore_ascii_case("authorization") => {
+            (Some(name), Some(std::borrow::Cow::Borrowed(REDACTED)))
+        }
         Some((name, value)) => (Some(name), Some(shown(value))),
         None => (None, None),
     };
@@ -372,6 +410,22 @@ mod tests {
             limit.step(next + Duration::from_secs(10)),
             LogStep::Log { left_out: 0 }
         );
+    }
+
+    #[test]
+    fn tokens_in_the_query_are_redacted() {
+        let redacted = |path: &str| redact_tokens(std::borrow::Cow::Borrowed(path)).into_owned();
+        assert_eq!(redacted("/ws"), "/ws");
+        assert_eq!(redacted("/ws?topic=a"), "/ws?topic=a");
+        assert_eq!(
+            redacted("/ws?token=eyJhbGciOi.x.y&topic=a"),
+            "/ws?token=[redacted]&topic=a"
+        );
+        assert_eq!(
+            redacted("/ws?topic=a&TOKEN=abc&token"),
+            "/ws?topic=a&TOKEN=[redacted]&token=[redacted]"
+        );
+        assert_eq!(redacted("/ws?tokens=1"), "/ws?tokens=1");
     }
 
     #[test]
