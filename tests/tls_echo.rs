@@ -194,6 +194,14 @@ fn protocol_violations_get_their_close_codes_over_tls() {
             }
             other => panic!("{name}: expected a close frame, got {other:?}"),
         }
+        if name != "close 1000" {
+            // The server started this close: the client's reply (RFC 6455 section 5.5.1), which the
+            // server waits for before close_notify.
+            stream
+                .write_all(&client_frame(true, 0, 0x8, &code.to_be_bytes(), true))
+                .unwrap();
+            stream.flush().unwrap();
+        }
         // Then the server ends TLS (close_notify) and TCP: a clean EOF, not a timeout.
         let mut rest = Vec::new();
         match stream.read_to_end(&mut rest) {
