@@ -248,15 +248,7 @@ mod tests {
         assert_eq!(keeps.compress_window_bits(), 15);
         assert!(Arc::ptr_eq(message.frame_for(keeps), message.plain_frame()));
         // A payload that does not shrink has no compressed form.
-        let mut x = 0x2545_f491_u32;
-        let noise: Vec<u8> = (0..300)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = crate::protocol::deflate::test_noise(300);
         let message =
             SharedMessage::encode_compressed(MessageKind::Binary, &noise, &mut compressors, 15);
         assert!(message.compressed_frame().is_none());

@@ -525,15 +525,7 @@ mod tests {
 
     #[test]
     fn incompressible_data_goes_plain() {
-        let mut x = 0x1234_5678u32;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = super::super::test_noise(4096);
         let mut out = b"kept".to_vec();
         let mut compressor = Compressor::new(6, 15, false);
         assert!(!compressor.compress(&noise, &mut out));

@@ -28,3 +28,17 @@ pub use negotiate::{
     DeflateMode, DeflateParams, Extension, Malformed, Offers, Param, EXTENSION_NAME,
 };
 pub use zlib_ctx::{ContextCompressor, ContextInitError};
+
+/// `len` bytes that do not shrink when compressed (xorshift), for the tests of this module and its users.
+#[cfg(test)]
+pub(crate) fn test_noise(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_u32;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}

@@ -209,15 +209,7 @@ mod tests {
 
     #[test]
     fn a_plain_message_resets_the_window() {
-        let mut x = 0x1234_5678u32;
-        let noise: Vec<u8> = (0..600)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = super::super::test_noise(600);
         let message = json(500);
         let mut compressor = ContextCompressor::new(6, 11, 1).unwrap();
         let mut peer = Peer::new();
