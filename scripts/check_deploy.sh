@@ -203,11 +203,6 @@ else
 fi
 
 # --- load balancers -----------------------------------------------------------------------------------
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# metric PORT NAME: NAME's value summed over the node's workers.
-metric() {
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
-}
 # through NAME PORT OUT: 8 echo connections for a second through the proxy on PORT; the JSON report in OUT.
 # True when the run completed with 0 errors and every connection opened.
 through() {
@@ -268,9 +263,9 @@ if command -v nginx >/dev/null; then
             curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
             sleep 0.05
         done
-        a0=$(metric "$node1" ringws_websockets_total); b0=$(metric "$node2" ringws_websockets_total)
+        a0=$(metric_sum "$node1" ringws_websockets_total); b0=$(metric_sum "$node2" ringws_websockets_total)
         if through nginx "$port" "$work/nginx/echo.json"; then
-            a=$(($(metric "$node1" ringws_websockets_total) - a0)); b=$(($(metric "$node2" ringws_websockets_total) - b0))
+            a=$(($(metric_sum "$node1" ringws_websockets_total) - a0)); b=$(($(metric_sum "$node2" ringws_websockets_total) - b0))
             # Passive checks only: the 503 node keeps its share.
             if [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ $((a + b)) = 8 ]; then
                 note "ok: 8 WebSockets through nginx, 0 errors, least_conn spread them $a/$b (node 2's /healthz 503 goes unseen: passive checks)"
@@ -315,9 +310,9 @@ EOF
             sleep 0.1
         done
         if [ "$state" = "node1=UP node2=DOWN" ]; then
-            a0=$(metric "$node1" ringws_websockets_total); b0=$(metric "$node2" ringws_websockets_total)
+            a0=$(metric_sum "$node1" ringws_websockets_total); b0=$(metric_sum "$node2" ringws_websockets_total)
             if through haproxy "$port" "$work/haproxy/echo.json"; then
-                a=$(($(metric "$node1" ringws_websockets_total) - a0)); b=$(($(metric "$node2" ringws_websockets_total) - b0))
+                a=$(($(metric_sum "$node1" ringws_websockets_total) - a0)); b=$(($(metric_sum "$node2" ringws_websockets_total) - b0))
                 if [ "$a" = 8 ] && [ "$b" = 0 ]; then
                     note "ok: haproxy took node 2 (/healthz 503) out; 8 WebSockets through it to node 1, 0 errors"
                 else

@@ -40,13 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# metric PORT NAME: the sum of NAME over the node's workers.
-metric() {
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
-}
-
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
@@ -76,21 +69,21 @@ run_case() { # run_case NAME SUB_PORT SUB_PID
     local conn_pid=$!
     PIDS+=("$conn_pid")
     for _ in $(seq 200); do
-        [ "$(metric "$sub_port" ringws_websockets_open)" -ge "$SUBS" ] && break
+        [ "$(metric_sum "$sub_port" ringws_websockets_open)" -ge "$SUBS" ] && break
         sleep 0.05
     done
     local d0 p0 a0 b0 r0 l0 s0
-    d0=$(metric "$sub_port" ringws_deliveries_total); p0=$(metric "$A_PORT" ringws_broker_published_total)
-    l0=$(metric "$sub_port" ringws_broker_messages_lost_total)
-    s0=$(metric "$sub_port" ringws_slow_consumer_closes_total)
+    d0=$(metric_sum "$sub_port" ringws_deliveries_total); p0=$(metric_sum "$A_PORT" ringws_broker_published_total)
+    l0=$(metric_sum "$sub_port" ringws_broker_messages_lost_total)
+    s0=$(metric_sum "$sub_port" ringws_slow_consumer_closes_total)
     a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$sub_pid"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(date +%s.%N)
     taskset -c 0 "$LOADGEN" broadcast --url "ws://127.0.0.1:$A_PORT/" -c 1 --publishers 1 -s "$SIZE" \
         --rate "$RATE" -d "$DUR" -t 1 -q >/dev/null 2>&1 || true
     sleep 0.5 # the last messages cross Redis
     local d1 p1 a1 b1 r1 l1 s1
-    d1=$(metric "$sub_port" ringws_deliveries_total); p1=$(metric "$A_PORT" ringws_broker_published_total)
-    l1=$(metric "$sub_port" ringws_broker_messages_lost_total)
-    s1=$(metric "$sub_port" ringws_slow_consumer_closes_total)
+    d1=$(metric_sum "$sub_port" ringws_deliveries_total); p1=$(metric_sum "$A_PORT" ringws_broker_published_total)
+    l1=$(metric_sum "$sub_port" ringws_broker_messages_lost_total)
+    s1=$(metric_sum "$sub_port" ringws_slow_consumer_closes_total)
     a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$sub_pid"); r1=$(cpu_ticks "$REDIS_PID"); t1=$(date +%s.%N)
     stop_pid "$conn_pid"
     python3 - "$name" "$t0" "$t1" "$d0" "$d1" "$p0" "$p1" "$a0" "$a1" "$b0" "$b1" "$r0" "$r1" "$l0" "$l1" \

@@ -36,11 +36,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-metric() { # metric PORT NAME: the sum of NAME over the node's series
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
-}
-
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg)"
 for shards in 1 2; do
     REDIS_PORTS=(); REDIS_PIDS=(); BROKERS=()
@@ -90,13 +85,13 @@ for shards in 1 2; do
         PIDS+=($!)
     done
     for _ in $(seq 200); do
-        [ "$(metric "$B_PORT" ringws_websockets_open)" -ge $((2 * SUBS)) ] && break
+        [ "$(metric_sum "$B_PORT" ringws_websockets_open)" -ge $((2 * SUBS)) ] && break
         sleep 0.05
     done
     sleep 0.3
-    r0=$(metric "$B_PORT" ringws_broker_received_total); d0=$(metric "$B_PORT" ringws_deliveries_total)
-    dr0=$(metric "$A_PORT" ringws_broker_publishes_dropped_total); l0=$(metric "$B_PORT" ringws_broker_messages_lost_total)
-    h0=$(metric "$B_PORT" ringws_handoff_drops_total)
+    r0=$(metric_sum "$B_PORT" ringws_broker_received_total); d0=$(metric_sum "$B_PORT" ringws_deliveries_total)
+    dr0=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l0=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
+    h0=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
     a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$B_PID"); rc0=(); for p in "${REDIS_PIDS[@]}"; do rc0+=("$(cpu_ticks "$p")"); done
     t0=$(date +%s.%N)
     pubs=()
@@ -108,9 +103,9 @@ for shards in 1 2; do
     for p in "${pubs[@]}"; do wait "$p" || true; done
     sleep 0.5 # what is still crossing Redis
     t1=$(date +%s.%N)
-    r1=$(metric "$B_PORT" ringws_broker_received_total); d1=$(metric "$B_PORT" ringws_deliveries_total)
-    dr1=$(metric "$A_PORT" ringws_broker_publishes_dropped_total); l1=$(metric "$B_PORT" ringws_broker_messages_lost_total)
-    h1=$(metric "$B_PORT" ringws_handoff_drops_total)
+    r1=$(metric_sum "$B_PORT" ringws_broker_received_total); d1=$(metric_sum "$B_PORT" ringws_deliveries_total)
+    dr1=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l1=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
+    h1=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
     a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$B_PID"); rc1=(); for p in "${REDIS_PIDS[@]}"; do rc1+=("$(cpu_ticks "$p")"); done
     python3 - "$shards" "$t0" "$t1" "$r0" "$r1" "$d0" "$d1" "$dr0" "$dr1" "$l0" "$l1" "$a0" "$a1" "$b0" "$b1" \
         "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" <<'EOF'

@@ -98,6 +98,17 @@ rss_kib() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# free_port: a TCP port free on 127.0.0.1 right now (for a server that cannot take --port 0).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# metric_sum PORT NAME: NAME's value in http://127.0.0.1:PORT/metrics, summed over its series (workers,
+# labels); 0 when absent.
+metric_sum() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
+}
+
 # require_executable HINT FILE...: exits 2 naming the first FILE that is not executable, with HINT (how to
 # build it).
 require_executable() {
