@@ -13,28 +13,12 @@ use std::path::PathBuf;
 
 const SECRET: &str = "test-secret-of-some-length";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ringws-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
-}
-
-fn hs256(claims: serde_json::Value, secret: &str) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
 }
 
 fn secret_server() -> ServerProcess {
@@ -78,7 +62,7 @@ fn auth_failures(server: &ServerProcess, reason: &str) -> u64 {
 #[test]
 fn each_failure_is_a_401_with_its_reason_header_and_metric() {
     let server = secret_server();
-    let good = json!({"sub": "alice", "exp": now() + 60});
+    let good = json!({"sub": "alice", "exp": unix_now() + 60});
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "missing",
@@ -88,7 +72,7 @@ fn each_failure_is_a_401_with_its_reason_header_and_metric() {
         ("malformed", "not-a-jwt".into(), "malformed token"),
         (
             "bad_signature",
-            hs256(good.clone(), "another-secret"),
+            hs256_token(&good.clone(), "another-secret"),
             "bad token signature",
         ),
         (
@@ -103,20 +87,20 @@ fn each_failure_is_a_401_with_its_reason_header_and_metric() {
         ),
         (
             "expired",
-            hs256(json!({"sub": "alice", "exp": now() - 5}), SECRET),
+            hs256_token(&json!({"sub": "alice", "exp": unix_now() - 5}), SECRET),
             "token expired",
         ),
         (
             "not_yet_valid",
-            hs256(
-                json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 30}),
+            hs256_token(
+                &json!({"sub": "alice", "exp": unix_now() + 60, "nbf": unix_now() + 30}),
                 SECRET,
             ),
             "token not yet valid (nbf)",
         ),
         (
             "claims",
-            hs256(json!({"exp": now() + 60}), SECRET),
+            hs256_token(&json!({"exp": unix_now() + 60}), SECRET),
             "token claims invalid: needs sub (string), exp (number), channels patterns",
         ),
     ];
@@ -148,8 +132,11 @@ fn each_failure_is_a_401_with_its_reason_header_and_metric() {
 #[test]
 fn a_valid_token_opens_the_connection_from_the_query_or_the_header_which_wins() {
     let server = secret_server();
-    let good = hs256(json!({"sub": "alice", "exp": now() + 60}), SECRET);
-    let bad = hs256(json!({"sub": "alice", "exp": now() + 60}), "another-secret");
+    let good = hs256_token(&json!({"sub": "alice", "exp": unix_now() + 60}), SECRET);
+    let bad = hs256_token(
+        &json!({"sub": "alice", "exp": unix_now() + 60}),
+        "another-secret",
+    );
     let (status, head, _) = upgrade(&server, &format!("/ws?topic=a&token={good}"), "");
     assert_eq!(status, 101, "{head}");
     let (status, head, _) = upgrade(&server, "/ws", &format!("Authorization: Bearer {good}"));
@@ -185,7 +172,7 @@ fn es256_tokens_verify_with_the_public_key_and_hs256_ones_are_refused() {
             public.to_str().unwrap(),
         ],
     );
-    let claims = json!({"sub": "bob", "exp": now() + 60});
+    let claims = json!({"sub": "bob", "exp": unix_now() + 60});
     let es = encode(
         &Header::new(Algorithm::ES256),
         &claims,
@@ -205,7 +192,7 @@ fn es256_tokens_verify_with_the_public_key_and_hs256_ones_are_refused() {
     let (status, _, body) = upgrade(&server, &format!("/?token={forged}"), "");
     assert_eq!((status, body.as_str()), (401, "bad token signature\n"));
     // HS256 signed with the public key's text as the secret: no secret is configured, refused.
-    let confused = hs256(claims, &key.public_key_pem());
+    let confused = hs256_token(&claims, &key.public_key_pem());
     let (status, _, body) = upgrade(&server, &format!("/?token={confused}"), "");
     assert_eq!(
         (status, body.as_str()),

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::io::Write;
 use std::net::TcpStream;
@@ -14,20 +13,8 @@ use std::time::Duration;
 
 const SECRET: &str = "permissions-secret";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(claims: serde_json::Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(&claims, SECRET)
 }
 
 fn server(extra: &[&str]) -> ServerProcess {
@@ -73,7 +60,7 @@ fn commands_outside_the_tokens_channels_are_refused_and_the_connection_stays() {
     // A publish token is set: without auth it would refuse every WebSocket `pub`.
     let server = server(&["--publish-token", "http-token"]);
     let channels = json!({"sub": ["room.1", "news.*"], "pub": ["room.1"]});
-    let alice = token(json!({"sub": "alice", "exp": now() + 60, "channels": channels}));
+    let alice = token(json!({"sub": "alice", "exp": unix_now() + 60, "channels": channels}));
     let mut a = ws_at(
         server.addr,
         &format!("/ws?topic=news.sport&topic=secret&token={alice}"),
@@ -116,7 +103,7 @@ fn commands_outside_the_tokens_channels_are_refused_and_the_connection_stays() {
     assert_eq!(read_server_frame(&mut a), Some((true, 0x2, vec![1, 2])));
     // Another user without `pub` rights publishes nothing; one allowed on news.* reaches alice's
     // subscriptions.
-    let bob = token(json!({"sub": "bob", "exp": now() + 60, "channels": {"pub": ["news.*"]}}));
+    let bob = token(json!({"sub": "bob", "exp": unix_now() + 60, "channels": {"pub": ["news.*"]}}));
     let mut b = ws_at(server.addr, &format!("/ws?token={bob}"));
     send_text(&mut b, r#"{"op":"pub","topic":"room.1","data":"nope"}"#);
     assert_eq!(
@@ -126,7 +113,7 @@ fn commands_outside_the_tokens_channels_are_refused_and_the_connection_stays() {
     send_text(&mut b, r#"{"op":"pub","topic":"news.a.b","data":"news"}"#);
     assert_eq!(read_text(&mut a), "news");
     // A token without channels may do nothing.
-    let carol = token(json!({"sub": "carol", "exp": now() + 60}));
+    let carol = token(json!({"sub": "carol", "exp": unix_now() + 60}));
     let mut c = ws_at(server.addr, &format!("/ws?token={carol}"));
     send_text(&mut c, r#"{"op":"sub","topic":"room.1"}"#);
     assert_eq!(
@@ -142,9 +129,9 @@ fn commands_outside_the_tokens_channels_are_refused_and_the_connection_stays() {
 #[test]
 fn an_expired_token_closes_its_connection_with_4001() {
     let server = server(&[]);
-    let exp = now() + 2;
+    let exp = unix_now() + 2;
     let short = token(json!({"sub": "dan", "exp": exp, "channels": {"sub": ["t"]}}));
-    let long = token(json!({"sub": "eve", "exp": now() + 600, "channels": {"sub": ["t"]}}));
+    let long = token(json!({"sub": "eve", "exp": unix_now() + 600, "channels": {"sub": ["t"]}}));
     let mut a = ws_at(server.addr, &format!("/ws?topic=t&token={short}"));
     let mut b = ws_at(server.addr, &format!("/ws?topic=t&token={long}"));
     a.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
