@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod channels;
 pub mod cli;
 pub mod protocol;
 pub mod reactor;

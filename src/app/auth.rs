@@ -173,6 +173,9 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     channels: Channels,
+    /// Optional client information shown in presence (any JSON value).
+    #[serde(default)]
+    info: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +194,8 @@ pub struct Grant {
     /// The `exp` claim, in seconds since the Unix epoch.
     pub exp: u64,
     pub permissions: Permissions,
+    /// The `info` claim as JSON text (shown to presence queries and join events), if any.
+    pub info: Option<std::sync::Arc<str>>,
 }
 
 impl Grant {
@@ -201,6 +206,7 @@ impl Grant {
         Ok(Grant {
             user: claims.sub.into_boxed_str(),
             exp: claims.exp,
+            info: claims.info.map(|raw| std::sync::Arc::from(raw.get())),
             permissions: Permissions {
                 subscribe: patterns(claims.channels.sub)?,
                 publish: patterns(claims.channels.publish)?,

@@ -6,10 +6,12 @@
 
 pub mod auth;
 mod pubsub;
+mod wire;
 
 pub use crate::server::{ConnId, Ctx, Handler, SharedMessage, UpgradeDecision, UpgradeRequest};
 pub use auth::Auth;
 pub use pubsub::PubSub;
+pub use wire::V1;
 
 use crate::protocol::MessageKind;
 

@@ -22,7 +22,24 @@
 //! authenticated connection: its grant in a map and its expiry in an ordered set (about 100 bytes plus
 //! the token's user id and patterns); nothing without auth.
 //!
-//! Subscribers receive the published message itself (no envelope). Each publish is encoded once and every
+//! Two kinds of client (docs/PROTOCOL.md): a raw client receives the published message itself, exactly as
+//! published; a client that opened with the subprotocol `ringws.v1` ([`wire::V1`]) receives publications
+//! in an envelope (topic, offset and epoch with history, data), request ids echoed, positions in its
+//! replies, and may subscribe "since" a position to recover what it missed. An envelope is made once per
+//! node, by the first worker that needs it, and shared ([`SharedMessage::envelope`]).
+//!
+//! History (`--history-size`, [`crate::channels::history`]): every worker delivers a topic's publications
+//! in offset order. It keeps, per topic with local subscribers, the last offset it delivered; a
+//! publication whose predecessor has not arrived yet (another worker published it and its handoff is
+//! still in the inbox) makes the worker read the missing ones from the history first, and the late
+//! arrivals are then skipped. A subscriber that recovers gets, in its queue, the reply, then the missed
+//! publications up to the worker's last delivered offset, then the live ones: no gap, no duplicate.
+//!
+//! Presence (`--presence`, [`crate::channels::presence`]): a subscription joins the topic's members and
+//! leaves it when it ends, however the connection ends (`on_close`); join and leave events go to the
+//! `ringws.v1` subscribers that asked for them, through every worker like a publication, never into
+//! history.
+//! Each publish is encoded once and every
 //! worker delivers the shared frame to its own subscribers, in publish order. This module owns the wire
 //! protocol (commands and replies) only; who subscribes to what is a [`TopicTable`] (`crate::topics`), one
 //! per worker (one handler per worker thread): no lock. A topic's first and last subscriber in the worker
@@ -31,11 +48,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::auth::{Access, Auth, Grant};
+use super::wire;
+use crate::channels::{Epoch, Member, Position, Recovery};
 use crate::server::metrics::{AUTH_DENIED_PUB, AUTH_DENIED_SUB};
 use crate::server::{UpgradeDecision, UpgradeRequest};
 
@@ -52,17 +72,67 @@ struct Command<'a> {
     topic: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    /// A request id, echoed in the reply (`ringws.v1`).
+    #[serde(default)]
+    id: Option<u64>,
+    /// `sub`: recover from this position; `history`: the publications after it.
+    #[serde(borrow, default)]
+    since: Option<Since<'a>>,
+    /// `sub`: also get this topic's join and leave events.
+    #[serde(default)]
+    presence: bool,
+    /// `history`: at most this many, the latest.
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Since<'a> {
+    offset: u64,
+    #[serde(borrow)]
+    epoch: std::borrow::Cow<'a, str>,
+}
+
+/// One subscription in the table: the connection, and whether it speaks `ringws.v1` (envelopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Sub {
+    conn: ConnId,
+    v1: bool,
+}
+
+/// What the handler keeps of a connection that speaks `ringws.v1` or is listed in presence.
+struct ConnInfo {
+    v1: bool,
+    /// Its member entry (client id, user, info), when presence is on.
+    member: Option<Member>,
+}
+
+/// What a subscribe asked for beyond the topic.
+#[derive(Default, Clone, Copy)]
+struct SubOptions<'a> {
+    id: Option<u64>,
+    since: Option<(u64, &'a str)>,
+    events: bool,
 }
 
 /// The per-worker pub/sub state.
 pub struct PubSub {
     /// Local subscribers of each topic, and topics of each local connection.
-    topics: TopicTable<ConnId>,
+    topics: TopicTable<Sub>,
+    /// `ringws.v1` subscribers that asked for join and leave events, per topic.
+    watchers: TopicTable<ConnId>,
     reply: String,
     /// Refuse WebSocket `pub` commands (publishing needs a token, which a WebSocket client cannot give).
     publish_needs_token: bool,
     /// Token checks and permissions (`--auth-jwt-*`); `None`: every client is anonymous.
     auth: Option<Box<AuthState>>,
+    /// The upgrade just accepted chose `ringws.v1` (taken by the `on_open` that follows it).
+    pending_v1: bool,
+    /// Connections that speak `ringws.v1` or are listed in presence; a raw connection without presence
+    /// has no entry.
+    conns: HashMap<ConnId, ConnInfo>,
+    /// With history: per topic with subscribers here, the position of the last publication delivered.
+    delivered: HashMap<Arc<str>, Position>,
 }
 
 /// The authentication state of one worker's `PubSub`.
@@ -79,13 +149,58 @@ struct AuthState {
 /// The error reply to a command outside the token's `channels`.
 pub const NOT_ALLOWED: &str = "not allowed";
 
+/// The error reply to a history query or a recovery where the server keeps no history.
+pub const HISTORY_OFF: &str = "history is off (--history-size)";
+
+/// The error reply to a presence query or `"presence":true` where the server keeps no presence.
+pub const PRESENCE_OFF: &str = "presence is off (--presence)";
+
+/// The error reply to a `sub` with `since` or `presence` from a raw client.
+pub const NEEDS_V1: &str = "since and presence need the ringws.v1 subprotocol";
+
 /// The close code of a connection whose token expired (docs/PROTOCOL.md, "Close codes").
 pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+
+/// Most members a presence reply lists (the counts are always whole).
+pub const MAX_PRESENCE_LISTED: usize = 1000;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The `ringws.v1` form of a publication: made once per node (by the first worker that needs it, with
+/// `scratch` for its text), then shared.
+fn envelope_of(
+    ctx: &mut Ctx<'_>,
+    scratch: &mut String,
+    topic: &str,
+    message: &SharedMessage,
+) -> SharedMessage {
+    let mut make = || {
+        wire::envelope(
+            scratch,
+            topic,
+            message.position(),
+            message.kind(),
+            message.payload(),
+        );
+        ctx.encode(MessageKind::Text, scratch.as_bytes())
+    };
+    match message.envelope(&mut make) {
+        Some(envelope) => envelope.clone(),
+        None => make(),
+    }
+}
+
+/// What a replay of `entries` queues to a `ringws.v1` client, about (each envelope: the payload, its
+/// escaping and base64 aside, and the envelope's fields).
+fn replay_bytes(entries: &[(u64, SharedMessage)]) -> usize {
+    entries
+        .iter()
+        .map(|(_, message)| message.payload().len() + 96)
+        .sum()
 }
 
 /// The error reply to a WebSocket `pub` when publishing needs a token.
@@ -95,9 +210,13 @@ impl PubSub {
     pub fn new(max_subscriptions: usize) -> PubSub {
         PubSub {
             topics: TopicTable::new(max_subscriptions),
+            watchers: TopicTable::new(max_subscriptions),
             reply: String::new(),
             publish_needs_token: false,
             auth: None,
+            pending_v1: false,
+            conns: HashMap::new(),
+            delivered: HashMap::new(),
         }
     }
 
@@ -140,113 +259,383 @@ impl PubSub {
         self
     }
 
-    /// Subscribes `conn` to `topic`; an error is the text of the reply. A topic's first subscriber in
-    /// this worker, and its last leaving ([`PubSub::unsubscribe`], `on_close`), are told to the node's
-    /// broker (`--broker`: the node subscribes to the topic on Redis while any worker wants it).
+    fn is_v1(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|info| info.v1)
+    }
+
+    /// Subscribes `conn` to `topic`. A topic's first subscriber in this worker, and its last leaving
+    /// ([`PubSub::unsubscribe`], `on_close`), are told to the node's broker (`--broker`: the node
+    /// subscribes to the topic on Redis while any worker wants it) and, with history, pin the topic's log
+    /// (this worker delivers from the position it had then). Returns whether the subscription is new.
     fn subscribe(
         &mut self,
         ctx: &mut Ctx<'_>,
         conn: ConnId,
         topic: &str,
-    ) -> Result<(), &'static str> {
+    ) -> Result<bool, &'static str> {
+        let v1 = self.is_v1(conn);
+        let sub = Sub { conn, v1 };
+        if self.topics.holds(sub, topic) {
+            return Ok(false);
+        }
         let subscribed = self
             .topics
-            .subscribe(conn, topic)
+            .subscribe(sub, topic)
             .map_err(SubscribeError::message)?;
         if subscribed.first {
             ctx.core.topic_interest(topic, true);
+            if let Some(history) = ctx.history() {
+                let topic: Arc<str> = Arc::from(topic);
+                let position = history.pin(&topic);
+                self.delivered.insert(topic, position);
+            }
         }
-        Ok(())
+        self.join(ctx, conn, topic);
+        Ok(true)
     }
 
     fn unsubscribe(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str) {
-        if self.topics.unsubscribe(conn, topic).last {
-            ctx.core.topic_interest(topic, false);
+        let sub = Sub {
+            conn,
+            v1: self.is_v1(conn),
+        };
+        let held = self.topics.holds(sub, topic);
+        self.watchers.unsubscribe(conn, topic);
+        if self.topics.unsubscribe(sub, topic).last {
+            self.last_left(ctx, topic);
+        }
+        if held {
+            self.leave(ctx, conn, topic);
         }
     }
 
-    fn answer(
+    /// The worker's last subscriber of `topic` left.
+    fn last_left(&mut self, ctx: &mut Ctx<'_>, topic: &str) {
+        ctx.core.topic_interest(topic, false);
+        if let Some(history) = ctx.history() {
+            history.unpin(topic);
+            self.delivered.remove(topic);
+        }
+    }
+
+    /// Presence: `conn` joined `topic` (an event for the topic's watchers).
+    fn join(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str) {
+        let Some(presence) = ctx.presence() else {
+            return;
+        };
+        let Some(member) = self.conns.get(&conn).and_then(|info| info.member.as_ref()) else {
+            return;
+        };
+        if presence.join(topic, member) {
+            wire::presence_event(&mut self.reply, true, topic, member);
+            ctx.core.metrics().channels.presence_events.inc();
+            ctx.publish_event(topic, self.reply.as_bytes());
+        }
+    }
+
+    /// Presence: `conn` left `topic`.
+    fn leave(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str) {
+        let Some(presence) = ctx.presence() else {
+            return;
+        };
+        let Some(client) = self
+            .conns
+            .get(&conn)
+            .and_then(|info| info.member.as_ref())
+            .map(|m| Arc::clone(&m.client))
+        else {
+            return;
+        };
+        if let Some(member) = presence.leave(topic, &client) {
+            wire::presence_event(&mut self.reply, false, topic, &member);
+            ctx.core.metrics().channels.presence_events.inc();
+            ctx.publish_event(topic, self.reply.as_bytes());
+        }
+    }
+
+    fn send_reply(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.send(conn, MessageKind::Text, self.reply.as_bytes());
+    }
+
+    fn error(
         &mut self,
         ctx: &mut Ctx<'_>,
         conn: ConnId,
-        result: Result<(), &str>,
+        id: Option<u64>,
+        message: &str,
+        op: Option<&str>,
+        topic: Option<&str>,
+    ) {
+        let v1 = self.is_v1(conn);
+        wire::error(&mut self.reply, v1, id, message, op, topic);
+        self.send_reply(ctx, conn);
+    }
+
+    /// `{"ok":op,"topic":T}`; for a `ringws.v1` client with its id and, after a `pub` with history, the
+    /// publication's position.
+    fn ok(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        id: Option<u64>,
         op: &str,
         topic: &str,
+        position: Option<Position>,
     ) {
-        self.reply.clear();
-        let op_json = serde_json::to_string(op).unwrap_or_default();
-        let topic_json = serde_json::to_string(topic).unwrap_or_default();
-        match result {
-            Ok(()) => self
-                .reply
-                .push_str(&format!("{{\"ok\":{op_json},\"topic\":{topic_json}}}")),
-            Err(e) => {
-                let e = serde_json::to_string(e).unwrap_or_default();
-                self.reply.push_str(&format!(
-                    "{{\"error\":{e},\"op\":{op_json},\"topic\":{topic_json}}}"
-                ))
-            }
+        let v1 = self.is_v1(conn);
+        wire::ok_start(&mut self.reply, id.filter(|_| v1), op, topic);
+        if v1 {
+            wire::position_fields(&mut self.reply, position);
         }
-        ctx.send(conn, MessageKind::Text, self.reply.as_bytes());
+        self.reply.push('}');
+        self.send_reply(ctx, conn);
     }
 
-    fn error(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: &str) {
-        let e = serde_json::to_string(message).unwrap_or_default();
-        self.reply.clear();
-        self.reply.push_str(&format!("{{\"error\":{e}}}"));
-        ctx.send(conn, MessageKind::Text, self.reply.as_bytes());
+    /// `sub` with its options: permission, the subscription, then for a `ringws.v1` client the reply with
+    /// the position (and `recovered`), then any recovered publications.
+    fn sub(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str, options: SubOptions<'_>) {
+        let v1 = self.is_v1(conn);
+        if !self.allowed(ctx, conn, Access::Subscribe, topic) {
+            return self.error(ctx, conn, options.id, NOT_ALLOWED, Some("sub"), Some(topic));
+        }
+        if (options.since.is_some() || options.events) && !v1 {
+            return self.error(ctx, conn, options.id, NEEDS_V1, Some("sub"), Some(topic));
+        }
+        if options.since.is_some() && ctx.history().is_none() {
+            return self.error(ctx, conn, options.id, HISTORY_OFF, Some("sub"), Some(topic));
+        }
+        if options.events && ctx.presence().is_none() {
+            return self.error(
+                ctx,
+                conn,
+                options.id,
+                PRESENCE_OFF,
+                Some("sub"),
+                Some(topic),
+            );
+        }
+        let added = match self.subscribe(ctx, conn, topic) {
+            Ok(added) => added,
+            Err(e) => return self.error(ctx, conn, options.id, e, Some("sub"), Some(topic)),
+        };
+        if options.events {
+            // Within the limit the subscription just made passed: it cannot fail.
+            let _ = self.watchers.subscribe(conn, topic);
+        }
+        if !v1 {
+            return self.ok(ctx, conn, None, "sub", topic, None);
+        }
+        let position = self.delivered.get(topic).copied();
+        wire::ok_start(&mut self.reply, options.id, "sub", topic);
+        wire::position_fields(&mut self.reply, position);
+        let mut replay = Vec::new();
+        if let (Some((offset, epoch)), Some(current)) = (options.since, position) {
+            let recovered = match (added, Epoch::parse(epoch), ctx.history()) {
+                // Already subscribed: it has had every publication since; nothing to replay.
+                (false, _, _) => false,
+                (true, Some(epoch), Some(history)) => {
+                    match history.recover(
+                        topic,
+                        Position { offset, epoch },
+                        current.offset,
+                        Instant::now(),
+                    ) {
+                        // A replay must fit the connection's queue (half its cap), or the client would
+                        // be closed as a slow consumer halfway: too big a gap is not recovered.
+                        Recovery::Recovered(entries)
+                            if replay_bytes(&entries) <= ctx.max_backpressure() / 2 =>
+                        {
+                            replay = entries;
+                            true
+                        }
+                        Recovery::Recovered(_) => false,
+                        Recovery::NotRecovered => false,
+                    }
+                }
+                _ => false,
+            };
+            let channels = &ctx.core.metrics().channels;
+            channels.recoveries[usize::from(!recovered)].inc();
+            self.reply.push_str(if recovered {
+                ",\"recovered\":true"
+            } else {
+                ",\"recovered\":false"
+            });
+        }
+        self.reply.push('}');
+        self.send_reply(ctx, conn);
+        for (_, message) in replay {
+            let envelope = envelope_of(ctx, &mut self.reply, topic, &message);
+            ctx.send_shared(conn, &envelope);
+        }
     }
 
-    fn command(
+    fn publish(
         &mut self,
         ctx: &mut Ctx<'_>,
         conn: ConnId,
-        op: u8,
+        id: Option<u64>,
         topic: &str,
         payload: &[u8],
         kind: MessageKind,
     ) {
-        let name = match op {
-            1 => "sub",
-            2 => "unsub",
-            _ => "pub",
+        let refusal = if self.auth.is_some() {
+            (!self.allowed(ctx, conn, Access::Publish, topic)).then_some(NOT_ALLOWED)
+        } else {
+            self.publish_needs_token.then_some(PUBLISH_NEEDS_TOKEN)
+        };
+        let refusal = refusal.or((!valid_topic(topic)).then_some(INVALID_TOPIC));
+        if let Some(refusal) = refusal {
+            return self.error(ctx, conn, id, refusal, Some("pub"), Some(topic));
+        }
+        let position = ctx.publish(topic, kind, payload);
+        if id.is_some() && self.is_v1(conn) {
+            self.ok(ctx, conn, id, "pub", topic, position);
+        }
+    }
+
+    /// `history`: the latest publications (at most `limit`), or those after `since`.
+    fn history(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, command: &Command<'_>, topic: &str) {
+        let id = command.id;
+        if !self.allowed(ctx, conn, Access::Subscribe, topic) {
+            return self.error(ctx, conn, id, NOT_ALLOWED, Some("history"), Some(topic));
+        }
+        let Some(history) = ctx.history().cloned() else {
+            return self.error(ctx, conn, id, HISTORY_OFF, Some("history"), Some(topic));
+        };
+        if !valid_topic(topic) {
+            return self.error(ctx, conn, id, INVALID_TOPIC, Some("history"), Some(topic));
+        }
+        ctx.core.metrics().channels.history_queries.inc();
+        let now = Instant::now();
+        let limit = command.limit.unwrap_or(usize::MAX);
+        let (position, entries, recovered) = match &command.since {
+            None => match history.last(topic, limit, now) {
+                Some((position, entries)) => (Some(position), entries, None),
+                None => (None, Vec::new(), None),
+            },
+            Some(since) => {
+                let current = history.position(topic);
+                let from = Epoch::parse(&since.epoch).map(|epoch| Position {
+                    offset: since.offset,
+                    epoch,
+                });
+                match (current, from) {
+                    (Some(current), Some(from)) => {
+                        match history.recover(topic, from, current.offset, now) {
+                            Recovery::Recovered(mut entries) => {
+                                entries.truncate(limit);
+                                (Some(current), entries, Some(true))
+                            }
+                            Recovery::NotRecovered => (Some(current), Vec::new(), Some(false)),
+                        }
+                    }
+                    (current, _) => (current, Vec::new(), Some(false)),
+                }
+            }
+        };
+        wire::ok_start(&mut self.reply, id, "history", topic);
+        wire::position_fields(&mut self.reply, position);
+        if let Some(recovered) = recovered {
+            self.reply.push_str(if recovered {
+                ",\"recovered\":true"
+            } else {
+                ",\"recovered\":false"
+            });
+        }
+        self.reply.push_str(",\"publications\":[");
+        for (i, (offset, message)) in entries.iter().enumerate() {
+            if i > 0 {
+                self.reply.push(',');
+            }
+            use std::fmt::Write;
+            let _ = write!(self.reply, "{{\"offset\":{offset},");
+            wire::data_field(&mut self.reply, message.kind(), message.payload());
+            self.reply.push('}');
+        }
+        self.reply.push_str("]}");
+        self.send_reply(ctx, conn);
+    }
+
+    /// `presence`: the topic's members (at most [`MAX_PRESENCE_LISTED`]) and counts.
+    fn presence(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, id: Option<u64>, topic: &str) {
+        if !self.allowed(ctx, conn, Access::Subscribe, topic) {
+            return self.error(ctx, conn, id, NOT_ALLOWED, Some("presence"), Some(topic));
+        }
+        let Some(presence) = ctx.presence().cloned() else {
+            return self.error(ctx, conn, id, PRESENCE_OFF, Some("presence"), Some(topic));
+        };
+        let (members, connections, users) = presence.members(topic);
+        use std::fmt::Write;
+        wire::ok_start(&mut self.reply, id, "presence", topic);
+        let _ = write!(
+            self.reply,
+            ",\"connections\":{connections},\"users\":{users},\"members\":["
+        );
+        for (i, member) in members.iter().take(MAX_PRESENCE_LISTED).enumerate() {
+            if i > 0 {
+                self.reply.push(',');
+            }
+            wire::member(&mut self.reply, member);
+        }
+        self.reply.push(']');
+        if members.len() > MAX_PRESENCE_LISTED {
+            self.reply.push_str(",\"truncated\":true");
+        }
+        self.reply.push('}');
+        self.send_reply(ctx, conn);
+    }
+
+    /// Delivers a publication to this worker's subscribers of `topic`: the message itself to raw ones,
+    /// its envelope to `ringws.v1` ones.
+    fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
+        // Made at the first `ringws.v1` subscriber (once per node: later workers take the shared one).
+        let mut envelope: Option<SharedMessage> = None;
+        for sub in self.topics.subscribers(topic) {
+            if sub.v1 {
+                let envelope = envelope
+                    .get_or_insert_with(|| envelope_of(ctx, &mut self.reply, topic, message));
+                ctx.send_shared(sub.conn, envelope);
+            } else {
+                ctx.send_shared(sub.conn, message);
+            }
+        }
+    }
+
+    fn binary(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, payload: &[u8]) {
+        let [op @ 1..=3, topic_len, rest @ ..] = payload else {
+            let message = "malformed binary command: [op 1-3][topic length][topic][payload]";
+            return self.error(ctx, conn, None, message, None, None);
+        };
+        let topic_len = *topic_len as usize;
+        if rest.len() < topic_len {
+            let message = "binary command shorter than its topic length";
+            return self.error(ctx, conn, None, message, None, None);
+        }
+        let Ok(topic) = std::str::from_utf8(&rest[..topic_len]) else {
+            return self.error(ctx, conn, None, "topic is not UTF-8", None, None);
         };
         match op {
-            1 if !self.allowed(ctx, conn, Access::Subscribe, topic) => {
-                self.answer(ctx, conn, Err(NOT_ALLOWED), name, topic);
-            }
-            1 => {
-                let result = self.subscribe(ctx, conn, topic);
-                self.answer(ctx, conn, result, name, topic);
-            }
+            1 => self.sub(ctx, conn, topic, SubOptions::default()),
             2 => {
                 self.unsubscribe(ctx, conn, topic);
-                self.answer(ctx, conn, Ok(()), name, topic);
+                self.ok(ctx, conn, None, "unsub", topic, None);
             }
-            _ if self.auth.is_some() => {
-                if !self.allowed(ctx, conn, Access::Publish, topic) {
-                    self.answer(ctx, conn, Err(NOT_ALLOWED), name, topic);
-                } else if !valid_topic(topic) {
-                    self.answer(ctx, conn, Err(INVALID_TOPIC), name, topic);
-                } else {
-                    ctx.publish(topic, kind, payload);
-                }
-            }
-            _ => {
-                if self.publish_needs_token {
-                    self.answer(ctx, conn, Err(PUBLISH_NEEDS_TOKEN), name, topic);
-                } else if !valid_topic(topic) {
-                    self.answer(ctx, conn, Err(INVALID_TOPIC), name, topic);
-                } else {
-                    ctx.publish(topic, kind, payload);
-                }
-            }
+            _ => self.publish(
+                ctx,
+                conn,
+                None,
+                topic,
+                &rest[topic_len..],
+                MessageKind::Binary,
+            ),
         }
     }
 }
 
 impl Handler for PubSub {
     fn on_upgrade(&mut self, request: &UpgradeRequest<'_>) -> UpgradeDecision {
+        self.pending_v1 = request.subprotocol() == Some(wire::V1);
         let Some(state) = &mut self.auth else {
             return UpgradeDecision::Accept;
         };
@@ -264,95 +653,95 @@ impl Handler for PubSub {
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
+        let v1 = std::mem::take(&mut self.pending_v1);
+        let mut user: Arc<str> = Arc::from("");
+        let mut info = None;
         if let Some(state) = &mut self.auth {
             // `on_open` follows its request's `on_upgrade` directly (`Handler::on_open`).
             let Some(grant) = state.pending.take() else {
                 return ctx.close(conn, CloseCode::POLICY, "no token");
             };
+            user = Arc::from(&*grant.user);
+            info = grant.info.clone();
             state
                 .expiries
                 .insert((grant.exp, conn.key, conn.generation));
             state.grants.insert(conn, grant);
         }
+        let member = ctx.presence().is_some().then(|| Member {
+            client: Arc::from(format!("{}.{}.{}", ctx.worker(), conn.key, conn.generation)),
+            user,
+            info,
+        });
+        if v1 || member.is_some() {
+            self.conns.insert(conn, ConnInfo { v1, member });
+        }
         for topic in query_params(path, "topic") {
             if !self.allowed(ctx, conn, Access::Subscribe, topic) {
-                self.answer(ctx, conn, Err(NOT_ALLOWED), "sub", topic);
+                self.error(ctx, conn, None, NOT_ALLOWED, Some("sub"), Some(topic));
             } else if let Err(e) = self.subscribe(ctx, conn, topic) {
-                self.answer(ctx, conn, Err(e), "sub", topic);
+                self.error(ctx, conn, None, e, Some("sub"), Some(topic));
             }
         }
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, kind: MessageKind, payload: &[u8]) {
-        match kind {
-            MessageKind::Text => {
-                let command: Command<'_> = match serde_json::from_slice(payload) {
-                    Ok(command) => command,
-                    Err(_) => {
-                        return self.error(
-                            ctx,
-                            conn,
-                            "malformed command: expected {\"op\":..,\"topic\":..}",
-                        );
-                    }
-                };
-                let Some(topic) = command.topic.as_deref() else {
-                    return self.error(ctx, conn, "missing topic");
-                };
-                match &*command.op {
-                    "sub" => self.command(ctx, conn, 1, topic, b"", kind),
-                    "unsub" => self.command(ctx, conn, 2, topic, b"", kind),
-                    "pub" => {
-                        let Some(data) = command.data else {
-                            return self.error(ctx, conn, "pub needs data");
-                        };
-                        // A JSON string is delivered as its text; any other value as its JSON text.
-                        match serde_json::from_str::<std::borrow::Cow<'_, str>>(data.get()) {
-                            Ok(text) => self.command(
-                                ctx,
-                                conn,
-                                3,
-                                topic,
-                                text.as_bytes(),
-                                MessageKind::Text,
-                            ),
-                            Err(_) => self.command(
-                                ctx,
-                                conn,
-                                3,
-                                topic,
-                                data.get().as_bytes(),
-                                MessageKind::Text,
-                            ),
-                        }
-                    }
-                    _ => self.error(ctx, conn, "unknown op (sub, unsub, pub)"),
-                }
+        if kind == MessageKind::Binary {
+            return self.binary(ctx, conn, payload);
+        }
+        let command: Command<'_> = match serde_json::from_slice(payload) {
+            Ok(command) => command,
+            Err(_) => {
+                let message = "malformed command: expected {\"op\":..,\"topic\":..}";
+                return self.error(ctx, conn, None, message, None, None);
             }
-            MessageKind::Binary => {
-                let [op @ 1..=3, topic_len, rest @ ..] = payload else {
-                    return self.error(
+        };
+        let id = command.id;
+        let Some(topic) = command.topic.as_deref() else {
+            return self.error(ctx, conn, id, "missing topic", None, None);
+        };
+        match &*command.op {
+            "sub" => {
+                let options = SubOptions {
+                    id,
+                    since: command.since.as_ref().map(|s| (s.offset, &*s.epoch)),
+                    events: command.presence,
+                };
+                self.sub(ctx, conn, topic, options);
+            }
+            "unsub" => {
+                self.unsubscribe(ctx, conn, topic);
+                self.ok(ctx, conn, id, "unsub", topic, None);
+            }
+            "pub" => {
+                let Some(data) = command.data else {
+                    return self.error(ctx, conn, id, "pub needs data", Some("pub"), Some(topic));
+                };
+                // A JSON string is delivered as its text; any other value as its JSON text.
+                match serde_json::from_str::<std::borrow::Cow<'_, str>>(data.get()) {
+                    Ok(text) => {
+                        self.publish(ctx, conn, id, topic, text.as_bytes(), MessageKind::Text)
+                    }
+                    Err(_) => self.publish(
                         ctx,
                         conn,
-                        "malformed binary command: [op 1-3][topic length][topic][payload]",
-                    );
-                };
-                let topic_len = *topic_len as usize;
-                if rest.len() < topic_len {
-                    return self.error(ctx, conn, "binary command shorter than its topic length");
+                        id,
+                        topic,
+                        data.get().as_bytes(),
+                        MessageKind::Text,
+                    ),
                 }
-                let Ok(topic) = std::str::from_utf8(&rest[..topic_len]) else {
-                    return self.error(ctx, conn, "topic is not UTF-8");
-                };
-                self.command(
-                    ctx,
-                    conn,
-                    *op,
-                    topic,
-                    &rest[topic_len..],
-                    MessageKind::Binary,
-                );
             }
+            "history" => self.history(ctx, conn, &command, topic),
+            "presence" => self.presence(ctx, conn, id, topic),
+            _ => self.error(
+                ctx,
+                conn,
+                id,
+                "unknown op (sub, unsub, pub, history, presence)",
+                None,
+                None,
+            ),
         }
     }
 
@@ -364,14 +753,29 @@ impl Handler for PubSub {
                     .remove(&(grant.exp, conn.key, conn.generation));
             }
         }
-        for topic in self.topics.remove_subscriber(conn) {
-            ctx.core.topic_interest(&topic, false);
+        let sub = Sub {
+            conn,
+            v1: self.is_v1(conn),
+        };
+        if ctx.presence().is_some() {
+            let held: Vec<Box<str>> = self.topics.topics_of(sub).to_vec();
+            for topic in held {
+                self.leave(ctx, conn, &topic);
+            }
         }
+        self.watchers.remove_subscriber(conn);
+        for topic in self.topics.remove_subscriber(sub) {
+            self.last_left(ctx, &topic);
+        }
+        self.conns.remove(&conn);
     }
 
     /// Closes with 4001 the connections whose token's `exp` has come (one clock read a tick, only while
-    /// authenticated connections are open).
+    /// authenticated connections are open), and drops expired history.
     fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(history) = ctx.history() {
+            history.sweep(Instant::now());
+        }
         let Some(state) = &mut self.auth else {
             return;
         };
@@ -392,8 +796,42 @@ impl Handler for PubSub {
     }
 
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
-        for conn in self.topics.subscribers(topic) {
-            ctx.send_shared(conn, message);
+        if message.is_event() {
+            for conn in self.watchers.subscribers(topic) {
+                ctx.send_shared(conn, message);
+            }
+            return;
         }
+        let Some(position) = message.position() else {
+            return self.deliver(ctx, topic, message);
+        };
+        let Some(last) = self.delivered.get(topic).copied() else {
+            // No subscriber here.
+            return;
+        };
+        if position.epoch != last.epoch || position.offset <= last.offset {
+            // Delivered already (read back from the history when a successor came first).
+            return;
+        }
+        if position.offset > last.offset + 1 {
+            // Its predecessors are still on their way (published by another worker): deliver them first,
+            // from the history.
+            let missing = ctx
+                .history()
+                .map(|history| history.between(topic, last.offset, position.offset - 1))
+                .unwrap_or_default();
+            let channels = &ctx.core.metrics().channels;
+            channels.catch_ups.add(missing.len() as u64);
+            channels
+                .delivery_gaps
+                .add(position.offset - 1 - last.offset - missing.len() as u64);
+            for (_, message) in missing {
+                self.deliver(ctx, topic, &message);
+            }
+        }
+        if let Some(last) = self.delivered.get_mut(topic) {
+            *last = position;
+        }
+        self.deliver(ctx, topic, message);
     }
 }

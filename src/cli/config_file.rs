@@ -74,6 +74,10 @@ pub struct FileConfig {
     pub max_publish_body: Option<ByteSize>,
     pub publish_in_echo: Option<bool>,
     pub max_subscriptions: Option<usize>,
+    pub history_size: Option<usize>,
+    pub history_ttl: Option<HumanDuration>,
+    pub history_max_bytes: Option<ByteSize>,
+    pub presence: Option<bool>,
     pub auth_jwt_secret: Option<String>,
     pub auth_jwt_secret_file: Option<PathBuf>,
     pub auth_jwt_public_key: Option<PathBuf>,
@@ -301,6 +305,10 @@ impl FileConfig {
             max_publish_body,
             publish_in_echo,
             max_subscriptions,
+            history_size,
+            history_ttl,
+            history_max_bytes,
+            presence,
             metrics_listen,
             recv_buffer_size,
             recv_buffers,
@@ -381,6 +389,16 @@ impl FileConfig {
             max_publish_body: config.publish.as_ref().map(|p| ByteSize(p.max_body)),
             publish_in_echo: Some(args.publish_in_echo),
             max_subscriptions: Some(config.max_subscriptions),
+            history_size: Some(config.history.map_or(0, |h| h.size)),
+            history_ttl: Some(HumanDuration(
+                config.history.map_or(args.history_ttl.0, |h| h.ttl),
+            )),
+            history_max_bytes: Some(ByteSize(
+                config
+                    .history
+                    .map_or(args.history_max_bytes.0, |h| h.max_bytes),
+            )),
+            presence: Some(config.presence),
             auth_jwt_secret: None,
             auth_jwt_secret_file: args.auth_jwt_secret_file.clone(),
             auth_jwt_public_key: args.auth_jwt_public_key.clone(),

@@ -300,6 +300,21 @@ pub struct ServeArgs {
     /// In pubsub mode, most topics one connection may subscribe to.
     #[arg(long, default_value_t = server_defaults().max_subscriptions)]
     pub max_subscriptions: usize,
+    /// Pubsub mode: keep the last N publications of every topic, each with an offset and an epoch, for
+    /// clients that recover after a reconnect and for history queries (docs/PROTOCOL.md). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub history_size: usize,
+    /// How long a publication stays in history (with --history-size).
+    #[arg(long, default_value_t = HumanDuration(Duration::from_secs(300)))]
+    pub history_ttl: HumanDuration,
+    /// Bytes all topics' history may hold together on this node (the oldest publication of the node goes
+    /// first past it; ringws_history_bytes).
+    #[arg(long, default_value_t = ByteSize(64 << 20))]
+    pub history_max_bytes: ByteSize,
+    /// Pubsub mode: keep who subscribes to each topic (user id and client info from the token), answer
+    /// presence queries and send join/leave events to clients that ask (docs/PROTOCOL.md).
+    #[arg(long)]
+    pub presence: bool,
     /// Pubsub mode: require a JWT at the upgrade (401 without a valid one; docs/PROTOCOL.md), HS256
     /// with this shared secret; its `channels` claim governs sub and pub. Visible to every user in `ps`:
     /// prefer --auth-jwt-secret-file or the RINGWS_AUTH_JWT_SECRET environment variable.
@@ -563,6 +578,12 @@ impl ServeArgs {
             sender_budget: self.sender_budget.into(),
             publish: None,
             max_subscriptions: self.max_subscriptions,
+            history: (self.history_size > 0).then_some(crate::channels::HistoryConfig {
+                size: self.history_size,
+                ttl: self.history_ttl.0,
+                max_bytes: self.history_max_bytes.0,
+            }),
+            presence: self.presence,
             metrics_listen: self.metrics_listen,
             broker: self.broker.clone(),
             broker_password: None,
@@ -848,6 +869,29 @@ fn configure(
     }
     config.publish = args.publish_config(env_token)?;
     config.broker_password = args.broker_password()?;
+    if args.mode != Mode::Pubsub && (config.history.is_some() || config.presence) {
+        let flag = if config.history.is_some() {
+            "--history-size"
+        } else {
+            "--presence"
+        };
+        return Err(explain(ConfigError {
+            flag,
+            message: "needs --mode pubsub (history and presence belong to topics)".into(),
+        }));
+    }
+    if config.history.is_some() && !config.broker.is_empty() {
+        return Err(explain(ConfigError {
+            flag: "--history-size",
+            message:
+                "not yet with --broker: offsets would differ from node to node (docs/PROTOCOL.md)"
+                    .into(),
+        }));
+    }
+    if args.mode == Mode::Pubsub && !config.subprotocols.iter().any(|p| p == crate::app::V1) {
+        // The structured protocol (docs/PROTOCOL.md), after any the operator listed.
+        config.subprotocols.push(crate::app::V1.to_string());
+    }
     // Every value checked before anything is loaded or bound: exit 2 naming the flag.
     config.validate().map_err(explain)?;
     let mut certificate = None;
@@ -1391,9 +1435,13 @@ mod tests {
             broker_password,
             tls: _, // built from --tls-cert/--tls-key in `serve`, never by `to_config`
             compression,
+            history,
+            presence,
         } = ServerConfig::default();
         let args = serve_args(&[]);
         let parsed = args.to_config();
+        assert_eq!(parsed.history, history);
+        assert_eq!(parsed.presence, presence);
         assert_eq!(args.publish_config(None), Ok(publish.clone()));
         assert_eq!(parsed.bind, bind);
         assert_eq!(parsed.port, port);

@@ -162,6 +162,13 @@ pub struct ServerConfig {
     /// connection), `--compression-threshold` (messages shorter than this go plain; default 128 B),
     /// `--compression-level` (0..=9, default 6), `--compression-window-bits` (9..=15, default 15).
     pub compression: crate::protocol::deflate::DeflateConfig,
+    /// Per-topic history (`--history-size`, `--history-ttl`, `--history-max-bytes`): every publication on
+    /// a topic gets an offset and is kept, bounded, for recovery (see [`crate::channels::history`]). Default
+    /// `None`: no offsets, nothing kept.
+    pub history: Option<crate::channels::HistoryConfig>,
+    /// Per-topic presence (`--presence`): who subscribes to each topic, with join and leave events for
+    /// clients that ask (see [`crate::channels::presence`]). Default off.
+    pub presence: bool,
 }
 
 impl Default for ServerConfig {
@@ -197,6 +204,8 @@ impl Default for ServerConfig {
             sender_budget: SenderBudgetPolicy::Pause,
             publish: None,
             max_subscriptions: 64,
+            history: None,
+            presence: false,
             metrics_listen: None,
             broker: Vec::new(),
             broker_password: None,
@@ -377,6 +386,20 @@ impl ServerConfig {
                     self.max_pending_request_memory, self.max_header_bytes
                 ),
             );
+        }
+        if let Some(history) = &self.history {
+            if history.ttl.is_zero() {
+                return invalid(
+                    "--history-ttl",
+                    "0: publications would expire at once".into(),
+                );
+            }
+            if history.max_bytes < 64 * 1024 {
+                return invalid(
+                    "--history-max-bytes",
+                    format!("{} bytes: at least 64KiB", history.max_bytes),
+                );
+            }
         }
         for origin in &self.allowed_origins {
             if origin.is_empty() || origin.chars().any(char::is_whitespace) {

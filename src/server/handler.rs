@@ -6,6 +6,9 @@
 //! syscalls; everything they send goes through the worker's queues and ring.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::channels::{History, Position, Presence};
 
 use crate::protocol::handshake::Request;
 use crate::protocol::{CloseCode, MessageKind};
@@ -157,9 +160,38 @@ impl Ctx<'_> {
     }
 
     /// Publishes one message on `topic` to every worker's handler (`on_published`, this worker's after
-    /// the current call): the frame is encoded once.
-    pub fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
-        self.core.publish(topic, kind, payload);
+    /// the current call): the frame is encoded once. With the node's history (`ServerConfig::history`),
+    /// returns the offset and epoch the publication got.
+    pub fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) -> Option<Position> {
+        self.core.publish(topic, kind, payload)
+    }
+
+    /// Publishes a presence event (a text message) on `topic` to every worker's handler of this node
+    /// (`on_published`, with [`SharedMessage::is_event`]); not kept in history.
+    pub fn publish_event(&mut self, topic: &str, payload: &[u8]) {
+        self.core.publish_event(topic, payload);
+    }
+
+    /// Encodes a message once for sending to several connections with [`Ctx::send_shared`]
+    /// (compressed too where the server's compression applies).
+    pub fn encode(&mut self, kind: MessageKind, payload: &[u8]) -> SharedMessage {
+        self.core.encode_shared(kind, payload)
+    }
+
+    /// The server's cap on bytes queued to one connection (`--max-backpressure`): a handler that queues
+    /// many messages at once to one connection (a replay) keeps well under it.
+    pub fn max_backpressure(&self) -> usize {
+        self.core.max_backpressure()
+    }
+
+    /// The node's per-topic history, if the server keeps one (`ServerConfig::history`).
+    pub fn history(&self) -> Option<&Arc<History<SharedMessage>>> {
+        self.core.shared.history.as_ref()
+    }
+
+    /// The node's per-topic presence, if the server keeps it (`ServerConfig::presence`).
+    pub fn presence(&self) -> Option<&Arc<Presence>> {
+        self.core.shared.presence.as_ref()
     }
 
     /// Queues an already encoded, shared message (from `on_published`) to `conn`, applying the

@@ -40,6 +40,149 @@ impl Counter {
     }
 }
 
+/// Per-worker counters of the channels layer (history, recovery, presence).
+#[derive(Default)]
+pub struct ChannelMetrics {
+    /// Subscriptions that asked to recover: `[recovered, not recovered]`.
+    pub recoveries: [Counter; 2],
+    /// Publications this worker read back from the history because one of their successors arrived first
+    /// (another worker published between; normal, cheap).
+    pub catch_ups: Counter,
+    /// Publications this worker's subscribers never got: gone from the history before the worker caught
+    /// up (only after a handoff drop).
+    pub delivery_gaps: Counter,
+    /// History queries answered.
+    pub history_queries: Counter,
+    /// Join and leave events published.
+    pub presence_events: Counter,
+}
+
+impl ChannelMetrics {
+    fn render(workers: &[std::sync::Arc<WorkerMetrics>], out: &mut String) {
+        let sum = |f: fn(&ChannelMetrics) -> &Counter| -> u64 {
+            workers.iter().map(|w| f(&w.channels).get()).sum()
+        };
+        let _ = writeln!(
+            out,
+            "# HELP ringws_recoveries_total Subscriptions that asked to recover missed publications, by result\n\
+             # TYPE ringws_recoveries_total counter\n\
+             ringws_recoveries_total{{result=\"recovered\"}} {}\n\
+             ringws_recoveries_total{{result=\"not_recovered\"}} {}",
+            sum(|c| &c.recoveries[0]),
+            sum(|c| &c.recoveries[1]),
+        );
+        for (name, help, f) in [
+            (
+                "ringws_history_catch_ups_total",
+                "Publications a worker read back from the history to deliver them in offset order",
+                (|c| &c.catch_ups) as fn(&ChannelMetrics) -> &Counter,
+            ),
+            (
+                "ringws_history_delivery_gaps_total",
+                "Publications a worker could not deliver: gone from the history before it caught up",
+                |c| &c.delivery_gaps,
+            ),
+            (
+                "ringws_history_queries_total",
+                "History queries answered",
+                |c| &c.history_queries,
+            ),
+            (
+                "ringws_presence_events_total",
+                "Presence join and leave events published",
+                |c| &c.presence_events,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                sum(f)
+            );
+        }
+        if let Some(history) = workers.first().and_then(|w| w.history.as_ref()) {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &history.stats;
+            for (name, kind, help, value) in [
+                (
+                    "ringws_history_topics",
+                    "gauge",
+                    "Topics with a history log on this node",
+                    s.topics.load(Relaxed),
+                ),
+                (
+                    "ringws_history_entries",
+                    "gauge",
+                    "Publications kept in history",
+                    s.entries.load(Relaxed),
+                ),
+                (
+                    "ringws_history_bytes",
+                    "gauge",
+                    "Bytes counted against --history-max-bytes",
+                    s.bytes.load(Relaxed),
+                ),
+                (
+                    "ringws_history_appended_total",
+                    "counter",
+                    "Publications given an offset and kept",
+                    s.appended.load(Relaxed),
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP ringws_history_evicted_total Publications dropped from history, by bound\n\
+                 # TYPE ringws_history_evicted_total counter\n\
+                 ringws_history_evicted_total{{bound=\"size\"}} {}\n\
+                 ringws_history_evicted_total{{bound=\"ttl\"}} {}\n\
+                 ringws_history_evicted_total{{bound=\"bytes\"}} {}",
+                s.evicted_size.load(Relaxed),
+                s.evicted_ttl.load(Relaxed),
+                s.evicted_bytes.load(Relaxed),
+            );
+        }
+        if let Some(presence) = workers.first().and_then(|w| w.presence.as_ref()) {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &presence.stats;
+            for (name, kind, help, value) in [
+                (
+                    "ringws_presence_topics",
+                    "gauge",
+                    "Topics with members on this node",
+                    s.topics.load(Relaxed),
+                ),
+                (
+                    "ringws_presence_members",
+                    "gauge",
+                    "Subscriptions listed in presence",
+                    s.members.load(Relaxed),
+                ),
+                (
+                    "ringws_presence_joins_total",
+                    "counter",
+                    "Presence joins",
+                    s.joins.load(Relaxed),
+                ),
+                (
+                    "ringws_presence_leaves_total",
+                    "counter",
+                    "Presence leaves",
+                    s.leaves.load(Relaxed),
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
+        }
+    }
+}
+
 /// A counter any thread may add to (an atomic add): for events counted on behalf of a worker by other
 /// threads, off the hot path.
 #[derive(Default)]
@@ -224,8 +367,14 @@ pub struct WorkerMetrics {
     pub deflate: DeflateMetrics,
     /// JWT authentication (`--auth-jwt-*`): refused upgrades, refused commands, expired connections.
     pub auth: AuthMetrics,
+    /// History and recovery, counted by the worker that does the work.
+    pub channels: ChannelMetrics,
     /// The node's broker link (`--broker`), the same for every worker: rendered once, from the first.
     pub broker: Option<std::sync::Arc<crate::broker::BrokerStatus>>,
+    /// The node's history and presence stores (`--history-size`, `--presence`), the same for every
+    /// worker: rendered once, from the first.
+    pub history: Option<std::sync::Arc<crate::channels::History<super::SharedMessage>>>,
+    pub presence: Option<std::sync::Arc<crate::channels::Presence>>,
 }
 
 /// `ringws_deflate_bytes_total{direction,stage}` labels, in the order of [`DeflateMetrics::bytes`]: what
@@ -754,6 +903,7 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     if let Some(broker) = workers.first().and_then(|w| w.broker.as_ref()) {
         broker.render(&mut out);
     }
+    ChannelMetrics::render(workers, &mut out);
     let families: [(&str, &str, CloseCounters); 2] = [
         (
             "ringws_closes_total",

@@ -41,6 +41,7 @@ pub use inbox::WorkerMessage;
 pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;
 
+use crate::channels::{History, Position, Presence};
 use crate::reactor::ring::DoorbellRing;
 use crate::reactor::sys::PortShare;
 use crate::reactor::{sys, Op, UserData, NO_CONNECTION};
@@ -64,6 +65,37 @@ pub(crate) struct Shared {
     pub(crate) websockets_open: AtomicUsize,
     /// The link to the other nodes through Redis (`--broker`), if any.
     pub(crate) broker: Option<crate::broker::Broker>,
+    /// The node's per-topic history (`ServerConfig::history`), if kept.
+    pub(crate) history: Option<Arc<History<SharedMessage>>>,
+    /// The node's per-topic presence (`ServerConfig::presence`), if kept.
+    pub(crate) presence: Option<Arc<Presence>>,
+}
+
+impl Shared {
+    /// Hands a message published on `topic` on (`deliver`: to the workers' inboxes, the broker): as a
+    /// publication, and with the node's history, at the next offset of the topic, stored, and handed on
+    /// under the history's lock so that every inbox holds the topic's publications in offset order.
+    /// Returns the position given, if any.
+    pub(crate) fn sequence(
+        &self,
+        topic: &Arc<str>,
+        message: SharedMessage,
+        deliver: impl FnOnce(&SharedMessage),
+    ) -> Option<Position> {
+        match &self.history {
+            None => {
+                deliver(&message.into_publication());
+                None
+            }
+            Some(history) => Some(history.append(
+                topic,
+                message,
+                std::time::Instant::now(),
+                SharedMessage::with_position,
+                deliver,
+            )),
+        }
+    }
 }
 
 /// A running server.
@@ -209,12 +241,22 @@ impl Server {
             .broker_urls()
             .map(|urls| crate::broker::Broker::new(&urls));
         let broker_status = broker.as_ref().map(|b| Arc::clone(b.status()));
+        let history = config.history.map(|history| {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32);
+            Arc::new(History::new(history, seed))
+        });
+        let presence = config.presence.then(|| Arc::new(Presence::new()));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics: (0..workers)
                 .map(|_| {
                     Arc::new(WorkerMetrics {
                         broker: broker_status.clone(),
+                        history: history.clone(),
+                        presence: presence.clone(),
                         ..WorkerMetrics::default()
                     })
                 })
@@ -226,6 +268,8 @@ impl Server {
             accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
             broker,
+            history,
+            presence,
         });
         let make_handler = Arc::new(make_handler);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
@@ -407,28 +451,41 @@ impl ServerHandle {
     /// topic's subscribers); without, it goes to every open connection (broadcast).
     pub fn publish(&self, topic: Option<&str>, kind: crate::protocol::MessageKind, payload: &[u8]) {
         let message = SharedMessage::encode(kind, payload);
-        let topic: Option<Arc<str>> = topic.map(Arc::from);
-        for worker in 0..self.shared.inboxes.len() {
-            let message = message.clone();
-            let sent = match &topic {
-                Some(topic) => WorkerMessage::Publish {
-                    topic: Arc::clone(topic),
-                    message,
-                },
-                None => WorkerMessage::Broadcast {
-                    message,
-                    except: None,
-                },
-            };
-            if self.shared.inboxes.send(worker, sent) == inbox::Sent::Full {
-                self.shared.metrics[worker].handoff_drops.inc();
+        match topic {
+            Some(topic) => {
+                let topic: Arc<str> = Arc::from(topic);
+                self.shared.sequence(&topic, message, |message| {
+                    for worker in 0..self.shared.inboxes.len() {
+                        let sent = WorkerMessage::Publish {
+                            topic: Arc::clone(&topic),
+                            message: message.clone(),
+                        };
+                        if self.shared.inboxes.send(worker, sent) == inbox::Sent::Full {
+                            self.shared.metrics[worker].handoff_drops.inc();
+                        }
+                    }
+                    if let Some(broker) = &self.shared.broker {
+                        broker.publish(Some(&topic), message);
+                    }
+                });
+            }
+            None => {
+                for worker in 0..self.shared.inboxes.len() {
+                    let sent = WorkerMessage::Broadcast {
+                        message: message.clone(),
+                        except: None,
+                    };
+                    if self.shared.inboxes.send(worker, sent) == inbox::Sent::Full {
+                        self.shared.metrics[worker].handoff_drops.inc();
+                    }
+                }
+                if let Some(broker) = &self.shared.broker {
+                    broker.publish(None, &message);
+                }
             }
         }
         // One doorbell per worker until it answers, not one per published message.
         self.wake(|worker| self.shared.inboxes.claim_doorbell(worker));
-        if let Some(broker) = &self.shared.broker {
-            broker.publish(topic.as_ref(), &message);
-        }
     }
 
     /// Starts the graceful shutdown: stop accepting, close 1001 to every open connection, wait for the

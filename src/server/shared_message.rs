@@ -11,8 +11,9 @@
 //! and one copy of the payload (or of its compressed form). Must never be re-encoded, compressed or copied
 //! per receiver.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::channels::{Position, Stored};
 use crate::protocol::deflate::{Compressors, Negotiated};
 use crate::protocol::frame::{encode_header, OpCode};
 use crate::protocol::MessageKind;
@@ -32,6 +33,19 @@ pub struct SharedMessage {
     plain: Arc<[u8]>,
     /// The frame with its payload compressed (RSV1 set), when it was made and is smaller.
     compressed: Option<Arc<[u8]>>,
+    /// What a message published on a topic carries besides its frames (`None` for a broadcast).
+    publication: Option<Arc<Publication>>,
+}
+
+/// A topic publication's place and its other form: its offset in the topic's history (when the node keeps
+/// history), whether it is a presence event rather than a publication, and the frame that carries it to
+/// clients of the structured protocol (topic, offset, epoch, data), made at most once per node by the
+/// first worker that needs it ([`SharedMessage::envelope`]).
+#[derive(Debug, Default)]
+struct Publication {
+    position: Option<Position>,
+    event: bool,
+    envelope: OnceLock<SharedMessage>,
 }
 
 /// One frame in its final allocation: the header, then the payload copied once (an exact-size iterator is
@@ -64,7 +78,51 @@ impl SharedMessage {
             compressed_window_bits: 0,
             plain: frame(&header[..header_len], payload),
             compressed: None,
+            publication: None,
         }
+    }
+
+    /// The message as a publication on a topic (without a position): it can then carry an envelope.
+    pub fn into_publication(mut self) -> SharedMessage {
+        self.publication = Some(Arc::default());
+        self
+    }
+
+    /// The message as the publication at `position` of its topic's history.
+    pub fn with_position(mut self, position: Position) -> SharedMessage {
+        self.publication = Some(Arc::new(Publication {
+            position: Some(position),
+            ..Publication::default()
+        }));
+        self
+    }
+
+    /// The message as a presence event (join or leave) on a topic: delivered to the clients that asked
+    /// for those, never stored in history.
+    pub fn into_event(mut self) -> SharedMessage {
+        self.publication = Some(Arc::new(Publication {
+            event: true,
+            ..Publication::default()
+        }));
+        self
+    }
+
+    /// The publication's offset and epoch in its topic's history, if the node keeps history.
+    pub fn position(&self) -> Option<Position> {
+        self.publication.as_ref().and_then(|p| p.position)
+    }
+
+    /// Whether this is a presence event ([`SharedMessage::into_event`]).
+    pub fn is_event(&self) -> bool {
+        self.publication.as_ref().is_some_and(|p| p.event)
+    }
+
+    /// The publication's envelope (its form for structured-protocol clients), made by `make` the first time
+    /// any worker asks and shared from then on; `None` for a message that is not a topic publication.
+    pub fn envelope(&self, make: impl FnOnce() -> SharedMessage) -> Option<&SharedMessage> {
+        self.publication
+            .as_ref()
+            .map(|publication| publication.envelope.get_or_init(make))
     }
 
     /// `encode`, plus the compressed frame for connections that agreed permessage-deflate, made once here
@@ -130,6 +188,19 @@ impl SharedMessage {
             }
             _ => &self.plain,
         }
+    }
+}
+
+impl Stored for SharedMessage {
+    /// The frames it holds (plain, compressed, and the envelope once made, estimated as the plain
+    /// frame's size plus the envelope's fields).
+    fn stored_bytes(&self) -> usize {
+        let frames = self.plain.len() + self.compressed.as_ref().map_or(0, |c| c.len());
+        frames
+            + self
+                .publication
+                .as_ref()
+                .map_or(0, |_| self.plain.len() + 96)
     }
 }
 

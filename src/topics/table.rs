@@ -129,6 +129,23 @@ impl<S: Copy + Eq + Hash> TopicTable<S> {
         held
     }
 
+    /// The topics `subscriber` holds, in subscribe order.
+    pub fn topics_of(&self, subscriber: S) -> &[Box<str>] {
+        self.subscriptions
+            .get(&subscriber)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `subscriber` holds `topic`.
+    pub fn holds(&self, subscriber: S, topic: &str) -> bool {
+        self.topics_of(subscriber).iter().any(|t| &**t == topic)
+    }
+
+    /// Whether `topic` has any subscriber.
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
     /// The subscribers of `topic` (none if it has none), each once, in no promised order.
     pub fn subscribers(&self, topic: &str) -> Subscribers<'_, S> {
         Subscribers {

@@ -184,6 +184,34 @@ pub fn ws_at(addr: SocketAddr, path: &str) -> TcpStream {
     stream
 }
 
+/// A raw WebSocket on `path` that offers the subprotocol `ringws.v1` (the pub/sub structured protocol);
+/// the 101 must choose it. 10 s read timeout.
+pub fn ws_v1(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = connect(addr);
+    let request = upgrade_request(path).replacen(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Protocol: ringws.v1\r\n\r\n",
+        1,
+    );
+    let (status, head) = http_exchange(&mut stream, &request);
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-protocol: ringws.v1"),
+        "{head}"
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Reads one text frame as JSON.
+pub fn read_json(stream: &mut TcpStream) -> serde_json::Value {
+    let text = read_text(stream);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
 /// Sends one masked text frame.
 pub fn send_text(stream: &mut TcpStream, text: &str) {
     stream

@@ -42,6 +42,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::channels::Position;
 use crate::protocol::deflate::DeflateMode;
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
@@ -184,24 +185,57 @@ impl Core {
     }
 
     /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
-    /// (this one's after the current event) gets it in `on_published`.
-    pub(crate) fn publish(&mut self, topic: &str, kind: MessageKind, payload: &[u8]) {
+    /// (this one's after the current event) gets it in `on_published`. With the node's history, the
+    /// publication gets the topic's next offset (returned) and is handed on under the history's lock, so
+    /// that every worker receives a topic's publications in offset order.
+    pub(crate) fn publish(
+        &mut self,
+        topic: &str,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Option<Position> {
         let message = self.encode_shared(kind, payload);
+        let topic: Arc<str> = Arc::from(topic);
+        if self.shared.history.is_none() {
+            self.hand_on(&topic, &message.into_publication());
+            return None;
+        }
+        let shared = Arc::clone(&self.shared);
+        shared.sequence(&topic, message, |message| self.hand_on(&topic, message))
+    }
+
+    pub(crate) fn max_backpressure(&self) -> usize {
+        self.config.max_backpressure
+    }
+
+    /// A publication's way out of this worker: the other workers, the broker, this worker's handler.
+    fn hand_on(&mut self, topic: &Arc<str>, message: &SharedMessage) {
+        self.hand_off(|| WorkerMessage::Publish {
+            topic: Arc::clone(topic),
+            message: message.clone(),
+        });
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(Some(topic), message);
+        }
+        self.published.push((Arc::clone(topic), message.clone()));
+    }
+
+    /// Publishes a presence event (join or leave) on `topic` to every worker of this node (`on_published`
+    /// with [`SharedMessage::is_event`]): not kept in history, not sent to the broker.
+    pub(crate) fn publish_event(&mut self, topic: &str, payload: &[u8]) {
+        let message = SharedMessage::encode(MessageKind::Text, payload).into_event();
         let topic: Arc<str> = Arc::from(topic);
         self.hand_off(|| WorkerMessage::Publish {
             topic: Arc::clone(&topic),
             message: message.clone(),
         });
-        if let Some(broker) = &self.shared.broker {
-            broker.publish(Some(&topic), &message);
-        }
         self.published.push((topic, message));
     }
 
     /// Frames a message once for every receiver on every worker; with permessage-deflate on and the message
     /// at or above the threshold, also compressed once (at the configured window: a connection that agreed
     /// a narrower one gets the plain frame).
-    fn encode_shared(&mut self, kind: MessageKind, payload: &[u8]) -> SharedMessage {
+    pub(crate) fn encode_shared(&mut self, kind: MessageKind, payload: &[u8]) -> SharedMessage {
         self.metrics.frames_encoded.inc();
         let deflate = &self.config.compression;
         if deflate.mode == DeflateMode::Off || payload.len() < deflate.threshold {

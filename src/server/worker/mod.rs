@@ -87,7 +87,7 @@ pub struct Core {
     /// permessage-deflate: the worker's inflaters (lent to one feed at a time) and compressors.
     inflate_pool: crate::protocol::deflate::InflatePool,
     compressors: crate::protocol::deflate::Compressors,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     metrics: Arc<WorkerMetrics>,
     listener: Option<OwnedFd>,
     /// The multishot accept is armed (used while below `max_conns`).
@@ -517,6 +517,8 @@ mod tests {
             accept_rearms: AtomicUsize::new(0),
             websockets_open: AtomicUsize::new(0),
             broker: None,
+            history: None,
+            presence: None,
         });
         #[cfg(not(feature = "sim-ring"))]
         let ring = Ring::new(64, 128, 16).expect("io_uring");

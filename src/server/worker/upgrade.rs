@@ -143,7 +143,9 @@ impl<H: Handler> Worker<'_, H> {
             },
             PublishStep::Publish { topic, kind, body } => {
                 match topic {
-                    Some(topic) => self.core.publish(topic, kind, body),
+                    Some(topic) => {
+                        self.core.publish(topic, kind, body);
+                    }
                     None => self.core.broadcast(kind, body, None),
                 }
                 self.core.metrics.http_requests.inc();
