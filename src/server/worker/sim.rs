@@ -146,6 +146,16 @@ fn run_with<H: Handler>(mut handler: H, config: SimConfig, events: &[u8]) -> Sim
         accept_rearms: AtomicUsize::new(0),
         websockets_open: AtomicUsize::new(0),
         broker: None,
+        // History and presence on, so that their paths run under the simulation too.
+        history: Some(Arc::new(crate::channels::History::new(
+            crate::channels::HistoryConfig {
+                size: 64,
+                ttl: std::time::Duration::from_secs(60),
+                max_bytes: 1 << 20,
+            },
+            1,
+        ))),
+        presence: Some(Arc::new(crate::channels::Presence::new())),
     });
     let max_conns = server_config.effective_connections_per_worker();
     let table_size = max_conns + admission_reserve(max_conns);
