@@ -98,6 +98,7 @@ impl SimConfig {
             max_frame_size: self.max_message_size as u64,
             max_assembly_memory: self.max_assembly_memory,
             max_connections_per_worker: self.max_connections_per_worker,
+            subprotocols: vec![crate::app::V1.to_string()],
             ..ServerConfig::default()
         }
     }
@@ -361,9 +362,15 @@ impl<H: Handler> Driver<'_, H> {
             }
             0..=4 => {
                 peer.upgrading = true;
+                // Pub/sub peers speak the structured protocol (`ringws.v1`) or the raw one.
+                let protocol = if self.config.app == SimApp::PubSub && b & 0x20 != 0 {
+                    "Sec-WebSocket-Protocol: ringws.v1\r\n"
+                } else {
+                    ""
+                };
                 format!(
                     "GET {path} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
                 )
             }
             5 => "GET /healthz HTTP/1.1\r\nHost: sim\r\n\r\n".to_string(),
@@ -389,12 +396,28 @@ impl<H: Handler> Driver<'_, H> {
         } else {
             MessageKind::Binary
         };
-        let payload = if self.config.app == SimApp::PubSub && shape & 0x10 != 0 {
+        let payload = if self.config.app == SimApp::PubSub && shape & 0x30 == 0x30 {
+            // Any text as a command: the command parser meets whatever the input holds.
+            let len = input.byte() as usize;
+            let mut bytes = input.take(len);
+            bytes.iter_mut().for_each(|b| *b = b' ' + (*b % 95));
+            bytes
+        } else if self.config.app == SimApp::PubSub && shape & 0x10 != 0 {
             let topic = input.byte() % 3;
-            match input.byte() % 3 {
+            let n = input.byte();
+            match input.byte() % 7 {
                 0 => format!(r#"{{"op":"sub","topic":"t{topic}"}}"#),
                 1 => format!(r#"{{"op":"unsub","topic":"t{topic}"}}"#),
-                _ => format!(r#"{{"op":"pub","topic":"t{topic}","data":"m"}}"#),
+                2 => format!(r#"{{"id":{n},"op":"pub","topic":"t{topic}","data":"m"}}"#),
+                // Recover from an offset of the history's epoch or another; with presence events.
+                3 => format!(
+                    r#"{{"id":{n},"op":"sub","topic":"t{topic}","since":{{"offset":{},"epoch":"{}"}}}}"#,
+                    n % 16,
+                    if n & 1 == 0 { "00000000" } else { "ffffffff" }
+                ),
+                4 => format!(r#"{{"id":{n},"op":"sub","topic":"t{topic}","presence":true}}"#),
+                5 => format!(r#"{{"id":{n},"op":"history","topic":"t{topic}","limit":{}}}"#, n % 8),
+                _ => format!(r#"{{"id":{n},"op":"presence","topic":"t{topic}"}}"#),
             }
             .into_bytes()
         } else {
