@@ -1,6 +1,6 @@
 //! `--mode pubsub`: clients subscribe to topics and publish on them.
 //!
-//! Protocol (documented in `docs/ARCHITECTURE.md`):
+//! Protocol (documented in `docs/PROTOCOL.md`):
 //! - text frames, JSON: `{"op":"sub","topic":"a"}`, `{"op":"unsub","topic":"a"}`,
 //!   `{"op":"pub","topic":"a","data":...}` (a JSON string is delivered as its text, any other JSON value as
 //!   its JSON text); answers `{"ok":"sub","topic":"a"}` / `{"ok":"unsub",...}`, errors
