@@ -261,3 +261,62 @@ fn without_auth_flags_clients_are_anonymous_as_before() {
     assert_eq!(read_text(&mut sub), "hi");
     assert_eq!(metric_sum(server.addr, "ringws_auth_failures_total"), 0);
 }
+
+/// RS256 with an RSA public key (a fixed 2048-bit test key pair in `tests/data/`, made with `openssl
+/// genrsa`: ring, which signs these tokens in tests, cannot generate RSA keys). Given with an HS256 secret
+/// too: each token's `alg` picks its key.
+#[test]
+fn rs256_tokens_verify_with_an_rsa_public_key_beside_the_hs256_secret() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let private = std::fs::read(data.join("rs256_test_key.pem")).unwrap();
+    let secret = temp_file("rs256-secret", b"rs256-side-secret");
+    let server = ServerProcess::start(
+        ringws_binary(),
+        &[
+            "--mode",
+            "pubsub",
+            "--workers",
+            "1",
+            "--auth-jwt-public-key",
+            data.join("rs256_test_key.pub.pem").to_str().unwrap(),
+            "--auth-jwt-secret-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    let claims = json!({"sub": "carol", "exp": unix_now() + 60});
+    let rs = encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let (status, head, _) = upgrade(&server, &format!("/?token={rs}"), "");
+    assert_eq!(status, 101, "{head}");
+    let hs = hs256_token(&claims, "rs256-side-secret");
+    let (status, head, _) = upgrade(&server, "/", &format!("Authorization: Bearer {hs}"));
+    assert_eq!(status, 101, "{head}");
+    // The RS256 token with other claims under its signature.
+    let other = encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": "mallory", "exp": unix_now() + 60}),
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let parts: Vec<&str> = rs.split('.').collect();
+    let other_claims = other.split('.').nth(1).unwrap();
+    let tampered = format!("{}.{other_claims}.{}", parts[0], parts[2]);
+    let (status, _, body) = upgrade(&server, &format!("/?token={tampered}"), "");
+    assert_eq!((status, body.as_str()), (401, "bad token signature\n"));
+    // RS384 is not an algorithm the key is configured for.
+    let rs384 = encode(
+        &Header::new(Algorithm::RS384),
+        &claims,
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let (status, _, body) = upgrade(&server, &format!("/?token={rs384}"), "");
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "token algorithm not accepted\n")
+    );
+}
