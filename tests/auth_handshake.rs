@@ -1,7 +1,7 @@
 //! JWT authentication at the upgrade (`--auth-jwt-secret-file`, `--auth-jwt-public-key`): each failure is a
 //! 401 with its one-line reason, `WWW-Authenticate: Bearer` and its `ringws_auth_failures_total` reason,
 //! and no connection opens; a valid token opens the connection from the query or the header (the header
-//! wins); ES256 with a public key; auth outside pubsub refuses to start.
+//! wins); ES256 and RS256 with a public key; auth outside pubsub refuses to start.
 
 mod common;
 
