@@ -326,15 +326,29 @@ fn metric_sum(text: &str, name: &str) -> u64 {
 /// order in the history (checked against a subscriber that never left).
 #[test]
 fn recovery_under_a_publish_load_from_both_workers_has_no_gap_and_no_duplicate() {
+    recovery_under_load(&[], |catch_ups| catch_ups >= 0.0);
+}
+
+/// The same with inboxes of 8 messages: handoffs to a worker are dropped all the time
+/// (`ringws_handoff_drops_total`), and the worker delivers what it missed from the history when the next
+/// publication of the topic reaches it: still no gap and no duplicate.
+#[test]
+fn a_worker_that_missed_handoffs_delivers_them_from_the_history_in_order() {
+    recovery_under_load(&["--inbox-capacity", "8"], |catch_ups| catch_ups > 0.0);
+}
+
+fn recovery_under_load(extra: &[&str], catch_ups_expected: fn(f64) -> bool) {
     // Readers in this test parse every message (debug build): a deep queue and a moderate rate.
-    let server = server(&[
+    let mut args = vec![
         "--history-size",
         "1000000",
         "--history-max-bytes",
         "256MiB",
         "--max-backpressure",
         "64MiB",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let server = server(&args);
     let addr = server.addr;
     // A subscriber that stays: the reference order.
     let mut witness = ws_v1(addr, "/");
@@ -440,6 +454,8 @@ fn recovery_under_a_publish_load_from_both_workers_has_no_gap_and_no_duplicate()
         metric_sum(&text, "ringws_recoveries_total"),
     );
     assert_eq!(metric_sum(&text, "ringws_history_delivery_gaps_total"), 0);
+    let catch_ups = metric_sum(&text, "ringws_history_catch_ups_total") as f64;
+    assert!(catch_ups_expected(catch_ups), "catch-ups: {catch_ups}");
     for seen in &sessions {
         for (offset, data) in seen {
             assert_eq!(&reference[*offset as usize - 1], data, "offset {offset}");

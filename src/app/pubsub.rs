@@ -29,10 +29,9 @@
 //! node, by the first worker that needs it, and shared ([`SharedMessage::envelope`]).
 //!
 //! History (`--history-size`, [`crate::channels::history`]): every worker delivers a topic's publications
-//! in offset order. It keeps, per topic with local subscribers, the last offset it delivered; a
-//! publication whose predecessor has not arrived yet (another worker published it and its handoff is
-//! still in the inbox) makes the worker read the missing ones from the history first, and the late
-//! arrivals are then skipped. A subscriber that recovers gets, in its queue, the reply, then the missed
+//! in offset order (they reach every inbox in that order, `Shared::sequence`). It keeps, per topic with
+//! local subscribers, the last offset it delivered; a publication whose predecessor never reached it (a
+//! handoff dropped for a full inbox) makes the worker read the missing ones from the history first. A subscriber that recovers gets, in its queue, the reply, then the missed
 //! publications up to the worker's last delivered offset, then the live ones: no gap, no duplicate.
 //!
 //! Presence (`--presence`, [`crate::channels::presence`]): a subscription joins the topic's members and

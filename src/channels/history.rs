@@ -12,7 +12,7 @@
 //! One lock for the node: a publish takes it to assign the offset, store the entry and hand the message to
 //! the workers *while holding it* ([`History::append`]), so every worker's inbox holds a topic's
 //! publications in offset order. A worker takes it again only to catch up (a publication arrived before
-//! one of its predecessors), to recover a subscriber, or to answer a history query; never per delivery.
+//! one of its predecessors: a handoff was dropped), to recover a subscriber, or to answer a history query; never per delivery.
 //!
 //! Generic over the stored message (the server stores its shared frames): no I/O, no clock (the caller
 //! passes `now`), no server types. Must never hold more than its bounds, and never answer a recovery with

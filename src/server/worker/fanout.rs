@@ -201,7 +201,33 @@ impl Core {
             return None;
         }
         let shared = Arc::clone(&self.shared);
-        shared.sequence(&topic, message, |message| self.hand_on(&topic, message))
+        shared.sequence(&topic, message, |message| {
+            self.hand_on_in_order(&topic, message)
+        })
+    }
+
+    /// A publication with an offset: into every worker's inbox, this worker's own included (called under
+    /// the history's lock, so every inbox holds the topic's publications in offset order, and this
+    /// worker delivers its own after those of other workers that came first, on its next loop
+    /// iteration), and to the broker.
+    fn hand_on_in_order(&mut self, topic: &Arc<str>, message: &SharedMessage) {
+        for worker in 0..self.shared.inboxes.len() {
+            let sent = WorkerMessage::Publish {
+                topic: Arc::clone(topic),
+                message: message.clone(),
+            };
+            match self.shared.inboxes.send(worker, sent) {
+                Sent::Queued => self.doorbells[worker] = true,
+                Sent::Full => {
+                    self.shared.metrics[worker].handoff_drops.inc();
+                    self.doorbells[worker] = true;
+                }
+                Sent::Gone => {}
+            }
+        }
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(Some(topic), message);
+        }
     }
 
     pub(crate) fn max_backpressure(&self) -> usize {
