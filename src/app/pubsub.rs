@@ -60,7 +60,7 @@ use crate::server::{UpgradeDecision, UpgradeRequest};
 
 use crate::protocol::{CloseCode, MessageKind};
 use crate::server::http::query_params;
-use crate::server::{ConnId, Ctx, Handler, SharedMessage};
+use crate::server::{ConnId, Ctx, Fetched, FetchedPage, Handler, SharedMessage};
 use crate::topics::{valid_topic, SubscribeError, TopicTable, INVALID_TOPIC};
 
 #[derive(Deserialize)]
@@ -106,6 +106,24 @@ struct ConnInfo {
     member: Option<Member>,
 }
 
+/// Across nodes, a `ringws.v1` subscribe waiting for Redis's answer (its position, what it missed): its
+/// live publications are held here meanwhile, then sent after the replay.
+struct Hold {
+    id: Option<u64>,
+    /// The recovery asked for (`Some(None)`: from a position that cannot be one).
+    since: Option<Option<Position>>,
+    held: Vec<SharedMessage>,
+    bytes: usize,
+    started: Instant,
+    /// Answered: the offset the connection gets next. A publication before it (sent in the answer, or
+    /// delivered to this node before its subscription to the topic took effect and only now reaching
+    /// this worker) is not sent again; the one at it ends the watch; one after it is a gap (counted).
+    next: Option<Position>,
+}
+
+/// How long a held subscribe waits for Redis before it is answered without it (`recovered: false`).
+pub const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a subscribe asked for beyond the topic.
 #[derive(Default, Clone, Copy)]
 struct SubOptions<'a> {
@@ -132,6 +150,8 @@ pub struct PubSub {
     conns: HashMap<ConnId, ConnInfo>,
     /// With history: per topic with subscribers here, the position of the last publication delivered.
     delivered: HashMap<Arc<str>, Position>,
+    /// Across nodes: subscribes waiting for Redis, per connection (a few at a time).
+    holds: HashMap<ConnId, Vec<(Arc<str>, Hold)>>,
 }
 
 /// The authentication state of one worker's `PubSub`.
@@ -216,6 +236,7 @@ impl PubSub {
             pending_v1: false,
             conns: HashMap::new(),
             delivered: HashMap::new(),
+            holds: HashMap::new(),
         }
     }
 
@@ -299,6 +320,7 @@ impl PubSub {
             v1: self.is_v1(conn),
         };
         let held = self.topics.holds(sub, topic);
+        self.take_hold(conn, topic);
         self.watchers.unsubscribe(conn, topic);
         if self.topics.unsubscribe(sub, topic).last {
             self.last_left(ctx, topic);
@@ -425,6 +447,16 @@ impl PubSub {
             return self.ok(ctx, conn, None, "sub", topic, None);
         }
         let position = self.delivered.get(topic).copied();
+        let since = options.since.and_then(|(offset, epoch)| {
+            Some(Position {
+                offset,
+                epoch: Epoch::parse(epoch)?,
+            })
+        });
+        if added && ctx.history_across_nodes() && !self.mirror_answers(ctx, topic, position, since)
+        {
+            return self.hold(ctx, conn, topic, options.id, options.since.map(|_| since));
+        }
         wire::ok_start(&mut self.reply, options.id, "sub", topic);
         wire::position_fields(&mut self.reply, position);
         let mut replay = Vec::new();
@@ -467,6 +499,192 @@ impl PubSub {
             let envelope = envelope_of(ctx, &mut self.reply, topic, &message);
             ctx.send_shared(conn, &envelope);
         }
+    }
+
+    /// Across nodes: whether this node's mirror of the history can answer a subscribe at `position` (the
+    /// worker's last delivered) by itself: the position is the stream's (the mirror has had a
+    /// publication of the topic since this worker pinned it) and, for a recovery, the whole gap is here.
+    fn mirror_answers(
+        &self,
+        ctx: &Ctx<'_>,
+        topic: &str,
+        position: Option<Position>,
+        since: Option<Position>,
+    ) -> bool {
+        let (Some(history), Some(position)) = (ctx.history(), position) else {
+            return false;
+        };
+        if history
+            .position(topic)
+            .is_none_or(|p| p.epoch != position.epoch)
+        {
+            return false;
+        }
+        match since {
+            None => true,
+            Some(since) => matches!(
+                history.recover(topic, since, position.offset, Instant::now()),
+                Recovery::Recovered(_)
+            ),
+        }
+    }
+
+    /// Across nodes, a subscribe this node cannot answer from its mirror: asks Redis (off the worker)
+    /// and holds the subscription's live publications until the answer ([`PubSub::finish_hold`]).
+    /// `since`: `Some(None)` for a recovery from a position that cannot be one (an epoch that is not 8
+    /// hex digits).
+    fn hold(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        topic: &str,
+        id: Option<u64>,
+        since: Option<Option<Position>>,
+    ) {
+        let hold = Hold {
+            id,
+            since,
+            held: Vec::new(),
+            bytes: 0,
+            started: Instant::now(),
+            next: None,
+        };
+        let after = since.map(|since| since.map_or(u64::MAX, |p| p.offset));
+        if ctx.fetch(conn, topic, after) {
+            self.holds
+                .entry(conn)
+                .or_default()
+                .push((Arc::from(topic), hold));
+        } else {
+            self.finish_hold(ctx, conn, topic, hold, Err(()));
+        }
+    }
+
+    /// Answers a held subscribe with what Redis said (`Err`: nothing): the reply (position, `recovered`),
+    /// then the missed publications, then the held live ones, each once and in offset order. Recovered
+    /// only when Redis's stream has the whole gap in the client's epoch and the live ones follow it
+    /// without a hole (one filled from the mirror when the node received them meanwhile).
+    fn finish_hold(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        topic: &str,
+        hold: Hold,
+        result: Result<FetchedPage, ()>,
+    ) {
+        let mut replay: Vec<SharedMessage> = Vec::new();
+        let mut recovered = hold.since.map(|_| false);
+        let mut live = hold.held;
+        let first_live = live.first().and_then(SharedMessage::position);
+        // The position the reply reports: the stream's newest when Redis answered, else just before the
+        // first live publication, else the mirror's.
+        let mut position = match &result {
+            Ok(page) => page.position,
+            Err(()) => None,
+        };
+        if let (Ok(page), Some(current)) = (&result, position) {
+            if let Some(Some(since)) = hold.since {
+                let whole = since.epoch == current.epoch
+                    && since.offset <= current.offset
+                    && page
+                        .entries
+                        .iter()
+                        .map(|(offset, _)| *offset)
+                        .eq(since.offset + 1..=current.offset);
+                if whole && replay_bytes(&page.entries) <= ctx.max_backpressure() / 2 {
+                    replay = page.entries.iter().map(|(_, m)| m.clone()).collect();
+                    recovered = Some(true);
+                }
+            }
+            // Live ones Redis's answer already has are not sent twice; those of another epoch mean the
+            // stream started over meanwhile: the reply then reports the new one.
+            live.retain(|m| {
+                m.position()
+                    .is_none_or(|p| p.epoch != current.epoch || p.offset > current.offset)
+            });
+            if let Some(first) = live.first().and_then(SharedMessage::position) {
+                if first.epoch != current.epoch {
+                    replay.clear();
+                    recovered = recovered.map(|_| false);
+                    position = Some(Position {
+                        offset: first.offset - 1,
+                        ..first
+                    });
+                } else if first.offset > current.offset + 1 {
+                    // Published after Redis answered, before this node's subscription took effect (or
+                    // handed to the workers before the hold began): from the mirror, if it has them.
+                    let missing = ctx
+                        .history()
+                        .map(|h| h.between(topic, current.offset, first.offset - 1))
+                        .unwrap_or_default();
+                    if missing.len() as u64 == first.offset - 1 - current.offset {
+                        replay.extend(missing.into_iter().map(|(_, m)| m));
+                    } else {
+                        replay.clear();
+                        recovered = recovered.map(|_| false);
+                        position = Some(Position {
+                            offset: first.offset - 1,
+                            ..first
+                        });
+                    }
+                }
+            }
+        } else if let Some(first) = first_live {
+            position = Some(Position {
+                offset: first.offset - 1,
+                ..first
+            });
+        } else if let (Ok(_), None) = (&result, position) {
+            // The topic has no history in Redis yet: it starts at offset 0; its epoch comes with its
+            // first publication.
+        }
+        if let Some(recovered) = recovered {
+            ctx.core.metrics().channels.recoveries[usize::from(!recovered)].inc();
+        }
+        wire::ok_start(&mut self.reply, hold.id, "sub", topic);
+        wire::position_fields(&mut self.reply, position);
+        match recovered {
+            Some(true) => self.reply.push_str(",\"recovered\":true"),
+            Some(false) => self.reply.push_str(",\"recovered\":false"),
+            None => {}
+        }
+        self.reply.push('}');
+        self.send_reply(ctx, conn);
+        let mut last = position;
+        for message in replay.iter().chain(live.iter()) {
+            let envelope = envelope_of(ctx, &mut self.reply, topic, message);
+            ctx.send_shared(conn, &envelope);
+            last = message.position().or(last);
+        }
+        // Watch the next publication: it must follow what was sent.
+        if let Some(last) = last {
+            let watch = Hold {
+                id: None,
+                since: None,
+                held: Vec::new(),
+                bytes: 0,
+                started: Instant::now(),
+                next: Some(Position {
+                    offset: last.offset + 1,
+                    ..last
+                }),
+            };
+            self.holds
+                .entry(conn)
+                .or_default()
+                .push((Arc::from(topic), watch));
+        }
+    }
+
+    /// Takes `conn`'s hold of `topic`, if any.
+    fn take_hold(&mut self, conn: ConnId, topic: &str) -> Option<Hold> {
+        let holds = self.holds.get_mut(&conn)?;
+        let at = holds.iter().position(|(t, _)| &**t == topic)?;
+        let (_, hold) = holds.swap_remove(at);
+        if holds.is_empty() {
+            self.holds.remove(&conn);
+        }
+        Some(hold)
     }
 
     fn publish(
@@ -590,13 +808,54 @@ impl PubSub {
     fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
         // Made at the first `ringws.v1` subscriber (once per node: later workers take the shared one).
         let mut envelope: Option<SharedMessage> = None;
+        let mut over = Vec::new();
+        let mut done = Vec::new();
         for sub in self.topics.subscribers(topic) {
+            if sub.v1 && !self.holds.is_empty() {
+                let held = self
+                    .holds
+                    .get_mut(&sub.conn)
+                    .and_then(|holds| holds.iter_mut().find(|(t, _)| &**t == topic));
+                if let Some((_, hold)) = held {
+                    match (hold.next, message.position()) {
+                        (None, _) => {
+                            hold.bytes += message.payload().len() + 96;
+                            hold.held.push(message.clone());
+                            if hold.bytes > ctx.max_backpressure() / 2 {
+                                over.push(sub.conn);
+                            }
+                            continue;
+                        }
+                        (Some(next), Some(p))
+                            if p.epoch == next.epoch && p.offset < next.offset =>
+                        {
+                            continue;
+                        }
+                        (Some(next), p) => {
+                            if p.is_some_and(|p| p.epoch == next.epoch && p.offset > next.offset) {
+                                ctx.core.metrics().channels.delivery_gaps.inc();
+                            }
+                            done.push(sub.conn);
+                        }
+                    }
+                }
+            }
             if sub.v1 {
                 let envelope = envelope
                     .get_or_insert_with(|| envelope_of(ctx, &mut self.reply, topic, message));
                 ctx.send_shared(sub.conn, envelope);
             } else {
                 ctx.send_shared(sub.conn, message);
+            }
+        }
+        // Watches that ended.
+        for conn in done {
+            self.take_hold(conn, topic);
+        }
+        // Holds that took more than a replay may: answered now, without Redis.
+        for conn in over {
+            if let Some(hold) = self.take_hold(conn, topic) {
+                self.finish_hold(ctx, conn, topic, hold, Err(()));
             }
         }
     }
@@ -762,6 +1021,7 @@ impl Handler for PubSub {
                 self.leave(ctx, conn, &topic);
             }
         }
+        self.holds.remove(&conn);
         self.watchers.remove_subscriber(conn);
         for topic in self.topics.remove_subscriber(sub) {
             self.last_left(ctx, &topic);
@@ -774,6 +1034,28 @@ impl Handler for PubSub {
     fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(history) = ctx.history() {
             history.sweep(Instant::now());
+        }
+        if !self.holds.is_empty() {
+            let now = Instant::now();
+            let late: Vec<(ConnId, Arc<str>)> = self
+                .holds
+                .iter()
+                .flat_map(|(conn, holds)| {
+                    holds
+                        .iter()
+                        .filter(|(_, hold)| now.duration_since(hold.started) > HOLD_TIMEOUT)
+                        .map(|(topic, _)| (*conn, Arc::clone(topic)))
+                })
+                .collect();
+            for (conn, topic) in late {
+                match self.take_hold(conn, &topic) {
+                    Some(hold) if hold.next.is_none() => {
+                        self.finish_hold(ctx, conn, &topic, hold, Err(()))
+                    }
+                    // A watch with nothing published for a while: over.
+                    _ => {}
+                }
+            }
         }
         let Some(state) = &mut self.auth else {
             return;
@@ -794,6 +1076,20 @@ impl Handler for PubSub {
         }
     }
 
+    fn on_fetched(&mut self, ctx: &mut Ctx<'_>, fetched: Fetched) {
+        let waiting = self.holds.get(&fetched.conn).is_some_and(|holds| {
+            holds
+                .iter()
+                .any(|(t, hold)| *t == fetched.topic && hold.next.is_none())
+        });
+        if !waiting {
+            return;
+        }
+        if let Some(hold) = self.take_hold(fetched.conn, &fetched.topic) {
+            self.finish_hold(ctx, fetched.conn, &fetched.topic, hold, fetched.result);
+        }
+    }
+
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
         if message.is_event() {
             for conn in self.watchers.subscribers(topic) {
@@ -808,11 +1104,18 @@ impl Handler for PubSub {
             // No subscriber here.
             return;
         };
-        if position.epoch != last.epoch || position.offset <= last.offset {
+        let new_epoch = position.epoch != last.epoch;
+        if new_epoch && !ctx.history().is_some_and(|h| h.is_mirror()) {
+            // Published before this worker pinned the topic's log (a log dropped and made again).
+            return;
+        }
+        if !new_epoch && position.offset <= last.offset {
             // Delivered already (read back from the history when a successor came first).
             return;
         }
-        if position.offset > last.offset + 1 {
+        // In a mirror, another epoch is the stream's first publication here or a stream that started
+        // over: delivered from it on.
+        if !new_epoch && position.offset > last.offset + 1 {
             // Its predecessors are still on their way (published by another worker): deliver them first,
             // from the history.
             let missing = ctx

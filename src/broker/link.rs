@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
 
 use super::envelope::{self, Gaps, Sequences};
+use super::history::FetchRequest;
 use super::{BrokerStatus, Interest, Outgoing, RedisUrl};
 use crate::protocol::deflate::{Compressors, DeflateMode};
 use crate::protocol::MessageKind;
@@ -75,7 +76,7 @@ impl From<io::Error> for LinkError {
 }
 
 /// A connection with its read buffer.
-struct Conn {
+pub(super) struct Conn {
     stream: TcpStream,
     /// Read buffer, initialized once over its whole length (it grows only for a reply longer than it):
     /// a read goes straight into its spare tail, never zeroing 64 KiB for a short read.
@@ -88,7 +89,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(url: &RedisUrl, select_db: bool) -> Result<Conn, LinkError> {
+    pub(super) fn open(url: &RedisUrl, select_db: bool) -> Result<Conn, LinkError> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut stream = None;
         for addr in url.addr.to_socket_addrs()? {
@@ -128,13 +129,13 @@ impl Conn {
     }
 
     /// Appends one command (an array of bulk strings) to the output.
-    fn command(&mut self, args: &[&[u8]]) {
+    pub(super) fn command(&mut self, args: &[&[u8]]) {
         let parts: Vec<BorrowedFrame<'_>> =
             args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
         self.command_frames(&parts);
     }
 
-    fn command_frames(&mut self, parts: &[BorrowedFrame<'_>]) {
+    pub(super) fn command_frames(&mut self, parts: &[BorrowedFrame<'_>]) {
         let frame = BorrowedFrame::Array(parts);
         let start = self.out.len();
         self.out.resize(start + frame.encode_len(false), 0);
@@ -143,7 +144,7 @@ impl Conn {
         self.out.truncate(start + written);
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         let result = self.stream.write_all(&self.out);
         self.out.clear();
         result
@@ -207,7 +208,7 @@ impl Conn {
     }
 
     /// The next frame, waiting for it (a timeout is an error).
-    fn reply(&mut self) -> Result<(RangeFrame, usize), LinkError> {
+    pub(super) fn reply(&mut self) -> Result<(RangeFrame, usize), LinkError> {
         loop {
             if let Some(frame) = self.buffered_frame()? {
                 return Ok(frame);
@@ -218,7 +219,7 @@ impl Conn {
         }
     }
 
-    fn bytes(&self, start: usize, range: &(usize, usize)) -> &[u8] {
+    pub(super) fn bytes(&self, start: usize, range: &(usize, usize)) -> &[u8] {
         self.buf
             .get(start + range.0..start + range.1)
             .unwrap_or_default()
@@ -310,7 +311,7 @@ pub(super) struct LinkContext {
 }
 
 impl LinkContext {
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.shared.shutdown.load(Ordering::Acquire)
     }
 
@@ -333,8 +334,18 @@ impl LinkContext {
 
 /// The pub/sub connection's thread: keeps the node's channels on this Redis subscribed and hands what
 /// arrives to the workers.
-pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
+/// The history fetches of one link, as its subscriber thread sees them: asked by the workers, passed on
+/// to the fetch thread once their channel's subscription is confirmed (`super::history`).
+pub(super) struct Fetches {
+    pub(super) asked: Receiver<FetchRequest>,
+    pub(super) to_fetcher: SyncSender<FetchRequest>,
+}
+
+pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>, fetches: Fetches) {
     let mut subscriber = Subscriber {
+        fetches,
+        pending_fetches: Vec::new(),
+        confirmed: HashSet::new(),
         wanted: HashMap::new(),
         subscribed: HashSet::new(),
         gaps: Gaps::default(),
@@ -368,7 +379,18 @@ pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
         };
         status.store(false, Ordering::Release);
         subscriber.subscribed.clear();
+        subscriber.confirmed.clear();
         subscriber.changed = true;
+        // Fetches cannot wait for a link that is down: answered as failed.
+        subscriber.take_fetches();
+        for mut request in subscriber.pending_fetches.drain(..) {
+            request.fail = true;
+            let _ = subscriber.fetches.to_fetcher.try_send(request);
+        }
+        if let Some(history) = &link.shared.history {
+            // Publications of the outage never reach this node by pub/sub: its mirror is not current.
+            history.unsync_all();
+        }
         log.down(&error);
         let wait = log.backoff();
         if link.sleep(wait, || subscriber.take_interests()).is_err() {
@@ -378,6 +400,12 @@ pub(super) fn run_subscriber(link: LinkContext, interests: Receiver<Interest>) {
 }
 
 struct Subscriber {
+    fetches: Fetches,
+    /// Fetches waiting for their channel's subscription to be confirmed: a fetch answered before the
+    /// node listens could miss what is published between the two.
+    pending_fetches: Vec<FetchRequest>,
+    /// Channels whose SUBSCRIBE Redis confirmed on the current connection.
+    confirmed: HashSet<String>,
     /// Channels the node wants from this Redis: how many workers want each.
     wanted: HashMap<String, u32>,
     /// Channels subscribed on the current connection.
@@ -394,6 +422,40 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// Takes the fetches the workers asked for: passed on at once when their channel is confirmed, else
+    /// kept until it is.
+    fn take_fetches(&mut self) {
+        while let Ok(request) = self.fetches.asked.try_recv() {
+            let channel = envelope::channel(Some(&request.topic));
+            if self.confirmed.contains(&channel) {
+                self.pass_fetch(request);
+            } else {
+                self.pending_fetches.push(request);
+            }
+        }
+    }
+
+    fn pass_fetch(&mut self, request: FetchRequest) {
+        // A full fetch queue loses the request: the worker's hold times out (`recovered: false`).
+        let _ = self.fetches.to_fetcher.try_send(request);
+    }
+
+    /// Redis confirmed the subscription to `channel`: its waiting fetches go on.
+    fn confirmed(&mut self, channel: &[u8]) {
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return;
+        };
+        self.confirmed.insert(channel.to_string());
+        let (ready, waiting): (Vec<FetchRequest>, Vec<FetchRequest>) =
+            std::mem::take(&mut self.pending_fetches)
+                .into_iter()
+                .partition(|r| envelope::channel(Some(&r.topic)) == channel);
+        self.pending_fetches = waiting;
+        for request in ready {
+            self.pass_fetch(request);
+        }
+    }
+
     fn take_interests(&mut self) {
         loop {
             match self.interests.try_recv() {
@@ -492,6 +554,7 @@ impl Subscriber {
             self.ring_doorbells(link);
             self.take_interests();
             self.sync_subscriptions(link, conn)?;
+            self.take_fetches();
             if link.stopping() {
                 return Err(LinkError::Stopped);
             }
@@ -546,7 +609,18 @@ impl Subscriber {
                 self.deliver(link, channel, payload);
                 Ok(false)
             }
-            Some(b"subscribe" | b"unsubscribe") => Ok(false),
+            Some(b"subscribe") => {
+                if let Some(channel) = bulk(1) {
+                    self.confirmed(channel);
+                }
+                Ok(false)
+            }
+            Some(b"unsubscribe") => {
+                if let Some(channel) = bulk(1).and_then(|c| std::str::from_utf8(c).ok()) {
+                    self.confirmed.remove(channel);
+                }
+                Ok(false)
+            }
             Some(b"pong") => Ok(true),
             _ => Err(LinkError::Garbage(
                 "unknown push on the pub/sub connection".into(),
@@ -559,6 +633,11 @@ impl Subscriber {
         let Some(topic) = envelope::topic_of(channel) else {
             return;
         };
+        if let (Some(topic), Some((position, inner))) =
+            (topic, super::history::decode_positioned(payload))
+        {
+            return self.deliver_positioned(link, channel, topic, position, inner);
+        }
         let Ok(envelope) = envelope::decode(payload) else {
             link.status.foreign.fetch_add(1, Ordering::Relaxed);
             return;
@@ -596,6 +675,61 @@ impl Subscriber {
                 }
                 Sent::Gone => {}
             }
+        }
+    }
+
+    /// A publication with its offset (`broker::history`), this node's own too: into the node's history
+    /// mirror, which hands it to every worker in offset order.
+    fn deliver_positioned(
+        &mut self,
+        link: &LinkContext,
+        channel: &[u8],
+        topic: &str,
+        position: crate::channels::Position,
+        inner: &[u8],
+    ) {
+        let Ok(envelope) = envelope::decode(inner) else {
+            link.status.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(history) = link.shared.history.clone() else {
+            return;
+        };
+        let lost = self
+            .gaps
+            .received(envelope.node, channel, envelope.sequence);
+        if lost > 0 {
+            link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
+        }
+        link.status.received.fetch_add(1, Ordering::Relaxed);
+        let message = self.encode(link, envelope.kind, envelope.payload);
+        let topic: Arc<str> = Arc::from(topic);
+        let ring = &mut self.ring;
+        let inserted = history.insert(
+            &topic,
+            position,
+            message.with_position(position),
+            Instant::now(),
+            |message| {
+                let inboxes = &link.shared.inboxes;
+                for (worker, rung) in ring.iter_mut().enumerate() {
+                    let sent = WorkerMessage::Publish {
+                        topic: Arc::clone(&topic),
+                        message: message.clone(),
+                    };
+                    match inboxes.send(worker, sent) {
+                        Sent::Queued => *rung = true,
+                        Sent::Full => {
+                            link.shared.metrics[worker].handoff_drops.inc();
+                            *rung = true;
+                        }
+                        Sent::Gone => {}
+                    }
+                }
+            },
+        );
+        if let crate::channels::history::Inserted::AfterGap(_) = inserted {
+            link.status.history_gaps.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -661,9 +795,24 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
             Ok(mut conn) => {
                 // One round trip proves the link before it is up.
                 let proved = ping(&mut conn).and_then(|()| {
+                    // With history, publications go through the script that gives their offsets.
+                    let script = match link.shared.config.history {
+                        Some(_) => Some(super::history::load_script(
+                            &mut conn,
+                            super::history::PUBLISH_SCRIPT,
+                        )?),
+                        None => None,
+                    };
                     status.store(true, Ordering::Release);
                     log.up();
-                    publish_until_broken(&link, &mut conn, &publishes, &mut sequences, &mut batch)
+                    publish_until_broken(
+                        &link,
+                        &mut conn,
+                        &publishes,
+                        &mut sequences,
+                        &mut batch,
+                        script.as_deref(),
+                    )
                 });
                 match proved {
                     Err(LinkError::Stopped) | Ok(()) => return,
@@ -696,9 +845,18 @@ fn publish_until_broken(
     publishes: &Receiver<Outgoing>,
     sequences: &mut Sequences,
     batch: &mut Vec<Outgoing>,
+    history_script: Option<&str>,
 ) -> Result<(), LinkError> {
     let mut channel = Vec::with_capacity(128);
     let mut body = Vec::with_capacity(4096);
+    // The publish script's fixed arguments (`broker::history::PUBLISH_SCRIPT`).
+    let (size, ttl) = link
+        .shared
+        .config
+        .history
+        .map_or((String::new(), String::new()), |h| {
+            (h.size.to_string(), h.ttl.as_millis().max(1).to_string())
+        });
     loop {
         if link.stopping() {
             return Err(LinkError::Stopped);
@@ -733,11 +891,32 @@ fn publish_until_broken(
                 sequence,
                 message.payload(),
             );
-            conn.command_frames(&[
-                BorrowedFrame::BulkString(b"PUBLISH"),
-                BorrowedFrame::BulkString(&channel),
-                BorrowedFrame::BulkString(&body),
-            ]);
+            match (&outgoing.topic, history_script) {
+                (Some(topic), Some(sha)) if outgoing.history => {
+                    let (meta, stream) = (
+                        super::history::meta_key(topic),
+                        super::history::stream_key(topic),
+                    );
+                    let epoch = format!("{:08x}", random() as u32);
+                    conn.command_frames(&[
+                        BorrowedFrame::BulkString(b"EVALSHA"),
+                        BorrowedFrame::BulkString(sha.as_bytes()),
+                        BorrowedFrame::BulkString(b"2"),
+                        BorrowedFrame::BulkString(meta.as_bytes()),
+                        BorrowedFrame::BulkString(stream.as_bytes()),
+                        BorrowedFrame::BulkString(&channel),
+                        BorrowedFrame::BulkString(&body),
+                        BorrowedFrame::BulkString(size.as_bytes()),
+                        BorrowedFrame::BulkString(ttl.as_bytes()),
+                        BorrowedFrame::BulkString(epoch.as_bytes()),
+                    ]);
+                }
+                _ => conn.command_frames(&[
+                    BorrowedFrame::BulkString(b"PUBLISH"),
+                    BorrowedFrame::BulkString(&channel),
+                    BorrowedFrame::BulkString(&body),
+                ]),
+            }
         }
         let count = batch.len();
         let bytes: usize = batch.iter().map(|o| o.message.payload().len()).sum();

@@ -9,6 +9,7 @@
 //! Redis sends. Without `--broker` none of it exists.
 
 mod envelope;
+pub(crate) mod history;
 mod link;
 mod url;
 
@@ -34,6 +35,8 @@ pub const PUBLISH_QUEUE_BYTES: usize = 64 << 20;
 pub(crate) struct Outgoing {
     topic: Option<Arc<str>>,
     message: SharedMessage,
+    /// Published through the history script (`--history-size`): Redis gives it its offset.
+    history: bool,
 }
 
 /// A worker's first subscriber of a channel arrived (`wanted`), or its last left.
@@ -42,8 +45,13 @@ pub(crate) struct Interest {
     wanted: bool,
 }
 
-/// What one link's threads take at start: its URL and the receiving ends of its two queues.
-type LinkParts = (RedisUrl, Receiver<Outgoing>, Receiver<Interest>);
+/// What one link's threads take at start: its URL and the receiving ends of its queues.
+type LinkParts = (
+    RedisUrl,
+    Receiver<Outgoing>,
+    Receiver<Interest>,
+    Receiver<history::FetchRequest>,
+);
 
 /// The node's link to its Redis servers, as the workers see it (in `Shared`).
 pub(crate) struct Broker {
@@ -51,6 +59,7 @@ pub(crate) struct Broker {
     addrs: Vec<String>,
     publishes: Vec<SyncSender<Outgoing>>,
     interests: Vec<Sender<Interest>>,
+    fetches: Vec<SyncSender<history::FetchRequest>>,
     status: Arc<BrokerStatus>,
     /// The receiving ends, taken by [`Broker::start`].
     parts: Mutex<Vec<LinkParts>>,
@@ -62,18 +71,22 @@ impl Broker {
     pub(crate) fn new(urls: &[RedisUrl]) -> Broker {
         let mut publishes = Vec::new();
         let mut interests = Vec::new();
+        let mut fetches = Vec::new();
         let mut parts = Vec::new();
         for url in urls {
             let (publish_tx, publish_rx) = mpsc::sync_channel(PUBLISH_QUEUE);
             let (interest_tx, interest_rx) = mpsc::channel();
+            let (fetch_tx, fetch_rx) = mpsc::sync_channel(history::FETCH_QUEUE);
             publishes.push(publish_tx);
             interests.push(interest_tx);
-            parts.push((url.clone(), publish_rx, interest_rx));
+            fetches.push(fetch_tx);
+            parts.push((url.clone(), publish_rx, interest_rx, fetch_rx));
         }
         Broker {
             addrs: urls.iter().map(|u| u.addr.clone()).collect(),
             publishes,
             interests,
+            fetches,
             status: Arc::new(BrokerStatus::new(urls)),
             parts: Mutex::new(parts),
             node: link::random(),
@@ -90,7 +103,8 @@ impl Broker {
         let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
         let broadcast_link = envelope::link_of(&self.addrs, None);
         let mut threads = Vec::new();
-        for (index, (url, publishes, interests)) in parts.into_iter().enumerate() {
+        let history = shared.config.history.is_some();
+        for (index, (url, publishes, interests, fetches)) in parts.into_iter().enumerate() {
             let context = || link::LinkContext {
                 index,
                 url: url.clone(),
@@ -100,10 +114,17 @@ impl Broker {
                 shared: Arc::clone(shared),
             };
             let subscriber = context();
+            // Fetches pass through the subscriber (which waits for their channel's subscription) to
+            // the fetch thread.
+            let (to_fetcher, fetcher_rx) = mpsc::sync_channel(history::FETCH_QUEUE);
+            let fetch_route = link::Fetches {
+                asked: fetches,
+                to_fetcher,
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("ringws-broker-sub-{index}"))
-                    .spawn(move || link::run_subscriber(subscriber, interests))?,
+                    .spawn(move || link::run_subscriber(subscriber, interests, fetch_route))?,
             );
             let publisher = context();
             threads.push(
@@ -111,6 +132,14 @@ impl Broker {
                     .name(format!("ringws-broker-pub-{index}"))
                     .spawn(move || link::run_publisher(publisher, publishes))?,
             );
+            if history {
+                let fetcher = context();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("ringws-broker-fetch-{index}"))
+                        .spawn(move || history::run_fetcher(fetcher, fetcher_rx))?,
+                );
+            }
         }
         Ok(threads)
     }
@@ -118,6 +147,24 @@ impl Broker {
     /// Hands a message published on this node to Redis, for the other nodes. Never waits: when the
     /// link's queue is full (Redis slow or down) it is dropped and counted.
     pub(crate) fn publish(&self, topic: Option<&Arc<str>>, message: &SharedMessage) {
+        self.publish_as(topic, message, false);
+    }
+
+    /// Hands a publication on a topic with history to Redis, which gives it its offset and sends it to
+    /// every node, this one included (`history::PUBLISH_SCRIPT`). Dropped and counted as `publish` is.
+    pub(crate) fn publish_with_history(&self, topic: &Arc<str>, message: &SharedMessage) {
+        self.publish_as(Some(topic), message, true);
+    }
+
+    /// Asks Redis (off the worker) for `topic`'s position and publications after `after`; the answer
+    /// reaches `worker`'s inbox as a `WorkerMessage::Fetched`. `false`: not asked (the link's queue is
+    /// full or the link has stopped), no answer will come.
+    pub(crate) fn fetch(&self, request: history::FetchRequest) -> bool {
+        let link = envelope::link_of(&self.addrs, Some(&request.topic));
+        self.fetches[link].try_send(request).is_ok()
+    }
+
+    fn publish_as(&self, topic: Option<&Arc<str>>, message: &SharedMessage, history: bool) {
         let link = envelope::link_of(&self.addrs, topic.map(|t| &**t));
         let len = message.payload().len();
         let queued = &self.status.links[link].queued_bytes;
@@ -125,6 +172,7 @@ impl Broker {
         let outgoing = Outgoing {
             topic: topic.cloned(),
             message: message.clone(),
+            history,
         };
         if !fits
             || matches!(
@@ -174,6 +222,13 @@ pub struct BrokerStatus {
     foreign: AtomicU64,
     /// Messages from Redis framed compressed too (once per node, for permessage-deflate subscribers).
     compressed: AtomicU64,
+    /// History fetches answered (`history::run_fetcher`), and those that failed (Redis down, a reply not
+    /// understood).
+    pub(crate) history_fetches: AtomicU64,
+    pub(crate) history_fetch_failures: AtomicU64,
+    /// Publications with history that arrived after a gap in their topic's offsets (published while this
+    /// node did not listen, or lost on the way).
+    pub(crate) history_gaps: AtomicU64,
 }
 
 impl BrokerStatus {
@@ -195,6 +250,9 @@ impl BrokerStatus {
             resets: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
             compressed: AtomicU64::new(0),
+            history_fetches: AtomicU64::new(0),
+            history_fetch_failures: AtomicU64::new(0),
+            history_gaps: AtomicU64::new(0),
         }
     }
 
@@ -227,7 +285,22 @@ impl BrokerStatus {
                 u8::from(Self::link_up(link))
             );
         }
-        let families: [(&str, &str, &AtomicU64); 7] = [
+        let families: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "ringws_broker_history_fetches_total",
+                "History fetches from Redis (recoveries and positions of topics this node had not received)",
+                &self.history_fetches,
+            ),
+            (
+                "ringws_broker_history_fetch_failures_total",
+                "History fetches that failed (Redis down or a reply not understood)",
+                &self.history_fetch_failures,
+            ),
+            (
+                "ringws_broker_history_gaps_total",
+                "Publications with history that arrived after a gap in their topic's offsets",
+                &self.history_gaps,
+            ),
             (
                 "ringws_broker_published_total",
                 "Messages published to Redis",

@@ -121,6 +121,9 @@ struct TopicLog<M> {
     entries: VecDeque<Entry<M>>,
     /// Workers of this node with a subscriber of the topic ([`History::pin`]).
     pins: u32,
+    /// The epoch and offsets are the stream's: always on one node; in a mirror, once the first
+    /// publication from the broker arrived (before, a pinned log holds a placeholder).
+    synced: bool,
 }
 
 struct Logs<M> {
@@ -135,9 +138,25 @@ struct Logs<M> {
     rng: u64,
 }
 
+/// What became of a publication offered to a mirror ([`History::insert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The next one: stored and handed on.
+    Next,
+    /// It follows a gap of this many (published while this node did not listen): stored and handed on;
+    /// the log starts over at it.
+    AfterGap(u64),
+    /// Another epoch (the stream started over): stored and handed on; the log starts over at it.
+    NewEpoch,
+    /// At or before the log's newest: already had, dropped.
+    Old,
+}
+
 /// The node's logs, behind one lock.
 pub struct History<M> {
     config: HistoryConfig,
+    /// The offsets come from elsewhere (the broker's stream, [`History::insert`]); this is a cache of it.
+    mirror: bool,
     logs: Mutex<Logs<M>>,
     pub stats: HistoryStats,
 }
@@ -150,6 +169,7 @@ impl<M: Stored> History<M> {
                 size: config.size.max(1),
                 ..config
             },
+            mirror: false,
             logs: Mutex::new(Logs {
                 topics: HashMap::new(),
                 order: VecDeque::new(),
@@ -159,6 +179,88 @@ impl<M: Stored> History<M> {
             }),
             stats: HistoryStats::default(),
         }
+    }
+
+    /// A cache of a history kept elsewhere (across nodes: offsets and epochs assigned in Redis):
+    /// publications come in with their positions ([`History::insert`]), never by [`History::append`].
+    pub fn mirror(config: HistoryConfig, seed: u64) -> History<M> {
+        History {
+            mirror: true,
+            ..History::new(config, seed)
+        }
+    }
+
+    /// Whether this is a mirror ([`History::mirror`]).
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
+    }
+
+    /// Stores a publication that got `position` elsewhere (a mirror), and calls `deliver` with it while
+    /// holding the lock (as [`History::append`] does). The log follows the stream: another epoch or a gap
+    /// starts it over at this publication (what it held before cannot be part of a recovery across the
+    /// change); one at or before the newest is dropped.
+    pub fn insert(
+        &self,
+        topic: &Arc<str>,
+        position: Position,
+        message: M,
+        now: Instant,
+        deliver: impl FnOnce(&M),
+    ) -> Inserted {
+        let mut logs = self.lock();
+        self.expire(&mut logs, now);
+        let logs = &mut *logs;
+        let log = Self::log(logs, &self.stats, topic);
+        let mut cleared = 0;
+        let inserted = if !log.synced || log.epoch != position.epoch {
+            let fresh = !log.synced;
+            log.epoch = position.epoch;
+            log.synced = true;
+            log.top = position.offset - 1;
+            cleared = log.entries.len();
+            log.entries.clear();
+            if fresh {
+                Inserted::Next
+            } else {
+                Inserted::NewEpoch
+            }
+        } else if position.offset <= log.top {
+            return Inserted::Old;
+        } else if position.offset > log.top + 1 {
+            let lost = position.offset - 1 - log.top;
+            log.top = position.offset - 1;
+            cleared = log.entries.len();
+            log.entries.clear();
+            Inserted::AfterGap(lost)
+        } else {
+            Inserted::Next
+        };
+        log.top = position.offset;
+        let cost = message.stored_bytes() + ENTRY_OVERHEAD;
+        let expires = now + self.config.ttl;
+        log.entries.push_back(Entry {
+            offset: position.offset,
+            message,
+        });
+        deliver(&log.entries.back().expect("just pushed").message);
+        if log.entries.len() > self.config.size {
+            log.entries.pop_front();
+            cleared += 1;
+            self.stats.evicted_size.fetch_add(1, Ordering::Relaxed);
+        }
+        logs.count = logs.count + 1 - cleared;
+        logs.bytes += cost;
+        logs.order
+            .push_back((Arc::clone(topic), position.offset, expires, cost));
+        self.stats.appended.fetch_add(1, Ordering::Relaxed);
+        while logs.bytes > self.config.max_bytes {
+            if !Self::drop_oldest(logs, &self.stats) {
+                break;
+            }
+            self.stats.evicted_bytes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish_stats(logs);
+        inserted
     }
 
     pub fn config(&self) -> HistoryConfig {
@@ -188,6 +290,7 @@ impl<M: Stored> History<M> {
         self.expire(&mut logs, now);
         let logs = &mut *logs;
         let log = Self::log(logs, &self.stats, topic);
+        log.synced = true;
         log.top += 1;
         let position = Position {
             offset: log.top,
@@ -241,6 +344,7 @@ impl<M: Stored> History<M> {
                     top: 0,
                     entries: VecDeque::new(),
                     pins: 0,
+                    synced: false,
                 },
             );
             stats.topics.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +415,7 @@ impl<M: Stored> History<M> {
         let mut logs = self.lock();
         let log = Self::log(&mut logs, &self.stats, topic);
         log.pins += 1;
+        log.synced |= !self.mirror;
         Position {
             offset: log.top,
             epoch: log.epoch,
@@ -322,6 +427,11 @@ impl<M: Stored> History<M> {
         let mut logs = self.lock();
         if let Some(log) = logs.topics.get_mut(topic) {
             log.pins = log.pins.saturating_sub(1);
+            if log.pins == 0 && self.mirror {
+                // The node stops listening to the topic: what the mirror holds is no longer the stream's
+                // newest; the next publication from the broker starts it over.
+                log.synced = false;
+            }
             if log.pins == 0 && log.entries.is_empty() {
                 logs.topics.remove(topic);
                 self.stats.topics.fetch_sub(1, Ordering::Relaxed);
@@ -329,13 +439,25 @@ impl<M: Stored> History<M> {
         }
     }
 
-    /// The topic's current position, if it has a log.
+    /// Every log of a mirror stops being the stream's newest (the node's link to the broker was down: it
+    /// may have missed publications); each starts over at its next publication.
+    pub fn unsync_all(&self) {
+        let mut logs = self.lock();
+        for log in logs.topics.values_mut() {
+            log.synced = false;
+        }
+    }
+
+    /// The topic's current position, if it has a log (in a mirror: one that has had a publication).
     pub fn position(&self, topic: &str) -> Option<Position> {
         let logs = self.lock();
-        logs.topics.get(topic).map(|log| Position {
-            offset: log.top,
-            epoch: log.epoch,
-        })
+        logs.topics
+            .get(topic)
+            .filter(|log| log.synced)
+            .map(|log| Position {
+                offset: log.top,
+                epoch: log.epoch,
+            })
     }
 
     /// The publications of `topic` after `from` up to offset `upto` (the last one the asking worker has
@@ -343,7 +465,7 @@ impl<M: Stored> History<M> {
     pub fn recover(&self, topic: &str, from: Position, upto: u64, now: Instant) -> Recovery<M> {
         let mut logs = self.lock();
         self.expire(&mut logs, now);
-        let Some(log) = logs.topics.get(topic) else {
+        let Some(log) = logs.topics.get(topic).filter(|log| log.synced) else {
             return Recovery::NotRecovered;
         };
         if log.epoch != from.epoch || from.offset > log.top || upto > log.top {
@@ -378,7 +500,7 @@ impl<M: Stored> History<M> {
     ) -> Option<(Position, Vec<(u64, M)>)> {
         let mut logs = self.lock();
         self.expire(&mut logs, now);
-        let log = logs.topics.get(topic)?;
+        let log = logs.topics.get(topic).filter(|log| log.synced)?;
         let skip = log.entries.len().saturating_sub(limit);
         let entries = log
             .entries
@@ -567,6 +689,70 @@ mod tests {
         let (_, entries) = h.last("b", 1, now).unwrap();
         assert_eq!(offsets(&entries), [2]);
         assert_eq!(offsets(&h.between("b", 0, 2)), [1, 2]);
+    }
+
+    fn insert(
+        h: &History<Msg>,
+        topic: &Arc<str>,
+        offset: u64,
+        epoch: &str,
+        now: Instant,
+    ) -> Inserted {
+        let position = Position {
+            offset,
+            epoch: Epoch::parse(epoch).unwrap(),
+        };
+        h.insert(topic, position, Msg("m", Some(offset)), now, |_| {})
+    }
+
+    #[test]
+    fn a_mirror_follows_the_streams_offsets_epochs_and_gaps() {
+        let h = History::mirror(
+            HistoryConfig {
+                size: 10,
+                ttl: Duration::from_secs(60),
+                max_bytes: 1 << 20,
+            },
+            7,
+        );
+        let t: Arc<str> = Arc::from("t");
+        let now = Instant::now();
+        let placeholder = h.pin(&t);
+        assert_eq!(
+            h.position("t"),
+            None,
+            "a pinned mirror log has no position before its first"
+        );
+        assert_eq!(h.recover("t", placeholder, 0, now), Recovery::NotRecovered);
+        // The stream is at 41 when this node starts listening.
+        assert_eq!(insert(&h, &t, 41, "0000000a", now), Inserted::Next);
+        assert_eq!(insert(&h, &t, 42, "0000000a", now), Inserted::Next);
+        assert_eq!(insert(&h, &t, 42, "0000000a", now), Inserted::Old);
+        let at41 = Position {
+            offset: 41,
+            epoch: Epoch::parse("0000000a").unwrap(),
+        };
+        assert_eq!(h.position("t"), Some(Position { offset: 42, ..at41 }));
+        match h.recover("t", at41, 42, now) {
+            Recovery::Recovered(entries) => assert_eq!(offsets(&entries), [42]),
+            other => panic!("{other:?}"),
+        }
+        // After 40: 41 and 42, both seen here; after 39: 40 was never seen here.
+        match h.recover("t", Position { offset: 40, ..at41 }, 42, now) {
+            Recovery::Recovered(entries) => assert_eq!(offsets(&entries), [41, 42]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            h.recover("t", Position { offset: 39, ..at41 }, 42, now),
+            Recovery::NotRecovered
+        );
+        // A gap: the log starts over after it.
+        assert_eq!(insert(&h, &t, 45, "0000000a", now), Inserted::AfterGap(2));
+        assert_eq!(h.recover("t", at41, 45, now), Recovery::NotRecovered);
+        // Another epoch: starts over too.
+        assert_eq!(insert(&h, &t, 1, "0000000b", now), Inserted::NewEpoch);
+        assert_eq!(h.position("t").unwrap().epoch.as_str(), "0000000b");
+        assert_eq!(h.stats.entries.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -880,14 +880,6 @@ fn configure(
             message: "needs --mode pubsub (history and presence belong to topics)".into(),
         }));
     }
-    if config.history.is_some() && !config.broker.is_empty() {
-        return Err(explain(ConfigError {
-            flag: "--history-size",
-            message:
-                "not yet with --broker: offsets would differ from node to node (docs/PROTOCOL.md)"
-                    .into(),
-        }));
-    }
     if args.mode == Mode::Pubsub && !config.subprotocols.iter().any(|p| p == crate::app::V1) {
         // The structured protocol (docs/PROTOCOL.md), after any the operator listed.
         config.subprotocols.push(crate::app::V1.to_string());

@@ -13,6 +13,7 @@ use crate::channels::{History, Position, Presence};
 use crate::protocol::handshake::Request;
 use crate::protocol::{CloseCode, MessageKind};
 
+use super::inbox::Fetched;
 pub use super::metrics::AuthFailure;
 use super::shared_message::SharedMessage;
 use super::worker::Core;
@@ -135,6 +136,12 @@ pub trait Handler: 'static {
     fn on_published(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
         let _ = (ctx, topic, message);
     }
+
+    /// The answer to a history fetch this handler asked for with [`Ctx::fetch`] (across nodes, from
+    /// Redis), after every publication this worker received before it.
+    fn on_fetched(&mut self, ctx: &mut Ctx<'_>, fetched: Fetched) {
+        let _ = (ctx, fetched);
+    }
 }
 
 /// The handler's view of its worker: send to, close and broadcast to connections.
@@ -182,6 +189,20 @@ impl Ctx<'_> {
     /// many messages at once to one connection (a replay) keeps well under it.
     pub fn max_backpressure(&self) -> usize {
         self.core.max_backpressure()
+    }
+
+    /// Asks the node's broker (`--broker` with history) for `topic`'s position in Redis and its
+    /// publications after `after` (`None`: the position only), for `conn`: the answer comes to
+    /// [`Handler::on_fetched`]. Returns `false` when it was not asked (no broker with history, or its
+    /// queue is full): then no answer comes.
+    pub fn fetch(&mut self, conn: ConnId, topic: &str, after: Option<u64>) -> bool {
+        self.core.fetch(conn, topic, after)
+    }
+
+    /// Whether publications get their offsets across nodes (`--broker` with history): the node's history
+    /// is then a mirror of Redis's, and a position it has not seen must be fetched.
+    pub fn history_across_nodes(&self) -> bool {
+        self.core.shared.broker.is_some() && self.core.shared.history.is_some()
     }
 
     /// The node's per-topic history, if the server keeps one (`ServerConfig::history`).

@@ -35,6 +35,28 @@ pub enum WorkerMessage {
         topic: Arc<str>,
         message: SharedMessage,
     },
+    /// The answer to a history fetch this worker asked the broker for (`Ctx::fetch`), for its handler
+    /// (`Handler::on_fetched`), after the publications received before it.
+    Fetched(Box<Fetched>),
+}
+
+/// The answer to a history fetch (`Ctx::fetch`): from Redis, across nodes.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The connection it was asked for.
+    pub conn: ConnId,
+    pub topic: Arc<str>,
+    /// `Err`: Redis could not be asked or answered with something else.
+    pub result: Result<FetchedPage, ()>,
+}
+
+/// A topic's history as Redis has it.
+#[derive(Debug, Clone)]
+pub struct FetchedPage {
+    /// The newest offset and the epoch; `None` when the topic has no history.
+    pub position: Option<crate::channels::Position>,
+    /// The publications after the offset asked for, oldest first, each with its position.
+    pub entries: Vec<(u64, SharedMessage)>,
 }
 
 /// Messages an inbox holds by default (8192 entries of a few dozen bytes each: about half a MiB of slots

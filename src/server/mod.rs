@@ -37,7 +37,7 @@ pub use config::{
     ConfigError, PublishConfig, SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy,
 };
 pub use handler::{AuthFailure, ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
-pub use inbox::WorkerMessage;
+pub use inbox::{Fetched, FetchedPage, WorkerMessage};
 pub use metrics::WorkerMetrics;
 pub use shared_message::SharedMessage;
 
@@ -82,6 +82,11 @@ impl Shared {
         message: SharedMessage,
         deliver: impl FnOnce(&SharedMessage),
     ) -> Option<Position> {
+        if let (Some(broker), Some(_)) = (&self.broker, &self.history) {
+            // Across nodes, Redis gives the offset and sends the publication back to this node too.
+            broker.publish_with_history(topic, &message);
+            return None;
+        }
         match &self.history {
             None => {
                 deliver(&message.into_publication());
@@ -246,7 +251,12 @@ impl Server {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
                 ^ u64::from(std::process::id()).rotate_left(32);
-            Arc::new(History::new(history, seed))
+            // Across nodes the offsets come from Redis: this node's history mirrors its stream.
+            Arc::new(if broker.is_some() {
+                History::mirror(history, seed)
+            } else {
+                History::new(history, seed)
+            })
         });
         let presence = config.presence.then(|| Arc::new(Presence::new()));
         let shared = Arc::new(Shared {

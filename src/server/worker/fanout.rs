@@ -84,6 +84,17 @@ impl<H: Handler> Worker<'_, H> {
                 WorkerMessage::Publish { topic, message } => {
                     self.core.published.push((topic, message))
                 }
+                WorkerMessage::Fetched(fetched) => {
+                    // After the publications received before it (a recovering subscriber's live
+                    // publications are held until this answer).
+                    self.run_deferred_callbacks();
+                    self.handler.on_fetched(
+                        &mut crate::server::handler::Ctx {
+                            core: &mut self.core,
+                        },
+                        *fetched,
+                    );
+                }
             }
         }
         if taken == DRAIN_BATCH {
@@ -196,6 +207,12 @@ impl Core {
     ) -> Option<Position> {
         let message = self.encode_shared(kind, payload);
         let topic: Arc<str> = Arc::from(topic);
+        if let (Some(broker), Some(_)) = (&self.shared.broker, &self.shared.history) {
+            // Across nodes, Redis gives the offset: the publication comes back to this node too, in
+            // offset order, and is delivered then (`broker::history`).
+            broker.publish_with_history(&topic, &message);
+            return None;
+        }
         if self.shared.history.is_none() {
             self.hand_on(&topic, &message.into_publication());
             return None;
@@ -232,6 +249,22 @@ impl Core {
 
     pub(crate) fn max_backpressure(&self) -> usize {
         self.config.max_backpressure
+    }
+
+    /// Asks the broker for `topic`'s position and its publications after `after` (`None`: the position
+    /// only), for `conn`; the answer comes to the handler's `on_fetched`. `false`: no broker with history,
+    /// or its queue is full: no answer will come.
+    pub(crate) fn fetch(&self, conn: ConnId, topic: &str, after: Option<u64>) -> bool {
+        match (&self.shared.broker, &self.shared.history) {
+            (Some(broker), Some(_)) => broker.fetch(crate::broker::history::FetchRequest {
+                worker: self.index,
+                conn,
+                topic: Arc::from(topic),
+                after,
+                fail: false,
+            }),
+            _ => false,
+        }
     }
 
     /// A publication's way out of this worker: the other workers, the broker, this worker's handler.
