@@ -124,6 +124,31 @@ fn every_node_sees_the_same_offsets_and_a_client_recovers_on_another_node() {
         text.contains("ringws_broker_history_fetches_total 1\n"),
         "{text}"
     );
+    // History queries across nodes are Redis's: from any node, raw clients too.
+    let mut raw = ws_at(c.addr, "/");
+    send_text(&mut raw, r#"{"id":5,"op":"history","topic":"t","limit":2}"#);
+    assert_eq!(
+        read_json(&mut raw),
+        json!({"id": 5, "ok": "history", "topic": "t", "offset": 10, "epoch": epoch,
+               "publications": [{"offset": 9, "data": "m9"}, {"offset": 10, "data": "m10"}]})
+    );
+    send_text(
+        &mut raw,
+        &json!({"id": 6, "op": "history", "topic": "t", "since": {"offset": 7, "epoch": epoch}})
+            .to_string(),
+    );
+    let reply = read_json(&mut raw);
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(
+        reply["publications"].as_array().map(Vec::len),
+        Some(3),
+        "{reply}"
+    );
+    send_text(&mut raw, r#"{"id":7,"op":"history","topic":"never"}"#);
+    assert_eq!(
+        read_json(&mut raw),
+        json!({"id": 7, "ok": "history", "topic": "never", "publications": []})
+    );
 }
 
 fn metric_sum(text: &str, name: &str) -> u64 {

@@ -121,6 +121,23 @@ struct Hold {
     next: Option<Position>,
 }
 
+/// The fetch tag of a held subscribe; history queries take the tags after it.
+const HOLD_TAG: u64 = 0;
+
+/// Across nodes, a history query waiting for Redis.
+struct Query {
+    conn: ConnId,
+    topic: Arc<str>,
+    id: Option<u64>,
+    limit: usize,
+    /// The `since` asked for (`Some(None)`: a position that cannot be one).
+    since: Option<Option<Position>>,
+    started: Instant,
+}
+
+/// The error reply to a history query across nodes that Redis did not answer.
+pub const HISTORY_UNREACHABLE: &str = "history not reachable (broker down)";
+
 /// How long a held subscribe waits for Redis before it is answered without it (`recovered: false`).
 pub const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -152,6 +169,9 @@ pub struct PubSub {
     delivered: HashMap<Arc<str>, Position>,
     /// Across nodes: subscribes waiting for Redis, per connection (a few at a time).
     holds: HashMap<ConnId, Vec<(Arc<str>, Hold)>>,
+    /// Across nodes: history queries waiting for Redis, by fetch tag.
+    queries: HashMap<u64, Query>,
+    next_tag: u64,
 }
 
 /// The authentication state of one worker's `PubSub`.
@@ -237,6 +257,8 @@ impl PubSub {
             conns: HashMap::new(),
             delivered: HashMap::new(),
             holds: HashMap::new(),
+            queries: HashMap::new(),
+            next_tag: HOLD_TAG + 1,
         }
     }
 
@@ -550,7 +572,7 @@ impl PubSub {
             next: None,
         };
         let after = since.map(|since| since.map_or(u64::MAX, |p| p.offset));
-        if ctx.fetch(conn, topic, after) {
+        if ctx.fetch(conn, topic, after, HOLD_TAG) {
             self.holds
                 .entry(conn)
                 .or_default()
@@ -726,17 +748,46 @@ impl PubSub {
         ctx.core.metrics().channels.history_queries.inc();
         let now = Instant::now();
         let limit = command.limit.unwrap_or(usize::MAX);
-        let (position, entries, recovered) = match &command.since {
+        let since = command.since.as_ref().map(|since| {
+            Epoch::parse(&since.epoch).map(|epoch| Position {
+                offset: since.offset,
+                epoch,
+            })
+        });
+        if ctx.history_across_nodes() {
+            // Redis has the whole stream; this node's mirror only what it received.
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            let after = since.map_or(Some(0), |since| Some(since.map_or(u64::MAX, |p| p.offset)));
+            if ctx.fetch(conn, topic, after, tag) {
+                let query = Query {
+                    conn,
+                    topic: Arc::from(topic),
+                    id,
+                    limit,
+                    since,
+                    started: now,
+                };
+                self.queries.insert(tag, query);
+            } else {
+                self.error(
+                    ctx,
+                    conn,
+                    id,
+                    HISTORY_UNREACHABLE,
+                    Some("history"),
+                    Some(topic),
+                );
+            }
+            return;
+        }
+        let (position, entries, recovered) = match since {
             None => match history.last(topic, limit, now) {
                 Some((position, entries)) => (Some(position), entries, None),
                 None => (None, Vec::new(), None),
             },
-            Some(since) => {
+            Some(from) => {
                 let current = history.position(topic);
-                let from = Epoch::parse(&since.epoch).map(|epoch| Position {
-                    offset: since.offset,
-                    epoch,
-                });
                 match (current, from) {
                     (Some(current), Some(from)) => {
                         match history.recover(topic, from, current.offset, now) {
@@ -751,6 +802,62 @@ impl PubSub {
                 }
             }
         };
+        self.history_reply(ctx, conn, id, topic, position, recovered, &entries);
+    }
+
+    /// A history query across nodes answered by Redis.
+    fn answer_query(&mut self, ctx: &mut Ctx<'_>, query: Query, result: Result<FetchedPage, ()>) {
+        let Query {
+            conn,
+            topic,
+            id,
+            limit,
+            since,
+            ..
+        } = query;
+        let Ok(page) = result else {
+            let error = HISTORY_UNREACHABLE;
+            return self.error(ctx, conn, id, error, Some("history"), Some(&topic));
+        };
+        let mut entries = page.entries;
+        let recovered = match (since, page.position) {
+            (None, _) => {
+                let skip = entries.len().saturating_sub(limit);
+                entries.drain(..skip);
+                None
+            }
+            (Some(Some(since)), Some(current)) => {
+                let whole = since.epoch == current.epoch
+                    && since.offset <= current.offset
+                    && entries
+                        .iter()
+                        .map(|(offset, _)| *offset)
+                        .eq(since.offset + 1..=current.offset);
+                if !whole {
+                    entries.clear();
+                }
+                entries.truncate(limit);
+                Some(whole)
+            }
+            (Some(_), _) => {
+                entries.clear();
+                Some(false)
+            }
+        };
+        self.history_reply(ctx, conn, id, &topic, page.position, recovered, &entries);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn history_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        id: Option<u64>,
+        topic: &str,
+        position: Option<Position>,
+        recovered: Option<bool>,
+        entries: &[(u64, SharedMessage)],
+    ) {
         wire::ok_start(&mut self.reply, id, "history", topic);
         wire::position_fields(&mut self.reply, position);
         if let Some(recovered) = recovered {
@@ -1022,6 +1129,9 @@ impl Handler for PubSub {
             }
         }
         self.holds.remove(&conn);
+        if !self.queries.is_empty() {
+            self.queries.retain(|_, query| query.conn != conn);
+        }
         self.watchers.remove_subscriber(conn);
         for topic in self.topics.remove_subscriber(sub) {
             self.last_left(ctx, &topic);
@@ -1034,6 +1144,20 @@ impl Handler for PubSub {
     fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(history) = ctx.history() {
             history.sweep(Instant::now());
+        }
+        if !self.queries.is_empty() {
+            let now = Instant::now();
+            let late: Vec<u64> = self
+                .queries
+                .iter()
+                .filter(|(_, q)| now.duration_since(q.started) > HOLD_TIMEOUT)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in late {
+                if let Some(query) = self.queries.remove(&tag) {
+                    self.answer_query(ctx, query, Err(()));
+                }
+            }
         }
         if !self.holds.is_empty() {
             let now = Instant::now();
@@ -1077,6 +1201,12 @@ impl Handler for PubSub {
     }
 
     fn on_fetched(&mut self, ctx: &mut Ctx<'_>, fetched: Fetched) {
+        if fetched.tag != HOLD_TAG {
+            if let Some(query) = self.queries.remove(&fetched.tag) {
+                self.answer_query(ctx, query, fetched.result);
+            }
+            return;
+        }
         let waiting = self.holds.get(&fetched.conn).is_some_and(|holds| {
             holds
                 .iter()

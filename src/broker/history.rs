@@ -119,6 +119,8 @@ pub(crate) struct FetchRequest {
     pub(crate) conn: ConnId,
     pub(crate) topic: Arc<str>,
     pub(crate) after: Option<u64>,
+    /// The asker's own tag, echoed in the answer.
+    pub(crate) tag: u64,
     /// Answer it as failed without asking (its link went down before its channel was confirmed).
     pub(crate) fail: bool,
 }
@@ -187,6 +189,7 @@ pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
             let fetched = Fetched {
                 conn: request.conn,
                 topic: request.topic,
+                tag: request.tag,
                 result,
             };
             match link

@@ -422,12 +422,16 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    /// Takes the fetches the workers asked for: passed on at once when their channel is confirmed, else
-    /// kept until it is.
+    /// Takes the fetches the workers asked for: passed on at once when their channel is confirmed or not
+    /// wanted, else kept until it is confirmed.
     fn take_fetches(&mut self) {
+        // A worker tells its interest in a topic before it asks for the topic's fetch: taken first, so
+        // that a fetch seen here has its interest counted.
+        self.take_interests();
         while let Ok(request) = self.fetches.asked.try_recv() {
             let channel = envelope::channel(Some(&request.topic));
-            if self.confirmed.contains(&channel) {
+            // A topic the node does not subscribe to (a history query) has no subscription to wait for.
+            if self.confirmed.contains(&channel) || !self.wanted.contains_key(&channel) {
                 self.pass_fetch(request);
             } else {
                 self.pending_fetches.push(request);

@@ -193,10 +193,10 @@ impl Ctx<'_> {
 
     /// Asks the node's broker (`--broker` with history) for `topic`'s position in Redis and its
     /// publications after `after` (`None`: the position only), for `conn`: the answer comes to
-    /// [`Handler::on_fetched`]. Returns `false` when it was not asked (no broker with history, or its
-    /// queue is full): then no answer comes.
-    pub fn fetch(&mut self, conn: ConnId, topic: &str, after: Option<u64>) -> bool {
-        self.core.fetch(conn, topic, after)
+    /// [`Handler::on_fetched`] with `tag`. Returns `false` when it was not asked (no broker with history,
+    /// or its queue is full): then no answer comes.
+    pub fn fetch(&mut self, conn: ConnId, topic: &str, after: Option<u64>, tag: u64) -> bool {
+        self.core.fetch(conn, topic, after, tag)
     }
 
     /// Whether publications get their offsets across nodes (`--broker` with history): the node's history

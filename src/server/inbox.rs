@@ -46,6 +46,8 @@ pub struct Fetched {
     /// The connection it was asked for.
     pub conn: ConnId,
     pub topic: Arc<str>,
+    /// The tag given to `Ctx::fetch`.
+    pub tag: u64,
     /// `Err`: Redis could not be asked or answered with something else.
     pub result: Result<FetchedPage, ()>,
 }

@@ -254,13 +254,14 @@ impl Core {
     /// Asks the broker for `topic`'s position and its publications after `after` (`None`: the position
     /// only), for `conn`; the answer comes to the handler's `on_fetched`. `false`: no broker with history,
     /// or its queue is full: no answer will come.
-    pub(crate) fn fetch(&self, conn: ConnId, topic: &str, after: Option<u64>) -> bool {
+    pub(crate) fn fetch(&self, conn: ConnId, topic: &str, after: Option<u64>, tag: u64) -> bool {
         match (&self.shared.broker, &self.shared.history) {
             (Some(broker), Some(_)) => broker.fetch(crate::broker::history::FetchRequest {
                 worker: self.index,
                 conn,
                 topic: Arc::from(topic),
                 after,
+                tag,
                 fail: false,
             }),
             _ => false,
