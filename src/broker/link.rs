@@ -2,17 +2,19 @@
 //! blocking `std::net::TcpStream` with its own read buffer and the `redis-protocol` RESP codec.
 //!
 //! Owns reconnecting (backoff with jitter, one log line per state change), the batched
-//! SUBSCRIBE/UNSUBSCRIBE of the node's channels on this Redis, the pipelined PUBLISH of what the workers
-//! queued, and the handoff of received messages to the workers (one `SharedMessage` per message, an inbox
-//! entry and at most one doorbell per worker per read). Must never block a worker, never panic on what
-//! Redis sends (a reply it cannot decode resets the link), and never hold unbounded memory: the publish
-//! queue is bounded, and interest changes are the transitions of the workers' topic tables.
+//! SUBSCRIBE/UNSUBSCRIBE of the node's channels on this Redis, the PUBLISH of what the workers queued
+//! (pipelined: batches are written while earlier ones wait for their replies, a bounded number in
+//! flight), and the handoff of received messages to the workers (one `SharedMessage` per message, an
+//! inbox entry and at most one doorbell per worker per read). Must never block a worker, never panic on
+//! what Redis sends (a reply it cannot decode resets the link), and never hold unbounded memory: the
+//! publish queue is bounded, so are the commands in flight, and interest changes are the transitions of
+//! the workers' topic tables.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +38,10 @@ use crate::server::{Shared, SharedMessage};
 const POLL: Duration = Duration::from_millis(10);
 /// The most PUBLISH commands written in one write.
 const PUBLISH_BATCH: usize = 1024;
+/// The most PUBLISH commands written and not yet answered: the publisher writes new batches while the
+/// replies to earlier ones are on their way, so the link never idles waiting for Redis. Their replies
+/// (about 4 bytes each) fit in the socket's receive buffer.
+const MAX_IN_FLIGHT: usize = 8 * PUBLISH_BATCH;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A reply Redis does not send within this is a broken link.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +110,8 @@ impl Conn {
         let stream = stream.ok_or(LinkError::Io(last))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        // A Redis that stops reading breaks the link instead of holding a write forever.
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         let mut conn = Conn {
             stream,
             buf: vec![0; READ_CHUNK],
@@ -781,9 +789,9 @@ impl Subscriber {
     }
 }
 
-/// The publishing connection's thread: PUBLISH what the workers queued, pipelined. While the link is down
-/// the queue is not read: it is the bounded buffer, and publishes that do not fit are dropped and counted
-/// by the worker that made them.
+/// The publishing connection's thread: PUBLISH what the workers queued, pipelined across batches. While
+/// the link is down the queue is not read: it is the bounded buffer, and publishes that do not fit are
+/// dropped and counted by the worker that made them.
 pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
     let mut log = LinkLog {
         role: "publisher",
@@ -794,6 +802,12 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
     let mut sequences = Sequences::default();
     let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     let status = &link.status.links[link.index].publisher_up;
+    let publishing = Publishing {
+        node: link.node,
+        index: link.index,
+        status: &link.status,
+        shutdown: &link.shared.shutdown,
+    };
     loop {
         let error = match Conn::open(&link.url, true) {
             Ok(mut conn) => {
@@ -809,13 +823,13 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
                     };
                     status.store(true, Ordering::Release);
                     log.up();
-                    publish_until_broken(
-                        &link,
+                    let history = script.map(|sha| HistoryScript::new(&link, sha));
+                    publishing.until_broken(
                         &mut conn,
                         &publishes,
                         &mut sequences,
                         &mut batch,
-                        script.as_deref(),
+                        history.as_ref(),
                     )
                 });
                 match proved {
@@ -843,39 +857,99 @@ fn ping(conn: &mut Conn) -> Result<(), LinkError> {
     conn.expect_ok("PING")
 }
 
-fn publish_until_broken(
-    link: &LinkContext,
-    conn: &mut Conn,
-    publishes: &Receiver<Outgoing>,
-    sequences: &mut Sequences,
-    batch: &mut Vec<Outgoing>,
-    history_script: Option<&str>,
-) -> Result<(), LinkError> {
-    let mut channel = Vec::with_capacity(128);
-    let mut body = Vec::with_capacity(4096);
-    // The publish script's fixed arguments (`broker::history::PUBLISH_SCRIPT`).
-    let (size, ttl) = link
-        .shared
-        .config
-        .history
-        .map_or((String::new(), String::new()), |h| {
-            (h.size.to_string(), h.ttl.as_millis().max(1).to_string())
-        });
-    loop {
-        if link.stopping() {
-            return Err(LinkError::Stopped);
+/// The publish script of a connection (with history, `broker::history::PUBLISH_SCRIPT`): its SHA1 on this
+/// Redis, and its fixed arguments.
+struct HistoryScript {
+    sha: String,
+    size: String,
+    ttl: String,
+}
+
+impl HistoryScript {
+    fn new(link: &LinkContext, sha: String) -> HistoryScript {
+        let (size, ttl) = link
+            .shared
+            .config
+            .history
+            .map_or((0, 1), |h| (h.size, h.ttl.as_millis().max(1)));
+        HistoryScript {
+            sha,
+            size: size.to_string(),
+            ttl: ttl.to_string(),
         }
-        match publishes.recv_timeout(Duration::from_millis(50)) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        while batch.len() < PUBLISH_BATCH {
-            match publishes.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    }
+}
+
+/// What the publishing loop needs of its link (no server: a test drives it with a peer of its own).
+struct Publishing<'a> {
+    node: u64,
+    index: usize,
+    status: &'a BrokerStatus,
+    shutdown: &'a AtomicBool,
+}
+
+impl Publishing<'_> {
+    /// PUBLISH what is queued until the connection breaks, pipelined: batches of up to [`PUBLISH_BATCH`]
+    /// are written while earlier ones still wait for their replies, up to [`MAX_IN_FLIGHT`] commands
+    /// unanswered. Replies are read only when that many are out or the queue is drained (one read takes
+    /// every reply that arrived), and matched in order: each must be PUBLISH's integer, and a reply to no
+    /// command, an error or another shape breaks the link. Commands in flight when it breaks are lost
+    /// (their sequence numbers show as gaps on the receivers, as for the publishes dropped while it is
+    /// down).
+    fn until_broken(
+        &self,
+        conn: &mut Conn,
+        publishes: &Receiver<Outgoing>,
+        sequences: &mut Sequences,
+        batch: &mut Vec<Outgoing>,
+        history: Option<&HistoryScript>,
+    ) -> Result<(), LinkError> {
+        let mut channel = Vec::with_capacity(128);
+        let mut body = Vec::with_capacity(4096);
+        let mut in_flight = 0;
+        loop {
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(LinkError::Stopped);
+            }
+            if in_flight == 0 {
+                // Nothing to read: wait for the workers.
+                match publishes.recv_timeout(Duration::from_millis(50)) {
+                    Ok(first) => batch.push(first),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+            }
+            let room = PUBLISH_BATCH.min(MAX_IN_FLIGHT - in_flight);
+            while batch.len() < room {
+                match publishes.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let drained = batch.len() < room;
+            if !batch.is_empty() {
+                in_flight += batch.len();
+                self.write_batch(conn, sequences, batch, (&mut channel, &mut body), history)?;
+            }
+            // Replies are waited for when the queue is drained (nothing else to do) or when a full batch
+            // would not fit; meanwhile they collect in the socket, read many at a time.
+            if in_flight > 0 && (drained || in_flight + PUBLISH_BATCH > MAX_IN_FLIGHT) {
+                self.take_replies(conn, &mut in_flight)?;
             }
         }
+    }
+
+    /// Encodes every publish of `batch` as a PUBLISH (channel, envelope) into the connection's output and
+    /// writes it in one write.
+    fn write_batch(
+        &self,
+        conn: &mut Conn,
+        sequences: &mut Sequences,
+        batch: &mut Vec<Outgoing>,
+        (channel, body): (&mut Vec<u8>, &mut Vec<u8>),
+        history: Option<&HistoryScript>,
+    ) -> Result<(), LinkError> {
+        let mut bytes = 0;
         for outgoing in batch.iter() {
             channel.clear();
             match &outgoing.topic {
@@ -886,17 +960,12 @@ fn publish_until_broken(
                 None => channel.extend_from_slice(envelope::BROADCAST_CHANNEL.as_bytes()),
             }
             let sequence = sequences.next(&outgoing.topic);
-            body.clear();
             let message = &outgoing.message;
-            envelope::encode(
-                &mut body,
-                message.kind(),
-                link.node,
-                sequence,
-                message.payload(),
-            );
-            match (&outgoing.topic, history_script) {
-                (Some(topic), Some(sha)) if outgoing.history => {
+            bytes += message.payload().len();
+            body.clear();
+            envelope::encode(body, message.kind(), self.node, sequence, message.payload());
+            match (&outgoing.topic, history) {
+                (Some(topic), Some(script)) if outgoing.history => {
                     let (meta, stream) = (
                         super::history::meta_key(topic),
                         super::history::stream_key(topic),
@@ -904,50 +973,72 @@ fn publish_until_broken(
                     let epoch = format!("{:08x}", random() as u32);
                     conn.command_frames(&[
                         BorrowedFrame::BulkString(b"EVALSHA"),
-                        BorrowedFrame::BulkString(sha.as_bytes()),
+                        BorrowedFrame::BulkString(script.sha.as_bytes()),
                         BorrowedFrame::BulkString(b"2"),
                         BorrowedFrame::BulkString(meta.as_bytes()),
                         BorrowedFrame::BulkString(stream.as_bytes()),
-                        BorrowedFrame::BulkString(&channel),
-                        BorrowedFrame::BulkString(&body),
-                        BorrowedFrame::BulkString(size.as_bytes()),
-                        BorrowedFrame::BulkString(ttl.as_bytes()),
+                        BorrowedFrame::BulkString(channel),
+                        BorrowedFrame::BulkString(body),
+                        BorrowedFrame::BulkString(script.size.as_bytes()),
+                        BorrowedFrame::BulkString(script.ttl.as_bytes()),
                         BorrowedFrame::BulkString(epoch.as_bytes()),
                     ]);
                 }
                 _ => conn.command_frames(&[
                     BorrowedFrame::BulkString(b"PUBLISH"),
-                    BorrowedFrame::BulkString(&channel),
-                    BorrowedFrame::BulkString(&body),
+                    BorrowedFrame::BulkString(channel),
+                    BorrowedFrame::BulkString(body),
                 ]),
             }
         }
-        let count = batch.len();
-        let bytes: usize = batch.iter().map(|o| o.message.payload().len()).sum();
-        link.status.links[link.index]
+        self.status.links[self.index]
             .queued_bytes
             .fetch_sub(bytes, Ordering::Relaxed);
         batch.clear();
         conn.flush()?;
-        for _ in 0..count {
-            match conn.reply()? {
-                (RangeFrame::Integer(_), _) => {
-                    link.status.published.fetch_add(1, Ordering::Relaxed);
-                }
-                (RangeFrame::Error(range), start) => {
-                    return Err(LinkError::Refused(format!(
+        Ok(())
+    }
+
+    /// Waits for the next read of replies (a reply timeout is an error) and takes every complete reply it
+    /// holds, in order.
+    fn take_replies(&self, conn: &mut Conn, in_flight: &mut usize) -> Result<(), LinkError> {
+        if !conn.fill()? {
+            return Err(LinkError::Io(io::ErrorKind::TimedOut.into()));
+        }
+        let mut answered = 0;
+        let result = loop {
+            let (frame, start) = match conn.buffered_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            if answered == *in_flight {
+                break Err(LinkError::Garbage(format!(
+                    "{} answering no command",
+                    shape(&frame)
+                )));
+            }
+            match frame {
+                RangeFrame::Integer(_) => answered += 1,
+                RangeFrame::Error(range) => {
+                    break Err(LinkError::Refused(format!(
                         "PUBLISH: {}",
                         String::from_utf8_lossy(conn.bytes(start, &range))
                     )));
                 }
-                (other, _) => {
-                    return Err(LinkError::Garbage(format!(
+                other => {
+                    break Err(LinkError::Garbage(format!(
                         "PUBLISH answered with {}",
                         shape(&other)
                     )));
                 }
             }
-        }
+        };
+        *in_flight -= answered;
+        self.status
+            .published
+            .fetch_add(answered as u64, Ordering::Relaxed);
+        result
     }
 }
 
@@ -955,6 +1046,7 @@ fn publish_until_broken(
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::sync::mpsc::SyncSender;
 
     /// A peer that writes `replies` in pieces of `piece` bytes, pausing between them.
     fn peer(replies: Vec<u8>, piece: usize) -> (RedisUrl, std::thread::JoinHandle<()>) {
@@ -1007,5 +1099,178 @@ mod tests {
         assert_eq!(conn.pos, conn.end, "everything decoded");
         drop(conn);
         thread.join().unwrap();
+    }
+
+    /// A PUBLISH as a peer received it: channel, sequence and payload.
+    type Received = (Vec<u8>, u64, Vec<u8>);
+
+    /// A Redis stand-in for the publisher: reads PUBLISH commands and answers them with what `answer`
+    /// returns for the commands received so far (how many, and the bytes), until it has `total` or its
+    /// reads time out. Returns each command's channel, sequence and payload, in the order received.
+    fn publish_peer(
+        total: usize,
+        mut answer: impl FnMut(usize, usize) -> Vec<u8> + Send + 'static,
+    ) -> (RedisUrl, std::thread::JoinHandle<Vec<Received>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let (mut buf, mut pos, mut got) = (Vec::new(), 0, Vec::new());
+            let mut chunk = vec![0u8; 64 << 10];
+            while got.len() < total {
+                let Ok(n @ 1..) = stream.read(&mut chunk) else {
+                    break;
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                let before = got.len();
+                while let Ok(Some((RangeFrame::Array(parts), used))) = decode_range(&buf[pos..]) {
+                    let bulk = |i: usize| match &parts[i] {
+                        RangeFrame::BulkString((a, b)) => buf[pos + a..pos + b].to_vec(),
+                        _ => panic!("not a bulk string"),
+                    };
+                    assert_eq!(bulk(0), b"PUBLISH");
+                    let body = bulk(2);
+                    let envelope = envelope::decode(&body).unwrap();
+                    got.push((bulk(1), envelope.sequence, envelope.payload.to_vec()));
+                    pos += used;
+                }
+                let reply = answer(before, got.len());
+                if stream.write_all(&reply).is_err() {
+                    break; // The publisher gave up on the link.
+                }
+            }
+            // Hold the connection until the publisher is done.
+            let _ = stream.read(&mut chunk);
+            got
+        });
+        let url = RedisUrl {
+            addr: addr.to_string(),
+            auth: None,
+            db: 0,
+        };
+        (url, thread)
+    }
+
+    /// Queues `count` publishes on topic `t` (payload: the index), as `Broker::publish` does; the sending
+    /// end is returned too (the workers' side stays open, as in a running server).
+    fn queued(status: &BrokerStatus, count: usize) -> (SyncSender<Outgoing>, Receiver<Outgoing>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(count);
+        let topic: Arc<str> = Arc::from("t");
+        for i in 0..count as u64 {
+            let message = SharedMessage::encode(MessageKind::Binary, &i.to_be_bytes());
+            status.links[0].queued_bytes.fetch_add(8, Ordering::Relaxed);
+            tx.send(Outgoing {
+                topic: Some(Arc::clone(&topic)),
+                message,
+                history: false,
+            })
+            .unwrap();
+        }
+        (tx, rx)
+    }
+
+    /// Runs the publishing loop against `url` with `publishes`; stops it once `done` holds of the status
+    /// (or after 10 s) and returns how it ended.
+    fn publish_to(
+        url: &RedisUrl,
+        status: &BrokerStatus,
+        publishes: Receiver<Outgoing>,
+        done: impl Fn(&BrokerStatus) -> bool,
+    ) -> Result<(), LinkError> {
+        let shutdown = AtomicBool::new(false);
+        let publishing = Publishing {
+            node: 7,
+            index: 0,
+            status,
+            shutdown: &shutdown,
+        };
+        let mut conn = Conn::open(url, false).unwrap();
+        std::thread::scope(|scope| {
+            let (publishing, conn) = (&publishing, &mut conn);
+            let run = scope.spawn(move || {
+                let mut batch = Vec::new();
+                publishing.until_broken(
+                    conn,
+                    &publishes,
+                    &mut Sequences::default(),
+                    &mut batch,
+                    None,
+                )
+            });
+            let until = Instant::now() + Duration::from_secs(10);
+            while !run.is_finished() && !done(status) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            shutdown.store(true, Ordering::Release);
+            run.join().unwrap()
+        })
+    }
+
+    #[test]
+    fn publishes_are_pipelined_across_batches_and_keep_their_order() {
+        // The peer answers nothing until more than two batches are unanswered: a publisher that waited for
+        // each batch's replies before writing the next would never get there (and time out).
+        let total = 4 * PUBLISH_BATCH + 100;
+        let hold = 2 * PUBLISH_BATCH + 1;
+        let mut answered = 0;
+        let (url, peer) = publish_peer(total, move |_, got| {
+            if got < hold {
+                return Vec::new();
+            }
+            let reply = b":1\r\n".repeat(got - answered);
+            answered = got;
+            reply
+        });
+        let status = BrokerStatus::new(std::slice::from_ref(&url));
+        let (_workers, publishes) = queued(&status, total);
+        let ended = publish_to(&url, &status, publishes, |s| {
+            s.published.load(Ordering::Relaxed) == total as u64
+        });
+        let got = peer.join().unwrap();
+        assert_eq!(got.len(), total, "every publish reached the peer");
+        for (i, (channel, sequence, payload)) in got.iter().enumerate() {
+            assert_eq!(channel, b"ringws:t");
+            assert_eq!(*sequence, i as u64 + 1, "sequence of publish {i}");
+            assert_eq!(payload.as_slice(), (i as u64).to_be_bytes(), "order at {i}");
+        }
+        assert!(matches!(ended, Err(LinkError::Stopped)), "{ended:?}");
+        assert_eq!(status.published.load(Ordering::Relaxed), total as u64);
+        assert_eq!(status.links[0].queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_shape_breaks_the_link_after_the_good_ones() {
+        let (url, peer) = publish_peer(20, |from, to| {
+            (from..to)
+                .map(|i| if i == 9 { "+OK\r\n" } else { ":1\r\n" })
+                .collect::<String>()
+                .into_bytes()
+        });
+        let status = BrokerStatus::new(std::slice::from_ref(&url));
+        let (_workers, publishes) = queued(&status, 20);
+        let ended = publish_to(&url, &status, publishes, |_| false);
+        assert!(
+            matches!(&ended, Err(LinkError::Garbage(what)) if what == "PUBLISH answered with a simple string"),
+            "{ended:?}"
+        );
+        assert_eq!(status.published.load(Ordering::Relaxed), 9);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_reply_to_no_command_breaks_the_link() {
+        // One reply more than the commands written: the replies no longer match the commands.
+        let (url, peer) = publish_peer(20, |from, to| b":1\r\n".repeat(to - from + 1));
+        let status = BrokerStatus::new(std::slice::from_ref(&url));
+        let (_workers, publishes) = queued(&status, 20);
+        let ended = publish_to(&url, &status, publishes, |_| false);
+        assert!(
+            matches!(&ended, Err(LinkError::Garbage(what)) if what == "an integer answering no command"),
+            "{ended:?}"
+        );
+        peer.join().unwrap();
     }
 }
