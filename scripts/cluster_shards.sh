@@ -18,13 +18,21 @@
 # about twice as much) or by something else (the publishing node, the load generator, the cores shared by
 # every process here); the per-message CPU of each Redis is what capacity planning needs either way.
 #
+# Node A's CPU is also split by thread (the worker, the broker publisher threads, the subscriber threads:
+# ns per cross-node message each), which says whether its publishing or its worker binds. ROUNDS > 1
+# repeats one shard then two, alternating, and ends with the median of each and their ratio. PERF=DIR
+# records `perf record -g` of node A over each publishing window into DIR/a-SHARDS-ROUND.data (it costs CPU:
+# not for the rate figures).
+#
 # Bounded: every process it starts is stopped by PID on exit (trap). Usage: scripts/cluster_shards.sh
-# (env: SUBS=10 SIZE=64 RATE=400000 PUBLISHERS=4 DUR=4, RINGWS=path, LOADGEN=path; default: release builds)
+# (env: SUBS=10 SIZE=64 RATE=400000 PUBLISHERS=4 DUR=4 ROUNDS=1 PERF=, RINGWS=path, LOADGEN=path; default:
+# release builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 RINGWS=${RINGWS:-target/release/ringws}; LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 SUBS=${SUBS:-10}; SIZE=${SIZE:-64}; RATE=${RATE:-400000}; PUBLISHERS=${PUBLISHERS:-4}; DUR=${DUR:-4}
+ROUNDS=${ROUNDS:-1}; PERF=${PERF:-}
 require_executable "cargo build --release -p ringws -p ringws-loadgen" "$RINGWS" "$LOADGEN"
 command -v redis-server >/dev/null || { echo "cluster_shards.sh: redis-server is not on PATH (apt-get install redis-server)" >&2; exit 2; }
 
@@ -36,7 +44,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# thread_ticks PID: "WORKER PUB SUB" CPU ticks of PID's threads by role (the broker's threads summed).
+thread_ticks() {
+    local w=0 p=0 s=0 t name ticks
+    for t in /proc/"$1"/task/*; do
+        name=$(cat "$t/comm" 2>/dev/null) || continue
+        ticks=$(sed 's/^.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
+        case $name in
+            ringws-worker*) w=$((w + ticks)) ;;
+            ringws-broker-p*) p=$((p + ticks)) ;;
+            ringws-broker-s*) s=$((s + ticks)) ;;
+        esac
+    done
+    echo "$w $p $s"
+}
+
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$ROUNDS"); do
 for shards in 1 2; do
     REDIS_PORTS=(); REDIS_PIDS=(); BROKERS=()
     for i in $(seq "$shards"); do
@@ -92,6 +116,7 @@ for shards in 1 2; do
     r0=$(metric_sum "$B_PORT" ringws_broker_received_total); d0=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr0=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l0=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h0=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
+    at0=$(thread_ticks "$A_PID")
     a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$B_PID"); rc0=(); for p in "${REDIS_PIDS[@]}"; do rc0+=("$(cpu_ticks "$p")"); done
     t0=$(date +%s.%N)
     pubs=()
@@ -100,17 +125,26 @@ for shards in 1 2; do
             -s "$SIZE" --rate "$RATE" -d "$DUR" -t 1 -q >/dev/null 2>&1 &
         pubs+=($!); PIDS+=($!)
     done
+    perf_pid=""
+    if [ -n "$PERF" ]; then
+        mkdir -p "$PERF"
+        perf record -g -q -o "$PERF/a-$shards-$round.data" -p "$A_PID" >/dev/null 2>&1 &
+        perf_pid=$!; PIDS+=("$perf_pid")
+    fi
     for p in "${pubs[@]}"; do wait "$p" || true; done
+    [ -z "$perf_pid" ] || { kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; }
     sleep 0.5 # what is still crossing Redis
     t1=$(date +%s.%N)
     r1=$(metric_sum "$B_PORT" ringws_broker_received_total); d1=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr1=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l1=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h1=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
+    at1=$(thread_ticks "$A_PID")
     a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$B_PID"); rc1=(); for p in "${REDIS_PIDS[@]}"; do rc1+=("$(cpu_ticks "$p")"); done
     python3 - "$shards" "$t0" "$t1" "$r0" "$r1" "$d0" "$d1" "$dr0" "$dr1" "$l0" "$l1" "$a0" "$a1" "$b0" "$b1" \
-        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" <<'EOF'
+        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" "$at0" "$at1" "$TMP/results" <<'EOF'
 import sys
-(shards, t0, t1, r0, r1, d0, d1, dr0, dr1, l0, l1, a0, a1, b0, b1, tck, rc0, rc1, topics, h0, h1) = sys.argv[1:]
+(shards, t0, t1, r0, r1, d0, d1, dr0, dr1, l0, l1, a0, a1, b0, b1, tck, rc0, rc1, topics, h0, h1, at0, at1,
+ results) = sys.argv[1:]
 secs = float(t1) - float(t0); tck = float(tck)
 received = float(r1) - float(r0); deliveries = float(d1) - float(d0)
 per = lambda ticks, n: f"{ticks / tck * 1e9 / n:,.0f}" if n else "n/a"
@@ -123,6 +157,25 @@ print(f"shards={shards} topics={topics.replace(' ', ',')}: cross-node messages {
       + ", ".join(f"redis{i + 1} {per(r, share)} ({r / tck / secs * 100:.0f}% of a core)" for i, r in enumerate(redis))
       + f"; dropped at A (queue to Redis full) {float(dr1) - float(dr0):.0f}, lost at B {float(l1) - float(l0):.0f}, "
       f"dropped at B's inbox {float(h1) - float(h0):.0f}")
+threads = [float(b) - float(a) for a, b in zip(at0.split(), at1.split())]
+print("    node A by thread, ns/message (share of a core): " + ", ".join(
+    f"{role} {per(t, received)} ({t / tck / secs * 100:.0f}%)"
+    for role, t in zip(("worker", "broker publishers", "broker subscribers"), threads)))
+with open(results, "a") as f:
+    f.write(f"{shards} {received / secs} {(float(a1) - float(a0)) / tck * 1e9 / max(received, 1)}\n")
 EOF
     stop_pid "${PIDS[@]}"; PIDS=()
 done
+done
+python3 - "$TMP/results" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+med = {}
+for shards in ("1", "2"):
+    rates = [float(r[1]) for r in rows if r[0] == shards]
+    ns = [float(r[2]) for r in rows if r[0] == shards]
+    med[shards] = statistics.median(rates)
+    print(f"median of {len(rates)}, shards={shards}: {med[shards]:,.0f} cross-node messages/s "
+          f"(each: {', '.join(f'{r:,.0f}' for r in rates)}), node A {statistics.median(ns):,.0f} ns/message")
+print(f"two shards / one: {med['2'] / med['1']:.2f}x")
+EOF
