@@ -152,6 +152,30 @@ impl Conn {
         self.out.truncate(start + written);
     }
 
+    /// Appends `PUBLISH channel envelope` to the output, the envelope (`envelope::encode`) written in
+    /// place: the payload is copied once, straight into the output. Written here rather than through the
+    /// codec's encoder, which takes each argument as one slice (the envelope would be assembled apart and
+    /// copied again) and sizes lengths with a floating-point `log10`: on the publisher's path, per message.
+    /// `channel` is the concatenation of its parts.
+    fn publish(
+        &mut self,
+        channel: [&[u8]; 2],
+        kind: MessageKind,
+        node: u64,
+        sequence: u64,
+        payload: &[u8],
+    ) {
+        let out = &mut self.out;
+        out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
+        bulk_header(out, channel[0].len() + channel[1].len());
+        out.extend_from_slice(channel[0]);
+        out.extend_from_slice(channel[1]);
+        out.extend_from_slice(b"\r\n");
+        bulk_header(out, envelope::HEADER_LEN + payload.len());
+        envelope::encode(out, kind, node, sequence, payload);
+        out.extend_from_slice(b"\r\n");
+    }
+
     pub(super) fn flush(&mut self) -> io::Result<()> {
         let result = self.stream.write_all(&self.out);
         self.out.clear();
@@ -243,6 +267,24 @@ impl Conn {
             (other, _) => Err(LinkError::Garbage(format!("{what}: {}", shape(&other)))),
         }
     }
+}
+
+/// A RESP bulk string's header, `$LEN\r\n`.
+fn bulk_header(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = len;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push(b'$');
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A reply's RESP type, for error messages.
@@ -904,8 +946,6 @@ impl Publishing<'_> {
         batch: &mut Vec<Outgoing>,
         history: Option<&HistoryScript>,
     ) -> Result<(), LinkError> {
-        let mut channel = Vec::with_capacity(128);
-        let mut body = Vec::with_capacity(4096);
         let mut in_flight = 0;
         loop {
             if self.shutdown.load(Ordering::Acquire) {
@@ -929,7 +969,7 @@ impl Publishing<'_> {
             let drained = batch.len() < room;
             if !batch.is_empty() {
                 in_flight += batch.len();
-                self.write_batch(conn, sequences, batch, (&mut channel, &mut body), history)?;
+                self.write_batch(conn, sequences, batch, history)?;
             }
             // Replies are waited for when the queue is drained (nothing else to do) or when a full batch
             // would not fit; meanwhile they collect in the socket, read many at a time.
@@ -946,29 +986,33 @@ impl Publishing<'_> {
         conn: &mut Conn,
         sequences: &mut Sequences,
         batch: &mut Vec<Outgoing>,
-        (channel, body): (&mut Vec<u8>, &mut Vec<u8>),
         history: Option<&HistoryScript>,
     ) -> Result<(), LinkError> {
         let mut bytes = 0;
         for outgoing in batch.iter() {
-            channel.clear();
-            match &outgoing.topic {
-                Some(topic) => {
-                    channel.extend_from_slice(envelope::CHANNEL_PREFIX.as_bytes());
-                    channel.extend_from_slice(topic.as_bytes());
-                }
-                None => channel.extend_from_slice(envelope::BROADCAST_CHANNEL.as_bytes()),
-            }
+            let channel: [&[u8]; 2] = match &outgoing.topic {
+                Some(topic) => [envelope::CHANNEL_PREFIX.as_bytes(), topic.as_bytes()],
+                None => [envelope::BROADCAST_CHANNEL.as_bytes(), b""],
+            };
             let sequence = sequences.next(&outgoing.topic);
             let message = &outgoing.message;
             bytes += message.payload().len();
-            body.clear();
-            envelope::encode(body, message.kind(), self.node, sequence, message.payload());
             match (&outgoing.topic, history) {
                 (Some(topic), Some(script)) if outgoing.history => {
+                    // Through the script that gives the offset (`broker::history::PUBLISH_SCRIPT`).
                     let (meta, stream) = (
                         super::history::meta_key(topic),
                         super::history::stream_key(topic),
+                    );
+                    let channel = [channel[0], channel[1]].concat();
+                    let mut body =
+                        Vec::with_capacity(envelope::HEADER_LEN + message.payload().len());
+                    envelope::encode(
+                        &mut body,
+                        message.kind(),
+                        self.node,
+                        sequence,
+                        message.payload(),
                     );
                     let epoch = format!("{:08x}", random() as u32);
                     conn.command_frames(&[
@@ -977,18 +1021,20 @@ impl Publishing<'_> {
                         BorrowedFrame::BulkString(b"2"),
                         BorrowedFrame::BulkString(meta.as_bytes()),
                         BorrowedFrame::BulkString(stream.as_bytes()),
-                        BorrowedFrame::BulkString(channel),
-                        BorrowedFrame::BulkString(body),
+                        BorrowedFrame::BulkString(&channel),
+                        BorrowedFrame::BulkString(&body),
                         BorrowedFrame::BulkString(script.size.as_bytes()),
                         BorrowedFrame::BulkString(script.ttl.as_bytes()),
                         BorrowedFrame::BulkString(epoch.as_bytes()),
                     ]);
                 }
-                _ => conn.command_frames(&[
-                    BorrowedFrame::BulkString(b"PUBLISH"),
-                    BorrowedFrame::BulkString(channel),
-                    BorrowedFrame::BulkString(body),
-                ]),
+                _ => conn.publish(
+                    channel,
+                    message.kind(),
+                    self.node,
+                    sequence,
+                    message.payload(),
+                ),
             }
         }
         self.status.links[self.index]
@@ -1099,6 +1145,33 @@ mod tests {
         assert_eq!(conn.pos, conn.end, "everything decoded");
         drop(conn);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_publish_is_encoded_as_the_codec_encodes_it() {
+        let (url, peer) = peer(Vec::new(), 1);
+        let mut conn = Conn::open(&url, false).unwrap();
+        for payload_len in [0, 1, 9, 10, 99, 100, 12_345] {
+            let payload: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
+            for (channel, topic) in [
+                ("ringws:room-7", Some("room-7")),
+                ("ringws:#broadcast", None),
+            ] {
+                let parts: [&[u8]; 2] = match topic {
+                    Some(topic) => [envelope::CHANNEL_PREFIX.as_bytes(), topic.as_bytes()],
+                    None => [envelope::BROADCAST_CHANNEL.as_bytes(), b""],
+                };
+                conn.publish(parts, MessageKind::Binary, 7, 42, &payload);
+                let written = std::mem::take(&mut conn.out);
+                let mut body = Vec::new();
+                envelope::encode(&mut body, MessageKind::Binary, 7, 42, &payload);
+                conn.command(&[b"PUBLISH", channel.as_bytes(), &body]);
+                assert_eq!(written, conn.out, "{payload_len} bytes on {channel}");
+                conn.out.clear();
+            }
+        }
+        drop(conn);
+        peer.join().unwrap();
     }
 
     /// A PUBLISH as a peer received it: channel, sequence and payload.
