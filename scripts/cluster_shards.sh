@@ -19,7 +19,8 @@
 # every process here); the per-message CPU of each Redis is what capacity planning needs either way.
 #
 # Node A's CPU is also split by thread (the worker, the broker publisher threads, the subscriber threads:
-# ns per cross-node message each), which says whether its publishing or its worker binds. ROUNDS > 1
+# ns per cross-node message each), which says whether its publishing or its worker binds, next to the
+# machine's idle share (none left: the box binds, not Redis). ROUNDS > 1
 # repeats one shard then two, alternating, and ends with the median of each and their ratio. PERF=DIR
 # records `perf record -g` of node A over each publishing window into DIR/a-SHARDS-ROUND.data (it costs CPU:
 # not for the rate figures).
@@ -43,6 +44,11 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# idle_ticks: the machine's idle CPU time so far, all cores (clock ticks, /proc/stat: idle + iowait).
+idle_ticks() {
+    awk '$1 == "cpu" {print $5 + $6}' /proc/stat
+}
 
 # thread_ticks PID: "WORKER PUB SUB" CPU ticks of PID's threads by role (the broker's threads summed).
 thread_ticks() {
@@ -116,7 +122,7 @@ for shards in 1 2; do
     r0=$(metric_sum "$B_PORT" ringws_broker_received_total); d0=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr0=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l0=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h0=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
-    at0=$(thread_ticks "$A_PID")
+    at0=$(thread_ticks "$A_PID"); idle0=$(idle_ticks)
     a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$B_PID"); rc0=(); for p in "${REDIS_PIDS[@]}"; do rc0+=("$(cpu_ticks "$p")"); done
     t0=$(date +%s.%N)
     pubs=()
@@ -138,13 +144,13 @@ for shards in 1 2; do
     r1=$(metric_sum "$B_PORT" ringws_broker_received_total); d1=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr1=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l1=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h1=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
-    at1=$(thread_ticks "$A_PID")
+    at1=$(thread_ticks "$A_PID"); idle1=$(idle_ticks)
     a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$B_PID"); rc1=(); for p in "${REDIS_PIDS[@]}"; do rc1+=("$(cpu_ticks "$p")"); done
     python3 - "$shards" "$t0" "$t1" "$r0" "$r1" "$d0" "$d1" "$dr0" "$dr1" "$l0" "$l1" "$a0" "$a1" "$b0" "$b1" \
-        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" "$at0" "$at1" "$TMP/results" <<'EOF'
+        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" "$at0" "$at1" "$TMP/results" "$idle0" "$idle1" "$(nproc)" <<'EOF'
 import sys
 (shards, t0, t1, r0, r1, d0, d1, dr0, dr1, l0, l1, a0, a1, b0, b1, tck, rc0, rc1, topics, h0, h1, at0, at1,
- results) = sys.argv[1:]
+ results, idle0, idle1, cores) = sys.argv[1:]
 secs = float(t1) - float(t0); tck = float(tck)
 received = float(r1) - float(r0); deliveries = float(d1) - float(d0)
 per = lambda ticks, n: f"{ticks / tck * 1e9 / n:,.0f}" if n else "n/a"
@@ -160,7 +166,8 @@ print(f"shards={shards} topics={topics.replace(' ', ',')}: cross-node messages {
 threads = [float(b) - float(a) for a, b in zip(at0.split(), at1.split())]
 print("    node A by thread, ns/message (share of a core): " + ", ".join(
     f"{role} {per(t, received)} ({t / tck / secs * 100:.0f}%)"
-    for role, t in zip(("worker", "broker publishers", "broker subscribers"), threads)))
+    for role, t in zip(("worker", "broker publishers", "broker subscribers"), threads))
+    + f"; the machine's {cores} cores idle {(float(idle1) - float(idle0)) / tck / secs / float(cores) * 100:.0f}%")
 with open(results, "a") as f:
     f.write(f"{shards} {received / secs} {(float(a1) - float(a0)) / tck * 1e9 / max(received, 1)}\n")
 EOF
