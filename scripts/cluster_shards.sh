@@ -12,7 +12,8 @@
 # node B received from Redis per second (`ringws_broker_received_total`), deliveries per second on B, each
 # Redis's CPU per message it carried, and both nodes' CPU per message; publishes node A dropped
 # (`ringws_broker_publishes_dropped_total`: its queue to Redis was full), messages B counted lost, and
-# messages its worker inbox had no room for (`ringws_handoff_drops_total`).
+# messages its worker inbox had no room for (`ringws_handoff_drops_total`), and the links each node reset
+# (`ringws_broker_resets_total`: Redis dropping node B over its output-buffer limit shows there).
 #
 # What it shows on a small box: whether the cross-node rate is bound by one Redis (then two shards carry
 # about twice as much) or by something else (the publishing node, the load generator, the cores shared by
@@ -122,6 +123,7 @@ for shards in 1 2; do
     r0=$(metric_sum "$B_PORT" ringws_broker_received_total); d0=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr0=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l0=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h0=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
+    rsa0=$(metric_sum "$A_PORT" ringws_broker_resets_total); rsb0=$(metric_sum "$B_PORT" ringws_broker_resets_total)
     at0=$(thread_ticks "$A_PID"); idle0=$(idle_ticks)
     a0=$(cpu_ticks "$A_PID"); b0=$(cpu_ticks "$B_PID"); rc0=(); for p in "${REDIS_PIDS[@]}"; do rc0+=("$(cpu_ticks "$p")"); done
     t0=$(date +%s.%N)
@@ -144,13 +146,15 @@ for shards in 1 2; do
     r1=$(metric_sum "$B_PORT" ringws_broker_received_total); d1=$(metric_sum "$B_PORT" ringws_deliveries_total)
     dr1=$(metric_sum "$A_PORT" ringws_broker_publishes_dropped_total); l1=$(metric_sum "$B_PORT" ringws_broker_messages_lost_total)
     h1=$(metric_sum "$B_PORT" ringws_handoff_drops_total)
+    rsa1=$(metric_sum "$A_PORT" ringws_broker_resets_total); rsb1=$(metric_sum "$B_PORT" ringws_broker_resets_total)
     at1=$(thread_ticks "$A_PID"); idle1=$(idle_ticks)
     a1=$(cpu_ticks "$A_PID"); b1=$(cpu_ticks "$B_PID"); rc1=(); for p in "${REDIS_PIDS[@]}"; do rc1+=("$(cpu_ticks "$p")"); done
     python3 - "$shards" "$t0" "$t1" "$r0" "$r1" "$d0" "$d1" "$dr0" "$dr1" "$l0" "$l1" "$a0" "$a1" "$b0" "$b1" \
-        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" "$at0" "$at1" "$TMP/results" "$idle0" "$idle1" "$(nproc)" <<'EOF'
+        "$(getconf CLK_TCK)" "${rc0[*]}" "${rc1[*]}" "${TOPICS[*]}" "$h0" "$h1" "$at0" "$at1" "$TMP/results" "$idle0" "$idle1" "$(nproc)" \
+        "$((rsa1 - rsa0))/$((rsb1 - rsb0))" <<'EOF'
 import sys
 (shards, t0, t1, r0, r1, d0, d1, dr0, dr1, l0, l1, a0, a1, b0, b1, tck, rc0, rc1, topics, h0, h1, at0, at1,
- results, idle0, idle1, cores) = sys.argv[1:]
+ results, idle0, idle1, cores, resets) = sys.argv[1:]
 secs = float(t1) - float(t0); tck = float(tck)
 received = float(r1) - float(r0); deliveries = float(d1) - float(d0)
 per = lambda ticks, n: f"{ticks / tck * 1e9 / n:,.0f}" if n else "n/a"
@@ -162,7 +166,7 @@ print(f"shards={shards} topics={topics.replace(' ', ',')}: cross-node messages {
       f"ns/message: node A {per(float(a1) - float(a0), received)}, node B {per(float(b1) - float(b0), received)}, "
       + ", ".join(f"redis{i + 1} {per(r, share)} ({r / tck / secs * 100:.0f}% of a core)" for i, r in enumerate(redis))
       + f"; dropped at A (queue to Redis full) {float(dr1) - float(dr0):.0f}, lost at B {float(l1) - float(l0):.0f}, "
-      f"dropped at B's inbox {float(h1) - float(h0):.0f}")
+      f"dropped at B's inbox {float(h1) - float(h0):.0f}, links reset A/B {resets}")
 threads = [float(b) - float(a) for a, b in zip(at0.split(), at1.split())]
 print("    node A by thread, ns/message (share of a core): " + ", ".join(
     f"{role} {per(t, received)} ({t / tck / secs * 100:.0f}%)"
