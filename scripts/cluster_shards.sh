@@ -11,7 +11,7 @@
 # is let (RATE publishes/s asked, PUBLISHERS connections each) for DUR seconds. Printed per case: messages
 # node B received from Redis per second (`ringws_broker_received_total`), deliveries per second on B, each
 # Redis's CPU per message it carried, and both nodes' CPU per message; publishes node A dropped
-# (`ringws_broker_publishes_dropped_total`: its queue to Redis was full), messages B counted lost, and
+# (`ringws_broker_publishes_dropped_total`: its queue to Redis was full), messages B counted lost,
 # messages its worker inbox had no room for (`ringws_handoff_drops_total`), and the links each node reset
 # (`ringws_broker_resets_total`: Redis dropping node B over its output-buffer limit shows there).
 #
@@ -21,10 +21,9 @@
 #
 # Node A's CPU is also split by thread (the worker, the broker publisher threads, the subscriber threads:
 # ns per cross-node message each), which says whether its publishing or its worker binds, next to the
-# machine's idle share (none left: the box binds, not Redis). ROUNDS > 1
-# repeats one shard then two, alternating, and ends with the median of each and their ratio. PERF=DIR
-# records `perf record -g` of node A over each publishing window into DIR/a-SHARDS-ROUND.data (it costs CPU:
-# not for the rate figures).
+# machine's idle share (none left: the box binds, not Redis). ROUNDS > 1 repeats one shard then two,
+# alternating, and ends with the median of each and their ratio. PERF=DIR records `perf record -g` of node
+# A over each publishing window into DIR/a-SHARDS-ROUND.data (it costs CPU: not for the rate figures).
 #
 # Bounded: every process it starts is stopped by PID on exit (trap). Usage: scripts/cluster_shards.sh
 # (env: SUBS=10 SIZE=64 RATE=400000 PUBLISHERS=4 DUR=4 ROUNDS=1 PERF=, RINGWS=path, LOADGEN=path; default:
