@@ -126,6 +126,8 @@ const HOLD_TAG: u64 = 0;
 
 /// Across nodes, a history query waiting for Redis.
 struct Query {
+    /// A presence query (else a history query).
+    presence: bool,
     conn: ConnId,
     topic: Arc<str>,
     id: Option<u64>,
@@ -134,6 +136,9 @@ struct Query {
     since: Option<Option<Position>>,
     started: Instant,
 }
+
+/// The error reply to a presence query across nodes that Redis did not answer.
+pub const PRESENCE_UNREACHABLE: &str = "presence not reachable (broker down)";
 
 /// The error reply to a history query across nodes that Redis did not answer.
 pub const HISTORY_UNREACHABLE: &str = "history not reachable (broker down)";
@@ -373,6 +378,12 @@ impl PubSub {
             wire::presence_event(&mut self.reply, true, topic, member);
             ctx.core.metrics().channels.presence_events.inc();
             ctx.publish_event(topic, self.reply.as_bytes());
+            if ctx.presence_across_nodes() {
+                let mut json = String::new();
+                wire::member(&mut json, member);
+                let client = Arc::clone(&member.client);
+                ctx.presence_to_nodes(topic, &client, Some(&json), self.reply.as_bytes());
+            }
         }
     }
 
@@ -393,6 +404,9 @@ impl PubSub {
             wire::presence_event(&mut self.reply, false, topic, &member);
             ctx.core.metrics().channels.presence_events.inc();
             ctx.publish_event(topic, self.reply.as_bytes());
+            if ctx.presence_across_nodes() {
+                ctx.presence_to_nodes(topic, &client, None, self.reply.as_bytes());
+            }
         }
     }
 
@@ -761,6 +775,7 @@ impl PubSub {
             let after = since.map_or(Some(0), |since| Some(since.map_or(u64::MAX, |p| p.offset)));
             if ctx.fetch(conn, topic, after, tag) {
                 let query = Query {
+                    presence: false,
                     conn,
                     topic: Arc::from(topic),
                     id,
@@ -805,8 +820,55 @@ impl PubSub {
         self.history_reply(ctx, conn, id, topic, position, recovered, &entries);
     }
 
+    /// A presence query across nodes answered by Redis: every node's members (as JSON), counted here.
+    fn answer_presence(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        query: Query,
+        result: Result<FetchedPage, ()>,
+    ) {
+        let Ok(page) = result else {
+            let error = PRESENCE_UNREACHABLE;
+            let (conn, id) = (query.conn, query.id);
+            return self.error(ctx, conn, id, error, Some("presence"), Some(&query.topic));
+        };
+        let mut users = std::collections::HashSet::new();
+        let mut listed = Vec::new();
+        for member in &page.members {
+            // Written by `wire::member` on some node: a JSON object with a string `user`.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(member) else {
+                continue;
+            };
+            users.insert(value["user"].as_str().unwrap_or("").to_string());
+            listed.push(&**member);
+        }
+        use std::fmt::Write;
+        wire::ok_start(&mut self.reply, query.id, "presence", &query.topic);
+        let _ = write!(
+            self.reply,
+            ",\"connections\":{},\"users\":{},\"members\":[",
+            listed.len(),
+            users.len()
+        );
+        for (i, member) in listed.iter().take(MAX_PRESENCE_LISTED).enumerate() {
+            if i > 0 {
+                self.reply.push(',');
+            }
+            self.reply.push_str(member);
+        }
+        self.reply.push(']');
+        if listed.len() > MAX_PRESENCE_LISTED {
+            self.reply.push_str(",\"truncated\":true");
+        }
+        self.reply.push('}');
+        self.send_reply(ctx, query.conn);
+    }
+
     /// A history query across nodes answered by Redis.
     fn answer_query(&mut self, ctx: &mut Ctx<'_>, query: Query, result: Result<FetchedPage, ()>) {
+        if query.presence {
+            return self.answer_presence(ctx, query, result);
+        }
         let Query {
             conn,
             topic,
@@ -889,6 +951,33 @@ impl PubSub {
         let Some(presence) = ctx.presence().cloned() else {
             return self.error(ctx, conn, id, PRESENCE_OFF, Some("presence"), Some(topic));
         };
+        if ctx.presence_across_nodes() {
+            // Every node's members are in Redis.
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            if ctx.fetch_presence(conn, topic, tag) {
+                let query = Query {
+                    presence: true,
+                    conn,
+                    topic: Arc::from(topic),
+                    id,
+                    limit: MAX_PRESENCE_LISTED,
+                    since: None,
+                    started: Instant::now(),
+                };
+                self.queries.insert(tag, query);
+            } else {
+                self.error(
+                    ctx,
+                    conn,
+                    id,
+                    PRESENCE_UNREACHABLE,
+                    Some("presence"),
+                    Some(topic),
+                );
+            }
+            return;
+        }
         let (members, connections, users) = presence.members(topic);
         use std::fmt::Write;
         wire::ok_start(&mut self.reply, id, "presence", topic);
@@ -1033,8 +1122,13 @@ impl Handler for PubSub {
                 .insert((grant.exp, conn.key, conn.generation));
             state.grants.insert(conn, grant);
         }
+        let node = ctx.node_name();
         let member = ctx.presence().is_some().then(|| Member {
-            client: Arc::from(format!("{}.{}.{}", ctx.worker(), conn.key, conn.generation)),
+            client: Arc::from(match node {
+                // Unique among every node's connections.
+                Some(node) => format!("{node}.{}.{}.{}", ctx.worker(), conn.key, conn.generation),
+                None => format!("{}.{}.{}", ctx.worker(), conn.key, conn.generation),
+            }),
             user,
             info,
         });

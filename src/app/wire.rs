@@ -165,7 +165,7 @@ pub fn error_code(message: &str) -> u16 {
         crate::topics::INVALID_TOPIC => 422,
         "subscription limit reached" => 429,
         crate::app::pubsub::HISTORY_OFF | crate::app::pubsub::PRESENCE_OFF => 501,
-        crate::app::pubsub::HISTORY_UNREACHABLE => 503,
+        crate::app::pubsub::HISTORY_UNREACHABLE | crate::app::pubsub::PRESENCE_UNREACHABLE => 503,
         _ => 400,
     }
 }

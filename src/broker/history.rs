@@ -121,6 +121,8 @@ pub(crate) struct FetchRequest {
     pub(crate) after: Option<u64>,
     /// The asker's own tag, echoed in the answer.
     pub(crate) tag: u64,
+    /// A presence query (`broker::presence::QUERY_SCRIPT`) rather than a history fetch.
+    pub(crate) presence: bool,
     /// Answer it as failed without asking (its link went down before its channel was confirmed).
     pub(crate) fail: bool,
 }
@@ -133,7 +135,7 @@ pub const FETCH_QUEUE: usize = 1024;
 /// batch), and hands each answer to the asking worker's inbox. While Redis cannot be reached every fetch
 /// fails at once: a worker never waits on a link that is down.
 pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
-    let mut sha: Option<String> = None;
+    let mut sha: Option<(String, String)> = None;
     let mut conn: Option<Conn> = None;
     let mut doorbell: Option<DoorbellRing> = None;
     let most = link
@@ -162,9 +164,9 @@ pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
         }
         let (failed, batch): (Vec<FetchRequest>, Vec<FetchRequest>) =
             batch.into_iter().partition(|r| r.fail);
-        let answers = match (conn.as_mut(), sha.as_deref()) {
+        let answers = match (conn.as_mut(), sha.as_ref()) {
             _ if batch.is_empty() => Ok(Vec::new()),
-            (Some(c), Some(sha)) => fetch_batch(c, sha, &batch, most),
+            (Some(c), Some(shas)) => fetch_batch(c, shas, &batch, most),
             _ => Err(LinkError::Io(std::io::ErrorKind::NotConnected.into())),
         };
         let answers = match answers {
@@ -226,10 +228,12 @@ pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
     }
 }
 
-/// Connects and loads the fetch script.
-fn open(link: &LinkContext, sha: &mut Option<String>) -> Result<Conn, LinkError> {
+/// Connects and loads the fetch and presence query scripts.
+fn open(link: &LinkContext, sha: &mut Option<(String, String)>) -> Result<Conn, LinkError> {
     let mut conn = Conn::open(&link.url, true)?;
-    *sha = Some(load_script(&mut conn, FETCH_SCRIPT)?);
+    let fetch = load_script(&mut conn, FETCH_SCRIPT)?;
+    let query = load_script(&mut conn, super::presence::QUERY_SCRIPT)?;
+    *sha = Some((fetch, query));
     Ok(conn)
 }
 
@@ -254,11 +258,23 @@ pub(super) fn load_script(conn: &mut Conn, script: &str) -> Result<String, LinkE
 /// Sends every fetch of `batch`, then reads the answers in order.
 fn fetch_batch(
     conn: &mut Conn,
-    sha: &str,
+    (sha, query): &(String, String),
     batch: &[FetchRequest],
     most: usize,
 ) -> Result<Vec<Result<FetchedPage, ()>>, LinkError> {
     for request in batch {
+        if request.presence {
+            let nodes = super::presence::nodes_key(&request.topic);
+            let prefix = super::presence::members_prefix(&request.topic);
+            conn.command_frames(&[
+                BorrowedFrame::BulkString(b"EVALSHA"),
+                BorrowedFrame::BulkString(query.as_bytes()),
+                BorrowedFrame::BulkString(b"1"),
+                BorrowedFrame::BulkString(nodes.as_bytes()),
+                BorrowedFrame::BulkString(prefix.as_bytes()),
+            ]);
+            continue;
+        }
         let (meta, stream) = (meta_key(&request.topic), stream_key(&request.topic));
         let after = request.after.unwrap_or(0).to_string();
         let most = if request.after.is_some() { most } else { 0 }.to_string();
@@ -274,11 +290,35 @@ fn fetch_batch(
     }
     conn.flush()?;
     let mut answers = Vec::with_capacity(batch.len());
-    for _ in batch {
+    for request in batch {
         let (frame, start) = conn.reply()?;
-        answers.push(page(conn, &frame, start));
+        answers.push(if request.presence {
+            members(conn, &frame, start)
+        } else {
+            page(conn, &frame, start)
+        });
     }
     Ok(answers)
+}
+
+/// A presence query's answer: every member's JSON.
+fn members(conn: &Conn, frame: &RangeFrame, start: usize) -> Result<FetchedPage, ()> {
+    let RangeFrame::Array(items) = frame else {
+        return Err(());
+    };
+    let mut members = Vec::with_capacity(items.len());
+    for item in items {
+        let RangeFrame::BulkString(range) = item else {
+            return Err(());
+        };
+        let text = std::str::from_utf8(conn.bytes(start, range)).map_err(|_| ())?;
+        members.push(Box::from(text));
+    }
+    Ok(FetchedPage {
+        position: None,
+        entries: Vec::new(),
+        members,
+    })
 }
 
 /// One fetch's answer, decoded; `Err` for any shape but the script's.
@@ -299,6 +339,7 @@ fn page(conn: &Conn, frame: &RangeFrame, start: usize) -> Result<FetchedPage, ()
         return Ok(FetchedPage {
             position: None,
             entries: Vec::new(),
+            members: Vec::new(),
         });
     }
     let epoch = Epoch::parse(std::str::from_utf8(epoch).map_err(|_| ())?).ok_or(())?;
@@ -320,6 +361,7 @@ fn page(conn: &Conn, frame: &RangeFrame, start: usize) -> Result<FetchedPage, ()
     Ok(FetchedPage {
         position: Some(Position { offset: top, epoch }),
         entries,
+        members: Vec::new(),
     })
 }
 

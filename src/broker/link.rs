@@ -687,6 +687,32 @@ impl Subscriber {
         let Some(topic) = envelope::topic_of(channel) else {
             return;
         };
+        if let (Some(topic), Some((node, event))) = (topic, super::presence::decode_event(payload))
+        {
+            // Another node's join or leave, for this node's watchers (this node's own were delivered
+            // when they happened).
+            if node != link.node {
+                let message =
+                    SharedMessage::encode(MessageKind::Text, event.as_bytes()).into_event();
+                let topic: Arc<str> = Arc::from(topic);
+                let inboxes = &link.shared.inboxes;
+                for (worker, rung) in self.ring.iter_mut().enumerate() {
+                    let sent = WorkerMessage::Publish {
+                        topic: Arc::clone(&topic),
+                        message: message.clone(),
+                    };
+                    match inboxes.send(worker, sent) {
+                        Sent::Queued => *rung = true,
+                        Sent::Full => {
+                            link.shared.metrics[worker].handoff_drops.inc();
+                            *rung = true;
+                        }
+                        Sent::Gone => {}
+                    }
+                }
+            }
+            return;
+        }
         if let (Some(topic), Some((position, inner))) =
             (topic, super::history::decode_positioned(payload))
         {
@@ -850,6 +876,10 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
         status: &link.status,
         shutdown: &link.shared.shutdown,
     };
+    let mut members =
+        link.shared.config.presence.then(|| {
+            super::presence::PresenceMembers::new(link.node, link.shared.config.presence_ttl)
+        });
     loop {
         let error = match Conn::open(&link.url, true) {
             Ok(mut conn) => {
@@ -863,15 +893,31 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
                         )?),
                         None => None,
                     };
+                    // With presence, this node's members are written again (Redis may have lost
+                    // them) before anything else.
+                    let presence = match members.as_mut() {
+                        Some(members) => {
+                            let scripts = super::presence::PresenceScripts::load(&mut conn)?;
+                            let written = members.write_all(&mut conn, &scripts);
+                            conn.flush()?;
+                            expect_integers(&mut conn, written)?;
+                            Some(scripts)
+                        }
+                        None => None,
+                    };
                     status.store(true, Ordering::Release);
                     log.up();
-                    let history = script.map(|sha| HistoryScript::new(&link, sha));
+                    let scripts = Scripts {
+                        history: script.map(|sha| HistoryScript::new(&link, sha)),
+                        presence,
+                    };
                     publishing.until_broken(
                         &mut conn,
                         &publishes,
                         &mut sequences,
                         &mut batch,
-                        history.as_ref(),
+                        &scripts,
+                        members.as_mut(),
                     )
                 });
                 match proved {
@@ -891,6 +937,34 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
             return;
         }
     }
+}
+
+/// Reads `n` replies, each an integer (a script's or HSET's).
+fn expect_integers(conn: &mut Conn, n: usize) -> Result<(), LinkError> {
+    for _ in 0..n {
+        match conn.reply()? {
+            (RangeFrame::Integer(_), _) => {}
+            (RangeFrame::Error(range), start) => {
+                return Err(LinkError::Refused(
+                    String::from_utf8_lossy(conn.bytes(start, &range)).into_owned(),
+                ))
+            }
+            (other, _) => {
+                return Err(LinkError::Garbage(format!(
+                    "{} for an integer",
+                    shape(&other)
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The scripts a publisher connection loaded (with history, with presence).
+#[derive(Default)]
+struct Scripts {
+    history: Option<HistoryScript>,
+    presence: Option<super::presence::PresenceScripts>,
 }
 
 fn ping(conn: &mut Conn) -> Result<(), LinkError> {
@@ -944,12 +1018,21 @@ impl Publishing<'_> {
         publishes: &Receiver<Outgoing>,
         sequences: &mut Sequences,
         batch: &mut Vec<Outgoing>,
-        history: Option<&HistoryScript>,
+        scripts: &Scripts,
+        mut members: Option<&mut super::presence::PresenceMembers>,
     ) -> Result<(), LinkError> {
         let mut in_flight = 0;
         loop {
             if self.shutdown.load(Ordering::Acquire) {
                 return Err(LinkError::Stopped);
+            }
+            if let (Some(members), Some(presence)) = (members.as_deref_mut(), &scripts.presence) {
+                // Every third of the presence TTL: this node's members are still here.
+                let written = members.refresh(conn, presence, false);
+                if written > 0 {
+                    in_flight += written;
+                    conn.flush()?;
+                }
             }
             if in_flight == 0 {
                 // Nothing to read: wait for the workers.
@@ -969,7 +1052,8 @@ impl Publishing<'_> {
             let drained = batch.len() < room;
             if !batch.is_empty() {
                 in_flight += batch.len();
-                self.write_batch(conn, sequences, batch, history)?;
+                in_flight -=
+                    self.write_batch(conn, sequences, batch, scripts, members.as_deref_mut())?;
             }
             // Replies are waited for when the queue is drained (nothing else to do) or when a full batch
             // would not fit; meanwhile they collect in the socket, read many at a time.
@@ -986,18 +1070,35 @@ impl Publishing<'_> {
         conn: &mut Conn,
         sequences: &mut Sequences,
         batch: &mut Vec<Outgoing>,
-        history: Option<&HistoryScript>,
-    ) -> Result<(), LinkError> {
+        scripts: &Scripts,
+        mut members: Option<&mut super::presence::PresenceMembers>,
+    ) -> Result<usize, LinkError> {
         let mut bytes = 0;
+        let mut in_batch_skipped = 0;
         for outgoing in batch.iter() {
             let channel: [&[u8]; 2] = match &outgoing.topic {
                 Some(topic) => [envelope::CHANNEL_PREFIX.as_bytes(), topic.as_bytes()],
                 None => [envelope::BROADCAST_CHANNEL.as_bytes(), b""],
             };
-            let sequence = sequences.next(&outgoing.topic);
             let message = &outgoing.message;
             bytes += message.payload().len();
-            match (&outgoing.topic, history) {
+            if let Some(op) = &outgoing.presence {
+                // A join or leave: its script (no sequence: not a publication).
+                if let (Some(topic), Some(members), Some(presence)) =
+                    (&outgoing.topic, members.as_deref_mut(), &scripts.presence)
+                {
+                    let channel = [channel[0], channel[1]].concat();
+                    let mut event = Vec::with_capacity(20 + message.payload().len());
+                    super::presence::encode_event(&mut event, self.node, message.payload());
+                    members.write(conn, presence, topic, op, &channel, &event);
+                } else {
+                    // Not written: no reply will come for it.
+                    in_batch_skipped += 1;
+                }
+                continue;
+            }
+            let sequence = sequences.next(&outgoing.topic);
+            match (&outgoing.topic, &scripts.history) {
                 (Some(topic), Some(script)) if outgoing.history => {
                     // Through the script that gives the offset (`broker::history::PUBLISH_SCRIPT`).
                     let (meta, stream) = (
@@ -1042,7 +1143,7 @@ impl Publishing<'_> {
             .fetch_sub(bytes, Ordering::Relaxed);
         batch.clear();
         conn.flush()?;
-        Ok(())
+        Ok(in_batch_skipped)
     }
 
     /// Waits for the next read of replies (a reply timeout is an error) and takes every complete reply it
@@ -1239,6 +1340,7 @@ mod tests {
                 topic: Some(Arc::clone(&topic)),
                 message,
                 history: false,
+                presence: None,
             })
             .unwrap();
         }
@@ -1270,6 +1372,7 @@ mod tests {
                     &publishes,
                     &mut Sequences::default(),
                     &mut batch,
+                    &Scripts::default(),
                     None,
                 )
             });

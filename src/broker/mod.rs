@@ -11,6 +11,7 @@
 mod envelope;
 pub(crate) mod history;
 mod link;
+pub(crate) mod presence;
 mod url;
 
 use std::fmt::Write;
@@ -37,6 +38,8 @@ pub(crate) struct Outgoing {
     message: SharedMessage,
     /// Published through the history script (`--history-size`): Redis gives it its offset.
     history: bool,
+    /// A presence join or leave (`--presence`): `message` is its event, published by the script.
+    presence: Option<Box<presence::PresenceOp>>,
 }
 
 /// A worker's first subscriber of a channel arrived (`wanted`), or its last left.
@@ -103,7 +106,8 @@ impl Broker {
         let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
         let broadcast_link = envelope::link_of(&self.addrs, None);
         let mut threads = Vec::new();
-        let history = shared.config.history.is_some();
+        // The fetch thread answers history fetches and presence queries.
+        let history = shared.config.history.is_some() || shared.config.presence;
         for (index, (url, publishes, interests, fetches)) in parts.into_iter().enumerate() {
             let context = || link::LinkContext {
                 index,
@@ -147,13 +151,25 @@ impl Broker {
     /// Hands a message published on this node to Redis, for the other nodes. Never waits: when the
     /// link's queue is full (Redis slow or down) it is dropped and counted.
     pub(crate) fn publish(&self, topic: Option<&Arc<str>>, message: &SharedMessage) {
-        self.publish_as(topic, message, false);
+        self.publish_as(topic, message, false, None);
+    }
+
+    /// This node's id on Redis (16 hex digits in keys and presence client ids).
+    pub(crate) fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Hands a presence join or leave on `topic` to Redis (`presence`): the node's members there, and
+    /// `event` (its JSON text) for the other nodes' watchers. Dropped and counted as `publish` is.
+    pub(crate) fn presence(&self, topic: &Arc<str>, op: presence::PresenceOp, event: &[u8]) {
+        let message = SharedMessage::encode(crate::protocol::MessageKind::Text, event);
+        self.publish_as(Some(topic), &message, false, Some(Box::new(op)));
     }
 
     /// Hands a publication on a topic with history to Redis, which gives it its offset and sends it to
     /// every node, this one included (`history::PUBLISH_SCRIPT`). Dropped and counted as `publish` is.
     pub(crate) fn publish_with_history(&self, topic: &Arc<str>, message: &SharedMessage) {
-        self.publish_as(Some(topic), message, true);
+        self.publish_as(Some(topic), message, true, None);
     }
 
     /// Asks Redis (off the worker) for `topic`'s position and publications after `after`; the answer
@@ -164,7 +180,13 @@ impl Broker {
         self.fetches[link].try_send(request).is_ok()
     }
 
-    fn publish_as(&self, topic: Option<&Arc<str>>, message: &SharedMessage, history: bool) {
+    fn publish_as(
+        &self,
+        topic: Option<&Arc<str>>,
+        message: &SharedMessage,
+        history: bool,
+        presence: Option<Box<presence::PresenceOp>>,
+    ) {
         let link = envelope::link_of(&self.addrs, topic.map(|t| &**t));
         let len = message.payload().len();
         let queued = &self.status.links[link].queued_bytes;
@@ -173,6 +195,7 @@ impl Broker {
             topic: topic.cloned(),
             message: message.clone(),
             history,
+            presence,
         };
         if !fits
             || matches!(

@@ -315,6 +315,10 @@ pub struct ServeArgs {
     /// presence queries and send join/leave events to clients that ask (docs/PROTOCOL.md).
     #[arg(long)]
     pub presence: bool,
+    /// With --broker and --presence: how long this node's members stay listed in Redis after its last
+    /// refresh (every third of it); a node that dies drops out of presence within it.
+    #[arg(long, default_value_t = HumanDuration(server_defaults().presence_ttl))]
+    pub presence_ttl: HumanDuration,
     /// Pubsub mode: require a JWT at the upgrade (401 without a valid one; docs/PROTOCOL.md), HS256
     /// with this shared secret; its `channels` claim governs sub and pub. Visible to every user in `ps`:
     /// prefer --auth-jwt-secret-file or the RINGWS_AUTH_JWT_SECRET environment variable.
@@ -584,6 +588,7 @@ impl ServeArgs {
                 max_bytes: self.history_max_bytes.0,
             }),
             presence: self.presence,
+            presence_ttl: self.presence_ttl.0,
             metrics_listen: self.metrics_listen,
             broker: self.broker.clone(),
             broker_password: None,
@@ -1429,11 +1434,13 @@ mod tests {
             compression,
             history,
             presence,
+            presence_ttl,
         } = ServerConfig::default();
         let args = serve_args(&[]);
         let parsed = args.to_config();
         assert_eq!(parsed.history, history);
         assert_eq!(parsed.presence, presence);
+        assert_eq!(parsed.presence_ttl, presence_ttl);
         assert_eq!(args.publish_config(None), Ok(publish.clone()));
         assert_eq!(parsed.bind, bind);
         assert_eq!(parsed.port, port);

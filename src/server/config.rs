@@ -169,6 +169,10 @@ pub struct ServerConfig {
     /// Per-topic presence (`--presence`): who subscribes to each topic, with join and leave events for
     /// clients that ask (see [`crate::channels::presence`]). Default off.
     pub presence: bool,
+    /// Across nodes (`--broker` with `--presence`): how long a node's members stay listed in Redis after
+    /// its last refresh (it refreshes every third of it), so a node that dies drops out within it
+    /// (`--presence-ttl`, default 15 s).
+    pub presence_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -206,6 +210,7 @@ impl Default for ServerConfig {
             max_subscriptions: 64,
             history: None,
             presence: false,
+            presence_ttl: Duration::from_secs(15),
             metrics_listen: None,
             broker: Vec::new(),
             broker_password: None,
@@ -385,6 +390,12 @@ impl ServerConfig {
                      be held",
                     self.max_pending_request_memory, self.max_header_bytes
                 ),
+            );
+        }
+        if self.presence_ttl < Duration::from_millis(300) {
+            return invalid(
+                "--presence-ttl",
+                format!("{:?}: at least 300ms", self.presence_ttl),
             );
         }
         if let Some(history) = &self.history {

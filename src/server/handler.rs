@@ -196,7 +196,50 @@ impl Ctx<'_> {
     /// [`Handler::on_fetched`] with `tag`. Returns `false` when it was not asked (no broker with history,
     /// or its queue is full): then no answer comes.
     pub fn fetch(&mut self, conn: ConnId, topic: &str, after: Option<u64>, tag: u64) -> bool {
-        self.core.fetch(conn, topic, after, tag)
+        self.core.fetch(conn, topic, after, tag, false)
+    }
+
+    /// Asks the node's broker (`--broker` with presence) for every member of `topic` on every node, for
+    /// `conn`: the answer (`FetchedPage::members`) comes to [`Handler::on_fetched`] with `tag`. `false`:
+    /// not asked, no answer comes.
+    pub fn fetch_presence(&mut self, conn: ConnId, topic: &str, tag: u64) -> bool {
+        self.core.fetch(conn, topic, None, tag, true)
+    }
+
+    /// Whether presence is shared across nodes (`--broker` with presence).
+    pub fn presence_across_nodes(&self) -> bool {
+        self.core.shared.broker.is_some() && self.core.shared.presence.is_some()
+    }
+
+    /// This node's name among the broker's nodes (16 hex digits), if it has a broker.
+    pub fn node_name(&self) -> Option<String> {
+        self.core
+            .shared
+            .broker
+            .as_ref()
+            .map(|broker| crate::broker::presence::node_name(broker.node()))
+    }
+
+    /// Across nodes: a member joined (`member`: its JSON) or left `topic`; `event` (its JSON text) goes to
+    /// the other nodes' watchers. Nothing without a broker.
+    pub(crate) fn presence_to_nodes(
+        &mut self,
+        topic: &str,
+        client: &str,
+        member: Option<&str>,
+        event: &[u8],
+    ) {
+        if let Some(broker) = &self.core.shared.broker {
+            let client: Arc<str> = Arc::from(client);
+            let op = match member {
+                Some(member) => crate::broker::presence::PresenceOp::Join {
+                    client,
+                    member: Arc::from(member),
+                },
+                None => crate::broker::presence::PresenceOp::Leave { client },
+            };
+            broker.presence(&Arc::from(topic), op, event);
+        }
     }
 
     /// Whether publications get their offsets across nodes (`--broker` with history): the node's history

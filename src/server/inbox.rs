@@ -59,6 +59,8 @@ pub struct FetchedPage {
     pub position: Option<crate::channels::Position>,
     /// The publications after the offset asked for, oldest first, each with its position.
     pub entries: Vec<(u64, SharedMessage)>,
+    /// For a presence query: every member's JSON (`{"client":..,"user":..,"info":..}`) on every node.
+    pub members: Vec<Box<str>>,
 }
 
 /// Messages an inbox holds by default (8192 entries of a few dozen bytes each: about half a MiB of slots

@@ -254,14 +254,27 @@ impl Core {
     /// Asks the broker for `topic`'s position and its publications after `after` (`None`: the position
     /// only), for `conn`; the answer comes to the handler's `on_fetched`. `false`: no broker with history,
     /// or its queue is full: no answer will come.
-    pub(crate) fn fetch(&self, conn: ConnId, topic: &str, after: Option<u64>, tag: u64) -> bool {
-        match (&self.shared.broker, &self.shared.history) {
-            (Some(broker), Some(_)) => broker.fetch(crate::broker::history::FetchRequest {
+    pub(crate) fn fetch(
+        &self,
+        conn: ConnId,
+        topic: &str,
+        after: Option<u64>,
+        tag: u64,
+        presence: bool,
+    ) -> bool {
+        let wanted = if presence {
+            self.shared.presence.is_some()
+        } else {
+            self.shared.history.is_some()
+        };
+        match &self.shared.broker {
+            Some(broker) if wanted => broker.fetch(crate::broker::history::FetchRequest {
                 worker: self.index,
                 conn,
                 topic: Arc::from(topic),
                 after,
                 tag,
+                presence,
                 fail: false,
             }),
             _ => false,
