@@ -666,13 +666,12 @@ impl PubSub {
                 }
             }
         } else if let Some(first) = first_live {
+            // No answer, or a topic without history in Redis yet: the position is the one before the
+            // first live publication (without either, none: the first publication brings it).
             position = Some(Position {
                 offset: first.offset - 1,
                 ..first
             });
-        } else if let (Ok(_), None) = (&result, position) {
-            // The topic has no history in Redis yet: it starts at offset 0; its epoch comes with its
-            // first publication.
         }
         if let Some(recovered) = recovered {
             ctx.core.metrics().channels.recoveries[usize::from(!recovered)].inc();
