@@ -695,21 +695,10 @@ impl Subscriber {
                 let message =
                     SharedMessage::encode(MessageKind::Text, event.as_bytes()).into_event();
                 let topic: Arc<str> = Arc::from(topic);
-                let inboxes = &link.shared.inboxes;
-                for (worker, rung) in self.ring.iter_mut().enumerate() {
-                    let sent = WorkerMessage::Publish {
-                        topic: Arc::clone(&topic),
-                        message: message.clone(),
-                    };
-                    match inboxes.send(worker, sent) {
-                        Sent::Queued => *rung = true,
-                        Sent::Full => {
-                            link.shared.metrics[worker].handoff_drops.inc();
-                            *rung = true;
-                        }
-                        Sent::Gone => {}
-                    }
-                }
+                hand_to_workers(&link.shared, &mut self.ring, || WorkerMessage::Publish {
+                    topic: Arc::clone(&topic),
+                    message: message.clone(),
+                });
             }
             return;
         }
@@ -735,27 +724,16 @@ impl Subscriber {
         link.status.received.fetch_add(1, Ordering::Relaxed);
         let message = self.encode(link, envelope.kind, envelope.payload);
         let topic: Option<Arc<str>> = topic.map(Arc::from);
-        let inboxes = &link.shared.inboxes;
-        for worker in 0..inboxes.len() {
-            let sent = match &topic {
-                Some(topic) => WorkerMessage::Publish {
-                    topic: Arc::clone(topic),
-                    message: message.clone(),
-                },
-                None => WorkerMessage::Broadcast {
-                    message: message.clone(),
-                    except: None,
-                },
-            };
-            match inboxes.send(worker, sent) {
-                Sent::Queued => self.ring[worker] = true,
-                Sent::Full => {
-                    link.shared.metrics[worker].handoff_drops.inc();
-                    self.ring[worker] = true;
-                }
-                Sent::Gone => {}
-            }
-        }
+        hand_to_workers(&link.shared, &mut self.ring, || match &topic {
+            Some(topic) => WorkerMessage::Publish {
+                topic: Arc::clone(topic),
+                message: message.clone(),
+            },
+            None => WorkerMessage::Broadcast {
+                message: message.clone(),
+                except: None,
+            },
+        });
     }
 
     /// A publication with its offset (`broker::history`), this node's own too: into the node's history
@@ -791,21 +769,10 @@ impl Subscriber {
             message.with_position(position),
             Instant::now(),
             |message| {
-                let inboxes = &link.shared.inboxes;
-                for (worker, rung) in ring.iter_mut().enumerate() {
-                    let sent = WorkerMessage::Publish {
-                        topic: Arc::clone(&topic),
-                        message: message.clone(),
-                    };
-                    match inboxes.send(worker, sent) {
-                        Sent::Queued => *rung = true,
-                        Sent::Full => {
-                            link.shared.metrics[worker].handoff_drops.inc();
-                            *rung = true;
-                        }
-                        Sent::Gone => {}
-                    }
-                }
+                hand_to_workers(&link.shared, ring, || WorkerMessage::Publish {
+                    topic: Arc::clone(&topic),
+                    message: message.clone(),
+                })
             },
         );
         if let crate::channels::history::Inserted::AfterGap(_) = inserted {
@@ -853,6 +820,21 @@ impl Subscriber {
                     UserData::new(NO_CONNECTION, 0, Op::Doorbell).encode(),
                 );
             }
+        }
+    }
+}
+
+/// Puts one message (made by `make`) in every worker's inbox and marks in `ring` the doorbells to ring; a
+/// worker whose inbox is full loses it (counted in its `handoff_drops`).
+fn hand_to_workers(shared: &Shared, ring: &mut [bool], mut make: impl FnMut() -> WorkerMessage) {
+    for (worker, rung) in ring.iter_mut().enumerate() {
+        match shared.inboxes.send(worker, make()) {
+            Sent::Queued => *rung = true,
+            Sent::Full => {
+                shared.metrics[worker].handoff_drops.inc();
+                *rung = true;
+            }
+            Sent::Gone => {}
         }
     }
 }

@@ -236,22 +236,36 @@ impl<M: Stored> History<M> {
             Inserted::Next
         };
         log.top = position.offset;
+        logs.count -= cleared;
+        self.store(logs, topic, position.offset, message, now, deliver);
+        inserted
+    }
+
+    /// Puts `message` at `offset` at the end of `topic`'s log (which exists), calls `deliver` with it,
+    /// and applies the bounds: the topic's size, the node's bytes.
+    fn store(
+        &self,
+        logs: &mut Logs<M>,
+        topic: &Arc<str>,
+        offset: u64,
+        message: M,
+        now: Instant,
+        deliver: impl FnOnce(&M),
+    ) {
         let cost = message.stored_bytes() + ENTRY_OVERHEAD;
         let expires = now + self.config.ttl;
-        log.entries.push_back(Entry {
-            offset: position.offset,
-            message,
-        });
+        let log = logs.topics.get_mut(&**topic).expect("made by the caller");
+        log.entries.push_back(Entry { offset, message });
         deliver(&log.entries.back().expect("just pushed").message);
-        if log.entries.len() > self.config.size {
+        let over = log.entries.len() > self.config.size;
+        if over {
             log.entries.pop_front();
-            cleared += 1;
             self.stats.evicted_size.fetch_add(1, Ordering::Relaxed);
         }
-        logs.count = logs.count + 1 - cleared;
+        logs.count = logs.count + 1 - usize::from(over);
         logs.bytes += cost;
         logs.order
-            .push_back((Arc::clone(topic), position.offset, expires, cost));
+            .push_back((Arc::clone(topic), offset, expires, cost));
         self.stats.appended.fetch_add(1, Ordering::Relaxed);
         while logs.bytes > self.config.max_bytes {
             if !Self::drop_oldest(logs, &self.stats) {
@@ -260,7 +274,6 @@ impl<M: Stored> History<M> {
             self.stats.evicted_bytes.fetch_add(1, Ordering::Relaxed);
         }
         self.publish_stats(logs);
-        inserted
     }
 
     pub fn config(&self) -> HistoryConfig {
@@ -297,30 +310,7 @@ impl<M: Stored> History<M> {
             epoch: log.epoch,
         };
         let message = place(message, position);
-        let cost = message.stored_bytes() + ENTRY_OVERHEAD;
-        let expires = now + self.config.ttl;
-        log.entries.push_back(Entry {
-            offset: position.offset,
-            message,
-        });
-        deliver(&log.entries.back().expect("just pushed").message);
-        if log.entries.len() > self.config.size {
-            log.entries.pop_front();
-            logs.count -= 1;
-            self.stats.evicted_size.fetch_add(1, Ordering::Relaxed);
-        }
-        logs.count += 1;
-        logs.bytes += cost;
-        logs.order
-            .push_back((Arc::clone(topic), position.offset, expires, cost));
-        self.stats.appended.fetch_add(1, Ordering::Relaxed);
-        while logs.bytes > self.config.max_bytes {
-            if !Self::drop_oldest(logs, &self.stats) {
-                break;
-            }
-            self.stats.evicted_bytes.fetch_add(1, Ordering::Relaxed);
-        }
-        self.publish_stats(logs);
+        self.store(logs, topic, position.offset, message, now, deliver);
         position
     }
 

@@ -99,10 +99,17 @@ impl ChannelMetrics {
                 sum(f)
             );
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        let gauge_or_counter =
+            |out: &mut String, (name, kind, help, value): (&str, &str, &str, u64)| {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            };
         if let Some(history) = workers.first().and_then(|w| w.history.as_ref()) {
-            use std::sync::atomic::Ordering::Relaxed;
             let s = &history.stats;
-            for (name, kind, help, value) in [
+            for family in [
                 (
                     "ringws_history_topics",
                     "gauge",
@@ -128,10 +135,7 @@ impl ChannelMetrics {
                     s.appended.load(Relaxed),
                 ),
             ] {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-                );
+                gauge_or_counter(out, family);
             }
             let _ = writeln!(
                 out,
@@ -146,9 +150,8 @@ impl ChannelMetrics {
             );
         }
         if let Some(presence) = workers.first().and_then(|w| w.presence.as_ref()) {
-            use std::sync::atomic::Ordering::Relaxed;
             let s = &presence.stats;
-            for (name, kind, help, value) in [
+            for family in [
                 (
                     "ringws_presence_topics",
                     "gauge",
@@ -174,10 +177,7 @@ impl ChannelMetrics {
                     s.leaves.load(Relaxed),
                 ),
             ] {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-                );
+                gauge_or_counter(out, family);
             }
         }
     }
