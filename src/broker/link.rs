@@ -715,13 +715,7 @@ impl Subscriber {
             // Our own publish, delivered locally when it was made.
             return;
         }
-        let lost = self
-            .gaps
-            .received(envelope.node, channel, envelope.sequence);
-        if lost > 0 {
-            link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
-        }
-        link.status.received.fetch_add(1, Ordering::Relaxed);
+        self.count_received(link, channel, &envelope);
         let message = self.encode(link, envelope.kind, envelope.payload);
         let topic: Option<Arc<str>> = topic.map(Arc::from);
         hand_to_workers(&link.shared, &mut self.ring, || match &topic {
@@ -734,6 +728,22 @@ impl Subscriber {
                 except: None,
             },
         });
+    }
+
+    /// Counts a message received and the messages of its sender missed before it on its channel.
+    fn count_received(
+        &mut self,
+        link: &LinkContext,
+        channel: &[u8],
+        envelope: &envelope::Envelope<'_>,
+    ) {
+        let lost = self
+            .gaps
+            .received(envelope.node, channel, envelope.sequence);
+        if lost > 0 {
+            link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
+        }
+        link.status.received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A publication with its offset (`broker::history`), this node's own too: into the node's history
@@ -753,13 +763,7 @@ impl Subscriber {
         let Some(history) = link.shared.history.clone() else {
             return;
         };
-        let lost = self
-            .gaps
-            .received(envelope.node, channel, envelope.sequence);
-        if lost > 0 {
-            link.status.messages_lost.fetch_add(lost, Ordering::Relaxed);
-        }
-        link.status.received.fetch_add(1, Ordering::Relaxed);
+        self.count_received(link, channel, &envelope);
         let message = self.encode(link, envelope.kind, envelope.payload);
         let topic: Arc<str> = Arc::from(topic);
         let ring = &mut self.ring;
