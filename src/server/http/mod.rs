@@ -1,5 +1,5 @@
 //! Plain HTTP on the WebSocket port: `GET /healthz`, `GET /metrics` (404 when it has its own listener,
-//! `--metrics-listen`), `GET /` (the demo page),
+//! `--metrics-listen`), `GET /` (the demo page), `GET /ringws.js` (the browser client library),
 //! `POST /publish` ([`publish`], only when configured), and the answers for everything else (404 for an
 //! unknown path whatever the method, 405, 503). One request per connection (`Connection: close`).
 //!
@@ -20,6 +20,9 @@ use super::metrics::{render_prometheus, WorkerMetrics};
 
 /// The demo page served at `/`.
 pub const DEMO_PAGE: &str = include_str!("../../../web/demo.html");
+
+/// The browser client library (an ES module) served at `/ringws.js`: what the demo page imports.
+pub const CLIENT_LIBRARY: &str = include_str!("../../../web/ringws.js");
 
 /// Whether a request is an attempt to open a WebSocket (and so gets the handshake's checks and
 /// statuses rather than plain routing).
@@ -55,7 +58,10 @@ pub fn route_with_metrics(
     let close = [("Connection", "close")];
     let head = request.method() == "HEAD";
     let path = request.path_only();
-    let known = matches!(path, "/healthz" | "/metrics" | "/" | "/index.html");
+    let known = matches!(
+        path,
+        "/healthz" | "/metrics" | "/" | "/index.html" | "/ringws.js"
+    );
     // An unknown path is 404 whatever the method (`POST /publish` too when that route is off); a known
     // one with another method than GET or HEAD is 405.
     if known && request.method() != "GET" && !head {
@@ -87,6 +93,11 @@ pub fn route_with_metrics(
             false => (404, "text/plain; charset=utf-8", METRICS_ELSEWHERE.into()),
         },
         "/" | "/index.html" => (200, "text/html; charset=utf-8", DEMO_PAGE.as_bytes().into()),
+        "/ringws.js" => (
+            200,
+            "application/javascript; charset=utf-8",
+            CLIENT_LIBRARY.as_bytes().into(),
+        ),
         _ => (404, "text/plain; charset=utf-8", b"not found\n"[..].into()),
     };
     if head {
@@ -236,6 +247,30 @@ mod tests {
             );
             assert!(out.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
         }
+    }
+
+    #[test]
+    fn the_client_library_is_served_as_javascript() {
+        let raw = b"GET /ringws.js HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(route(&request, &[], &mut out), 200);
+        let response = String::from_utf8(out).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/javascript"),
+            "{head}"
+        );
+        assert_eq!(body, CLIENT_LIBRARY);
+        assert!(body.contains("export class RingwsClient"));
+        let raw = b"POST /ringws.js HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = crate::protocol::handshake::parse_request(raw, 8192)
+            .unwrap()
+            .unwrap();
+        assert_eq!(route(&request, &[], &mut Vec::new()), 405);
     }
 
     #[test]
