@@ -39,8 +39,10 @@
  * the same topics with `Last-Event-ID` carrying the positions kept here. TODO(sse).
  *
  * A server without `ringws.v1` (`--mode broadcast` or `echo`) answers the upgrade without the
- * subprotocol: `client.protocol` is then `""`, subscriptions are kept but not sent, `sendRaw()` sends text
- * as is and `onRaw` receives every message.
+ * subprotocol, and a browser then fails the connection (it offered one, none was chosen). With
+ * `rawFallback: true` and no token, a client that never opened with `ringws.v1` and whose first attempt
+ * fails while `probeUrl` answers tries again without offering it; `client.protocol` is then `""`,
+ * subscriptions are kept but not sent, `sendRaw()` sends text as is and `onRaw` receives every message.
  *
  * @module ringws
  */
@@ -102,6 +104,7 @@ export class RingwsError extends Error {
  *   authProbeAfter?: number,
  *   probeUrl?: string,
  *   onState?: (change: StateChange) => void,
+ *   rawFallback?: boolean,
  *   onRaw?: (data: string|ArrayBuffer) => void,
  *   onError?: (error: RingwsError) => void,
  *   WebSocket?: typeof WebSocket,
@@ -184,6 +187,9 @@ export class RingwsClient {
     this.unopenedFailures = 0;
     this.suspectRefusal = false;
     this.stopped = true;
+    /** The subprotocol offered (null after a raw fallback), and whether ringws.v1 was ever agreed. */
+    this.offer = SUBPROTOCOL;
+    this.spokeV1 = false;
     this.retryTimer = null;
     this.stableTimer = null;
   }
@@ -335,7 +341,7 @@ export class RingwsClient {
     if (this.token) url += (url.includes("?") ? "&" : "?") + "token=" + this.token;
     let socket;
     try {
-      socket = new this.WebSocketImpl(url, SUBPROTOCOL);
+      socket = this.offer ? new this.WebSocketImpl(url, this.offer) : new this.WebSocketImpl(url);
     } catch (error) {
       this.options.onError?.(new RingwsError(`cannot open ${this.url}: ${error.message ?? error}`));
       this.#stop("bad-url");
@@ -347,6 +353,7 @@ export class RingwsClient {
     socket.onopen = () => {
       opened = true;
       this.protocol = socket.protocol;
+      if (this.protocol === SUBPROTOCOL) this.spokeV1 = true;
       this.opens += 1;
       if (this.opens > 1) this.reconnects += 1;
       this.unopenedFailures = 0;
@@ -383,6 +390,15 @@ export class RingwsClient {
     if (code === CLOSE_TOKEN_EXPIRED) {
       if (!this.options.tokenProvider) return this.#stop("expired");
       return this.#retry("expired", code);
+    }
+    if (!opened && this.options.rawFallback && this.token === undefined && this.offer && !this.spokeV1) {
+      if (await this.#serverAnswers()) {
+        if (this.stopped) return;
+        this.offer = null;
+        this.#setState({ state: "reconnecting", attempt: this.attempt, delay: 0, code });
+        this.retryTimer = setTimeout(() => this.#open("initial"), 0);
+        return;
+      }
     }
     if (!opened && this.token !== undefined) {
       const exp = tokenExpiry(this.token);
