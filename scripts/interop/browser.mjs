@@ -1,7 +1,8 @@
-// Headless Chromium against ringws's demo page (web/demo.html, served at GET /): two pages join the chat,
-// exchange messages through the server, the server is restarted on the same port, both pages reconnect
-// by themselves (exponential backoff) and exchange messages again. Saves screenshots to the artifacts
-// folder.
+// Headless Chromium against ringws's demo page (web/demo.html, served at GET /) in its plain mode (a server
+// without the ringws.v1 subprotocol: --mode broadcast or echo): two pages join the chat, exchange messages
+// through the server, the server is restarted on the same port, both pages reconnect by themselves
+// (web/ringws.js: exponential backoff with jitter) and exchange messages again. Saves screenshots to the
+// artifacts folder. The pub/sub chat (rooms, history, presence, recovery) is browser_chat.mjs.
 //
 //   node browser.mjs --mode broadcast|echo --artifacts DIR -- SERVER_COMMAND...
 //
@@ -179,9 +180,11 @@ try {
     if (!type.startsWith("text/html")) throw new Error(`content-type ${type}`);
     await bob.goto(url);
   });
-  await check("both pages connect (state open)", async () => {
+  await check("both pages connect (state open, plain mode: no ringws.v1)", async () => {
     await waitForState(alice, "open");
     await waitForState(bob, "open");
+    const mode = await alice.evaluate(() => document.body.dataset.mode);
+    if (mode !== "plain") throw new Error(`the page is in mode ${mode}`);
   });
   await check("both pages join", async () => {
     await join(alice, "alice");
@@ -202,10 +205,10 @@ try {
     skip("alice sees bob's reply", "the server has no broadcast mode");
   }
 
-  await check("server stopped: both pages show the connection closed", async () => {
+  await check("server stopped: both pages show the connection lost (reconnecting)", async () => {
     await stopServer(server.child);
-    await waitForState(alice, "closed");
-    await waitForState(bob, "closed");
+    await waitForState(alice, "reconnecting");
+    await waitForState(bob, "reconnecting");
   });
   await check("server restarted on the same port: both pages reconnect by themselves", async () => {
     server = await startServer(port);

@@ -3,7 +3,7 @@
     scripts/.venv/bin/python scripts/interop/referee_server.py serve --bind 127.0.0.1 --port 0 --mode echo
 
 Like ringws it prints `ringws listening on IP:PORT` on stdout, serves web/demo.html at `GET /` without
-an upgrade, and speaks `--mode echo` or `--mode broadcast`. It is a referee for the conformance suite's
+an upgrade (web/ringws.js at `GET /ringws.js`), and speaks `--mode echo` or `--mode broadcast`. It is a referee for the conformance suite's
 and the interop scripts' expectations (RINGWS_CONFORMANCE_ADDR, RINGWS_INTEROP_SERVER), never the
 system under test.
 """
@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 DEMO_PAGE = pathlib.Path(__file__).resolve().parents[2] / "web" / "demo.html"
+CLIENT_LIBRARY = pathlib.Path(__file__).resolve().parents[2] / "web" / "ringws.js"
 
 
 def parse_args():
@@ -32,8 +33,11 @@ def parse_args():
 def serve_page(connection, request):
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return None
-    body = DEMO_PAGE.read_bytes()
-    headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+    if request.path.split("?")[0] == "/ringws.js":
+        body, content_type = CLIENT_LIBRARY.read_bytes(), "application/javascript; charset=utf-8"
+    else:
+        body, content_type = DEMO_PAGE.read_bytes(), "text/html; charset=utf-8"
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return Response(http.HTTPStatus.OK, "OK", headers, body)
 
 
