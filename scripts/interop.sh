@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interop with real clients: Python `websockets`, Node `ws`, and headless Chromium on the demo page.
+# Interop with real clients: Python `websockets`, Node `ws`, and headless Chromium on the demo page (its
+# plain chat in browser.mjs; the pub/sub chat on web/ringws.js, with history, presence and recovery, in
+# browser_chat.mjs).
 #
 # Installs what it needs, idempotently: a venv in scripts/.venv (pip), npm packages in
 # scripts/interop/node_modules, and Debian's chromium only if /usr/bin/chromium is missing. Starts the
@@ -123,6 +125,14 @@ BROWSER_MODE=broadcast
 timeout 180 node scripts/interop/browser.mjs --mode "$BROWSER_MODE" --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
     | tee "$LOGS/browser.out" || FAILED=1
 
+# The pub/sub chat needs the ringws binary itself (--mode pubsub with history, presence and auth).
+: >"$LOGS/browser-chat.out"
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
+    log "headless Chromium on the pub/sub chat (web/ringws.js)"
+    timeout 240 node scripts/interop/browser_chat.mjs --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
+        | tee "$LOGS/browser-chat.out" || FAILED=1
+fi
+
 # The servers must still be alive after every client.
 for pid in "${PIDS[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -132,9 +142,9 @@ for pid in "${PIDS[@]}"; do
 done
 
 # Totals over the clients (each prints `N passed, N failed` as its last line).
-PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^ok ' || true)
-FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^FAIL ' || true)
-SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser}.out | grep -c '^SKIP ' || true)
+PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^SKIP ' || true)
 if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
     FAILED_TOTAL=1 # a client or server died without reporting a check
 fi
