@@ -7,7 +7,10 @@
 //     meanwhile over HTTP `POST /publish`: in order, no duplicate, no gap, the page says "recovered";
 //   - the server is restarted on its port: every page reconnects (delays spread by the jitter), says
 //     "not recovered" (one node: the history went with the process), presence heals, chat flows again;
-//   - screenshots of the demo at desktop and phone sizes.
+//   - screenshots of the demo at desktop and phone sizes;
+//   - the library alone: an auth refusal (401, which the browser sees as a socket that never opens) stops
+//     the reconnects until setToken(); a 4001 (token expired) asks the token provider for a new token,
+//     reconnects and recovers.
 //
 //   node browser_chat.mjs --artifacts DIR -- SERVER_COMMAND...
 //
@@ -64,14 +67,14 @@ writeFileSync(secretFile, secret, { mode: 0o600 });
 writeFileSync(publishTokenFile, publishToken, { mode: 0o600 });
 
 const b64url = (value) => Buffer.from(value).toString("base64url");
-function jwt(user) {
+function jwt(user, { life = 3600, key = secret } = {}) {
   const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
   const claims = b64url(JSON.stringify({
     sub: user,
-    exp: Math.floor(Date.now() / 1000) + 3600,
+    exp: Math.floor(Date.now() / 1000) + life,
     channels: { sub: ["room.*"], pub: ["room.*"] },
   }));
-  const signature = createHmac("sha256", secret).update(`${header}.${claims}`).digest("base64url");
+  const signature = createHmac("sha256", key).update(`${header}.${claims}`).digest("base64url");
   return `${header}.${claims}.${signature}`;
 }
 
@@ -348,6 +351,66 @@ try {
     await phone.screenshot({ path: path.join(artifacts, "demo-phone.png") });
     await bob.screenshot({ path: path.join(artifacts, "demo-bob.png") });
     console.log(`browser-chat: screenshots ${artifacts}/demo-desktop.png, demo-phone.png, demo-bob.png, demo-recovered.png`);
+  });
+
+  // The library alone, in a page of the server's origin (it imports /ringws.js).
+  const libraryPage = await (await browser.newContext()).newPage();
+  libraryPage.on("pageerror", (error) => pageErrors.push(`library page: ${error.message}`));
+  await libraryPage.goto(`${base}healthz`);
+  const wsUrl = base.replace("http://", "ws://");
+  await check("an auth refusal stops the reconnects until setToken(), which connects", async () => {
+    const result = await libraryPage.evaluate(async ({ url, bad, good }) => {
+      const { RingwsClient } = await import("/ringws.js");
+      const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+      const until = async (test, ms) => { const end = Date.now() + ms; while (!test()) { if (Date.now() > end) return false; await sleep(20); } return true; };
+      const states = [];
+      const client = new RingwsClient(url, { token: bad, backoff: { base: 50, cap: 200 }, authProbeAfter: 2, onState: (s) => states.push(s) });
+      client.connect();
+      if (!(await until(() => client.state === "closed", 10_000))) return `never stopped: ${JSON.stringify(states.slice(-3))}`;
+      const reason = states.at(-1).reason;
+      const attempts = states.filter((s) => s.state === "connecting").length;
+      await sleep(1_000);
+      const later = states.filter((s) => s.state === "connecting").length;
+      client.setToken(good);
+      const opened = await until(() => client.state === "open", 10_000);
+      client.close();
+      return { reason, attempts, later, opened };
+    }, { url: wsUrl, bad: jwt("mallory", { key: "another secret" }), good: jwt("mallory") });
+    assert(typeof result === "object", result);
+    console.log(`browser-chat: refused after ${result.attempts} attempts`);
+    assert(result.reason === "auth", `stopped for ${result.reason}`);
+    assert(result.later === result.attempts, `${result.later - result.attempts} attempts after stopping`);
+    assert(result.opened, "setToken() did not connect");
+  });
+  await check("4001 (token expired): the provider gives a new token, the client reconnects and recovers", async () => {
+    const topic = "room.expiry";
+    const result = await libraryPage.evaluate(async ({ url, tokens, topic }) => {
+      const { RingwsClient } = await import("/ringws.js");
+      const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+      const until = async (test, ms) => { const end = Date.now() + ms; while (!test()) { if (Date.now() > end) return false; await sleep(20); } return true; };
+      const reasons = [];
+      const states = [];
+      const subscribed = [];
+      const received = [];
+      const client = new RingwsClient(url, {
+        backoff: { base: 50, cap: 200 },
+        tokenProvider: (reason) => { reasons.push(reason); return tokens.shift(); },
+        onState: (s) => states.push(s),
+      });
+      client.subscribe(topic, { onSubscribed: (s) => subscribed.push(s), onMessage: (p) => received.push(p) });
+      client.connect();
+      if (!(await until(() => subscribed.length === 1, 10_000))) return "not subscribed";
+      await client.publish(topic, "before expiry");
+      if (!(await until(() => subscribed.length === 2, 10_000))) return `no resubscription: ${JSON.stringify(states)}`;
+      const closeCodes = states.filter((s) => s.state === "reconnecting").map((s) => s.code);
+      client.close();
+      return { reasons, closeCodes, second: subscribed[1], received: received.map((p) => [p.offset, p.data]) };
+    }, { url: wsUrl, tokens: [jwt("erin", { life: 2 }), jwt("erin")], topic });
+    assert(typeof result === "object", result);
+    assert(JSON.stringify(result.reasons) === JSON.stringify(["initial", "expired"]), `provider reasons ${result.reasons}`);
+    assert(result.closeCodes[0] === 4001, `close codes ${result.closeCodes}`);
+    assert(result.second.resubscribed && result.second.recovered === true, `second subscription ${JSON.stringify(result.second)}`);
+    assert(JSON.stringify(result.received) === JSON.stringify([[1, "before expiry"]]), `received ${JSON.stringify(result.received)}`);
   });
 
   await check("no script errors on the pages", async () => {
