@@ -198,6 +198,7 @@ export class RingwsClient {
   connect() {
     if (!this.stopped) return this;
     this.stopped = false;
+    this.generation = (this.generation ?? 0) + 1;
     this.attempt = 0;
     this.unopenedFailures = 0;
     this.suspectRefusal = false;
@@ -387,13 +388,17 @@ export class RingwsClient {
    */
   async #afterClose(code, opened) {
     if (this.stopped) return;
+    const generation = this.generation;
+    // After an await: whether close() (and perhaps connect()) came meanwhile, making this run stale.
+    const stale = () => this.stopped || this.generation !== generation;
     if (code === CLOSE_TOKEN_EXPIRED) {
       if (!this.options.tokenProvider) return this.#stop("expired");
       return this.#retry("expired", code);
     }
     if (!opened && this.options.rawFallback && this.token === undefined && this.offer && !this.spokeV1) {
-      if (await this.#serverAnswers()) {
-        if (this.stopped) return;
+      const answers = await this.#serverAnswers();
+      if (stale()) return;
+      if (answers) {
         this.offer = null;
         this.#setState({ state: "reconnecting", attempt: this.attempt, delay: 0, code });
         this.retryTimer = setTimeout(() => this.#open("initial"), 0);
@@ -407,8 +412,9 @@ export class RingwsClient {
         return this.#retry("expired", code);
       }
       this.unopenedFailures += 1;
-      if (this.unopenedFailures >= this.authProbeAfter && (await this.#serverAnswers())) {
-        if (this.stopped) return;
+      const answers = this.unopenedFailures >= this.authProbeAfter && (await this.#serverAnswers());
+      if (stale()) return;
+      if (answers) {
         if (this.suspectRefusal) {
           this.suspectRefusal = false;
           this.unopenedFailures = 0;
