@@ -76,8 +76,9 @@ export class RingwsError extends Error {
  * @typedef {{offset: number, epoch: string}} Position
  * @typedef {{topic: string, data?: string, bytes?: Uint8Array, offset?: number, epoch?: string}} Publication
  *   `data` for text, `bytes` for binary publications; offset and epoch when the server keeps history.
- * @typedef {{topic: string, offset?: number, epoch?: string, resubscribed: boolean, recovered: boolean|null}} Subscribed
- *   `recovered` is null on a first subscription, else whether the gap since the last position was replayed.
+ * @typedef {{topic: string, offset?: number, epoch?: string, since?: Position, resubscribed: boolean, recovered: boolean|null}} Subscribed
+ *   `recovered` is null on a first subscription, else whether the gap since the last position (`since`) was
+ *   replayed: `offset - since.offset` publications then follow.
  * @typedef {{topic: string, client: string, user: string, info?: unknown}} Member
  * @typedef {{
  *   onMessage?: (publication: Publication) => void,
@@ -228,7 +229,8 @@ export class RingwsClient {
    */
   setToken(token) {
     this.token = token;
-    if (this.stopped && this.state === "closed" && this.lastStop !== "app") this.connect();
+    const waitingForToken = ["auth", "expired", "no-token"].includes(this.lastStop);
+    if (this.stopped && this.state === "closed" && waitingForToken) this.connect();
   }
 
   /**
@@ -509,7 +511,7 @@ export class RingwsClient {
           // A fresh start (first subscription, or a gap that is lost): publications start after here.
           entry.position = reply.offset !== undefined ? { offset: reply.offset, epoch: reply.epoch } : undefined;
         }
-        entry.handlers.onSubscribed?.({ topic, offset: reply.offset, epoch: reply.epoch, resubscribed, recovered });
+        entry.handlers.onSubscribed?.({ topic, offset: reply.offset, epoch: reply.epoch, since, resubscribed, recovered });
       },
       (error) => {
         if (error.code && this.topics.get(topic) === entry) this.topics.delete(topic); // refused: forget it
