@@ -470,3 +470,50 @@ fn recovery_under_load(extra: &[&str], catch_ups_expected: fn(f64) -> bool) {
         next[p] += 1;
     }
 }
+
+/// A burst of publications over the workers' inboxes (one client writes 20,000 `pub` in one write: more
+/// than an inbox holds, `ringws_handoff_drops_total` counts the overflow): with history, every subscriber on
+/// either worker still gets all of them, in order, once: the publishing worker delivers its own overflow
+/// itself, and a worker whose handoffs were dropped catches up from the history on its next tick.
+#[test]
+fn a_burst_over_the_inboxes_reaches_every_subscriber_from_the_history() {
+    let server = server(&[
+        "--inbox-capacity",
+        "64",
+        "--history-size",
+        "100000",
+        "--history-max-bytes",
+        "256MiB",
+        "--max-backpressure",
+        "64MiB",
+    ]);
+    let mut subscribers: Vec<TcpStream> = (0..4)
+        .map(|_| ws_at(server.addr, "/?topic=burst"))
+        .collect();
+    let mut publisher = ws_at(server.addr, "/");
+    const N: usize = 20_000;
+    let mut burst = Vec::new();
+    for i in 0..N {
+        let command = json!({"op": "pub", "topic": "burst", "data": i.to_string()}).to_string();
+        burst.extend(client_frame(true, 0, 0x1, command.as_bytes(), true));
+    }
+    publisher.write_all(&burst).unwrap();
+    for (s, subscriber) in subscribers.iter_mut().enumerate() {
+        for i in 0..N {
+            assert_eq!(read_text(subscriber), i.to_string(), "subscriber {s}");
+        }
+        subscriber
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            read_server_frame(subscriber).is_none(),
+            "subscriber {s}: one more"
+        );
+    }
+    let text = metrics_text(server.addr);
+    assert!(
+        metric_sum(&text, "ringws_handoff_drops_total") > 0,
+        "the burst did not overflow an inbox: the test shows nothing"
+    );
+    assert_eq!(metric_sum(&text, "ringws_history_delivery_gaps_total"), 0);
+}

@@ -177,6 +177,8 @@ pub struct PubSub {
     /// Across nodes: history queries waiting for Redis, by fetch tag.
     queries: HashMap<u64, Query>,
     next_tag: u64,
+    /// This worker's handoff drops when it last caught its topics up with the history.
+    drops_seen: u64,
 }
 
 /// The authentication state of one worker's `PubSub`.
@@ -264,6 +266,7 @@ impl PubSub {
             holds: HashMap::new(),
             queries: HashMap::new(),
             next_tag: HOLD_TAG + 1,
+            drops_seen: 0,
         }
     }
 
@@ -998,6 +1001,45 @@ impl PubSub {
         self.send_reply(ctx, conn);
     }
 
+    /// After handoffs to this worker were dropped (a full inbox), delivers from the history what its
+    /// topics missed, without waiting for their next publication (which may never come). One look at the
+    /// history per topic with subscribers here, only on a tick after a drop.
+    fn catch_up_after_drops(&mut self, ctx: &mut Ctx<'_>) {
+        let drops = ctx.core.metrics().handoff_drops.get();
+        if drops == self.drops_seen {
+            return;
+        }
+        self.drops_seen = drops;
+        let Some(history) = ctx.history().cloned() else {
+            return;
+        };
+        let topics: Vec<(Arc<str>, Position)> = self
+            .delivered
+            .iter()
+            .map(|(topic, position)| (Arc::clone(topic), *position))
+            .collect();
+        for (topic, last) in topics {
+            let Some(current) = history.position(&topic) else {
+                continue;
+            };
+            if current.epoch != last.epoch || current.offset <= last.offset {
+                continue;
+            }
+            let missing = history.between(&topic, last.offset, current.offset);
+            let channels = &ctx.core.metrics().channels;
+            channels.catch_ups.add(missing.len() as u64);
+            channels
+                .delivery_gaps
+                .add(current.offset - last.offset - missing.len() as u64);
+            for (_, message) in &missing {
+                self.deliver(ctx, &topic, message);
+            }
+            if let Some(last) = self.delivered.get_mut(&topic) {
+                *last = current;
+            }
+        }
+    }
+
     /// Delivers a publication to this worker's subscribers of `topic`: the message itself to raw ones,
     /// its envelope to `ringws.v1` ones.
     fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
@@ -1238,6 +1280,7 @@ impl Handler for PubSub {
         if let Some(history) = ctx.history() {
             history.sweep(Instant::now());
         }
+        self.catch_up_after_drops(ctx);
         if !self.queries.is_empty() {
             let now = Instant::now();
             let late: Vec<u64> = self

@@ -34,9 +34,13 @@ pub struct HistoryConfig {
     pub max_bytes: usize,
 }
 
-/// Bytes counted per stored entry on top of its message: the entry in its topic's log and its place in
-/// the node's expiry order.
-pub const ENTRY_OVERHEAD: usize = 64;
+/// Bytes counted per stored entry on top of its message: the entry in its topic's log.
+pub const ENTRY_OVERHEAD: usize = 32;
+
+/// Bytes counted per record in the node's expiry order, from the append until the record is reached (by
+/// its time or the byte budget): a record outlives its entry when the per-topic size drops the entry first,
+/// and this keeps those records bounded by the byte budget too.
+pub const RECORD_OVERHEAD: usize = 32;
 
 /// A topic log's epoch: 8 lowercase hex digits, random per log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +116,8 @@ pub struct HistoryStats {
 struct Entry<M> {
     offset: u64,
     message: M,
+    /// Its message's bytes plus [`ENTRY_OVERHEAD`], counted while it is kept.
+    cost: usize,
 }
 
 struct TopicLog<M> {
@@ -128,10 +134,10 @@ struct TopicLog<M> {
 
 struct Logs<M> {
     topics: HashMap<Arc<str>, TopicLog<M>>,
-    /// Every stored entry, oldest first: (topic, offset, expiry, cost). An entry already gone from its
-    /// log (the per-topic size) is skipped when reached; its cost stays counted until then, so that these
-    /// records are bounded by the byte budget too.
-    order: VecDeque<(Arc<str>, u64, Instant, usize)>,
+    /// Every stored entry, oldest first: (topic, offset, expiry). An entry already gone from its log (the
+    /// per-topic size, a mirror starting over) is skipped when reached; its record counts
+    /// [`RECORD_OVERHEAD`] until then.
+    order: VecDeque<(Arc<str>, u64, Instant)>,
     bytes: usize,
     /// Entries in the logs.
     count: usize,
@@ -211,14 +217,14 @@ impl<M: Stored> History<M> {
         self.expire(&mut logs, now);
         let logs = &mut *logs;
         let log = Self::log(logs, &self.stats, topic);
-        let mut cleared = 0;
+        // Entries a reset drops: (how many, their bytes).
+        let mut cleared = (0, 0);
         let inserted = if !log.synced || log.epoch != position.epoch {
             let fresh = !log.synced;
             log.epoch = position.epoch;
             log.synced = true;
             log.top = position.offset - 1;
-            cleared = log.entries.len();
-            log.entries.clear();
+            cleared = Self::clear(log);
             if fresh {
                 Inserted::Next
             } else {
@@ -229,16 +235,24 @@ impl<M: Stored> History<M> {
         } else if position.offset > log.top + 1 {
             let lost = position.offset - 1 - log.top;
             log.top = position.offset - 1;
-            cleared = log.entries.len();
-            log.entries.clear();
+            cleared = Self::clear(log);
             Inserted::AfterGap(lost)
         } else {
             Inserted::Next
         };
         log.top = position.offset;
-        logs.count -= cleared;
+        logs.count -= cleared.0;
+        logs.bytes -= cleared.1;
         self.store(logs, topic, position.offset, message, now, deliver);
         inserted
+    }
+
+    /// Empties a log: how many entries it held and their bytes (their records stay, skipped when reached).
+    fn clear(log: &mut TopicLog<M>) -> (usize, usize) {
+        let bytes = log.entries.iter().map(|e| e.cost).sum();
+        let count = log.entries.len();
+        log.entries.clear();
+        (count, bytes)
     }
 
     /// Puts `message` at `offset` at the end of `topic`'s log (which exists), calls `deliver` with it,
@@ -255,23 +269,32 @@ impl<M: Stored> History<M> {
         let cost = message.stored_bytes() + ENTRY_OVERHEAD;
         let expires = now + self.config.ttl;
         let log = logs.topics.get_mut(&**topic).expect("made by the caller");
-        log.entries.push_back(Entry { offset, message });
+        log.entries.push_back(Entry {
+            offset,
+            message,
+            cost,
+        });
         deliver(&log.entries.back().expect("just pushed").message);
-        let over = log.entries.len() > self.config.size;
-        if over {
-            log.entries.pop_front();
+        let dropped = (log.entries.len() > self.config.size)
+            .then(|| log.entries.pop_front())
+            .flatten();
+        logs.bytes += cost + RECORD_OVERHEAD;
+        logs.count += 1;
+        if let Some(dropped) = dropped {
+            logs.bytes -= dropped.cost;
+            logs.count -= 1;
             self.stats.evicted_size.fetch_add(1, Ordering::Relaxed);
         }
-        logs.count = logs.count + 1 - usize::from(over);
-        logs.bytes += cost;
-        logs.order
-            .push_back((Arc::clone(topic), offset, expires, cost));
+        logs.order.push_back((Arc::clone(topic), offset, expires));
         self.stats.appended.fetch_add(1, Ordering::Relaxed);
         while logs.bytes > self.config.max_bytes {
-            if !Self::drop_oldest(logs, &self.stats) {
-                break;
+            match Self::drop_oldest(logs, &self.stats) {
+                None => break,
+                Some(true) => {
+                    self.stats.evicted_bytes.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(false) => {}
             }
-            self.stats.evicted_bytes.fetch_add(1, Ordering::Relaxed);
         }
         self.publish_stats(logs);
     }
@@ -342,38 +365,32 @@ impl<M: Stored> History<M> {
         logs.topics.get_mut(&**topic).expect("just made")
     }
 
-    /// Drops the node's oldest entry (or the record of one the size bound dropped); false when there is
-    /// none.
-    fn drop_oldest(logs: &mut Logs<M>, stats: &HistoryStats) -> bool {
-        let Some((topic, offset, _, cost)) = logs.order.pop_front() else {
-            return false;
-        };
-        logs.bytes -= cost;
+    /// Drops the node's oldest record and its entry if still kept: `Some(true)` when an entry went,
+    /// `Some(false)` for the record of one already gone, `None` when there is no record.
+    fn drop_oldest(logs: &mut Logs<M>, stats: &HistoryStats) -> Option<bool> {
+        let (topic, offset, _) = logs.order.pop_front()?;
+        logs.bytes -= RECORD_OVERHEAD;
+        let mut dropped = false;
         if let Some(log) = logs.topics.get_mut(&*topic) {
             if log.entries.front().is_some_and(|e| e.offset == offset) {
-                log.entries.pop_front();
+                let entry = log.entries.pop_front().expect("front");
+                logs.bytes -= entry.cost;
                 logs.count -= 1;
+                dropped = true;
             }
             if log.entries.is_empty() && log.pins == 0 {
                 logs.topics.remove(&*topic);
                 stats.topics.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        true
+        Some(dropped)
     }
 
     /// Drops every entry older than the TTL (all entries have the same TTL, so they expire in order).
     fn expire(&self, logs: &mut Logs<M>, now: Instant) {
         let mut expired = false;
-        while logs.order.front().is_some_and(|(_, _, at, _)| *at <= now) {
-            let (topic, offset, _, _) = logs.order.front().cloned().expect("front");
-            let was_there = logs
-                .topics
-                .get(&*topic)
-                .and_then(|log| log.entries.front())
-                .is_some_and(|e| e.offset == offset);
-            Self::drop_oldest(logs, &self.stats);
-            if was_there {
+        while logs.order.front().is_some_and(|(_, _, at)| *at <= now) {
+            if Self::drop_oldest(logs, &self.stats) == Some(true) {
                 self.stats.evicted_ttl.fetch_add(1, Ordering::Relaxed);
             }
             expired = true;
@@ -393,7 +410,7 @@ impl<M: Stored> History<M> {
     /// Drops what has expired (a worker's tick; skipped when another thread holds the lock).
     pub fn sweep(&self, now: Instant) {
         if let Ok(mut logs) = self.logs.try_lock() {
-            if logs.order.front().is_some_and(|(_, _, at, _)| *at <= now) {
+            if logs.order.front().is_some_and(|(_, _, at)| *at <= now) {
                 self.expire(&mut logs, now);
             }
         }
@@ -664,7 +681,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_drops_the_oldest_entry_of_the_node() {
-        let per = 10 + ENTRY_OVERHEAD;
+        let per = 10 + ENTRY_OVERHEAD + RECORD_OVERHEAD;
         let h = history(100, 60_000, 3 * per);
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let now = Instant::now();
@@ -745,6 +762,27 @@ mod tests {
         assert_eq!(h.stats.entries.load(Ordering::Relaxed), 1);
     }
 
+    /// A topic whose size bound drops entries at a high rate does not push another topic's kept entries
+    /// out of the byte budget: what the size bound dropped is no longer counted (only its small record).
+    #[test]
+    fn entries_dropped_by_the_size_bound_leave_the_byte_budget_to_the_others() {
+        let per_entry = 10 + ENTRY_OVERHEAD;
+        let h = history(1, 60_000, 3 * per_entry + 20 * RECORD_OVERHEAD);
+        let (quiet, hot): (Arc<str>, Arc<str>) = (Arc::from("quiet"), Arc::from("hot"));
+        let now = Instant::now();
+        append(&h, &quiet, "qqqqqqqqqq", now);
+        for _ in 0..10 {
+            append(&h, &hot, "hhhhhhhhhh", now);
+        }
+        let (_, kept) = h.last("quiet", 10, now).expect("quiet's log");
+        assert_eq!(offsets(&kept), [1], "quiet's publication is still kept");
+        assert_eq!(h.stats.evicted_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            h.stats.bytes.load(Ordering::Relaxed) as usize,
+            2 * per_entry + 11 * RECORD_OVERHEAD
+        );
+    }
+
     #[test]
     fn the_size_bound_holds_per_topic_and_the_node_order_skips_what_it_dropped() {
         let h = history(2, 60_000, 1 << 20);
@@ -757,10 +795,10 @@ mod tests {
         let (_, entries) = h.last("t", 10, now).unwrap();
         assert_eq!(offsets(&entries), [3, 4]);
         assert_eq!(h.stats.entries.load(Ordering::Relaxed), 2);
-        // Records of 1 and 2 stay counted (bounding the expiry order) until reached.
+        // The entries kept, and the records of all four (1 and 2's until reached).
         assert_eq!(
             h.stats.bytes.load(Ordering::Relaxed) as usize,
-            4 * (1 + ENTRY_OVERHEAD)
+            2 * (1 + ENTRY_OVERHEAD) + 4 * RECORD_OVERHEAD
         );
         // The expiry order still lists 1 and 2; reaching them drops nothing that is still kept.
         h.sweep(now + Duration::from_secs(61));

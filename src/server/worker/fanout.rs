@@ -235,6 +235,12 @@ impl Core {
             };
             match self.shared.inboxes.send(worker, sent) {
                 Sent::Queued => self.doorbells[worker] = true,
+                // A burst of this worker's own publications over its inbox: delivered at the end of the
+                // event instead (in offset order among themselves; one that comes before another
+                // worker's earlier offset makes the handler catch up from the history).
+                Sent::Full if worker == self.index => {
+                    self.published.push((Arc::clone(topic), message.clone()));
+                }
                 Sent::Full => {
                     self.shared.metrics[worker].handoff_drops.inc();
                     self.doorbells[worker] = true;
