@@ -134,7 +134,8 @@ sample_while_loadgen() {
 
 # broadcast_run SECTION VARIANT CASE ROUND SUBS PUBS SIZE RATE BINARY ARGS...: one fanout run; appends a
 # result line "section|variant|case|round|ns_per_delivery|ns_per_publish|catch_ups_per_publish|
-# deliveries_per_s|check" to $RESULTS and prints it.
+# deliveries_per_s|history_entries|history_bytes_per_entry|check" to $RESULTS and prints it (the last two
+# as the server's gauges read after the load).
 broadcast_run() {
   local section=$1 variant=$2 label=$3 round=$4 subs=$5 pubs=$6 size=$7 rate=$8 bin=$9 port
   shift 9
@@ -143,7 +144,8 @@ broadcast_run() {
   taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" --topic bench -c "$subs" --publishers "$pubs" \
     -s "$size" --rate "$rate" -d "$DUR" -t 1 -q --json "$WORK/load.json" >/dev/null 2>&1 &
   LOADGEN_PID=$!
-  sample_while_loadgen "$port" ringws_deliveries_total ringws_history_catch_ups_total ringws_history_appended_total
+  sample_while_loadgen "$port" ringws_deliveries_total ringws_history_catch_ups_total ringws_history_appended_total \
+    ringws_history_entries ringws_history_bytes ringws_handoff_drops_total ringws_history_delivery_gaps_total
   stop_pid "$SERVER_PID"
   SERVER_PID=""
   python3 - "$WORK/load.json" "$WORK/samples" "$subs" "$pubs" "$section|$variant|$label|$round" <<'EOF' | tee -a "$RESULTS"
@@ -153,7 +155,7 @@ raw = open(jpath).read()
 j = json.loads(raw[raw.index("{"):]) if "{" in raw else {}
 b = j.get("broadcast", {})
 rows = [tuple(map(float, l.split())) for l in open(spath) if l.strip()]
-# columns: t cpu_ns open deliveries catch_ups appended
+# columns: t cpu_ns open deliveries catch_ups appended entries bytes handoff_drops delivery_gaps
 start = next((i for i, r in enumerate(rows) if r[2] >= subs + pubs), None)
 end = max((i for i in range(1, len(rows)) if rows[i][3] > rows[i - 1][3]), default=None)
 if start is None or end is None or end <= start:
@@ -167,8 +169,13 @@ clean = (b.get("expected") == b.get("delivered") and not b.get("missing") and no
          and not b.get("out_of_order") and not j.get("errors_total"))
 check = "clean" if clean else (f"expected={b.get('expected')} delivered={b.get('delivered')} missing={b.get('missing')} "
                                f"dup={b.get('duplicates')} ooo={b.get('out_of_order')} errors={j.get('errors_total')}")
+last = rows[-1]
+if last[8] or last[9]:
+    check += f" (server: handoff drops {last[8]:.0f}, history delivery gaps {last[9]:.0f})"
+# At the end: the history's entries and ringws_history_bytes per entry.
+per_entry = last[7] / last[6] if last[6] else float("nan")
 print(f"{key}|{cpu_ns / max(deliveries, 1):.0f}|{cpu_ns / max(publishes, 1):.0f}|{catch_ups / max(publishes, 1):.4f}"
-      f"|{deliveries / max(secs, 1e-9):.0f}|{check}")
+      f"|{deliveries / max(secs, 1e-9):.0f}|{last[6]:.0f}|{per_entry:.0f}|{check}")
 EOF
 }
 
@@ -305,6 +312,10 @@ section_history() {
   table history 1 "ns/delivery" hist0 hist1000
   echo
   table history 3 "catch-ups/publish" hist0 hist1000
+  echo
+  table history 5 "history entries at the end" hist0 hist1000
+  echo
+  table history 6 "ringws_history_bytes per entry at the end" hist0 hist1000
 }
 
 section_presence() {
