@@ -78,7 +78,7 @@ def cpu():
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             total += int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
-        except FileNotFoundError:
+        except OSError:
             pass
     return total
 def metrics():
@@ -98,7 +98,7 @@ def metrics():
 def alive():
     try:
         return open(f"/proc/{lpid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:
         return False
 while alive():
     c0 = cpu(); m = metrics(); c1 = cpu()
