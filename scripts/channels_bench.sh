@@ -40,8 +40,9 @@
 #
 # Usage: scripts/channels_bench.sh   (env: SECTIONS, ROUNDS=3, DUR=4 (s per load run), SUBS=100,
 #        DELIVERIES=1000000, DELIVERIES_1K=200000, PUB1_RATE=20000, CHURN_RATE=2000, CHURN_SLOTS=50, TOPICS=10000,
+#        SIZES="16 1024" (plain, history), HIST_SUBS="1 $SUBS", HIST_W2=1 (0: no 2-worker runs),
 #        RINGWS=target/release/ringws, LOADGEN=target/release/ringws-loadgen, BASE=<ringws before>)
-# Needs: release builds (cargo build --release -p ringws -p ringws-loadgen), python3, curl, openssl (auth).
+# Needs: release builds (cargo build --release -p ringws -p ringws-loadgen), python3, openssl (auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -50,7 +51,7 @@ SECTIONS=${SECTIONS:-"plain history presence auth memory"}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-4}; SUBS=${SUBS:-100}; DELIVERIES=${DELIVERIES:-1000000}
 DELIVERIES_1K=${DELIVERIES_1K:-200000}; PUB1_RATE=${PUB1_RATE:-20000}; CHURN_RATE=${CHURN_RATE:-2000}
 CHURN_SLOTS=${CHURN_SLOTS:-50}
-TOPICS=${TOPICS:-10000}
+TOPICS=${TOPICS:-10000}; SIZES=${SIZES:-"16 1024"}; HIST_SUBS=${HIST_SUBS:-"1 $SUBS"}; HIST_W2=${HIST_W2:-1}
 require_executable "cargo build --release -p ringws -p ringws-loadgen" "$RINGWS" "$LOADGEN"
 if [[ " $SECTIONS " == *" plain "* ]]; then
   require_executable "BASE=<the ringws binary built before the channels work>" "$BASE"
@@ -271,7 +272,7 @@ section_plain() {
   echo "# BASE=$BASE ($(sha256sum "$BASE" | cut -c1-12))"
   local round size rate variant bin
   for round in $(seq "$ROUNDS"); do
-    for size in 16 1024; do
+    for size in $SIZES; do
       rate=$(fanout_rate "$size" "$SUBS")
       for variant in base main; do
         bin=$RINGWS; [ "$variant" = base ] && bin=$BASE
@@ -289,8 +290,8 @@ section_history() {
   header history "server ns CPU per publish, --history-size 0 vs 1000"
   local round size hist subs rate name
   for round in $(seq "$ROUNDS"); do
-    for size in 16 1024; do
-      for subs in 1 "$SUBS"; do
+    for size in $SIZES; do
+      for subs in $HIST_SUBS; do
         if [ "$subs" -eq 1 ]; then rate=$PUB1_RATE; else rate=$(fanout_rate "$size" "$subs"); fi
         name="1pub-${subs}subs-${size}B-${rate}pub/s-w1"
         for hist in 0 1000; do
@@ -300,6 +301,7 @@ section_history() {
       done
     done
     rate=$(fanout_rate 16 "$SUBS")
+    [ "$HIST_W2" = 1 ] || continue
     for hist in 0 1000; do
       broadcast_run history "hist$hist" "2pub-${SUBS}subs-16B-${rate}pub/s-w2" "$round" "$SUBS" 2 16 "$rate" \
         "$RINGWS" --workers 2 --history-size "$hist"
