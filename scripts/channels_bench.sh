@@ -19,6 +19,8 @@
 #           CPU per publish (deliveries / subscribers in the window). Then 2 publishers with `--workers 2`
 #           (both workers on CPU 0), 16 B: CPU per publish and `ringws_history_catch_ups_total` per publish (a
 #           worker reading a publication back from the history because a later one reached it first).
+#           Every run also prints the server's history entries and `ringws_history_bytes` per entry after
+#           the load, and the check column names any handoff drop or history delivery gap it counted.
 # presence  churn cycles (connect to `/?topic=t`, one text message, close) with and without `--presence`:
 #           CPU per cycle; the difference is one join and one leave (no presence watcher: no event sent).
 #           The loadgen's churn closes a cycle after its echo; a pub/sub server answers the message (not a
