@@ -26,24 +26,48 @@
 # A over each publishing window into DIR/a-SHARDS-ROUND.data (it costs CPU: not for the rate figures).
 #
 # Bounded: every process it starts is stopped by PID on exit (trap). Usage: scripts/cluster_shards.sh
-# (env: SUBS=10 SIZE=64 RATE=400000 PUBLISHERS=4 DUR=4 ROUNDS=1 PERF=, RINGWS=path, LOADGEN=path; default:
-# release builds)
+# (env: SUBS=10 SIZE=64 RATE=400000 PUBLISHERS=4 DUR=4 ROUNDS=1 PERF= REDIS_CPU=, RINGWS=path, LOADGEN=path;
+# default: release builds). REDIS_CPU=P limits each Redis to P % of a core (a cgroup each; root): see below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 RINGWS=${RINGWS:-target/release/ringws}; LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 SUBS=${SUBS:-10}; SIZE=${SIZE:-64}; RATE=${RATE:-400000}; PUBLISHERS=${PUBLISHERS:-4}; DUR=${DUR:-4}
-ROUNDS=${ROUNDS:-1}; PERF=${PERF:-}
+ROUNDS=${ROUNDS:-1}; PERF=${PERF:-}; REDIS_CPU=${REDIS_CPU:-}
 require_executable "cargo build --release -p ringws -p ringws-loadgen" "$RINGWS" "$LOADGEN"
 command -v redis-server >/dev/null || { echo "cluster_shards.sh: redis-server is not on PATH (apt-get install redis-server)" >&2; exit 2; }
 
 PIDS=()
+CGROUPS=()
 TMP=$(mktemp -d)
 cleanup() {
     stop_pid "${PIDS[@]}"
+    for group in "${CGROUPS[@]}"; do rmdir "$group" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# REDIS_CPU=P: each redis-server in a cgroup of its own (cgroup v1 `cpu`, or v2) limited to P % of one core,
+# so that Redis, not the nodes or the shared cores, binds the rate: what sharding is for. Needs root.
+limit_cpu() { # limit_cpu PID NAME
+    [ -n "$REDIS_CPU" ] || return 0
+    local group
+    if [ -w /sys/fs/cgroup/cpu ]; then
+        group=/sys/fs/cgroup/cpu/$2-$$
+        mkdir -p "$group"
+        echo 100000 > "$group/cpu.cfs_period_us"
+        echo $((REDIS_CPU * 1000)) > "$group/cpu.cfs_quota_us"
+    elif [ -w /sys/fs/cgroup/cgroup.procs ]; then
+        group=/sys/fs/cgroup/$2-$$
+        mkdir -p "$group"
+        echo "$((REDIS_CPU * 1000)) 100000" > "$group/cpu.max"
+    else
+        echo "cluster_shards.sh: REDIS_CPU needs a writable cgroup cpu controller (root)" >&2
+        exit 2
+    fi
+    echo "$1" > "$group/cgroup.procs"
+    CGROUPS+=("$group")
+}
 
 # idle_ticks: the machine's idle CPU time so far, all cores (clock ticks, /proc/stat: idle + iowait).
 idle_ticks() {
@@ -73,6 +97,7 @@ for shards in 1 2; do
         port=$(free_port)
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis$i.log" 2>&1 &
         REDIS_PIDS+=($!); PIDS+=($!); REDIS_PORTS+=("$port"); BROKERS+=(--broker "redis://127.0.0.1:$port")
+        limit_cpu "$!" "ringws-bench-redis$i-r$round"
         for _ in $(seq 100); do
             [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && break
             sleep 0.05
