@@ -69,6 +69,11 @@ pub struct Options {
     #[arg(long, value_enum, default_value_t = TlsVersion::Any)]
     pub tls_version: TlsVersion,
 
+    /// wss://: keep the session tickets servers send and resume with them (a reconnecting client);
+    /// without it every connection makes a full TLS handshake.
+    #[arg(long)]
+    pub tls_resume: bool,
+
     /// Connections (echo, connect), subscribers (broadcast) or concurrent slots (churn).
     #[arg(short = 'c', long, default_value_t = 100)]
     pub connections: u64,
@@ -359,8 +364,8 @@ impl Options {
             if self.ca_cert.is_some() && self.insecure {
                 return Err("--ca-cert and --insecure exclude each other".into());
             }
-        } else if self.ca_cert.is_some() || self.insecure {
-            return Err("--ca-cert and --insecure apply to wss:// URLs only".into());
+        } else if self.ca_cert.is_some() || self.insecure || self.tls_resume {
+            return Err("--ca-cert, --insecure and --tls-resume apply to wss:// URLs only".into());
         }
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());

@@ -1,5 +1,5 @@
 //! TLS for `wss://` targets: the client configuration (roots from `--ca-cert`, or `--insecure`; TLS 1.2
-//! and/or 1.3; no session resumption) built once per process, and the per-connection TLS state that sits
+//! and/or 1.3; session resumption only with `--tls-resume`) built once per process, and the per-connection TLS state that sits
 //! between the engine and the WebSocket reader/writer: received ciphertext in, plaintext out to the
 //! message reader; gathered frames in, ciphertext out to the engine's send buffer.
 //!
@@ -29,6 +29,9 @@ pub struct TlsPlan {
     /// For the report: versions offered and how the server is trusted.
     pub description: String,
 }
+
+/// Sessions `--tls-resume` keeps (rustls keeps up to 8 TLS 1.3 tickets for each server name).
+const RESUMPTION_CACHE: usize = 256;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -64,9 +67,15 @@ pub fn plan(options: &Options, target: &Target) -> Result<TlsPlan, String> {
             return Err("wss:// needs --ca-cert FILE or --insecure".into());
         }
     };
-    // Every connection makes a full handshake (what a connection ramp measures), and no session cache
-    // is shared between worker threads.
-    config.resumption = rustls::client::Resumption::disabled();
+    // By default every connection makes a full handshake (what a connection ramp measures) and no
+    // session cache is shared between worker threads. `--tls-resume`: one in-memory cache for the
+    // process (rustls's, behind a lock; a handshake takes a ticket and the server's answer brings a new
+    // one), as many reconnecting clients would hold.
+    config.resumption = if options.tls_resume {
+        rustls::client::Resumption::in_memory_sessions(RESUMPTION_CACHE)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
     let server_name = ServerName::try_from(target.hostname.clone())
         .map_err(|e| format!("{}: not a TLS server name: {e}", target.hostname))?;
     let version = match options.tls_version {
@@ -78,10 +87,15 @@ pub fn plan(options: &Options, target: &Target) -> Result<TlsPlan, String> {
         ServerName::DnsName(name) => format!("SNI {}", name.as_ref()),
         _ => "no SNI (IP address)".to_string(),
     };
+    let resumption = if options.tls_resume {
+        "sessions resumed"
+    } else {
+        "full handshakes"
+    };
     Ok(TlsPlan {
         config: Arc::new(config),
         server_name,
-        description: format!("{version}, {sni}, {trust}"),
+        description: format!("{version}, {sni}, {trust}, {resumption}"),
     })
 }
 
@@ -198,6 +212,12 @@ impl TlsConn {
     /// The version negotiated (once the handshake is done).
     pub fn version(&self) -> Option<rustls::ProtocolVersion> {
         self.session.protocol_version()
+    }
+
+    /// The handshake resumed a session (`--tls-resume` and a ticket the server accepted).
+    #[cfg(test)]
+    fn resumed(&self) -> bool {
+        self.session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// Whether there is ciphertext to produce (handshake flight, alert, buffered records).
@@ -414,6 +434,66 @@ mod tests {
                 "TLS {version}"
             );
         }
+    }
+
+    /// With `--tls-resume` the second connection of a plan resumes the session of the first with the
+    /// ticket it received; without it every connection makes a full handshake.
+    #[test]
+    fn tls_resume_resumes_with_the_ticket_of_an_earlier_connection() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "ringws-loadgen-tls-resume-unit-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let server_config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key)
+                .unwrap(),
+        );
+        for resume in [false, true] {
+            let mut args = vec![
+                "ringws-loadgen",
+                "churn",
+                "--url",
+                "wss://localhost:1/",
+                "--ca-cert",
+                ca.to_str().unwrap(),
+            ];
+            if resume {
+                args.push("--tls-resume");
+            }
+            let options = <Options as clap::Parser>::parse_from(args);
+            let target = crate::cli::parse_url(&options.urls[0]).unwrap();
+            let plan = plan(&options, &target).unwrap();
+            let mut kinds = Vec::new();
+            for _ in 0..3 {
+                let mut server = rustls::ServerConnection::new(Arc::clone(&server_config)).unwrap();
+                let mut client = TlsConn::new(&plan).unwrap();
+                let mut plain = Vec::new();
+                client.seal(&mut Vec::new()).unwrap();
+                for _ in 0..4 {
+                    let cipher = std::mem::take(&mut client.cipher);
+                    server_input(&mut server, &cipher, &mut Vec::new());
+                    // The server's flight, then its tickets once the handshake is done.
+                    client
+                        .receive(&server_output(&mut server), &mut plain)
+                        .unwrap();
+                    client.seal(&mut Vec::new()).unwrap();
+                }
+                assert!(!client.handshaking());
+                kinds.push(client.resumed());
+            }
+            assert_eq!(kinds, [false, resume, resume], "--tls-resume {resume}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
