@@ -4,19 +4,23 @@
 //! `echo`: C connections (one blocking thread each), each sending DEPTH messages of SIZE bytes and
 //! reading the DEPTH echoes, in a closed loop for DUR seconds; prints the messages echoed.
 //! `handshakes`: C threads each connecting, upgrading (TLS handshake first with --ca), sending one message,
-//! reading its echo and dropping the connection, for DUR seconds; prints the connections completed.
+//! reading its echo and dropping the connection, for DUR seconds; prints the connections completed and how
+//! many TLS handshakes resumed a session. Every TLS handshake is a full one unless `--resume` is given:
+//! then each client keeps the session tickets it receives (rustls's in-memory cache, one per thread) and
+//! resumes with them, as a reconnecting client does.
 //! `cert`: writes a self-signed certificate for `localhost` and 127.0.0.1 (DIR/cert.pem, DIR/key.pem).
 //! `compare`: the whole comparison in one run: starts `BIN serve --workers 1 --no-pin` under
 //! `taskset -c 0` (if present) without and then with TLS, runs the echo load and then the handshake
-//! load against each, and prints the server's CPU time (utime + stime from /proc/PID/stat) per message
-//! and per connection; then the echo round trips of one established connection alone and while 4
-//! threads open connections (handshake starvation). Run it under `taskset -c 1` so that the client does not share the server's CPU.
+//! load against each (for wss, full handshakes and then resumed ones), and prints the server's CPU time
+//! (utime + stime from /proc/PID/stat) per message and per connection; then (unless `--no-probe`) the echo
+//! round trips of one established connection alone and while 4 threads open connections (handshake
+//! starvation). Run it under `taskset -c 1` so that the client does not share the server's CPU.
 //!
 //! Usage:
 //!   tls_bench echo ADDR [--ca CERT.pem] [-c 16] [-s 32] [--depth 4] [-d 5]
-//!   tls_bench handshakes ADDR [--ca CERT.pem] [-c 4] [-d 5]
+//!   tls_bench handshakes ADDR [--ca CERT.pem] [--resume] [-c 4] [-d 5]
 //!   tls_bench cert DIR
-//!   tls_bench compare BIN [-c 16] [-s 32] [--depth 4] [-d 5]
+//!   tls_bench compare BIN [-c 16] [-s 32] [--depth 4] [-d 5] [--no-probe]
 //!
 //! Output: one line of `key=value` pairs. Loopback only; every loop is bounded by DUR.
 
@@ -41,38 +45,75 @@ impl<T: Read + Write + Send> Stream for T {}
 
 struct Options {
     addr: SocketAddr,
-    ca: Option<Arc<rustls::ClientConfig>>,
+    /// The CA file (wss); each thread builds its client configuration from it (`client_config`).
+    ca: Option<String>,
+    /// Keep and use session tickets (per thread); without it every TLS handshake is full.
+    resume: bool,
     connections: usize,
     size: usize,
     depth: usize,
     duration: Duration,
 }
 
-fn client_config(ca_path: &str) -> Arc<rustls::ClientConfig> {
+/// A client configuration trusting `ca_path`, with a session cache of its own when `resume` (one per
+/// thread: no lock shared between the client threads), else without resumption.
+fn client_config(ca_path: &str, resume: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_path).expect("read --ca") {
         roots.add(cert.expect("parse --ca")).expect("add --ca");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = if resume {
+        rustls::client::Resumption::in_memory_sessions(16)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
+    Arc::new(config)
 }
 
-fn open(options: &Options) -> std::io::Result<tungstenite::WebSocket<Box<dyn Stream>>> {
-    let tcp = TcpStream::connect(options.addr)?;
+/// One thread's connections: the client configuration (and so the session cache) they share.
+struct Client {
+    config: Option<Arc<rustls::ClientConfig>>,
+    /// TLS handshakes that resumed a session.
+    resumed: u64,
+}
+
+impl Client {
+    fn new(options: &Options) -> Client {
+        Client {
+            config: options
+                .ca
+                .as_deref()
+                .map(|ca| client_config(ca, options.resume)),
+            resumed: 0,
+        }
+    }
+}
+
+fn open(
+    options: &Options,
+    client: &mut Client,
+) -> std::io::Result<tungstenite::WebSocket<Box<dyn Stream>>> {
+    let mut tcp = TcpStream::connect(options.addr)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let stream: Box<dyn Stream> = match &options.ca {
+    let stream: Box<dyn Stream> = match &client.config {
         None => Box::new(tcp),
         Some(config) => {
             let name = ServerName::try_from("localhost").expect("name");
-            let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+            let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
                 .map_err(std::io::Error::other)?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp)?;
+            }
+            if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                client.resumed += 1;
+            }
             Box::new(rustls::StreamOwned::new(conn, tcp))
         }
     };
@@ -82,7 +123,7 @@ fn open(options: &Options) -> std::io::Result<tungstenite::WebSocket<Box<dyn Str
 }
 
 fn echo_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
-    let mut ws = open(options).expect("connect");
+    let mut ws = open(options, &mut Client::new(options)).expect("connect");
     let payload = vec![b'x'; options.size];
     let mut done = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -104,8 +145,10 @@ fn echo_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
 
 fn handshake_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
     let mut done = 0u64;
+    let mut client = Client::new(options);
     while !stop.load(Ordering::Relaxed) {
-        let mut ws = open(options).expect("connect");
+        // The echo is read before the next connection: the TLS 1.3 ticket comes with the 101.
+        let mut ws = open(options, &mut client).expect("connect");
         ws.send(Message::text("hi")).expect("write");
         match ws.read().expect("read") {
             Message::Text(t) if t.as_str() == "hi" => done += 1,
@@ -113,12 +156,16 @@ fn handshake_worker(options: &Options, stop: &AtomicBool, count: &AtomicU64) {
         }
     }
     count.fetch_add(done, Ordering::Relaxed);
+    RESUMED.fetch_add(client.resumed, Ordering::Relaxed);
 }
+
+/// TLS handshakes that resumed a session, over every `handshake_worker` of the process.
+static RESUMED: AtomicU64 = AtomicU64::new(0);
 
 /// Round trips of one established connection (32-byte echo, one at a time) until `stop`; returns the
 /// sorted round-trip times.
 fn probe(options: &Options, stop: &AtomicBool) -> Vec<Duration> {
-    let mut ws = open(options).expect("connect probe");
+    let mut ws = open(options, &mut Client::new(options)).expect("connect probe");
     let mut rtts = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -185,6 +232,7 @@ fn parse(args: &[String]) -> Options {
     let mut options = Options {
         addr,
         ca: None,
+        resume: false,
         connections: 16,
         size: 32,
         depth: 4,
@@ -192,9 +240,14 @@ fn parse(args: &[String]) -> Options {
     };
     let mut i = 1;
     while i < args.len() {
+        if args[i] == "--resume" {
+            options.resume = true;
+            i += 1;
+            continue;
+        }
         let value = args.get(i + 1).expect("flag value").as_str();
         match args[i].as_str() {
-            "--ca" => options.ca = Some(client_config(value)),
+            "--ca" => options.ca = Some(value.to_string()),
             "-c" => options.connections = value.parse().expect("-c"),
             "-s" => options.size = value.parse().expect("-s"),
             "--depth" => options.depth = value.parse().expect("--depth"),
@@ -258,6 +311,12 @@ fn spawn_server(bin: &str, extra: &[String]) -> ServerProcess {
 
 fn compare(args: &[String]) {
     let bin = args.first().expect("BIN").clone();
+    let probe = !args.iter().any(|a| a == "--no-probe");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--no-probe")
+        .cloned()
+        .collect();
     let cert = TestCert::for_names(CERT_NAMES);
     for (scheme, extra) in [("ws", vec![]), ("wss", cert.args())] {
         let mut server = spawn_server(&bin, &extra);
@@ -278,20 +337,33 @@ fn compare(args: &[String]) {
             (t1 - t0) as f64 / 100.0,
             (t1 - t0) as f64 * 1e4 / messages.max(1) as f64
         );
-        // Handshakes: 4 client threads, each connect + (TLS) + upgrade + one echo + drop.
-        let mut options = parse(&flags);
-        options.connections = 4;
-        let t0 = cpu_ticks(pid);
-        let (connections, secs) = run(options, handshake_worker);
-        let t1 = cpu_ticks(pid);
-        println!(
-            "scheme={scheme} mode=handshakes c=4 connections={connections} secs={secs:.2} rate={:.0}/s \
-             server_cpu_s={:.2} cpu_us_per_connection={:.1}",
-            connections as f64 / secs,
-            (t1 - t0) as f64 / 100.0,
-            (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
-        );
-        probe_during_handshakes(&flags, scheme);
+        // Handshakes: 4 client threads, each connect + (TLS) + upgrade + one echo + drop; over wss
+        // full handshakes, then resumed ones.
+        let resume_runs: &[bool] = if scheme == "wss" {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &resume in resume_runs {
+            let mut options = parse(&flags);
+            options.connections = 4;
+            options.resume = resume;
+            RESUMED.store(0, Ordering::Relaxed);
+            let t0 = cpu_ticks(pid);
+            let (connections, secs) = run(options, handshake_worker);
+            let t1 = cpu_ticks(pid);
+            println!(
+                "scheme={scheme} mode=handshakes resume={resume} c=4 connections={connections} resumed={} \
+                 secs={secs:.2} rate={:.0}/s server_cpu_s={:.2} cpu_us_per_connection={:.1}",
+                RESUMED.load(Ordering::Relaxed),
+                connections as f64 / secs,
+                (t1 - t0) as f64 / 100.0,
+                (t1 - t0) as f64 * 1e4 / connections.max(1) as f64
+            );
+        }
+        if probe {
+            probe_during_handshakes(&flags, scheme);
+        }
         // A graceful stop (SIGTERM) before the next server; dropping `server` kills it if it hangs.
         server.signal("TERM");
         server.wait_exit(Duration::from_secs(10));
@@ -317,10 +389,12 @@ fn main() {
         }
         Some("handshakes") => {
             let options = parse(&args[1..]);
-            let (c, tls) = (options.connections, options.ca.is_some());
+            let (c, tls, resume) = (options.connections, options.ca.is_some(), options.resume);
             let (connections, secs) = run(options, handshake_worker);
             println!(
-                "mode=handshakes tls={tls} c={c} connections={connections} secs={secs:.2} rate={:.0}",
+                "mode=handshakes tls={tls} resume={resume} c={c} connections={connections} resumed={} \
+                 secs={secs:.2} rate={:.0}",
+                RESUMED.load(Ordering::Relaxed),
                 connections as f64 / secs
             );
         }
@@ -333,7 +407,7 @@ fn main() {
         }
         Some("compare") => compare(&args[1..]),
         _ => {
-            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags]");
+            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [--resume] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags] [--no-probe]");
             std::process::exit(2);
         }
     }
