@@ -414,20 +414,12 @@ impl TlsState {
                 }
                 Err(e) => Err(e),
             }
+        } else if self.handshake_done {
+            self.receive_after_partial_record(input, pool, plain, &mut outcome)
+                .map(|_| outcome)
         } else {
-            self.incoming.extend_from_slice(input);
-            let mut incoming = std::mem::take(&mut self.incoming);
-            let result = self.process(&mut incoming, pool, plain, &mut outcome);
-            if let Ok(consumed) = result {
-                if consumed < incoming.len() {
-                    incoming.drain(..consumed);
-                    self.incoming = incoming;
-                } else {
-                    // Back to the pool: no buffer is kept between records.
-                    recycle(pool, incoming);
-                }
-            }
-            result.map(|_| outcome)
+            self.receive_appended(input, pool, plain, &mut outcome)
+                .map(|_| outcome)
         };
         let mut result = result;
         if let Ok(done) = result.as_mut() {
@@ -446,6 +438,84 @@ impl TlsState {
             recycle(pool, std::mem::take(&mut self.incoming));
         }
         result
+    }
+
+    /// Input that follows the start of a record kept from an earlier receive (application data: at most
+    /// one partial record is kept). Only the bytes that complete that record are copied behind it; the
+    /// record is processed from the kept buffer and the rest of the input in place, like a receive that
+    /// starts on a record boundary. (Appending the whole input and then moving the unconsumed tail to the
+    /// front copied each byte of a large message up to twice more: with 16 KiB messages nearly every
+    /// record spans two receives.)
+    fn receive_after_partial_record(
+        &mut self,
+        input: &mut [u8],
+        pool: &mut BufferPool,
+        plain: &mut Vec<u8>,
+        outcome: &mut RecvOutcome,
+    ) -> Result<(), rustls::Error> {
+        let mut rest = 0;
+        // The header first (it may itself span receives), then the body it announces; a length over
+        // the largest record goes to rustls at once, which refuses it.
+        loop {
+            let want = if self.incoming.len() < RECORD_HEADER {
+                RECORD_HEADER
+            } else {
+                record_end(&self.incoming)
+            };
+            if self.incoming.len() >= want || want > MAX_RECORD {
+                break;
+            }
+            let take = (want - self.incoming.len()).min(input.len() - rest);
+            if take == 0 {
+                return Ok(());
+            }
+            self.incoming.extend_from_slice(&input[rest..rest + take]);
+            rest += take;
+        }
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let consumed = self.process(&mut incoming, pool, plain, outcome)?;
+        if consumed < incoming.len() {
+            // rustls kept part of the record (a post-handshake message it joins with the next record):
+            // present it again with everything after it.
+            self.incoming = incoming;
+            return self.receive_appended(&input[rest..], pool, plain, outcome);
+        }
+        incoming.clear();
+        if outcome.peer_closed || rest == input.len() {
+            recycle(pool, incoming);
+            return Ok(());
+        }
+        let consumed = rest + self.process(&mut input[rest..], pool, plain, outcome)?;
+        if consumed < input.len() {
+            // The start of the next record: kept in the same buffer.
+            incoming.extend_from_slice(&input[consumed..]);
+            self.incoming = incoming;
+        } else {
+            recycle(pool, incoming);
+        }
+        Ok(())
+    }
+
+    /// Input appended to what was kept from earlier receives and processed from there (the handshake,
+    /// where rustls may keep several records until a message that spans them is complete).
+    fn receive_appended(
+        &mut self,
+        input: &[u8],
+        pool: &mut BufferPool,
+        plain: &mut Vec<u8>,
+        outcome: &mut RecvOutcome,
+    ) -> Result<(), rustls::Error> {
+        self.incoming.extend_from_slice(input);
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let consumed = self.process(&mut incoming, pool, plain, outcome)?;
+        if consumed < incoming.len() {
+            incoming.drain(..consumed);
+            self.incoming = incoming;
+        } else {
+            // Back to the pool: no buffer is kept between records.
+            recycle(pool, incoming);
+        }
+        Ok(())
     }
 
     /// Runs rustls over `buf` until it needs more input; returns the bytes consumed (the rest is the
@@ -587,6 +657,16 @@ impl TlsState {
         }
         Ok(())
     }
+}
+
+/// Bytes of a TLS record header (content type, legacy version, length).
+const RECORD_HEADER: usize = 5;
+/// The largest record on the wire (TLS 1.2's ciphertext limit, 2^14 + 2048, and its header).
+const MAX_RECORD: usize = RECORD_HEADER + MAX_FRAGMENT + 2048;
+
+/// Where the record that starts `buf` ends (`buf` holds at least its header).
+fn record_end(buf: &[u8]) -> usize {
+    RECORD_HEADER + usize::from(u16::from_be_bytes([buf[3], buf[4]]))
 }
 
 /// Gives a buffer back to the pool unless it never allocated.
@@ -927,6 +1007,31 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         let outcome = server.receive(&mut record, &mut pool, &mut plain).unwrap();
         assert!(plain.is_empty());
         assert!(!outcome.peer_closed && !server.failed);
+    }
+
+    /// A record header that spans receives and announces more than the largest record is refused when
+    /// the header is complete, not after the announced bytes have been kept.
+    #[test]
+    fn an_oversized_record_spanning_receives_is_refused_at_its_header() {
+        let (config, cert) = server_config();
+        let mut pool = BufferPool::default();
+        let mut server = TlsState::new(&config).unwrap();
+        let mut client = client(&cert, false);
+        for _ in 0..4 {
+            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
+            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
+            if !client.is_handshaking() && server.handshake_done {
+                break;
+            }
+        }
+        assert!(server.handshake_done);
+        let mut plain = Vec::new();
+        let mut start = [0x17, 0x03, 0x03];
+        assert!(server.receive(&mut start, &mut pool, &mut plain).is_ok());
+        let mut rest = [0xFF, 0xFF, 0x00, 0x00];
+        assert!(server.receive(&mut rest, &mut pool, &mut plain).is_err());
+        assert!(server.failed);
+        assert_eq!(server.buffered_capacity(), 0);
     }
 
     #[test]
