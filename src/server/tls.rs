@@ -7,7 +7,8 @@
 //! processed in place; only the start of a record that spans receives is kept, in a buffer freed once
 //! it is consumed) and gets the plaintext back in a reused per-worker scratch buffer, which then takes
 //! exactly the path plain bytes take. At flush time the connection's plaintext queue (owned frames and
-//! shared broadcast frames alike) is encrypted into the ciphertext queue that the send writes. Plain
+//! shared broadcast frames alike) is encrypted into the ciphertext queue that the send writes, in records
+//! as full as what is queued allows (small chunks queued together share a record). Plain
 //! connections never reach this module. It must never block, never touch a socket and never log per
 //! record; an idle TLS connection holds no buffer here, only the rustls state. Loading reads files and
 //! runs on the main thread only (at startup, and on SIGHUP in `ringws serve`), never on a worker.
@@ -635,6 +636,24 @@ impl TlsState {
                     if let Some(plain) = plain.as_deref_mut() {
                         while self.out.as_ref().map_or(0, |q| q.queued_bytes()) < CIPHERTEXT_AHEAD {
                             let Some(bytes) = plain.front() else { break };
+                            if bytes.len() < MAX_FRAGMENT && plain.queued_bytes() > bytes.len() {
+                                // Several chunks queued, the first smaller than a record (shared
+                                // broadcast frames, one chunk each): gathered into one record.
+                                let mut gathered = pool.take_buffer();
+                                while let Some(bytes) = plain.front() {
+                                    let take = bytes.len().min(MAX_FRAGMENT - gathered.len());
+                                    gathered.extend_from_slice(&bytes[..take]);
+                                    plain.complete(take, pool);
+                                    if gathered.len() == MAX_FRAGMENT {
+                                        break;
+                                    }
+                                }
+                                let result =
+                                    encrypt_into(&mut self.out, pool, &mut traffic, &gathered);
+                                recycle(pool, gathered);
+                                result?;
+                                continue;
+                            }
                             let take = bytes.len().min(ENCRYPT_SLICE);
                             encrypt_into(&mut self.out, pool, &mut traffic, &bytes[..take])?;
                             plain.complete(take, pool);
@@ -1032,6 +1051,75 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         assert!(server.receive(&mut rest, &mut pool, &mut plain).is_err());
         assert!(server.failed);
         assert_eq!(server.buffered_capacity(), 0);
+    }
+
+    /// Small chunks queued together (shared broadcast frames are one chunk each) go out in one record,
+    /// not one record per chunk; a large chunk still fills whole records.
+    #[test]
+    fn small_chunks_queued_together_share_a_record() {
+        let (config, cert) = server_config();
+        let mut pool = BufferPool::default();
+        let mut server = TlsState::new(&config).unwrap();
+        let mut client = client(&cert, false);
+        for _ in 0..4 {
+            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
+            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
+            if !client.is_handshaking() && server.handshake_done {
+                break;
+            }
+        }
+        assert!(server.handshake_done);
+        // The held ticket goes out first: flush it.
+        let mut queue = SendQueue::new();
+        queue.push_owned(&mut pool, 1, |b| b.push(b'-'));
+        server
+            .encrypt_queued(Some(&mut queue), &mut pool, false)
+            .unwrap();
+        let _ = server_to_client(&mut server, &mut client, &mut pool);
+        let frames: Vec<Arc<[u8]>> = (0..50u8).map(|i| Arc::from(&[i; 20][..])).collect();
+        for frame in &frames {
+            queue.push_shared(Arc::clone(frame));
+        }
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        queue.push_shared(Arc::from(&big[..]));
+        server
+            .encrypt_queued(Some(&mut queue), &mut pool, false)
+            .unwrap();
+        assert!(queue.is_empty());
+        let mut records = 0;
+        let mut wire = Vec::new();
+        while let Some(bytes) = server.out.as_ref().and_then(|q| q.front()) {
+            wire.extend_from_slice(bytes);
+            let n = bytes.len();
+            server.out.as_mut().unwrap().complete(n, &mut pool);
+        }
+        let mut at = 0;
+        while at < wire.len() {
+            records += 1;
+            at += record_end(&wire[at..]);
+        }
+        // 1,000 bytes of small frames and 40,000 bytes behind them: two full records and a third (one
+        // record per frame before: 53).
+        assert_eq!(records, 3, "{} bytes on the wire", wire.len());
+        let mut rd = &wire[..];
+        let mut received = Vec::new();
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+            client.process_new_packets().unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+            }
+        }
+        let expected: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| f.iter().copied())
+            .chain(big)
+            .collect();
+        assert_eq!(received, expected);
     }
 
     #[test]
