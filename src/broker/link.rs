@@ -860,7 +860,8 @@ pub(super) fn run_publisher(link: LinkContext, publishes: Receiver<Outgoing>) {
         node: link.node,
         index: link.index,
         status: &link.status,
-        shutdown: &link.shared.shutdown,
+        // Not the shutdown itself: the workers' last publishes and presence leaves are written first.
+        shutdown: &link.shared.broker_stop,
     };
     let mut members =
         link.shared.config.presence.then(|| {
@@ -1009,9 +1010,6 @@ impl Publishing<'_> {
     ) -> Result<(), LinkError> {
         let mut in_flight = 0;
         loop {
-            if self.shutdown.load(Ordering::Acquire) {
-                return Err(LinkError::Stopped);
-            }
             if let (Some(members), Some(presence)) = (members.as_deref_mut(), &scripts.presence) {
                 // Every third of the presence TTL: this node's members are still here.
                 let written = members.refresh(conn, presence, false);
@@ -1020,12 +1018,20 @@ impl Publishing<'_> {
                     conn.flush()?;
                 }
             }
-            if in_flight == 0 {
-                // Nothing to read: wait for the workers.
-                match publishes.recv_timeout(Duration::from_millis(50)) {
-                    Ok(first) => batch.push(first),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            if in_flight == 0 && batch.is_empty() {
+                if self.shutdown.load(Ordering::Acquire) {
+                    // Stopping: what is still queued is written first; then done.
+                    match publishes.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => return Err(LinkError::Stopped),
+                    }
+                } else {
+                    // Nothing to read: wait for the workers.
+                    match publishes.recv_timeout(Duration::from_millis(50)) {
+                        Ok(first) => batch.push(first),
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    }
                 }
             }
             let room = PUBLISH_BATCH.min(MAX_IN_FLIGHT - in_flight);

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// Each worker's inbox and doorbell.
     pub(crate) inboxes: Inboxes,
     pub(crate) shutdown: AtomicBool,
+    /// The workers have finished: the broker's publishers write what is still queued (the leaves of the
+    /// connections the shutdown closed, the last publishes) and stop.
+    pub(crate) broker_stop: AtomicBool,
     /// The listeners were handed over to another process: stop accepting, drain (`worker::shutdown`).
     pub(crate) handed_over: AtomicBool,
     /// Workers that have stopped accepting after the handover (their accepts cancelled in the kernel).
@@ -273,6 +276,7 @@ impl Server {
                 .collect(),
             inboxes,
             shutdown: AtomicBool::new(false),
+            broker_stop: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
             accepts_stopped: AtomicUsize::new(0),
             accept_rearms: AtomicUsize::new(0),
@@ -584,6 +588,7 @@ impl ServerHandle {
         for thread in self.threads {
             let _ = thread.join();
         }
+        self.shared.broker_stop.store(true, Ordering::Release);
         for thread in self.broker_threads {
             let _ = thread.join();
         }

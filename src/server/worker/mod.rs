@@ -512,6 +512,7 @@ mod tests {
             metrics: vec![Arc::new(WorkerMetrics::default())],
             inboxes,
             shutdown: AtomicBool::new(false),
+            broker_stop: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
             accepts_stopped: AtomicUsize::new(0),
             accept_rearms: AtomicUsize::new(0),

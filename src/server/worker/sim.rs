@@ -142,6 +142,7 @@ fn run_with<H: Handler>(mut handler: H, config: SimConfig, events: &[u8]) -> Sim
         metrics: vec![Arc::new(WorkerMetrics::default())],
         inboxes,
         shutdown: AtomicBool::new(false),
+        broker_stop: AtomicBool::new(false),
         handed_over: AtomicBool::new(false),
         accepts_stopped: AtomicUsize::new(0),
         accept_rearms: AtomicUsize::new(0),
