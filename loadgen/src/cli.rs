@@ -26,6 +26,16 @@ pub enum Kind {
     Binary,
 }
 
+/// Where in its backoff window a reconnect waits (`--backoff-jitter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffJitter {
+    /// Anywhere in the upper half of the window.
+    Upper,
+    /// Anywhere in the whole window, from 0 ("full jitter": what `web/ringws.js` does).
+    Full,
+}
+
 /// TLS versions a wss:// client offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 pub enum TlsVersion {
@@ -102,6 +112,19 @@ pub struct Options {
     /// Reconnect dropped connections, with exponential backoff and jitter (counted in the report).
     #[arg(long)]
     pub reconnect: bool,
+
+    /// With --reconnect: the first backoff window in milliseconds; each later one is twice the one before.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base: u64,
+
+    /// With --reconnect: the largest backoff window in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_cap: u64,
+
+    /// With --reconnect: where in its window a reconnect waits: `upper` half, or anywhere (`full` jitter,
+    /// as `web/ringws.js` does).
+    #[arg(long, value_enum, default_value_t = BackoffJitter::Upper)]
+    pub backoff_jitter: BackoffJitter,
 
     /// Connection attempts per second over the whole run (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]

@@ -38,6 +38,25 @@ impl Phase {
     }
 }
 
+/// The backoff before a reconnect: windows of `base_ns` doubling up to `cap_ns`; a wait anywhere in the
+/// window (`full_jitter`) or in its upper half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base_ns: u64,
+    pub cap_ns: u64,
+    pub full_jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            base_ns: 100_000_000,
+            cap_ns: 5_000_000_000,
+            full_jitter: false,
+        }
+    }
+}
+
 /// Everything a worker needs to know, computed once from the options.
 #[derive(Debug)]
 pub struct Plan {
@@ -73,6 +92,8 @@ pub struct Plan {
     /// Connect: one connection sends `VERIFY_PAYLOAD` in the verify phase.
     pub verify_broadcast: bool,
     pub reconnect: bool,
+    /// With `reconnect`: the backoff before each retry.
+    pub backoff: Backoff,
     pub source_ips: Vec<Ipv4Addr>,
     /// Broadcast on a pub/sub topic: subscribers use `subscriber_path`, publishers wrap each message.
     pub topic: Option<String>,
@@ -151,6 +172,11 @@ impl Plan {
             ping_interval_ns: secs_to_ns(options.ping_interval),
             verify_broadcast: options.scenario == Scenario::Connect && options.verify_broadcast,
             reconnect: options.reconnect,
+            backoff: Backoff {
+                base_ns: options.backoff_base.saturating_mul(1_000_000),
+                cap_ns: options.backoff_cap.saturating_mul(1_000_000),
+                full_jitter: options.backoff_jitter == crate::cli::BackoffJitter::Full,
+            },
             source_ips: (0..options.source_ips)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
                 .collect(),

@@ -8,16 +8,11 @@
 
 use super::{Behaviour, State, Worker};
 use crate::engine::{Engine, NO_SOCK};
-use crate::plan::Phase;
+use crate::plan::{Backoff, Phase};
 use crate::stats::Counter;
 use crate::tls::TlsConn;
 use crate::wire::{self, HandshakeFailure, MessageReader, Rng, Role};
 use std::io;
-
-/// The first reconnect waits up to this long; each later one up to twice as long as the one before ...
-const BACKOFF_BASE_NS: u64 = 100_000_000;
-/// ... but never longer than this.
-const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 
 /// The counter for a failed connect, by errno.
 pub(super) fn connect_error_counter(err: &io::Error) -> Counter {
@@ -40,17 +35,24 @@ fn handshake_failure_counter(failure: HandshakeFailure) -> Counter {
     }
 }
 
-/// The longest wait before reconnect number `attempts + 1` of a connection: 100 ms, doubling with each
-/// attempt, at most 5 s.
-fn backoff_window_ns(attempts: u32) -> u64 {
-    (BACKOFF_BASE_NS << attempts.min(6)).min(BACKOFF_MAX_NS)
+/// The longest wait before reconnect number `attempts + 1` of a connection: the base (100 ms unless
+/// `--backoff-base`), doubling with each attempt, at most the cap (5 s unless `--backoff-cap`).
+fn backoff_window_ns(attempts: u32, backoff: &Backoff) -> u64 {
+    backoff
+        .base_ns
+        .saturating_mul(1u64 << attempts.min(40))
+        .min(backoff.cap_ns)
 }
 
-/// The wait before reconnect number `attempts + 1`: anywhere in the upper half of the backoff window
-/// (jitter, so that connections dropped together do not come back together).
-fn reconnect_delay_ns(attempts: u32, rng: &mut Rng) -> u64 {
-    let ceiling = backoff_window_ns(attempts);
-    ceiling / 2 + rng.below(ceiling / 2 + 1)
+/// The wait before reconnect number `attempts + 1`: anywhere in the upper half of the backoff window, or
+/// with full jitter anywhere in it (so that connections dropped together do not come back together).
+fn reconnect_delay_ns(attempts: u32, backoff: &Backoff, rng: &mut Rng) -> u64 {
+    let ceiling = backoff_window_ns(attempts, backoff);
+    if backoff.full_jitter {
+        rng.below(ceiling)
+    } else {
+        ceiling / 2 + rng.below(ceiling / 2 + 1)
+    }
 }
 
 impl<E: Engine> Worker<E> {
@@ -148,7 +150,7 @@ impl<E: Engine> Worker<E> {
     pub(super) fn schedule_reconnect(&mut self, i: usize, now: u64) {
         let attempts = self.conns[i].attempts;
         self.conns[i].attempts += 1;
-        let delay = reconnect_delay_ns(attempts, &mut self.rng);
+        let delay = reconnect_delay_ns(attempts, &self.plan.backoff, &mut self.rng);
         self.counters.inc(Counter::Reconnects);
         self.conns[i].state = State::Waiting;
         self.set_timer(i, now + delay);
@@ -238,8 +240,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn full_jitter_waits_anywhere_in_a_window_of_the_given_base_and_cap() {
+        let backoff = Backoff {
+            base_ns: 500_000_000,
+            cap_ns: 30_000_000_000,
+            full_jitter: true,
+        };
+        let ms = |attempts| backoff_window_ns(attempts, &backoff) / 1_000_000;
+        assert_eq!(
+            (0..8).map(ms).collect::<Vec<_>>(),
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        let mut rng = Rng::new(3);
+        let delays: Vec<u64> = (0..2000)
+            .map(|_| reconnect_delay_ns(2, &backoff, &mut rng))
+            .collect();
+        let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        assert!(*max < 2_000_000_000, "within the window: {max}");
+        assert!(*min < 100_000_000, "from near 0: {min}");
+        assert!(*max > 1_900_000_000, "to near the window: {max}");
+    }
+
+    #[test]
     fn backoff_window_doubles_from_100ms_up_to_5s() {
-        let ms = |attempts| backoff_window_ns(attempts) / 1_000_000;
+        let ms = |attempts| backoff_window_ns(attempts, &Backoff::default()) / 1_000_000;
         let windows: Vec<u64> = (0..9).map(ms).collect();
         assert_eq!(windows, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         // However many attempts failed, the shift never overflows and the cap holds.
@@ -250,9 +274,9 @@ mod tests {
     fn reconnect_delay_stays_in_the_upper_half_of_the_window_and_varies() {
         let mut rng = Rng::new(7);
         for attempts in [0, 1, 3, 6, 20] {
-            let window = backoff_window_ns(attempts);
+            let window = backoff_window_ns(attempts, &Backoff::default());
             let delays: Vec<u64> = (0..2000)
-                .map(|_| reconnect_delay_ns(attempts, &mut rng))
+                .map(|_| reconnect_delay_ns(attempts, &Backoff::default(), &mut rng))
                 .collect();
             let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
             assert!(*min >= window / 2 && *max <= window, "attempts {attempts}");
