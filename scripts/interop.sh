@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Interop with real clients: Python `websockets`, Node `ws`, and headless Chromium on the demo page (its
 # plain chat in browser.mjs; the pub/sub chat on web/ringws.js, with history, presence and recovery, in
-# browser_chat.mjs).
+# browser_chat.mjs; the same chat on two nodes joined through Redis, one restarted while the other takes
+# publications, in browser_cluster.mjs).
 #
 # Installs what it needs, idempotently: a venv in scripts/.venv (pip), npm packages in
-# scripts/interop/node_modules, and Debian's chromium only if /usr/bin/chromium is missing. Starts the
+# scripts/interop/node_modules, and Debian's chromium and redis-server only if they are missing. Starts the
 # servers it tests itself on ephemeral ports (read from the `ringws listening on IP:PORT` line), by PID,
 # and stops them by PID. Screenshots go to artifacts/. Exits non-zero on any failure.
 #
@@ -37,6 +38,11 @@ if [ ! -x /usr/bin/chromium ]; then
     log "installing chromium"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ] && ! command -v redis-server >/dev/null; then
+    log "installing redis-server"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
 fi
 
 # The Python client echoes messages up to 8 MiB: ringws gets room for them (its default is 1 MiB); a server
@@ -133,6 +139,14 @@ if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
         | tee "$LOGS/browser-chat.out" || FAILED=1
 fi
 
+# Two nodes through Redis (its own redis-server on a free port, and its own nodes), the ringws binary itself.
+: >"$LOGS/browser-cluster.out"
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
+    log "headless Chromium on the chat across two nodes (Redis), one restarted"
+    timeout 240 node scripts/interop/browser_cluster.mjs --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
+        | tee "$LOGS/browser-cluster.out" || FAILED=1
+fi
+
 # The servers must still be alive after every client.
 for pid in "${PIDS[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -142,9 +156,9 @@ for pid in "${PIDS[@]}"; do
 done
 
 # Totals over the clients (each prints `N passed, N failed` as its last line).
-PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^ok ' || true)
-FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^FAIL ' || true)
-SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat}.out | grep -c '^SKIP ' || true)
+PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^SKIP ' || true)
 if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
     FAILED_TOTAL=1 # a client or server died without reporting a check
 fi
