@@ -55,17 +55,6 @@ async function check(name, body) {
   }
 }
 
-// A check that a known server bug makes fail: reported as SKIP (with the bug) while it fails, ok once fixed.
-async function knownBug(name, bug, body) {
-  try {
-    await body();
-    ok(name);
-  } catch (error) {
-    skipped += 1;
-    console.log(`SKIP browser-cluster ${name}: known bug (${bug}): ${error.message ?? error}`);
-  }
-}
-
 function assert(condition, message) {
   if (!condition) throw new Error(message);
 }
@@ -274,7 +263,6 @@ async function openPage(user, port) {
 // A node stopped with SIGTERM sends the presence leaves of only some of its members to Redis (its broker
 // publisher stops at the shutdown flag, before the workers' leaves of the 1001 closes are written): the other
 // nodes' pages keep those members, and after the restart both the old and the new connections are listed.
-const PRESENCE_BUG = "a graceful stop does not flush its presence leaves to Redis";
 const everyone = ["alice", "bob", "carol", "dave"];
 const before = ["Hello from Alice on A", "Hi all, Dave on B"];
 const missed = ["missed 1", "missed 2", "missed 3"];
@@ -307,7 +295,7 @@ try {
     for (const page of onA) await page.waitForFunction(() => document.body.dataset.state !== "open", null, { timeout: 10_000 });
     assert(await dave.evaluate(() => document.body.dataset.state) === "open", "dave's page is not open");
   });
-  await knownBug("node A's members leave the presence list of node B's page", PRESENCE_BUG, async () => {
+  await check("node A's members leave the presence list of node B's page", async () => {
     await waitForPresence(dave, ["dave"], { timeout: 5_000, single: true });
     note(`dave's presence list is ["dave"] ${Date.now() - stoppedAt} ms after the stop`);
   });
@@ -367,7 +355,7 @@ try {
       await waitForPresence(page, everyone).catch((error) => { throw new Error(`${everyone[i]}'s page: ${error.message}`); });
     }
   });
-  await knownBug("presence heals without stale members: one connection each", PRESENCE_BUG, async () => {
+  await check("presence heals without stale members: one connection each", async () => {
     for (const [i, page] of pages.entries()) {
       await waitForPresence(page, everyone, { timeout: 3_000, single: true })
         .catch((error) => { throw new Error(`${everyone[i]}'s page: ${error.message}`); });
