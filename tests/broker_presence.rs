@@ -1,7 +1,8 @@
 //! Presence across nodes (`--presence` with `--broker`; docs/PROTOCOL.md): a query on any node lists the
 //! members of every node (with their users and client info, counts of connections and distinct users); a
-//! watcher gets the joins and leaves made on other nodes; and a node killed with `kill -9` drops out of the
-//! queries within `--presence-ttl`.
+//! watcher gets the joins and leaves made on other nodes; a node killed with `kill -9` drops out of the
+//! queries within `--presence-ttl`; and a node stopped gracefully (SIGTERM) takes its presence with it at
+//! once (its members' leaves reach Redis before its broker stops).
 
 mod common;
 
@@ -14,6 +15,10 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "presence-nodes-secret";
 
 fn node(redis: &RedisServer) -> ServerProcess {
+    node_with_ttl(redis, "1s")
+}
+
+fn node_with_ttl(redis: &RedisServer, ttl: &str) -> ServerProcess {
     let dir = std::env::temp_dir().join(format!("ringws-presence-nodes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
@@ -28,7 +33,7 @@ fn node(redis: &RedisServer) -> ServerProcess {
         &url,
         "--presence",
         "--presence-ttl",
-        "1s",
+        ttl,
         "--auth-jwt-secret-file",
         secret.to_str().unwrap(),
     ];
@@ -179,4 +184,37 @@ fn a_node_restarted_redis_gets_its_members_written_again() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn connections(stream: &mut TcpStream) -> u64 {
+    presence(stream)["connections"].as_u64().expect("a count")
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_leaves_no_members_behind() {
+    let redis = RedisServer::start();
+    // A TTL far longer than the test: only the leaves can take A's members out.
+    let mut a = node_with_ttl(&redis, "30s");
+    let b = node_with_ttl(&redis, "30s");
+    let _members: Vec<_> = ["m1", "m2", "m3", "m4", "m5"]
+        .iter()
+        .map(|user| join(&a, user, None))
+        .collect();
+    let mut watcher = ws_v1(
+        b.addr,
+        &format!("/?topic=room.1&token={}", token("w", None)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connections(&mut watcher) < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the five members of A never listed on B"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal("TERM");
+    a.wait_exit(Duration::from_secs(10));
+    assert_eq!(connections(&mut watcher), 1);
+    let left = redis.cli(&["--scan", "--pattern", "ringws:pm:room.1:*"]);
+    assert_eq!(left.len(), 1, "only B's hash is left: {left:?}");
 }

@@ -941,6 +941,23 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         plain
     }
 
+    /// Runs the handshake (the client's records in pieces of `chunk` bytes), a few round trips at most;
+    /// every record both ways must be accepted.
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut TlsState,
+        pool: &mut BufferPool,
+        chunk: usize,
+    ) {
+        for _ in 0..4 {
+            assert!(client_to_server(client, server, pool, chunk).is_empty());
+            assert!(server_to_client(server, client, pool).is_empty());
+            if !client.is_handshaking() && server.handshake_done {
+                break;
+            }
+        }
+    }
+
     /// Handshake, data both ways and close_notify, with the client's bytes cut into receives of every
     /// size class (one byte, a few bytes, mid-record, whole): the plaintext is the same.
     #[test]
@@ -953,13 +970,7 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
                 let mut server = TlsState::new(&config).unwrap();
                 let mut client = client(&cert, tls12);
                 client.set_buffer_limit(None);
-                for _ in 0..4 {
-                    assert!(client_to_server(&mut client, &mut server, &mut pool, chunk).is_empty());
-                    assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
-                    if !client.is_handshaking() && server.handshake_done {
-                        break;
-                    }
-                }
+                handshake(&mut client, &mut server, &mut pool, chunk);
                 assert!(
                     server.handshake_done && !client.is_handshaking(),
                     "chunk {chunk}"
@@ -1006,13 +1017,7 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         let mut pool = BufferPool::default();
         let mut server = TlsState::new(&config).unwrap();
         let mut client = client(&cert, false);
-        for _ in 0..4 {
-            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
-            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
-            if !client.is_handshaking() && server.handshake_done {
-                break;
-            }
-        }
+        handshake(&mut client, &mut server, &mut pool, usize::MAX);
         assert!(server.handshake_done);
         let mut empty = SendQueue::new();
         server
@@ -1036,13 +1041,7 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         let mut pool = BufferPool::default();
         let mut server = TlsState::new(&config).unwrap();
         let mut client = client(&cert, false);
-        for _ in 0..4 {
-            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
-            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
-            if !client.is_handshaking() && server.handshake_done {
-                break;
-            }
-        }
+        handshake(&mut client, &mut server, &mut pool, usize::MAX);
         assert!(server.handshake_done);
         let mut plain = Vec::new();
         let mut start = [0x17, 0x03, 0x03];
@@ -1061,13 +1060,7 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         let mut pool = BufferPool::default();
         let mut server = TlsState::new(&config).unwrap();
         let mut client = client(&cert, false);
-        for _ in 0..4 {
-            assert!(client_to_server(&mut client, &mut server, &mut pool, usize::MAX).is_empty());
-            assert!(server_to_client(&mut server, &mut client, &mut pool).is_empty());
-            if !client.is_handshaking() && server.handshake_done {
-                break;
-            }
-        }
+        handshake(&mut client, &mut server, &mut pool, usize::MAX);
         assert!(server.handshake_done);
         // The held ticket goes out first: flush it.
         let mut queue = SendQueue::new();
