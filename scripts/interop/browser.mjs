@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, openSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { stopServer, waitForState } from "./demo_page.mjs";
 
 const argv = process.argv.slice(2);
 const separator = argv.indexOf("--");
@@ -68,19 +69,6 @@ function startServer(port) {
       reject(new Error(`server exited (${code}) before listening`));
     });
   });
-}
-
-function stopServer(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", () => { clearTimeout(force); resolve(); });
-    child.kill("SIGTERM"); // by PID: child.pid
-  });
-}
-
-async function waitForState(page, state, timeout = 15_000) {
-  await page.waitForFunction((wanted) => document.body.dataset.state === wanted, state, { timeout });
 }
 
 async function join(page, name) {

@@ -22,6 +22,7 @@ import { mkdirSync, openSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { assert, waitForState, ready, say, chatLines, stopServer } from "./demo_page.mjs";
 
 const argv = process.argv.slice(2);
 const separator = argv.indexOf("--");
@@ -51,10 +52,6 @@ async function check(name, body) {
     fail(name, error);
     return false;
   }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
 }
 
 // --- secrets and tokens --------------------------------------------------------------------------------
@@ -105,15 +102,6 @@ function startServer(port) {
   });
 }
 
-function stopServer(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", () => { clearTimeout(force); resolve(); });
-    child.kill("SIGTERM"); // by PID: child.pid
-  });
-}
-
 // --- a TCP proxy that can cut its connections (a network drop, as the browser sees it) ---------------------
 
 function startProxy(targetPort) {
@@ -152,20 +140,6 @@ async function publishOverHttp(port, topic, body) {
 
 // --- page helpers ------------------------------------------------------------------------------------------
 
-async function waitForState(page, state, timeout = 15_000) {
-  await page.waitForFunction((wanted) => document.body.dataset.state === wanted, state, { timeout });
-}
-
-async function ready(page) {
-  await page.waitForFunction(() => document.body.dataset.mode === "pubsub" && !document.getElementById("text").disabled, null, { timeout: 15_000 });
-}
-
-async function say(page, text) {
-  await page.fill("#text", text);
-  await page.click("#send");
-  await page.waitForFunction(() => document.getElementById("text").value === "", null, { timeout: 10_000 });
-}
-
 async function sees(page, from, text, timeout = 10_000) {
   await page.waitForFunction(
     ([who, what]) => [...document.querySelectorAll("#log li")].some((li) => li.dataset.from === who && li.querySelector(".text")?.textContent === what),
@@ -184,13 +158,6 @@ async function waitForPresence(page, users, timeout = 10_000) {
     [...users].sort(),
     { timeout },
   ).catch(async () => { throw new Error(`presence is ${JSON.stringify(await presenceOf(page))}, expected ${JSON.stringify([...users].sort())}`); });
-}
-
-/** The log's chat lines: [{from, text, offset}]. */
-async function chatLines(page) {
-  return page.evaluate(() => [...document.querySelectorAll("#log li.chat")].map((li) => ({
-    from: li.dataset.from, text: li.querySelector(".text").textContent, offset: Number(li.dataset.offset),
-  })));
 }
 
 /** The reconnect delays the page's client chose (the `reconnecting` states), from index `from` on. */

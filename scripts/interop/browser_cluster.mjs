@@ -21,6 +21,7 @@ import { mkdirSync, openSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { assert, waitForState, ready, say, chatLines } from "./demo_page.mjs";
 
 const argv = process.argv.slice(2);
 const separator = argv.indexOf("--");
@@ -53,10 +54,6 @@ async function check(name, body) {
     fail(name, error);
     return false;
   }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -162,20 +159,6 @@ async function publishOverHttp(port, topic, body) {
 
 // --- page helpers ------------------------------------------------------------------------------------------
 
-async function waitForState(page, state, timeout = 15_000) {
-  await page.waitForFunction((wanted) => document.body.dataset.state === wanted, state, { timeout });
-}
-
-async function ready(page) {
-  await page.waitForFunction(() => document.body.dataset.mode === "pubsub" && !document.getElementById("text").disabled, null, { timeout: 15_000 });
-}
-
-async function say(page, text) {
-  await page.fill("#text", text);
-  await page.click("#send");
-  await page.waitForFunction(() => document.getElementById("text").value === "", null, { timeout: 10_000 });
-}
-
 async function sees(page, from, text, timeout = 10_000) {
   await page.waitForFunction(
     ([who, what]) => [...document.querySelectorAll("#log li")].some((li) => li.dataset.from === who && li.querySelector(".text")?.textContent === what),
@@ -204,13 +187,6 @@ async function waitForPresence(page, users, { timeout = 10_000, single = false }
     if (Date.now() > end) throw new Error(`presence is ${JSON.stringify(await presenceOf(page))}, expected ${wanted}`);
     await sleep(100);
   }
-}
-
-/** The log's chat lines: [{from, text, offset}]. */
-async function chatLines(page) {
-  return page.evaluate(() => [...document.querySelectorAll("#log li.chat")].map((li) => ({
-    from: li.dataset.from, text: li.querySelector(".text").textContent, offset: Number(li.dataset.offset),
-  })));
 }
 
 /** The page's state changes from index `from` on ({at, state, delay, ...}). */
