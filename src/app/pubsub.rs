@@ -852,14 +852,20 @@ impl PubSub {
             listed.len(),
             users.len()
         );
-        for (i, member) in listed.iter().take(MAX_PRESENCE_LISTED).enumerate() {
-            if i > 0 {
+        let most = ctx.max_backpressure() / 2;
+        let mut shown = 0;
+        for member in listed.iter().take(MAX_PRESENCE_LISTED) {
+            if self.reply.len() >= most {
+                break;
+            }
+            if shown > 0 {
                 self.reply.push(',');
             }
             self.reply.push_str(member);
+            shown += 1;
         }
         self.reply.push(']');
-        if listed.len() > MAX_PRESENCE_LISTED {
+        if listed.len() > shown {
             self.reply.push_str(",\"truncated\":true");
         }
         self.reply.push('}');
@@ -932,7 +938,15 @@ impl PubSub {
             });
         }
         self.reply.push_str(",\"publications\":[");
+        // One reply holds at most half the connection's queue cap, oldest first; the client asks for the
+        // rest with `since` its last offset.
+        let most = ctx.max_backpressure() / 2;
+        let mut more = false;
         for (i, (offset, message)) in entries.iter().enumerate() {
+            if self.reply.len() >= most {
+                more = true;
+                break;
+            }
             if i > 0 {
                 self.reply.push(',');
             }
@@ -941,7 +955,11 @@ impl PubSub {
             wire::data_field(&mut self.reply, message.kind(), message.payload());
             self.reply.push('}');
         }
-        self.reply.push_str("]}");
+        self.reply.push(']');
+        if more {
+            self.reply.push_str(",\"more\":true");
+        }
+        self.reply.push('}');
         self.send_reply(ctx, conn);
     }
 
@@ -987,14 +1005,20 @@ impl PubSub {
             self.reply,
             ",\"connections\":{connections},\"users\":{users},\"members\":["
         );
-        for (i, member) in members.iter().take(MAX_PRESENCE_LISTED).enumerate() {
-            if i > 0 {
+        let most = ctx.max_backpressure() / 2;
+        let mut listed = 0;
+        for member in members.iter().take(MAX_PRESENCE_LISTED) {
+            if self.reply.len() >= most {
+                break;
+            }
+            if listed > 0 {
                 self.reply.push(',');
             }
             wire::member(&mut self.reply, member);
+            listed += 1;
         }
         self.reply.push(']');
-        if members.len() > MAX_PRESENCE_LISTED {
+        if members.len() > listed {
             self.reply.push_str(",\"truncated\":true");
         }
         self.reply.push('}');

@@ -21,7 +21,9 @@ pub fn json_str(out: &mut String, text: &str) {
     let _ = serde_json::to_writer(string_writer(out), text);
 }
 
-/// `serde_json` writes bytes; a `String` takes only UTF-8, which is all `serde_json` writes.
+/// `serde_json` writes bytes; a `String` takes only UTF-8. An escaped string is written as runs of the
+/// input cut at the characters it escapes (all ASCII), so every write is whole UTF-8; one that were not
+/// would fail the write rather than corrupt the text.
 fn string_writer(out: &mut String) -> impl std::io::Write + '_ {
     struct W<'a>(&'a mut String);
     impl std::io::Write for W<'_> {

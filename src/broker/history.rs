@@ -50,24 +50,33 @@ return offset
 ";
 
 /// The fetch script. KEYS: the topic's hash and stream. ARGV: the offset after which entries are wanted,
-/// the most entries (0: only the position). Returns `{epoch, top, offset, envelope, offset, envelope, ...}`
-/// (entries oldest first), or `{'', 0}` when the topic has no history.
+/// the most entries (0: only the position), the most bytes of envelopes. Returns `{epoch, top, offset,
+/// envelope, offset, envelope, ...}`: the newest entries after the offset that fit both bounds, oldest
+/// first (so a gap too big to send whole comes back without its oldest part, and is not recovered); or
+/// `{'', 0}` when the topic has no history.
 pub const FETCH_SCRIPT: &str = "\
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'', 0} end
 local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 local after = tonumber(ARGV[1])
 local most = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
 local out = {epoch, top}
 if most > 0 and after < top then
   local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', math.min(top - after, most))
-  for i = #entries, 1, -1 do
+  local keep, bytes = 0, 0
+  for i = 1, #entries do
     local fields = entries[i][2]
     local o = tonumber(fields[2])
-    if o and o > after then
-      out[#out + 1] = fields[2]
-      out[#out + 1] = fields[4]
-    end
+    if not o or o <= after then break end
+    bytes = bytes + #fields[4]
+    if bytes > limit then break end
+    keep = i
+  end
+  for i = keep, 1, -1 do
+    local fields = entries[i][2]
+    out[#out + 1] = fields[2]
+    out[#out + 1] = fields[4]
   end
 end
 return out
@@ -143,6 +152,8 @@ pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
         .config
         .history
         .map_or(0, |h| h.size.saturating_add(1));
+    // A worker sends no more than half a connection's queue cap in one answer: no more is fetched.
+    let bytes = link.shared.config.max_backpressure / 2;
     loop {
         if link.stopping() {
             return;
@@ -166,7 +177,7 @@ pub(super) fn run_fetcher(link: LinkContext, requests: Receiver<FetchRequest>) {
             batch.into_iter().partition(|r| r.fail);
         let answers = match (conn.as_mut(), sha.as_ref()) {
             _ if batch.is_empty() => Ok(Vec::new()),
-            (Some(c), Some(shas)) => fetch_batch(c, shas, &batch, most),
+            (Some(c), Some(shas)) => fetch_batch(c, shas, &batch, (most, bytes)),
             _ => Err(LinkError::Io(std::io::ErrorKind::NotConnected.into())),
         };
         let answers = match answers {
@@ -260,8 +271,9 @@ fn fetch_batch(
     conn: &mut Conn,
     (sha, query): &(String, String),
     batch: &[FetchRequest],
-    most: usize,
+    (most, bytes): (usize, usize),
 ) -> Result<Vec<Result<FetchedPage, ()>>, LinkError> {
+    let bytes = bytes.to_string();
     for request in batch {
         if request.presence {
             let nodes = super::presence::nodes_key(&request.topic);
@@ -286,6 +298,7 @@ fn fetch_batch(
             BorrowedFrame::BulkString(stream.as_bytes()),
             BorrowedFrame::BulkString(after.as_bytes()),
             BorrowedFrame::BulkString(most.as_bytes()),
+            BorrowedFrame::BulkString(bytes.as_bytes()),
         ]);
     }
     conn.flush()?;
