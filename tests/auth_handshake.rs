@@ -204,44 +204,36 @@ fn es256_tokens_verify_with_the_public_key_and_hs256_ones_are_refused() {
 #[test]
 fn auth_flags_need_pubsub_mode_and_a_readable_secret() {
     let secret = temp_file("secret-echo", SECRET.as_bytes());
-    let (code, stderr) = ServerProcess::start_expect_failure(
-        ringws_binary(),
-        &[
-            "--mode",
+    let empty = temp_file("secret-empty", b" \n");
+    let not_a_key = temp_file("not-a-key.pem", b"hello");
+    let cases = [
+        (
             "echo",
             "--auth-jwt-secret-file",
-            secret.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("need --mode pubsub"), "{stderr}");
-    let empty = temp_file("secret-empty", b" \n");
-    let (code, stderr) = ServerProcess::start_expect_failure(
-        ringws_binary(),
-        &[
-            "--mode",
+            &secret,
+            "need --mode pubsub",
+        ),
+        (
             "pubsub",
             "--auth-jwt-secret-file",
-            empty.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("the JWT secret is empty"), "{stderr}");
-    let not_a_key = temp_file("not-a-key.pem", b"hello");
-    let (code, stderr) = ServerProcess::start_expect_failure(
-        ringws_binary(),
-        &[
-            "--mode",
+            &empty,
+            "the JWT secret is empty",
+        ),
+        (
             "pubsub",
             "--auth-jwt-public-key",
-            not_a_key.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("not a PEM RSA or EC P-256 public key"),
-        "{stderr}"
-    );
+            &not_a_key,
+            "not a PEM RSA or EC P-256 public key",
+        ),
+    ];
+    for (mode, flag, file, expected) in cases {
+        let (code, stderr) = ServerProcess::start_expect_failure(
+            ringws_binary(),
+            &["--mode", mode, flag, file.to_str().unwrap()],
+        );
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+    }
 }
 
 #[test]
