@@ -213,14 +213,19 @@ impl Core {
             broker.publish_with_history(&topic, &message);
             return None;
         }
-        if self.shared.history.is_none() {
+        let Some(history) = self.history.take() else {
             self.hand_on(&topic, &message.into_publication());
             return None;
-        }
-        let shared = Arc::clone(&self.shared);
-        shared.sequence(&topic, message, |message| {
-            self.hand_on_in_order(&topic, message)
-        })
+        };
+        let position = history.append(
+            &topic,
+            message,
+            Instant::now(),
+            SharedMessage::with_position,
+            |message| self.hand_on_in_order(&topic, message),
+        );
+        self.history = Some(history);
+        Some(position)
     }
 
     /// A publication with an offset: into every worker's inbox, this worker's own included (called under

@@ -88,6 +88,9 @@ pub struct Core {
     inflate_pool: crate::protocol::deflate::InflatePool,
     compressors: crate::protocol::deflate::Compressors,
     pub(crate) shared: Arc<Shared>,
+    /// The node's history (`Shared::history`), held here too so that a publish reaches it without
+    /// touching the shared reference count (taken out for the call and put back).
+    history: Option<Arc<crate::channels::History<SharedMessage>>>,
     metrics: Arc<WorkerMetrics>,
     listener: Option<OwnedFd>,
     /// The multishot accept is armed (used while below `max_conns`).
@@ -430,8 +433,10 @@ impl Core {
     ) -> Core {
         let config = Arc::clone(&shared.config);
         let tick = config.tick();
+        let history = shared.history.clone();
         Core {
             index,
+            history,
             // Room for the whole table up front (see `conns`): no regrowth while connections ramp up.
             conns: Slab::with_capacity(table_size),
             ring,
