@@ -44,6 +44,14 @@ pub const CHUNK_ENTRY_COST: usize = std::mem::size_of::<Chunk>();
 pub const SHARED_HEADER_COST: usize = 2 * std::mem::size_of::<usize>();
 /// A drained queue keeps a chunk list of at most this many entries; the rest of its capacity is freed.
 const QUEUE_KEEP_CHUNKS: usize = 256;
+/// A drained queue may always keep this many entries (a queue that never holds more never reallocates).
+const QUEUE_MIN_CHUNKS: usize = 8;
+/// A drained queue whose chunk list is more than this many times what its last use needed is cut back to
+/// that need (so one burst does not leave every queue at its burst's size, and steady bursts of similar
+/// sizes do not shrink and regrow the list each time).
+const QUEUE_SLACK: usize = 4;
+/// Uses in a row without a vectored send after which a queue gives back its iovec array.
+const IOV_IDLE_USES: u8 = 4;
 /// Bytes freed (chunk lists, buffers over the caps, frames dropped unsent) after which handing memory back
 /// to the system is worth it.
 const TRIM_WORTH_BYTES: usize = 1 << 20;
@@ -101,6 +109,12 @@ pub struct SendQueue {
     /// The send in flight: which ring submitted it, its number there and the bytes it covers.
     send: SendStamp,
     io: Option<Box<IoVecs>>,
+    /// The most chunks queued at once since the queue last drained (what this use needed).
+    peak_chunks: usize,
+    /// Drained uses in a row without a vectored send (the iovec array goes after [`IOV_IDLE_USES`]).
+    uses_without_iov: u8,
+    /// Whether this use (since the queue last drained) prepared a vectored send.
+    vectored: bool,
 }
 
 /// Which send a queue has in flight (meaningful while `in_flight > 0`).
@@ -127,6 +141,9 @@ impl SendQueue {
             in_flight: 0,
             send: SendStamp::default(),
             io: None,
+            peak_chunks: 0,
+            uses_without_iov: 0,
+            vectored: false,
         }
     }
 
@@ -176,6 +193,7 @@ impl SendQueue {
             buf.reserve(size_hint);
             self.cost += CHUNK_ENTRY_COST;
             self.chunks.push_back(Chunk::Owned(buf));
+            self.peak_chunks = self.peak_chunks.max(self.chunks.len());
         }
         let Some(Chunk::Owned(buf)) = self.chunks.back_mut() else {
             unreachable!("an owned chunk was pushed")
@@ -195,6 +213,7 @@ impl SendQueue {
         let chunk = Chunk::Shared(bytes);
         self.cost += chunk.cost();
         self.chunks.push_back(chunk);
+        self.peak_chunks = self.peak_chunks.max(self.chunks.len());
     }
 
     /// Prepares the next send and marks the chunks it covers in flight as send `seq` of ring `ring`: a
@@ -216,6 +235,7 @@ impl SendQueue {
             };
             return Some(SendOp::Single(bytes.as_ptr(), bytes.len()));
         }
+        self.vectored = true;
         let io = self.io.get_or_insert_with(|| {
             Box::new(IoVecs {
                 // SAFETY: `iovec` and `msghdr` are plain C structs for which all-zero bytes are a valid
@@ -363,14 +383,39 @@ impl SendQueue {
         }
     }
 
-    /// Cuts an empty queue's chunk list back to [`QUEUE_KEEP_CHUNKS`] entries (it grows to one entry per
-    /// queued frame, hundreds of thousands for tiny frames to a slow reader), telling the pool what it freed.
+    /// Ends a use of a drained queue: cuts its chunk list back to [`QUEUE_KEEP_CHUNKS`] entries (it grows
+    /// to one entry per queued frame, hundreds of thousands for tiny frames to a slow reader), and further
+    /// to what this use needed when the list is [`QUEUE_SLACK`] times that; gives back the iovec array
+    /// after [`IOV_IDLE_USES`] uses without a vectored send. One burst (every subscriber's queue grown
+    /// while a worker was held up) would otherwise leave every queue, pooled or not, at the burst's size
+    /// for as long as output keeps flowing, since the pool is never quiet then. Tells the pool what it
+    /// freed.
     fn release_spare_entries(&mut self, pool: &mut BufferPool) {
-        let capacity = self.chunks.capacity();
-        if capacity > QUEUE_KEEP_CHUNKS {
-            self.chunks.shrink_to(QUEUE_KEEP_CHUNKS);
-            pool.freed_bytes += (capacity - self.chunks.capacity()) * CHUNK_ENTRY_COST;
+        if self.peak_chunks == 0 {
+            // Nothing queued since the last release (a drained queue given back to the pool).
+            return;
         }
+        let capacity = self.chunks.capacity();
+        let need = self
+            .peak_chunks
+            .next_power_of_two()
+            .clamp(QUEUE_MIN_CHUNKS, QUEUE_KEEP_CHUNKS);
+        if capacity > QUEUE_KEEP_CHUNKS || capacity > need * QUEUE_SLACK {
+            self.chunks.shrink_to(need);
+            pool.freed_bytes += capacity.saturating_sub(self.chunks.capacity()) * CHUNK_ENTRY_COST;
+        }
+        self.peak_chunks = 0;
+        if self.vectored {
+            self.uses_without_iov = 0;
+        } else if self.io.is_some() {
+            self.uses_without_iov += 1;
+            if self.uses_without_iov >= IOV_IDLE_USES {
+                self.io = None;
+                self.uses_without_iov = 0;
+                pool.freed_bytes += std::mem::size_of::<IoVecs>();
+            }
+        }
+        self.vectored = false;
     }
 }
 
@@ -403,6 +448,8 @@ pub struct BufferPool {
     /// Bytes freed (chunk lists cut back, buffers over the caps, chunks dropped unsent) since memory was
     /// last handed back to the system.
     freed_bytes: usize,
+    /// Calls of [`BufferPool::shrink_if_quiet`] since memory was last handed back to the system.
+    checks_since_trim: u32,
 }
 
 impl BufferPool {
@@ -442,11 +489,16 @@ impl BufferPool {
     /// back to [`POOL_QUIET_ITEMS`] buffers and queues; returns whether enough memory was freed since
     /// the last time this returned true (items over the caps, or [`TRIM_WORTH_BYTES`] of chunk lists cut
     /// back, big buffers and chunks dropped unsent) that handing it back to the system is worth it.
+    ///
+    /// While the pool is busy (output never stops), memory freed by queues is still handed back, at most
+    /// once every `quiet_checks` calls: a burst that grew every queue would otherwise stay in the process
+    /// for as long as output flows.
     pub fn shrink_if_quiet(&mut self, quiet_checks: u32) -> bool {
+        self.checks_since_trim = self.checks_since_trim.saturating_add(1);
         if self.taken_since_check > 0 {
             self.taken_since_check = 0;
             self.quiet_checks = 0;
-            return false;
+            return self.trim_due(quiet_checks);
         }
         self.quiet_checks = self.quiet_checks.saturating_add(1);
         if self.quiet_checks < quiet_checks {
@@ -462,9 +514,22 @@ impl BufferPool {
             self.queues.truncate(POOL_QUIET_ITEMS);
             self.queues.shrink_to(POOL_QUIET_ITEMS);
         }
-        if self.freed_since_trim >= POOL_QUIET_ITEMS || self.freed_bytes >= TRIM_WORTH_BYTES {
+        if self.freed_since_trim >= POOL_QUIET_ITEMS {
             self.freed_since_trim = 0;
             self.freed_bytes = 0;
+            self.checks_since_trim = 0;
+            return true;
+        }
+        self.trim_due(1)
+    }
+
+    /// Whether [`TRIM_WORTH_BYTES`] were freed since memory was last handed back, at least `every` checks
+    /// ago (the caller then hands it back; the count starts again).
+    fn trim_due(&mut self, every: u32) -> bool {
+        if self.freed_bytes >= TRIM_WORTH_BYTES && self.checks_since_trim >= every {
+            self.freed_since_trim = 0;
+            self.freed_bytes = 0;
+            self.checks_since_trim = 0;
             return true;
         }
         false
@@ -694,8 +759,7 @@ mod tests {
         }
         assert!(q.chunks.capacity() <= QUEUE_KEEP_CHUNKS);
         pool.give_queue(q);
-        // Busy (a queue was taken), then quiet: the freed list is worth handing back to the system.
-        assert!(!pool.shrink_if_quiet(1));
+        // The freed list is worth handing back to the system, busy (a queue was taken) or not; once.
         assert!(pool.shrink_if_quiet(1));
         assert!(!pool.shrink_if_quiet(1));
         // Dropped unsent (the connection went away): the queue goes back to the pool small.
@@ -708,7 +772,6 @@ mod tests {
         assert!(q.chunks.capacity() <= QUEUE_KEEP_CHUNKS);
         assert_eq!(Arc::strong_count(&tiny), 1);
         pool.give_queue(q);
-        assert!(!pool.shrink_if_quiet(1));
         assert!(pool.shrink_if_quiet(1));
         // A queue that stays small keeps its list: no allocation per drain in steady state.
         let mut q = pool.take_queue();
@@ -718,6 +781,91 @@ mod tests {
             ring.finish(&mut q, usize::MAX, &mut pool);
         }
         assert!(q.chunks.capacity() > 0);
+    }
+
+    /// A burst held up a worker and grew every queue; output then flows on (the pool is never quiet):
+    /// each queue gives its burst's chunk list and iovec array back within a few ordinary uses, and the
+    /// worker is told to hand the memory back while still busy. Queues whose bursts keep their size keep
+    /// their list and array (no reallocation per use).
+    #[test]
+    fn one_burst_does_not_leave_a_queue_at_its_size_while_output_flows() {
+        let mut ring = TestRing::new();
+        let mut pool = BufferPool::default();
+        let frame: Arc<[u8]> = Arc::from(&b"\x81\x05hello"[..]);
+        let mut drain = |q: &mut SendQueue, pool: &mut BufferPool| {
+            while ring.submit(q).is_some() {
+                ring.finish(q, usize::MAX, pool);
+            }
+        };
+        let mut q = pool.take_queue();
+        // The burst: 100 frames queued at once, sent vectored.
+        for _ in 0..100 {
+            q.push_shared(Arc::clone(&frame));
+        }
+        drain(&mut q, &mut pool);
+        assert!(q.chunks.capacity() >= 100 && q.io.is_some());
+        pool.give_queue(q);
+        // Ordinary uses: one frame each, plain sends.
+        let mut q = pool.take_queue();
+        q.push_shared(Arc::clone(&frame));
+        drain(&mut q, &mut pool);
+        assert!(
+            q.chunks.capacity() <= QUEUE_MIN_CHUNKS,
+            "{}",
+            q.chunks.capacity()
+        );
+        for _ in 1..IOV_IDLE_USES {
+            assert!(q.io.is_some());
+            q.push_shared(Arc::clone(&frame));
+            drain(&mut q, &mut pool);
+        }
+        assert!(
+            q.io.is_none(),
+            "the iovec array stays after {IOV_IDLE_USES} uses without one"
+        );
+        assert!(pool.freed_bytes >= 64 * CHUNK_ENTRY_COST + std::mem::size_of::<IoVecs>());
+        // Steady bursts of 20: the list and the array are kept from use to use.
+        for _ in 0..20 {
+            q.push_shared(Arc::clone(&frame));
+        }
+        drain(&mut q, &mut pool);
+        let (capacity, iov) = (
+            q.chunks.capacity(),
+            q.io.as_ref().map(|io| &**io as *const IoVecs),
+        );
+        for _ in 0..10 {
+            for _ in 0..20 {
+                q.push_shared(Arc::clone(&frame));
+            }
+            drain(&mut q, &mut pool);
+            assert_eq!(q.chunks.capacity(), capacity);
+            assert_eq!(q.io.as_ref().map(|io| &**io as *const IoVecs), iov);
+        }
+        pool.give_queue(q);
+    }
+
+    /// Freed memory is handed back while the pool is busy too, at most once every `quiet_checks` calls.
+    #[test]
+    fn freed_memory_is_handed_back_while_busy_at_a_bounded_rate() {
+        let mut pool = BufferPool::default();
+        let busy = |pool: &mut BufferPool| {
+            let q = pool.take_queue();
+            pool.give_queue(q);
+        };
+        busy(&mut pool);
+        assert!(!pool.shrink_if_quiet(3), "nothing freed");
+        pool.freed_bytes += TRIM_WORTH_BYTES;
+        busy(&mut pool);
+        assert!(!pool.shrink_if_quiet(3), "two checks since the last trim");
+        busy(&mut pool);
+        assert!(pool.shrink_if_quiet(3));
+        pool.freed_bytes += TRIM_WORTH_BYTES;
+        for _ in 0..2 {
+            busy(&mut pool);
+            assert!(!pool.shrink_if_quiet(3));
+        }
+        busy(&mut pool);
+        assert!(pool.shrink_if_quiet(3));
     }
 
     #[test]
