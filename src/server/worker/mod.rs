@@ -59,6 +59,10 @@ const BUF_GROUP: u16 = 0;
 /// KiB slices) and nothing for messages far smaller than a slice (docs/RELIABILITY.md).
 const INPUT_SLICE_BYTES: usize = 256 * 1024;
 
+/// Times a batch's second pass reaps the completions that arrived meanwhile (see [`Worker::run_batch`]):
+/// with input arriving without end, the batch still ends (after about this many slices of it).
+const REAPS_PER_BATCH: usize = 16;
+
 /// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
 pub struct Core {
     pub(crate) index: usize,
@@ -133,6 +137,13 @@ pub struct Core {
     tls_plain: Vec<u8>,
     /// TLS first flights waiting for handshake work (`tls_io`).
     first_flights: tls_io::FirstFlights,
+    /// Connections (key, generation) whose receives wait for this batch's second pass: those assembling
+    /// a message of at least a slice (see [`Worker::run_batch`]).
+    heavy: Vec<(u32, u32)>,
+    /// Their receive completions, in arrival order (empty between batches; keeps its capacity).
+    later: std::collections::VecDeque<Completion>,
+    /// Completions reaped between slices of the second pass (empty between uses).
+    fresh: Vec<Completion>,
     /// Broadcasting connections paused for their fanout, and what resumes them.
     sender_budget: fanout::SenderBudget,
     /// Refusal lines waiting for their connection's peer address (an `Op::PeerName` in flight each).
@@ -277,29 +288,69 @@ struct Worker<'h, H: Handler> {
 impl<H: Handler> Worker<'_, H> {
     /// Handles every completion waiting in the ring, then ends the batch (deferred callbacks, flush,
     /// doorbells).
+    ///
+    /// In two passes: the receives of connections assembling a large message (holding a slice or more,
+    /// [`INPUT_SLICE_BYTES`]) wait for the second pass, in their order, so that everything else in the
+    /// batch (other connections' requests above all) is handled before a megabyte of copying and page
+    /// faults. In the second pass, after each slice, the completions that arrived meanwhile are reaped
+    /// (no wait) and handled the same way, at most [`REAPS_PER_BATCH`] times, so that a request arriving
+    /// during a long batch waits for a slice, not for the batch.
     fn run_batch(&mut self, completions: &mut Vec<Completion>) {
         completions.clear();
         self.core.ring.drain_completions(completions);
+        let mut later = std::mem::take(&mut self.core.later);
         for completion in completions.drain(..) {
-            self.dispatch(completion);
+            self.dispatch_or_defer(completion, &mut later);
             self.end_slice_if_due();
         }
+        let mut reaps = 0;
+        while let Some(completion) = later.pop_front() {
+            self.dispatch(completion);
+            if self.end_slice_if_due() && reaps < REAPS_PER_BATCH {
+                reaps += 1;
+                let mut fresh = std::mem::take(&mut self.core.fresh);
+                self.core.ring.drain_completions(&mut fresh);
+                for completion in fresh.drain(..) {
+                    self.dispatch_or_defer(completion, &mut later);
+                    self.end_slice_if_due();
+                }
+                self.core.fresh = fresh;
+            }
+        }
+        self.core.heavy.clear();
+        self.core.later = later;
         // After every other completion of the batch (see `tls_io`).
         self.run_first_flights();
         self.end_of_batch();
     }
 
     /// Mid-batch, once [`INPUT_SLICE_BYTES`] were fed to the readers: the sends and doorbells queued
-    /// so far are submitted now, without waiting for completions (the rest of the batch comes next).
-    fn end_slice_if_due(&mut self) {
+    /// so far are submitted now, and the completions ready meanwhile are posted (no wait; the rest of
+    /// the batch comes next). True when a slice ended.
+    fn end_slice_if_due(&mut self) -> bool {
         if self.core.input_since_flush < INPUT_SLICE_BYTES {
-            return;
+            return false;
         }
         self.core.look_up_peers();
         self.core.flush_dirty();
         self.core.ring_doorbells();
         self.core.input_since_flush = 0;
         self.core.submit_now();
+        true
+    }
+
+    /// Handles `completion` now, or keeps it for the batch's second pass when it is a receive of a
+    /// connection assembling a large message (or one whose receives already wait there: order is kept).
+    fn dispatch_or_defer(
+        &mut self,
+        completion: Completion,
+        later: &mut std::collections::VecDeque<Completion>,
+    ) {
+        if UserData::decode(completion.user_data).is_some_and(|ud| self.core.defers_receive(ud)) {
+            later.push_back(completion);
+            return;
+        }
+        self.dispatch(completion);
     }
 
     fn dispatch(&mut self, mut completion: Completion) {
@@ -476,6 +527,9 @@ impl Core {
             drain: None,
             tls_plain: Vec::new(),
             first_flights: tls_io::FirstFlights::default(),
+            heavy: Vec::new(),
+            later: std::collections::VecDeque::new(),
+            fresh: Vec::new(),
             sender_budget: fanout::SenderBudget::default(),
             peer_lookups: Vec::new(),
             config,
@@ -483,10 +537,30 @@ impl Core {
         }
     }
 
-    /// Submits what is queued without waiting for completions (mid-batch: the rest of the batch is
-    /// processed next).
+    /// Whether the completion `ud` waits for the batch's second pass: a receive of a connection
+    /// assembling a message of a slice or more, or of one whose receives already wait there (marked in
+    /// `heavy` until the batch ends, so that its receives keep their order).
+    fn defers_receive(&mut self, ud: UserData) -> bool {
+        if ud.op != Op::Recv {
+            return false;
+        }
+        let entry = (ud.key, ud.generation);
+        if self.heavy.contains(&entry) {
+            return true;
+        }
+        let assembling_large = self.conns.get(ud.key as usize).is_some_and(|conn| {
+            conn.generation == ud.generation && conn.reader.buffered_capacity() >= INPUT_SLICE_BYTES
+        });
+        if assembling_large {
+            self.heavy.push(entry);
+        }
+        assembling_large
+    }
+
+    /// Submits what is queued without waiting for completions, posting those that are ready (mid-batch:
+    /// the rest of the batch is processed next).
     fn submit_now(&mut self) {
-        if let Err(e) = self.ring.submit_and_wait(0) {
+        if let Err(e) = self.ring.submit_and_reap() {
             // Not a transient error (those come back as Ok): the loop's next submit meets it again and
             // ends the worker there.
             tracing::debug!(worker = self.index, "mid-batch submit failed: {e}");
@@ -622,6 +696,53 @@ mod tests {
         );
         assert!(!worker.core.conns[bystander].has(DIRTY));
         assert_eq!(worker.core.input_since_flush, 0);
+    }
+
+    /// The batch's two passes: a receive of a connection assembling a message of a slice or more waits for
+    /// the second pass, and so does every later receive of that connection in the batch (order kept), even
+    /// once its message is done; other connections' receives and other operations do not wait.
+    #[test]
+    fn receives_of_a_large_message_wait_for_the_second_pass_in_order() {
+        let core = test_core();
+        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
+        let mut handler = crate::app::Echo;
+        let mut worker = Worker {
+            core,
+            handler: &mut handler,
+            inbox: receivers.remove(0),
+        };
+        let big = open_connection(&mut worker.core, 0);
+        let small = open_connection(&mut worker.core, 1);
+        let ud = |core: &Core, key: usize, op: Op| {
+            UserData::new(key as u32, core.conns[key].generation, op)
+        };
+        // A non-final fragment announcing 1 MiB (mask 0), a slice of it received.
+        let mut input = vec![0u8; 14 + INPUT_SLICE_BYTES];
+        input[..14].copy_from_slice(&[0x02, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]);
+        let small_recv = ud(&worker.core, small, Op::Recv);
+        assert!(!worker.core.defers_receive(small_recv));
+        let big_recv = ud(&worker.core, big, Op::Recv);
+        assert!(!worker.core.defers_receive(big_recv), "nothing held yet");
+        worker.feed(big, &mut input);
+        assert!(worker.core.conns[big].reader.buffered_capacity() >= INPUT_SLICE_BYTES);
+        assert!(worker.core.defers_receive(big_recv));
+        assert!(!worker.core.defers_receive(small_recv));
+        assert!(!worker.core.defers_receive(ud(&worker.core, big, Op::Send)));
+        // Its message dropped (nothing held any more): its receives still wait, behind the first.
+        worker
+            .core
+            .close_unfinished(big, CloseCode::TRY_AGAIN_LATER, "assembly memory budget");
+        assert_eq!(worker.core.conns[big].reader.buffered_capacity(), 0);
+        assert!(
+            worker.core.defers_receive(big_recv),
+            "order kept within the batch"
+        );
+        // A stale generation of the slot is not that connection.
+        let stale = UserData::new(big as u32, big_recv.generation.wrapping_add(1), Op::Recv);
+        assert!(!worker.core.defers_receive(stale));
+        // The next batch starts afresh.
+        worker.core.heavy.clear();
+        assert!(!worker.core.defers_receive(big_recv));
     }
 
     /// A message dropped unfinished (1013 over the assembly budget, 1008 at its deadline) leaves the
