@@ -466,8 +466,44 @@ impl<H: Handler> Worker<'_, H> {
         self.core.input_since_flush = 0;
         if !self.core.retired_readers.is_empty() {
             self.core.submit_now();
-            self.core.retired_readers.clear();
+            for reader in self.core.retired_readers.drain(..) {
+                release_in_background(reader);
+            }
         }
+    }
+}
+
+/// Readers waiting for the release thread: a few at a time (each is one dropped message's buffer); when
+/// it falls behind, the worker frees them itself.
+const RELEASE_QUEUE: usize = 64;
+
+/// Frees a dropped message's assembly buffer on a thread of its own: giving megabytes back to the system
+/// (`munmap` of a 16 MiB buffer) takes about a millisecond, during which the worker would serve no one.
+/// One thread for the process, started on first use; if it cannot be started or its queue is full, the
+/// caller frees the buffer (as before, just slower).
+fn release_in_background(reader: MessageReader) {
+    use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+    use std::sync::OnceLock;
+    static RELEASER: OnceLock<Option<SyncSender<MessageReader>>> = OnceLock::new();
+    let sender = RELEASER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<MessageReader>(RELEASE_QUEUE);
+        std::thread::Builder::new()
+            .name("ringws-release".into())
+            .spawn(move || {
+                for reader in rx {
+                    drop(reader);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(sender) = sender else {
+        return;
+    };
+    if let Err(TrySendError::Full(reader) | TrySendError::Disconnected(reader)) =
+        sender.try_send(reader)
+    {
+        drop(reader);
     }
 }
 
