@@ -98,6 +98,11 @@ struct IoVecs {
 /// The send queue of one connection.
 pub struct SendQueue {
     chunks: VecDeque<Chunk>,
+    /// The queue's own small chunk list ([`QUEUE_MIN_CHUNKS`] entries, allocated with the queue), set
+    /// aside (empty) while a longer list is in use, else empty without capacity. A burst's longer list
+    /// is a separate allocation that goes back whole when the burst is over, so no small live object is
+    /// left inside the memory the burst took and the allocator can hand all of it back.
+    small: VecDeque<Chunk>,
     /// Bytes of `chunks[0]` already sent.
     head_offset: usize,
     /// Bytes queued and not yet sent.
@@ -134,7 +139,8 @@ impl Default for SendQueue {
 impl SendQueue {
     pub fn new() -> SendQueue {
         SendQueue {
-            chunks: VecDeque::new(),
+            chunks: VecDeque::with_capacity(QUEUE_MIN_CHUNKS),
+            small: VecDeque::new(),
             head_offset: 0,
             queued_bytes: 0,
             cost: 0,
@@ -192,6 +198,7 @@ impl SendQueue {
             let mut buf = pool.take_buffer();
             buf.reserve(size_hint);
             self.cost += CHUNK_ENTRY_COST;
+            self.make_room();
             self.chunks.push_back(Chunk::Owned(buf));
             self.peak_chunks = self.peak_chunks.max(self.chunks.len());
         }
@@ -212,8 +219,21 @@ impl SendQueue {
         self.queued_bytes += bytes.len();
         let chunk = Chunk::Shared(bytes);
         self.cost += chunk.cost();
+        self.make_room();
         self.chunks.push_back(chunk);
         self.peak_chunks = self.peak_chunks.max(self.chunks.len());
+    }
+
+    /// Before a push: when the queue's own small list is full, moves its chunks to a longer list of their
+    /// own and sets the small one aside (moving a chunk moves its handle, never its bytes, so a send in
+    /// flight is not affected).
+    fn make_room(&mut self) {
+        if self.chunks.len() < self.chunks.capacity() || self.small.capacity() > 0 {
+            return;
+        }
+        let mut longer = VecDeque::with_capacity(2 * self.chunks.capacity().max(QUEUE_MIN_CHUNKS));
+        longer.extend(self.chunks.drain(..));
+        self.small = std::mem::replace(&mut self.chunks, longer);
     }
 
     /// Prepares the next send and marks the chunks it covers in flight as send `seq` of ring `ring`: a
@@ -400,9 +420,12 @@ impl SendQueue {
             .peak_chunks
             .next_power_of_two()
             .clamp(QUEUE_MIN_CHUNKS, QUEUE_KEEP_CHUNKS);
-        if capacity > QUEUE_KEEP_CHUNKS || capacity > need * QUEUE_SLACK {
-            self.chunks.shrink_to(need);
-            pool.freed_bytes += capacity.saturating_sub(self.chunks.capacity()) * CHUNK_ENTRY_COST;
+        if self.small.capacity() > 0
+            && (capacity > QUEUE_KEEP_CHUNKS || capacity > need * QUEUE_SLACK)
+        {
+            // Back to the queue's own small list; the longer one is freed whole.
+            self.chunks = std::mem::take(&mut self.small);
+            pool.freed_bytes += capacity * CHUNK_ENTRY_COST;
         }
         self.peak_chunks = 0;
         if self.vectored {
