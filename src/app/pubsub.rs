@@ -92,16 +92,30 @@ struct Since<'a> {
     epoch: std::borrow::Cow<'a, str>,
 }
 
-/// One subscription in the table: the connection, and whether it speaks `ringws.v1` (envelopes).
+/// The form in which a connection gets publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+enum Form {
+    /// The message itself (a raw WebSocket client).
+    #[default]
+    Raw,
+    /// The `ringws.v1` envelope.
+    V1,
+    /// An event stream (`GET /sse`): `id: TOPIC:EPOCH:OFFSET` (with history) and the envelope as `data:`;
+    /// replies as `data:` events too. Speaks `ringws.v1` otherwise (positions, `recovered`).
+    Stream,
+}
+
+/// One subscription in the table: the connection, and the form it gets publications in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Sub {
     conn: ConnId,
-    v1: bool,
+    form: Form,
 }
 
-/// What the handler keeps of a connection that speaks `ringws.v1` or is listed in presence.
+/// What the handler keeps of a connection that speaks `ringws.v1`, is an event stream, or is listed in
+/// presence.
 struct ConnInfo {
-    v1: bool,
+    form: Form,
     /// Its member entry (client id, user, info), when presence is on.
     member: Option<Member>,
 }
@@ -165,8 +179,11 @@ pub struct PubSub {
     publish_needs_token: bool,
     /// Token checks and permissions (`--auth-jwt-*`); `None`: every client is anonymous.
     auth: Option<Box<AuthState>>,
-    /// The upgrade just accepted chose `ringws.v1` (taken by the `on_open` that follows it).
-    pending_v1: bool,
+    /// The form of the upgrade (or event stream) just accepted (taken by the `on_open` that follows it).
+    pending_form: Form,
+    /// The positions an event stream just accepted recovers from (`since=`, `Last-Event-ID`), per topic
+    /// (taken by the `on_open` that follows it).
+    pending_since: Vec<(String, u64, String)>,
     /// Connections that speak `ringws.v1` or are listed in presence; a raw connection without presence
     /// has no entry.
     conns: HashMap<ConnId, ConnInfo>,
@@ -179,6 +196,8 @@ pub struct PubSub {
     next_tag: u64,
     /// This worker's handoff drops when it last caught its topics up with the history.
     drops_seen: u64,
+    /// `--max-subscriptions`: an event stream asking for more topics is refused (429).
+    max_subscriptions: usize,
 }
 
 /// The authentication state of one worker's `PubSub`.
@@ -240,6 +259,61 @@ fn envelope_of(
     }
 }
 
+/// A publication in `form`: the message itself, its envelope, or its event-stream form (each made once
+/// per node and shared).
+fn form_of(
+    ctx: &mut Ctx<'_>,
+    scratch: &mut String,
+    form: Form,
+    topic: &str,
+    message: &SharedMessage,
+) -> SharedMessage {
+    match form {
+        Form::Raw => message.clone(),
+        Form::V1 => envelope_of(ctx, scratch, topic, message),
+        Form::Stream => {
+            let envelope = envelope_of(ctx, scratch, topic, message);
+            let make = || {
+                let json = envelope.payload();
+                let mut event = Vec::with_capacity(json.len() + topic.len() + 40);
+                if let Some(position) = message.position() {
+                    event.extend_from_slice(b"id: ");
+                    event.extend_from_slice(
+                        format!("{topic}:{}:{}\n", position.epoch, position.offset).as_bytes(),
+                    );
+                }
+                // The envelope is one line of JSON (newlines inside strings are escaped).
+                event.extend_from_slice(b"data: ");
+                event.extend_from_slice(json);
+                event.extend_from_slice(b"\n\n");
+                SharedMessage::stream(&event)
+            };
+            match message.event_stream_form(make) {
+                Some(stream) => stream.clone(),
+                None => {
+                    // Not a topic publication (never delivered here): made for this call.
+                    let json = envelope.payload();
+                    let mut event = b"data: ".to_vec();
+                    event.extend_from_slice(json);
+                    event.extend_from_slice(b"\n\n");
+                    SharedMessage::stream(&event)
+                }
+            }
+        }
+    }
+}
+
+/// The position an event stream names in `id:` and a client gives back in `Last-Event-ID` or
+/// `since=`: `TOPIC:EPOCH:OFFSET` (a topic may hold `:`, so it is read from the right). `None` when
+/// it is not one.
+fn parse_stream_position(text: &str) -> Option<(&str, &str, u64)> {
+    let mut parts = text.trim().rsplitn(3, ':');
+    let offset = parts.next()?.parse().ok()?;
+    let epoch = parts.next()?;
+    let topic = parts.next()?;
+    (!topic.is_empty() && Epoch::parse(epoch).is_some()).then_some((topic, epoch, offset))
+}
+
 /// What a replay of `entries` queues to a `ringws.v1` client, about (each envelope: the payload, its
 /// escaping and base64 aside, and the envelope's fields).
 fn replay_bytes(entries: &[(u64, SharedMessage)]) -> usize {
@@ -260,13 +334,15 @@ impl PubSub {
             reply: String::new(),
             publish_needs_token: false,
             auth: None,
-            pending_v1: false,
+            pending_form: Form::Raw,
+            pending_since: Vec::new(),
             conns: HashMap::new(),
             delivered: HashMap::new(),
             holds: HashMap::new(),
             queries: HashMap::new(),
             next_tag: HOLD_TAG + 1,
             drops_seen: 0,
+            max_subscriptions,
         }
     }
 
@@ -309,8 +385,22 @@ impl PubSub {
         self
     }
 
+    fn form(&self, conn: ConnId) -> Form {
+        self.conns.get(&conn).map_or(Form::Raw, |info| info.form)
+    }
+
+    /// Whether `conn` speaks the structured protocol (`ringws.v1`, or an event stream, which gets its
+    /// replies and positions).
     fn is_v1(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|info| info.v1)
+        self.form(conn) != Form::Raw
+    }
+
+    /// `conn`'s entry in the topic table.
+    fn sub_key(&self, conn: ConnId) -> Sub {
+        Sub {
+            conn,
+            form: self.form(conn),
+        }
     }
 
     /// Subscribes `conn` to `topic`. A topic's first subscriber in this worker, and its last leaving
@@ -323,8 +413,7 @@ impl PubSub {
         conn: ConnId,
         topic: &str,
     ) -> Result<bool, &'static str> {
-        let v1 = self.is_v1(conn);
-        let sub = Sub { conn, v1 };
+        let sub = self.sub_key(conn);
         if self.topics.holds(sub, topic) {
             return Ok(false);
         }
@@ -345,10 +434,7 @@ impl PubSub {
     }
 
     fn unsubscribe(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, topic: &str) {
-        let sub = Sub {
-            conn,
-            v1: self.is_v1(conn),
-        };
+        let sub = self.sub_key(conn);
         let held = self.topics.holds(sub, topic);
         self.take_hold(conn, topic);
         self.watchers.unsubscribe(conn, topic);
@@ -534,9 +620,10 @@ impl PubSub {
         }
         self.reply.push('}');
         self.send_reply(ctx, conn);
+        let form = self.form(conn);
         for (_, message) in replay {
-            let envelope = envelope_of(ctx, &mut self.reply, topic, &message);
-            ctx.send_shared(conn, &envelope);
+            let publication = form_of(ctx, &mut self.reply, form, topic, &message);
+            ctx.send_shared(conn, &publication);
         }
     }
 
@@ -689,9 +776,10 @@ impl PubSub {
         self.reply.push('}');
         self.send_reply(ctx, conn);
         let mut last = position;
+        let form = self.form(conn);
         for message in replay.iter().chain(live.iter()) {
-            let envelope = envelope_of(ctx, &mut self.reply, topic, message);
-            ctx.send_shared(conn, &envelope);
+            let publication = form_of(ctx, &mut self.reply, form, topic, message);
+            ctx.send_shared(conn, &publication);
             last = message.position().or(last);
         }
         // Watch the next publication: it must follow what was sent.
@@ -1067,12 +1155,14 @@ impl PubSub {
     /// Delivers a publication to this worker's subscribers of `topic`: the message itself to raw ones,
     /// its envelope to `ringws.v1` ones.
     fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &str, message: &SharedMessage) {
-        // Made at the first `ringws.v1` subscriber (once per node: later workers take the shared one).
+        // Made at the first `ringws.v1` (or event-stream) subscriber (once per node: later workers take
+        // the shared ones).
         let mut envelope: Option<SharedMessage> = None;
+        let mut stream: Option<SharedMessage> = None;
         let mut over = Vec::new();
         let mut done = Vec::new();
         for sub in self.topics.subscribers(topic) {
-            if sub.v1 && !self.holds.is_empty() {
+            if sub.form != Form::Raw && !self.holds.is_empty() {
                 let held = self
                     .holds
                     .get_mut(&sub.conn)
@@ -1101,12 +1191,21 @@ impl PubSub {
                     }
                 }
             }
-            if sub.v1 {
-                let envelope = envelope
-                    .get_or_insert_with(|| envelope_of(ctx, &mut self.reply, topic, message));
-                ctx.send_shared(sub.conn, envelope);
-            } else {
-                ctx.send_shared(sub.conn, message);
+            match sub.form {
+                Form::Raw => {
+                    ctx.send_shared(sub.conn, message);
+                }
+                Form::V1 => {
+                    let envelope = envelope
+                        .get_or_insert_with(|| envelope_of(ctx, &mut self.reply, topic, message));
+                    ctx.send_shared(sub.conn, envelope);
+                }
+                Form::Stream => {
+                    let stream = stream.get_or_insert_with(|| {
+                        form_of(ctx, &mut self.reply, Form::Stream, topic, message)
+                    });
+                    ctx.send_shared(sub.conn, stream);
+                }
             }
         }
         // Watches that ended.
@@ -1119,6 +1218,61 @@ impl PubSub {
                 self.finish_hold(ctx, conn, topic, hold, Err(()));
             }
         }
+    }
+
+    /// An event stream's request (`GET /sse?topic=..`), its token already checked: its topics must be
+    /// given (400), valid (400), within `--max-subscriptions` (429) and, with auth, all within the token's
+    /// `channels.sub` (403: an event stream has no way to tell a refused topic but its answer). Keeps the
+    /// positions it recovers from: each `since=TOPIC:EPOCH:OFFSET`, and the `Last-Event-ID` header (what
+    /// a browser sends when it reconnects by itself), which wins for its topic.
+    fn admit_event_stream(&mut self, request: &UpgradeRequest<'_>) -> UpgradeDecision {
+        let refuse = |status: u16, reason: String| UpgradeDecision::Refuse {
+            status,
+            reason: reason.into(),
+        };
+        let topics: Vec<&str> = query_params(request.path(), "topic").collect();
+        if topics.is_empty() {
+            return refuse(
+                400,
+                "an event stream needs ?topic=NAME (one or more)".into(),
+            );
+        }
+        if let Some(bad) = topics.iter().find(|topic| !valid_topic(topic)) {
+            return refuse(400, format!("{INVALID_TOPIC}: {bad}"));
+        }
+        if topics.len() > self.max_subscriptions {
+            return refuse(
+                429,
+                format!(
+                    "{}: {} topics, at most {}",
+                    SubscribeError::LimitReached.message(),
+                    topics.len(),
+                    self.max_subscriptions
+                ),
+            );
+        }
+        if let Some(grant) = self.auth.as_ref().and_then(|state| state.pending.as_ref()) {
+            if let Some(denied) = topics
+                .iter()
+                .find(|topic| !grant.permissions.allows(Access::Subscribe, topic))
+            {
+                return refuse(403, format!("{NOT_ALLOWED}: {denied}"));
+            }
+        }
+        let last_event_id = request
+            .header("last-event-id")
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(parse_stream_position);
+        let given = query_params(request.path(), "since").filter_map(parse_stream_position);
+        for (topic, epoch, offset) in given.chain(last_event_id) {
+            if !topics.contains(&topic) {
+                continue;
+            }
+            self.pending_since.retain(|(t, _, _)| t != topic);
+            self.pending_since
+                .push((topic.to_string(), offset, epoch.to_string()));
+        }
+        UpgradeDecision::Accept
     }
 
     fn binary(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, payload: &[u8]) {
@@ -1153,26 +1307,38 @@ impl PubSub {
 }
 
 impl Handler for PubSub {
+    fn serves_event_streams(&self) -> bool {
+        true
+    }
+
     fn on_upgrade(&mut self, request: &UpgradeRequest<'_>) -> UpgradeDecision {
-        self.pending_v1 = request.subprotocol() == Some(wire::V1);
-        let Some(state) = &mut self.auth else {
-            return UpgradeDecision::Accept;
+        self.pending_form = if request.is_event_stream() {
+            Form::Stream
+        } else if request.subprotocol() == Some(wire::V1) {
+            Form::V1
+        } else {
+            Form::Raw
         };
-        state.pending = None;
-        match state
-            .auth
-            .check(request.header("authorization"), request.path())
-        {
-            Ok(grant) => {
-                state.pending = Some(grant);
-                UpgradeDecision::Accept
+        self.pending_since.clear();
+        if let Some(state) = &mut self.auth {
+            state.pending = None;
+            match state
+                .auth
+                .check(request.header("authorization"), request.path())
+            {
+                Ok(grant) => state.pending = Some(grant),
+                Err(failure) => return UpgradeDecision::Unauthorized(failure),
             }
-            Err(failure) => UpgradeDecision::Unauthorized(failure),
         }
+        if request.is_event_stream() {
+            return self.admit_event_stream(request);
+        }
+        UpgradeDecision::Accept
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &str) {
-        let v1 = std::mem::take(&mut self.pending_v1);
+        let form = std::mem::take(&mut self.pending_form);
+        let since = std::mem::take(&mut self.pending_since);
         let mut user: Arc<str> = Arc::from("");
         let mut info = None;
         if let Some(state) = &mut self.auth {
@@ -1197,8 +1363,24 @@ impl Handler for PubSub {
             user,
             info,
         });
-        if v1 || member.is_some() {
-            self.conns.insert(conn, ConnInfo { v1, member });
+        if form != Form::Raw || member.is_some() {
+            self.conns.insert(conn, ConnInfo { form, member });
+        }
+        if form == Form::Stream {
+            // Every topic as a `ringws.v1` subscribe: a reply event each (position, `recovered` when it
+            // recovers), then what it recovered, then the live publications.
+            for topic in query_params(path, "topic") {
+                let since = since
+                    .iter()
+                    .find(|(t, _, _)| t == topic)
+                    .map(|(_, offset, epoch)| (*offset, epoch.as_str()));
+                let options = SubOptions {
+                    since,
+                    ..SubOptions::default()
+                };
+                self.sub(ctx, conn, topic, options);
+            }
+            return;
         }
         for topic in query_params(path, "topic") {
             if !self.allowed(ctx, conn, Access::Subscribe, topic) {
@@ -1277,10 +1459,7 @@ impl Handler for PubSub {
                     .remove(&(grant.exp, conn.key, conn.generation));
             }
         }
-        let sub = Sub {
-            conn,
-            v1: self.is_v1(conn),
-        };
+        let sub = self.sub_key(conn);
         if ctx.presence().is_some() {
             let held: Vec<Box<str>> = self.topics.topics_of(sub).to_vec();
             for topic in held {

@@ -40,7 +40,9 @@ pub enum State {
 ///   receiving a close frame, an error, or an HTTP answer leaves the open or handshake state at once);
 /// - `WAITING_BODY` never in [`State::Open`] (it belongs to an HTTP request);
 /// - [`fanout_flags::SENDER_PAUSED`] (in [`Connection::fanout`]) only with `RECV_PAUSED` (a sender paused for
-///   its fanout reads nothing).
+///   its fanout reads nothing);
+/// - [`fanout_flags::EVENT_STREAM`] never in [`State::Handshake`] and never with `SENDER_PAUSED` or
+///   `HOLDS_INPUT` (an event stream sends nothing the worker reads).
 ///
 /// `RECV_ARMED`, `RECV_PAUSED`, `AWAITING_PONG` and `DIRTY` combine freely with the others.
 pub mod flags {
@@ -90,6 +92,10 @@ pub mod fanout_flags {
     /// Input received while paused as a sender is kept (`Connection::take_held_input`) and read before
     /// anything received after it.
     pub const HOLDS_INPUT: u8 = 1 << 2;
+    /// An event stream (`GET /sse`, Server-Sent Events) rather than a WebSocket: from its `200` on it is
+    /// [`super::State::Open`] and gets stream bytes, never frames; its input is discarded. Set once, at
+    /// its opening, for its whole life.
+    pub const EVENT_STREAM: u8 = 1 << 3;
 }
 
 /// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open
@@ -409,7 +415,7 @@ impl Connection {
     pub fn broken_flag_rule(&self) -> Option<&'static str> {
         use flags::*;
         let closing = self.state == State::Closing;
-        let rules: [(bool, &'static str); 11] = [
+        let rules: [(bool, &'static str); 12] = [
             (
                 !self.has(ENDING) && self.has(ABORT | CANCEL_SENT | FD_CLOSING),
                 "ABORT, CANCEL_SENT or FD_CLOSING without ENDING",
@@ -447,6 +453,13 @@ impl Connection {
             (
                 self.has(WAITING_BODY) && self.state == State::Open,
                 "WAITING_BODY on an open connection",
+            ),
+            (
+                self.has_fanout(fanout_flags::EVENT_STREAM)
+                    && (self.state == State::Handshake
+                        || self
+                            .has_fanout(fanout_flags::SENDER_PAUSED | fanout_flags::HOLDS_INPUT)),
+                "EVENT_STREAM in the handshake or paused as a sender",
             ),
         ];
         rules

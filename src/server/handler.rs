@@ -33,11 +33,13 @@ impl ConnId {
     }
 }
 
-/// A WebSocket upgrade request that passed the protocol's checks (method, version, key, origin), shown to
-/// [`Handler::on_upgrade`] before the server answers 101.
+/// A WebSocket upgrade request that passed the protocol's checks (method, version, key, origin), or an
+/// event-stream request (`GET /sse`, [`UpgradeRequest::is_event_stream`]), shown to
+/// [`Handler::on_upgrade`] before the server answers 101 (or 200).
 pub struct UpgradeRequest<'r> {
     pub(crate) request: &'r Request<'r>,
     pub(crate) subprotocol: Option<&'r str>,
+    pub(crate) event_stream: bool,
 }
 
 impl<'r> UpgradeRequest<'r> {
@@ -66,9 +68,15 @@ impl<'r> UpgradeRequest<'r> {
         self.request.headers()
     }
 
-    /// The subprotocol the server will answer with, if any.
+    /// The subprotocol the server will answer with, if any (never for an event stream).
     pub fn subprotocol(&self) -> Option<&'r str> {
         self.subprotocol
+    }
+
+    /// Whether this asks for an event stream (`GET /sse`, Server-Sent Events: receive-only, offered only
+    /// by a handler whose [`Handler::serves_event_streams`] is true) rather than a WebSocket.
+    pub fn is_event_stream(&self) -> bool {
+        self.event_stream
     }
 }
 
@@ -93,6 +101,16 @@ pub enum UpgradeDecision {
 /// What an application implements. The built-in modes (`echo`, `broadcast`, `pubsub`) implement it in
 /// `app`.
 pub trait Handler: 'static {
+    /// Whether `GET /sse` opens an event stream (Server-Sent Events) for this handler (else it is an
+    /// unknown path, 404). An event stream goes through [`Handler::on_upgrade`] (with
+    /// [`UpgradeRequest::is_event_stream`]) and [`Handler::on_open`] like a WebSocket and is open until
+    /// it closes; the handler writes whole events to it with [`Ctx::send`] (each payload becomes one
+    /// `data:` event) and [`Ctx::send_shared`] (a message made with [`SharedMessage::stream`]); what its
+    /// client sends is discarded. Asked once, when the worker starts.
+    fn serves_event_streams(&self) -> bool {
+        false
+    }
+
     /// A WebSocket upgrade request passed the protocol's checks: accept it (the default) or refuse it with
     /// an HTTP status before the 101 (authentication, path routing). Runs on the worker's thread; it must
     /// not block.
@@ -150,7 +168,9 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Queues one message to `conn`. Returns false if the connection is no longer open.
+    /// Queues one message to `conn`. Returns false if the connection is no longer open. To an event stream
+    /// ([`Ctx::is_event_stream`]) a text message goes as one event, `data: ` before each of its lines and a
+    /// blank line after it; a binary one is not sent (false).
     pub fn send(&mut self, conn: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
         self.core.send_message(conn, kind, payload)
     }
@@ -262,6 +282,11 @@ impl Ctx<'_> {
     /// slow-consumer policy. Returns whether it was queued.
     pub fn send_shared(&mut self, conn: ConnId, message: &SharedMessage) -> bool {
         self.core.send_shared(conn, message)
+    }
+
+    /// Whether `conn` is an event stream (`GET /sse`) rather than a WebSocket.
+    pub fn is_event_stream(&self, conn: ConnId) -> bool {
+        self.core.is_event_stream(conn)
     }
 
     /// This worker's index.

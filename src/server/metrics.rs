@@ -326,6 +326,13 @@ pub struct WorkerMetrics {
     pub slow_receivers: Counter,
     pub slow_consumer_closes: Counter,
     pub slow_consumer_drops: Counter,
+    /// Event streams (`GET /sse`) opened since start (also counted in `websockets_open`/`_total`, whose
+    /// capacity they share).
+    pub event_streams_total: Counter,
+    /// Bytes an event-stream client sent after its request, discarded (an event stream is receive-only).
+    pub event_stream_input_discarded: Counter,
+    /// Keep-alive comments sent to idle event streams (in place of a ping).
+    pub event_stream_keepalives: Counter,
     /// Accept errors (ENFILE, EMFILE, ENOBUFS...), which stop the multishot accept until slots free.
     pub accept_errors: Counter,
     /// Multishot receives ended because the provided buffer ring ran dry (re-armed, no data lost).
@@ -667,7 +674,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 27] = [
+    let simple: [CounterSpec; 30] = [
         (
             "ringws_tls_abandoned_total",
             "counter",
@@ -775,6 +782,24 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Messages dropped for slow consumers",
             |m| &m.slow_consumer_drops,
+        ),
+        (
+            "ringws_event_streams_total",
+            "counter",
+            "Event streams (GET /sse) opened",
+            |m| &m.event_streams_total,
+        ),
+        (
+            "ringws_event_stream_input_discarded_bytes_total",
+            "counter",
+            "Bytes sent by event-stream clients after their request, discarded",
+            |m| &m.event_stream_input_discarded,
+        ),
+        (
+            "ringws_event_stream_keepalives_total",
+            "counter",
+            "Keep-alive comments sent to idle event streams",
+            |m| &m.event_stream_keepalives,
         ),
         (
             "ringws_accept_errors_total",

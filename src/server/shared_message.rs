@@ -9,7 +9,8 @@
 //! message by the worker that encodes it (`encode_compressed`), when compression is on, the message is at
 //! or above the threshold and compressing shrinks it. Encoding is one allocation per form, the frame's own,
 //! and one copy of the payload (or of its compressed form). Must never be re-encoded, compressed or copied
-//! per receiver.
+//! per receiver. A topic publication also carries, made once per node when first needed, its forms for
+//! `ringws.v1` clients (the envelope) and for event streams (`GET /sse`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -46,6 +47,9 @@ struct Publication {
     position: Option<Position>,
     event: bool,
     envelope: OnceLock<SharedMessage>,
+    /// Its event-stream form (`GET /sse`: an `id:` line with its position, a `data:` line with the
+    /// envelope), made at most once per node like the envelope ([`SharedMessage::event_stream_form`]).
+    event_stream: OnceLock<SharedMessage>,
 }
 
 /// One frame in its final allocation: the header, then the payload copied once (an exact-size iterator is
@@ -77,6 +81,20 @@ impl SharedMessage {
             header_len: header_len as u8,
             compressed_window_bits: 0,
             plain: frame(&header[..header_len], payload),
+            compressed: None,
+            publication: None,
+        }
+    }
+
+    /// Bytes for an event stream (`GET /sse`: Server-Sent Events, whole events), shared like a frame:
+    /// not a WebSocket frame, and only ever queued to event-stream connections (its `payload` is the
+    /// bytes themselves).
+    pub fn stream(bytes: &[u8]) -> SharedMessage {
+        SharedMessage {
+            kind: MessageKind::Text,
+            header_len: 0,
+            compressed_window_bits: 0,
+            plain: frame(&[], bytes),
             compressed: None,
             publication: None,
         }
@@ -123,6 +141,17 @@ impl SharedMessage {
         self.publication
             .as_ref()
             .map(|publication| publication.envelope.get_or_init(make))
+    }
+
+    /// The publication's event-stream form ([`SharedMessage::stream`] bytes), made by `make` the first
+    /// time any worker asks and shared from then on; `None` for a message that is not a topic publication.
+    pub fn event_stream_form(
+        &self,
+        make: impl FnOnce() -> SharedMessage,
+    ) -> Option<&SharedMessage> {
+        self.publication
+            .as_ref()
+            .map(|publication| publication.event_stream.get_or_init(make))
     }
 
     /// `encode`, plus the compressed frame for connections that agreed permessage-deflate, made once here
@@ -327,6 +356,27 @@ mod tests {
             message.frame_for(agreed(15)),
             message.plain_frame()
         ));
+    }
+
+    #[test]
+    fn the_event_stream_form_is_made_once_and_shared() {
+        let message = SharedMessage::encode(MessageKind::Text, b"hi").into_publication();
+        let mut made = 0;
+        for _ in 0..3 {
+            let form = message
+                .event_stream_form(|| {
+                    made += 1;
+                    SharedMessage::stream(b"data: x\n\n")
+                })
+                .expect("a publication has one");
+            assert_eq!(form.payload(), b"data: x\n\n");
+            assert_eq!(&form.plain_frame()[..], b"data: x\n\n");
+        }
+        assert_eq!(made, 1);
+        let broadcast = SharedMessage::encode(MessageKind::Text, b"hi");
+        assert!(broadcast
+            .event_stream_form(|| SharedMessage::stream(b""))
+            .is_none());
     }
 
     #[test]

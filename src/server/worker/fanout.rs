@@ -47,7 +47,9 @@ use crate::protocol::deflate::DeflateMode;
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
 use crate::server::config::{SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
-use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED, SLOW_RECEIVER};
+use crate::server::connection::fanout_flags::{
+    EVENT_STREAM, HOLDS_INPUT, SENDER_PAUSED, SLOW_RECEIVER,
+};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
 use crate::server::inbox::{Sent, WorkerMessage, DRAIN_BATCH};
@@ -415,7 +417,8 @@ impl Core {
         let mut slow: Vec<usize> = Vec::new();
         let (mut delivered, mut bytes) = (0u64, 0u64);
         for (key, conn) in self.conns.iter_mut() {
-            if conn.state != State::Open || conn.has(CLOSE_SENT) {
+            // Event streams (`GET /sse`) carry their handler's topic publications only, never a frame.
+            if conn.state != State::Open || conn.has(CLOSE_SENT) || conn.has_fanout(EVENT_STREAM) {
                 continue;
             }
             if skip.is_some_and(|id| id.key as usize == key && id.generation == conn.generation) {

@@ -7,7 +7,8 @@
 //! provided buffer past the completion that carried it. A connection that agreed permessage-deflate is fed
 //! with the worker's inflaters lent for the call (`InflatePool`); the inflater of a compressed message
 //! spanning receives is held by the connection only while the message is in progress, counted
-//! (`INFLATER_STATE_BYTES` each) with the assembly buffers against `--max-assembly-memory`.
+//! (`INFLATER_STATE_BYTES` each) with the assembly buffers against `--max-assembly-memory`. An event
+//! stream's input (`GET /sse`: receive-only) is counted and dropped, never fed to a reader.
 
 use crate::protocol::deflate::INFLATER_STATE_BYTES;
 use crate::protocol::frame::OpCode;
@@ -19,7 +20,7 @@ use crate::server::metrics::{
 };
 
 use super::{Core, Worker};
-use crate::server::connection::fanout_flags::{HOLDS_INPUT, SENDER_PAUSED};
+use crate::server::connection::fanout_flags::{EVENT_STREAM, HOLDS_INPUT, SENDER_PAUSED};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 
@@ -85,6 +86,14 @@ impl<H: Handler> Worker<'_, H> {
     /// holding such input, are kept instead and read when it resumes (`fanout.rs`).
     pub(super) fn feed(&mut self, key: usize, bytes: &mut [u8]) {
         let conn = &mut self.core.conns[key];
+        if conn.has_fanout(EVENT_STREAM) {
+            // Receive-only: whatever its client sends is read and dropped (its EOF still ends it).
+            self.core
+                .metrics
+                .event_stream_input_discarded
+                .add(bytes.len() as u64);
+            return;
+        }
         if conn.has_fanout(SENDER_PAUSED | HOLDS_INPUT) {
             conn.hold_input(bytes);
             return;

@@ -30,6 +30,41 @@ const POOLED_ANSWER_MAX: usize = 1024;
 /// RSV1 in a frame's first byte: permessage-deflate's "this message is compressed" (RFC 7692 section 6).
 const RSV1: u8 = 0x40;
 
+/// One Server-Sent Events event carrying `payload` (text): `data: ` before each of its lines (LF, CRLF or
+/// CR end a line, as the event-stream format reads them) and a blank line after it.
+pub(crate) fn write_data_event(out: &mut Vec<u8>, payload: &[u8]) {
+    let mut rest = payload;
+    loop {
+        out.extend_from_slice(b"data: ");
+        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(end) => {
+                out.extend_from_slice(&rest[..end]);
+                out.push(b'\n');
+                let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[end + skip..];
+            }
+            None => {
+                out.extend_from_slice(rest);
+                out.extend_from_slice(b"\n\n");
+                return;
+            }
+        }
+    }
+}
+
+/// The last event of an event stream the server ends: `event: close` with `{"code":N,"reason":"..."}`
+/// (the close code a WebSocket would have got: 1001 at shutdown, 1008 for a slow consumer, 4001 for an
+/// expired token).
+fn write_close_event(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
+    out.extend_from_slice(b"event: close\ndata: ");
+    let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into());
+    out.extend_from_slice(format!("{{\"code\":{},\"reason\":{reason}}}\n\n", code.0).as_bytes());
+}
+
 impl Core {
     /// Queues an HTTP answer and closes the connection after it (no keep-alive). Returns the status.
     ///
@@ -108,9 +143,25 @@ impl Core {
         if !self.conns[key].has(CLOSE_RECEIVED) {
             self.metrics.close_sent(code.0);
         }
+        if self.conns[key].has_fanout(fanout_flags::EVENT_STREAM) {
+            // No close frame on an event stream: a last event says why, and the stream ends once it is
+            // sent (its client never answers a close).
+            self.push_bytes(key, 64 + reason.len(), |out| {
+                write_close_event(out, code, reason)
+            });
+            self.conns[key].set(CLOSE_SENT);
+            self.shut_after_flush(key);
+            return;
+        }
         let (payload, len) = encode_close_payload(code, reason);
         self.queue_frame(key, OpCode::Close, &payload[..len]);
         self.conns[key].set(CLOSE_SENT);
+    }
+
+    /// Whether `id` is an open event stream (`GET /sse`).
+    pub(crate) fn is_event_stream(&self, id: ConnId) -> bool {
+        self.live_open(id)
+            .is_some_and(|key| self.conns[key].has_fanout(fanout_flags::EVENT_STREAM))
     }
 
     pub(super) fn on_send(&mut self, key: usize, mut completion: Completion) {
@@ -286,6 +337,17 @@ impl Core {
         let Some(key) = self.live_open(id) else {
             return false;
         };
+        if self.conns[key].has_fanout(fanout_flags::EVENT_STREAM) {
+            if kind == MessageKind::Binary {
+                return false;
+            }
+            self.metrics.messages_out.inc();
+            self.metrics.bytes_out.add(payload.len() as u64);
+            self.push_bytes(key, payload.len() + 16, |out| {
+                write_data_event(out, payload)
+            });
+            return true;
+        }
         let opcode = match kind {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
@@ -329,6 +391,28 @@ impl Core {
 mod tests {
     use super::super::tests::{open_connection, test_core};
     use super::*;
+
+    #[test]
+    fn a_data_event_has_one_data_line_per_payload_line() {
+        let event = |payload: &[u8]| {
+            let mut out = Vec::new();
+            write_data_event(&mut out, payload);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(event(b"{\"a\":1}"), "data: {\"a\":1}\n\n");
+        assert_eq!(event(b""), "data: \n\n");
+        assert_eq!(
+            event(b"a\nb\r\nc\rd"),
+            "data: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        assert_eq!(event(b"a\n"), "data: a\ndata: \n\n");
+        let mut out = Vec::new();
+        write_close_event(&mut out, CloseCode::GOING_AWAY, "server \"down\"");
+        assert_eq!(
+            out,
+            b"event: close\ndata: {\"code\":1001,\"reason\":\"server \\\"down\\\"\"}\n\n"
+        );
+    }
 
     /// A busy worker answers a `/metrics` scrape now and then while its other connections' replies hold
     /// pooled buffers: however many scrapes, its pool's free buffers hold no more than those small

@@ -8,7 +8,8 @@
 //! multishot requests). Deadlines follow the monotonic clock, not the count of tick completions: each
 //! completion moves the wheel to the whole number of intervals elapsed since the worker started, so a tick
 //! that completes late (a long batch under load) catches up instead of stretching every timeout. Only the
-//! tick reads the clock; the hot path never does.
+//! tick reads the clock; the hot path never does. An idle event stream (`GET /sse`) gets a keep-alive
+//! comment instead of a ping and is never waited on for an answer.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,12 @@ use crate::protocol::CloseCode;
 
 use super::{Core, Worker};
 use crate::reactor::{Completion, Op, UserData, NO_CONNECTION};
-use crate::server::connection::{flags::*, State};
+use crate::server::connection::{fanout_flags::EVENT_STREAM, flags::*, State};
 use crate::server::handler::{Ctx, Handler};
+
+/// What an idle event stream (`GET /sse`) gets each `--idle-timeout` instead of a ping: a comment, which
+/// its client ignores.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 use crate::server::timer::TimerEntry;
 
 /// The worker's clock: the monotonic clock; under `sim-ring`, the simulated ring's, which its driver moves.
@@ -273,6 +278,15 @@ impl Core {
                 // Before the abort submits the close: the peer's address is read first.
                 self.look_up_peers();
                 self.abort(key);
+            }
+            TimerAction::SendPing if conn.has_fanout(EVENT_STREAM) => {
+                // An event stream's client never answers: a comment keeps proxies and the client's
+                // own timeout from ending a quiet stream, and the next one follows an idle interval on.
+                self.metrics.event_stream_keepalives.inc();
+                self.push_bytes(key, KEEP_ALIVE.len(), |out| {
+                    out.extend_from_slice(KEEP_ALIVE)
+                });
+                self.schedule(key, now.wrapping_add(self.deadlines.idle));
             }
             TimerAction::SendPing => {
                 conn.set(AWAITING_PONG);

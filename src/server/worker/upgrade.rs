@@ -19,7 +19,7 @@ use crate::protocol::handshake::{
 
 use super::{Core, Worker};
 use crate::server::config::PublishConfig;
-use crate::server::connection::{flags::*, State};
+use crate::server::connection::{fanout_flags::EVENT_STREAM, flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler, UpgradeDecision, UpgradeRequest};
 use crate::server::http;
 use crate::server::http::publish::{publish_step, write_published, PublishStep};
@@ -42,6 +42,35 @@ pub(super) enum RequestProgress {
         request_len: usize,
         send_continue: bool,
     },
+}
+
+/// The path of the event-stream route (Server-Sent Events), served when the handler
+/// [serves event streams](Handler::serves_event_streams).
+pub const EVENT_STREAM_PATH: &str = "/sse";
+
+/// The head of an event stream's answer and its first bytes: no `Content-Length` (the stream ends with
+/// the connection), no caching, no proxy buffering (`X-Accel-Buffering`), then a comment so that the
+/// client sees the stream begin.
+const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n: ringws\n\n";
+
+/// Whether `Origin` refuses a request under `allowed` (the same rule as an upgrade's: empty allows any,
+/// a request without `Origin` passes, two `Origin` headers never do).
+fn origin_refused(request: &Request<'_>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return false;
+    }
+    let mut origins = request.headers_named("origin");
+    match (origins.next(), origins.next()) {
+        (None, _) => false,
+        (Some(origin), None) => {
+            let origin = origin.trim_ascii();
+            !allowed
+                .iter()
+                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin))
+        }
+        (Some(_), Some(_)) => true,
+    }
 }
 
 impl<H: Handler> Worker<'_, H> {
@@ -182,6 +211,13 @@ impl<H: Handler> Worker<'_, H> {
                 return self.handle_publish(key, &request, consumed, &data[consumed..], publish);
             }
         }
+        if request.path_only() == EVENT_STREAM_PATH
+            && !http::wants_websocket(&request)
+            && self.handler.serves_event_streams()
+        {
+            self.open_event_stream(key, &request);
+            return RequestProgress::Done;
+        }
         if !http::wants_websocket(&request) {
             self.core.metrics.http_requests.inc();
             // With its own listener, /metrics is not served here.
@@ -239,91 +275,7 @@ impl<H: Handler> Worker<'_, H> {
                 return;
             }
         };
-        // An upgrade has no content: `100-continue` asks for nothing here (the 101 is the answer), any
-        // other expectation cannot be met.
-        if http::expectation(request) == http::Expectation::Unsupported {
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path()),
-                header: Some(("expect", request.header("expect").unwrap_or_default())),
-                ..Refusal::new(self.core.index, 417, HandshakeFailure::Expectation.label())
-            });
-            self.core
-                .metrics
-                .handshake_failure(HandshakeFailure::Expectation);
-            self.core.answer_http(key, http::write_expectation_failed);
-            return;
-        }
-        if self.core.shutting_down {
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path()),
-                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_SHUTTING_DOWN])
-            });
-            self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
-            self.core.answer_http(key, http::write_503);
-            return;
-        }
-        let shown = UpgradeRequest {
-            request,
-            subprotocol: upgrade.protocol,
-        };
-        let decision = self.handler.on_upgrade(&shown);
-        if let UpgradeDecision::Unauthorized(failure) = decision {
-            // The path without its query: a `?token=` is never logged.
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path_only()),
-                detail: Some(failure.label()),
-                ..Refusal::new(self.core.index, 401, "auth")
-            });
-            self.core.metrics.auth.failure(failure);
-            self.core
-                .answer_http(key, |out| http::write_401(out, failure));
-            return;
-        }
-        if let UpgradeDecision::Refuse { status, reason } = decision {
-            let status = if (400..=599).contains(&status) {
-                status
-            } else {
-                403
-            };
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path()),
-                detail: Some(&reason),
-                ..Refusal::new(self.core.index, status, HandshakeFailure::Handler.label())
-            });
-            self.core.metrics.handshake_refused_by_handler();
-            self.core.answer_http(key, |out| {
-                write_http_response(
-                    out,
-                    status,
-                    "text/plain; charset=utf-8",
-                    &[("Connection", "close")],
-                    format!("{reason}\n").as_bytes(),
-                )
-            });
-            return;
-        }
-        let open_total = self
-            .core
-            .shared
-            .websockets_open
-            .fetch_add(1, Ordering::AcqRel);
-        if config.max_connections > 0 && open_total >= config.max_connections {
-            self.core
-                .shared
-                .websockets_open
-                .fetch_sub(1, Ordering::AcqRel);
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path()),
-                severity: Severity::Limit,
-                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_MAX_CONNECTIONS])
-            });
-            self.core.metrics.rejected[REJECT_MAX_CONNECTIONS].inc();
-            self.core.answer_http(key, http::write_503);
+        if !self.admit(key, request, upgrade.protocol, false) {
             return;
         }
         let now = self.core.wheel.now();
@@ -352,6 +304,62 @@ impl<H: Handler> Worker<'_, H> {
                 deflate.as_ref(),
             )
         });
+        self.opened(key, path);
+    }
+
+    /// `GET /sse?topic=..` to a handler that serves event streams: the same admission as an upgrade
+    /// (origin, expectation, shutdown, [`Handler::on_upgrade`] with its statuses and counters, capacity),
+    /// then `200` with `text/event-stream` and no length (the stream ends with the connection), a first
+    /// comment (so that a browser's `EventSource` fires `open` even before an event), and `on_open`.
+    fn open_event_stream(&mut self, key: usize, request: &Request<'_>) {
+        let config = Arc::clone(&self.core.config);
+        let refusal = if request.method() != "GET" {
+            Some(HandshakeError::MethodNotAllowed)
+        } else if origin_refused(request, &config.allowed_origins) {
+            Some(HandshakeError::OriginNotAllowed)
+        } else if request.content_length().ok().flatten().unwrap_or(0) > 0
+            || request.header("transfer-encoding").is_some()
+        {
+            Some(HandshakeError::BadRequest(
+                "event-stream request with a body",
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            let reason = HandshakeFailure::from(&error);
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path_only()),
+                header: header_at_fault(&error, request),
+                detail: Some(error.reason()),
+                ..Refusal::new(self.core.index, error.status(), reason.label())
+            });
+            self.core.metrics.handshake_failure(reason);
+            self.core.answer_http(key, |out| error.write_response(out));
+            return;
+        }
+        if !self.admit(key, request, None, true) {
+            return;
+        }
+        let now = self.core.wheel.now();
+        let conn = &mut self.core.conns[key];
+        conn.state = State::Open;
+        conn.since = now;
+        conn.last_activity = now;
+        conn.set_fanout(EVENT_STREAM);
+        self.core.metrics.websockets_open.inc();
+        self.core.metrics.websockets_total.inc();
+        self.core.metrics.event_streams_total.inc();
+        self.core.push_bytes(key, EVENT_STREAM_HEAD.len(), |out| {
+            out.extend_from_slice(EVENT_STREAM_HEAD)
+        });
+        self.opened(key, request.path());
+    }
+
+    /// A connection just became open (101 or event stream): its idle deadline and `on_open`.
+    fn opened(&mut self, key: usize, path: &str) {
+        let now = self.core.wheel.now();
         if self.core.deadlines.idle > 0 {
             self.core
                 .schedule(key, now.wrapping_add(self.core.deadlines.idle));
@@ -367,6 +375,108 @@ impl<H: Handler> Worker<'_, H> {
             id,
             path,
         );
+    }
+
+    /// What an upgrade and an event stream share after the request's own checks: the expectation,
+    /// shutdown, the handler's [`Handler::on_upgrade`] (401 or its refusal), and `--max-connections`.
+    /// Returns whether the connection may open; if not, it was answered (and counted, and logged).
+    fn admit(
+        &mut self,
+        key: usize,
+        request: &Request<'_>,
+        subprotocol: Option<&str>,
+        event_stream: bool,
+    ) -> bool {
+        let config = Arc::clone(&self.core.config);
+        // An upgrade has no content: `100-continue` asks for nothing here (the 101 is the answer), any
+        // other expectation cannot be met.
+        if http::expectation(request) == http::Expectation::Unsupported {
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                header: Some(("expect", request.header("expect").unwrap_or_default())),
+                ..Refusal::new(self.core.index, 417, HandshakeFailure::Expectation.label())
+            });
+            self.core
+                .metrics
+                .handshake_failure(HandshakeFailure::Expectation);
+            self.core.answer_http(key, http::write_expectation_failed);
+            return false;
+        }
+        if self.core.shutting_down {
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_SHUTTING_DOWN])
+            });
+            self.core.metrics.rejected[REJECT_SHUTTING_DOWN].inc();
+            self.core.answer_http(key, http::write_503);
+            return false;
+        }
+        let shown = UpgradeRequest {
+            request,
+            subprotocol,
+            event_stream,
+        };
+        let decision = self.handler.on_upgrade(&shown);
+        if let UpgradeDecision::Unauthorized(failure) = decision {
+            // The path without its query: a `?token=` is never logged.
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path_only()),
+                detail: Some(failure.label()),
+                ..Refusal::new(self.core.index, 401, "auth")
+            });
+            self.core.metrics.auth.failure(failure);
+            self.core
+                .answer_http(key, |out| http::write_401(out, failure));
+            return false;
+        }
+        if let UpgradeDecision::Refuse { status, reason } = decision {
+            let status = if (400..=599).contains(&status) {
+                status
+            } else {
+                403
+            };
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                detail: Some(&reason),
+                ..Refusal::new(self.core.index, status, HandshakeFailure::Handler.label())
+            });
+            self.core.metrics.handshake_refused_by_handler();
+            self.core.answer_http(key, |out| {
+                write_http_response(
+                    out,
+                    status,
+                    "text/plain; charset=utf-8",
+                    &[("Connection", "close")],
+                    format!("{reason}\n").as_bytes(),
+                )
+            });
+            return false;
+        }
+        let open_total = self
+            .core
+            .shared
+            .websockets_open
+            .fetch_add(1, Ordering::AcqRel);
+        if config.max_connections > 0 && open_total >= config.max_connections {
+            self.core
+                .shared
+                .websockets_open
+                .fetch_sub(1, Ordering::AcqRel);
+            log_refusal(&Refusal {
+                method: Some(request.method()),
+                path: Some(request.path()),
+                severity: Severity::Limit,
+                ..Refusal::new(self.core.index, 503, REJECT_REASONS[REJECT_MAX_CONNECTIONS])
+            });
+            self.core.metrics.rejected[REJECT_MAX_CONNECTIONS].inc();
+            self.core.answer_http(key, http::write_503);
+            return false;
+        }
+        true
     }
 }
 
