@@ -2,7 +2,8 @@
 # Interop with real clients: Python `websockets`, Node `ws`, and headless Chromium on the demo page (its
 # plain chat in browser.mjs; the pub/sub chat on web/ringws.js, with history, presence and recovery, in
 # browser_chat.mjs; the same chat on two nodes joined through Redis, one restarted while the other takes
-# publications, in browser_cluster.mjs).
+# publications, in browser_cluster.mjs; a page whose WebSocket upgrade is blocked, receiving over SSE and
+# resuming through Last-Event-ID after a restart, in browser_sse.mjs).
 #
 # Installs what it needs, idempotently: a venv in scripts/.venv (pip), npm packages in
 # scripts/interop/node_modules, and Debian's chromium and redis-server only if they are missing. Starts the
@@ -147,6 +148,14 @@ if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
         | tee "$LOGS/browser-cluster.out" || FAILED=1
 fi
 
+# A page whose WebSocket is blocked (a proxy refuses the upgrade): SSE, and Last-Event-ID after a restart.
+: >"$LOGS/browser-sse.out"
+if [ -z "${RINGWS_INTEROP_SERVER:-}" ]; then
+    log "headless Chromium with the WebSocket blocked: SSE fallback, resumed after a restart"
+    timeout 240 node scripts/interop/browser_sse.mjs --artifacts "$ARTIFACTS" -- "${SERVER[@]}" \
+        | tee "$LOGS/browser-sse.out" || FAILED=1
+fi
+
 # The servers must still be alive after every client.
 for pid in "${PIDS[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -156,9 +165,9 @@ for pid in "${PIDS[@]}"; do
 done
 
 # Totals over the clients (each prints `N passed, N failed` as its last line).
-PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^ok ' || true)
-FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^FAIL ' || true)
-SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster}.out | grep -c '^SKIP ' || true)
+PASSED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster,browser-sse}.out | grep -c '^ok ' || true)
+FAILED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster,browser-sse}.out | grep -c '^FAIL ' || true)
+SKIPPED_TOTAL=$(cat "$LOGS"/{python,python-wss,python-context,node,browser,browser-chat,browser-cluster,browser-sse}.out | grep -c '^SKIP ' || true)
 if [ "$FAILED" -ne 0 ] && [ "$FAILED_TOTAL" -eq 0 ]; then
     FAILED_TOTAL=1 # a client or server died without reporting a check
 fi

@@ -33,10 +33,20 @@
  *   for capacity (503) looks the same; that is the price of the browser hiding the status;
  * - `onState` reports `connecting`, `open`, `reconnecting` (with the delay in ms), `closed` (with a reason).
  *
- * Not here yet: the SSE transport (`GET /sse?topic=...`, receive only, issue 17). The hook for it is
- * `connect()`'s transport choice: when a WebSocket cannot be opened (several failures in a row while
- * `probeUrl` answers and no token is in use), a `transport: "sse"` state would open an `EventSource` on
- * the same topics with `Last-Event-ID` carrying the positions kept here. TODO(sse).
+ * - transports (`client.transport`, `"websocket"` or `"sse"`, told to `onTransport` and in every state
+ *   change): with `transport: "auto"` (the default), when the WebSocket fails `sseAfter` times in a row
+ *   (default 2) without ever opening since `connect()` while `probeUrl` answers (the server is up, so the
+ *   upgrade is what is blocked) and, with a token, `/sse` takes the token (a refused token fails a WebSocket
+ *   the same way: see below), the client receives over Server-Sent Events instead: an `EventSource` on
+ *   `sseUrl` (default `/sse` on the WebSocket's host, http(s)) with every subscribed topic, the token and
+ *   `since=TOPIC:EPOCH:OFFSET` for each topic's last position (docs/PROTOCOL.md, "Event streams").
+ *   Publications, `onSubscribed` (with `recovered`) and dedup by offset work as over the WebSocket; the
+ *   browser reconnects the stream by itself after a drop and resumes through `Last-Event-ID`.
+ *   `publish()`, `history()` and `presence()` reject with a `RingwsError` (code 0, `receive-only`), and a
+ *   `subscribe()`/`unsubscribe()` reopens the stream with the new topic list. Every `wsRetryMs` (default
+ *   60 s) a WebSocket is tried again in the background; once one opens, the stream is closed and the client
+ *   is back on the WebSocket (resubscribing with `since`). `transport: "sse"` uses SSE from the start,
+ *   `"websocket"` never does;
  *
  * A server without `ringws.v1` (`--mode broadcast` or `echo`) answers the upgrade without the
  * subprotocol, and a browser then fails the connection (it offered one, none was chosen). With
@@ -95,6 +105,7 @@ export class RingwsError extends Error {
  *   code?: number,
  *   reason?: "app"|"expired"|"auth"|"no-token"|string,
  *   protocol?: string,
+ *   transport?: "websocket"|"sse",
  * }} StateChange
  * @typedef {{
  *   token?: string,
@@ -108,6 +119,12 @@ export class RingwsError extends Error {
  *   rawFallback?: boolean,
  *   onRaw?: (data: string|ArrayBuffer) => void,
  *   onError?: (error: RingwsError) => void,
+ *   transport?: "auto"|"websocket"|"sse",
+ *   sseAfter?: number,
+ *   sseUrl?: string,
+ *   wsRetryMs?: number,
+ *   onTransport?: (transport: "websocket"|"sse") => void,
+ *   EventSource?: typeof EventSource,
  *   WebSocket?: typeof WebSocket,
  *   fetch?: typeof fetch,
  *   random?: () => number,
@@ -167,6 +184,18 @@ export class RingwsClient {
     this.authProbeAfter = options.authProbeAfter ?? 3;
     this.random = options.random ?? Math.random;
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.EventSourceImpl = options.EventSource ?? globalThis.EventSource;
+    this.transportOption = options.transport ?? "auto";
+    this.sseAfter = options.sseAfter ?? 2;
+    this.wsRetryMs = options.wsRetryMs ?? 60_000;
+    /** The transport in use: "websocket", or "sse" (receive-only). */
+    this.transport = this.transportOption === "sse" ? "sse" : "websocket";
+    /** @type {EventSource|null} */
+    this.eventSource = null;
+    /** WebSocket failures in a row without any open since `connect()`. */
+    this.wsFailures = 0;
+    this.wsEverOpened = false;
+    this.wsRetryTimer = null;
     this.fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
     /** @type {string|undefined} */
     this.token = options.token;
@@ -203,6 +232,9 @@ export class RingwsClient {
     this.attempt = 0;
     this.unopenedFailures = 0;
     this.suspectRefusal = false;
+    this.wsFailures = 0;
+    this.wsEverOpened = false;
+    this.#setTransport(this.transportOption === "sse" ? "sse" : "websocket");
     this.#open("initial");
     return this;
   }
@@ -212,6 +244,7 @@ export class RingwsClient {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.stableTimer);
+    this.#closeEventSource();
     const socket = this.socket;
     this.socket = null;
     if (socket) {
@@ -246,7 +279,8 @@ export class RingwsClient {
       return;
     }
     this.topics.set(topic, { handlers, subscribed: false, everSubscribed: false });
-    if (this.#isOpen() && this.protocol === SUBPROTOCOL) this.#sendSub(topic);
+    if (this.#onStream()) this.#reopenEventSource();
+    else if (this.#isOpen() && this.protocol === SUBPROTOCOL) this.#sendSub(topic);
   }
 
   /**
@@ -255,6 +289,7 @@ export class RingwsClient {
    */
   unsubscribe(topic) {
     if (!this.topics.delete(topic)) return;
+    if (this.#onStream()) return this.#reopenEventSource();
     if (this.#isOpen() && this.protocol === SUBPROTOCOL) this.#request({ op: "unsub", topic }).catch(() => {});
   }
 
@@ -322,10 +357,17 @@ export class RingwsClient {
     this.options.onState?.(change);
   }
 
+  /** @param {"websocket"|"sse"} transport */
+  #setTransport(transport) {
+    if (this.transport === transport) return;
+    this.transport = transport;
+    this.options.onTransport?.(transport);
+  }
+
   /** @param {"initial"|"expired"|"refused"} reason */
   async #open(reason) {
     if (this.stopped) return;
-    this.#setState({ state: "connecting", attempt: this.attempt });
+    this.#setState({ state: "connecting", attempt: this.attempt, transport: this.transport });
     if (this.options.tokenProvider && (reason !== "initial" || this.token === undefined)) {
       let token;
       try {
@@ -340,6 +382,7 @@ export class RingwsClient {
       }
       this.token = token;
     }
+    if (this.transport === "sse") return this.#openEventSource();
     let url = this.url;
     if (this.token) url += (url.includes("?") ? "&" : "?") + "token=" + this.token;
     let socket;
@@ -350,11 +393,22 @@ export class RingwsClient {
       this.#stop("bad-url");
       return;
     }
+    this.#attach(socket);
+  }
+
+  /**
+   * Makes `socket` the client's connection: its events drive the client from now on.
+   * @param {WebSocket} socket
+   */
+  #attach(socket) {
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     let opened = false;
-    socket.onopen = () => {
+    const onOpen = () => {
       opened = true;
+      this.wsFailures = 0;
+      this.wsEverOpened = true;
+      this.#setTransport("websocket");
       this.protocol = socket.protocol;
       if (this.protocol === SUBPROTOCOL) this.spokeV1 = true;
       this.opens += 1;
@@ -363,9 +417,11 @@ export class RingwsClient {
       this.suspectRefusal = false;
       clearTimeout(this.stableTimer);
       this.stableTimer = setTimeout(() => { this.attempt = 0; }, this.stableMs);
-      this.#setState({ state: "open", attempt: this.attempt, protocol: this.protocol });
+      this.#setState({ state: "open", attempt: this.attempt, protocol: this.protocol, transport: "websocket" });
       if (this.protocol === SUBPROTOCOL) for (const topic of this.topics.keys()) this.#sendSub(topic);
     };
+    if (socket.readyState === 1) onOpen();
+    else socket.onopen = onOpen;
     socket.onmessage = (event) => this.#receive(event.data);
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -397,7 +453,21 @@ export class RingwsClient {
       if (!this.options.tokenProvider) return this.#stop("expired");
       return this.#retry("expired", code);
     }
-    if (!opened && this.options.rawFallback && this.token === undefined && this.offer && !this.spokeV1) {
+    if (!opened && !this.wsEverOpened && this.transportOption === "auto" && this.transport === "websocket") {
+      this.wsFailures += 1;
+      if (this.wsFailures >= this.sseAfter && (await this.#serverAnswers()) && (await this.#streamTakesToken())) {
+        if (stale()) return;
+        // The server answers plain HTTP but the upgrade keeps failing: receive over SSE. (A server with
+        // event streams speaks ringws.v1: a raw fallback tried meanwhile is undone for the later retries.)
+        this.offer = SUBPROTOCOL;
+        this.#setTransport("sse");
+        this.#setState({ state: "reconnecting", attempt: this.attempt, delay: 0, code, transport: "sse" });
+        this.retryTimer = setTimeout(() => this.#open("initial"), 0);
+        return;
+      }
+      if (stale()) return;
+    }
+    if (!opened && this.transport === "websocket" && this.options.rawFallback && this.token === undefined && this.offer && !this.spokeV1) {
       const answers = await this.#serverAnswers();
       if (stale()) return;
       if (answers) {
@@ -446,6 +516,154 @@ export class RingwsClient {
     this.retryTimer = setTimeout(() => this.#open(reason), delay);
   }
 
+  // --- Server-Sent Events (receive-only) ----------------------------------------------------------------
+
+  /** `sseUrl`, or `/sse` on the WebSocket's host. */
+  #eventSourceBase() {
+    if (this.options.sseUrl) return this.options.sseUrl;
+    const u = new URL(this.url);
+    u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+    u.pathname = "/sse";
+    u.search = "";
+    return u.toString();
+  }
+
+  /**
+   * Whether the event stream takes the token: a WebSocket refused for its token fails exactly like a
+   * blocked upgrade, so before a fallback `/sse?token=` is asked without a topic, which the server answers
+   * 400 ("needs ?topic=") once the token passed, 401 when it did not. No token: nothing to check. An answer
+   * the page cannot read (another origin) counts as not taken: the auth checks then run as without SSE.
+   */
+  async #streamTakesToken() {
+    if (this.token === undefined) return true;
+    if (!this.fetchImpl) return false;
+    const base = this.#eventSourceBase();
+    try {
+      const answer = await this.fetchImpl(base + (base.includes("?") ? "&" : "?") + "token=" + this.token, { cache: "no-store" });
+      return answer.status === 400;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  /** The event-stream URL for the subscribed topics, the token and each topic's last position. */
+  #eventSourceUrl() {
+    const base = this.#eventSourceBase();
+    // Topic names (A-Z a-z 0-9 . _ - : /) and JWTs need no percent-encoding in a query.
+    const params = [];
+    for (const [topic, entry] of this.topics) {
+      params.push(`topic=${topic}`);
+      if (entry.position) params.push(`since=${topic}:${entry.position.epoch}:${entry.position.offset}`);
+    }
+    if (this.token) params.push(`token=${this.token}`);
+    return base + (base.includes("?") ? "&" : "?") + params.join("&");
+  }
+
+  #openEventSource() {
+    if (!this.EventSourceImpl) {
+      this.options.onError?.(new RingwsError("no EventSource in this environment"));
+      return this.#stop("no-transport");
+    }
+    if (this.topics.size === 0) {
+      // An event stream needs a topic: wait for `subscribe()`.
+      this.protocol = SUBPROTOCOL;
+      this.#setState({ state: "open", attempt: this.attempt, protocol: SUBPROTOCOL, transport: "sse" });
+      return;
+    }
+    const source = new this.EventSourceImpl(this.#eventSourceUrl());
+    this.eventSource = source;
+    let opened = false;
+    source.onopen = () => {
+      if (this.eventSource !== source) return;
+      opened = true;
+      this.protocol = SUBPROTOCOL;
+      this.unopenedFailures = 0;
+      this.suspectRefusal = false;
+      this.opens += 1;
+      if (this.opens > 1) this.reconnects += 1;
+      clearTimeout(this.stableTimer);
+      this.stableTimer = setTimeout(() => { this.attempt = 0; }, this.stableMs);
+      this.#setState({ state: "open", attempt: this.attempt, protocol: SUBPROTOCOL, transport: "sse" });
+      this.#scheduleWebSocketRetry();
+    };
+    source.onmessage = (event) => this.#receive(event.data);
+    source.addEventListener("close", (event) => {
+      if (this.eventSource !== source) return;
+      let code = 1006;
+      try {
+        code = JSON.parse(event.data).code ?? 1006;
+      } catch (_) {}
+      for (const entry of this.topics.values()) entry.subscribed = false;
+      if (code === CLOSE_TOKEN_EXPIRED) {
+        // The browser would reconnect with the expired token: stop it, and get a new one first.
+        this.#closeEventSource();
+        this.#afterClose(code, true);
+      }
+      // Otherwise the browser reconnects by itself (Last-Event-ID).
+    });
+    source.onerror = () => {
+      if (this.eventSource !== source) return;
+      for (const entry of this.topics.values()) entry.subscribed = false;
+      clearTimeout(this.stableTimer);
+      if (source.readyState === 2) {
+        // Given up by the browser: the answer was not a stream (401, 403, 503...) or it never opened.
+        this.#closeEventSource();
+        this.#afterClose(1006, false);
+      } else {
+        // The browser reconnects by itself, with Last-Event-ID.
+        this.#setState({ state: "reconnecting", attempt: this.attempt, code: 1006, transport: "sse" });
+      }
+    };
+  }
+
+  /** Whether the client is receiving over SSE (a stream open or waiting for a first topic). */
+  #onStream() {
+    return this.transport === "sse" && this.socket === null && !this.stopped && (this.eventSource !== null || this.state === "open");
+  }
+
+  #closeEventSource() {
+    clearTimeout(this.wsRetryTimer);
+    const source = this.eventSource;
+    this.eventSource = null;
+    if (source) {
+      source.onopen = source.onmessage = source.onerror = null;
+      source.close();
+    }
+  }
+
+  /** A new topic list: a new stream, from each topic's last position. */
+  #reopenEventSource() {
+    this.#closeEventSource();
+    this.#openEventSource();
+  }
+
+  /** While on SSE (`transport: "auto"`), tries a WebSocket again in the background every `wsRetryMs`. */
+  #scheduleWebSocketRetry() {
+    clearTimeout(this.wsRetryTimer);
+    if (this.transportOption !== "auto" || !this.WebSocketImpl) return;
+    this.wsRetryTimer = setTimeout(() => {
+      if (this.stopped || !this.eventSource) return;
+      let url = this.url;
+      if (this.token) url += (url.includes("?") ? "&" : "?") + "token=" + this.token;
+      let socket;
+      try {
+        socket = this.offer ? new this.WebSocketImpl(url, this.offer) : new this.WebSocketImpl(url);
+      } catch (_) {
+        return this.#scheduleWebSocketRetry();
+      }
+      socket.onopen = () => {
+        if (this.stopped || !this.eventSource) return socket.close(1000, "not needed");
+        // Back on the WebSocket: the stream ends, every topic resubscribes with `since`.
+        this.#closeEventSource();
+        this.wsFailures = 0;
+        this.#attach(socket);
+      };
+      socket.onclose = () => {
+        if (this.socket !== socket) this.#scheduleWebSocketRetry();
+      };
+    }, this.wsRetryMs);
+  }
+
   /** Whether the server answers plain HTTP at `probeUrl` (any answer counts). */
   async #serverAnswers() {
     if (!this.fetchImpl) return false;
@@ -478,6 +696,9 @@ export class RingwsClient {
 
   /** @param {Record<string, unknown>} command */
   #request(command) {
+    if (this.transport === "sse" && this.socket === null) {
+      return Promise.reject(new RingwsError(`receive-only over SSE: ${command.op} needs the WebSocket`, 0, String(command.op), String(command.topic)));
+    }
     if (!this.#isOpen()) return Promise.reject(new RingwsError("not connected", 0, String(command.op), String(command.topic)));
     if (this.protocol !== SUBPROTOCOL) {
       return Promise.reject(new RingwsError(`the server does not speak ${SUBPROTOCOL}`, 0, String(command.op)));
@@ -537,6 +758,7 @@ export class RingwsClient {
       return;
     }
     if (message.pub) return this.#publication(message.pub);
+    if (message.ok === "sub" && this.eventSource) return this.#streamSubscribed(message);
     if (message.join || message.leave) {
       const member = message.join ?? message.leave;
       const entry = this.topics.get(member.topic);
@@ -560,6 +782,25 @@ export class RingwsClient {
       return;
     }
     this.options.onRaw?.(data);
+  }
+
+  /**
+   * The reply to a topic of an event stream (the server subscribes every topic of the URL at open).
+   * @param {{topic: string, offset?: number, epoch?: string, recovered?: boolean}} reply
+   */
+  #streamSubscribed(reply) {
+    const topic = reply.topic;
+    const entry = this.topics.get(topic);
+    if (!entry) return;
+    const resubscribed = entry.everSubscribed;
+    const since = entry.position ? { ...entry.position } : undefined;
+    entry.subscribed = true;
+    entry.everSubscribed = true;
+    const recovered = resubscribed ? (since ? reply.recovered === true : false) : null;
+    if (!since || reply.recovered !== true) {
+      entry.position = reply.offset !== undefined ? { offset: reply.offset, epoch: reply.epoch } : undefined;
+    }
+    entry.handlers.onSubscribed?.({ topic, offset: reply.offset, epoch: reply.epoch, since, resubscribed, recovered });
   }
 
   /** @param {{topic: string, offset?: number, epoch?: string, data?: string, b64?: string}} pub */
