@@ -502,3 +502,66 @@ fn shutdown_ends_the_stream_with_a_close_event() {
         .expect("the server exits");
     assert!(status.success());
 }
+
+#[test]
+fn across_nodes_a_stream_resumes_on_another_node_through_redis() {
+    use common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let node = || {
+        let args = [
+            "--mode",
+            "pubsub",
+            "--workers",
+            "2",
+            "--broker",
+            &url,
+            "--history-size",
+            "100",
+        ];
+        ServerProcess::start(ringws_binary(), &args)
+    };
+    let (a, b) = (node(), node());
+    let mut events = open(a.addr, "/sse?topic=x", "");
+    sub_reply(&mut events, "x");
+    redis.wait_subscribers("ringws:x", 1, Duration::from_secs(5));
+    let mut on_b = ws_at(b.addr, "/");
+    for i in 1..=2 {
+        publish(&mut on_b, "x", &format!("m{i}"));
+    }
+    let mut last_id = String::new();
+    for i in 1..=2 {
+        let (id, offset, data) = publication(&mut events, "x");
+        assert_eq!((offset, data), (i, format!("m{i}")));
+        last_id = id.expect("an id");
+    }
+    drop(events);
+    redis.wait_subscribers("ringws:x", 0, Duration::from_secs(5));
+    // Published while the client is away, seen by a watcher on node B (so they are in Redis).
+    let mut watcher = ws_v1(b.addr, "/?topic=x");
+    redis.wait_subscribers("ringws:x", 1, Duration::from_secs(5));
+    for i in 3..=4 {
+        publish(&mut on_b, "x", &format!("m{i}"));
+    }
+    for i in 3..=4 {
+        assert_eq!(read_json(&mut watcher)["pub"]["offset"], i);
+    }
+    // Back on node A, which no longer listens to the topic: the gap comes from Redis.
+    let mut events = open(
+        a.addr,
+        "/sse?topic=x",
+        &format!("Last-Event-ID: {last_id}\r\n"),
+    );
+    let reply = sub_reply(&mut events, "x");
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["offset"], 4, "{reply}");
+    for i in 3..=4 {
+        let (_, offset, data) = publication(&mut events, "x");
+        assert_eq!((offset, data), (i, format!("m{i}")));
+    }
+    redis.wait_subscribers("ringws:x", 2, Duration::from_secs(5));
+    publish(&mut on_b, "x", "m5");
+    let (id, offset, _) = publication(&mut events, "x");
+    assert_eq!(offset, 5, "the live ones follow, none twice");
+    assert!(id.expect("an id").ends_with(":5"));
+}
