@@ -380,6 +380,32 @@ fn tokens_and_topic_permissions_are_checked_as_for_an_upgrade() {
 }
 
 #[test]
+fn a_stream_whose_token_expires_ends_with_a_4001_close_event() {
+    const SECRET: &str = "sse-expiry-secret";
+    let dir = std::env::temp_dir().join(format!("ringws-sse-exp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let server = server(&["--auth-jwt-secret-file", secret.to_str().unwrap()]);
+    let token = hs256_token(
+        &json!({"sub": "bob", "exp": unix_now() + 2, "channels": {"sub": ["a"]}}),
+        SECRET,
+    );
+    let mut events = open(server.addr, &format!("/sse?topic=a&token={token}"), "");
+    sub_reply(&mut events, "a");
+    let started = Instant::now();
+    let last = events.next_event();
+    assert_eq!(last.event.as_deref(), Some("close"), "{last:?}");
+    assert_eq!(
+        last.json(),
+        json!({"code": 4001, "reason": "token expired"})
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(events.next().is_none(), "then EOF");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_stream_that_never_reads_is_closed_as_a_slow_consumer_while_a_reader_gets_everything() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
