@@ -608,7 +608,7 @@ export class RingwsClient {
       if (source.readyState === 2) {
         // Given up by the browser: the answer was not a stream (401, 403, 503...) or it never opened.
         this.#closeEventSource();
-        this.#afterClose(1006, false);
+        this.#afterClose(1006, opened);
       } else {
         // The browser reconnects by itself, with Last-Event-ID.
         this.#setState({ state: "reconnecting", attempt: this.attempt, code: 1006, transport: "sse" });
