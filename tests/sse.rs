@@ -25,6 +25,7 @@ struct Event {
     id: Option<String>,
     event: Option<String>,
     data: Option<String>,
+    retry: Option<String>,
     comment: Option<String>,
 }
 
@@ -65,6 +66,7 @@ impl<S: Read> Events<S> {
                     match field {
                         "id" => event.id = Some(value),
                         "event" => event.event = Some(value),
+                        "retry" => event.retry = Some(value),
                         "data" => {
                             event.data = Some(match event.data.take() {
                                 Some(before) => format!("{before}\n{value}"),
@@ -92,7 +94,8 @@ impl<S: Read> Events<S> {
     fn next_event(&mut self) -> Event {
         loop {
             let event = self.next().expect("an event before EOF");
-            if event.comment.is_none() {
+            // Comments and a lone `retry:` are not events.
+            if event.comment.is_none() && (event.data.is_some() || event.event.is_some()) {
                 return event;
             }
         }
@@ -120,6 +123,9 @@ fn open(addr: SocketAddr, path: &str, headers: &str) -> Events<TcpStream> {
     let mut events = Events::new(stream);
     let first = events.next().expect("a first comment");
     assert!(first.comment.is_some(), "{first:?}");
+    let retry = events.next().expect("a retry field");
+    let ms: u64 = retry.retry.as_deref().expect("retry").parse().unwrap();
+    assert!((1000..2000).contains(&ms), "{retry:?}");
     events
 }
 

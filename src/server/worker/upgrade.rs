@@ -50,9 +50,25 @@ pub const EVENT_STREAM_PATH: &str = "/sse";
 
 /// The head of an event stream's answer and its first bytes: no `Content-Length` (the stream ends with
 /// the connection), no caching, no proxy buffering (`X-Accel-Buffering`), then a comment so that the
-/// client sees the stream begin.
+/// client sees the stream begin (a `retry:` field follows it, [`reconnect_delay_ms`]).
 const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
 Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n: ringws\n\n";
+
+/// The reconnection delay an event stream asks its client for (the `retry:` field, in ms): between
+/// [`EVENT_STREAM_RETRY_MIN_MS`] and twice that, different from stream to stream, so that the browsers of a
+/// restarted server's streams (which add no jitter of their own) do not all come back at the same moment.
+fn reconnect_delay_ms(key: usize, generation: u32, now: u32) -> u64 {
+    // splitmix64 of what tells streams apart: spread, not secret.
+    let mut x = (key as u64) << 32 ^ u64::from(generation) ^ u64::from(now).rotate_left(17);
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    EVENT_STREAM_RETRY_MIN_MS + x % EVENT_STREAM_RETRY_MIN_MS
+}
+
+/// The shortest reconnection delay an event stream asks for (ms); the longest is twice it.
+pub const EVENT_STREAM_RETRY_MIN_MS: u64 = 1000;
 
 /// Whether `Origin` refuses a request under `allowed` (the same rule as an upgrade's: empty allows any,
 /// a request without `Origin` passes, two `Origin` headers never do).
@@ -351,9 +367,13 @@ impl<H: Handler> Worker<'_, H> {
         self.core.metrics.websockets_open.inc();
         self.core.metrics.websockets_total.inc();
         self.core.metrics.event_streams_total.inc();
-        self.core.push_bytes(key, EVENT_STREAM_HEAD.len(), |out| {
-            out.extend_from_slice(EVENT_STREAM_HEAD)
-        });
+        let generation = self.core.conns[key].generation;
+        let retry = reconnect_delay_ms(key, generation, now);
+        self.core
+            .push_bytes(key, EVENT_STREAM_HEAD.len() + 16, |out| {
+                out.extend_from_slice(EVENT_STREAM_HEAD);
+                out.extend_from_slice(format!("retry: {retry}\n\n").as_bytes());
+            });
         self.opened(key, request.path());
     }
 
