@@ -31,7 +31,8 @@
  *   for a refusal: `onState({state: "closed", reason: "auth"})`, no more attempts until `setToken()` (or,
  *   with a provider, until `tokenProvider("refused")` returns a different token). A server that refuses
  *   for capacity (503) looks the same; that is the price of the browser hiding the status;
- * - `onState` reports `connecting`, `open`, `reconnecting` (with the delay in ms), `closed` (with a reason).
+ * - `onState` reports `connecting`, `open`, `reconnecting` (with the delay in ms; without one when the
+ *   browser reconnects an event stream by itself), `closed` (with a reason).
  *
  * - transports (`client.transport`, `"websocket"` or `"sse"`, told to `onTransport` and in every state
  *   change): with `transport: "auto"` (the default), when the WebSocket fails `sseAfter` times in a row
