@@ -3,7 +3,8 @@
 //! listeners to another process (`SCM_RIGHTS`), thread pinning, signal masks and waiting, resource limits.
 //!
 //! Everything here runs at startup or shutdown only (or, for [`release_free_memory`], at most once per
-//! timer tick after a burst); none of it may be called per connection or per message.
+//! timer tick after a burst; for [`thread_cpu_time`], twice per timed fanout, at debug level only); none
+//! of it may be called per connection or per message.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -321,6 +322,22 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// CPU time (user and system) the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`). A real
+/// syscall, not a vDSO read: for diagnostics that are off by default (a timed fanout at debug level), never
+/// per message.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// An anonymous private read-write mapping (memory shared with the kernel: provided buffer rings),

@@ -96,6 +96,9 @@ pub mod fanout_flags {
     /// [`super::State::Open`] and gets stream bytes, never frames; its input is discarded. Set once, at
     /// its opening, for its whole life.
     pub const EVENT_STREAM: u8 = 1 << 3;
+    /// Holds a frame of the fanout being timed (debug level only, `worker/fanout.rs`): cleared when its
+    /// queue has drained, and then counted as delivered.
+    pub const TIMED_DELIVERY: u8 = 1 << 4;
 }
 
 /// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open

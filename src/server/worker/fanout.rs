@@ -37,9 +37,18 @@
 //! bytes (its socket send buffer, megabytes on Linux), so it paces the sender like a reader until that is
 //! full. The cost per delivery is one comparison and a counter; a pause costs one cancel and one entry in
 //! a list kept from pause to pause.
+//!
+//! Timing (off unless this module logs at debug level): a delivery to at least [`TIMED_FANOUT_MIN`]
+//! connections of a worker is timed, one at a time per worker: when it began here, when its sends were
+//! handed to the ring (the end of that batch), when the last of its receivers' queues drained (their send
+//! completions), and the worker thread's CPU time in between; one `timed fanout` line per worker and
+//! delivery, with times in microseconds since one process-wide instant, so that the lines of all
+//! workers add up to the server's time from the first worker's start to the last send completed
+//! (`scripts/scale/run.py` does that). Off, it costs a level check per delivery and a bit test per send
+//! completion.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::channels::Position;
@@ -48,7 +57,7 @@ use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
 use crate::server::config::{SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
 use crate::server::connection::fanout_flags::{
-    EVENT_STREAM, HOLDS_INPUT, SENDER_PAUSED, SLOW_RECEIVER,
+    EVENT_STREAM, HOLDS_INPUT, SENDER_PAUSED, SLOW_RECEIVER, TIMED_DELIVERY,
 };
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Handler};
@@ -57,6 +66,7 @@ use crate::server::metrics::{DEFLATE_OUT_COMPRESSED, DEFLATE_OUT_PLAIN};
 use crate::server::shared_message::SharedMessage;
 
 use super::{Core, Worker};
+use crate::reactor::sys::thread_cpu_time;
 use crate::reactor::NO_CONNECTION;
 
 impl<H: Handler> Worker<'_, H> {
@@ -416,6 +426,9 @@ impl Core {
         let mut fanout = Fanout::default();
         let mut slow: Vec<usize> = Vec::new();
         let (mut delivered, mut bytes) = (0u64, 0u64);
+        let timed = self
+            .timing_wanted()
+            .then(|| (Instant::now(), thread_cpu_time()));
         for (key, conn) in self.conns.iter_mut() {
             // Event streams (`GET /sse`) carry their handler's topic publications only, never a frame.
             if conn.state != State::Open || conn.has(CLOSE_SENT) || conn.has_fanout(EVENT_STREAM) {
@@ -453,10 +466,17 @@ impl Core {
                     fanout.least_congested = Some((cost, id));
                 }
             }
+            if timed.is_some() {
+                conn.set_fanout(TIMED_DELIVERY);
+            }
             if !conn.has(DIRTY) {
                 conn.set(DIRTY);
                 self.dirty.push(key as u32);
             }
+        }
+        if let Some((arrived, cpu_at_arrival)) = timed {
+            self.fanout_timing
+                .start(arrived, cpu_at_arrival, delivered as u32);
         }
         self.metrics.deliveries.add(delivered);
         self.metrics.messages_out.add(delivered);
@@ -520,6 +540,11 @@ impl Core {
     /// A send to this connection completed: once it has drained to half the fanout budget it is no longer
     /// a slow receiver, and if it is the receiver the paused senders wait for, they resume.
     pub(super) fn receiver_sent(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.has_fanout(TIMED_DELIVERY) && conn.queued_bytes() == 0 {
+            conn.clear_fanout(TIMED_DELIVERY);
+            self.timed_receiver_drained();
+        }
         let conn = &mut self.conns[key];
         if conn.queued_cost() > fanout_budget(&self.config) / 2 {
             return;
@@ -613,6 +638,10 @@ impl Core {
     /// Rings the doorbell of every worker marked in this batch whose doorbell is not already rung and
     /// unanswered (and this worker's own, when its inbox held more than one drain's worth).
     pub(super) fn ring_doorbells(&mut self) {
+        // Called right after the batch's sends were handed to the ring: the timed fanout's are.
+        if let Some(timed) = self.fanout_timing.current.as_mut() {
+            timed.flushed.get_or_insert_with(Instant::now);
+        }
         for worker in 0..self.doorbells.len() {
             if !std::mem::take(&mut self.doorbells[worker]) {
                 continue;
@@ -656,6 +685,119 @@ impl Core {
             }
         }
     }
+}
+
+impl Core {
+    /// Whether the delivery about to be made is timed: this module logs at debug level, the worker holds
+    /// at least [`TIMED_FANOUT_MIN`] connections, and no timed delivery is still draining (one given up
+    /// after [`TIMED_FANOUT_GIVE_UP`] is reported incomplete and its marks cleared).
+    fn timing_wanted(&mut self) -> bool {
+        if self.conns.len() < self.fanout_timing.min_receivers
+            || !tracing::enabled!(tracing::Level::DEBUG)
+        {
+            return false;
+        }
+        timing_epoch();
+        let Some(current) = &self.fanout_timing.current else {
+            return true;
+        };
+        if current.arrived.elapsed() < TIMED_FANOUT_GIVE_UP {
+            return false;
+        }
+        self.report_timed_fanout();
+        for (_, conn) in self.conns.iter_mut() {
+            conn.clear_fanout(TIMED_DELIVERY);
+        }
+        true
+    }
+
+    /// One receiver of the timed delivery has drained its queue; the last one ends the timing.
+    fn timed_receiver_drained(&mut self) {
+        let Some(timed) = self.fanout_timing.current.as_mut() else {
+            return;
+        };
+        timed.pending = timed.pending.saturating_sub(1);
+        if timed.pending == 0 {
+            self.report_timed_fanout();
+        }
+    }
+
+    /// The `timed fanout` line of the current timed delivery (complete, or given up), which ends it.
+    fn report_timed_fanout(&mut self) {
+        let Some(timed) = self.fanout_timing.current.take() else {
+            return;
+        };
+        let cpu = thread_cpu_time().saturating_sub(timed.cpu_at_arrival);
+        let epoch = timing_epoch();
+        let us = |at: Instant| at.saturating_duration_since(epoch).as_micros() as u64;
+        tracing::debug!(
+            worker = self.index,
+            receivers = timed.receivers,
+            drained = timed.receivers - timed.pending,
+            arrived_us = us(timed.arrived),
+            flushed_us = timed.flushed.map_or(0, us),
+            done_us = us(Instant::now()),
+            cpu_us = cpu.as_micros() as u64,
+            "timed fanout"
+        );
+    }
+}
+
+/// Deliveries to at least this many connections of a worker are timed when this module logs at debug
+/// level (see the module doc).
+pub(super) const TIMED_FANOUT_MIN: usize = 1000;
+
+/// A timed delivery whose receivers have not all drained after this long (some left, or are slow) is
+/// reported with the count that did when the next one begins.
+const TIMED_FANOUT_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// The instant the `timed fanout` lines of every worker count from.
+fn timing_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The delivery a worker is timing (at most one at a time).
+pub(super) struct FanoutTiming {
+    current: Option<TimedFanout>,
+    /// Connections a worker holds from which its deliveries are timed ([`TIMED_FANOUT_MIN`]).
+    min_receivers: usize,
+}
+
+impl Default for FanoutTiming {
+    fn default() -> Self {
+        FanoutTiming {
+            current: None,
+            min_receivers: TIMED_FANOUT_MIN,
+        }
+    }
+}
+
+impl FanoutTiming {
+    fn start(&mut self, arrived: Instant, cpu_at_arrival: Duration, receivers: u32) {
+        if receivers == 0 {
+            return;
+        }
+        self.current = Some(TimedFanout {
+            arrived,
+            cpu_at_arrival,
+            flushed: None,
+            receivers,
+            pending: receivers,
+        });
+    }
+}
+
+struct TimedFanout {
+    /// When this worker began the delivery.
+    arrived: Instant,
+    /// The worker thread's CPU time then.
+    cpu_at_arrival: Duration,
+    /// When the batch that queued it handed its sends to the ring.
+    flushed: Option<Instant>,
+    receivers: u32,
+    /// Receivers whose queue has not drained yet.
+    pending: u32,
 }
 
 /// The longest a sender stays paused for its fanout when the receiver it waits for does not drain; the
@@ -707,7 +849,98 @@ fn doorbell_retry(attempt: u32, result: i32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{open_connection, test_core};
     use super::*;
+    use std::sync::Mutex;
+
+    /// What `run` logs at debug level, as text.
+    fn debug_lines(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("capture").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8(capture.0.lock().expect("capture").clone());
+        text.expect("utf-8")
+    }
+
+    /// Sends everything queued to `key` as a send completion would, then tells the fanout.
+    fn drain(core: &mut Core, key: usize) {
+        let queue = core.conns[key].queue.as_mut().expect("a queue");
+        let queued = queue.queued_bytes();
+        queue.complete(queued, &mut core.pool);
+        core.receiver_sent(key);
+    }
+
+    #[test]
+    fn a_timed_fanout_is_reported_once_its_last_receiver_drained() {
+        let mut core = test_core();
+        let keys: Vec<usize> = (0..3).map(|i| open_connection(&mut core, i)).collect();
+        core.fanout_timing.min_receivers = 3;
+        let message = SharedMessage::encode(MessageKind::Text, b"to everyone");
+        let lines = debug_lines(|| {
+            core.deliver_shared(&message, None);
+            assert!(keys
+                .iter()
+                .all(|&key| core.conns[key].has_fanout(TIMED_DELIVERY)));
+            core.ring_doorbells();
+            drain(&mut core, keys[0]);
+            drain(&mut core, keys[1]);
+            assert!(core.fanout_timing.current.is_some(), "one receiver left");
+            drain(&mut core, keys[2]);
+            assert!(core.fanout_timing.current.is_none());
+        });
+        let timed: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.contains("timed fanout"))
+            .collect();
+        assert_eq!(timed.len(), 1, "{lines}");
+        for field in [
+            "worker=0",
+            "receivers=3",
+            "drained=3",
+            "flushed_us=",
+            "cpu_us=",
+        ] {
+            assert!(timed[0].contains(field), "{field} in {}", timed[0]);
+        }
+        assert!(keys
+            .iter()
+            .all(|&key| !core.conns[key].has_fanout(TIMED_DELIVERY)));
+    }
+
+    #[test]
+    fn nothing_is_timed_below_debug_level_or_below_the_minimum() {
+        let mut core = test_core();
+        let keys: Vec<usize> = (0..3).map(|i| open_connection(&mut core, i)).collect();
+        let message = SharedMessage::encode(MessageKind::Text, b"to everyone");
+        // Debug level, but fewer connections than the minimum.
+        let lines = debug_lines(|| {
+            core.deliver_shared(&message, None);
+        });
+        assert!(!lines.contains("timed fanout"));
+        // The minimum met, but no subscriber at debug level.
+        core.fanout_timing.min_receivers = 3;
+        core.deliver_shared(&message, None);
+        assert!(core.fanout_timing.current.is_none());
+        assert!(keys
+            .iter()
+            .all(|&key| !core.conns[key].has_fanout(TIMED_DELIVERY)));
+    }
 
     #[test]
     fn a_failed_doorbell_is_rung_once_more_never_in_a_loop() {

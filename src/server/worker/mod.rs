@@ -146,6 +146,8 @@ pub struct Core {
     fresh: Vec<Completion>,
     /// Broadcasting connections paused for their fanout, and what resumes them.
     sender_budget: fanout::SenderBudget,
+    /// The large delivery being timed (debug level only).
+    fanout_timing: fanout::FanoutTiming,
     /// Refusal lines waiting for their connection's peer address (an `Op::PeerName` in flight each).
     peer_lookups: Vec<refusals::WaitingLine>,
 }
@@ -567,6 +569,7 @@ impl Core {
             later: std::collections::VecDeque::new(),
             fresh: Vec::new(),
             sender_budget: fanout::SenderBudget::default(),
+            fanout_timing: fanout::FanoutTiming::default(),
             peer_lookups: Vec::new(),
             config,
             shared,
