@@ -34,8 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import ringws_proc  # noqa: E402  (scripts/ringws_proc.py: start, listening line, /proc/PID/status, stop)
 
-SERVER_BIN = os.path.join(ROOT, "target", "release", "ringws")
-LOADGEN_BIN = os.path.join(ROOT, "target", "release", "ringws-loadgen")
+# Other builds (an A/B of two commits): RINGWS=path, LOADGEN=path.
+SERVER_BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
+LOADGEN_BIN = os.environ.get("LOADGEN", os.path.join(ROOT, "target", "release", "ringws-loadgen"))
+# The server logs one `timed fanout` line per worker for each delivery to 1,000 or more of its connections
+# at this level (src/server/worker/fanout.rs); the run reads them to time the broadcast on the server.
+SERVER_LOG_LEVEL = "info,ringws::server::worker::fanout=debug"
 GIB = 1 << 30
 # Slab caches that grow with TCP connections (both ends of a loopback connection are on this machine).
 SLAB_CACHES = ["TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "eventpoll_pwq",
@@ -163,6 +167,53 @@ def metric_sums(text):
         key = f"{name}{{{rest}}}" if rest else name
         sums[key] = sums.get(key, 0) + value
     return sums
+
+
+TIMED_FANOUT = re.compile(r"timed fanout")
+FIELD = re.compile(r"\b(\w+)=(\d+)\b")
+
+
+def timed_fanouts(path):
+    """The server's `timed fanout` lines (one per worker and large delivery) as dicts of their fields."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if TIMED_FANOUT.search(line):
+                    fields = {k: int(v) for k, v in FIELD.findall(line)}
+                    if {"worker", "receivers", "arrived_us", "done_us"} <= fields.keys():
+                        out.append(fields)
+    except OSError:
+        pass
+    return out
+
+
+def server_fanout(lines):
+    """The broadcast as the server saw it, from the last `timed fanout` line of each worker: from the first
+    worker's start (the worker that read the message) to the last send completed, and the worker threads'
+    CPU time over their deliveries. None without lines."""
+    last = {}
+    for fields in lines:
+        last[fields["worker"]] = fields
+    if not last:
+        return None
+    rows = sorted(last.values(), key=lambda r: r["arrived_us"])
+    t0 = rows[0]["arrived_us"]
+    receivers = sum(r["receivers"] for r in rows)
+    cpu_us = sum(r.get("cpu_us", 0) for r in rows)
+    return {
+        "workers": len(rows),
+        "receivers": receivers,
+        "drained": sum(r.get("drained", r["receivers"]) for r in rows),
+        "ms": (max(r["done_us"] for r in rows) - t0) / 1000.0,
+        "cpu_ms": cpu_us / 1000.0,
+        "cpu_us_per_delivery": cpu_us / receivers if receivers else None,
+        "per_worker": [{"worker": r["worker"], "receivers": r["receivers"],
+                        "began_ms": (r["arrived_us"] - t0) / 1000.0,
+                        "flushed_ms": (r["flushed_us"] - t0) / 1000.0 if r.get("flushed_us") else None,
+                        "done_ms": (r["done_us"] - t0) / 1000.0, "cpu_ms": r.get("cpu_us", 0) / 1000.0}
+                       for r in rows],
+    }
 
 
 def mib(n):
@@ -340,9 +391,11 @@ def run(args, p, floor, stopper, summary):
     server_cmd = [SERVER_BIN, "serve", "--mode", "broadcast", "--bind", "127.0.0.1", "--port", "0",
                   "--workers", str(p["workers"]), "--recv-buffers", str(args.recv_buffers),
                   "--recv-buffer-size", args.recv_buffer_size, "--handshake-timeout", "30s",
-                  "--idle-timeout", args.server_idle_timeout]
+                  "--idle-timeout", args.server_idle_timeout, "--log-level", SERVER_LOG_LEVEL]
     log("server: " + " ".join(server_cmd))
-    server_log = open(os.path.join(ROOT, "target", "scale-server.log"), "w")
+    server_log_path = os.path.join(ROOT, "target", "scale-server.log")
+    summary["server_log"] = server_log_path
+    server_log = open(server_log_path, "w")
     stopper.server = ringws_proc.start(server_cmd, stderr=server_log)
     try:
         _, port = ringws_proc.listening_addr(stopper.server, timeout=120)
@@ -472,6 +525,7 @@ def run(args, p, floor, stopper, summary):
         summary["metrics_end"] = {"error": str(e)}
     rc, shutdown_s = stopper.stop_server(timeout=60)
     summary["server_exit"], summary["server_shutdown_s"] = rc, shutdown_s
+    summary["server_fanout"] = server_fanout(timed_fanouts(server_log_path))
     report = None
     if os.path.exists(report_path) and stopper.reason is None:
         with open(report_path) as f:
@@ -512,6 +566,22 @@ def print_summary(args, summary, kernel_before, elapsed):
             f"server pings answered {cnt.get('pings_answered', 0)}")
         log(f"broadcast: received by {c['verify_received']} of {c['open_after_hold']} in "
             f"{(c['verify_seconds'] or 0) * 1000:.0f} ms -> {'OK' if c['verify_ok'] else 'FAILED'}")
+        sf = summary.get("server_fanout")
+        if sf:
+            log(f"broadcast on the server: {sf['drained']} of {sf['receivers']} queues drained in {sf['ms']:.0f} ms "
+                f"(the first worker's start to the last send completed, {sf['workers']} workers); worker CPU "
+                f"{sf['cpu_ms']:.0f} ms, {sf['cpu_us_per_delivery']:.2f} us per delivery (user + system, the "
+                f"receivers' loopback TCP input included)")
+            log("  per worker (ms from the first start: began / sends handed to the ring / last send completed, "
+                "CPU): " + "; ".join(
+                    f"w{w['worker']} {w['receivers']}: {w['began_ms']:.1f} / "
+                    f"{w['flushed_ms'] if w['flushed_ms'] is None else round(w['flushed_ms'], 1)} / "
+                    f"{w['done_ms']:.1f}, {w['cpu_ms']:.1f}" for w in sf["per_worker"]))
+            log(f"  the loadgen's figure above also holds its own side: the verify phase reaching its child "
+                f"processes (stdin, read every 50 ms), the clients' reading, and its counts coming back "
+                f"(every 50 ms, read every 20 ms): {(c['verify_seconds'] or 0) * 1000 - sf['ms']:.0f} ms here")
+        else:
+            log("broadcast on the server: no `timed fanout` lines in the server's log")
         log(f"failures: {report['errors_total']}" + "".join(
             f"\n  {k}: {v}" for k, v in report["errors"].items() if v))
         log(f"loadgen CPU: user {report['cpu']['user_s']:.1f}s sys {report['cpu']['sys_s']:.1f}s")
