@@ -638,10 +638,6 @@ impl Core {
     /// Rings the doorbell of every worker marked in this batch whose doorbell is not already rung and
     /// unanswered (and this worker's own, when its inbox held more than one drain's worth).
     pub(super) fn ring_doorbells(&mut self) {
-        // Called right after the batch's sends were handed to the ring: the timed fanout's are.
-        if let Some(timed) = self.fanout_timing.current.as_mut() {
-            timed.flushed.get_or_insert_with(Instant::now);
-        }
         for worker in 0..self.doorbells.len() {
             if !std::mem::take(&mut self.doorbells[worker]) {
                 continue;
@@ -709,6 +705,13 @@ impl Core {
             conn.clear_fanout(TIMED_DELIVERY);
         }
         true
+    }
+
+    /// The batch's sends were handed to the ring (after its flush): the timed delivery's are.
+    pub(super) fn fanout_flushed(&mut self) {
+        if let Some(timed) = self.fanout_timing.current.as_mut() {
+            timed.flushed.get_or_insert_with(Instant::now);
+        }
     }
 
     /// One receiver of the timed delivery has drained its queue; the last one ends the timing.
@@ -897,7 +900,7 @@ mod tests {
             assert!(keys
                 .iter()
                 .all(|&key| core.conns[key].has_fanout(TIMED_DELIVERY)));
-            core.ring_doorbells();
+            core.fanout_flushed();
             drain(&mut core, keys[0]);
             drain(&mut core, keys[1]);
             assert!(core.fanout_timing.current.is_some(), "one receiver left");

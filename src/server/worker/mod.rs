@@ -2,8 +2,8 @@
 //! handler, driving every connection through handshake -> open -> closing -> released.
 //!
 //! The loop: submit and wait, drain completions, dispatch each by its `user_data` (stale generations are
-//! dropped), then flush the send queues touched in this batch (one vectored send per connection) and ring
-//! other workers' doorbells once per batch; a batch that received more than a slice of input
+//! dropped), then ring other workers' doorbells once per batch and flush the send queues touched in this
+//! batch (one vectored send per connection); a batch that received more than a slice of input
 //! (`INPUT_SLICE_BYTES`) also does so after each slice, so that one connection's large input does not
 //! hold back the others' replies for the whole batch. Hot path (recv -> parse -> handler -> queue ->
 //! send): no allocation per message in steady state (pooled buffers and queues), no lock, no syscall
@@ -334,8 +334,10 @@ impl<H: Handler> Worker<'_, H> {
             return false;
         }
         self.core.look_up_peers();
-        self.core.flush_dirty();
+        // Doorbells first, as at the end of a batch.
         self.core.ring_doorbells();
+        self.core.flush_dirty();
+        self.core.fanout_flushed();
         self.core.input_since_flush = 0;
         self.core.submit_now();
         true
@@ -463,8 +465,13 @@ impl<H: Handler> Worker<'_, H> {
         self.core.look_up_peers();
         self.run_deferred_callbacks();
         self.feed_resumed_senders();
-        self.core.flush_dirty();
+        // The other workers' doorbells go ahead of this batch's sends in the submission queue: a large
+        // fanout's sends fill it many times over, each time submitted (and run) before the batch ends, and
+        // the other workers would wait for all of them before starting on their share. (The flush marks
+        // no doorbell: only handlers hand messages on, and their deferred callbacks ran above.)
         self.core.ring_doorbells();
+        self.core.flush_dirty();
+        self.core.fanout_flushed();
         self.core.input_since_flush = 0;
         if !self.core.retired_readers.is_empty() {
             self.core.submit_now();
@@ -623,11 +630,19 @@ mod tests {
 
     /// A worker's core on a real (small) ring, with no listener and no connection.
     pub(super) fn test_core() -> Core {
+        test_core_of(1).0
+    }
+
+    /// The core of worker 0 of `workers` (on a real small ring, no listener, no connection), and every
+    /// worker's inbox receiver (kept, so that hand-offs are queued).
+    pub(super) fn test_core_of(workers: usize) -> (Core, Vec<Receiver<WorkerMessage>>) {
         let config = Arc::new(ServerConfig::default());
-        let (inboxes, _receivers) = Inboxes::new(1, config.inbox_capacity);
+        let (inboxes, receivers) = Inboxes::new(workers, config.inbox_capacity);
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
-            metrics: vec![Arc::new(WorkerMetrics::default())],
+            metrics: (0..workers)
+                .map(|_| Arc::new(WorkerMetrics::default()))
+                .collect(),
             inboxes,
             shutdown: AtomicBool::new(false),
             broker_stop: AtomicBool::new(false),
@@ -653,7 +668,54 @@ mod tests {
             ring
         };
         let bufs = BufRing::new(&ring, BUF_GROUP, 16, 4096).expect("buffer ring");
-        Core::new(0, ring, bufs, None, shared, 8, 16)
+        (Core::new(0, ring, bufs, None, shared, 8, 16), receivers)
+    }
+
+    /// A broadcast's doorbell to another worker goes into the submission queue ahead of the sends of this
+    /// worker's own deliveries, so that a large fanout's other workers start on their share before this
+    /// worker's sends have run (they ran first: the doorbell came after the last of them, which a
+    /// fanout of thousands submits in many full submission queues).
+    #[cfg(feature = "sim-ring")]
+    #[test]
+    fn other_workers_are_woken_ahead_of_a_batchs_sends() {
+        use crate::reactor::sim::{SimOp, SIM_RING_FD};
+        let (core, mut receivers) = test_core_of(2);
+        core.shared.inboxes.set_ring_fd(1, SIM_RING_FD);
+        let mut handler = crate::app::Broadcast {
+            include_sender: true,
+        };
+        // Worker 1's inbox stays open (`receivers` keeps it): the hand-off is queued there.
+        let mut worker = Worker {
+            core,
+            handler: &mut handler,
+            inbox: receivers.remove(0),
+        };
+        for file_index in 0..4 {
+            open_connection(&mut worker.core, file_index);
+        }
+        worker
+            .core
+            .broadcast(crate::protocol::MessageKind::Text, b"to everyone", None);
+        worker.end_of_batch();
+        let pending = worker.core.ring.kernel_pending();
+        let position = |wanted: fn(&SimOp) -> bool| pending.iter().position(|s| wanted(&s.op));
+        let doorbell = position(|op| matches!(op, SimOp::MsgRing { .. })).expect("a doorbell");
+        let first_send = position(|op| matches!(op, SimOp::Send { .. })).expect("the sends");
+        assert_eq!(
+            pending
+                .iter()
+                .filter(|s| matches!(s.op, SimOp::Send { .. }))
+                .count(),
+            4
+        );
+        assert!(
+            doorbell < first_send,
+            "the doorbell ({doorbell}) comes after this worker's sends ({first_send}..)"
+        );
+        assert!(matches!(
+            receivers[0].try_recv(),
+            Ok(WorkerMessage::Broadcast { .. })
+        ));
     }
 
     /// An open connection of `core` (receive armed), as after its handshake.
