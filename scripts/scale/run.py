@@ -9,7 +9,10 @@ connection must receive it.
 
 Reports: connections reached, failures by reason, server RSS (VmRSS and RssAnon) at start / after the ramp /
 idle / after the broadcast and user-space bytes per connection, load generator RSS, kernel socket memory
-(/proc/net/sockstat, /proc/slabinfo, Slab in /proc/meminfo) before and at idle, connect rate, broadcast time.
+(/proc/net/sockstat, /proc/slabinfo, Slab in /proc/meminfo) before and at idle, connect rate, broadcast time:
+as the load generator saw it (from the verify phase's command to its children until their counts came back)
+and as the server saw it (its `timed fanout` lines at debug level: the first worker's start to the last send
+completed, and the worker threads' CPU per delivery).
 
 Bounded: a wall-clock limit computed from the plan, and a memory guard that stops the run (every process it
 started, by PID or by the process group it created) when MemAvailable falls under the floor. Only reads
