@@ -225,6 +225,12 @@ pub struct Options {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// Measurement of a server's floor (echo): the server sends back the raw bytes it received (a TCP
+    /// echo answering the upgrade, `examples/tcp_echo_floor.rs`), so echoes arrive as this client's own
+    /// masked frames; they are read in the server role (unmasked) and checked like any echo.
+    #[arg(long, hide = true)]
+    pub floor: bool,
+
     /// Internal: this process is child K of --child-of N (started by --procs).
     #[arg(long, hide = true)]
     pub child: Option<usize>,
@@ -236,8 +242,9 @@ pub struct Options {
 
 /// Options that only one or some scenarios read (clap ids), with those scenarios; every other option
 /// applies to all. `ringws-loadgen SCENARIO --help` shows a scenario's options only ([`scenario_help`]).
-const SCENARIO_OPTIONS: [(&str, &[Scenario]); 8] = [
+const SCENARIO_OPTIONS: [(&str, &[Scenario]); 9] = [
     ("depth", &[Scenario::Echo]),
+    ("floor", &[Scenario::Echo]),
     (
         "rate",
         &[Scenario::Echo, Scenario::Broadcast, Scenario::Churn],
@@ -395,6 +402,9 @@ impl Options {
         }
         if self.procs == 0 {
             return Err("--procs must be at least 1".into());
+        }
+        if self.floor && (self.scenario != Scenario::Echo || self.deflate) {
+            return Err("--floor applies to echo without --deflate only".into());
         }
         if self.depth == 0 {
             return Err("--depth must be at least 1".into());

@@ -101,6 +101,9 @@ pub struct Plan {
     pub subscriber_paths: Vec<String>,
     /// `wss://`: the TLS client configuration every connection uses (`None` for `ws://`).
     pub tls: Option<crate::tls::TlsPlan>,
+    /// The role connections read frames in: the client's, or with `--floor` the server's (a raw TCP
+    /// echo sends back this client's own masked frames).
+    pub reader_role: crate::wire::Role,
 }
 
 fn secs_to_ns(secs: f64) -> u64 {
@@ -181,6 +184,11 @@ impl Plan {
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
                 .collect(),
             tls: None,
+            reader_role: if options.floor {
+                crate::wire::Role::Server
+            } else {
+                crate::wire::Role::Client
+            },
         }
     }
 }

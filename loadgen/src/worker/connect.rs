@@ -11,7 +11,7 @@ use crate::engine::{Engine, NO_SOCK};
 use crate::plan::{Backoff, Phase};
 use crate::stats::Counter;
 use crate::tls::TlsConn;
-use crate::wire::{self, HandshakeFailure, MessageReader, Rng, Role};
+use crate::wire::{self, HandshakeFailure, MessageReader, Rng};
 use std::io;
 
 /// The counter for a failed connect, by errno.
@@ -207,7 +207,7 @@ impl<E: Engine> Worker<E> {
                 conn.state = State::Open;
                 conn.attempts = 0;
                 conn.timer_due = 0;
-                conn.reader = MessageReader::new(Role::Client);
+                conn.reader = MessageReader::new(self.plan.reader_role);
                 if let Some(inflater) = conn.inflating.take() {
                     self.inflate_pool.give(inflater);
                 }

@@ -38,7 +38,7 @@ use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
 use crate::tls::TlsConn;
 use crate::uring::UringEngine;
-use crate::wire::{ClientHandshake, MessageReader, ReaderLimits, Rng, Role};
+use crate::wire::{ClientHandshake, MessageReader, ReaderLimits, Rng};
 use hdrhistogram::Histogram;
 use ringws::protocol::deflate::{InflatePool, Inflater};
 use std::cmp::Reverse;
@@ -268,7 +268,7 @@ impl<E: Engine> Worker<E> {
                 in_ramp: ramp,
                 timer_due: 0,
                 attempts: 0,
-                reader: MessageReader::new(Role::Client),
+                reader: MessageReader::new(plan.reader_role),
                 inflating: None,
                 handshake: None,
                 out: Vec::new(),
