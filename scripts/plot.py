@@ -7,6 +7,9 @@
   (`<name>-timeline.png`), and the final percentiles (`<name>-percentiles.png`).
 - --hist-log FILE (from `--hist-log`): the latency percentile spectrum of the whole run, from the
   HdrHistogram interval log (`<name>-spectrum.png`), and p50/p99/max per interval (`<name>-intervals.png`).
+- --spectrum-chart NAME with --hist-log FILE ...: instead of a chart per file, the percentile spectra of
+  every file on one chart (`NAME.png`, title from --title), one line per run name; files whose names differ
+  only in a `-rN` suffix (rounds of one run, as scripts/latency.sh writes them) are merged into one line.
 - --bench RESULTS.json (from `scripts/bench.sh`): msgs/s and server CPU per message by scenario and server
   (`bench-throughput.png`, `bench-cpu.png`).
 
@@ -166,6 +169,52 @@ def plot_hist_log(plt, path, out_dir):
     return written
 
 
+SPECTRUM_QUANTILES = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999]
+
+
+def plot_spectra(plt, paths, name, title, out_dir):
+    """One chart: the percentile spectrum of each run (rounds `-rN` of a run merged), on log-log axes."""
+    import re
+
+    from hdrh.histogram import HdrHistogram
+
+    runs = {}
+    for path in paths:
+        label = re.sub(r"-r\d+$", "", stem(path))
+        total = runs.setdefault(label, HdrHistogram(1, 100_000_000_000, 3))
+        for _, _, h in read_hist_log(path):
+            total.add(h)
+    xs = [1 / (1 - q) for q in SPECTRUM_QUANTILES]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # Names that read SIZE-SERVER-LOAD (scripts/latency.sh): one colour per server, one marker per load.
+    colours, markers = {}, {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for label in sorted(runs):
+        total = runs[label]
+        if not total.get_total_count():
+            continue
+        parts = label.split("-")
+        server, load = (parts[1], parts[-1]) if len(parts) >= 3 else (label, "")
+        colour = colours.setdefault(server, cycle[len(colours) % len(cycle)])
+        marker = markers.setdefault(load, "os^Dv<>p*"[len(markers) % 9])
+        ys = [total.get_value_at_percentile(q * 100) / 1e3 for q in SPECTRUM_QUANTILES]
+        ax.plot(xs, ys, color=colour, marker=marker, markersize=4,
+                label=f"{label} ({total.get_total_count()} samples)")
+    ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{q * 100:g}%" for q in SPECTRUM_QUANTILES], rotation=45, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (us)")
+    ax.set_title(title or f"{name}: latency by percentile", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    target = os.path.join(out_dir, f"{name}.png")
+    fig.tight_layout()
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return [target]
+
+
 def plot_bench(plt, path, out_dir):
     with open(path) as f:
         results = json.load(f)
@@ -204,6 +253,9 @@ def main():
     parser.add_argument("reports", nargs="*", help="loadgen --json reports")
     parser.add_argument("--hist-log", action="append", default=[], help="loadgen --hist-log files")
     parser.add_argument("--bench", action="append", default=[], help="scripts/bench.sh results.json")
+    parser.add_argument("--spectrum-chart", metavar="NAME",
+                        help="the --hist-log files' spectra on one chart, NAME.png (rounds -rN merged)")
+    parser.add_argument("--title", default="", help="title of the --spectrum-chart chart")
     parser.add_argument("-o", "--out", default=".", help="output directory (default: current)")
     args = parser.parse_args()
     if not (args.reports or args.hist_log or args.bench):
@@ -218,8 +270,11 @@ def main():
     written = []
     for path in args.reports:
         written += plot_report(plt, path, args.out)
-    for path in args.hist_log:
-        written += plot_hist_log(plt, path, args.out)
+    if args.spectrum_chart:
+        written += plot_spectra(plt, args.hist_log, args.spectrum_chart, args.title, args.out)
+    else:
+        for path in args.hist_log:
+            written += plot_hist_log(plt, path, args.out)
     for path in args.bench:
         written += plot_bench(plt, path, args.out)
     for path in written:
