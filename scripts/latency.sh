@@ -30,6 +30,7 @@ if [[ " $SERVERS " == *" uws "* && ! -d "$NODE_PEERS/node_modules" ]]; then
     (cd "$NODE_PEERS" && npm ci --no-audit --no-fund >&2)
 fi
 mkdir -p "$OUT"
+HZ=$(getconf CLK_TCK)
 ROWS=$OUT/rows.txt
 : >"$ROWS"
 SERVER_PID=""
@@ -50,12 +51,15 @@ run_one() {
     [ -n "$rate" ] && mode=(--rate "$rate" --hist-log "$OUT/$name.hlog")
     start_listening --cpu 0 --err "$log" "$log.out" "${cmd[@]}"
     SERVER_PID=$BG_PID
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
     timeout $((DUR + 60)) taskset -c 1 "$LOADGEN" echo --url "ws://$LISTEN_ADDR/" -c "$C" -s "$size" \
         "${mode[@]}" -t 1 -d "$DUR" --engine uring -q --json "$OUT/$name.json" >/dev/null 2>&1 || true
+    t1=$(cpu_ticks "$SERVER_PID")
     stop_pid "$SERVER_PID"; SERVER_PID=""
-    LAST_RATE=$(python3 - "$OUT/$name.json" "$server" "$size" "$view" "$load" "${rate:-0}" <<'PY' | tee -a "$ROWS" | tee /dev/stderr | sed -n 's/.* achieved \([0-9]*\)\/s.*/\1/p'
+    LAST_RATE=$(python3 - "$OUT/$name.json" "$server" "$size" "$view" "$load" "${rate:-0}" "$((t1 - t0))" "$HZ" <<'PY' | tee -a "$ROWS" | tee /dev/stderr | sed -n 's/.* achieved \([0-9]*\)\/s.*/\1/p'
 import json, sys
-path, server, size, view, load, rate = sys.argv[1:]
+path, server, size, view, load, rate, ticks, hz = sys.argv[1:]
 try:
     r = json.load(open(path))
 except (OSError, ValueError):
@@ -64,7 +68,8 @@ except (OSError, ValueError):
 l = r["latency"]
 print(f"{size:>5} B {server:6} {view}{load:>3}  rate {float(rate):>8.0f}/s  achieved {r['throughput_per_s']:.0f}/s  "
       f"p50 {l['p50_us']:8.1f}  p99 {l['p99_us']:8.1f}  p99.9 {l['p999_us']:8.1f}  max {l['max_us']:8.1f} us  "
-      f"errors {r['errors_total']}")
+      f"errors {r['errors_total']}  server busy {int(ticks) / int(hz) / r['elapsed_s'] * 100:.0f}%  "
+      f"loadgen busy {(r['cpu']['user_s'] + r['cpu']['sys_s']) / r['elapsed_s'] * 100:.0f}%")
 PY
 )
 }
