@@ -15,12 +15,11 @@
 //
 // Redis (`redis-server --port P --save '' --appendonly no`, on a free loopback port) and both nodes are
 // started here, by PID, and stopped by PID. Prints one line per check and `N passed, N failed`.
-import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { children, startProcess, startRedis, stopProcess } from "./processes.mjs";
 import { assert, waitForState, ready, say, chatLines } from "./demo_page.mjs";
 
 const argv = process.argv.slice(2);
@@ -81,61 +80,8 @@ function jwt(user, { life = 3600 } = {}) {
 
 // --- processes, by PID -------------------------------------------------------------------------------------
 
-const children = new Set();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Spawns `program args`, resolves once stdout matches `ready` (the match), rejects on exit or timeout. */
-function startProcess(name, program, args, ready, log) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(program, args, { stdio: ["ignore", "pipe", openSync(log, "a")] });
-    children.add(child);
-    child.once("exit", () => children.delete(child));
-    let buffer = "";
-    const timer = setTimeout(() => reject(new Error(`${name} was not ready in 20 s (see ${log})`)), 20_000);
-    child.once("error", (error) => { clearTimeout(timer); reject(new Error(`${name}: ${error.message}`)); });
-    child.stdout.on("data", (chunk) => {
-      buffer += chunk.toString();
-      const match = buffer.match(ready);
-      if (match) {
-        clearTimeout(timer);
-        buffer = "";
-        child.stdout.removeAllListeners("data");
-        child.stdout.resume(); // keep draining
-        resolve({ child, match });
-      }
-    });
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited (${code ?? signal}) before it was ready (see ${log})`));
-    });
-  });
-}
-
-function stopProcess(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", () => { clearTimeout(force); resolve(); });
-    child.kill("SIGTERM"); // by PID: child.pid
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const { child } = await startProcess("redis-server", redisProgram,
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    /Ready to accept connections/, path.join(artifacts, "browser-cluster-redis.log"));
-  return { child, port };
+async function startRedisHere() {
+  return startRedis(redisProgram, path.join(artifacts, "browser-cluster-redis.log"));
 }
 
 async function startNode(name, port, redisPort) {
@@ -208,7 +154,7 @@ let redis;
 let nodeA;
 let nodeB;
 try {
-  redis = await startRedis();
+  redis = await startRedisHere();
   nodeA = await startNode("a", 0, redis.port);
   nodeB = await startNode("b", 0, redis.port);
 } catch (error) {

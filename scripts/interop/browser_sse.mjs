@@ -17,13 +17,12 @@
 //
 // Redis, both nodes and the proxy are started here (processes by PID, stopped by PID). Prints one line per
 // check and `N passed, N failed`.
-import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { children, startProcess, startRedis, stopProcess } from "./processes.mjs";
 import { assert, waitForState, chatLines } from "./demo_page.mjs";
 
 const argv = process.argv.slice(2);
@@ -83,61 +82,8 @@ function jwt(user) {
 
 // --- processes, by PID -------------------------------------------------------------------------------------
 
-const children = new Set();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Spawns `program args`, resolves once stdout matches `ready` (the match), rejects on exit or timeout. */
-function startProcess(name, program, args, ready, log) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(program, args, { stdio: ["ignore", "pipe", openSync(log, "a")] });
-    children.add(child);
-    child.once("exit", () => children.delete(child));
-    let buffer = "";
-    const timer = setTimeout(() => reject(new Error(`${name} was not ready in 20 s (see ${log})`)), 20_000);
-    child.once("error", (error) => { clearTimeout(timer); reject(new Error(`${name}: ${error.message}`)); });
-    child.stdout.on("data", (chunk) => {
-      buffer += chunk.toString();
-      const match = buffer.match(ready);
-      if (match) {
-        clearTimeout(timer);
-        buffer = "";
-        child.stdout.removeAllListeners("data");
-        child.stdout.resume(); // keep draining
-        resolve({ child, match });
-      }
-    });
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited (${code ?? signal}) before it was ready (see ${log})`));
-    });
-  });
-}
-
-function stopProcess(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", () => { clearTimeout(force); resolve(); });
-    child.kill("SIGTERM"); // by PID: child.pid
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const { child } = await startProcess("redis-server", redisProgram,
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    /Ready to accept connections/, path.join(artifacts, "browser-sse-redis.log"));
-  return { child, port };
+async function startRedisHere() {
+  return startRedis(redisProgram, path.join(artifacts, "browser-sse-redis.log"));
 }
 
 async function startNode(name, port, redisPort) {
@@ -204,7 +150,7 @@ let nodeA;
 let nodeB;
 let proxy;
 try {
-  redis = await startRedis();
+  redis = await startRedisHere();
   nodeA = await startNode("a", 0, redis.port);
   nodeB = await startNode("b", 0, redis.port);
   proxy = await startProxy(() => nodeA.port);
@@ -259,6 +205,14 @@ try {
   };
 
   await check("messages published over HTTP to node B arrive over the stream", async () => {
+    // Node A's subscription reaches Redis shortly after the stream opened (docs/CLUSTER.md): publish a probe
+    // until one arrives, so the messages below are not published before A listens.
+    const end = Date.now() + 10_000;
+    while (!(await chatLines(page)).some((l) => l.from === "probe")) {
+      if (Date.now() > end) throw new Error("no probe published to node B reached the page within 10 s");
+      await publishOverHttp(portB, "room.lobby", JSON.stringify({ user: "probe", text: "probe" }));
+      await sleep(200);
+    }
     for (const text of before) await publishOverHttp(portB, "room.lobby", JSON.stringify({ user: "http", text }));
     await waitForTexts(before);
   });
