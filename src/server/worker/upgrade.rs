@@ -267,6 +267,27 @@ impl<H: Handler> Worker<'_, H> {
         RequestProgress::Done
     }
 
+    /// Answers a refused upgrade or event-stream request with `error`'s status: one refusal log line (the
+    /// request's `path` as given), counted as a handshake failure of its reason.
+    fn refuse_handshake(
+        &mut self,
+        key: usize,
+        request: &Request<'_>,
+        path: &str,
+        error: &HandshakeError,
+    ) {
+        let reason = HandshakeFailure::from(error);
+        log_refusal(&Refusal {
+            method: Some(request.method()),
+            path: Some(path),
+            header: header_at_fault(error, request),
+            detail: Some(error.reason()),
+            ..Refusal::new(self.core.index, error.status(), reason.label())
+        });
+        self.core.metrics.handshake_failure(reason);
+        self.core.answer_http(key, |out| error.write_response(out));
+    }
+
     /// A WebSocket upgrade request: the protocol's checks, the handler's [`Handler::on_upgrade`], capacity,
     /// then the 101 and `on_open`.
     fn upgrade(&mut self, key: usize, request: &Request<'_>) {
@@ -278,16 +299,7 @@ impl<H: Handler> Worker<'_, H> {
         let upgrade = match validate_upgrade(request, &policy) {
             Ok(upgrade) => upgrade,
             Err(error) => {
-                let reason = HandshakeFailure::from(&error);
-                log_refusal(&Refusal {
-                    method: Some(request.method()),
-                    path: Some(request.path()),
-                    header: header_at_fault(&error, request),
-                    detail: Some(error.reason()),
-                    ..Refusal::new(self.core.index, error.status(), reason.label())
-                });
-                self.core.metrics.handshake_failure(reason);
-                self.core.answer_http(key, |out| error.write_response(out));
+                self.refuse_handshake(key, request, request.path(), &error);
                 return;
             }
         };
@@ -343,16 +355,7 @@ impl<H: Handler> Worker<'_, H> {
             None
         };
         if let Some(error) = refusal {
-            let reason = HandshakeFailure::from(&error);
-            log_refusal(&Refusal {
-                method: Some(request.method()),
-                path: Some(request.path_only()),
-                header: header_at_fault(&error, request),
-                detail: Some(error.reason()),
-                ..Refusal::new(self.core.index, error.status(), reason.label())
-            });
-            self.core.metrics.handshake_failure(reason);
-            self.core.answer_http(key, |out| error.write_response(out));
+            self.refuse_handshake(key, request, request.path_only(), &error);
             return;
         }
         if !self.admit(key, request, None, true) {
