@@ -629,6 +629,17 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     /// A worker's core on a real (small) ring, with no listener and no connection.
+    /// A worker on [`test_core`] with the echo handler, and its inboxes (the caller keeps them open).
+    fn echo_worker(handler: &mut crate::app::Echo) -> (Inboxes, Worker<'_, crate::app::Echo>) {
+        let (inboxes, mut receivers) = Inboxes::new(1, 4);
+        let worker = Worker {
+            core: test_core(),
+            handler,
+            inbox: receivers.remove(0),
+        };
+        (inboxes, worker)
+    }
+
     pub(super) fn test_core() -> Core {
         test_core_of(1).0
     }
@@ -737,14 +748,8 @@ mod tests {
     /// check that follows each completion.)
     #[test]
     fn a_large_input_lets_queued_replies_go_out_after_each_slice() {
-        let core = test_core();
-        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
         let mut handler = crate::app::Echo;
-        let mut worker = Worker {
-            core,
-            handler: &mut handler,
-            inbox: receivers.remove(0),
-        };
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
         let bystander = open_connection(&mut worker.core, 0);
         let big = open_connection(&mut worker.core, 1);
         let ordinary = open_connection(&mut worker.core, 2);
@@ -804,14 +809,8 @@ mod tests {
     /// once its message is done; other connections' receives and other operations do not wait.
     #[test]
     fn receives_of_a_large_message_wait_for_the_second_pass_in_order() {
-        let core = test_core();
-        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
         let mut handler = crate::app::Echo;
-        let mut worker = Worker {
-            core,
-            handler: &mut handler,
-            inbox: receivers.remove(0),
-        };
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
         let big = open_connection(&mut worker.core, 0);
         let small = open_connection(&mut worker.core, 1);
         let ud = |core: &Core, key: usize, op: Op| {
@@ -851,14 +850,8 @@ mod tests {
     /// (here, the close frame) are submitted.
     #[test]
     fn an_unfinished_message_is_freed_after_the_batch_sends() {
-        let core = test_core();
-        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
         let mut handler = crate::app::Echo;
-        let mut worker = Worker {
-            core,
-            handler: &mut handler,
-            inbox: receivers.remove(0),
-        };
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
         let key = open_connection(&mut worker.core, 0);
         // A non-final fragment announcing 1 MiB (mask 0), of which 100,000 bytes arrive.
         let mut input = vec![0u8; 14 + 100_000];
@@ -945,14 +938,8 @@ mod tests {
     /// abandoned; one that stays is answered (the server's flight queued) at the end of the batch.
     #[test]
     fn a_first_flight_waits_for_the_batch_and_a_client_that_left_costs_no_handshake() {
-        let core = test_core();
-        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
         let mut handler = crate::app::Echo;
-        let mut worker = Worker {
-            core,
-            handler: &mut handler,
-            inbox: receivers.remove(0),
-        };
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
         let config = tls_server_config();
         let gone = tls_connection(&mut worker.core, 0, &config);
         let stays = tls_connection(&mut worker.core, 1, &config);
@@ -998,14 +985,8 @@ mod tests {
     /// counted; the ones waiting are still answered.
     #[test]
     fn a_full_backlog_of_first_flights_closes_new_clients_unanswered() {
-        let core = test_core();
-        let (_inboxes, mut receivers) = Inboxes::new(1, 4);
         let mut handler = crate::app::Echo;
-        let mut worker = Worker {
-            core,
-            handler: &mut handler,
-            inbox: receivers.remove(0),
-        };
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
         let config = tls_server_config();
         let waiting = tls_connection(&mut worker.core, 0, &config);
         let late = tls_connection(&mut worker.core, 1, &config);
