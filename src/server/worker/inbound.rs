@@ -226,7 +226,7 @@ impl Core {
     }
 
     /// Closes a connection with `code` because of its message in progress: the partial message is dropped
-    /// (its memory goes back at the end of this batch, not at release) and further input is discarded.
+    /// (its memory goes to the release thread at the end of this batch, not at release) and further input is discarded.
     pub(super) fn close_unfinished(&mut self, key: usize, code: CloseCode, reason: &str) {
         let conn = &mut self.conns[key];
         self.assembly_bytes -= conn.reader.buffered_capacity();
@@ -238,8 +238,8 @@ impl Core {
             self.inflate_pool.give(inflater);
         }
         if unfinished.buffered_capacity() > 0 {
-            // Freed at the end of the batch, once its sends are submitted: giving megabytes back to the
-            // system takes about a millisecond, which the replies queued in this batch need not wait.
+            // Handed to the release thread at the end of the batch, once its sends are submitted: giving
+            // megabytes back to the system takes about a millisecond, which no connection need wait.
             self.retired_readers.push(unfinished);
         }
         self.send_close(key, code, reason);

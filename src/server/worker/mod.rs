@@ -85,8 +85,8 @@ pub struct Core {
     /// WebSocket bytes fed to the readers since the queued sends were last submitted (see
     /// [`INPUT_SLICE_BYTES`]).
     input_since_flush: usize,
-    /// Readers of messages dropped unfinished in this batch, whose assembly buffers are freed at its end,
-    /// after its sends are submitted (the vector keeps its capacity).
+    /// Readers of messages dropped unfinished in this batch, handed at its end, after its sends are
+    /// submitted, to the release thread that frees their assembly buffers (the vector keeps its capacity).
     retired_readers: Vec<MessageReader>,
     /// permessage-deflate: the worker's inflaters (lent to one feed at a time) and compressors.
     inflate_pool: crate::protocol::deflate::InflatePool,
