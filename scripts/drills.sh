@@ -84,18 +84,32 @@ check() {
     fi
 }
 
-# bystander_bound QUIET_P99_US: the bystander p99 bound: 2x the quiet run, at least 1000 us (two shared
-# cores: a Python client's scheduler noise alone reaches a few hundred microseconds).
-bystander_bound() { local b=$(($1 * 2)); [ "$b" -lt 1000 ] && b=1000; echo "$b"; }
+# bystander_bound QUIET_P99_US [CONTROL_P99_US]: the bystander p99 bound: 2x the quiet run, at least 1000 us
+# (two shared cores: a Python client's scheduler noise alone reaches a few hundred microseconds). With a
+# control (the p99 of a bystander of an identical server nobody attacks, measured during the attack), 2x the
+# larger of the two: on two cores the attacking clients take CPU from every process on the box, the
+# bystander's own client included, and the control run is the quiet run under that same load.
+bystander_bound() {
+    local q=$1 c=${2:-0} b
+    [ "$c" -gt "$q" ] && q=$c
+    b=$((q * 2))
+    [ "$b" -lt 1000 ] && b=1000
+    echo "$b"
+}
 
 # 1. Incomplete messages: N connections each leave a large non-final fragment, then ping. RSS stays under the
 # worker's assembly budget + margin, the over-budget ones get 1013, the rest 1008 at the message deadline,
-# and a bystander's echo p99 stays within 2x of a quiet run.
+# and a bystander's echo p99 stays within 2x of a quiet run (or of the control, a bystander of an identical
+# server nobody attacks, measured meanwhile, when that is larger).
 drill_incomplete() {
     local conns=16 size=$((15 << 20)) budget_mib=64 margin_mib=24 secs=4 BAD=0
     [ "$SHORT" = 1 ] && conns=8
-    server incomplete --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
+    # a second, identical server nobody attacks: its bystander during the attack is the control
+    server incomplete_control --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
         --message-timeout 6s || { verdict incomplete 1; return; }
+    local ctl=$SRV caddr=$ADDR
+    server incomplete --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
+        --message-timeout 6s || { stop_pid "$ctl"; verdict incomplete 1; return; }
     local base quiet
     base=$(rss_kib "$SRV")
     quiet=$($PY rtt "$ADDR" --seconds $secs)
@@ -105,23 +119,29 @@ drill_incomplete() {
     $PY rtt "$ADDR" --seconds $secs >"$WORK/inc_rtt.out" &
     local byst=$!
     started $byst
+    $PY rtt "$caddr" --seconds $secs >"$WORK/inc_ctl.out" &
+    local byst_ctl=$!
+    started $byst_ctl
     local peak
     peak=$(peak_rss "$SRV" $cli)
-    wait $cli $byst
-    local res attack c1013 c1008 budget_closes timeouts bound
+    wait $cli $byst $byst_ctl
+    stop_pid "$ctl"
+    local res attack control c1013 c1008 budget_closes timeouts bound
     res=$(tail -n1 "$WORK/inc.out")
     attack=$(cat "$WORK/inc_rtt.out")
+    control=$(cat "$WORK/inc_ctl.out")
     c1013=$(field closed_1013 "$res")
     c1008=$(field closed_1008 "$res")
     budget_closes=$(metric "$ADDR" ringws_assembly_budget_closes_total)
     timeouts=$(metric "$ADDR" ringws_message_timeouts_total)
-    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    bound=$(bystander_bound "$(field p99_us "$quiet")" "$(field p99_us "$control")")
     echo "   $conns x $((size >> 20)) MiB fragments + ping, budget ${budget_mib} MiB, 1 worker, message timeout 6 s"
     echo "   attacker: $res"
     echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + ${budget_mib} + ${margin_mib} MiB);" \
         "budget closes $budget_closes, message timeouts $timeouts"
     echo "   bystander quiet:  $quiet"
     echo "   bystander attack: $attack (p99 bound $bound us)"
+    echo "   control, a bystander of an identical server nobody attacks, meanwhile: $control"
     check "some connections closed 1013" "$c1013" -ge 1
     check "1013 closes counted" "$budget_closes" -eq "$c1013"
     check "every connection closed (1013 or 1008)" $((c1013 + c1008)) -eq "$conns"
@@ -386,7 +406,8 @@ drill_slowloris_tls() {
 # 8. TLS handshake flood, two phases of a few seconds each on one server. Mixed: 64 raw clients start
 # handshakes as fast as they can and abandon them (half close right after their ClientHello, half reset once
 # the server's first flight arrived) while loadgen churn completes wss handshakes back to back over 16
-# slots; a wss bystander that connects during it keeps its p99 within 2x of a quiet run. Abandon: the 64
+# slots; a wss bystander that connects during it keeps its p99 within 2x of a quiet run (or of the control:
+# a bystander of an idle server on the same box, meanwhile, when that is larger). Abandon: the 64
 # raw clients only close right after their ClientHello (the cheapest attack: one connect and one send per
 # handshake the server works on); new wss clients, one each 100 ms, all get their 101 within 1 s and the
 # bystander never fails. Both: RSS bounded; afterwards descriptors and open connections back to baseline.
@@ -394,7 +415,7 @@ drill_tls_flood() {
     local slots=64 churn=16 secs=6 margin_mib=32 connect_ms=1000 BAD=0
     [ "$SHORT" = 1 ] && secs=3
     # a second, idle server: its own bystander and new clients during the flood tell the box's share (CPU
-    # taken by the clients) from the flooded server's; figures only, no bound
+    # taken by the clients) from the flooded server's; its bystander's p99 enters the mixed phase's bound
     tls_server tls_flood_control --workers 2 || { verdict tls_flood 1; return; }
     local ctl=$SRV caddr=$ADDR
     tls_server tls_flood --workers 2 --handshake-timeout 3s || { stop_pid "$ctl"; verdict tls_flood 1; return; }
@@ -455,7 +476,7 @@ drill_tls_flood() {
     local res res2 attack attack2 probes bound cycles lgerr hs fails conns timeouts fd1 open1 after
     res=$(tail -n1 "$WORK/flood.out"); res2=$(tail -n1 "$WORK/flood2.out")
     attack=$(cat "$WORK/flood_rtt.out"); attack2=$(cat "$WORK/flood2_rtt.out"); probes=$(cat "$WORK/flood2_conn.out")
-    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    bound=$(bystander_bound "$(field p99_us "$quiet")" "$(field p99_us "$(cat "$WORK/flood_ctl.out")")")
     read -r cycles lgerr < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["received"], d["errors_total"])' "$WORK/flood_churn.json" 2>/dev/null || echo "0 -1")
     hs=$(($(metric "$MADDR" ringws_tls_handshakes_total) - hs0))
     fails=$(($(metric "$MADDR" ringws_tls_handshake_failures_total) - fail0))
