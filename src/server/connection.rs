@@ -111,6 +111,9 @@ struct Extras {
     /// TLS state of a `wss://` connection (`None` for plain ones); `queue` then holds plaintext, encrypted
     /// at flush time into the ciphertext queue inside it.
     tls: Option<Box<TlsState>>,
+    /// The TLS state is away on the worker's handshake thread (`worker::handshakes`): how many receives
+    /// arrived meanwhile (they wait in the worker's backlog of first flights, behind it).
+    tls_away: Option<u16>,
     /// WebSocket bytes that arrived while the connection was paused as a sender (the receive completions
     /// already waiting when its receive was cancelled), read in order once it resumes.
     held_input: Option<Vec<u8>>,
@@ -278,6 +281,7 @@ impl Connection {
         if self.extras.as_ref().is_some_and(|e| {
             e.pending.is_none()
                 && e.tls.is_none()
+                && e.tls_away.is_none()
                 && e.held_input.is_none()
                 && e.inflater.is_none()
                 && e.compressor.is_none()
@@ -303,10 +307,42 @@ impl Connection {
         (&mut self.queue, tls)
     }
 
-    /// Whether this is a `wss://` connection (its TLS state may be taken out for a call).
+    /// Whether this is a `wss://` connection (its TLS state may be taken out for a call, or be away on
+    /// the handshake thread).
     #[inline]
     pub fn is_tls(&self) -> bool {
-        self.tls().is_some()
+        self.extras
+            .as_ref()
+            .is_some_and(|e| e.tls.is_some() || e.tls_away.is_some())
+    }
+
+    /// Whether the TLS state is away on the worker's handshake thread: nothing may be sent or processed
+    /// for this connection until it is back ([`Self::tls_back`]).
+    #[inline]
+    pub fn tls_away(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.tls_away.is_some())
+    }
+
+    /// Takes the TLS state out for the handshake thread; the connection stays a TLS one meanwhile.
+    pub fn send_tls_away(&mut self) -> Option<Box<TlsState>> {
+        let extras = self.extras.as_mut()?;
+        let tls = extras.tls.take()?;
+        extras.tls_away = Some(0);
+        Some(tls)
+    }
+
+    /// A receive arrived while the TLS state is away (it waits in the worker's backlog).
+    pub fn count_input_while_away(&mut self) {
+        if let Some(count) = self.extras.as_mut().and_then(|e| e.tls_away.as_mut()) {
+            *count = count.saturating_add(1);
+        }
+    }
+
+    /// The TLS state is back from the handshake thread; returns the receives that arrived meanwhile.
+    pub fn tls_back(&mut self, tls: Box<TlsState>) -> u16 {
+        let extras = self.extras_mut();
+        extras.tls = Some(tls);
+        extras.tls_away.take().unwrap_or(0)
     }
 
     /// Takes the TLS state out for a call that also needs the worker (put it back with [`Self::put_tls`]).

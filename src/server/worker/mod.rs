@@ -13,6 +13,7 @@
 mod accept;
 mod dirty;
 mod fanout;
+mod handshakes;
 mod inbound;
 mod lifecycle;
 mod outbound;
@@ -65,6 +66,14 @@ const REAPS_PER_BATCH: usize = 16;
 
 /// Everything of a worker except its handler (so that the handler can act on it through `Ctx`).
 pub struct Core {
+    /// TLS handshake work off the worker's thread (`handshakes`), started at the first TLS first flight.
+    /// First among the fields: it is dropped (its thread ended) before the ring its doorbell rings.
+    handshake_thread: Option<handshakes::HandshakeThread>,
+    /// Whether first flights go to the handshake thread (off in unit tests and the simulation, which
+    /// process them on the worker, and after the thread could not start).
+    offload_handshakes: bool,
+    /// The first flights waiting can only wait for the handshake thread: the loop may wait for its ring.
+    first_flights_wait: bool,
     pub(crate) index: usize,
     /// Made with room for every slot of the fixed-file table (`table_size`, the most connections a worker
     /// can hold): one reservation of address space whose pages are touched only as slots are first used,
@@ -235,6 +244,12 @@ pub(crate) fn run_worker<H: Handler>(
         table_size,
     );
     core.shared.inboxes.set_ring_fd(index, core.ring.fd());
+    // A TLS server's handshakes run on a thread of this worker's own, started now, so that the process's
+    // threads and descriptors are all there from the start.
+    core.offload_handshakes = !cfg!(feature = "sim-ring") && core.config.tls.is_some();
+    if core.offload_handshakes {
+        core.start_handshake_thread();
+    }
     core.arm_accept();
     core.arm_tick();
     if let Err(e) = core.ring.submit_and_wait(0) {
@@ -265,8 +280,9 @@ pub(crate) fn run_worker<H: Handler>(
     loop {
         // Transient errors (EINTR, EAGAIN, EBUSY) come back as Ok and the loop retries after draining
         // completions; any other error ends the worker (and the process, see `Server::start`). With
-        // TLS first flights still waiting for handshake work, it does not wait for a completion.
-        let entered = if worker.core.first_flights.is_empty() {
+        // TLS first flights still waiting for handshake work on this thread, it does not wait for a
+        // completion (first flights waiting only for the handshake thread do not keep it awake).
+        let entered = if worker.core.first_flights.is_empty() || worker.core.first_flights_wait {
             worker.core.ring.submit_and_wait(1)
         } else {
             worker.core.ring.submit_and_reap()
@@ -531,6 +547,9 @@ impl Core {
         let tick = config.tick();
         let history = shared.history.clone();
         Core {
+            handshake_thread: None,
+            offload_handshakes: false,
+            first_flights_wait: false,
             index,
             history,
             // Room for the whole table up front (see `conns`): no regrowth while connections ramp up.
@@ -979,6 +998,127 @@ mod tests {
             "the server's flight is queued for the client that stayed"
         );
         assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+    }
+
+    /// Runs the worker's first-flight turns until no TLS state is away on the handshake thread (at most
+    /// 5 s).
+    fn until_handshakes_back(worker: &mut Worker<'_, crate::app::Echo>) {
+        let started = Instant::now();
+        while worker
+            .core
+            .handshake_thread
+            .as_ref()
+            .is_some_and(|thread| thread.away() > 0)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the handshake thread answers"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+            worker.run_first_flights();
+        }
+    }
+
+    /// With the handshake thread, a first flight leaves the worker with its connection's TLS state (the
+    /// worker may wait for its ring meanwhile) and comes back answered: the server's flight queued, the
+    /// handshake work done off the worker's thread.
+    #[test]
+    fn a_first_flight_is_answered_on_the_handshake_thread() {
+        let mut handler = crate::app::Echo;
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
+        worker.core.offload_handshakes = true;
+        let config = tls_server_config();
+        let key = tls_connection(&mut worker.core, 0, &config);
+
+        worker.on_tls_input(key, &mut client_hello());
+        worker.run_first_flights();
+        assert!(worker.core.conns[key].tls_away(), "the state is away");
+        assert!(worker.core.conns[key].is_tls(), "still a TLS connection");
+        assert!(worker.core.first_flights.is_empty());
+        assert!(!worker.core.first_flights_wait);
+        until_handshakes_back(&mut worker);
+
+        let conn = &worker.core.conns[key];
+        assert!(!conn.tls_away());
+        let answered = tls_of(&worker.core, key);
+        assert!(answered.input_seen && answered.deferred_inputs == 0);
+        assert!(
+            answered.queued_bytes() > 100,
+            "the server's flight is queued"
+        );
+        assert!(
+            conn.has(DIRTY),
+            "the connection is flushed at the batch's end"
+        );
+        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+    }
+
+    /// A receive that arrives while its connection's state is away waits behind it and is handled after
+    /// it, in order: a ClientHello in two receives, the second arriving while the first is away, is
+    /// answered once both were read.
+    #[test]
+    fn input_arriving_while_the_state_is_away_waits_behind_it() {
+        let mut handler = crate::app::Echo;
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
+        worker.core.offload_handshakes = true;
+        let config = tls_server_config();
+        let key = tls_connection(&mut worker.core, 0, &config);
+        let hello = client_hello();
+        let (first, second) = hello.split_at(hello.len() / 2);
+
+        worker.on_tls_input(key, &mut first.to_vec());
+        worker.run_first_flights();
+        assert!(worker.core.conns[key].tls_away());
+        worker.on_tls_input(key, &mut second.to_vec());
+        assert_eq!(worker.core.first_flights.waiting_bytes(), second.len());
+        // Until the first half is back, the second waits (and only the thread can let it go on: the
+        // worker may wait for its ring); then it goes away in its turn.
+        let started = Instant::now();
+        loop {
+            worker.run_first_flights();
+            if worker.core.first_flights.is_empty() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert!(worker.core.conns[key].tls_away());
+            assert!(worker.core.first_flights_wait);
+            assert_eq!(worker.core.first_flights.waiting_bytes(), second.len());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(worker.core.conns[key].tls_away(), "the second half is away");
+        until_handshakes_back(&mut worker);
+        assert!(worker.core.first_flights.is_empty());
+        let answered = tls_of(&worker.core, key);
+        assert_eq!(answered.deferred_inputs, 0);
+        assert!(
+            answered.queued_bytes() > 100,
+            "the server's flight is queued"
+        );
+        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+    }
+
+    /// A connection whose slot is released and reused while its state is away: the state that comes
+    /// back is dropped, and the slot's new connection is untouched.
+    #[test]
+    fn a_state_back_for_a_reused_slot_is_dropped() {
+        let mut handler = crate::app::Echo;
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
+        worker.core.offload_handshakes = true;
+        let config = tls_server_config();
+        let key = tls_connection(&mut worker.core, 0, &config);
+        worker.on_tls_input(key, &mut client_hello());
+        worker.run_first_flights();
+        assert!(worker.core.conns[key].tls_away());
+        worker.core.conns.remove(key);
+        let reused = tls_connection(&mut worker.core, 0, &config);
+        assert_eq!(reused, key, "the slot is reused");
+
+        until_handshakes_back(&mut worker);
+        let conn = &worker.core.conns[key];
+        assert!(!conn.tls_away());
+        let fresh = tls_of(&worker.core, key);
+        assert!(!fresh.input_seen, "the new connection's state is its own");
+        assert_eq!(fresh.queued_bytes(), 0);
     }
 
     /// Past `FIRST_FLIGHT_BACKLOG_BYTES` of first flights waiting, a new client is closed unanswered and

@@ -269,6 +269,10 @@ impl Core {
     fn submit_send(&mut self, key: usize) {
         let send_ud = self.ud(key, Op::Send);
         let conn = &mut self.conns[key];
+        if conn.tls_away() {
+            // Its TLS state is on the handshake thread: what it makes is sent once it is back.
+            return;
+        }
         let file_index = conn.file_index;
         // A TLS 1.3 session ticket waits for the first plaintext, unless the connection is ending.
         let ending = conn.has(ENDING) || conn.has(SHUT_AFTER_FLUSH);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::CloseCode;
 
-use super::{Core, Worker};
+use super::{handshakes, Core, Worker};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::Handler;
 use crate::server::http::refusals;
@@ -66,6 +66,14 @@ impl FirstFlights {
         true
     }
 
+    /// Keeps `input` of connection `key` for a later turn (it was taken from a backlog within the bound,
+    /// so it fits).
+    fn keep(&mut self, key: usize, generation: u32, input: &[u8]) {
+        self.bytes.extend_from_slice(input);
+        self.entries
+            .push_back((key as u32, generation, self.bytes.len()));
+    }
+
     /// The next entry, or `None` when none waits: its key, generation and byte range.
     fn pop(&mut self) -> Option<(usize, u32, std::ops::Range<usize>)> {
         let (key, generation, end) = self.entries.pop_front()?;
@@ -103,6 +111,16 @@ impl<H: Handler> Worker<'_, H> {
             return;
         }
         let generation = conn.generation;
+        if conn.tls_away() {
+            // Behind its state, which is on the handshake thread: waits for it, in order.
+            if core.first_flights.push(key, generation, input) {
+                conn.count_input_while_away();
+            } else {
+                core.metrics.tls_backlog_refusals.inc();
+                core.end_after_flush(key);
+            }
+            return;
+        }
         if let Some(tls) = conn.tls_mut() {
             if !tls.failed && (!tls.input_seen || tls.deferred_inputs > 0) {
                 if core.first_flights.push(key, generation, input) {
@@ -126,40 +144,94 @@ impl<H: Handler> Worker<'_, H> {
         self.process_tls_input(key, input);
     }
 
-    /// Handshake work: the first flights waiting, oldest first, for at most [`FIRST_FLIGHT_SLICE`] (and
-    /// at least one). A connection that ended meanwhile (its client left, its deadline passed) is
+    /// Handshake work: the states back from the handshake thread first, then the first flights waiting,
+    /// oldest first. A first flight of a handshake goes to the handshake thread (`handshakes`) while it has
+    /// room; without the thread (tests, or a thread that could not start) it is processed here, for at most
+    /// [`FIRST_FLIGHT_SLICE`] (and at least one). Whatever cannot run now keeps its place for the next
+    /// turn: input of a connection whose state is away, first flights beyond the thread's room, and input
+    /// beyond the slice. A connection that ended meanwhile (its client left, its deadline passed) is
     /// skipped; one whose client left before any of its input was processed counts as abandoned.
     pub(super) fn run_first_flights(&mut self) {
+        self.take_back_handshakes();
+        self.core.first_flights_wait = false;
         if self.core.first_flights.is_empty() {
             return;
         }
+        if self.core.offload_handshakes && self.core.handshake_thread.is_none() {
+            self.core.start_handshake_thread();
+        }
         let mut flights = std::mem::take(&mut self.core.first_flights);
+        let mut kept = FirstFlights::default();
         let started = Instant::now();
         let mut worked = false;
-        while !flights.is_empty() {
-            if worked && started.elapsed() >= FIRST_FLIGHT_SLICE {
-                break;
-            }
-            let Some((key, generation, range)) = flights.pop() else {
-                break;
-            };
+        let mut sliced = false;
+        while let Some((key, generation, range)) = flights.pop() {
             let Some(conn) = self.core.conns.get_mut(key) else {
                 continue;
             };
             if conn.generation != generation {
                 continue;
             }
+            if conn.tls_away() {
+                kept.keep(key, generation, &flights.bytes[range]);
+                continue;
+            }
             let ending = conn.has(ENDING);
             let Some(tls) = conn.tls_mut() else {
                 continue;
             };
-            tls.deferred_inputs -= 1;
             if ending {
+                tls.deferred_inputs -= 1;
                 if !tls.input_seen && tls.deferred_inputs == 0 {
                     self.core.metrics.tls_abandoned.inc();
                 }
                 continue;
             }
+            // Handshake input of a connection that has sent nothing yet (no ciphertext queue, so no
+            // send in flight): its first flight, or the rest of it.
+            let handshake = !tls.handshake_done && !tls.failed && tls.out.is_none();
+            if handshake {
+                if let Some(thread) = self.core.handshake_thread.as_mut() {
+                    if !thread.has_room() {
+                        kept.keep(key, generation, &flights.bytes[range]);
+                        continue;
+                    }
+                    tls.deferred_inputs -= 1;
+                    // (`handshake` above: the state is here and has no ciphertext queue.)
+                    let moving = conn.send_tls_away().map(handshakes::Moving::new);
+                    let sent = match moving {
+                        Some(Ok(tls)) => thread
+                            .send(handshakes::Job {
+                                key: key as u32,
+                                generation,
+                                tls,
+                                input: flights.bytes[range.clone()].to_vec(),
+                            })
+                            .map_err(|job| Some(job.tls.into_inner())),
+                        Some(Err(tls)) => Err(Some(tls)),
+                        None => Err(None),
+                    };
+                    if let Err(back) = sent {
+                        // Not taken (the thread ended): the state stays, and this worker does the work.
+                        let conn = &mut self.core.conns[key];
+                        if let Some(tls) = back {
+                            conn.tls_back(tls);
+                        }
+                        if let Some(tls) = conn.tls_mut() {
+                            tls.deferred_inputs += 1;
+                        }
+                        self.handshake_thread_lost();
+                        kept.keep(key, generation, &flights.bytes[range]);
+                    }
+                    continue;
+                }
+            }
+            if sliced || (worked && started.elapsed() >= FIRST_FLIGHT_SLICE) {
+                sliced = true;
+                kept.keep(key, generation, &flights.bytes[range]);
+                continue;
+            }
+            tls.deferred_inputs -= 1;
             worked = true;
             refusals::set_current_connection(Some(refusals::ConnRef {
                 key: key as u32,
@@ -170,7 +242,67 @@ impl<H: Handler> Worker<'_, H> {
         }
         flights.compact();
         debug_assert!(self.core.first_flights.is_empty());
-        self.core.first_flights = flights;
+        // Nothing left that this worker could do now: it may wait for its ring (the thread's doorbell
+        // wakes it when a state comes back).
+        self.core.first_flights_wait =
+            !kept.is_empty() && !sliced && self.core.handshake_thread.is_some();
+        self.core.first_flights = if kept.is_empty() { flights } else { kept };
+    }
+
+    /// The handshake thread ended (it never does unless it panicked): handshakes run on the worker from
+    /// now on; the states it still held are lost with their connections (their deadlines end them).
+    fn handshake_thread_lost(&mut self) {
+        tracing::error!(
+            worker = self.core.index,
+            "the TLS handshake thread ended: handshakes run on the worker"
+        );
+        self.core.offload_handshakes = false;
+        self.core.handshake_thread = None;
+    }
+
+    /// The TLS states back from the handshake thread: each goes back to its connection (dropped if the
+    /// connection ended and its slot was released meanwhile), then what rustls made of the input takes
+    /// the path it takes after an inline receive.
+    fn take_back_handshakes(&mut self) {
+        let Some(thread) = self.core.handshake_thread.as_mut() else {
+            return;
+        };
+        if thread.away() == 0 {
+            return;
+        }
+        thread.answer_doorbell();
+        while let Some(done) = self
+            .core
+            .handshake_thread
+            .as_mut()
+            .and_then(|thread| thread.take_done())
+        {
+            let key = done.key as usize;
+            let live = self
+                .core
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.generation == done.generation && conn.tls_away());
+            if !live {
+                continue;
+            }
+            let conn = &mut self.core.conns[key];
+            let arrived = conn.tls_back(done.tls.into_inner());
+            if let Some(tls) = conn.tls_mut() {
+                tls.deferred_inputs += arrived;
+            }
+            if conn.has(ENDING) {
+                continue;
+            }
+            self.core.mark_dirty(key);
+            refusals::set_current_connection(Some(refusals::ConnRef {
+                key: done.key,
+                generation: done.generation,
+            }));
+            let mut plain = done.plain;
+            self.after_tls_receive(key, done.result, &mut plain);
+            refusals::set_current_connection(None);
+        }
     }
 
     /// Received ciphertext through rustls, then the plaintext takes the path plain bytes take. After an
@@ -193,6 +325,22 @@ impl<H: Handler> Worker<'_, H> {
         let result = tls.receive(input, &mut self.core.pool, &mut plain);
         self.core.conns[key].put_tls(tls);
         self.core.mark_dirty(key);
+        self.after_tls_receive(key, result, &mut plain);
+        plain.clear();
+        if plain.capacity() > 4 * crate::server::tls::CIPHERTEXT_AHEAD {
+            plain = Vec::new();
+        }
+        self.core.tls_plain = plain;
+    }
+
+    /// What rustls made of a receive (here or on the handshake thread): counted, the client's Finished
+    /// acknowledged at once, the plaintext on the path plain bytes take, a failure on the failure path.
+    fn after_tls_receive(
+        &mut self,
+        key: usize,
+        result: Result<crate::server::tls::RecvOutcome, rustls::Error>,
+        plain: &mut [u8],
+    ) {
         match result {
             Err(error) => self.core.tls_failed(key, &error),
             Ok(outcome) => {
@@ -211,24 +359,31 @@ impl<H: Handler> Worker<'_, H> {
                 let conn = &self.core.conns[key];
                 if !plain.is_empty() && !conn.has(DISCARD_INPUT) && !conn.has(ENDING) {
                     if conn.state == State::Handshake {
-                        self.on_handshake_bytes(key, &mut plain);
+                        self.on_handshake_bytes(key, plain);
                     } else {
-                        self.feed(key, &mut plain);
+                        self.feed(key, plain);
                     }
                 } else if !plain.is_empty() || outcome.peer_closed {
                     self.core.close_reply_arrived(key);
                 }
             }
         }
-        plain.clear();
-        if plain.capacity() > 4 * crate::server::tls::CIPHERTEXT_AHEAD {
-            plain = Vec::new();
-        }
-        self.core.tls_plain = plain;
     }
 }
 
 impl Core {
+    /// Starts this worker's handshake thread; without it (the thread could not be made) first flights are
+    /// processed here, as before.
+    pub(super) fn start_handshake_thread(&mut self) {
+        match handshakes::HandshakeThread::spawn(self.index, self.ring.fd()) {
+            Ok(thread) => self.handshake_thread = Some(thread),
+            Err(error) => {
+                tracing::warn!(worker = self.index, %error, "no TLS handshake thread: handshakes run on the worker");
+                self.offload_handshakes = false;
+            }
+        }
+    }
+
     /// At flush time: encrypts what is queued (shared frames included) into the ciphertext queue, with
     /// close_notify before our FIN; a connection ending before its handshake completed drops its plaintext
     /// (it can never be sent). A TLS error takes the failure path (the alert, if any, then FIN).
