@@ -537,7 +537,11 @@ impl BufferPool {
             self.queues.truncate(POOL_QUIET_ITEMS);
             self.queues.shrink_to(POOL_QUIET_ITEMS);
         }
-        if self.freed_since_trim >= POOL_QUIET_ITEMS {
+        // The first quiet check after output: whatever the burst freed goes back now, however little (a
+        // burst's last frees, after its last trim while busy, would otherwise stay for good).
+        let burst_ended = self.quiet_checks == quiet_checks.max(1)
+            && (self.freed_since_trim > 0 || self.freed_bytes > 0);
+        if self.freed_since_trim >= POOL_QUIET_ITEMS || burst_ended {
             self.freed_since_trim = 0;
             self.freed_bytes = 0;
             self.checks_since_trim = 0;
@@ -865,6 +869,34 @@ mod tests {
             assert_eq!(q.io.as_ref().map(|io| &**io as *const IoVecs), iov);
         }
         pool.give_queue(q);
+    }
+
+    /// When output stops, what was freed since the last hand-back goes back at the first quiet check,
+    /// even below `TRIM_WORTH_BYTES`; with nothing freed, and at later quiet checks, nothing happens.
+    #[test]
+    fn the_end_of_a_burst_hands_back_what_it_freed() {
+        let mut pool = BufferPool::default();
+        let q = pool.take_queue();
+        pool.give_queue(q);
+        assert!(!pool.shrink_if_quiet(2), "busy");
+        pool.freed_bytes += 4096;
+        assert!(!pool.shrink_if_quiet(2), "quiet once");
+        assert!(
+            pool.shrink_if_quiet(2),
+            "the burst ended: 4 KiB freed go back"
+        );
+        pool.freed_bytes += 4096;
+        assert!(!pool.shrink_if_quiet(2), "still quiet: no trim per check");
+        // A burst that freed nothing.
+        let q = pool.take_queue();
+        pool.give_queue(q);
+        pool.freed_bytes = 0;
+        assert!(!pool.shrink_if_quiet(2));
+        assert!(!pool.shrink_if_quiet(2));
+        assert!(
+            !pool.shrink_if_quiet(2),
+            "nothing freed: nothing to hand back"
+        );
     }
 
     /// Freed memory is handed back while the pool is busy too, at most once every `quiet_checks` calls.
