@@ -1000,6 +1000,35 @@ mod tests {
         assert_eq!(worker.core.metrics.tls_failures.get(), 0);
     }
 
+    /// An echo worker whose first flights go to its handshake thread, its TLS configuration, and one TLS
+    /// connection before any input.
+    fn offloading_worker(
+        handler: &mut crate::app::Echo,
+    ) -> (
+        Inboxes,
+        Worker<'_, crate::app::Echo>,
+        Arc<rustls::ServerConfig>,
+        usize,
+    ) {
+        let (inboxes, mut worker) = echo_worker(handler);
+        worker.core.offload_handshakes = true;
+        let config = tls_server_config();
+        let key = tls_connection(&mut worker.core, 0, &config);
+        (inboxes, worker, config, key)
+    }
+
+    /// Connection `key`'s state is here, all its input read, the server's flight queued, no TLS failure.
+    fn assert_flight_queued(worker: &Worker<'_, crate::app::Echo>, key: usize) {
+        assert!(!worker.core.conns[key].tls_away());
+        let answered = tls_of(&worker.core, key);
+        assert!(answered.input_seen && answered.deferred_inputs == 0);
+        assert!(
+            answered.queued_bytes() > 100,
+            "the server's flight is queued"
+        );
+        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+    }
+
     /// Runs the worker's first-flight turns until no TLS state is away on the handshake thread (at most
     /// 5 s).
     fn until_handshakes_back(worker: &mut Worker<'_, crate::app::Echo>) {
@@ -1025,10 +1054,7 @@ mod tests {
     #[test]
     fn a_first_flight_is_answered_on_the_handshake_thread() {
         let mut handler = crate::app::Echo;
-        let (_inboxes, mut worker) = echo_worker(&mut handler);
-        worker.core.offload_handshakes = true;
-        let config = tls_server_config();
-        let key = tls_connection(&mut worker.core, 0, &config);
+        let (_inboxes, mut worker, _config, key) = offloading_worker(&mut handler);
 
         worker.on_tls_input(key, &mut client_hello());
         worker.run_first_flights();
@@ -1038,19 +1064,11 @@ mod tests {
         assert!(!worker.core.first_flights_wait);
         until_handshakes_back(&mut worker);
 
-        let conn = &worker.core.conns[key];
-        assert!(!conn.tls_away());
-        let answered = tls_of(&worker.core, key);
-        assert!(answered.input_seen && answered.deferred_inputs == 0);
+        assert_flight_queued(&worker, key);
         assert!(
-            answered.queued_bytes() > 100,
-            "the server's flight is queued"
-        );
-        assert!(
-            conn.has(DIRTY),
+            worker.core.conns[key].has(DIRTY),
             "the connection is flushed at the batch's end"
         );
-        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
     }
 
     /// A receive that arrives while its connection's state is away waits behind it and is handled after
@@ -1059,10 +1077,7 @@ mod tests {
     #[test]
     fn input_arriving_while_the_state_is_away_waits_behind_it() {
         let mut handler = crate::app::Echo;
-        let (_inboxes, mut worker) = echo_worker(&mut handler);
-        worker.core.offload_handshakes = true;
-        let config = tls_server_config();
-        let key = tls_connection(&mut worker.core, 0, &config);
+        let (_inboxes, mut worker, _config, key) = offloading_worker(&mut handler);
         let hello = client_hello();
         let (first, second) = hello.split_at(hello.len() / 2);
 
@@ -1088,13 +1103,7 @@ mod tests {
         assert!(worker.core.conns[key].tls_away(), "the second half is away");
         until_handshakes_back(&mut worker);
         assert!(worker.core.first_flights.is_empty());
-        let answered = tls_of(&worker.core, key);
-        assert_eq!(answered.deferred_inputs, 0);
-        assert!(
-            answered.queued_bytes() > 100,
-            "the server's flight is queued"
-        );
-        assert_eq!(worker.core.metrics.tls_failures.get(), 0);
+        assert_flight_queued(&worker, key);
     }
 
     /// A connection whose slot is released and reused while its state is away: the state that comes
@@ -1102,10 +1111,7 @@ mod tests {
     #[test]
     fn a_state_back_for_a_reused_slot_is_dropped() {
         let mut handler = crate::app::Echo;
-        let (_inboxes, mut worker) = echo_worker(&mut handler);
-        worker.core.offload_handshakes = true;
-        let config = tls_server_config();
-        let key = tls_connection(&mut worker.core, 0, &config);
+        let (_inboxes, mut worker, config, key) = offloading_worker(&mut handler);
         worker.on_tls_input(key, &mut client_hello());
         worker.run_first_flights();
         assert!(worker.core.conns[key].tls_away());
