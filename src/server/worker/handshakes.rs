@@ -5,9 +5,9 @@
 //! TLS state and its first flight to its handshake thread and goes back to its ring; it sleeps when it has
 //! nothing else to do and wakes for its connections as an idle server does. The thread's answers come back
 //! through a channel and one doorbell (a `MSG_RING` on the worker's ring) until the worker drains them.
-//! Started from the worker's thread, it inherits the worker's CPU (pinned unless `--no-pin`): a worker and its handshakes
-//! share one core, as before, and the scheduler gives that core to the woken worker ahead of the busy
-//! thread more readily than it gave an always-busy worker its next turn.
+//! Started from the worker's thread, it inherits the worker's CPU (pinned unless `--no-pin`): a worker
+//! and its handshakes share one core, as before, and the scheduler gives that core to the woken worker
+//! ahead of the busy thread more readily than it gave an always-busy worker its next turn.
 //!
 //! Owns the thread, its two channels and its doorbell; `tls_io` decides what goes away and what to do with
 //! what comes back. Must never touch a connection: the thread only runs rustls over the state it was given,
