@@ -10,9 +10,11 @@
 //! flights are not processed as they arrive: they wait in the worker's [`FirstFlights`] until the batch's
 //! other completions are handled (the established connections' input first, and the end-of-file of a
 //! client that already left, whose handshake is then never started: it could never finish it, having not
-//! seen the server's reply), and then get at most [`FIRST_FLIGHT_SLICE`] of handshake work per turn of
-//! the loop, the rest waiting for the next turn (which does not wait for completions). The backlog is
-//! bounded ([`FIRST_FLIGHT_BACKLOG_BYTES`]): past it a new client is closed unanswered and counted.
+//! seen the server's reply). Then they go, with their connection's TLS state, to the worker's handshake
+//! thread (`handshakes`), a few at a time, and come back answered; without that thread they get at most
+//! [`FIRST_FLIGHT_SLICE`] of handshake work per turn of the loop here, the rest waiting for the next turn
+//! (which does not wait for completions). The backlog is bounded ([`FIRST_FLIGHT_BACKLOG_BYTES`]): past
+//! it a new client is closed unanswered and counted.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
