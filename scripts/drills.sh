@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 RINGWS=${RINGWS:-target/release/ringws}
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 PY="python3 scripts/drills/wsdrill.py"
-DRILLS=(incomplete slow_consumers slowloris slowloris_tls table_full sigterm publish tls_flood soak)
+DRILLS=(incomplete slow_consumers slowloris slowloris_tls table_full sigterm publish publish_bodies tls_flood soak)
 SHORT=0
 SOAK_MINUTES=30
 SOAK_CONNECTIONS=""
@@ -310,6 +310,67 @@ drill_publish() {
     check "echo mode: 404" "$(field status_404 "$echo")" -eq 50
     check "echo mode delivered nothing" "$(field delivered "$echo")" -eq 0
     verdict publish $BAD
+}
+
+# 5b. /publish bodies: clients that announce a body and never finish it. Huge: 16 announce 16 MiB (over the
+# route's body limit) and get 413 at once, nothing buffered. Held: 400 send all but the last byte of a
+# 64 KiB body and wait; the worker holds at most --max-pending-request-memory of them (16 MiB), answers the
+# rest 503 at once and counts them, and ends the held ones at the handshake timeout. RSS stays under the
+# budget + margin, a WebSocket bystander's p99 within 2x of quiet, descriptors and connections back.
+drill_publish_bodies() {
+    local huge=16 held=400 timeout=3 budget_mib=16 margin_mib=16 BAD=0
+    [ "$SHORT" = 1 ] && held=300
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/body_token"
+    local token
+    token=$(cat "$WORK/body_token")
+    # echo mode (the route asked for with --publish-in-echo), so that the bystander's echoes measure it
+    server bodies --mode echo --publish-in-echo --workers 1 --publish-token-file "$WORK/body_token" \
+        --handshake-timeout ${timeout}s --max-pending-request-memory ${budget_mib}MiB || { verdict publish_bodies 1; return; }
+    local base fd0 open0 quiet r0 to0
+    quiet=$($PY rtt "$ADDR" --seconds 2)
+    base=$(rss_kib "$SRV"); fd0=$(fds "$SRV"); open0=$(metric "$ADDR" ringws_connections_open)
+    r0=$(metric "$ADDR" ringws_rejected_total 'reason="request_memory"')
+    to0=$(metric "$ADDR" ringws_handshake_failures_total 'reason="timeout"')
+    local res_huge
+    res_huge=$($PY bodies "$ADDR" --conns $huge --length $((16 << 20)) --send 4096 --token "$token" --max-wait 5 | tail -n1)
+    $PY bodies "$ADDR" --conns $held --length 65536 --send 65535 --token "$token" --max-wait $((timeout + 4)) \
+        >"$WORK/bodies.out" &
+    local cli=$!
+    started $cli
+    sleep 0.5
+    $PY rtt "$ADDR" --seconds $timeout >"$WORK/bodies_rtt.out" &
+    local byst=$!
+    started $byst
+    local peak
+    peak=$(peak_rss "$SRV" $cli)
+    wait $cli $byst
+    sleep 1
+    local res attack rejected timeouts fd1 open1 bound
+    res=$(tail -n1 "$WORK/bodies.out")
+    attack=$(cat "$WORK/bodies_rtt.out")
+    rejected=$(($(metric "$ADDR" ringws_rejected_total 'reason="request_memory"') - r0))
+    timeouts=$(($(metric "$ADDR" ringws_handshake_failures_total 'reason="timeout"') - to0))
+    fd1=$(fds "$SRV"); open1=$(metric "$ADDR" ringws_connections_open)
+    bound=$(bystander_bound "$(field p99_us "$quiet")")
+    echo "   huge: $huge x POST announcing 16 MiB: $res_huge"
+    echo "   held: $held x POST of 64 KiB less one byte, budget ${budget_mib} MiB, handshake timeout ${timeout} s: $res"
+    echo "   server: 503 for request memory $rejected, handshake timeouts $timeouts"
+    echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + ${budget_mib} + ${margin_mib} MiB); fds $fd0 -> $fd1; open $open0 -> $open1"
+    echo "   bystander quiet:  $quiet"
+    echo "   bystander attack: $attack (p99 bound $bound us)"
+    check "huge bodies: every one 413" "$(field status_413 "$res_huge")" -eq $huge
+    check "held: none left open" "$(field still_open "$res")" -eq 0
+    check "held: some answered 503" "$(field status_503 "$res")" -ge 1
+    check "503s counted" "$rejected" -eq "$(field status_503 "$res")"
+    check "held: the others ended at the handshake timeout" "$timeouts" -eq $((held - $(field status_503 "$res")))
+    check "held: none ended after timeout + 1.5 s" "$(awk -v t="$(field last_end_s "$res")" -v b=$((timeout * 10 + 15)) 'BEGIN{print (t * 10 <= b)}')" -eq 1
+    check "rss under budget + margin" $((peak - base)) -le $(((budget_mib + margin_mib) * 1024))
+    check "bystander never failed" "$(field failures "$attack")" -eq 0
+    check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
+    check "descriptors back to baseline" "$fd1" -eq "$fd0"
+    check "open connections back to baseline" "$open1" -eq "$open0"
+    stop_pid "$SRV"
+    verdict publish_bodies $BAD
 }
 
 

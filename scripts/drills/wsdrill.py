@@ -554,6 +554,68 @@ def cmd_publish(a):
           f"delivered={delivered}", flush=True)
 
 
+def cmd_bodies(a):
+    """--conns connections each send `POST /publish` (with --token) announcing a body of --length bytes and
+    then --send bytes of it, and never the rest; how each ended: its status (0: closed without one) and when,
+    within --max-wait seconds."""
+    host, port = addr(a.addr)
+    head = (f"POST /publish?topic=drill HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {a.length}\r\n"
+            f"Authorization: Bearer {a.token}\r\n\r\n").encode()
+    body = b"x" * a.send
+    socks = []
+    t0 = time.monotonic()
+    for _ in range(a.conns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect((host, port))
+        except OSError:
+            s.close()
+            continue
+        try:
+            s.sendall(head + body)
+        except OSError:
+            pass  # answered and closed before the body was out: its answer is read below
+        s.setblocking(False)
+        socks.append(s)
+    statuses = {}
+    ended = []
+    bufs = {s: b"" for s in socks}
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    print("ready", flush=True)
+    end = t0 + a.max_wait
+    open_ = len(socks)
+    while open_ and time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.05):
+            s = key.fileobj
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if chunk:
+                bufs[s] += chunk
+                continue
+            sel.unregister(s)
+            open_ -= 1
+            data = bufs[s]
+            status = int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else 0
+            statuses[status] = statuses.get(status, 0) + 1
+            ended.append(time.monotonic() - t0)
+            s.close()
+    for s in list(bufs):
+        try:
+            s.close()
+        except OSError:
+            pass
+    words = " ".join(f"status_{k}={v}" for k, v in sorted(statuses.items()))
+    print(f"conns={len(socks)} {words} still_open={open_} "
+          f"first_end_s={min(ended, default=0):.2f} last_end_s={max(ended, default=0):.2f}", flush=True)
+
+
 def cmd_noread(a):
     """--conns connections (small receive buffer) that never read after the handshake; after --hold
     seconds, how many the server ended."""
@@ -616,6 +678,10 @@ def main():
     r.add_argument("addr"); r.add_argument("--subs", type=int, default=10)
     r.add_argument("--posts", type=int, default=200); r.add_argument("--token", default="")
     r.add_argument("--topic", default="drill"); r.add_argument("--wait", type=float, default=3)
+    r = sub.add_parser("bodies")
+    r.add_argument("addr"); r.add_argument("--conns", type=int, default=100)
+    r.add_argument("--length", type=int, default=65536); r.add_argument("--send", type=int, default=65535)
+    r.add_argument("--token", default=""); r.add_argument("--max-wait", type=float, default=10)
     r = sub.add_parser("noread")
     r.add_argument("addr"); r.add_argument("--conns", type=int, default=10)
     r.add_argument("--hold", type=float, default=5)
