@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 RINGWS=${RINGWS:-target/release/ringws}
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}
 PY="python3 scripts/drills/wsdrill.py"
-DRILLS=(incomplete slow_consumers slowloris slowloris_tls table_full sigterm publish publish_bodies tls_flood soak)
+DRILLS=(incomplete slow_consumers slowloris slowloris_tls table_full sigterm publish publish_bodies handoff_flood tls_flood soak)
 SHORT=0
 SOAK_MINUTES=30
 SOAK_CONNECTIONS=""
@@ -462,6 +462,53 @@ drill_slowloris_tls() {
     check "bystander p99 within bound" "$(field p99_us "$attack")" -le "$bound"
     stop_pid "$SRV"
     verdict slowloris_tls $BAD
+}
+
+# 5c. Cross-worker handoff flood: publishers on both workers broadcast faster than the other worker drains
+# an inbox of 16 messages. Messages over the bound are dropped for that worker and counted; nothing else is
+# lost: every delivery the subscribers miss is explained by a counted drop (each costs the other worker's
+# receivers one delivery). RSS bounded, no connection lost.
+drill_handoff_flood() {
+    local subs=100 pubs=8 rate=20000 secs=4 cap=16 BAD=0
+    [ "$SHORT" = 1 ] && secs=2
+    server handoff --mode broadcast --workers 2 --inbox-capacity $cap --broadcast-include-sender false \
+        || { verdict handoff_flood 1; return; }
+    local base
+    base=$(rss_kib "$SRV")
+    "$LOADGEN" broadcast --url "ws://$ADDR/" -c $subs --publishers $pubs --rate $rate -s 64 -d $secs -q \
+        --json "$WORK/handoff.json" >/dev/null 2>"$WORK/handoff_lg.err" &
+    local lg=$!
+    started $lg
+    sleep 1
+    local o0 o1
+    o0=$(metric "$ADDR" ringws_websockets_open 'worker="0"'); o1=$(metric "$ADDR" ringws_websockets_open 'worker="1"')
+    local peak
+    peak=$(peak_rss "$SRV" $lg)
+    wait $lg
+    local published delivered missing errors d0 d1 lo hi
+    read -r published delivered missing errors < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); b=d["broadcast"]; print(b["published"], b["delivered"], b["missing"], d["errors_total"])' "$WORK/handoff.json" 2>/dev/null || echo "0 0 -1 -1")
+    d0=$(metric "$ADDR" ringws_handoff_drops_total 'worker="0"'); d1=$(metric "$ADDR" ringws_handoff_drops_total 'worker="1"')
+    # A drop counted for worker W (its inbox was full) is a message W's connections never get: between its
+    # subscribers alone and all its connections (the publishers among them are not counted by the loadgen).
+    lo=$((d0 * (o0 - pubs) + d1 * (o1 - pubs))); hi=$((d0 * o0 + d1 * o1))
+    echo "   $subs subscribers + $pubs publishers at $rate msg/s x 64 B for $secs s, 2 workers, inbox $cap messages"
+    echo "   loadgen: published $published, delivered $delivered, missing $missing, errors $errors"
+    # Exactly: some split of the subscribers (s0 on worker 0, the rest on 1, each worker's publishers the
+    # rest of its connections) for which the counted drops make the missing deliveries to the one.
+    local split
+    split=$(python3 -c 'import sys; d0,d1,o0,o1,subs,pubs,m=map(int,sys.argv[1:]); print(next((s0 for s0 in range(max(0,o0-pubs),min(o0,subs)+1) if 0<=o0-s0<=pubs and 0<=o1-(subs-s0)<=pubs and d0*s0+d1*(subs-s0)==m), -1))' \
+        "$d0" "$d1" "$o0" "$o1" "$subs" "$pubs" "$missing")
+    echo "   connections per worker $o0 / $o1; handoff drops counted $d0 / $d1: explain $lo to $hi missing deliveries;" \
+        "exactly with $split subscribers on worker 0"
+    echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + 64 MiB)"
+    check "the flood filled an inbox (drops counted)" $((d0 + d1)) -ge 1
+    check "every missing delivery explained by a counted drop (at most)" "$missing" -le "$hi"
+    check "every missing delivery explained by a counted drop (at least)" "$missing" -ge "$lo"
+    check "the missing deliveries are exactly the counted drops" "$split" -ge 0
+    check "no error but the missing deliveries" "$errors" -eq "$missing"
+    check "rss bounded" $((peak - base)) -le $((64 * 1024))
+    stop_pid "$SRV"
+    verdict handoff_flood $BAD
 }
 
 # 8. TLS handshake flood, two phases of a few seconds each on one server. Mixed: 64 raw clients start
