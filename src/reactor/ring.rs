@@ -13,7 +13,8 @@
 //!   [`SendQueue::complete_send`](super::SendQueue::complete_send) move it out, so each is redeemed once.
 //! - A send's completion is recognised by its `user_data`: the low byte [`Op::Send`] is reserved to
 //!   [`Ring::send_queue`] (every other submission, and every doorbell posted, refuses it), and one send per
-//!   key (the high 32 bits, below the fixed-file table's size) is in flight on a ring at a time, numbered.
+//!   key (the high 32 bits, below the fixed-file table's size) is in flight on a ring at a time: a bit per
+//!   key, no number stored per key ([`SendsInFlight`] says how a send is told from every other).
 //! - The ring keeps the memory of the buffer ring registered with it (one per ring) mapped until after the
 //!   io_uring itself is closed ([`Ring`]'s `Drop`), whatever order their owners drop them in.
 
@@ -124,11 +125,75 @@ pub(super) enum Handover {
         id: u16,
         len: usize,
     },
-    /// The end of send number `seq` of ring `ring`: the kernel reads none of its memory any more.
+    /// The end of the send of key `key` on ring `ring`, the `end`-th send end that ring handed over: the
+    /// kernel reads none of that send's memory any more (see [`SendsInFlight`]).
     Send {
         ring: u64,
-        seq: u64,
+        key: u32,
+        end: u64,
     },
+}
+
+/// Which keys of a ring have a send in flight: one bit per key (the high 32 bits of a send's `user_data`,
+/// below the fixed-file table's size), and the count of send ends handed over so far. Zeroed pages: a
+/// word of bits is committed only where its keys are used.
+///
+/// How a send's end is told from any other without a number stored per key: a send of key `k` is submitted
+/// only while `k`'s bit is clear, with the count of ends so far (`after`, kept by its queue), and sets the
+/// bit; the next end handed over for `k` clears it and is numbered `count + 1`. So the first end of `k`
+/// numbered above a queue's `after` is that queue's own send's, and any later one comes after it: a queue
+/// accepts an end of its ring and key numbered above its `after` (by then the kernel is done with its
+/// send), and refuses an earlier end of that key (a spent or unredeemed one: numbered at or below
+/// `after`), another key's and another ring's. The count is a `u64`: it never wraps.
+pub(super) struct SendsInFlight {
+    bits: Box<[u64]>,
+    ends: u64,
+}
+
+impl SendsInFlight {
+    pub(super) fn new(keys: usize) -> SendsInFlight {
+        SendsInFlight {
+            bits: vec![0; keys.div_ceil(64)].into_boxed_slice(),
+            ends: 0,
+        }
+    }
+
+    /// Whether key `key` has a send in flight.
+    pub(super) fn in_flight(&self, key: usize) -> bool {
+        self.bits[key / 64] & (1 << (key % 64)) != 0
+    }
+
+    /// Send ends handed over so far (a send submitted now is stamped with it).
+    pub(super) fn ends(&self) -> u64 {
+        self.ends
+    }
+
+    /// A send of `key` was submitted.
+    pub(super) fn begin(&mut self, key: usize) {
+        self.bits[key / 64] |= 1 << (key % 64);
+    }
+
+    /// The completion of a send of `key` arrived: the hand-over that ends it, if `key` has one in flight.
+    pub(super) fn end(&mut self, ring: u64, key: usize) -> Handover {
+        match self.bits.get_mut(key / 64) {
+            Some(word) if *word & (1 << (key % 64)) != 0 => {
+                *word &= !(1 << (key % 64));
+                self.ends += 1;
+                Handover::Send {
+                    ring,
+                    key: key as u32,
+                    end: self.ends,
+                }
+            }
+            _ => Handover::None,
+        }
+    }
+
+    /// Bytes held per key (for the size test).
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.bits)
+    }
 }
 
 /// A completion copied out of the completion queue.
@@ -211,11 +276,8 @@ pub struct Ring {
     /// The memory of the buffer ring registered with this ring (at most one), kept mapped until the
     /// io_uring is closed.
     buffers: OnceCell<Rc<Region>>,
-    /// Per key (the high 32 bits of a send's `user_data`, below the fixed-file table's size): the number of
-    /// the send in flight, 0 for none.
-    sends: Box<[u64]>,
-    /// Number of the last send submitted.
-    send_seq: u64,
+    /// The keys with a send in flight.
+    sends: SendsInFlight,
 }
 
 impl Drop for Ring {
@@ -289,9 +351,7 @@ impl Ring {
                         setup,
                         tick_interval: Box::new(types::Timespec::new()),
                         buffers: OnceCell::new(),
-                        // Zeroed pages are committed only where keys are used.
-                        sends: vec![0; fixed_files as usize].into_boxed_slice(),
-                        send_seq: 0,
+                        sends: SendsInFlight::new(fixed_files as usize),
                     });
                 }
                 // Out of memory is not a refused flag: fewer flags would not help.
@@ -403,16 +463,15 @@ impl Ring {
             "a send's user_data must have the operation Send: {user_data:#x}"
         );
         let key = (user_data >> 32) as usize;
+        let keys = self.setup.fixed_files as usize;
         assert!(
-            key < self.sends.len(),
-            "a send's key must be below the fixed-file table size ({}): {key}",
-            self.sends.len()
+            key < keys,
+            "a send's key must be below the fixed-file table size ({keys}): {key}"
         );
-        if self.sends[key] != 0 {
+        if self.sends.in_flight(key) {
             return false;
         }
-        let seq = self.send_seq + 1;
-        let entry = match queue.prepare_send(self.id, seq) {
+        let entry = match queue.prepare_send(self.id, key as u32, self.sends.ends()) {
             None => return false,
             Some(SendOp::Single(ptr, len)) => {
                 opcode::Send::new(types::Fixed(file_index), ptr, len as u32)
@@ -423,14 +482,14 @@ impl Ring {
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build(),
         };
-        self.send_seq = seq;
-        self.sends[key] = seq;
-        // SAFETY: `prepare_send` marked the queue in flight as send `seq` of this ring: the bytes of a
-        // single send, or the `msghdr`, its iovec array and every chunk they point to, are kept alive and
-        // unmoved until `SendQueue::complete_send` is given this send's completion, the only one that
-        // hands over `Handover::Send { ring: self.id, seq }` (no other submission may use a `user_data`
-        // of operation Send, and no other send of this key is in flight); a queue dropped while in flight
-        // leaks them instead of freeing (see `SendQueue`).
+        self.sends.begin(key);
+        // SAFETY: `prepare_send` marked the queue in flight as a send of `key` on this ring, stamped with
+        // the ends handed over so far: the bytes of a single send, or the `msghdr`, its iovec array and
+        // every chunk they point to, are kept alive and unmoved until `SendQueue::complete_send` is given
+        // an end of this ring and key numbered above that stamp, which is this send's own completion or
+        // comes after it (no other submission may use a `user_data` of operation Send, and no other send
+        // of this key is in flight: `SendsInFlight`); a queue dropped while in flight leaks them instead
+        // of freeing (see `SendQueue`).
         unsafe { self.push(entry.user_data(user_data)) }
         true
     }
@@ -588,13 +647,7 @@ impl Ring {
                 }
             } else if is_send(user_data) {
                 // Only `send_queue` submits this operation, one per key at a time: this ends it.
-                match self.sends.get_mut((user_data >> 32) as usize) {
-                    Some(seq) if *seq != 0 => Handover::Send {
-                        ring: id,
-                        seq: std::mem::take(seq),
-                    },
-                    _ => Handover::None,
-                }
+                self.sends.end(id, (user_data >> 32) as usize)
             } else {
                 Handover::None
             };
@@ -732,6 +785,61 @@ mod tests {
         let mut done = wait_for(&mut ring, send_ud(1));
         other.complete_send(&mut done, &mut pool);
         assert!(other.is_empty());
+    }
+
+    /// What a ring keeps per fixed-file slot to know its sends: a bit (it was a 64-bit send number, 8
+    /// bytes per slot, committed for every slot a connection used).
+    #[test]
+    fn sends_in_flight_cost_a_bit_per_key() {
+        let keys = 20_000;
+        let ring = Ring::new(8, 16, keys).expect("io_uring");
+        let bytes = ring.sends.bytes();
+        println!("send tracking: {bytes} bytes for {keys} keys");
+        assert!(
+            bytes <= keys as usize / 8 + 8,
+            "{bytes} bytes for {keys} keys"
+        );
+    }
+
+    /// The count of ends tells a send's end from every other end of its key: an end handed over before it
+    /// was submitted (kept unredeemed) is refused, its own is accepted.
+    #[test]
+    fn an_end_of_the_same_key_from_before_the_send_is_refused() {
+        let mut sends = SendsInFlight::new(64);
+        let mut pool = BufferPool::default();
+        let (mut first, mut second) = (SendQueue::new(), SendQueue::new());
+        first.push_owned(&mut pool, 1, |b| b.push(b'a'));
+        second.push_owned(&mut pool, 1, |b| b.push(b'b'));
+        let key = 5;
+        let end_of = |sends: &mut SendsInFlight| {
+            let handover = sends.end(7, key);
+            Completion::handed_over(send_ud(key as u32), 1, 0, handover)
+        };
+        assert!(first.prepare_send(7, key as u32, sends.ends()).is_some());
+        sends.begin(key);
+        assert!(sends.in_flight(key));
+        let mut first_end = end_of(&mut sends);
+        assert!(!sends.in_flight(key));
+        assert_eq!(
+            end_of(&mut sends).handover,
+            Handover::None,
+            "nothing in flight"
+        );
+        // The first queue's end is kept; the key's next send belongs to another queue.
+        assert!(second.prepare_send(7, key as u32, sends.ends()).is_some());
+        sends.begin(key);
+        let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            second.complete_send(&mut first_end, &mut pool)
+        }));
+        assert!(
+            stale.is_err(),
+            "an earlier end of the key ended a later send"
+        );
+        assert!(second.send_in_flight());
+        let mut second_end = end_of(&mut sends);
+        second.complete_send(&mut second_end, &mut pool);
+        first.complete_send(&mut first_end, &mut pool);
+        assert!(!first.send_in_flight() && !second.send_in_flight());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! neither freed, moved nor modified (new bytes only go to chunks after them); a queue dropped while a send
 //! is in flight leaks them rather than free memory the kernel may still read. A send is in flight from
 //! [`Ring::send_queue`](super::Ring::send_queue) until [`SendQueue::complete_send`] is given the
-//! completion that ends it (the ring numbers each send and only that completion carries its number);
+//! completion that ends it (the ring stamps each send with its key and the count of send ends so far, and
+//! only an end of that key numbered above the stamp is accepted: the send's own, or one after it);
 //! nothing else ends it: [`SendQueue::complete`] and [`SendQueue::clear`] refuse a queue in flight.
 //! Nothing here allocates in steady state: buffers and queues come back to the pool.
 //!
@@ -111,7 +112,8 @@ pub struct SendQueue {
     cost: usize,
     /// Number of leading chunks covered by the send in flight (0: none in flight).
     in_flight: usize,
-    /// The send in flight: which ring submitted it, its number there and the bytes it covers.
+    /// The send in flight: which ring submitted it, for which key, the ring's send ends before it and the
+    /// bytes it covers.
     send: SendStamp,
     io: Option<Box<IoVecs>>,
     /// The most chunks queued at once since the queue last drained (what this use needed).
@@ -126,7 +128,9 @@ pub struct SendQueue {
 #[derive(Clone, Copy, Default)]
 struct SendStamp {
     ring: u64,
-    seq: u64,
+    key: u32,
+    /// The ring's count of send ends handed over when this send was submitted.
+    after: u64,
     bytes: usize,
 }
 
@@ -236,12 +240,12 @@ impl SendQueue {
         self.small = std::mem::replace(&mut self.chunks, longer);
     }
 
-    /// Prepares the next send and marks the chunks it covers in flight as send `seq` of ring `ring`: a
+    /// Prepares the next send and marks the chunks it covers in flight as a send of `key` on ring `ring`: a
     /// plain send of the head chunk when only one chunk is queued, else a vectored send of up to
     /// [`MAX_IOV`] chunks. Returns `None` if nothing is queued or a send is already in flight. For
     /// [`Ring::send_queue`](super::Ring::send_queue) (and a simulated ring) only: what it returns must be
-    /// submitted, and only the completion handing over `Handover::Send { ring, seq }` ends it.
-    pub(super) fn prepare_send(&mut self, ring: u64, seq: u64) -> Option<SendOp> {
+    /// submitted, and only an end of `ring` and `key` numbered above `after` ends it (`SendsInFlight`).
+    pub(super) fn prepare_send(&mut self, ring: u64, key: u32, after: u64) -> Option<SendOp> {
         if self.in_flight > 0 || self.queued_bytes == 0 {
             return None;
         }
@@ -250,7 +254,8 @@ impl SendQueue {
             self.in_flight = 1;
             self.send = SendStamp {
                 ring,
-                seq,
+                key,
+                after,
                 bytes: bytes.len(),
             };
             return Some(SendOp::Single(bytes.as_ptr(), bytes.len()));
@@ -282,7 +287,8 @@ impl SendQueue {
         self.in_flight = self.chunks.len().min(MAX_IOV);
         self.send = SendStamp {
             ring,
-            seq,
+            key,
+            after,
             bytes: total,
         };
         let iov_ptr = io.iov.as_mut_ptr();
@@ -309,11 +315,8 @@ impl SendQueue {
     /// ```
     pub fn complete_send(&mut self, completion: &mut Completion, pool: &mut BufferPool) {
         let ends_ours = self.in_flight > 0
-            && completion.handover
-                == Handover::Send {
-                    ring: self.send.ring,
-                    seq: self.send.seq,
-                };
+            && matches!(completion.handover, Handover::Send { ring, key, end }
+                if ring == self.send.ring && key == self.send.key && end > self.send.after);
         assert!(
             ends_ours,
             "not the completion of this queue's send in flight: {completion:?}"
@@ -579,42 +582,47 @@ impl BufferPool {
 #[cfg(test)]
 mod tests {
     use super::super::ring::next_ring_id;
+    use super::super::Op;
     use super::*;
 
-    /// Stands in for a ring: numbers the sends it submits and mints the completion that ends each.
+    /// The key of the test ring's sends.
+    const KEY: u32 = 3;
+
+    /// Stands in for a ring: stamps the sends it submits (key [`KEY`]) as `Ring::send_queue` does and
+    /// mints the completion that ends each, numbered as `SendsInFlight` numbers them.
     struct TestRing {
         id: u64,
-        seq: u64,
+        ends: u64,
     }
 
     impl TestRing {
         fn new() -> TestRing {
             TestRing {
                 id: next_ring_id(),
-                seq: 0,
+                ends: 0,
             }
         }
 
         fn submit(&mut self, q: &mut SendQueue) -> Option<SendOp> {
-            let op = q.prepare_send(self.id, self.seq + 1)?;
-            self.seq += 1;
-            Some(op)
+            q.prepare_send(self.id, KEY, self.ends)
         }
 
         /// The completion of the last send submitted, `result` bytes sent.
-        fn completion(&self, result: i32) -> Completion {
+        fn completion(&mut self, result: i32) -> Completion {
+            self.ends += 1;
             Completion::handed_over(
-                3,
+                u64::from(KEY) << 32 | Op::Send as u64,
                 result,
                 0,
                 Handover::Send {
                     ring: self.id,
-                    seq: self.seq,
+                    key: KEY,
+                    end: self.ends,
                 },
             )
         }
 
-        fn finish(&self, q: &mut SendQueue, sent: usize, pool: &mut BufferPool) {
+        fn finish(&mut self, q: &mut SendQueue, sent: usize, pool: &mut BufferPool) {
             let result = sent.min(i32::MAX as usize) as i32;
             q.complete_send(&mut self.completion(result), pool);
         }
@@ -978,24 +986,30 @@ mod tests {
         q.complete_send(&mut first, &mut pool);
         q.push_shared(Arc::from(&b"two"[..]));
         let _ = ring.submit(&mut q).expect("a send");
-        let other_ring = TestRing {
+        let mut other_ring = TestRing {
             id: next_ring_id(),
-            seq: ring.seq,
+            ends: ring.ends,
         };
-        let mut refused = vec![
-            // The spent completion of the first send.
-            first,
-            // The previous send's, never redeemed.
+        let end = |key, end| {
             Completion::handed_over(
                 3,
                 3,
                 0,
                 Handover::Send {
                     ring: ring.id,
-                    seq: ring.seq - 1,
+                    key,
+                    end,
                 },
-            ),
-            // This send's number, from another ring.
+            )
+        };
+        let mut refused = vec![
+            // The spent completion of the first send.
+            first,
+            // An end of this key handed over before this send was submitted (never redeemed).
+            end(KEY, ring.ends),
+            // The next end of this ring, for another key.
+            end(KEY + 1, ring.ends + 1),
+            // This send's end, from another ring.
             other_ring.completion(3),
             // A completion handing over a buffer.
             Completion::handed_over(

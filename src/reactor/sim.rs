@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::ring::{next_ring_id, Completion, Handover, RingSetup};
+use super::ring::{next_ring_id, Completion, Handover, RingSetup, SendsInFlight};
 use super::send::SendQueue;
 use super::Op;
 
@@ -125,11 +125,8 @@ pub struct Ring {
     setup: RingSetup,
     /// Whether a [`BufRing`] is registered with this ring (it serves one).
     has_buffers: Cell<bool>,
-    /// Per key (the high 32 bits of a send's `user_data`, below the fixed-file table's size): the number
-    /// of the send in flight, 0 for none.
-    sends: Box<[u64]>,
-    /// Number of the last send submitted.
-    send_seq: u64,
+    /// The keys with a send in flight, as the kernel ring keeps them.
+    sends: SendsInFlight,
     /// Submitted operations not yet finally completed, in submission order.
     pending: Vec<Submitted>,
     /// Completions posted and not yet drained by the worker.
@@ -163,8 +160,7 @@ impl Ring {
                 shrunk_from: None,
             },
             has_buffers: Cell::new(false),
-            sends: vec![0; fixed_files as usize].into_boxed_slice(),
-            send_seq: 0,
+            sends: SendsInFlight::new(fixed_files as usize),
             pending: Vec::new(),
             posted: VecDeque::new(),
             files: vec![false; fixed_files as usize],
@@ -205,7 +201,7 @@ impl Ring {
         self.push(user_data, SimOp::Recv { file_index });
     }
 
-    /// Marks the queue's next part in flight as this ring's next numbered send (as the real ring does,
+    /// Marks the queue's next part in flight as a send of its key on this ring (as the real ring does,
     /// with the same refusals and panics) and keeps a copy of its bytes.
     pub fn send_queue(&mut self, file_index: u32, queue: &mut SendQueue, user_data: u64) -> bool {
         assert!(
@@ -213,20 +209,21 @@ impl Ring {
             "a send's user_data must have the operation Send: {user_data:#x}"
         );
         let key = (user_data >> 32) as usize;
+        let keys = self.setup.fixed_files as usize;
         assert!(
-            key < self.sends.len(),
-            "a send's key must be below the fixed-file table size ({}): {key}",
-            self.sends.len()
+            key < keys,
+            "a send's key must be below the fixed-file table size ({keys}): {key}"
         );
-        if self.sends[key] != 0 {
+        if self.sends.in_flight(key) {
             return false;
         }
-        let seq = self.send_seq + 1;
-        if queue.prepare_send(self.id, seq).is_none() {
+        if queue
+            .prepare_send(self.id, key as u32, self.sends.ends())
+            .is_none()
+        {
             return false;
         }
-        self.send_seq = seq;
-        self.sends[key] = seq;
+        self.sends.begin(key);
         self.assert_installed(file_index, "send");
         if let Some(other) = self
             .pending
@@ -394,13 +391,8 @@ impl Ring {
             }
         } else if is_send(submitted.user_data) {
             // Only `send_queue` submits this operation, one per key at a time: this ends it.
-            match self.sends.get_mut((submitted.user_data >> 32) as usize) {
-                Some(seq) if *seq != 0 => Handover::Send {
-                    ring: self.id,
-                    seq: std::mem::take(seq),
-                },
-                _ => Handover::None,
-            }
+            self.sends
+                .end(self.id, (submitted.user_data >> 32) as usize)
         } else {
             Handover::None
         };
