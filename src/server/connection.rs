@@ -217,8 +217,6 @@ pub struct Connection {
     pub since: u32,
     /// Tick of the last received byte.
     pub last_activity: u32,
-    /// Due tick of the connection's live timer-wheel entry.
-    pub timer_at: u32,
     pub flags: u16,
     /// [`fanout_flags`] bits (in the padding after `flags`: no size cost).
     pub fanout: u8,
@@ -235,7 +233,6 @@ impl Connection {
             generation,
             since: now,
             last_activity: now,
-            timer_at: 0,
             flags: 0,
             fanout: 0,
             state: State::Handshake,

@@ -184,6 +184,8 @@ impl Core {
 
     pub(super) fn on_close_done(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
+        // The slot's next connection starts without a timer entry.
+        self.wheel.cancel(key as u32);
         self.assembly_bytes -= conn.reader.buffered_capacity();
         if conn.has(REJECTED) {
             self.rejected_in_reserve -= 1;

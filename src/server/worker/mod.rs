@@ -41,7 +41,7 @@ use super::http::refusals;
 use super::inbox::WorkerMessage;
 use super::metrics::WorkerMetrics;
 use super::shared_message::SharedMessage;
-use super::timer::{TimerEntry, TimerWheel};
+use super::timer::TimerWheel;
 use super::Shared;
 
 use accept::LogRateLimit;
@@ -85,7 +85,8 @@ pub struct Core {
     bufs: BufRing,
     pool: BufferPool,
     wheel: TimerWheel,
-    timer_scratch: Vec<TimerEntry>,
+    /// Keys whose timer entry came due on this tick (keeps its capacity from tick to tick).
+    timer_scratch: Vec<u32>,
     config: Arc<ServerConfig>,
     limits: ReaderLimits,
     /// Heap held by the readers of this worker's connections for messages being assembled (the sum of
@@ -1157,6 +1158,24 @@ mod tests {
         );
     }
 
+    /// A released connection's timer entry goes with it: the next connection in its slot never gets a
+    /// check it did not schedule.
+    #[test]
+    fn a_released_connection_leaves_no_timer_entry_for_its_slot() {
+        let mut core = test_core();
+        let key = open_connection(&mut core, 0);
+        core.schedule(key, 50);
+        assert_eq!(core.wheel.due(key as u32), Some(50));
+        core.on_close_done(key);
+        assert_eq!(core.wheel.due(key as u32), None);
+        assert!(core.wheel.is_empty());
+        let next = open_connection(&mut core, 1);
+        assert_eq!(next, key, "the slab reuses the slot");
+        let mut fired = Vec::new();
+        core.wheel.advance_to(100, &mut fired);
+        assert!(fired.is_empty(), "{fired:?}");
+    }
+
     /// A connection marked dirty and released in the same batch (a close-deadline tick, then its close
     /// completion) is skipped by the flush, as is the stale entry of a slot reused in that batch.
     #[test]
@@ -1199,7 +1218,7 @@ mod tests {
             let key = core
                 .conns
                 .insert(Connection::new(i as u32, i as u32 + 1, 0));
-            core.wheel.schedule(key as u32, i as u32 + 1, 100);
+            core.wheel.schedule(key as u32, 100);
         }
         assert_eq!(core.conns.capacity(), slab);
         assert_eq!(core.wheel.capacity(), wheel);

@@ -26,7 +26,6 @@ use crate::server::handler::{Ctx, Handler};
 /// What an idle event stream (`GET /sse`) gets each `--idle-timeout` instead of a ping: a comment, which
 /// its client ignores.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-use crate::server::timer::TimerEntry;
 
 /// The worker's clock: the monotonic clock; under `sim-ring`, the simulated ring's, which its driver moves.
 pub(super) fn now() -> Instant {
@@ -214,8 +213,8 @@ impl<H: Handler> Worker<'_, H> {
         // The scratch vector keeps its capacity from tick to tick.
         let mut due = std::mem::take(&mut self.core.timer_scratch);
         self.core.wheel.advance_to(target, &mut due);
-        for entry in due.drain(..) {
-            self.core.on_timer(entry);
+        for key in due.drain(..) {
+            self.core.on_timer(key);
         }
         self.core.timer_scratch = due;
         self.handler.on_tick(&mut Ctx {
@@ -238,21 +237,20 @@ impl Core {
         self.ring.tick_every(self.tick.interval, user_data);
     }
 
+    /// Sets the check of connection `key` at tick `due`, in place of the one it had.
     pub(super) fn schedule(&mut self, key: usize, due: u32) {
-        let conn = &mut self.conns[key];
-        conn.timer_at = due;
-        let generation = conn.generation;
-        self.wheel.schedule(key as u32, generation, due);
+        self.wheel.schedule(key as u32, due);
     }
 
-    pub(super) fn on_timer(&mut self, entry: TimerEntry) {
-        let key = entry.key as usize;
+    /// Connection `key`'s entry came due (a released connection has none: `on_close_done` cancels it).
+    pub(super) fn on_timer(&mut self, key: u32) {
+        let key = key as usize;
         let now = self.wheel.now();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.generation != entry.generation || conn.timer_at != entry.due {
-            return; // stale: the connection was rescheduled or the slot reused
+        if self.wheel.due(key as u32).is_some() {
+            return; // scheduled again since it came due, by an earlier entry of this tick: that one holds
         }
         let action = timer_action(
             conn.state,
@@ -332,7 +330,11 @@ impl Core {
         }
         conn.since = now;
         let due = now.wrapping_add(self.deadlines.message);
-        if self.deadlines.idle == 0 || !reached(due, conn.timer_at) {
+        let earlier = self
+            .wheel
+            .due(key as u32)
+            .is_none_or(|at| !reached(due, at));
+        if self.deadlines.idle == 0 || earlier {
             self.schedule(key, due);
         }
     }
@@ -565,7 +567,7 @@ mod tests {
         let mut out = Vec::new();
         for &elapsed in completions {
             wheel.advance_to(tick_target(wheel.now(), elapsed, interval), &mut out);
-            fired.extend(out.drain(..).map(|e| (e.key, wheel.now())));
+            fired.extend(out.drain(..).map(|key| (key, wheel.now())));
         }
         fired.sort();
         fired
@@ -576,7 +578,7 @@ mod tests {
         let interval = 100 * MS;
         let mut wheel = TimerWheel::new();
         for key in 1..=10 {
-            wheel.schedule(key, 0, key);
+            wheel.schedule(key, key);
         }
         // Two completions within tick 1, one 3 ticks late, one 6 ticks late.
         let fired = run_ticks(
@@ -612,7 +614,7 @@ mod tests {
         };
         let mut wheel = TimerWheel::new();
         let since = wheel.now();
-        wheel.schedule(1, 0, since.wrapping_add(deadlines.handshake));
+        wheel.schedule(1, since.wrapping_add(deadlines.handshake));
         let fired = run_ticks(&mut wheel, interval, &[MS * 4000, MS * 8000, MS * 10_050]);
         assert_eq!(fired, vec![(1, 100)]);
         assert_eq!(
