@@ -14,7 +14,9 @@ Two servers in turn, each `ringws serve --mode broadcast --workers 1` (release b
   buffers after activity either, so the figure after the broadcast should stay close to the idle one.
 
 Each figure is the VmRSS difference divided by N, with the same difference split into anonymous memory
-(RssAnon: heap and mappings) and file-backed pages (RssFile: the binary's code and data paged in).
+(RssAnon: heap and mappings) and file-backed pages (RssFile: the binary's code and data paged in), and
+below it by mapping (scripts/scale/smaps.py): the allocator's arenas (`heap`), mappings of their own
+(`large`: the connection table, the timer wheel, the receive buffers; each listed with its size), code.
 User-space memory only: the kernel's socket memory is not in the process's RSS.
 
 Usage: python3 scripts/idle_rss.py [N=10000] [--tls] [--deflate | --context] [--cold-only | --warm-only]
@@ -43,6 +45,9 @@ import tempfile
 import time
 
 import ringws_proc
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale"))
+import smaps  # noqa: E402  (scripts/scale/smaps.py: RSS growth by mapping)
 
 FLAGS = ("--tls", "--deflate", "--context", "--cold-only", "--warm-only")
 ARGS = [a for a in sys.argv[1:] if a not in FLAGS]
@@ -143,11 +148,18 @@ def memory_kib(pid):
     return fields["VmRSS"], fields.get("RssAnon", 0), fields.get("RssFile", 0)
 
 
+def reading(pid):
+    """`memory_kib` and the mappings' resident bytes (`smaps.read`) of `pid`."""
+    return memory_kib(pid), smaps.read(pid)
+
+
 def report(label, before, after):
-    """Prints the per-connection figure of `label` from two `memory_kib` readings and returns it."""
+    """Prints the per-connection figure of `label` from two `reading`s and returns it."""
+    (before, maps_before), (after, maps_after) = before, after
     rss, anon, file = ((a - b) * 1024 / N for a, b in zip(after, before))
     print(f"{label}: VmRSS {before[0]} -> {after[0]} KiB; "
           f"user-space bytes per idle connection: {rss:.0f} (anonymous {anon:.0f}, file-backed {file:.0f})")
+    print(smaps.describe(maps_before, maps_after, N))
     return rss
 
 
@@ -169,10 +181,10 @@ def measure_cold(tls_args):
     server, port = start_server(tls_args)
     try:
         time.sleep(0.5)
-        before = memory_kib(server.pid)
+        before = reading(server.pid)
         conns = [open_ws(port) for _ in range(N)]
         time.sleep(1.0)
-        after = memory_kib(server.pid)
+        after = reading(server.pid)
         report("cold (first connections of a fresh server)", before, after)
         for s in conns:
             s.close()
@@ -191,15 +203,15 @@ def measure_warm(tls_args):
             for s in warm:
                 s.close()
             time.sleep(0.5)
-        before = memory_kib(server.pid)
+        before = reading(server.pid)
         conns = [open_ws(port) for _ in range(N)]
         time.sleep(1.0)
-        after = memory_kib(server.pid)
+        after = reading(server.pid)
         report("warm (after a warm-up of 3 x 1000 connections)", before, after)
         exercise(conns)
         # The worker cuts its pools back after about a second without output.
         time.sleep(2.5)
-        after_activity = memory_kib(server.pid)
+        after_activity = reading(server.pid)
         what = ("one compressed echo to each of them" if CONTEXT_MODE
                 else f"one broadcast to {N - 1} of them")
         report(f"warm, after {what}", before, after_activity)

@@ -36,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import ringws_proc  # noqa: E402  (scripts/ringws_proc.py: start, listening line, /proc/PID/status, stop)
+import smaps  # noqa: E402  (scripts/scale/smaps.py: RSS growth by mapping)
 
 # Other builds (an A/B of two commits): RINGWS=path, LOADGEN=path.
 SERVER_BIN = os.environ.get("RINGWS", os.path.join(ROOT, "target", "release", "ringws"))
@@ -408,6 +409,7 @@ def run(args, p, floor, stopper, summary):
     time.sleep(0.5)
     spid = stopper.server.pid
     snaps["server_start"] = proc_status(spid)
+    maps_start = smaps.read(spid)
     log(f"server pid {spid} on port {port}: VmRSS {mib(snaps['server_start']['VmRSS'])}, "
         f"RssAnon {mib(snaps['server_start']['RssAnon'])}")
     if args.warmup > 0:
@@ -495,6 +497,8 @@ def run(args, p, floor, stopper, summary):
         if phase == "run" and "server_idle" not in snaps and now - state["phase_since"] >= args.hold / 2:
             snaps["server_idle"] = proc_status(spid)
             snaps["open_idle"] = state["open"]
+            if state["open"]:
+                summary["idle_by_mapping"] = smaps.describe(maps_start, smaps.read(spid), state["open"])
             snaps["kernel_idle"] = kernel_snapshot()
             kids = descendants(stopper.loadgen.pid)
             rss = [proc_status(k) for k in [stopper.loadgen.pid] + kids]
@@ -605,6 +609,8 @@ def print_summary(args, summary, kernel_before, elapsed):
                 d = idle[key] - warm[key]
                 log(f"server {key}: after warm-up {mib(warm[key])}, idle with {n} connections "
                     f"{mib(idle[key])} -> {d / n:.0f} bytes per connection")
+        if summary.get("idle_by_mapping"):
+            log("server, from start to idle:\n" + summary["idle_by_mapping"])
         if "server_after_broadcast" in snaps:
             b = snaps["server_after_broadcast"]
             log(f"server after the broadcast: VmRSS {mib(b['VmRSS'])}, RssAnon {mib(b['RssAnon'])} "
