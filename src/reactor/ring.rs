@@ -595,6 +595,14 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// Completions posted and not drained yet (tests).
+    #[cfg(test)]
+    pub(crate) fn completions_waiting(&mut self) -> usize {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        cq.len()
+    }
+
     /// Submits queued entries and waits for at least `want` completions.
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
         match self.ring.submit_and_wait(want) {
@@ -634,10 +642,17 @@ impl Ring {
     /// Moves every available completion into `out` (which keeps its capacity between calls), each with
     /// what the kernel handed over: the provided buffer it filled, or the end of a send of this ring.
     pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        self.drain_completions_up_to(out, usize::MAX);
+    }
+
+    /// [`Ring::drain_completions`], but at most `max` of them: the rest stay in the completion queue for
+    /// the next call, in order (a caller that bounds its batches bounds its vector: one burst of
+    /// completions does not leave it at the burst's size).
+    pub fn drain_completions_up_to(&mut self, out: &mut Vec<Completion>, max: usize) {
         let id = self.id;
         let mut cq = self.ring.completion();
         cq.sync();
-        for cqe in &mut cq {
+        for cqe in (&mut cq).take(max) {
             let (user_data, result, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
             let handover = if let Some(buffer) = cqueue::buffer_select(flags) {
                 Handover::Buffer {
@@ -785,6 +800,32 @@ mod tests {
         let mut done = wait_for(&mut ring, send_ud(1));
         other.complete_send(&mut done, &mut pool);
         assert!(other.is_empty());
+    }
+
+    /// A bounded drain takes completions in order and leaves the rest in the completion queue, so a
+    /// caller's vector stays at the bound whatever the burst.
+    #[test]
+    fn a_drain_takes_at_most_max_and_leaves_the_rest_in_order() {
+        let mut ring = Ring::new(16, 32, 4).expect("io_uring");
+        // Shutdowns of an empty slot: each completes at once (an error), in submission order.
+        for key in 0..12 {
+            ring.shutdown(
+                3,
+                libc::SHUT_WR,
+                UserData::new(key, 1, Op::Shutdown).encode(),
+            );
+        }
+        let mut keys = Vec::new();
+        let mut out = Vec::with_capacity(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while keys.len() < 12 && std::time::Instant::now() < deadline {
+            ring.submit_and_wait(1).expect("submit");
+            out.clear();
+            ring.drain_completions_up_to(&mut out, 5);
+            assert!(out.len() <= 5 && out.capacity() == 5, "{}", out.len());
+            keys.extend(out.iter().map(|c| (c.user_data >> 32) as u32));
+        }
+        assert_eq!(keys, (0..12).collect::<Vec<u32>>());
     }
 
     /// What a ring keeps per fixed-file slot to know its sends: a bit (it was a 64-bit send number, 8

@@ -329,6 +329,12 @@ impl Ring {
         out.extend(self.posted.drain(..));
     }
 
+    /// Moves up to `max` posted completions into `out`, in order, as the kernel ring does.
+    pub fn drain_completions_up_to(&mut self, out: &mut Vec<Completion>, max: usize) {
+        let n = self.posted.len().min(max);
+        out.extend(self.posted.drain(..n));
+    }
+
     fn assert_installed(&self, file_index: u32, what: &str) {
         assert!(
             self.files.get(file_index as usize) == Some(&true),
