@@ -41,12 +41,11 @@ impl Core {
         self.enter_closing(key);
     }
 
-    /// The one way into [`State::Closing`]: the state, the time it started, and the close deadline.
+    /// The one way into [`State::Closing`]: the state and the close deadline (the connection's timer
+    /// entry from now on).
     pub(super) fn enter_closing(&mut self, key: usize) {
         let now = self.wheel.now();
-        let conn = &mut self.conns[key];
-        conn.state = State::Closing;
-        conn.since = now;
+        self.conns[key].state = State::Closing;
         self.schedule(key, now.wrapping_add(self.deadlines.close));
     }
 

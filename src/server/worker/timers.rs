@@ -141,50 +141,44 @@ fn reached(now: u32, due: u32) -> bool {
     (now.wrapping_sub(due) as i32) >= 0
 }
 
-/// Decides what a due timer entry of a connection in `state` does. `since` is the tick its state started
-/// (for an open connection: the tick its message in progress started, or its idle ping was sent),
-/// `last_activity` the tick of its last received byte, `mid_message` whether a message (or frame) is in
-/// progress.
+/// Decides what the due timer entry of a connection in `state` does. `last_activity` is the tick of its
+/// last received byte, `mid_message` whether a message (or frame) is in progress.
+///
+/// A connection has one entry, and every deadline but the idle one is fixed when it begins: the
+/// handshake's at accept, the close's on entering [`State::Closing`] (`enter_closing`), the idle ping's
+/// answer when the ping goes out, a message's when it starts (`Core::message_started`). Each of those
+/// schedules the entry at exactly that deadline, in place of the one before, and nothing moves it until
+/// the state changes again (which schedules the next): so when the entry of a connection in such a state
+/// fires, that deadline has passed, and no start tick needs to be kept in the connection. Only the idle
+/// deadline moves without the wheel (every received byte is a plain store of `last_activity` on the hot
+/// path): its entry is checked against `last_activity` and scheduled again when bytes arrived since.
 ///
 /// While a message is in progress and the message deadline is on, that deadline is the open connection's
 /// only one: it is shorter than idle plus ping in any sane configuration, and bytes that keep arriving
-/// (pings included) must not extend it. No idle ping is sent meanwhile, so `since` keeps the message's
-/// start (an idle ping is sent only between messages; any received byte ends the wait for its answer).
+/// (pings included) must not extend it. No idle ping is sent meanwhile (an idle ping is sent only between
+/// messages; any received byte ends the wait for its answer).
 pub(super) fn timer_action(
     state: State,
     awaiting_pong: bool,
     mid_message: bool,
-    since: u32,
     last_activity: u32,
     now: u32,
     deadlines: &Deadlines,
 ) -> TimerAction {
-    let (due, expired) = match state {
-        State::Handshake => (
-            since.wrapping_add(deadlines.handshake),
-            TimerAction::HandshakeTimeout,
-        ),
-        State::Open if mid_message && deadlines.message != 0 => (
-            since.wrapping_add(deadlines.message),
-            TimerAction::MessageTimeout,
-        ),
-        State::Open if deadlines.idle == 0 => return TimerAction::Nothing,
-        State::Open if awaiting_pong => {
-            (since.wrapping_add(deadlines.ping), TimerAction::PingTimeout)
+    match state {
+        State::Handshake => TimerAction::HandshakeTimeout,
+        State::Open if mid_message && deadlines.message != 0 => TimerAction::MessageTimeout,
+        State::Open if deadlines.idle == 0 => TimerAction::Nothing,
+        State::Open if awaiting_pong => TimerAction::PingTimeout,
+        State::Open => {
+            let due = last_activity.wrapping_add(deadlines.idle);
+            if reached(now, due) {
+                TimerAction::SendPing
+            } else {
+                TimerAction::Reschedule(due)
+            }
         }
-        State::Open => (
-            last_activity.wrapping_add(deadlines.idle),
-            TimerAction::SendPing,
-        ),
-        State::Closing => (
-            since.wrapping_add(deadlines.close),
-            TimerAction::CloseTimeout,
-        ),
-    };
-    if reached(now, due) {
-        expired
-    } else {
-        TimerAction::Reschedule(due)
+        State::Closing => TimerAction::CloseTimeout,
     }
 }
 
@@ -256,7 +250,6 @@ impl Core {
             conn.state,
             conn.has(AWAITING_PONG),
             conn.reader.is_mid_message(),
-            conn.since,
             conn.last_activity,
             now,
             &self.deadlines,
@@ -288,7 +281,6 @@ impl Core {
             }
             TimerAction::SendPing => {
                 conn.set(AWAITING_PONG);
-                conn.since = now;
                 self.queue_frame(key, OpCode::Ping, b"");
                 self.schedule(key, now.wrapping_add(self.deadlines.ping));
             }
@@ -318,25 +310,14 @@ impl Core {
     }
 
     /// A message began on an open connection (its first fragment or the first part of a frame arrived):
-    /// its deadline starts now, and the wheel entry moves earlier if it was due later than that.
+    /// its deadline starts now and is the connection's entry until the message ends (see
+    /// [`timer_action`]).
     pub(super) fn message_started(&mut self, key: usize) {
-        if self.deadlines.message == 0 {
+        if self.deadlines.message == 0 || self.conns[key].state != State::Open {
             return;
         }
-        let now = self.wheel.now();
-        let conn = &mut self.conns[key];
-        if conn.state != State::Open {
-            return;
-        }
-        conn.since = now;
-        let due = now.wrapping_add(self.deadlines.message);
-        let earlier = self
-            .wheel
-            .due(key as u32)
-            .is_none_or(|at| !reached(due, at));
-        if self.deadlines.idle == 0 || earlier {
-            self.schedule(key, due);
-        }
+        let due = self.wheel.now().wrapping_add(self.deadlines.message);
+        self.schedule(key, due);
     }
 }
 
@@ -356,98 +337,67 @@ mod tests {
     #[test]
     fn each_state_has_its_deadline() {
         use TimerAction::*;
-        // Handshake: 100 ticks from its start.
+        // A fixed deadline's entry fired: it passed (the entry is the deadline, see `timer_action`).
         assert_eq!(
-            timer_action(State::Handshake, false, false, 10, 10, 109, &D),
-            Reschedule(110)
-        );
-        assert_eq!(
-            timer_action(State::Handshake, false, false, 10, 10, 110, &D),
+            timer_action(State::Handshake, false, false, 10, 110, &D),
             HandshakeTimeout
         );
-        // Open: a ping once idle for 300 ticks since the last byte, however old the state is.
         assert_eq!(
-            timer_action(State::Open, false, false, 0, 200, 499, &D),
+            timer_action(State::Closing, true, false, 0, 95, &D),
+            CloseTimeout
+        );
+        assert_eq!(
+            timer_action(State::Open, true, false, 200, 800, &D),
+            PingTimeout
+        );
+        // Open: a ping once idle for 300 ticks since the last byte, however old the entry is.
+        assert_eq!(
+            timer_action(State::Open, false, false, 200, 499, &D),
             Reschedule(500)
         );
         assert_eq!(
-            timer_action(State::Open, false, false, 0, 200, 500, &D),
+            timer_action(State::Open, false, false, 200, 500, &D),
             SendPing
         );
-        // Then 300 ticks from the ping for any sign of life.
         assert_eq!(
-            timer_action(State::Open, true, false, 500, 200, 799, &D),
-            Reschedule(800)
-        );
-        assert_eq!(
-            timer_action(State::Open, true, false, 500, 200, 800, &D),
-            PingTimeout
-        );
-        // Closing: 50 ticks from the start of the closing handshake.
-        assert_eq!(
-            timer_action(State::Closing, false, false, 40, 0, 89, &D),
-            Reschedule(90)
-        );
-        assert_eq!(
-            timer_action(State::Closing, true, false, 40, 0, 95, &D),
-            CloseTimeout
+            timer_action(State::Open, false, false, 200, 9000, &D),
+            SendPing
         );
     }
 
     #[test]
-    fn a_message_in_progress_has_its_own_deadline_that_activity_does_not_move() {
+    fn a_message_in_progress_has_its_own_deadline() {
         use TimerAction::*;
         let d = Deadlines { message: 40, ..D };
-        // Started at tick 10; bytes (pings) keep arriving until tick 49: the deadline stays at 50.
+        // Its entry fired: bytes received meanwhile (pings) do not extend it.
         assert_eq!(
-            timer_action(State::Open, false, true, 10, 49, 49, &d),
-            Reschedule(50)
-        );
-        assert_eq!(
-            timer_action(State::Open, false, true, 10, 49, 50, &d),
+            timer_action(State::Open, false, true, 49, 50, &d),
             MessageTimeout
         );
-        // It applies with idle pings off too, and wraps with the counter.
+        // It applies with idle pings off too.
         let no_idle = Deadlines { idle: 0, ..d };
         assert_eq!(
-            timer_action(State::Open, false, true, 10, 10, 50, &no_idle),
+            timer_action(State::Open, false, true, 10, 50, &no_idle),
             MessageTimeout
         );
-        let start = u32::MAX - 5;
+        // The message ended before its deadline: the idle deadline is back.
         assert_eq!(
-            timer_action(
-                State::Open,
-                false,
-                true,
-                start,
-                start,
-                start.wrapping_add(39),
-                &d
-            ),
-            Reschedule(start.wrapping_add(40))
-        );
-        // Between messages the idle deadline is back.
-        assert_eq!(
-            timer_action(State::Open, false, false, 10, 49, 50, &d),
+            timer_action(State::Open, false, false, 49, 50, &d),
             Reschedule(349)
         );
         assert_eq!(
-            timer_action(State::Open, false, false, 10, 10, 50, &no_idle),
+            timer_action(State::Open, false, false, 10, 50, &no_idle),
             Nothing
         );
         // Off (0): a message in progress only has the idle deadline.
         assert_eq!(
-            timer_action(State::Open, false, true, 10, 49, 50, &D),
+            timer_action(State::Open, false, true, 49, 50, &D),
             Reschedule(349)
         );
         // Other states ignore it.
         assert_eq!(
-            timer_action(State::Closing, false, true, 10, 10, 60, &d),
+            timer_action(State::Closing, false, true, 10, 60, &d),
             CloseTimeout
-        );
-        assert_eq!(
-            timer_action(State::Handshake, false, true, 10, 10, 55, &d),
-            Reschedule(110)
         );
     }
 
@@ -456,56 +406,53 @@ mod tests {
         let off = Deadlines { idle: 0, ..D };
         for awaiting in [false, true] {
             assert_eq!(
-                timer_action(State::Open, awaiting, false, 0, 0, 1 << 20, &off),
+                timer_action(State::Open, awaiting, false, 0, 1 << 20, &off),
                 TimerAction::Nothing
             );
         }
         // The other states keep their deadlines.
         assert_eq!(
-            timer_action(State::Handshake, false, false, 0, 0, 100, &off),
+            timer_action(State::Handshake, false, false, 0, 100, &off),
             TimerAction::HandshakeTimeout
         );
     }
 
     #[test]
-    fn deadlines_survive_the_tick_counter_wrapping() {
+    fn the_idle_deadline_survives_the_tick_counter_wrapping() {
         let start = u32::MAX - 20;
         assert_eq!(
             timer_action(
-                State::Handshake,
+                State::Open,
                 false,
                 false,
                 start,
-                start,
-                start.wrapping_add(99),
+                start.wrapping_add(299),
                 &D
             ),
-            TimerAction::Reschedule(start.wrapping_add(100))
+            TimerAction::Reschedule(start.wrapping_add(300))
         );
         assert_eq!(
             timer_action(
-                State::Handshake,
+                State::Open,
                 false,
                 false,
                 start,
-                start,
-                start.wrapping_add(100),
+                start.wrapping_add(300),
                 &D
             ),
-            TimerAction::HandshakeTimeout
+            TimerAction::SendPing
         );
-        // Long past a deadline (but less than half the counter) is still past it.
+        // Long past it (but less than half the counter) is still past it.
         assert_eq!(
             timer_action(
-                State::Closing,
+                State::Open,
                 false,
                 false,
                 start,
-                0,
                 start.wrapping_add(1 << 30),
                 &D
             ),
-            TimerAction::CloseTimeout
+            TimerAction::SendPing
         );
     }
 
@@ -617,18 +564,53 @@ mod tests {
         wheel.schedule(1, since.wrapping_add(deadlines.handshake));
         let fired = run_ticks(&mut wheel, interval, &[MS * 4000, MS * 8000, MS * 10_050]);
         assert_eq!(fired, vec![(1, 100)]);
-        assert_eq!(
-            timer_action(
-                State::Handshake,
-                false,
-                false,
-                since,
-                since,
-                wheel.now(),
-                &deadlines
-            ),
-            TimerAction::HandshakeTimeout
-        );
+        assert_eq!(wheel.now(), since.wrapping_add(deadlines.handshake));
+    }
+
+    /// Every fixed deadline is the connection's timer entry from the moment it begins (what lets
+    /// `timer_action` act on an entry without a start tick kept in the connection): a message's replaces
+    /// the idle one and received bytes do not move it, an idle ping's answer replaces the idle one, the
+    /// close deadline replaces whatever was there.
+    #[test]
+    fn each_fixed_deadline_becomes_the_connections_entry() {
+        use super::super::tests::{open_connection, test_core};
+        use crate::server::connection::flags::AWAITING_PONG;
+        let mut core = test_core();
+        core.deadlines = Deadlines {
+            handshake: 100,
+            idle: 300,
+            ping: 30,
+            close: 50,
+            message: 40,
+        };
+        let key = open_connection(&mut core, 0);
+        let entry = |core: &Core| core.wheel.due(key as u32);
+        core.schedule(key, 300); // the idle deadline, as `opened` sets it
+        core.message_started(key);
+        assert_eq!(entry(&core), Some(40));
+        core.conns[key].last_activity = 39;
+        assert_eq!(entry(&core), Some(40), "received bytes do not move it");
+        // Longer than the idle deadline, it still replaces it: mid-message it is the only one.
+        core.deadlines.message = 1000;
+        core.message_started(key);
+        assert_eq!(entry(&core), Some(1000));
+        // Off: a message leaves the idle entry alone.
+        core.deadlines.message = 0;
+        core.schedule(key, 300);
+        core.message_started(key);
+        assert_eq!(entry(&core), Some(300));
+        // The idle entry fires with no byte since tick 0: a ping, and its answer's deadline is the entry.
+        core.conns[key].last_activity = 0;
+        let mut due = Vec::new();
+        core.wheel.advance_to(300, &mut due);
+        assert_eq!(due, vec![key as u32]);
+        core.on_timer(key as u32);
+        assert!(core.conns[key].has(AWAITING_PONG));
+        assert_eq!(entry(&core), Some(330));
+        assert!(core.conns[key].queued_bytes() > 0, "the ping is queued");
+        // Closing: the close deadline, from now.
+        core.enter_closing(key);
+        assert_eq!(entry(&core), Some(350));
     }
 
     #[test]

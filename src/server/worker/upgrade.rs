@@ -320,7 +320,6 @@ impl<H: Handler> Worker<'_, H> {
                 .set_deflate(crate::protocol::deflate::Negotiated::from_agreed(agreed));
         }
         conn.state = State::Open;
-        conn.since = now;
         conn.last_activity = now;
         self.core.metrics.websockets_open.inc();
         self.core.metrics.websockets_total.inc();
@@ -364,7 +363,6 @@ impl<H: Handler> Worker<'_, H> {
         let now = self.core.wheel.now();
         let conn = &mut self.core.conns[key];
         conn.state = State::Open;
-        conn.since = now;
         conn.last_activity = now;
         conn.set_fanout(EVENT_STREAM);
         self.core.metrics.websockets_open.inc();
@@ -380,12 +378,15 @@ impl<H: Handler> Worker<'_, H> {
         self.opened(key, request.path());
     }
 
-    /// A connection just became open (101 or event stream): its idle deadline and `on_open`.
+    /// A connection just became open (101 or event stream): its idle deadline in place of the handshake's
+    /// (none with idle pings off) and `on_open`.
     fn opened(&mut self, key: usize, path: &str) {
         let now = self.core.wheel.now();
         if self.core.deadlines.idle > 0 {
             self.core
                 .schedule(key, now.wrapping_add(self.core.deadlines.idle));
+        } else {
+            self.core.wheel.cancel(key as u32);
         }
         let id = ConnId {
             key: key as u32,
