@@ -14,15 +14,16 @@
 //! owns nothing.
 //!
 //! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle.
-//! Payload is unmasked in place in the caller's input; a message wholly inside one input is handed out with
-//! zero copies (fragments inside one input are compacted in place). Only a message or control frame that
-//! spans inputs is copied, once, into an assembly `Vec` taken on demand and freed (capacity released) when it
-//! completes. It must never perform I/O, read a clock, log, or allocate for a message that fits in one input.
+//! A message wholly inside one input is unmasked in place in the caller's input and handed out with zero
+//! copies (fragments inside one input are compacted in place). Only a message or control frame that spans
+//! inputs is copied, once, into an assembly `Vec` taken on demand (sized once from the header when its last
+//! frame's length is known) and freed (capacity released) when it completes; a data message's payload is
+//! unmasked while it is copied there (one pass over the received bytes, `mask::extend_unmasked`). It must never perform I/O, read a clock, log, or allocate for a message that fits in one input.
 
 use super::close::{parse_close_payload, CloseCode};
 use super::deflate::{InflateError, InflatePool, Inflater, Negotiated};
 use super::frame::{decode_header, FrameHeader, OpCode, MAX_HEADER_LEN};
-use super::mask::apply_mask;
+use super::mask::{apply_mask, extend_unmasked};
 use super::utf8::Utf8Validator;
 
 pub use super::error::ProtocolError;
@@ -337,11 +338,17 @@ impl MessageReader {
             let take = remaining.min((input.len() - pos) as u64) as usize;
             let start = pos;
             pos += take;
-            if let Some(key) = mask {
-                apply_mask(&mut input[start..pos], key, phase as usize);
-            }
             let remaining = remaining - take as u64;
             let complete = remaining == 0;
+            // Payload of an uncompressed data frame bound for the assembly buffer (the message began in an
+            // earlier input, or goes on in a later one) is unmasked while it is copied there, in one pass;
+            // everything else is unmasked in place.
+            let to_assembly = !opcode.is_control()
+                && self.bits & COMPRESSED == 0
+                && (!complete || !self.buffer.is_empty());
+            if let (Some(key), false) = (mask, to_assembly) {
+                apply_mask(&mut input[start..pos], key, phase as usize);
+            }
             self.frame = if complete {
                 NO_HEADER
             } else {
@@ -451,12 +458,39 @@ impl MessageReader {
                 }
                 continue;
             }
-            if kind == MessageKind::Text {
-                self.utf8
-                    .feed(&input[start..pos])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
-            }
-            if self.buffer.is_empty() {
+            if to_assembly {
+                if self.buffer.is_empty() {
+                    // The message goes on in a later input and its bytes so far are in this one (unmasked
+                    // in place, checked): they move to the assembly buffer first. When this frame is its
+                    // last, its size is known: reserve it once instead of growing (bounded, so that a
+                    // header alone cannot make the reader ask for a large block).
+                    let (s, l) = local.take().unwrap_or((start, 0));
+                    let total = (l as u64)
+                        .saturating_add(take as u64)
+                        .saturating_add(remaining);
+                    if fin && total <= RESERVE_AHEAD_MAX {
+                        self.buffer.reserve_exact(total as usize);
+                    }
+                    self.buffer.extend_from_slice(&input[s..s + l]);
+                }
+                let appended = self.buffer.len();
+                match mask {
+                    Some(key) => {
+                        extend_unmasked(&mut self.buffer, &input[start..pos], key, phase as usize)
+                    }
+                    None => self.buffer.extend_from_slice(&input[start..pos]),
+                }
+                if kind == MessageKind::Text {
+                    self.utf8
+                        .feed(&self.buffer[appended..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+            } else {
+                if kind == MessageKind::Text {
+                    self.utf8
+                        .feed(&input[start..pos])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
                 local = Some(match local {
                     None => (start, take),
                     Some((s, l)) => {
@@ -466,8 +500,6 @@ impl MessageReader {
                         (s, l + take)
                     }
                 });
-            } else {
-                self.buffer.extend_from_slice(&input[start..pos]);
             }
             if !complete {
                 break;
@@ -500,22 +532,9 @@ impl MessageReader {
         }
         debug_assert_eq!(pos, input.len());
         // Keep what the next input continues: message bytes first, then the control frame in progress.
+        // (Inside a data frame's payload the message bytes moved to the assembly buffer above; here the
+        // input ends inside a header or a control frame.)
         if let Some((s, l)) = local {
-            // The message continues in a later input. When its last frame is the one in progress, its
-            // size is known: reserve it once instead of growing (bounded, so that a header alone cannot
-            // make the reader ask for a large block).
-            if let FrameState::Payload {
-                remaining,
-                fin: true,
-                opcode,
-                ..
-            } = self.frame
-            {
-                let total = (l as u64).saturating_add(remaining);
-                if !opcode.is_control() && total <= RESERVE_AHEAD_MAX {
-                    self.buffer.reserve_exact(total as usize);
-                }
-            }
             self.buffer.extend_from_slice(&input[s..s + l]);
         }
         if let Some((pool, held)) = inflating {
@@ -765,6 +784,63 @@ mod tests {
             "assembly buffer freed once the message completes"
         );
         assert!(!reader.is_mid_message());
+    }
+
+    #[test]
+    fn messages_spanning_two_to_five_inputs_are_unmasked_while_assembled() {
+        // Inputs of a receive buffer's size, the payload cut at offsets that are not 0 mod 4 into the key:
+        // a message of 2 to 5 inputs, one frame or three fragments with a ping between them, text and
+        // binary; also one input that ends inside the next message's header. Events as a whole feed gives,
+        // the assembly buffer sized once from the header, and the bytes that went to the assembly buffer
+        // left masked in the input (unmasked while copied, not in place first).
+        let limits = ReaderLimits::default();
+        let payload: Vec<u8> = "ringws é ".bytes().cycle().take(5000).collect();
+        let text_payload = String::from_utf8(payload[..4997].to_vec()).unwrap();
+        for buf_size in [1023usize, 1250, 1667, 2501, 4999] {
+            for kind in [OpCode::Text, OpCode::Binary] {
+                let body = if kind == OpCode::Text {
+                    text_payload.as_bytes()
+                } else {
+                    &payload[..]
+                };
+                let single = cf(true, kind, body);
+                let (a, b) = body.split_at(1501);
+                let fragmented = [
+                    cf(false, kind, a),
+                    cf(true, OpCode::Ping, b"p"),
+                    cf(true, OpCode::Continuation, b),
+                ]
+                .concat();
+                for (stream, fragments) in [(single, 1), (fragmented, 2)] {
+                    let stream = [stream, cf(true, OpCode::Binary, b"next")].concat();
+                    let (expected, result) = run(&stream);
+                    result.unwrap();
+                    let mut reader = MessageReader::new(Role::Server);
+                    let mut events = Vec::new();
+                    let mut capacities = Vec::new();
+                    let pieces: Vec<&[u8]> = stream.chunks(buf_size).collect();
+                    assert!((2..=6).contains(&pieces.len()), "{buf_size}");
+                    for piece in &pieces {
+                        let mut input = piece.to_vec();
+                        reader
+                            .feed(&mut input, &limits, |ev| events.push(own(ev)))
+                            .unwrap();
+                        capacities.push(reader.buffered_capacity());
+                        if reader.buffered_capacity() > 0 && fragments == 1 {
+                            // All of this input went to the assembly buffer (and a header): untouched.
+                            assert!(input == *piece, "input unmasked in place ({buf_size})");
+                        }
+                    }
+                    assert_eq!(events, expected, "{buf_size} {kind:?} {fragments}");
+                    if fragments == 1 {
+                        // Reserved once from the header: the capacity never changes mid-message.
+                        let held: Vec<_> = capacities.iter().filter(|&&c| c > 0).collect();
+                        assert!(held.iter().all(|&&c| c == body.len()), "{capacities:?}");
+                    }
+                    assert_eq!(reader.buffered_capacity(), 0);
+                }
+            }
+        }
     }
 
     #[test]
