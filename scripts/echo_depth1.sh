@@ -12,7 +12,8 @@
 #        RINGWS_ARGS="" extra `ringws serve` options, FLOOR_ARGS="" extra tcp_echo_floor options (it takes
 #        --recv-buffer-size and --recv-buffers as the server does); with SERVERS containing ringws-b,
 #        RINGWS_B (a second ringws binary, default BIN's) and RINGWS_B_ARGS make a before/after pair in the
-#        same run, and floor-b with FLOOR_B_ARGS the floor's)
+#        same run, and floor-b with FLOOR_B (a second tcp_echo_floor binary, default BIN's) and FLOOR_B_ARGS
+#        the floor's)
 # Needs: cargo build --release -p ringws -p ringws-loadgen --bins --example tcp_echo_floor; node (npm ci in
 # benches/peers/node is done here when node_modules is missing).
 set -euo pipefail
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 BIN=${BIN:-target/release}
 RINGWS=$BIN/ringws; LOADGEN=$BIN/ringws-loadgen; FLOOR=$BIN/examples/tcp_echo_floor
-RINGWS_B=${RINGWS_B:-$RINGWS}
+RINGWS_B=${RINGWS_B:-$RINGWS}; FLOOR_B=${FLOOR_B:-$FLOOR}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; C=${C:-100}; DEPTH=${DEPTH:-1}
 SIZES=${SIZES:-"20 1024 16384 65536"}
 SERVERS=${SERVERS:-"ringws floor uws"}
@@ -29,7 +30,7 @@ FLOOR_ARGS=${FLOOR_ARGS:-}; FLOOR_B_ARGS=${FLOOR_B_ARGS:-}
 OUT=${OUT:-target/echo_depth1/$(date -u +%Y%m%dT%H%M%SZ)}
 NODE_PEERS=benches/peers/node
 require_executable "cargo build --release -p ringws -p ringws-loadgen --bins --example tcp_echo_floor" \
-    "$RINGWS" "$LOADGEN" "$FLOOR" "$RINGWS_B"
+    "$RINGWS" "$LOADGEN" "$FLOOR" "$RINGWS_B" "$FLOOR_B"
 if [[ " $SERVERS " == *" uws "* && ! -d "$NODE_PEERS/node_modules" ]]; then
     (cd "$NODE_PEERS" && npm ci --no-audit --no-fund >&2)
 fi
@@ -47,7 +48,7 @@ run_one() { # server size round
         ringws) cmd=("$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin $RINGWS_ARGS) ;;
         ringws-b) cmd=("$RINGWS_B" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin $RINGWS_B_ARGS) ;;
         floor) cmd=("$FLOOR" --port 0 $FLOOR_ARGS); floor=(--floor) ;;
-        floor-b) cmd=("$FLOOR" --port 0 $FLOOR_B_ARGS); floor=(--floor) ;;
+        floor-b) cmd=("$FLOOR_B" --port 0 $FLOOR_B_ARGS); floor=(--floor) ;;
         uws) cmd=(node "$NODE_PEERS/uws-echo.mjs" --port 0) ;;
         *) echo "unknown server $server" >&2; exit 2 ;;
     esac
@@ -77,6 +78,7 @@ PY
 
 echo "echo depth $DEPTH against the floor: $C connections, sizes $SIZES, $DUR s, $ROUNDS rounds, servers $SERVERS"
 echo "($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), load $(cut -d' ' -f1-3 /proc/loadavg)), output in $OUT"
+echo "ringws: $RINGWS $RINGWS_ARGS; ringws-b: $RINGWS_B $RINGWS_B_ARGS; floor: $FLOOR $FLOOR_ARGS; floor-b: $FLOOR_B $FLOOR_B_ARGS"
 read -r -a servers <<<"$SERVERS"
 for round in $(seq "$ROUNDS"); do
     # Rotate the order each round, so no server always runs first or last.
