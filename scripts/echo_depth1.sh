@@ -4,8 +4,9 @@
 # `ringws-loadgen --floor`) and of uWebSockets.js (benches/peers/node/uws-echo.mjs), with the same client
 # in the same run. Each run: a fresh server pinned to CPU 0 (`ringws serve --workers 1 --no-pin`), the
 # loadgen pinned to CPU 1 (`echo -c C --depth DEPTH -t 1 --engine uring`); server CPU from /proc over the
-# loadgen's whole run. Rounds alternate the order of the servers. Prints one line per run, then per size the
-# medians and the ratios ringws / floor and ringws / uWebSockets.js of server CPU per echo.
+# loadgen's whole run, and its resident memory at the end. Rounds alternate the order of the servers. Prints
+# one line per run, then per size the medians and the ratios ringws / floor and ringws / uWebSockets.js of
+# server CPU per echo.
 #
 # Usage: scripts/echo_depth1.sh   (env: ROUNDS=3 DUR=5 C=100 DEPTH=1 SIZES="20 1024 16384 65536"
 #        SERVERS="ringws floor uws" BIN=target/release OUT=target/echo_depth1/<stamp>
@@ -57,11 +58,12 @@ run_one() { # server size round
     t0=$(cpu_ticks "$SERVER_PID")
     timeout $((DUR + 60)) taskset -c 1 "$LOADGEN" echo --url "ws://$LISTEN_ADDR/" -c "$C" -s "$size" \
         --depth "$DEPTH" -t 1 -d "$DUR" --engine uring -q --json "$json" "${floor[@]}" >/dev/null 2>&1 || true
-    t1=$(cpu_ticks "$SERVER_PID")
+    t1=$(cpu_ticks "$SERVER_PID"); rss=$(rss_kib "$SERVER_PID")
     stop_pid "$SERVER_PID"; SERVER_PID=""
-    python3 - "$json" "$server" "$size" "$((t1 - t0))" "$HZ" <<'PY' | tee -a "$ROWS"
+    python3 - "$json" "$server" "$size" "$((t1 - t0))" "$HZ" "$rss" <<'PY' | tee -a "$ROWS"
 import json, sys
 path, server, size, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rss = int(sys.argv[6])
 try:
     r = json.load(open(path))
 except (OSError, ValueError):
@@ -72,7 +74,8 @@ cpu = ticks / hz
 lg = r["cpu"]["user_s"] + r["cpu"]["sys_s"]
 us = cpu * 1e6 / msgs if msgs else float("nan")
 print(f"{server:9} {size:>6} B  msgs/s {r['throughput_per_s']:>9.0f}  server us/msg {us:8.3f}  "
-      f"server busy {cpu / r['elapsed_s'] * 100:4.0f}%  loadgen us/msg {lg * 1e6 / max(msgs, 1):7.3f}  errors {errors}")
+      f"server busy {cpu / r['elapsed_s'] * 100:4.0f}%  loadgen us/msg {lg * 1e6 / max(msgs, 1):7.3f}  errors {errors}  "
+      f"rss {rss} KiB")
 PY
 }
 
