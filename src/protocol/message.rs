@@ -97,6 +97,14 @@ enum FrameState {
 /// Largest message the reader reserves in one step when its size is known (see `feed`).
 const RESERVE_AHEAD_MAX: u64 = 256 * 1024;
 
+/// Largest assembly buffer `feed_reusing` keeps as a spare: room for a 64 KiB message (and its growth),
+/// half of what the reader reserves ahead, so that holding a spare does not make a small message look like
+/// a large one to a caller that watches `buffered_capacity`.
+pub const SPARE_MAX: usize = 128 * 1024;
+
+/// Most spare buffers `feed_reusing` keeps (so at most 4 MiB with [`SPARE_MAX`]).
+pub const SPARE_COUNT: usize = 32;
+
 const NO_HEADER: FrameState = FrameState::Header {
     buf: [0; MAX_HEADER_LEN],
     len: 0,
@@ -215,7 +223,32 @@ impl MessageReader {
         if self.is_closed() {
             return Ok(());
         }
-        let result = self.feed_inner(input, limits, None, false, &mut on_event);
+        let result = self.feed_inner(input, limits, None, false, None, &mut on_event);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
+    /// `feed` with the caller's spare assembly buffers (shared by the readers of one thread, say): a message
+    /// that needs assembling takes the last of `spares` instead of allocating, and the assembly buffer of a
+    /// message that completes joins `spares` (cleared; kept while `spares` holds fewer than
+    /// [`SPARE_COUNT`] and it is at most [`SPARE_MAX`] bytes, freed otherwise), so the pages of large
+    /// messages are reused, not faulted in afresh for each. Between messages the reader still owns nothing.
+    pub fn feed_reusing<F>(
+        &mut self,
+        input: &mut [u8],
+        limits: &ReaderLimits,
+        spares: &mut Vec<Vec<u8>>,
+        mut on_event: F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>),
+    {
+        if self.is_closed() {
+            return Ok(());
+        }
+        let result = self.feed_inner(input, limits, None, false, Some(spares), &mut on_event);
         if result.is_err() {
             self.fail();
         }
@@ -241,7 +274,7 @@ impl MessageReader {
             return Ok(());
         }
         let Inflating { pool, held, keep } = inflating;
-        let result = self.feed_inner(input, limits, Some((pool, held)), keep, &mut on_event);
+        let result = self.feed_inner(input, limits, Some((pool, held)), keep, None, &mut on_event);
         if result.is_err() {
             self.fail();
             if let Some(inflater) = held.take() {
@@ -257,12 +290,34 @@ impl MessageReader {
         self.buffer = Vec::new();
     }
 
+    /// Before the first bytes of a message go to the assembly buffer: the last of the caller's spares, if
+    /// the reader has no room of its own.
+    fn adopt_spare(&mut self, spares: &mut Option<&mut Vec<Vec<u8>>>) {
+        if self.buffer.capacity() == 0 {
+            if let Some(buffer) = spares.as_mut().and_then(|spares| spares.pop()) {
+                self.buffer = buffer;
+            }
+        }
+    }
+
+    /// A message completed: its assembly buffer joins the caller's spares (see `feed_reusing`) or is freed.
+    fn release_buffer(&mut self, spares: &mut Option<&mut Vec<Vec<u8>>>) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        if let Some(spares) = spares {
+            if spares.len() < SPARE_COUNT && buffer.capacity() <= SPARE_MAX {
+                buffer.clear();
+                spares.push(buffer);
+            }
+        }
+    }
+
     fn feed_inner<F>(
         &mut self,
         input: &mut [u8],
         limits: &ReaderLimits,
         mut inflating: Option<(&mut InflatePool, &mut Option<Box<Inflater>>)>,
         keep: bool,
+        mut spare: Option<&mut Vec<Vec<u8>>>,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -468,6 +523,7 @@ impl MessageReader {
                     let total = (l as u64)
                         .saturating_add(take as u64)
                         .saturating_add(remaining);
+                    self.adopt_spare(&mut spare);
                     if fin && total <= RESERVE_AHEAD_MAX {
                         self.buffer.reserve_exact(total as usize);
                     }
@@ -518,7 +574,7 @@ impl MessageReader {
                     // Room reserved for a message whose header came in an earlier input and whose payload
                     // came here whole: not needed after all.
                     if self.buffer.capacity() > 0 {
-                        self.buffer = Vec::new();
+                        self.release_buffer(&mut spare);
                     }
                 } else {
                     local = None;
@@ -526,7 +582,7 @@ impl MessageReader {
                         kind,
                         payload: &self.buffer,
                     });
-                    self.buffer = Vec::new();
+                    self.release_buffer(&mut spare);
                 }
             }
         }
@@ -535,6 +591,7 @@ impl MessageReader {
         // (Inside a data frame's payload the message bytes moved to the assembly buffer above; here the
         // input ends inside a header or a control frame.)
         if let Some((s, l)) = local {
+            self.adopt_spare(&mut spare);
             self.buffer.extend_from_slice(&input[s..s + l]);
         }
         if let Some((pool, held)) = inflating {
@@ -839,6 +896,75 @@ mod tests {
                     }
                     assert_eq!(reader.buffered_capacity(), 0);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn feed_reusing_assembles_in_the_spare_and_gives_it_back() {
+        let limits = ReaderLimits::default();
+        let payload: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let stream = [
+            cf(true, OpCode::Binary, &payload),
+            cf(true, OpCode::Text, b"small"),
+            cf(true, OpCode::Binary, &payload[..20_000]),
+        ]
+        .concat();
+        let (expected, result) = run(&stream);
+        result.unwrap();
+        let mut reader = MessageReader::new(Role::Server);
+        let mut spares = vec![Vec::with_capacity(100_000)];
+        let spare_at = spares[0].as_ptr();
+        let mut events = Vec::new();
+        let mut from_spare = Vec::new();
+        for piece in stream.chunks(16 * 1024) {
+            reader
+                .feed_reusing(&mut piece.to_vec(), &limits, &mut spares, |ev| {
+                    if let Event::Message { payload, .. } = ev {
+                        from_spare.push(payload.as_ptr() == spare_at);
+                    }
+                    events.push(own(ev))
+                })
+                .unwrap();
+            // While a message is assembled the reader holds the spare's memory, else the caller does.
+            if reader.buffered_capacity() > 0 {
+                assert_eq!((reader.buffered_capacity(), spares.len()), (100_000, 0));
+            } else {
+                assert_eq!(spares.len(), 1);
+                assert_eq!((spares[0].len(), spares[0].capacity()), (0, 100_000));
+            }
+        }
+        assert_eq!(events, expected);
+        // Both large messages were assembled in the spare's memory; the small one came from the input.
+        assert_eq!(from_spare, [true, false, true]);
+        assert_eq!(reader.buffered_capacity(), 0);
+        assert_eq!(spares[0].as_ptr(), spare_at);
+        // Without spares a message allocates, and its buffer becomes one; one over `SPARE_MAX` is freed,
+        // and none beyond `SPARE_COUNT` is kept.
+        for (spares_before, size, kept) in [
+            (0, payload.len(), 1),
+            (0, SPARE_MAX + 1, 0),
+            (SPARE_COUNT, payload.len(), SPARE_COUNT),
+        ] {
+            // The message takes its buffer from none; `spares_before` spares are there when it completes.
+            let mut spares: Vec<Vec<u8>> = Vec::new();
+            let mut reader = MessageReader::new(Role::Server);
+            let mut events = 0;
+            for (i, piece) in cf(true, OpCode::Binary, &vec![3u8; size])
+                .chunks(64 * 1024)
+                .enumerate()
+            {
+                if i == 1 {
+                    spares.resize_with(spares_before, Vec::new);
+                }
+                reader
+                    .feed_reusing(&mut piece.to_vec(), &limits, &mut spares, |_| events += 1)
+                    .unwrap();
+            }
+            assert_eq!((events, spares.len()), (1, kept), "{spares_before} {size}");
+            assert_eq!(reader.buffered_capacity(), 0);
+            if spares_before == 0 && kept == 1 {
+                assert!(spares[0].capacity() >= size && spares[0].is_empty());
             }
         }
     }
