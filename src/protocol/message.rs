@@ -18,7 +18,9 @@
 //! copies (fragments inside one input are compacted in place). Only a message or control frame that spans
 //! inputs is copied, once, into an assembly `Vec` taken on demand (sized once from the header when its last
 //! frame's length is known) and freed (capacity released) when it completes; a data message's payload is
-//! unmasked while it is copied there (one pass over the received bytes, `mask::extend_unmasked`). It must never perform I/O, read a clock, log, or allocate for a message that fits in one input.
+//! unmasked while it is copied there (one pass over the received bytes, `mask::extend_unmasked`). With
+//! `feed_reusing` the assembly `Vec` comes from the caller's spares and goes back to them instead. It must
+//! never perform I/O, read a clock, log, or allocate for a message that fits in one input.
 
 use super::close::{parse_close_payload, CloseCode};
 use super::deflate::{InflateError, InflatePool, Inflater, Negotiated};
