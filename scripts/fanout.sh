@@ -19,41 +19,59 @@
 # publishes per second, capped at MAX_RATE (default 100,000) publishes per second.
 #
 # Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="16 1024" DUR=s DELIVERIES=n MAX_RATE=n
-#                             SERVER=ringws|uws)
+#                             SERVER="ringws" ROUNDS=1)
+# SERVER names one server or several, each of ringws, ringws-b (the binary RINGWS_B, for a before/after
+# pair), uws and uwscpp; with several, every (size, subscribers) point runs each of them in turn, the order
+# rotated each round, and after ROUNDS rounds the medians are printed per server with deliveries/s per
+# server core (deliveries / server CPU seconds) and the ratios to the first server named.
 # SERVER=uws runs the same load against benches/peers/uws/server.js (uWebSockets.js; `npm install` in that
-# folder first), which prints the same samples itself every 50 ms (its own /proc/self/stat, open
-# connections, deliveries counted as publishes x other subscribers).
+# folder first), SERVER=uwscpp against the C++ uWebSockets (benches/peers/uws-cpp/broadcast.cpp through
+# scripts/peers/uws_cpp.sh, built before the first run); both print the same samples themselves every
+# 50 ms (their own /proc/self/stat, open connections, deliveries counted as publishes x other subscribers).
+# Each line also gives the deliveries in flight by Little's law (delivered/s x the loadgen's mean
+# publish-to-delivery latency); the load generator's broadcast is open loop (--rate), it has no window.
 # Needs: target/release/ringws and target/release/ringws-loadgen (RINGWS=path, LOADGEN=path to override).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/release/ringws}
+RINGWS_B=${RINGWS_B:-$RINGWS}
 SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"16 1024"}; DUR=${DUR:-4}
-DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-100000}; SERVER=${SERVER:-ringws}
-for size in $SIZES; do
-  for subs in $SUBS; do
-    rate=$((DELIVERIES / subs)); [ "$rate" -gt "$MAX_RATE" ] && rate=$MAX_RATE; [ "$rate" -lt 5 ] && rate=5
-    out=$(mktemp); json=$(mktemp); samples=$(mktemp)
-    if [ "$SERVER" = uws ]; then
-      start_listening --cpu 0 "$out" node benches/peers/uws/server.js 0 samples
-    else
-      start_listening --cpu 0 "$out" "$RINGWS" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
-        --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0
-    fi
-    pid=$BG_PID; port=$LISTEN_PORT
-    taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
-      --rate "$rate" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
-    lpid=$!
-    # Sampler: lines "t cpu_ticks open deliveries" every 50 ms while the loadgen runs.
-    python3 - "$pid" "$port" "$lpid" "$SERVER" >"$samples" <<'EOF'
+DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-100000}; SERVER=${SERVER:-ringws}; ROUNDS=${ROUNDS:-1}
+read -r -a servers <<<"$SERVER"
+for server in "${servers[@]}"; do
+  case $server in
+    ringws | ringws-b | uws) ;;
+    uwscpp) scripts/peers/uws_cpp.sh build >/dev/null ;;
+    *) echo "fanout.sh: unknown server $server (ringws, ringws-b, uws, uwscpp)" >&2; exit 2 ;;
+  esac
+done
+ROWS=$(mktemp)
+trap 'rm -f "$ROWS"' EXIT
+
+run_one() { # server subs size rate
+  local server=$1 subs=$2 size=$3 rate=$4 out json samples pid port lpid bin
+  out=$(mktemp); json=$(mktemp); samples=$(mktemp)
+  case $server in
+    uws) start_listening --cpu 0 "$out" node benches/peers/uws/server.js 0 samples ;;
+    uwscpp) start_listening --cpu 0 "$out" scripts/peers/uws_cpp.sh broadcast 0 samples ;;
+    *)
+      bin=$RINGWS; [ "$server" = ringws-b ] && bin=$RINGWS_B
+      start_listening --cpu 0 "$out" "$bin" serve --bind 127.0.0.1 --port 0 --workers 1 --no-pin --mode broadcast \
+        --broadcast-include-sender false --max-backpressure 64MiB --idle-timeout 0 ;;
+  esac
+  pid=$BG_PID; port=$LISTEN_PORT
+  taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
+    --rate "$rate" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
+  lpid=$!
+  # Sampler (ringws): lines "t cpu_ticks open deliveries" every 50 ms while the loadgen runs.
+  python3 - "$pid" "$port" "$lpid" "$server" >"$samples" <<'EOF'
 import os, socket, sys, time
 pid, port, lpid, server = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def cpu():
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
 def metrics():
-    if server != "ringws":
-        return 0, 0
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     data = b""
@@ -68,16 +86,17 @@ def metrics():
             if name in ("ringws_websockets_open", "ringws_deliveries_total"):
                 vals[name] = vals.get(name, 0) + float(v)
     return int(vals.get("ringws_websockets_open", 0)), int(vals.get("ringws_deliveries_total", 0))
-while server == "ringws" and os.path.exists(f"/proc/{lpid}") and open(f"/proc/{lpid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+ringws = server.startswith("ringws")
+while ringws and os.path.exists(f"/proc/{lpid}") and open(f"/proc/{lpid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
     c0 = cpu(); o, d = metrics(); c1 = cpu()
     print(time.monotonic(), (c0 + c1) / 2, o, d, flush=True)
     time.sleep(0.05)
 EOF
-    wait "$lpid" || true
-    stop_pid "$pid"
-    [ "$SERVER" = uws ] && grep -v "listening on" "$out" >"$samples"
-    rm -f "$out"
-    python3 - "$json" "$samples" "$subs" "$size" "$rate" "$SERVER" <<'EOF'
+  wait "$lpid" || true
+  stop_pid "$pid"
+  case $server in uws | uwscpp) grep -v "listening on" "$out" >"$samples" ;; esac
+  rm -f "$out"
+  python3 - "$json" "$samples" "$subs" "$size" "$rate" "$server" <<'EOF' | tee -a "$ROWS"
 import json, sys
 jpath, spath, subs, size, rate, server = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 raw = open(jpath).read()
@@ -92,15 +111,55 @@ secs = rows[end][0] - rows[start][0]
 ticks = rows[end][1] - rows[start][1]
 deliveries = rows[end][3] - rows[start][3]
 cpu_s = ticks / 100
+rate_d = deliveries / max(secs, 1e-9)
+mean_us = j.get("latency", {}).get("mean_us")
+in_flight = f"{rate_d * mean_us / 1e6:,.0f}" if mean_us else "?"
 check = (f"expected={b.get('expected')} delivered={b.get('delivered')} missing={b.get('missing')} "
          f"duplicates={b.get('duplicates')} out_of_order={b.get('out_of_order')} errors={j.get('errors_total')}")
 if j.get("errors_total"):
     check += f" {dict((k, v) for k, v in j.get('errors', {}).items() if v)}"
 print(f"server={server} subs={subs:>6} size={size:>5} rate={rate}/s window_s={secs:.2f} "
-      f"delivered_per_s={deliveries / max(secs, 1e-9):,.0f} server_cpu_s={cpu_s:.2f} "
-      f"cpu_share={cpu_s / max(secs, 1e-9):.2f} server_ns_per_delivery={cpu_s * 1e9 / max(deliveries, 1):.0f} | {check}")
+      f"delivered_per_s={rate_d:,.0f} server_cpu_s={cpu_s:.2f} "
+      f"cpu_share={cpu_s / max(secs, 1e-9):.2f} server_ns_per_delivery={cpu_s * 1e9 / max(deliveries, 1):.0f} "
+      f"per_core={deliveries / max(cpu_s, 1e-9):,.0f} in_flight={in_flight} | {check}")
 EOF
-    [ -n "${KEEP:-}" ] && cp "$samples" "/tmp/fanout-samples-$SERVER-$subs-$size"
-    rm -f "$json" "$samples"
+  [ -n "${KEEP:-}" ] && cp "$samples" "/tmp/fanout-samples-$server-$subs-$size"
+  rm -f "$json" "$samples"
+}
+
+for round in $(seq "$ROUNDS"); do
+  # Rotate the servers' order each round, so that none always runs first.
+  n=${#servers[@]}; shift_by=$(((round - 1) % n)); order=("${servers[@]:shift_by}" "${servers[@]:0:shift_by}")
+  for size in $SIZES; do
+    for subs in $SUBS; do
+      rate=$((DELIVERIES / subs)); [ "$rate" -gt "$MAX_RATE" ] && rate=$MAX_RATE; [ "$rate" -lt 5 ] && rate=5
+      for server in "${order[@]}"; do run_one "$server" "$subs" "$size" "$rate"; done
+    done
   done
 done
+if [ "${#servers[@]}" -gt 1 ] || [ "$ROUNDS" -gt 1 ]; then
+  python3 - "$ROWS" "$SERVER" <<'EOF'
+import re, statistics, sys
+servers = sys.argv[2].split()
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"server=(\S+)\s+subs=\s*(\d+)\s+size=\s*(\d+).*?delivered_per_s=([\d,]+).*?"
+                 r"server_ns_per_delivery=(\d+) per_core=([\d,]+).*?\| (.*)", line)
+    if m:
+        clean = "missing=0 " in m[7] and "duplicates=0 " in m[7] and m[7].rstrip().endswith("errors=0")
+        runs.setdefault((int(m[2]), int(m[3])), {}).setdefault(m[1], []).append(
+            (float(m[4].replace(",", "")), float(m[6].replace(",", "")), clean))
+print(f"\nmedians ({sys.argv[2]}): deliveries/s, deliveries/s per server core, runs clean; (x): {servers[0]} per core / this one per core")
+for (subs, size), by in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    base = statistics.median(pc for _, pc, _ in by.get(servers[0], [])) if by.get(servers[0]) else None
+    cells = []
+    for s in servers:
+        r = by.get(s)
+        if not r:
+            continue
+        d, pc = statistics.median(x for x, _, _ in r), statistics.median(x for _, x, _ in r)
+        ratio = f" ({base / pc:.2f}x)" if base and s != servers[0] else ""
+        cells.append(f"{s}: {d:,.0f}/s, {pc:,.0f}/core, {sum(c for *_, c in r)}/{len(r)} clean{ratio}")
+    print(f"subs={subs:>6} size={size:>5}  " + "; ".join(cells))
+EOF
+fi
