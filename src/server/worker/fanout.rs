@@ -7,6 +7,11 @@
 //! Must never copy or compress a shared frame per subscriber or per worker, never ring a doorbell per message, and never
 //! let a slow consumer slow the others (the slow-consumer policy applies per connection).
 //!
+//! The small broadcasts one receive buffer of a connection makes are delivered here together when the buffer
+//! is read ([`BroadcastRun`]): their frames joined once into one shared buffer, so that each receiver
+//! queues one chunk and makes one send for all of them; order is kept by delivering the run before
+//! anything else is queued.
+//!
 //! Across nodes (`--broker`): every publish and broadcast made here ([`Core::publish`], [`Core::broadcast`])
 //! is also handed, as the same shared frame, to the node's broker (`crate::broker`, a bounded queue, never
 //! waited for), and a topic's first and last subscriber in this worker are told to it
@@ -52,7 +57,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::channels::Position;
-use crate::protocol::deflate::DeflateMode;
+use crate::protocol::deflate::{DeflateMode, Negotiated};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::reactor::{Op, UserData};
 use crate::server::config::{SenderBudgetPolicy, ServerConfig, SlowConsumerPolicy};
@@ -200,11 +205,58 @@ impl Core {
             message: message.clone(),
             except,
         });
-        let fanout = self.deliver_shared(&message, except);
-        self.sender_budget.last = Some(fanout);
         if let Some(broker) = &self.shared.broker {
             broker.publish(None, &message);
         }
+        let run = &mut self.sender_budget.run;
+        let frame = message.plain_frame();
+        let joinable =
+            run.reading && message.compressed_frame().is_none() && frame.len() <= RUN_FRAME_MAX;
+        if !joinable {
+            let fanout = self.deliver_shared(&message, except);
+            self.sender_budget.last = Some(fanout);
+            return;
+        }
+        if run.count > 0 && (run.except != except || run.joined.len() + frame.len() > RUN_MAX_BYTES)
+        {
+            self.deliver_run();
+        }
+        let run = &mut self.sender_budget.run;
+        if run.count == 0 {
+            run.except = except;
+            run.first = Some(Arc::clone(frame));
+        }
+        run.joined.extend_from_slice(frame);
+        run.count += 1;
+    }
+
+    /// Delivers the broadcast run held while a connection's input is read (see [`BroadcastRun`]) to
+    /// this worker's connections: its one message as it is, or its frames joined into one shared buffer,
+    /// so that each receiver queues one chunk (one reference, one `send`) for the whole run. Called before
+    /// anything else is queued to any connection, and when the input is read; a no-op without a run.
+    #[inline]
+    pub(super) fn deliver_run(&mut self) {
+        if self.sender_budget.run.count > 0 {
+            self.deliver_run_now();
+        }
+    }
+
+    fn deliver_run_now(&mut self) {
+        let run = &mut self.sender_budget.run;
+        let count = std::mem::take(&mut run.count);
+        let except = run.except.take();
+        let first = run.first.take().expect("a run holds its first frame");
+        let frame = if count == 1 {
+            first
+        } else {
+            Arc::from(&run.joined[..])
+        };
+        run.joined.clear();
+        if run.joined.capacity() > RUN_MAX_BYTES {
+            run.joined = Vec::new();
+        }
+        let fanout = self.deliver_local(|_| &frame, u64::from(count), except);
+        self.sender_budget.last = Some(fanout);
     }
 
     /// Publishes on `topic`: one encoded message, handed to every other worker; every worker's handler
@@ -384,6 +436,7 @@ impl Core {
     /// Queues a shared message to one connection (a reference, no copy), applying the slow-consumer
     /// policy. Returns whether it was queued.
     pub(crate) fn send_shared(&mut self, id: ConnId, message: &SharedMessage) -> bool {
+        self.deliver_run();
         let Some(key) = self.live_open(id) else {
             return false;
         };
@@ -415,6 +468,19 @@ impl Core {
     pub(super) fn deliver_shared(
         &mut self,
         message: &SharedMessage,
+        except: Option<(usize, ConnId)>,
+    ) -> Fanout {
+        self.deliver_run();
+        self.deliver_local(|deflate| message.frame_for(deflate), 1, except)
+    }
+
+    /// Queues `messages` messages, whose frames for a connection's agreement `frame_for` gives (one
+    /// shared buffer), to every open connection of this worker but `except`, as [`Core::deliver_shared`]
+    /// describes. Nothing may be held in a run when this runs (it would go out after these).
+    fn deliver_local<'m>(
+        &mut self,
+        frame_for: impl Fn(Negotiated) -> &'m Arc<[u8]>,
+        messages: u64,
         except: Option<(usize, ConnId)>,
     ) -> Fanout {
         let skip = except
@@ -449,7 +515,7 @@ impl Core {
             // A slow receiver counts against no sender (until it drains, `Core::receiver_sent`).
             let counts = !conn.has_fanout(SLOW_RECEIVER);
             // The compressed frame for a connection that agreed permessage-deflate, else the plain one.
-            let frame = message.frame_for(conn.reader.deflate());
+            let frame = frame_for(conn.reader.deflate());
             let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
             queue.push_shared(Arc::clone(frame));
             delivered += 1;
@@ -478,8 +544,8 @@ impl Core {
             self.fanout_timing
                 .start(arrived, cpu_at_arrival, delivered as u32);
         }
-        self.metrics.deliveries.add(delivered);
-        self.metrics.messages_out.add(delivered);
+        self.metrics.deliveries.add(delivered * messages);
+        self.metrics.messages_out.add(delivered * messages);
         self.metrics.bytes_out.add(bytes);
         for key in slow {
             self.metrics.slow_consumer_closes.inc();
@@ -491,7 +557,9 @@ impl Core {
 
     /// Forgets what the last broadcast found (before a connection's input is read).
     pub(super) fn forget_fanout(&mut self) {
+        self.deliver_run();
         self.sender_budget.last = None;
+        self.sender_budget.run.reading = true;
     }
 
     /// After a connection's receive buffer was read: if it broadcast and its last broadcast found most of
@@ -501,6 +569,8 @@ impl Core {
     /// ([`Core::receiver_sent`]) or [`Core::review_paused_senders`] resumes it. A connection already
     /// paused (as a sender, or as a reader whose own queue is full) is left as it is.
     pub(super) fn check_sender_budget(&mut self, key: usize) {
+        self.deliver_run();
+        self.sender_budget.run.reading = false;
         let Some(fanout) = self.sender_budget.last.take() else {
             return;
         };
@@ -842,6 +912,40 @@ pub(super) struct SenderBudget {
     paused_at: Option<Instant>,
     /// Resumed senders holding input received while paused, read at the end of the batch; capacity kept.
     resumed: Vec<ConnId>,
+    /// The broadcasts made while the current receive buffer is read, not yet delivered here.
+    run: BroadcastRun,
+}
+
+/// Frames larger than this are delivered at once, never joined (joining copies them once).
+const RUN_FRAME_MAX: usize = 4 * 1024;
+/// A run's joined frames stay within this many bytes (a longer one is delivered and a new one begun).
+const RUN_MAX_BYTES: usize = 64 * 1024;
+
+/// The broadcasts a connection's input makes while one receive buffer of it is read (a publisher's
+/// buffer holds many small messages), held and delivered here together when the buffer is read, so that
+/// each receiver queues one chunk for all of them instead of one per message: one reference count, one
+/// entry and one iovec per receiver per run, and a plain `send`. Each message is still encoded once and
+/// handed to the other workers and the broker on its own; only this worker's delivery is joined.
+///
+/// Order is kept: the run is delivered ([`Core::deliver_run`]) before anything else is queued to any
+/// connection (a frame, an HTTP answer, a shared message, another worker's delivery), before a queue's
+/// cost is checked for backpressure, before the batch's sends are submitted, and when the buffer is
+/// read. Only plain frames (no compressed form) of at most [`RUN_FRAME_MAX`] bytes, with the same
+/// excepted sender, are joined; a broadcast made outside an input (a handler's `on_close`, say) is
+/// delivered at once, so that no connection opened or released later in the batch is affected.
+#[derive(Default)]
+pub(super) struct BroadcastRun {
+    /// Whether a connection's receive buffer is being read (between [`Core::forget_fanout`] and
+    /// [`Core::check_sender_budget`]).
+    reading: bool,
+    /// Messages held.
+    count: u32,
+    /// The connection they are not delivered to.
+    except: Option<(usize, ConnId)>,
+    /// The first message's frame, delivered as it is when the run holds only it.
+    first: Option<Arc<[u8]>>,
+    /// The frames joined in order (capacity kept up to [`RUN_MAX_BYTES`]).
+    joined: Vec<u8>,
 }
 
 /// After a doorbell's `MSG_RING` completed with `result` on its `attempt`: the attempt to ring again with,
@@ -854,6 +958,7 @@ fn doorbell_retry(attempt: u32, result: i32) -> Option<u32> {
 mod tests {
     use super::super::tests::{open_connection, test_core};
     use super::*;
+    use crate::protocol::frame::OpCode;
     use std::sync::Mutex;
 
     /// What `run` logs at debug level, as text.
@@ -943,6 +1048,104 @@ mod tests {
         assert!(keys
             .iter()
             .all(|&key| !core.conns[key].has_fanout(TIMED_DELIVERY)));
+    }
+
+    fn id_of(core: &Core, key: usize) -> ConnId {
+        ConnId {
+            key: key as u32,
+            generation: core.conns[key].generation,
+        }
+    }
+
+    /// The queued chunks of `key`, in order, each as its bytes (the queue is emptied).
+    fn chunks_of(core: &mut Core, key: usize) -> Vec<Vec<u8>> {
+        let queue = core.conns[key].queue.as_mut().expect("a queue");
+        let mut chunks = Vec::new();
+        while let Some(front) = queue.front() {
+            let chunk = front.to_vec();
+            queue.complete(chunk.len(), &mut core.pool);
+            chunks.push(chunk);
+        }
+        chunks
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        SharedMessage::encode(MessageKind::Binary, payload)
+            .plain_frame()
+            .to_vec()
+    }
+
+    #[test]
+    fn broadcasts_read_from_one_input_reach_each_receiver_as_one_chunk() {
+        let mut core = test_core();
+        let sender = open_connection(&mut core, 0);
+        let receivers: Vec<usize> = (1..4).map(|i| open_connection(&mut core, i)).collect();
+        let from = id_of(&core, sender);
+        core.forget_fanout();
+        for payload in [&b"one"[..], b"two", b"three"] {
+            core.broadcast(MessageKind::Binary, payload, Some(from));
+        }
+        core.check_sender_budget(sender);
+        let joined = [frame(b"one"), frame(b"two"), frame(b"three")].concat();
+        for &key in &receivers {
+            assert_eq!(
+                chunks_of(&mut core, key),
+                vec![joined.clone()],
+                "receiver {key}"
+            );
+        }
+        assert!(
+            core.conns[sender].queue.is_none(),
+            "the sender gets none of them"
+        );
+        assert_eq!(
+            core.metrics.deliveries.get(),
+            9,
+            "deliveries count messages"
+        );
+        assert_eq!(
+            core.metrics.frames_encoded.get(),
+            3,
+            "each message encoded once"
+        );
+    }
+
+    #[test]
+    fn a_frame_queued_between_broadcasts_keeps_its_place() {
+        let mut core = test_core();
+        let sender = open_connection(&mut core, 0);
+        let receiver = open_connection(&mut core, 1);
+        let from = id_of(&core, sender);
+        core.forget_fanout();
+        core.broadcast(MessageKind::Binary, b"first", Some(from));
+        core.queue_frame(receiver, OpCode::Binary, b"direct");
+        core.broadcast(MessageKind::Binary, b"second", Some(from));
+        core.broadcast(MessageKind::Binary, b"third", Some(from));
+        core.check_sender_budget(sender);
+        let bytes = chunks_of(&mut core, receiver).concat();
+        let expected = [
+            frame(b"first"),
+            frame(b"direct"),
+            frame(b"second"),
+            frame(b"third"),
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_broadcast_outside_an_input_or_too_large_to_join_is_delivered_at_once() {
+        let mut core = test_core();
+        let sender = open_connection(&mut core, 0);
+        let receiver = open_connection(&mut core, 1);
+        let from = id_of(&core, sender);
+        core.broadcast(MessageKind::Binary, b"outside", Some(from));
+        assert_eq!(chunks_of(&mut core, receiver), vec![frame(b"outside")]);
+        core.forget_fanout();
+        let large = vec![7u8; RUN_FRAME_MAX + 1];
+        core.broadcast(MessageKind::Binary, &large, Some(from));
+        assert_eq!(chunks_of(&mut core, receiver), vec![frame(&large)]);
+        core.check_sender_budget(sender);
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Core {
     ) -> R {
         let mut answer = Vec::with_capacity(512);
         let result = write(&mut answer);
+        self.deliver_run();
         if answer.len() <= POOLED_ANSWER_MAX {
             self.push_bytes(key, answer.len(), |out| out.extend_from_slice(&answer));
         } else {
@@ -104,6 +105,8 @@ impl Core {
         size_hint: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
+        // Broadcasts held for joining go first (`fanout.rs`).
+        self.deliver_run();
         let conn = &mut self.conns[key];
         let queue = conn.queue.get_or_insert_with(|| self.pool.take_queue());
         queue.push_owned(&mut self.pool, size_hint, write);
@@ -204,6 +207,7 @@ impl Core {
     /// Pauses reading from a connection whose own replies pile up (a client that sends but does not
     /// read): TCP flow control then slows the client down.
     pub(super) fn check_backpressure(&mut self, key: usize) {
+        self.deliver_run();
         let recv_ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];
         if conn.has(RECV_PAUSED)
@@ -224,6 +228,7 @@ impl Core {
 
     /// Submits sends (and shutdowns after the last send) for every connection touched in this batch.
     pub(super) fn flush_dirty(&mut self) {
+        self.deliver_run();
         loop {
             let next = self.dirty.pop_marked(|key| {
                 self.conns.get_mut(key).is_some_and(|conn| {
