@@ -506,7 +506,8 @@ impl Core {
             if conn.queued_cost() > cap {
                 match policy {
                     SlowConsumerPolicy::Drop => {
-                        self.metrics.slow_consumer_drops.inc();
+                        // Every message of a joined run is dropped for this connection.
+                        self.metrics.slow_consumer_drops.add(messages);
                     }
                     SlowConsumerPolicy::Close => slow.push(key),
                 }
@@ -1146,6 +1147,30 @@ mod tests {
         core.broadcast(MessageKind::Binary, &large, Some(from));
         assert_eq!(chunks_of(&mut core, receiver), vec![frame(&large)]);
         core.check_sender_budget(sender);
+    }
+
+    /// A slow consumer under the drop policy loses a joined run whole: every message of it is counted.
+    #[test]
+    fn a_run_dropped_for_a_slow_consumer_counts_each_message() {
+        let mut core = test_core();
+        core.config = Arc::new(ServerConfig {
+            slow_consumer: SlowConsumerPolicy::Drop,
+            max_backpressure: 1,
+            ..ServerConfig::default()
+        });
+        let sender = open_connection(&mut core, 0);
+        let receiver = open_connection(&mut core, 1);
+        let from = id_of(&core, sender);
+        // Outside an input: delivered at once, and the receiver's queue is over its cap from then on.
+        core.broadcast(MessageKind::Binary, b"first", Some(from));
+        assert!(core.conns[receiver].queued_cost() > 1);
+        core.forget_fanout();
+        for payload in [&b"one"[..], b"two", b"three"] {
+            core.broadcast(MessageKind::Binary, payload, Some(from));
+        }
+        core.check_sender_budget(sender);
+        assert_eq!(core.metrics.slow_consumer_drops.get(), 3);
+        assert_eq!(chunks_of(&mut core, receiver), vec![frame(b"first")]);
     }
 
     #[test]
