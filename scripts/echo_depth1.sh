@@ -35,6 +35,7 @@ require_executable "cargo build --release -p ringws -p ringws-loadgen --bins --e
 if [[ " $SERVERS " == *" uws "* && ! -d "$NODE_PEERS/node_modules" ]]; then
     (cd "$NODE_PEERS" && npm ci --no-audit --no-fund >&2)
 fi
+[[ " $SERVERS " == *" uwscpp "* ]] && scripts/peers/uws_cpp.sh build >/dev/null
 mkdir -p "$OUT"
 HZ=$(getconf CLK_TCK)
 ROWS=$OUT/rows.txt
@@ -51,6 +52,7 @@ run_one() { # server size round
         floor) cmd=("$FLOOR" --port 0 $FLOOR_ARGS); floor=(--floor) ;;
         floor-b) cmd=("$FLOOR_B" --port 0 $FLOOR_B_ARGS); floor=(--floor) ;;
         uws) cmd=(node "$NODE_PEERS/uws-echo.mjs" --port 0) ;;
+        uwscpp) cmd=(scripts/peers/uws_cpp.sh echo --port 0) ;;
         *) echo "unknown server $server" >&2; exit 2 ;;
     esac
     start_listening --cpu 0 --err "$log" "$log.out" "${cmd[@]}"
