@@ -222,14 +222,9 @@ impl MessageReader {
     where
         F: FnMut(Event<'_>),
     {
-        if self.is_closed() {
-            return Ok(());
-        }
-        let result = self.feed_inner(input, limits, None, false, None, &mut on_event);
-        if result.is_err() {
-            self.fail();
-        }
-        result
+        self.unless_closed(|reader| {
+            reader.feed_inner(input, limits, None, false, None, &mut on_event)
+        })
     }
 
     /// `feed` with the caller's spare assembly buffers (shared by the readers of one thread, say): a message
@@ -247,10 +242,20 @@ impl MessageReader {
     where
         F: FnMut(Event<'_>),
     {
+        self.unless_closed(|reader| {
+            reader.feed_inner(input, limits, None, false, Some(spares), &mut on_event)
+        })
+    }
+
+    /// Runs `feed` unless the reader is closed; an error closes it (and frees its buffer).
+    fn unless_closed(
+        &mut self,
+        feed: impl FnOnce(&mut Self) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
         if self.is_closed() {
             return Ok(());
         }
-        let result = self.feed_inner(input, limits, None, false, Some(spares), &mut on_event);
+        let result = feed(self);
         if result.is_err() {
             self.fail();
         }
