@@ -22,6 +22,6 @@ pub mod tls;
 pub use jwt::{hs256_token, unix_now};
 pub use metrics::{metric, metric_sum, metrics_text, wait_open};
 pub use ports::{closed_port_url, free_port};
-pub use proc::rss_kib;
+pub use proc::{rss_anon_kib, rss_kib};
 pub use raw::*;
 pub use server::ServerProcess;

@@ -25,6 +25,25 @@ pub fn vm_rss_kib(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// Anonymous resident memory of `pid` in KiB (RssAnon of `/proc/PID/status`: the heap and other private
+/// memory, without the program's code and files mapped in); panics if it cannot be read.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("no /proc/{pid}/status: {e}"));
+    status_field_kib(&status, "RssAnon:").unwrap_or_else(|| panic!("no RssAnon for pid {pid}"))
+}
+
+/// A `Name: N kB` field (KiB) of a `/proc/PID/status` text.
+pub fn status_field_kib(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Open file descriptors of `pid` (entries of `/proc/PID/fd`), or `None` if the process is gone.
 pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
@@ -55,6 +74,8 @@ mod tests {
         let status = "Name:\tringws\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nRssAnon:\t 1000 kB\n";
         assert_eq!(vm_rss_kib(status), Some(1234));
         assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
+        assert_eq!(status_field_kib(status, "RssAnon:"), Some(1000));
+        assert_eq!(status_field_kib(status, "RssFile:"), None);
     }
 
     #[test]
