@@ -595,8 +595,8 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
-    /// Completions posted and not drained yet (tests).
-    #[cfg(test)]
+    /// Completions posted and not drained yet (tests of the real ring).
+    #[cfg(all(test, not(feature = "sim-ring")))]
     pub(crate) fn completions_waiting(&mut self) -> usize {
         let mut cq = self.ring.completion();
         cq.sync();
