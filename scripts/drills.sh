@@ -35,12 +35,14 @@ cleanup() { stop_pid "${PIDS[@]}"; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# server NAME ARGS...: a ringws serve on 127.0.0.1, ephemeral port, stdout/stderr in $WORK/NAME.{out,err}.
-# Sets SRV (its PID) and ADDR.
+# server [--cpu N] NAME ARGS...: a ringws serve on 127.0.0.1 (on CPU N only, with --cpu), ephemeral port,
+# stdout/stderr in $WORK/NAME.{out,err}. Sets SRV (its PID) and ADDR.
 server() {
+    local cpu=()
+    if [ "$1" = --cpu ]; then cpu=(--cpu "$2"); shift 2; fi
     local name=$1
     shift
-    start_listening --err "$WORK/$name.err" "$WORK/$name.out" \
+    start_listening "${cpu[@]}" --err "$WORK/$name.err" "$WORK/$name.out" \
         "$RINGWS" serve --bind 127.0.0.1 --port 0 "$@" || return 1
     SRV=$BG_PID
     ADDR=$LISTEN_ADDR
@@ -104,22 +106,27 @@ bystander_bound() {
 drill_incomplete() {
     local conns=16 size=$((15 << 20)) budget_mib=64 margin_mib=24 secs=4 BAD=0
     [ "$SHORT" = 1 ] && conns=8
+    # With 2 CPUs or more, the servers run on CPU 0 and every client on CPU 1, as in the benchmarks: the
+    # attacker's client then takes CPU from the bystanders' clients (the control's as much as the
+    # attacked one's), not from the server it attacks.
+    local srv_cpu=() cli_cpu=()
+    if [ "$(nproc)" -ge 2 ]; then srv_cpu=(--cpu 0); cli_cpu=(taskset -c 1); fi
     # a second, identical server nobody attacks: its bystander during the attack is the control
-    server incomplete_control --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
-        --message-timeout 6s || { verdict incomplete 1; return; }
+    server "${srv_cpu[@]}" incomplete_control --workers 1 --no-pin --max-message-size 16MiB \
+        --max-assembly-memory ${budget_mib}MiB --message-timeout 6s || { verdict incomplete 1; return; }
     local ctl=$SRV caddr=$ADDR
-    server incomplete --workers 1 --max-message-size 16MiB --max-assembly-memory ${budget_mib}MiB \
-        --message-timeout 6s || { stop_pid "$ctl"; verdict incomplete 1; return; }
+    server "${srv_cpu[@]}" incomplete --workers 1 --no-pin --max-message-size 16MiB \
+        --max-assembly-memory ${budget_mib}MiB --message-timeout 6s || { stop_pid "$ctl"; verdict incomplete 1; return; }
     local base quiet
     base=$(rss_kib "$SRV")
-    quiet=$($PY rtt "$ADDR" --seconds $secs)
-    $PY incomplete "$ADDR" --conns $conns --size $size --hold 10 >"$WORK/inc.out" &
+    quiet=$("${cli_cpu[@]}" $PY rtt "$ADDR" --seconds $secs)
+    "${cli_cpu[@]}" $PY incomplete "$ADDR" --conns $conns --size $size --hold 10 >"$WORK/inc.out" &
     local cli=$!
     started $cli
-    $PY rtt "$ADDR" --seconds $secs >"$WORK/inc_rtt.out" &
+    "${cli_cpu[@]}" $PY rtt "$ADDR" --seconds $secs >"$WORK/inc_rtt.out" &
     local byst=$!
     started $byst
-    $PY rtt "$caddr" --seconds $secs >"$WORK/inc_ctl.out" &
+    "${cli_cpu[@]}" $PY rtt "$caddr" --seconds $secs >"$WORK/inc_ctl.out" &
     local byst_ctl=$!
     started $byst_ctl
     local peak

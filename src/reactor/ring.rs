@@ -449,6 +449,20 @@ impl Ring {
         unsafe { self.push(entry) }
     }
 
+    /// One receive on direct descriptor `file_index` into one buffer of group `buf_group` (at most a
+    /// buffer's worth): the receive of a connection whose input is taken a buffer per turn.
+    pub fn recv_once(&mut self, file_index: u32, buf_group: u16, user_data: u64) {
+        not_a_send(user_data);
+        let entry = opcode::Recv::new(types::Fixed(file_index), std::ptr::null_mut(), 0)
+            .buf_group(buf_group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(user_data);
+        // SAFETY: the buffer comes from the provided buffer ring, which lives as long as the ring (see
+        // `BufRing`); no other memory is referenced (the null address is never used with BUFFER_SELECT).
+        unsafe { self.push(entry) }
+    }
+
     /// Submits the next part of `queue` on direct descriptor `file_index`: one `send` for a single chunk, one
     /// vectored `sendmsg` for several. Returns false when the queue has nothing to send or a send is
     /// already in flight (on this queue, or for this `user_data`'s key on this ring). Its completion ends
@@ -715,14 +729,14 @@ impl DoorbellRing {
 
 /// Test helpers shared by the reactor's tests.
 #[cfg(test)]
-pub(super) mod testing {
+pub(crate) mod testing {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     use super::{Completion, Ring};
 
     /// One end of a socket pair installed in `ring`'s fixed-file slot 0; returns the other end.
-    pub(in crate::reactor) fn socket_in_slot_zero(ring: &Ring) -> (UnixStream, UnixStream) {
+    pub(crate) fn socket_in_slot_zero(ring: &Ring) -> (UnixStream, UnixStream) {
         let (ours, peer) = UnixStream::pair().expect("socketpair");
         ring.inner()
             .submitter()

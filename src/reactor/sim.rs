@@ -60,8 +60,10 @@ fn not_a_send(user_data: u64) {
 pub enum SimOp {
     AcceptMulti,
     AcceptOne,
+    /// A multishot receive, or one receive of one buffer (`recv_once`).
     Recv {
         file_index: u32,
+        multishot: bool,
     },
     /// The bytes the send covers, copied at submission.
     Send {
@@ -95,14 +97,19 @@ impl SimOp {
     pub fn is_multishot(&self) -> bool {
         matches!(
             self,
-            SimOp::AcceptMulti | SimOp::Recv { .. } | SimOp::Tick { .. }
+            SimOp::AcceptMulti
+                | SimOp::Recv {
+                    multishot: true,
+                    ..
+                }
+                | SimOp::Tick { .. }
         )
     }
 
     /// The direct descriptor it uses, if any.
     pub fn file_index(&self) -> Option<u32> {
         match self {
-            SimOp::Recv { file_index }
+            SimOp::Recv { file_index, .. }
             | SimOp::Send { file_index, .. }
             | SimOp::Shutdown { file_index }
             | SimOp::CloseFixed { file_index } => Some(*file_index),
@@ -198,7 +205,25 @@ impl Ring {
     pub fn recv_multishot(&mut self, file_index: u32, _buf_group: u16, user_data: u64) {
         not_a_send(user_data);
         self.assert_installed(file_index, "recv");
-        self.push(user_data, SimOp::Recv { file_index });
+        self.push(
+            user_data,
+            SimOp::Recv {
+                file_index,
+                multishot: true,
+            },
+        );
+    }
+
+    pub fn recv_once(&mut self, file_index: u32, _buf_group: u16, user_data: u64) {
+        not_a_send(user_data);
+        self.assert_installed(file_index, "recv");
+        self.push(
+            user_data,
+            SimOp::Recv {
+                file_index,
+                multishot: false,
+            },
+        );
     }
 
     /// Marks the queue's next part in flight as a send of its key on this ring (as the real ring does,

@@ -81,7 +81,7 @@ pub mod flags {
 }
 
 /// Flag bits of [`Connection::fanout`]: the connection as a broadcasting sender and as a receiver of
-/// broadcasts (the sender budget, `server::worker::fanout`).
+/// broadcasts (the sender budget, `server::worker::fanout`), and how its input is received.
 pub mod fanout_flags {
     /// Reads are paused because this connection's broadcasts found most of its worker's receivers over the
     /// fanout budget (always with `RECV_PAUSED`); resumed by the worker, never by this connection.
@@ -99,6 +99,10 @@ pub mod fanout_flags {
     /// Holds a frame of the fanout being timed (debug level only, `worker/fanout.rs`): cleared when its
     /// queue has drained, and then counted as delivered.
     pub const TIMED_DELIVERY: u8 = 1 << 4;
+    /// Its input is taken one receive buffer per turn (`Ring::recv_once`), not by a multishot receive: it
+    /// is assembling a message of a slice or more (`worker/inbound.rs`). Set when its multishot receive is
+    /// cancelled for that, or a single receive armed; cleared when a multishot receive is armed again.
+    pub const RECV_LIMITED: u8 = 1 << 5;
 }
 
 /// The rarely used parts of a connection, boxed together so that [`Connection`] stays small: a plain open

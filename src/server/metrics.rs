@@ -321,6 +321,9 @@ pub struct WorkerMetrics {
     pub backpressure_pauses: Counter,
     /// Times a broadcasting connection's reads were paused because its fanout was over budget.
     pub sender_pauses: Counter,
+    /// Times a connection assembling a message of 256 KiB or more went from a multishot receive to one
+    /// receive buffer per turn of its worker.
+    pub receives_limited: Counter,
     /// Receivers that did not drain within a sender's pause, no longer counted against senders' fanout
     /// until they drain.
     pub slow_receivers: Counter,
@@ -674,7 +677,7 @@ type CounterSpec = (
 /// Renders every worker's counters as Prometheus text exposition.
 pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
-    let simple: [CounterSpec; 30] = [
+    let simple: [CounterSpec; 31] = [
         (
             "ringws_tls_abandoned_total",
             "counter",
@@ -758,6 +761,12 @@ pub fn render_prometheus(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "counter",
             "Reads paused by a full send queue",
             |m| &m.backpressure_pauses,
+        ),
+        (
+            "ringws_receives_limited_total",
+            "counter",
+            "Connections assembling a large message moved to one receive buffer per worker turn",
+            |m| &m.receives_limited,
         ),
         (
             "ringws_sender_pauses_total",

@@ -18,13 +18,15 @@ use crate::protocol::deflate::INFLATER_STATE_BYTES;
 use crate::protocol::frame::OpCode;
 use crate::protocol::message::Inflating;
 use crate::protocol::{CloseCode, Event, MessageReader, ProtocolError, Role};
-use crate::reactor::{Completion, Op, RecvBuf};
+use crate::reactor::{Completion, Op, RecvBuf, UserData, NO_CONNECTION};
 use crate::server::metrics::{
     DEFLATE_IN_COMPRESSED, DEFLATE_IN_INFLATED, INFLATE_CORRUPT, INFLATE_TOO_BIG,
 };
 
-use super::{Core, Worker};
-use crate::server::connection::fanout_flags::{EVENT_STREAM, HOLDS_INPUT, SENDER_PAUSED};
+use super::{Core, Worker, INPUT_SLICE_BYTES};
+use crate::server::connection::fanout_flags::{
+    EVENT_STREAM, HOLDS_INPUT, RECV_LIMITED, SENDER_PAUSED,
+};
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
 use std::cell::Cell;
@@ -91,6 +93,7 @@ impl<H: Handler> Worker<'_, H> {
         self.core.check_backpressure(key);
         // After the whole buffer: a pause stops the receives that follow, never this buffer's frames.
         self.core.check_sender_budget(key);
+        self.core.limit_receives(key);
     }
 
     /// Feeds WebSocket bytes to the connection's reader and acts on its events. Those of a connection paused
@@ -124,7 +127,7 @@ impl<H: Handler> Worker<'_, H> {
         let limits = self.core.limits;
         // Only input into a message already a slice large counts: ordinary messages never end a slice
         // (counting every byte cost about 4 % of the CPU per echoed 16-64 KiB message).
-        if held_before >= super::INPUT_SLICE_BYTES {
+        if held_before >= INPUT_SLICE_BYTES {
             self.core.input_since_flush += bytes.len();
         }
         let result = if reader.deflate().is_on() {
@@ -264,11 +267,42 @@ impl Core {
         self.shut_after_close_reply(key);
     }
 
+    /// Arms the connection's receive: a multishot receive, or, while it assembles a message of a slice or
+    /// more, one receive of one buffer, re-armed by its completion. Such a connection then gets a buffer's
+    /// worth of input per turn of the worker, so that a peer streaming a large message cannot fill a whole
+    /// turn: with a multishot receive one `io_uring_enter` runs every receive the provided buffers allow
+    /// (megabytes, with the kernel's copy and the loopback ACKs), and every other connection waits for
+    /// that turn to end.
     pub(super) fn arm_recv(&mut self, key: usize) {
         let ud = self.ud(key, Op::Recv);
         let conn = &mut self.conns[key];
         conn.set(RECV_ARMED);
         let file_index = conn.file_index;
-        self.ring.recv_multishot(file_index, self.bufs.group(), ud);
+        if conn.reader.buffered_capacity() >= INPUT_SLICE_BYTES {
+            conn.set_fanout(RECV_LIMITED);
+            self.ring.recv_once(file_index, self.bufs.group(), ud);
+        } else {
+            conn.clear_fanout(RECV_LIMITED);
+            self.ring.recv_multishot(file_index, self.bufs.group(), ud);
+        }
+    }
+
+    /// After a connection's input was read: if it now assembles a message of a slice or more while its
+    /// multishot receive is armed, that receive is cancelled, and its last completion re-arms it as one
+    /// receive per turn ([`Core::arm_recv`]).
+    pub(super) fn limit_receives(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if !conn.has(RECV_ARMED)
+            || conn.has(ENDING)
+            || conn.has_fanout(RECV_LIMITED)
+            || conn.reader.buffered_capacity() < INPUT_SLICE_BYTES
+        {
+            return;
+        }
+        let ud = self.ud(key, Op::Recv);
+        self.conns[key].set_fanout(RECV_LIMITED);
+        self.metrics.receives_limited.inc();
+        self.ring
+            .cancel(ud, UserData::new(NO_CONNECTION, 0, Op::Ignore).encode());
     }
 }

@@ -877,6 +877,92 @@ mod tests {
         assert!(!worker.core.defers_receive(big_recv));
     }
 
+    /// A connection assembling a message of a slice or more is read one receive buffer per turn: its
+    /// multishot receive is cancelled once its message holds a slice, and from then on each turn of the
+    /// worker (submit and wait, then the batch) carries at most one of its receives, however much input
+    /// waits in its socket. When the message is done, a multishot receive takes over again.
+    #[cfg(not(feature = "sim-ring"))]
+    #[test]
+    fn a_connection_assembling_a_large_message_gets_one_receive_per_turn() {
+        use crate::server::connection::fanout_flags::RECV_LIMITED;
+        use std::io::Write;
+        let mut handler = crate::app::Echo;
+        let (_inboxes, mut worker) = echo_worker(&mut handler);
+        let (_ours, mut peer) =
+            crate::reactor::ring::testing::socket_in_slot_zero(&worker.core.ring);
+        peer.set_nonblocking(true).unwrap();
+        let key = open_connection(&mut worker.core, 0);
+        worker.core.conns[key].clear(RECV_ARMED);
+        worker.core.arm_recv(key);
+        // A final binary frame of 1 MiB (the default largest message; mask 0), written as the socket
+        // takes it.
+        const MESSAGE: usize = 1 << 20;
+        let mut input = vec![0u8; 14 + MESSAGE];
+        input[..14].copy_from_slice(&[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]);
+        let mut written = 0;
+        let mut completions = Vec::new();
+        let mut most_before = 0;
+        let mut most_after = 0;
+        let mut turns_limited = 0;
+        let mut reply = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while reply.len() < 10 + MESSAGE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stuck after {written} bytes"
+            );
+            while written < input.len() {
+                match peer.write(&input[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            let limited = worker.core.conns[key].has_fanout(RECV_LIMITED);
+            worker.core.ring.submit_and_wait(1).unwrap();
+            completions.clear();
+            worker.core.ring.drain_completions(&mut completions);
+            let receives = completions
+                .iter()
+                .filter(|c| {
+                    UserData::decode(c.user_data).is_some_and(|ud| ud.op == Op::Recv)
+                        && c.result > 0
+                })
+                .count();
+            if limited {
+                most_after = most_after.max(receives);
+                turns_limited += 1;
+            } else if worker.core.conns[key].reader.buffered_capacity() < INPUT_SLICE_BYTES {
+                most_before = most_before.max(receives);
+            }
+            for completion in completions.drain(..) {
+                worker.dispatch(completion);
+            }
+            worker.end_of_batch();
+            let mut chunk = [0u8; 65536];
+            loop {
+                match std::io::Read::read(&mut peer, &mut chunk) {
+                    Ok(0) => panic!("the worker closed the connection"),
+                    Ok(n) => reply.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+        assert_eq!(worker.core.metrics.receives_limited.get(), 1);
+        assert!(
+            most_before > 1,
+            "a multishot receive took {most_before} buffers a turn at most"
+        );
+        assert_eq!(most_after, 1, "at most one receive per turn once limited");
+        assert!(turns_limited > 100, "{turns_limited} limited turns");
+        // The echo came back whole (a 10-byte header, the payload), and the receive is multishot again.
+        assert_eq!(&reply[..2], &[0x82, 127]);
+        assert!(reply[10..].iter().all(|&b| b == 0));
+        assert!(!worker.core.conns[key].has_fanout(RECV_LIMITED));
+        assert!(worker.core.conns[key].has(RECV_ARMED));
+    }
+
     /// A message dropped unfinished (1013 over the assembly budget, 1008 at its deadline) leaves the
     /// budget at once, but its buffer is freed only at the end of the batch, after the batch's sends
     /// (here, the close frame) are submitted.

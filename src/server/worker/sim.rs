@@ -292,7 +292,7 @@ impl<H: Handler> Driver<'_, H> {
 
     fn recv_of(&self, peer: usize) -> Option<usize> {
         let file_index = self.peers[peer].file_index;
-        self.find(|op| matches!(op, SimOp::Recv { file_index: f } if *f == file_index))
+        self.find(|op| matches!(op, SimOp::Recv { file_index: f, .. } if *f == file_index))
     }
 
     fn event(&mut self, event: u8, input: &mut Input<'_>) {
@@ -822,7 +822,7 @@ impl<H: Handler> Driver<'_, H> {
                             self.send_done(peer, 0);
                         }
                     }
-                    SimOp::Recv { file_index } => {
+                    SimOp::Recv { file_index, .. } => {
                         let Some(peer) = self.live_peer(file_index) else {
                             continue;
                         };
