@@ -13,14 +13,16 @@
 //! in the assembly buffer and its inflater in the caller's slot until it completes, so an idle reader still
 //! owns nothing.
 //!
-//! Memory: the reader is 48 bytes on x86_64 (at most 64, asserted by a test) and owns no buffer while idle.
+//! Memory: the reader is 32 bytes on x86_64 (asserted by a test) and owns no buffer while idle: its
+//! assembly buffer is boxed (`None` between messages, one null pointer).
 //! A message wholly inside one input is unmasked in place in the caller's input and handed out with zero
 //! copies (fragments inside one input are compacted in place). Only a message or control frame that spans
 //! inputs is copied, once, into an assembly `Vec` taken on demand (sized once from the header when its last
 //! frame's length is known) and freed (capacity released) when it completes; a data message's payload is
 //! unmasked while it is copied there (one pass over the received bytes, `mask::extend_unmasked`). With
-//! `feed_reusing` the assembly `Vec` comes from the caller's spares and goes back to them instead. It must
-//! never perform I/O, read a clock, log, or allocate for a message that fits in one input.
+//! `feed_reusing` the assembly `Vec` (in its box, with [`SpareAssemblies`]) comes from the caller's
+//! spares and goes back to them instead. It must never perform I/O, read a clock, log, or allocate for a
+//! message that fits in one input.
 
 use super::close::{parse_close_payload, CloseCode};
 use super::deflate::{InflateError, InflatePool, Inflater, Negotiated};
@@ -112,20 +114,83 @@ const NO_HEADER: FrameState = FrameState::Header {
     len: 0,
 };
 
-/// Upper bound of `size_of::<MessageReader>()` on 64-bit targets, asserted by a unit test.
-pub const MESSAGE_READER_MAX_SIZE: usize = 64;
+/// The assembly buffer of a message (or control frame) that spans inputs, boxed by the reader so that an
+/// idle reader holds one null pointer rather than an empty `Vec`.
+#[derive(Debug, Default)]
+pub struct Assembly {
+    buffer: Vec<u8>,
+}
+
+/// Where the caller of `feed_reusing` keeps its spare assembly buffers.
+pub trait Spares {
+    /// How many spares are kept.
+    fn count(&self) -> usize;
+    /// The last spare, as an assembly buffer (empty, with its capacity).
+    fn pop(&mut self) -> Option<Box<Assembly>>;
+    /// Keeps an emptied assembly buffer.
+    fn push(&mut self, assembly: Box<Assembly>);
+}
+
+/// Plain buffers: each is boxed when a reader takes it and unboxed when it comes back (one small
+/// allocation per assembled message).
+impl Spares for Vec<Vec<u8>> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pop(&mut self) -> Option<Box<Assembly>> {
+        self.pop().map(|buffer| Box::new(Assembly { buffer }))
+    }
+    fn push(&mut self, assembly: Box<Assembly>) {
+        self.push(assembly.buffer);
+    }
+}
+
+/// Spares kept in the box the reader holds its buffer in, moved in and out whole: nothing is allocated or
+/// freed per assembled message.
+#[derive(Debug, Default)]
+pub struct SpareAssemblies {
+    // The boxes are the point: they move to and from the readers as they are.
+    #[allow(clippy::vec_box)]
+    boxes: Vec<Box<Assembly>>,
+}
+
+impl SpareAssemblies {
+    pub const fn new() -> SpareAssemblies {
+        SpareAssemblies { boxes: Vec::new() }
+    }
+}
+
+impl Spares for SpareAssemblies {
+    fn count(&self) -> usize {
+        self.boxes.len()
+    }
+    fn pop(&mut self) -> Option<Box<Assembly>> {
+        self.boxes.pop()
+    }
+    fn push(&mut self, assembly: Box<Assembly>) {
+        self.boxes.push(assembly);
+    }
+}
+
+/// `feed` and `feed_deflate` keep no spares.
+const NO_SPARES: Option<&mut SpareAssemblies> = None;
+
+/// `size_of::<MessageReader>()` on 64-bit targets, asserted by a unit test: the boxed assembly buffer (8),
+/// the frame state (16), the UTF-8 state (4) and four bytes of message state and agreement.
+pub const MESSAGE_READER_MAX_SIZE: usize = 32;
 
 /// The receive state of one connection. See the module documentation for its memory behaviour.
 #[derive(Debug)]
 pub struct MessageReader {
     /// Assembly storage: bytes of the message in progress that arrived in earlier inputs, then
-    /// `control_len` bytes of a control frame split across inputs. Empty (no capacity) otherwise.
-    buffer: Vec<u8>,
+    /// `control_len` bytes of a control frame split across inputs. `None` otherwise: boxed, so that an
+    /// idle reader holds one null pointer rather than an empty `Vec` (8 bytes, not 24).
+    assembly: Option<Box<Assembly>>,
     frame: FrameState,
     utf8: Utf8Validator,
     /// The data message in progress, if any.
     message: Option<MessageKind>,
-    /// Bytes at the end of `buffer` that belong to the control frame in progress.
+    /// Bytes at the end of the assembly buffer that belong to the control frame in progress.
     control_len: u8,
     /// `DONE`, `CLIENT`, `COMPRESSED` (one byte, so that the agreement below fits the reader's size).
     bits: u8,
@@ -154,7 +219,7 @@ pub struct Inflating<'a> {
 /// Where the current control frame's payload lives during one `feed` call.
 #[derive(Clone, Copy)]
 enum ControlStart {
-    /// Not in a control frame, or its earlier bytes are already in `buffer`.
+    /// Not in a control frame, or its earlier bytes are already in the assembly buffer.
     Buffered,
     /// The control frame started in this input; its payload begins here.
     Input(usize),
@@ -163,7 +228,7 @@ enum ControlStart {
 impl MessageReader {
     pub fn new(role: Role) -> MessageReader {
         MessageReader {
-            buffer: Vec::new(),
+            assembly: None,
             frame: NO_HEADER,
             utf8: Utf8Validator::new(),
             message: None,
@@ -204,7 +269,26 @@ impl MessageReader {
 
     /// Heap bytes held right now by the assembly buffer (0 between messages).
     pub fn buffered_capacity(&self) -> usize {
-        self.buffer.capacity()
+        self.assembly.as_ref().map_or(0, |a| a.buffer.capacity())
+    }
+
+    /// The bytes in the assembly buffer (empty without one).
+    fn assembled(&self) -> &[u8] {
+        self.assembly
+            .as_deref()
+            .map_or(&[], |a| a.buffer.as_slice())
+    }
+
+    /// The assembly buffer, boxed on first use.
+    fn assembly_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.assembly.get_or_insert_with(Box::default).buffer
+    }
+
+    /// Appends to the assembly buffer; nothing to append takes no box.
+    fn assemble(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.assembly_mut().extend_from_slice(bytes);
+        }
     }
 
     /// Consumes all of `input`: unmasks payload in place, calls `on_event` for each complete message and
@@ -223,7 +307,7 @@ impl MessageReader {
         F: FnMut(Event<'_>),
     {
         self.unless_closed(|reader| {
-            reader.feed_inner(input, limits, None, false, None, &mut on_event)
+            reader.feed_inner(input, limits, None, false, NO_SPARES, &mut on_event)
         })
     }
 
@@ -232,11 +316,13 @@ impl MessageReader {
     /// message that completes joins `spares` (cleared; kept while `spares` holds fewer than
     /// [`SPARE_COUNT`] and it is at most [`SPARE_MAX`] bytes, freed otherwise), so the pages of large
     /// messages are reused, not faulted in afresh for each. Between messages the reader still owns nothing.
-    pub fn feed_reusing<F>(
+    /// With [`SpareAssemblies`] a spare moves in its box, so assembling a message allocates nothing once
+    /// a spare is there; with a `Vec<Vec<u8>>` each one takes a small box.
+    pub fn feed_reusing<F, S: Spares>(
         &mut self,
         input: &mut [u8],
         limits: &ReaderLimits,
-        spares: &mut Vec<Vec<u8>>,
+        spares: &mut S,
         mut on_event: F,
     ) -> Result<(), ProtocolError>
     where
@@ -281,7 +367,8 @@ impl MessageReader {
             return Ok(());
         }
         let Inflating { pool, held, keep } = inflating;
-        let result = self.feed_inner(input, limits, Some((pool, held)), keep, None, &mut on_event);
+        let inflating = Some((&mut *pool, &mut *held));
+        let result = self.feed_inner(input, limits, inflating, keep, NO_SPARES, &mut on_event);
         if result.is_err() {
             self.fail();
             if let Some(inflater) = held.take() {
@@ -294,37 +381,40 @@ impl MessageReader {
 
     fn fail(&mut self) {
         self.bits = (self.bits | DONE) & !COMPRESSED;
-        self.buffer = Vec::new();
+        self.assembly = None;
     }
 
     /// Before the first bytes of a message go to the assembly buffer: the last of the caller's spares, if
     /// the reader has no room of its own.
-    fn adopt_spare(&mut self, spares: &mut Option<&mut Vec<Vec<u8>>>) {
-        if self.buffer.capacity() == 0 {
-            if let Some(buffer) = spares.as_mut().and_then(|spares| spares.pop()) {
-                self.buffer = buffer;
+    fn adopt_spare<S: Spares>(&mut self, spares: &mut Option<&mut S>) {
+        if self.buffered_capacity() == 0 {
+            if let Some(spare) = spares.as_mut().and_then(|spares| spares.pop()) {
+                self.assembly = Some(spare);
             }
         }
     }
 
     /// A message completed: its assembly buffer joins the caller's spares (see `feed_reusing`) or is freed.
-    fn release_buffer(&mut self, spares: &mut Option<&mut Vec<Vec<u8>>>) {
-        let mut buffer = std::mem::take(&mut self.buffer);
+    fn release_buffer<S: Spares>(&mut self, spares: &mut Option<&mut S>) {
+        let Some(mut assembly) = self.assembly.take() else {
+            return;
+        };
         if let Some(spares) = spares {
-            if spares.len() < SPARE_COUNT && buffer.capacity() <= SPARE_MAX {
-                buffer.clear();
-                spares.push(buffer);
+            if spares.count() < SPARE_COUNT && (1..=SPARE_MAX).contains(&assembly.buffer.capacity())
+            {
+                assembly.buffer.clear();
+                spares.push(assembly);
             }
         }
     }
 
-    fn feed_inner<F>(
+    fn feed_inner<F, S: Spares>(
         &mut self,
         input: &mut [u8],
         limits: &ReaderLimits,
         mut inflating: Option<(&mut InflatePool, &mut Option<Box<Inflater>>)>,
         keep: bool,
-        mut spare: Option<&mut Vec<Vec<u8>>>,
+        mut spare: Option<&mut S>,
         on_event: &mut F,
     ) -> Result<(), ProtocolError>
     where
@@ -334,8 +424,8 @@ impl MessageReader {
         let mut active: Option<Box<Inflater>> =
             inflating.as_mut().and_then(|(_, held)| held.take());
         let mut pos = 0usize;
-        // Message bytes gathered inside `input` during this call: (start, len). Used only while `buffer` holds
-        // no bytes of the message; later fragments are moved down to follow the earlier ones.
+        // Message bytes gathered inside `input` during this call: (start, len). Used only while the assembly buffer
+        // holds no bytes of the message; later fragments are moved down to follow the earlier ones.
         let mut local: Option<(usize, usize)> = None;
         let mut control_start = ControlStart::Buffered;
         loop {
@@ -407,7 +497,7 @@ impl MessageReader {
             // everything else is unmasked in place.
             let to_assembly = !opcode.is_control()
                 && self.bits & COMPRESSED == 0
-                && (!complete || !self.buffer.is_empty());
+                && (!complete || !self.assembled().is_empty());
             if let (Some(key), false) = (mask, to_assembly) {
                 apply_mask(&mut input[start..pos], key, phase as usize);
             }
@@ -427,7 +517,7 @@ impl MessageReader {
                 if !complete {
                     if buffered {
                         // Began in an earlier input: keep gathering behind the message bytes.
-                        self.buffer.extend_from_slice(&input[start..pos]);
+                        self.assemble(&input[start..pos]);
                         self.control_len += take as u8;
                     }
                     break;
@@ -435,8 +525,9 @@ impl MessageReader {
                 let payload: &[u8] = match control_start {
                     ControlStart::Input(s) => &input[s..pos],
                     ControlStart::Buffered => {
-                        self.buffer.extend_from_slice(&input[start..pos]);
-                        &self.buffer[self.buffer.len() - self.control_len as usize - take..]
+                        self.assemble(&input[start..pos]);
+                        let buffer = self.assembled();
+                        &buffer[buffer.len() - self.control_len as usize - take..]
                     }
                 };
                 control_start = ControlStart::Buffered;
@@ -447,7 +538,7 @@ impl MessageReader {
                         let (code, reason) = parse_close_payload(payload)?;
                         on_event(Event::Close { code, reason });
                         self.bits |= DONE;
-                        self.buffer = Vec::new();
+                        self.assembly = None;
                         if let (Some(inflater), Some((pool, _))) = (active, inflating) {
                             pool.give(inflater);
                             pool.clear_scratch();
@@ -456,11 +547,12 @@ impl MessageReader {
                     }
                 }
                 if buffered {
-                    let message_bytes = self.buffer.len() - self.control_len as usize - take;
-                    self.buffer.truncate(message_bytes);
+                    let message_bytes = self.assembled().len() - self.control_len as usize - take;
                     self.control_len = 0;
-                    if self.buffer.is_empty() {
-                        self.buffer = Vec::new();
+                    if message_bytes == 0 {
+                        self.assembly = None;
+                    } else {
+                        self.assembly_mut().truncate(message_bytes);
                     }
                 }
                 continue;
@@ -475,10 +567,9 @@ impl MessageReader {
                 let inflater = active.get_or_insert_with(|| pool.take());
                 // The output so far is in the assembly buffer when the message began in an earlier input,
                 // else in the pool's scratch.
-                let out = if self.buffer.is_empty() {
-                    &mut pool.scratch
-                } else {
-                    &mut self.buffer
+                let out = match self.assembly.as_deref_mut() {
+                    Some(a) if !a.buffer.is_empty() => &mut a.buffer,
+                    _ => &mut pool.scratch,
                 };
                 let before = out.len();
                 let limit = limits.max_message_size;
@@ -509,9 +600,7 @@ impl MessageReader {
                     self.bits &= !COMPRESSED;
                     on_event(Event::Message { kind, payload: out });
                     pool.clear_scratch();
-                    if self.buffer.capacity() > 0 {
-                        self.buffer = Vec::new();
-                    }
+                    self.assembly = None;
                     if keep {
                         pool.next_message(inflater);
                     } else if let Some(inflater) = active.take() {
@@ -521,7 +610,7 @@ impl MessageReader {
                 continue;
             }
             if to_assembly {
-                if self.buffer.is_empty() {
+                if self.assembled().is_empty() {
                     // The message goes on in a later input and its bytes so far are in this one (unmasked
                     // in place, checked): they move to the assembly buffer first. When this frame is its
                     // last, its size is known: reserve it once instead of growing (bounded, so that a
@@ -532,21 +621,24 @@ impl MessageReader {
                         .saturating_add(remaining);
                     self.adopt_spare(&mut spare);
                     if fin && total <= RESERVE_AHEAD_MAX {
-                        self.buffer.reserve_exact(total as usize);
+                        self.assembly_mut().reserve_exact(total as usize);
                     }
-                    self.buffer.extend_from_slice(&input[s..s + l]);
+                    self.assemble(&input[s..s + l]);
                 }
-                let appended = self.buffer.len();
-                match mask {
-                    Some(key) => {
-                        extend_unmasked(&mut self.buffer, &input[start..pos], key, phase as usize)
+                if take > 0 {
+                    let buffer = &mut self.assembly.get_or_insert_with(Box::default).buffer;
+                    let appended = buffer.len();
+                    match mask {
+                        Some(key) => {
+                            extend_unmasked(buffer, &input[start..pos], key, phase as usize)
+                        }
+                        None => buffer.extend_from_slice(&input[start..pos]),
                     }
-                    None => self.buffer.extend_from_slice(&input[start..pos]),
-                }
-                if kind == MessageKind::Text {
-                    self.utf8
-                        .feed(&self.buffer[appended..])
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if kind == MessageKind::Text {
+                        self.utf8
+                            .feed(&buffer[appended..])
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
                 }
             } else {
                 if kind == MessageKind::Text {
@@ -572,7 +664,7 @@ impl MessageReader {
                     self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 self.message = None;
-                if self.buffer.is_empty() {
+                if self.assembled().is_empty() {
                     let (s, l) = local.take().unwrap_or((0, 0));
                     on_event(Event::Message {
                         kind,
@@ -580,14 +672,12 @@ impl MessageReader {
                     });
                     // Room reserved for a message whose header came in an earlier input and whose payload
                     // came here whole: not needed after all.
-                    if self.buffer.capacity() > 0 {
-                        self.release_buffer(&mut spare);
-                    }
+                    self.release_buffer(&mut spare);
                 } else {
                     local = None;
                     on_event(Event::Message {
                         kind,
-                        payload: &self.buffer,
+                        payload: self.assembled(),
                     });
                     self.release_buffer(&mut spare);
                 }
@@ -599,20 +689,21 @@ impl MessageReader {
         // input ends inside a header or a control frame.)
         if let Some((s, l)) = local {
             self.adopt_spare(&mut spare);
-            self.buffer.extend_from_slice(&input[s..s + l]);
+            self.assemble(&input[s..s + l]);
         }
         if let Some((pool, held)) = inflating {
             // A compressed message continues in a later input: its output so far moves to the assembly
             // buffer, its inflater to the connection's slot.
             if !pool.scratch.is_empty() {
-                self.buffer.reserve_exact(pool.scratch.len());
-                self.buffer.extend_from_slice(&pool.scratch);
+                let buffer = self.assembly_mut();
+                buffer.reserve_exact(pool.scratch.len());
+                buffer.extend_from_slice(&pool.scratch);
                 pool.clear_scratch();
             }
             *held = active;
         }
         if let (ControlStart::Input(s), FrameState::Payload { .. }) = (control_start, self.frame) {
-            self.buffer.extend_from_slice(&input[s..pos]);
+            self.assemble(&input[s..pos]);
             self.control_len = (pos - s) as u8;
         }
         Ok(())
@@ -647,7 +738,7 @@ impl MessageReader {
                 if self.message.is_none() {
                     return Err(ProtocolError::UnexpectedContinuation);
                 }
-                (self.buffer.len() + local_len) as u64
+                (self.assembled().len() + local_len) as u64
             }
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
@@ -739,8 +830,10 @@ mod tests {
     fn reader_stays_small() {
         let size = std::mem::size_of::<MessageReader>();
         println!("size_of::<MessageReader>() = {size}");
-        assert!(size <= MESSAGE_READER_MAX_SIZE, "{size} bytes");
-        assert_eq!(MessageReader::new(Role::Server).buffered_capacity(), 0);
+        assert_eq!(size, MESSAGE_READER_MAX_SIZE, "{size} bytes");
+        assert_eq!(std::mem::size_of::<Option<Box<Assembly>>>(), 8);
+        let reader = MessageReader::new(Role::Server);
+        assert!(reader.assembly.is_none() && reader.buffered_capacity() == 0);
     }
 
     #[test]
@@ -847,7 +940,41 @@ mod tests {
             0,
             "assembly buffer freed once the message completes"
         );
+        assert!(reader.assembly.is_none(), "and its box");
         assert!(!reader.is_mid_message());
+    }
+
+    #[test]
+    fn an_idle_reader_holds_no_box_whatever_the_split() {
+        // Empty inputs, a header alone, an empty fragment then a split header, a control frame split
+        // across inputs inside a message: between messages no box is left behind.
+        let stream = [
+            cf(false, OpCode::Binary, b""),
+            cf(true, OpCode::Ping, b"0123456789"),
+            cf(true, OpCode::Continuation, b""),
+            cf(true, OpCode::Text, &[b'a'; 200]),
+            cf(false, OpCode::Text, b"ab"),
+            cf(true, OpCode::Pong, b"xy"),
+            cf(true, OpCode::Continuation, b"cd"),
+        ]
+        .concat();
+        let limits = ReaderLimits::default();
+        for i in 0..=stream.len() {
+            for j in [i, i + 1, i + 7].map(|j| j.min(stream.len())) {
+                let mut reader = MessageReader::new(Role::Server);
+                let mut start = 0;
+                for end in [i, i, j, stream.len()] {
+                    reader
+                        .feed(&mut stream[start..end].to_vec(), &limits, |_| {})
+                        .unwrap();
+                    start = end;
+                    if !reader.is_mid_message() {
+                        assert!(reader.assembly.is_none(), "cuts {i} {j}, at {end}");
+                    }
+                }
+                assert!(reader.assembly.is_none() && !reader.is_mid_message());
+            }
+        }
     }
 
     #[test]
@@ -946,6 +1073,37 @@ mod tests {
         assert_eq!(from_spare, [true, false, true]);
         assert_eq!(reader.buffered_capacity(), 0);
         assert_eq!(spares[0].as_ptr(), spare_at);
+        // Spares kept boxed move whole: the same box and buffer, in and out, nothing allocated.
+        let mut reader = MessageReader::new(Role::Server);
+        let mut boxed = SpareAssemblies::new();
+        boxed.push(Box::new(Assembly {
+            buffer: Vec::with_capacity(100_000),
+        }));
+        let (box_at, buffer_at) = (
+            &*boxed.boxes[0] as *const Assembly,
+            boxed.boxes[0].buffer.as_ptr(),
+        );
+        let mut got = Vec::new();
+        for piece in stream.chunks(16 * 1024) {
+            reader
+                .feed_reusing(&mut piece.to_vec(), &limits, &mut boxed, |ev| {
+                    got.push(own(ev))
+                })
+                .unwrap();
+            if reader.buffered_capacity() > 0 {
+                let held = reader.assembly.as_deref().unwrap();
+                assert_eq!((held as *const Assembly, boxed.count()), (box_at, 0));
+            }
+        }
+        assert_eq!(got, expected);
+        assert!(reader.assembly.is_none());
+        assert_eq!(
+            (
+                &*boxed.boxes[0] as *const Assembly,
+                boxed.boxes[0].buffer.as_ptr()
+            ),
+            (box_at, buffer_at)
+        );
         // Without spares a message allocates, and its buffer becomes one; one over `SPARE_MAX` is freed,
         // and none beyond `SPARE_COUNT` is kept.
         for (spares_before, size, kept) in [
@@ -1622,7 +1780,7 @@ mod tests {
 
         #[test]
         fn reader_still_fits_with_the_agreement() {
-            assert!(std::mem::size_of::<MessageReader>() <= 48);
+            assert!(std::mem::size_of::<MessageReader>() <= MESSAGE_READER_MAX_SIZE);
             let mut reader = MessageReader::new(Role::Client);
             reader.set_deflate(agreed());
             assert_eq!(reader.role(), Role::Client);
