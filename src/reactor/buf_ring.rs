@@ -17,6 +17,12 @@
 //! reported by the caller with [`BufRing::ran_dry`]) adds [`PROVIDE_CHUNK`] more, up to `count`; that
 //! receive is re-armed by the caller as before. Under load the ring reaches its full count within a batch
 //! or two; the hot path (`take`, `recycle`) does no extra work for it.
+//!
+//! Pages given back: once grown, the ring keeps cycling through all its buffers (the kernel takes them in
+//! ring order), so a burst leaves every buffer's written pages resident for good. The worker's tick calls
+//! [`BufRing::release_unused`]: every `every` calls, the pages of buffers that are back in the ring, still
+//! ahead of the kernel's head, and were not received into during the last period are handed back
+//! (`MADV_DONTNEED`). The hot path pays one bit per `take` for it.
 
 use std::io;
 use std::rc::Rc;
@@ -33,6 +39,17 @@ pub const FIRST_PROVIDED: u16 = 4;
 
 /// Buffers added for each receive that found the ring dry.
 pub const PROVIDE_CHUNK: u16 = 16;
+
+/// `IORING_REGISTER_PBUF_STATUS` (Linux 6.8): reads a provided buffer ring's head.
+const IORING_REGISTER_PBUF_STATUS: libc::c_uint = 26;
+
+/// `struct io_uring_buf_status`, the argument of `IORING_REGISTER_PBUF_STATUS`.
+#[repr(C)]
+struct BufStatus {
+    buf_group: u32,
+    head: u32,
+    resv: [u32; 8],
+}
 
 /// The memory shared with the kernel: the ring of entries and the buffers.
 pub(super) struct Region {
@@ -88,6 +105,19 @@ pub struct BufRing {
     lent: Box<[u64]>,
     /// Buffers provided so far (ids `0..provided`); the others have never been published.
     provided: u16,
+    /// One bit per buffer: received into (taken) since the last period of `release_unused`.
+    touched: Box<[u64]>,
+    /// One bit per buffer: received into before the last period and not given back since (its written
+    /// pages may be resident).
+    resident: Box<[u64]>,
+    /// Scratch of `release_unused`, one bit per buffer: resident and not received into for a period;
+    /// of those, the ones in the ring ahead of the kernel's head.
+    unused: Box<[u64]>,
+    releasing: Box<[u64]>,
+    /// Calls of `release_unused` since its last period ended.
+    calls: u32,
+    /// Pages can be given back: the ring has `DEFER_TASKRUN` and the kernel reports the ring's head.
+    can_release: bool,
 }
 
 impl BufRing {
@@ -142,6 +172,12 @@ impl BufRing {
             tail: 0,
             lent: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
             provided: 0,
+            touched: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
+            resident: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
+            unused: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
+            releasing: vec![0; (count as usize).div_ceil(64)].into_boxed_slice(),
+            calls: 0,
+            can_release: ring.setup().defer_taskrun,
         };
         this.provide(FIRST_PROVIDED);
         this.commit();
@@ -204,6 +240,7 @@ impl BufRing {
         let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
         assert!(self.lent[word] & bit == 0, "buffer {id} is lent already");
         self.lent[word] |= bit;
+        self.touched[word] |= bit;
         completion.handover = Handover::None;
         // SAFETY: `id < count` so the offset stays inside the buffer mapping.
         let ptr = unsafe { self.region.buffers.ptr().add(id as usize * self.buf_size) };
@@ -230,6 +267,132 @@ impl BufRing {
         self.publish(buf.id);
         self.commit();
     }
+
+    /// Called on each of the worker's ticks with the ring this buffer ring is registered with: every
+    /// `every` calls (a period), gives back the pages of the buffers that were received into before the
+    /// last period, not during it, and are in the ring now, ahead of the kernel's head. Returns the bytes
+    /// advised away (0 between periods, or when the kernel cannot say where its head is).
+    ///
+    /// # Panics
+    /// If `ring` is not the ring this buffer ring is registered with.
+    pub fn release_unused(&mut self, ring: &Ring, every: u32) -> usize {
+        assert_eq!(ring.id(), self.ring, "another ring's buffer ring");
+        self.calls += 1;
+        if self.calls < every.max(1) {
+            return 0;
+        }
+        self.calls = 0;
+        let mut any = false;
+        for ((unused, resident), touched) in self
+            .unused
+            .iter_mut()
+            .zip(self.resident.iter_mut())
+            .zip(self.touched.iter_mut())
+        {
+            // Received into before the last period and not during it.
+            *unused = *resident & !*touched;
+            *resident |= *touched;
+            *touched = 0;
+            any |= *unused != 0;
+        }
+        if !any || !self.can_release {
+            return 0;
+        }
+        let head = match self.kernel_head(ring) {
+            Ok(head) => head,
+            Err(_) => {
+                self.can_release = false;
+                return 0;
+            }
+        };
+        // Only buffers in the ring, ahead of the kernel's head: one it took already may hold the bytes
+        // of a completion not read yet, and a lent one is being read.
+        self.releasing.fill(0);
+        let base = self.region.entries.ptr() as *const BufRingEntry;
+        let mut position = head;
+        while position != self.tail {
+            let index = (position & (self.count - 1)) as usize;
+            // SAFETY: `index < count`, inside the entries mapping; the kernel only reads entries.
+            let id = unsafe { (*base.add(index)).bid() };
+            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+            if self.unused[word] & bit != 0 && self.lent[word] & bit == 0 {
+                self.releasing[word] |= bit;
+            }
+            position = position.wrapping_add(1);
+        }
+        let released = self.advise_away(&self.releasing);
+        for (resident, releasing) in self.resident.iter_mut().zip(self.releasing.iter()) {
+            *resident &= !*releasing;
+        }
+        released
+    }
+
+    /// The kernel's head of this buffer ring: the entries from it to our tail are the ones it has not
+    /// taken yet.
+    fn kernel_head(&self, ring: &Ring) -> io::Result<u16> {
+        let mut status = BufStatus {
+            buf_group: self.group as u32,
+            head: 0,
+            resv: [0; 8],
+        };
+        // SAFETY: `status` is a live, writable `io_uring_buf_status` for the duration of the call, the
+        // one argument `IORING_REGISTER_PBUF_STATUS` reads the group from and writes the head to.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                ring.fd(),
+                IORING_REGISTER_PBUF_STATUS,
+                &mut status as *mut BufStatus,
+                1,
+            )
+        };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(status.head as u16)
+    }
+
+    /// `MADV_DONTNEED` on the whole pages inside each run of consecutive buffers of `ids` (a page shared
+    /// with a buffer outside the run is left alone). Returns the bytes advised.
+    fn advise_away(&self, ids: &[u64]) -> usize {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let buffers = self.region.buffers.ptr() as usize;
+        let is_set = |id: usize| ids[id / 64] & (1 << (id % 64)) != 0;
+        let mut advised = 0;
+        let mut id = 0;
+        let count = self.count as usize;
+        while id < count {
+            if !is_set(id) {
+                id += 1;
+                continue;
+            }
+            let first = id;
+            while id < count && is_set(id) {
+                id += 1;
+            }
+            let start = (buffers + first * self.buf_size).next_multiple_of(page);
+            let end = (buffers + id * self.buf_size) / page * page;
+            if end > start {
+                // SAFETY: `start..end` lies inside the buffer mapping (whole pages of buffers `first..id`).
+                // These buffers are neither lent nor taken by the kernel: each is in the ring ahead of the
+                // kernel's head, which cannot move before our next `io_uring_enter` (with
+                // `DEFER_TASKRUN` the kernel picks and fills provided buffers only inside that call, on
+                // this thread), so nothing reads or writes them now. On private anonymous memory,
+                // `MADV_DONTNEED` drops the pages: the next write (the kernel's, filling the buffer
+                // before a completion hands it over) finds a zero-filled page, and no one reads a
+                // buffer before it is filled.
+                let result = unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+                if result == 0 {
+                    advised += end - start;
+                }
+            }
+        }
+        advised
+    }
+
     fn publish(&mut self, id: u16) {
         let index = (self.tail & (self.count - 1)) as usize;
         let base = self.region.entries.ptr() as *mut BufRingEntry;
@@ -371,6 +534,79 @@ mod tests {
         assert_eq!(bufs.provided, 2);
         bufs.ran_dry();
         assert_eq!(bufs.provided, 2);
+    }
+
+    /// Which of the first `count` buffers of `bufs` have their first page resident (`mincore`).
+    #[cfg(not(feature = "sim-ring"))]
+    fn resident_buffers(bufs: &BufRing, count: usize) -> Vec<bool> {
+        let mut pages = vec![0u8; count * bufs.buf_size / 4096];
+        // SAFETY: the range is whole pages inside the live buffer mapping; `pages` holds a byte per page.
+        let result = unsafe {
+            libc::mincore(
+                bufs.region.buffers.ptr().cast(),
+                count * bufs.buf_size,
+                pages.as_mut_ptr(),
+            )
+        };
+        assert_eq!(result, 0, "mincore: {}", io::Error::last_os_error());
+        (0..count)
+            .map(|id| pages[id * bufs.buf_size / 4096] & 1 != 0)
+            .collect()
+    }
+
+    #[test]
+    #[cfg(not(feature = "sim-ring"))]
+    fn buffers_unused_for_a_period_give_their_pages_back_and_refill() {
+        let mut ring = Ring::new(8, 16, 4).expect("io_uring");
+        assert!(ring.setup().defer_taskrun, "a kernel with DEFER_TASKRUN");
+        let mut bufs = BufRing::new(&ring, 0, 4, 8192).expect("buffer ring");
+        let (_ours, mut peer) = socket_in_slot_zero(&ring);
+        ring.recv_multishot(0, bufs.group(), recv_ud());
+        assert_eq!(resident_buffers(&bufs, 4), [false; 4]);
+        // A lap of the ring: every buffer received into and given back.
+        for round in 0..4u16 {
+            peer.write_all(&[b'x'; 100]).expect("write");
+            let mut done = wait_for(&mut ring, recv_ud());
+            let buf = bufs.take(&mut done).expect("lent");
+            assert_eq!(buf.id(), round);
+            bufs.recycle(buf);
+        }
+        assert_eq!(resident_buffers(&bufs, 4), [true; 4]);
+        // Buffer 0 is lent; buffer 1 holds the bytes of a completion posted but not read yet.
+        peer.write_all(b"lent").expect("write");
+        let mut done = wait_for(&mut ring, recv_ud());
+        let mut lent = bufs.take(&mut done).expect("lent");
+        assert_eq!(lent.id(), 0);
+        peer.write_all(b"waiting").expect("write");
+        let timeout = io_uring::types::Timespec::from(std::time::Duration::from_millis(10));
+        let args = io_uring::types::SubmitArgs::new().timespec(&timeout);
+        while ring.completions_waiting() == 0 {
+            let _ = ring.inner().submitter().submit_with_args(1, &args);
+        }
+        // Every third call ends a period; in the first all four were received into: none goes.
+        assert_eq!(bufs.release_unused(&ring, 3), 0);
+        assert_eq!(bufs.release_unused(&ring, 3), 0);
+        assert_eq!(bufs.release_unused(&ring, 3), 0);
+        assert_eq!(resident_buffers(&bufs, 4), [true; 4]);
+        // A period with no receive: buffers 2 and 3 (in the ring, ahead of the kernel) give their pages
+        // back; the lent one and the one the kernel filled keep theirs.
+        assert_eq!(bufs.release_unused(&ring, 1), 2 * 8192);
+        assert_eq!(resident_buffers(&bufs, 4), [true, true, false, false]);
+        // Given back already: nothing more to give.
+        assert_eq!(bufs.release_unused(&ring, 1), 0);
+        assert_eq!(lent.bytes_mut(), b"lent");
+        let mut done = wait_for(&mut ring, recv_ud());
+        let mut waiting = bufs.take(&mut done).expect("lent");
+        assert_eq!((waiting.id(), &*waiting.bytes_mut()), (1, &b"waiting"[..]));
+        // The kernel fills a given-back buffer as any other.
+        peer.write_all(b"after").expect("write");
+        let mut done = wait_for(&mut ring, recv_ud());
+        let mut after = bufs.take(&mut done).expect("lent");
+        assert_eq!((after.id(), &*after.bytes_mut()), (2, &b"after"[..]));
+        assert_eq!(resident_buffers(&bufs, 4), [true, true, true, false]);
+        for buf in [lent, waiting, after] {
+            bufs.recycle(buf);
+        }
     }
 
     #[test]

@@ -217,6 +217,11 @@ impl<H: Handler> Worker<'_, H> {
         if self.core.pool.shrink_if_quiet(self.core.pool_quiet_ticks) {
             crate::reactor::sys::release_free_memory();
         }
+        // Receive buffers unused for as long give their pages back (the simulated ring has none).
+        #[cfg(not(feature = "sim-ring"))]
+        self.core
+            .bufs
+            .release_unused(&self.core.ring, self.core.pool_quiet_ticks);
         self.core.arm_accept();
         // A lost doorbell delays the inbox by one tick at most.
         self.on_doorbell();
