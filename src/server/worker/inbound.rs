@@ -9,7 +9,7 @@
 //! spanning receives is held by the connection only while the message is in progress, counted
 //! (`INFLATER_STATE_BYTES` each) with the assembly buffers against `--max-assembly-memory`. An event
 //! stream's input (`GET /sse`: receive-only) is counted and dropped, never fed to a reader. A message that
-//! spans receives is assembled in one of the worker's spare assembly buffers (`SPARE_ASSEMBLY`: at most
+//! spans receives is assembled in one of the worker's spare assembly buffers (`Core::spare_assemblies`: at most
 //! `SPARE_COUNT` of at most `SPARE_MAX` bytes, 4 MiB, given back when the message completes), so their pages
 //! are reused from one large message to the next instead of being faulted in and handed back to the system
 //! for each.
@@ -29,14 +29,6 @@ use crate::server::connection::fanout_flags::{
 };
 use crate::server::connection::{flags::*, State};
 use crate::server::handler::{ConnId, Ctx, Handler};
-use std::cell::Cell;
-
-thread_local! {
-    /// The worker's spare assembly buffers (one worker per thread), lent to the readers of messages that span
-    /// receives (`MessageReader::feed_reusing`). Taken out for a feed and put back after it, so a feed
-    /// reached from inside another (held input read from an event) finds none and allocates.
-    static SPARE_ASSEMBLY: Cell<Vec<Vec<u8>>> = const { Cell::new(Vec::new()) };
-}
 
 impl<H: Handler> Worker<'_, H> {
     pub(super) fn on_recv(&mut self, key: usize, mut completion: Completion) {
@@ -164,10 +156,12 @@ impl<H: Handler> Worker<'_, H> {
             }
             result
         } else {
-            let mut spare = SPARE_ASSEMBLY.take();
+            // Taken out for the feed and put back after it: a feed reached from inside another (held input
+            // read from an event) finds none and allocates.
+            let mut spare = std::mem::take(&mut self.core.spare_assemblies);
             let result =
                 reader.feed_reusing(bytes, &limits, &mut spare, |event| self.on_event(id, event));
-            SPARE_ASSEMBLY.set(spare);
+            self.core.spare_assemblies = spare;
             result
         };
         let (held_after, mid_after) = (reader.buffered_capacity(), reader.is_mid_message());

@@ -106,6 +106,10 @@ pub struct Core {
     /// Readers of messages dropped unfinished in this batch, handed at its end, after its sends are
     /// submitted, to the release thread that frees their assembly buffers (the vector keeps its capacity).
     retired_readers: Vec<MessageReader>,
+    /// Spare assembly buffers, in their boxes, lent to the readers of messages that span receives
+    /// (`MessageReader::feed_reusing`): at most `SPARE_COUNT` of at most `SPARE_MAX` bytes, so that the
+    /// pages of large messages are reused rather than faulted in afresh for each.
+    spare_assemblies: crate::protocol::message::SpareAssemblies,
     /// permessage-deflate: the worker's inflaters (lent to one feed at a time) and compressors.
     inflate_pool: crate::protocol::deflate::InflatePool,
     compressors: crate::protocol::deflate::Compressors,
@@ -579,6 +583,7 @@ impl Core {
             assembly_bytes: 0,
             input_since_flush: 0,
             retired_readers: Vec::new(),
+            spare_assemblies: crate::protocol::message::SpareAssemblies::new(),
             inflate_pool: Default::default(),
             compressors: crate::protocol::deflate::Compressors::new(config.compression.level),
             metrics: Arc::clone(&shared.metrics[index]),

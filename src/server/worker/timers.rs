@@ -218,7 +218,6 @@ impl<H: Handler> Worker<'_, H> {
             crate::reactor::sys::release_free_memory();
         }
         // Receive buffers unused for as long give their pages back (the simulated ring has none).
-        #[cfg(not(feature = "sim-ring"))]
         self.core
             .bufs
             .release_unused(&self.core.ring, self.core.pool_quiet_ticks);
