@@ -133,7 +133,7 @@ drill_incomplete() {
     peak=$(peak_rss "$SRV" $cli)
     wait $cli $byst $byst_ctl
     stop_pid "$ctl"
-    local res attack control c1013 c1008 budget_closes timeouts bound
+    local res attack control c1013 c1008 budget_closes timeouts limited bound
     res=$(tail -n1 "$WORK/inc.out")
     attack=$(cat "$WORK/inc_rtt.out")
     control=$(cat "$WORK/inc_ctl.out")
@@ -141,11 +141,12 @@ drill_incomplete() {
     c1008=$(field closed_1008 "$res")
     budget_closes=$(metric "$ADDR" ringws_assembly_budget_closes_total)
     timeouts=$(metric "$ADDR" ringws_message_timeouts_total)
+    limited=$(metric "$ADDR" ringws_receives_limited_total)
     bound=$(bystander_bound "$(field p99_us "$quiet")" "$(field p99_us "$control")")
     echo "   $conns x $((size >> 20)) MiB fragments + ping, budget ${budget_mib} MiB, 1 worker, message timeout 6 s"
     echo "   attacker: $res"
     echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB (bound base + ${budget_mib} + ${margin_mib} MiB);" \
-        "budget closes $budget_closes, message timeouts $timeouts"
+        "budget closes $budget_closes, message timeouts $timeouts, receives limited to a buffer a turn $limited"
     echo "   bystander quiet:  $quiet"
     echo "   bystander attack: $attack (p99 bound $bound us)"
     echo "   control, a bystander of an identical server nobody attacks, meanwhile: $control"
