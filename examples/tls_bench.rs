@@ -8,19 +8,23 @@
 //! many TLS handshakes resumed a session. Every TLS handshake is a full one unless `--resume` is given:
 //! then each client keeps the session tickets it receives (rustls's in-memory cache, one per thread) and
 //! resumes with them, as a reconnecting client does.
+//! `--suite aes128|aes256`: the client offers that TLS 1.3 suite only (default: rustls's list, AES-256-GCM
+//! first, which the server overrides with its own order), to measure the server's cost per suite.
 //! `cert`: writes a self-signed certificate for `localhost` and 127.0.0.1 (DIR/cert.pem, DIR/key.pem).
 //! `compare`: the whole comparison in one run: starts `BIN serve --workers 1 --no-pin` under
 //! `taskset -c 0` (if present) without and then with TLS, runs the echo load and then the handshake
 //! load against each (for wss, full handshakes and then resumed ones), and prints the server's CPU time
 //! (utime + stime from /proc/PID/stat) per message and per connection; then (unless `--no-probe`) the echo
 //! round trips of one established connection alone and while 4 threads open connections (handshake
-//! starvation). Run it under `taskset -c 1` so that the client does not share the server's CPU.
+//! starvation). `--no-handshakes` leaves out the handshake loads (echo only); `--server-arg ARG` (repeated)
+//! passes ARG to both servers (e.g. `--server-arg=--recv-buffer-size --server-arg=65536`). Run it under `taskset -c 1` so that the client does not share the server's CPU.
 //!
 //! Usage:
-//!   tls_bench echo ADDR [--ca CERT.pem] [-c 16] [-s 32] [--depth 4] [-d 5]
-//!   tls_bench handshakes ADDR [--ca CERT.pem] [--resume] [-c 4] [-d 5]
+//!   tls_bench echo ADDR [--ca CERT.pem] [--suite S] [-c 16] [-s 32] [--depth 4] [-d 5]
+//!   tls_bench handshakes ADDR [--ca CERT.pem] [--suite S] [--resume] [-c 4] [-d 5]
 //!   tls_bench cert DIR
-//!   tls_bench compare BIN [-c 16] [-s 32] [--depth 4] [-d 5] [--no-probe]
+//!   tls_bench compare BIN [--suite S] [-c 16] [-s 32] [--depth 4] [-d 5] [--no-probe] [--no-handshakes]
+//!     [--server-arg ARG]...
 //!
 //! Output: one line of `key=value` pairs. Loopback only; every loop is bounded by DUR.
 
@@ -49,6 +53,8 @@ struct Options {
     ca: Option<String>,
     /// Keep and use session tickets (per thread); without it every TLS handshake is full.
     resume: bool,
+    /// The one TLS 1.3 suite the client offers (`--suite`); `None`: rustls's default list.
+    suite: Option<rustls::SupportedCipherSuite>,
     connections: usize,
     size: usize,
     depth: usize,
@@ -57,13 +63,20 @@ struct Options {
 
 /// A client configuration trusting `ca_path`, with a session cache of its own when `resume` (one per
 /// thread: no lock shared between the client threads), else without resumption.
-fn client_config(ca_path: &str, resume: bool) -> Arc<rustls::ClientConfig> {
+fn client_config(
+    ca_path: &str,
+    resume: bool,
+    suite: Option<rustls::SupportedCipherSuite>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_path).expect("read --ca") {
         roots.add(cert.expect("parse --ca")).expect("add --ca");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suite) = suite {
+        provider.cipher_suites = vec![suite];
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
@@ -89,7 +102,7 @@ impl Client {
             config: options
                 .ca
                 .as_deref()
-                .map(|ca| client_config(ca, options.resume)),
+                .map(|ca| client_config(ca, options.resume, options.suite)),
             resumed: 0,
         }
     }
@@ -223,6 +236,13 @@ fn probe_during_handshakes(flags: &[String], scheme: &str) {
     }
 }
 
+/// The suite the client offers (`--suite`), or `default`.
+fn suite_name(options: &Options) -> String {
+    options
+        .suite
+        .map_or("default".to_string(), |s| format!("{:?}", s.suite()))
+}
+
 fn parse(args: &[String]) -> Options {
     let addr = args
         .first()
@@ -233,6 +253,7 @@ fn parse(args: &[String]) -> Options {
         addr,
         ca: None,
         resume: false,
+        suite: None,
         connections: 16,
         size: 32,
         depth: 4,
@@ -248,6 +269,14 @@ fn parse(args: &[String]) -> Options {
         let value = args.get(i + 1).expect("flag value").as_str();
         match args[i].as_str() {
             "--ca" => options.ca = Some(value.to_string()),
+            "--suite" => {
+                use rustls::crypto::ring::cipher_suite::*;
+                options.suite = Some(match value {
+                    "aes128" => TLS13_AES_128_GCM_SHA256,
+                    "aes256" => TLS13_AES_256_GCM_SHA384,
+                    other => panic!("--suite {other}: aes128 or aes256"),
+                })
+            }
             "-c" => options.connections = value.parse().expect("-c"),
             "-s" => options.size = value.parse().expect("-s"),
             "--depth" => options.depth = value.parse().expect("--depth"),
@@ -312,13 +341,24 @@ fn spawn_server(bin: &str, extra: &[String]) -> ServerProcess {
 fn compare(args: &[String]) {
     let bin = args.first().expect("BIN").clone();
     let probe = !args.iter().any(|a| a == "--no-probe");
-    let args: Vec<String> = args
-        .iter()
-        .filter(|a| *a != "--no-probe")
-        .cloned()
-        .collect();
+    let handshakes = !args.iter().any(|a| a == "--no-handshakes");
+    let mut server_args = Vec::new();
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--no-probe" | "--no-handshakes" => {}
+            "--server-arg" => server_args.push(iter.next().expect("--server-arg ARG").clone()),
+            other => match other.strip_prefix("--server-arg=") {
+                Some(value) => server_args.push(value.to_string()),
+                None => rest.push(arg.clone()),
+            },
+        }
+    }
+    let args = rest;
     let cert = TestCert::for_names(CERT_NAMES);
-    for (scheme, extra) in [("ws", vec![]), ("wss", cert.args())] {
+    for (scheme, mut extra) in [("ws", vec![]), ("wss", cert.args())] {
+        extra.extend(server_args.iter().cloned());
         let mut server = spawn_server(&bin, &extra);
         let pid = server.pid();
         let mut flags = vec![server.addr.to_string()];
@@ -328,21 +368,22 @@ fn compare(args: &[String]) {
         flags.extend(args[1..].iter().cloned());
         let options = parse(&flags);
         let (size, c, depth) = (options.size, options.connections, options.depth);
+        let suite = suite_name(&options);
         let t0 = cpu_ticks(pid);
         let (messages, secs) = run(options, echo_worker);
         let t1 = cpu_ticks(pid);
         println!(
-            "scheme={scheme} mode=echo size={size} c={c} depth={depth} messages={messages} secs={secs:.2} \
+            "scheme={scheme} mode=echo suite={suite} size={size} c={c} depth={depth} messages={messages} secs={secs:.2} \
              server_cpu_s={:.2} cpu_us_per_msg={:.2}",
             (t1 - t0) as f64 / 100.0,
             (t1 - t0) as f64 * 1e4 / messages.max(1) as f64
         );
         // Handshakes: 4 client threads, each connect + (TLS) + upgrade + one echo + drop; over wss
         // full handshakes, then resumed ones.
-        let resume_runs: &[bool] = if scheme == "wss" {
-            &[false, true]
-        } else {
-            &[false]
+        let resume_runs: &[bool] = match (handshakes, scheme) {
+            (false, _) => &[],
+            (true, "wss") => &[false, true],
+            (true, _) => &[false],
         };
         for &resume in resume_runs {
             let mut options = parse(&flags);
@@ -407,7 +448,7 @@ fn main() {
         }
         Some("compare") => compare(&args[1..]),
         _ => {
-            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [--resume] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags] [--no-probe]");
+            eprintln!("usage: tls_bench echo|handshakes ADDR [--ca CERT.pem] [--suite aes128|aes256] [--resume] [-c N] [-s SIZE] [--depth N] [-d SECS] | cert DIR | compare BIN [flags] [--no-probe] [--no-handshakes]");
             std::process::exit(2);
         }
     }

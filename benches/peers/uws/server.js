@@ -4,12 +4,19 @@
 // on stdout; with "samples", then every 50 ms a line "t cpu_ticks open deliveries" (the process's
 // utime + stime from /proc/self/stat, open WebSockets, deliveries so far), the format scripts/fanout.sh
 // reads from its sampler for ringws.
+// Env: UWS_MODE=echo sends each message back to its sender instead (as `ringws serve` does by default);
+// UWS_CERT=cert.pem UWS_KEY=key.pem serve wss:// (uWS.SSLApp, OpenSSL/BoringSSL inside uWebSockets.js)
+// instead of ws:// (scripts/tls_bench.sh handshakes).
 const fs = require("fs");
 const uWS = require("@trufflesuite/uws-js-unofficial");
 const port = Number(process.argv[2] || 0);
 let open = 0;
 let deliveries = 0;
-const app = uWS.App();
+const echo = process.env.UWS_MODE === "echo";
+const tls = process.env.UWS_CERT && process.env.UWS_KEY;
+const app = tls
+  ? uWS.SSLApp({ cert_file_name: process.env.UWS_CERT, key_file_name: process.env.UWS_KEY })
+  : uWS.App();
 app
   .ws("/*", {
     compression: uWS.DISABLED,
@@ -18,13 +25,18 @@ app
     idleTimeout: 0,
     open: (ws) => {
       open += 1;
-      ws.subscribe("all");
+      if (!echo) ws.subscribe("all");
     },
     close: () => {
       open -= 1;
     },
     // ws.publish skips the sender, like ringws' broadcast mode.
     message: (ws, message, isBinary) => {
+      if (echo) {
+        ws.send(message, isBinary);
+        deliveries += 1;
+        return;
+      }
       ws.publish("all", message, isBinary);
       deliveries += app.numSubscribers("all") - 1;
     },
@@ -34,7 +46,7 @@ app
       console.error("uws: listen failed");
       process.exit(1);
     }
-    console.log(`uws listening on 127.0.0.1:${uWS.us_socket_local_port(token)}`);
+    console.log(`uws${tls ? " (SSL)" : ""} listening on 127.0.0.1:${uWS.us_socket_local_port(token)}`);
   });
 if (process.argv[3] === "samples") {
   setInterval(() => {
