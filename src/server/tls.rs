@@ -1091,6 +1091,25 @@ sXGvzqSHFdaPC8SBa5Ni1XRFinsE6hqAvLtW1P3rZvE=\n\
         );
     }
 
+    /// The configuration serves with the provider the build chose: aws-lc-rs with its feature (the
+    /// default), ring with `--no-default-features --features ring`.
+    #[test]
+    fn the_provider_is_the_one_the_build_chose() {
+        let (config, _) = server_config();
+        let provider = config.crypto_provider();
+        let name = format!("{:?}", provider.secure_random);
+        let expected = if cfg!(feature = "aws-lc-rs") {
+            "AwsLcRs"
+        } else {
+            "Ring"
+        };
+        assert_eq!(name, expected);
+        assert_eq!(
+            provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+    }
+
     /// After our close_notify, input is dropped without reaching rustls: a record that fails to decrypt
     /// (or any garbage) must not make rustls try to send a second alert (it panics in debug builds).
     #[test]
