@@ -203,25 +203,21 @@ impl Ring {
     }
 
     pub fn recv_multishot(&mut self, file_index: u32, _buf_group: u16, user_data: u64) {
-        not_a_send(user_data);
-        self.assert_installed(file_index, "recv");
-        self.push(
-            user_data,
-            SimOp::Recv {
-                file_index,
-                multishot: true,
-            },
-        );
+        self.recv(file_index, user_data, true);
     }
 
     pub fn recv_once(&mut self, file_index: u32, _buf_group: u16, user_data: u64) {
+        self.recv(file_index, user_data, false);
+    }
+
+    fn recv(&mut self, file_index: u32, user_data: u64, multishot: bool) {
         not_a_send(user_data);
         self.assert_installed(file_index, "recv");
         self.push(
             user_data,
             SimOp::Recv {
                 file_index,
-                multishot: false,
+                multishot,
             },
         );
     }
