@@ -378,7 +378,9 @@ impl BufRing {
                 // These buffers are neither lent nor taken by the kernel: each is in the ring ahead of the
                 // kernel's head, which cannot move before our next `io_uring_enter` (with
                 // `DEFER_TASKRUN` the kernel picks and fills provided buffers only inside that call, on
-                // this thread), so nothing reads or writes them now. On private anonymous memory,
+                // this thread; no receive goes to the kernel's io-wq threads, since sockets take
+                // non-blocking issue and no receive is submitted with `IOSQE_ASYNC`), so nothing reads or
+                // writes them now. On private anonymous memory,
                 // `MADV_DONTNEED` drops the pages: the next write (the kernel's, filling the buffer
                 // before a completion hands it over) finds a zero-filled page, and no one reads a
                 // buffer before it is filled.
