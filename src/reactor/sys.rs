@@ -201,6 +201,30 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
         .map(drop)
 }
 
+/// Raises the calling thread's nice value by `by` (capped at 19), lowering its share of a contended CPU
+/// against the process's other threads, and returns the new value. Lowering one's own priority needs no
+/// privilege. On Linux the nice value belongs to a thread: `setpriority(PRIO_PROCESS, tid)` changes only
+/// that thread.
+pub fn lower_current_thread_priority(by: i32) -> io::Result<i32> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    // getpriority returns -1 both for an error and for a nice value of -1: errno tells them apart.
+    // SAFETY: __errno_location returns this thread's errno, valid for writes.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: plain syscall on this thread's id.
+    let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    if now == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error().unwrap_or(0) != 0 {
+            return Err(err);
+        }
+    }
+    let nice = now.saturating_add(by).min(19);
+    // SAFETY: plain syscall on this thread's id.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) })?;
+    Ok(nice)
+}
+
 /// Number of CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism()
