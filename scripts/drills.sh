@@ -582,17 +582,21 @@ drill_tls_flood() {
     $PY connects "$caddr" --tls --seconds $((secs - 1)) --gap 0.1 >"$WORK/flood2_ctl.out" &
     local prober_ctl=$!
     started $prober_ctl
+    $PY rtt "$caddr" --tls --seconds $((secs - 1)) >"$WORK/flood2_ctl_rtt.out" &
+    local byst_ctl2=$!
+    started $byst_ctl2
     peak2=$(peak_rss "$SRV" $cli)
     t3=$(cpu_ticks "$SRV"); lo1=$(listen_overflows)
     [ "$peak2" -gt "$peak" ] && peak=$peak2
-    wait $cli $byst $prober $prober_ctl
+    wait $cli $byst $prober $prober_ctl $byst_ctl2
     stop_pid "$ctl"
     # every abandoned connection ends within the handshake timeout (3 s)
     sleep 4
-    local res res2 attack attack2 probes bound cycles lgerr hs fails conns timeouts fd1 open1 after
+    local res res2 attack attack2 probes bound bound2 cycles lgerr hs fails conns timeouts fd1 open1 after
     res=$(tail -n1 "$WORK/flood.out"); res2=$(tail -n1 "$WORK/flood2.out")
     attack=$(cat "$WORK/flood_rtt.out"); attack2=$(cat "$WORK/flood2_rtt.out"); probes=$(cat "$WORK/flood2_conn.out")
     bound=$(bystander_bound "$(field p99_us "$quiet")" "$(field p99_us "$(cat "$WORK/flood_ctl.out")")")
+    bound2=$(bystander_bound "$(field p99_us "$quiet")" "$(field p99_us "$(cat "$WORK/flood2_ctl_rtt.out")")")
     read -r cycles lgerr < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["received"], d["errors_total"])' "$WORK/flood_churn.json" 2>/dev/null || echo "0 -1")
     hs=$(($(metric "$MADDR" ringws_tls_handshakes_total) - hs0))
     fails=$(($(metric "$MADDR" ringws_tls_handshake_failures_total) - fail0))
@@ -609,7 +613,8 @@ drill_tls_flood() {
     echo "     server cpu $((t3 - t2)) ticks ($(((t3 - t2) * 100 / hz / secs)) % of a core); listen queue overflows $((lo1 - lo0)) (box-wide)"
     echo "     new wss clients: $probes (max bound ${connect_ms} ms)"
     echo "     control, new wss clients of the idle server meanwhile: $(cat "$WORK/flood2_ctl.out")"
-    echo "     bystander flood:  $attack2"
+    echo "     bystander flood:  $attack2 (reported, not bounded: 2x the control would be $bound2 us)"
+    echo "     control, a bystander of the idle server meanwhile: $(cat "$WORK/flood2_ctl_rtt.out")"
     echo "   server, both phases: connections accepted $conns, TLS handshakes completed $hs, TLS failures $fails," \
         "handshake timeouts $timeouts"
     echo "   rss base $((base / 1024)) MiB, peak $((peak / 1024)) MiB, after $((after / 1024)) MiB (bound base + $margin_mib MiB); fds $fd0 -> $fd1; open $open0 -> $open1"
