@@ -526,7 +526,9 @@ drill_handoff_flood() {
 # a bystander of an idle server on the same box, meanwhile, when that is larger). Abandon: the 64
 # raw clients only close right after their ClientHello (the cheapest attack: one connect and one send per
 # handshake the server works on); new wss clients, one each 100 ms, all get their 101 within 1 s and the
-# bystander never fails. Both: RSS bounded; afterwards descriptors and open connections back to baseline.
+# bystander never fails (its p99 is printed next to the control's, not judged: under a connection flood of
+# this rate the worker's time is the kernel's, docs/RELIABILITY.md). Both: RSS bounded; afterwards
+# descriptors and open connections back to baseline.
 drill_tls_flood() {
     local slots=64 churn=16 secs=6 margin_mib=32 connect_ms=1000 BAD=0
     [ "$SHORT" = 1 ] && secs=3
