@@ -689,9 +689,24 @@ drill_soak() {
     wait $l2; local r2=$?
     wait $l3; local r3=$?
     sleep 3
-    # warm-up sample: the first at or after $warm s; end sample: the last taken during the run.
-    read -r _ erw prw _ _ < <(awk -v w=$warm '$1 >= w {print; exit}' "$WORK/soak_rss")
-    read -r _ ere pre _ _ < <(awk -v s=$secs '$1 <= s {l=$0} END {print l}' "$WORK/soak_rss")
+    # RSS after warm-up and at the end: the median of the samples of a window (a minute, at most a third of
+    # what follows the warm-up) starting at $warm s, and of the window ending at $secs s. The pub/sub
+    # server's RSS has brief peaks (2 MB over a 14 MB base for a sample or two while a publish meets busy
+    # subscribers, then given back): one sample at either end could catch one, and a single-sample drift
+    # then read -12 % in one run and +6.7 % in the next on the same build. A leak moves the median of the
+    # last minute as much as it moves its last sample.
+    local window=$(((secs - warm) / 3))
+    [ $window -gt 60 ] && window=60
+    read -r erw prw ere pre < <(python3 - "$WORK/soak_rss" "$warm" "$secs" "$window" <<'PY'
+import statistics, sys
+rows = [list(map(int, line.split()[:3])) for line in open(sys.argv[1]) if line.strip()]
+warm, secs, window = (int(a) for a in sys.argv[2:5])
+first = [r for r in rows if warm <= r[0] < warm + window] or [r for r in rows if r[0] >= warm][:1]
+last = [r for r in rows if secs - window < r[0] <= secs] or [r for r in rows if r[0] <= secs][-1:]
+med = lambda rs, col: int(statistics.median(r[col] for r in rs))
+print(med(first, 1), med(first, 2), med(last, 1), med(last, 2))
+PY
+)
     local e1 e2 e3 efd1 pfd1 eopen popen edrift pdrift peak_open
     e1=$(lg_errors "$WORK/soak_echo.json"); e2=$(lg_errors "$WORK/soak_pub.json"); e3=$(lg_errors "$WORK/soak_churn.json")
     efd1=$(fds $esrv); pfd1=$(fds $psrv)
@@ -701,8 +716,9 @@ drill_soak() {
     peak_open=$(awk '{s=$4+$5; if (s>m) m=s} END {print m+0}' "$WORK/soak_rss")
     echo "   $minutes min: echo $echo_c conns (1 msg/s each), pub/sub $sub_c subscribers (2 publishers, 20 msg/s), churn $churn_c slots ($((churn_c * 5)) cycles/s)"
     echo "   peak open connections (both servers) $peak_open"
-    echo "   echo server:   rss $((erss0 / 1024)) MiB idle, $((erw / 1024)) MiB after warm-up (${warm} s), $((ere / 1024)) MiB at end: drift ${edrift} %; fds $efd0 -> $efd1; open $eopen0 -> $eopen"
-    echo "   pubsub server: rss $((prss0 / 1024)) MiB idle, $((prw / 1024)) MiB after warm-up, $((pre / 1024)) MiB at end: drift ${pdrift} %; fds $pfd0 -> $pfd1; open $popen0 -> $popen"
+    echo "   rss medians over ${window} s after warm-up (${warm} s) and over the last ${window} s:"
+    echo "   echo server:   rss $((erss0 / 1024)) MiB idle, $erw KiB after warm-up, $ere KiB at end: drift ${edrift} %; fds $efd0 -> $efd1; open $eopen0 -> $eopen"
+    echo "   pubsub server: rss $((prss0 / 1024)) MiB idle, $prw KiB after warm-up, $pre KiB at end: drift ${pdrift} %; fds $pfd0 -> $pfd1; open $popen0 -> $popen"
     echo "   rss samples (s echo_KiB pubsub_KiB): $(awk '{printf "%s %s %s; ", $1, $2, $3}' "$WORK/soak_rss")"
     echo "   loadgen errors: echo $e1 (exit $r1), pub/sub $e2 (exit $r2), churn $e3 (exit $r3)"
     echo "   loadgen errors by kind: echo $(lg_error_kinds "$WORK/soak_echo.json"); pub/sub $(lg_error_kinds "$WORK/soak_pub.json"); churn $(lg_error_kinds "$WORK/soak_churn.json")"
