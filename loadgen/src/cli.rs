@@ -183,9 +183,15 @@ pub struct Options {
     pub depth: usize,
 
     /// Messages per second over the whole run: echo open loop (latency from the intended send time),
-    /// broadcast publish rate (all publishers together), churn cycles per second.
+    /// broadcast publish rate (all publishers together; or --window), churn cycles per second.
     #[arg(short = 'r', long)]
     pub rate: Option<f64>,
+
+    /// Broadcast closed loop (instead of --rate): at most N published messages in flight over all
+    /// publishers together, a message being in flight from its send until every subscriber received it;
+    /// publishers publish whenever the window has room. One process only (no --procs).
+    #[arg(long, value_name = "N")]
+    pub window: Option<u64>,
 
     /// Echo: messages per connection, then stop (exact counts). Churn: echoes per cycle (default 1).
     #[arg(short = 'm', long)]
@@ -242,7 +248,7 @@ pub struct Options {
 
 /// Options that only one or some scenarios read (clap ids), with those scenarios; every other option
 /// applies to all. `ringws-loadgen SCENARIO --help` shows a scenario's options only ([`scenario_help`]).
-const SCENARIO_OPTIONS: [(&str, &[Scenario]); 9] = [
+const SCENARIO_OPTIONS: [(&str, &[Scenario]); 10] = [
     ("depth", &[Scenario::Echo]),
     ("floor", &[Scenario::Echo]),
     (
@@ -250,6 +256,7 @@ const SCENARIO_OPTIONS: [(&str, &[Scenario]); 9] = [
         &[Scenario::Echo, Scenario::Broadcast, Scenario::Churn],
     ),
     ("messages", &[Scenario::Echo, Scenario::Churn]),
+    ("window", &[Scenario::Broadcast]),
     ("publishers", &[Scenario::Broadcast]),
     ("topic", &[Scenario::Broadcast]),
     ("hold", &[Scenario::Connect]),
@@ -435,6 +442,26 @@ impl Options {
                 if self.publishers == 0 {
                     return Err("--publishers must be at least 1".into());
                 }
+                match (self.rate, self.window) {
+                    (Some(_), Some(_)) => {
+                        return Err("broadcast: --rate (open loop) and --window (closed loop) \
+                                    exclude each other; give one"
+                            .into())
+                    }
+                    (None, None) => {
+                        return Err("broadcast needs --rate R (publishes per second over all \
+                                    publishers, open loop) or --window N (messages in flight, closed \
+                                    loop)"
+                            .into())
+                    }
+                    (None, Some(0)) => return Err("--window must be at least 1".into()),
+                    (None, Some(_)) if self.procs > 1 || self.child.is_some() => {
+                        return Err("--window counts the messages in flight in one process: it \
+                                    excludes --procs (use --threads)"
+                            .into())
+                    }
+                    _ => {}
+                }
                 if let Some(topic) = &self.topic {
                     let valid = |c: char| c.is_ascii_alphanumeric() || "._-:/".contains(c);
                     if topic.is_empty() || topic.len() > 64 || !topic.chars().all(valid) {
@@ -446,6 +473,9 @@ impl Options {
                 return Err("churn needs --rate (cycles per second)".into())
             }
             _ => {}
+        }
+        if self.window.is_some() && self.scenario != Scenario::Broadcast {
+            return Err("--window applies to broadcast only".into());
         }
         Ok(())
     }
@@ -538,5 +568,19 @@ mod tests {
         assert!(hosts.validate().unwrap_err().contains("one host"));
         let bad = options(&["echo", "--url", "ws://127.0.0.1:1/", "--url", "http://x/"]);
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn broadcast_takes_a_rate_or_a_window() {
+        let error = |args: &[&str]| options(args).validate().err().unwrap_or_default();
+        assert_eq!(options(&["broadcast", "--rate", "10"]).validate(), Ok(()));
+        assert_eq!(options(&["broadcast", "--window", "64"]).validate(), Ok(()));
+        assert!(
+            error(&["broadcast", "--rate", "10", "--window", "64"]).contains("exclude each other")
+        );
+        assert!(error(&["broadcast"]).contains("--rate R"));
+        assert!(error(&["broadcast", "--window", "0"]).contains("at least 1"));
+        assert!(error(&["broadcast", "--window", "8", "--procs", "2"]).contains("--procs"));
+        assert!(error(&["echo", "--window", "8"]).contains("broadcast only"));
     }
 }

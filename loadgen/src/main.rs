@@ -17,6 +17,7 @@ mod run;
 mod stats;
 mod tls;
 mod uring;
+mod window;
 mod wire;
 mod worker;
 

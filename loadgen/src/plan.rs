@@ -1,17 +1,19 @@
 //! The run plan (what every worker must do, fixed before the run starts) and the few values the
-//! coordinator and the workers share while it runs: the phase, the start time of the measured phase, and
-//! each worker's published counters and latency histogram.
+//! coordinator and the workers share while it runs: the phase, the start time of the measured phase,
+//! each worker's published counters and latency histogram, and the broadcast window (`--window`).
 //!
-//! Workers read the phase once per loop iteration; nothing here is touched per message.
+//! Workers read the phase once per loop iteration; nothing here is touched per message but the window
+//! (one atomic add per publish, one per subscriber's received batch; see `window.rs`).
 
 use crate::cli::{Kind, Options, Scenario, Target};
 use crate::engine::EngineKind;
 use crate::stats::{self, SharedCounters};
+use crate::window::Window;
 use crate::wire::{MessageKind, OpCode};
 use hdrhistogram::Histogram;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Phases of a run, in order. Workers never go back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,8 +81,10 @@ pub struct Plan {
     /// Broadcast: subscribers are connection ids `0..subscribers`, publishers the next `publishers` ids.
     pub subscribers: u64,
     pub publishers: u64,
-    /// Broadcast: nanoseconds between two publishes of one publisher.
+    /// Broadcast: nanoseconds between two publishes of one publisher (open loop, `--rate`).
     pub publish_interval_ns: u64,
+    /// Broadcast closed loop (`--window N`): most messages in flight over all publishers (`window.rs`).
+    pub window: Option<u64>,
     /// Churn: nanoseconds between two cycle starts of one slot.
     pub churn_interval_ns: u64,
     /// Nanoseconds between two connection attempts of one worker during the ramp (0: no pacing).
@@ -163,6 +167,10 @@ impl Plan {
             subscribers: options.connections,
             publishers: options.publishers,
             publish_interval_ns: per_second_to_interval(rate, options.publishers as f64),
+            window: match options.scenario {
+                Scenario::Broadcast => options.window,
+                _ => None,
+            },
             churn_interval_ns: per_second_to_interval(rate, options.connections as f64),
             connect_interval_ns: if options.connect_rate > 0.0 {
                 per_second_to_interval(options.connect_rate, workers_total as f64)
@@ -259,15 +267,21 @@ pub struct Shared {
     /// Set by the coordinator during the drain once everything expected arrived: workers stop at once.
     pub drain_complete: AtomicBool,
     pub workers: Vec<WorkerShared>,
+    /// Broadcast with `--window`: the messages in flight, counted over every worker of the process.
+    pub window: Option<Arc<Window>>,
 }
 
 impl Shared {
-    pub fn new(workers: usize) -> Shared {
+    /// What `workers` worker threads running `plan` share.
+    pub fn new(workers: usize, plan: &Plan) -> Shared {
         Shared {
             phase: AtomicU8::new(Phase::Ramp as u8),
             run_start_ns: AtomicU64::new(0),
             drain_complete: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerShared::default()).collect(),
+            window: plan
+                .window
+                .map(|limit| Arc::new(Window::new(limit, plan.subscribers))),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Measurements {
     pub elapsed_secs: f64,
     /// The I/O engine(s) the workers ran on.
     pub engine: String,
+    /// Broadcast with `--window`: the most messages seen in flight.
+    pub max_in_flight: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -80,6 +82,13 @@ pub struct Broadcast {
     pub missing: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// `--window N` (closed loop): N, the most messages in flight allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+    /// `--window`: the most messages seen in flight (deliveries owed, in whole messages rounded up;
+    /// see `window.rs`), at most `window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -228,6 +237,9 @@ impl Report {
                     "echo round trip from the intended send time (coordinated-omission corrected)"
                 }
                 Scenario::Echo => "echo round trip from the actual send time (closed loop)",
+                Scenario::Broadcast if plan.window.is_some() => {
+                    "publish (actual send time, closed loop) to delivery"
+                }
                 Scenario::Broadcast => "publish (intended send time) to delivery",
                 Scenario::Churn => "whole cycle: connect, handshake, echoes, close",
                 Scenario::Connect => "none",
@@ -262,6 +274,8 @@ impl Report {
                 missing: expected.saturating_sub(delivered),
                 duplicates: c.get(Counter::Duplicates),
                 out_of_order: c.get(Counter::OutOfOrder),
+                window: plan.window,
+                max_in_flight: plan.window.map(|_| m.max_in_flight),
             }
         });
         let connect = (options.scenario == Scenario::Connect).then(|| Connect {
@@ -317,10 +331,13 @@ impl Report {
                 (Scenario::Echo, Some(rate)) => format!("open loop {rate} msg/s"),
                 (Scenario::Echo, None) => format!("closed loop depth {}", options.depth),
                 (Scenario::Broadcast, _) => format!(
-                    "{} publisher{} at {} msg/s total{}",
+                    "{} publisher{} {}{}",
                     options.publishers,
                     if options.publishers == 1 { "" } else { "s" },
-                    options.rate.unwrap_or(1000.0),
+                    match plan.window {
+                        Some(window) => format!("with a window of {window} messages in flight"),
+                        None => format!("at {} msg/s total", options.rate.unwrap_or(0.0)),
+                    },
                     match &plan.topic {
                         Some(topic) => format!(", pub/sub topic {topic}"),
                         None => String::new(),
@@ -470,6 +487,13 @@ impl Report {
             row(out, "missing", b.missing.to_string())?;
             row(out, "duplicates", b.duplicates.to_string())?;
             row(out, "out of order", b.out_of_order.to_string())?;
+            if let (Some(window), Some(max)) = (b.window, b.max_in_flight) {
+                row(
+                    out,
+                    "window",
+                    format!("{window} messages, at most {max} seen in flight"),
+                )?;
+            }
         }
         if let Some(c) = &self.connect {
             row(

@@ -44,6 +44,8 @@ trait Fleet {
     fn join(&mut self);
     /// The I/O engines the workers run on (distinct descriptions, joined).
     fn engine(&mut self) -> String;
+    /// Broadcast with `--window`: the most messages seen in flight (0 without a window).
+    fn max_in_flight(&mut self) -> u64;
 }
 
 fn join_distinct(names: impl Iterator<Item = String>) -> String {
@@ -71,7 +73,7 @@ impl LocalFleet {
         proc_index: usize,
         procs: usize,
     ) -> std::io::Result<LocalFleet> {
-        let shared = Arc::new(Shared::new(threads));
+        let shared = Arc::new(Shared::new(threads, &plan));
         let mine: Vec<u64> = (0..total)
             .filter(|g| (*g % procs as u64) as usize == proc_index)
             .collect();
@@ -158,6 +160,10 @@ impl Fleet for LocalFleet {
                 .iter()
                 .map(|w| w.engine.lock().map(|e| e.clone()).unwrap_or_default()),
         )
+    }
+
+    fn max_in_flight(&mut self) -> u64 {
+        self.shared.window.as_ref().map_or(0, |w| w.max_in_flight())
     }
 }
 
@@ -345,6 +351,10 @@ impl Fleet for ChildFleet {
                 .iter()
                 .map(|v| v.lock().expect("child view").status.engine.clone()),
         )
+    }
+
+    fn max_in_flight(&mut self) -> u64 {
+        0 // `--window` runs in one process (`Options::validate`)
     }
 }
 
@@ -727,6 +737,7 @@ pub fn run_leader(options: &Options, plan: Arc<Plan>) -> Result<Report, String> 
             cpu,
             elapsed_secs: t0.elapsed().as_secs_f64(),
             engine: fleet.engine(),
+            max_in_flight: fleet.max_in_flight(),
         },
     ))
 }

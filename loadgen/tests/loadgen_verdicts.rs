@@ -87,6 +87,8 @@ fn one_publisher_is_singular() {
             "0.5",
             "--size",
             "64",
+            "-r",
+            "1000",
         ],
     );
     assert!(run.success, "{}", run.report["errors"]);

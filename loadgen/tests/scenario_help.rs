@@ -27,6 +27,7 @@ fn each_scenario_shows_its_own_options() {
             "echo",
             &["--depth", "--rate", "--messages", "--url", "--deflate"],
             &[
+                "--window",
                 "--publishers",
                 "--topic",
                 "--hold",
@@ -36,7 +37,7 @@ fn each_scenario_shows_its_own_options() {
         ),
         (
             "broadcast",
-            &["--publishers", "--topic", "--rate", "--url"],
+            &["--publishers", "--topic", "--rate", "--window", "--url"],
             &["--depth", "--messages", "--hold", "--verify-broadcast"],
         ),
         (

@@ -162,6 +162,7 @@ impl<E: Engine> Worker<E> {
     /// Feeds the engine's `chunk` (or, without one, `extra`) to the connection's reader, gives the chunk
     /// back, and acts on what was decoded.
     pub(super) fn on_frames(&mut self, i: usize, chunk: Option<Chunk>, extra: &mut [u8], now: u64) {
+        let delivered_before = self.counters.get(Counter::Delivered);
         let Worker {
             io,
             plan,
@@ -242,6 +243,10 @@ impl<E: Engine> Worker<E> {
         };
         if let Some(chunk) = chunk {
             self.io.recycle(chunk);
+        }
+        if let Some(window) = &self.window {
+            // One add per received batch (`--window`): these deliveries make room for publishers.
+            window.delivered(self.counters.get(Counter::Delivered) - delivered_before);
         }
         let wrote = !self.conns[i].out.is_empty();
         if let Err(err) = result {

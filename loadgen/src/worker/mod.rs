@@ -38,6 +38,7 @@ use crate::plan::{Phase, Plan, Shared};
 use crate::stats::{self, Counter, Counters};
 use crate::tls::TlsConn;
 use crate::uring::UringEngine;
+use crate::window::Window;
 use crate::wire::{ClientHandshake, MessageReader, ReaderLimits, Rng};
 use hdrhistogram::Histogram;
 use ringws::protocol::deflate::{InflatePool, Inflater};
@@ -173,6 +174,13 @@ pub struct Worker<E: Engine> {
     phase: Phase,
     drain_deadline_ns: u64,
     last_delivery_ns: u64,
+    /// Broadcast with `--window`: the process's window, this worker's open publishers (they publish
+    /// whenever it has room), the most messages in flight this worker saw after a take, and with
+    /// several workers the wait before it looks at a full window again.
+    window: Option<Arc<Window>>,
+    window_publishers: Vec<u32>,
+    max_in_flight: u64,
+    window_recheck_ns: u64,
 }
 
 /// What connection `gid` does in the plan's scenario: in broadcast the first `subscribers` ids
@@ -300,6 +308,10 @@ impl<E: Engine> Worker<E> {
             phase: Phase::Ramp,
             drain_deadline_ns: u64::MAX,
             last_delivery_ns: 0,
+            window: shared.window.clone(),
+            window_publishers: Vec::new(),
+            max_in_flight: 0,
+            window_recheck_ns: traffic::WINDOW_RECHECK_MIN_NS,
             conns,
             plan,
             shared,
@@ -327,6 +339,7 @@ impl<E: Engine> Worker<E> {
             }
             self.fire_timers(now);
             self.start_due_connects(now);
+            self.publish_in_window(now);
             self.flush_dirty(now);
             if self.phase == Phase::Drain
                 && (self.shared.drain_complete.load(Ordering::Acquire) || self.drain_over(now))
@@ -367,6 +380,11 @@ impl<E: Engine> Worker<E> {
             if let Some(&(due, _)) = self.connect_queue.front() {
                 wake = wake.min(due);
             }
+        }
+        // A publisher waiting for room in the window wakes with its own worker's deliveries (they are
+        // completions of this loop); room made by another worker's subscribers is looked for on a timer.
+        if !self.window_publishers.is_empty() && self.shared.workers.len() > 1 {
+            wake = wake.min(now + self.window_recheck_ns);
         }
         wake
     }

@@ -1,13 +1,16 @@
 //! What an open connection sends during the run, by behaviour: echoes (closed loop: `--depth` in flight,
 //! the next queued as each reply arrives; open loop: on a schedule), publishes on a schedule, pings of
-//! idle connections, and the timing of churn cycles. Frames are only queued in the connection's output
-//! here; `outbound.rs` hands them to the engine.
+//! idle connections, and the timing of churn cycles; with `--window`, publishes whenever the window
+//! (`window.rs`) has room. Frames are only queued in the connection's output here; `outbound.rs` hands
+//! them to the engine.
 //!
 //! On the hot path (queueing the next echo, a due publish): no allocation in steady state (payloads are
 //! written into the worker's reused scratch and command buffers, compressed into the worker's compressor's
 //! buffer on connections that agreed permessage-deflate, frames into the connection's output),
-//! no lock, no log line. A schedule never lets a connection hold more than `MAX_BACKLOG` unsent bytes: it
-//! pauses and keeps its intended send times, so that the wait shows in the latencies.
+//! no lock (a closed-loop publish takes its place in the window with one atomic add), no log line. A
+//! schedule never lets a connection hold more than `MAX_BACKLOG` unsent bytes: it pauses and keeps its
+//! intended send times, so that the wait shows in the latencies; a closed-loop publisher with a full
+//! backlog waits like one with a full window.
 
 use super::{Behaviour, Ctx, State, Traffic, Worker};
 use crate::deflate::MessageCompressor;
@@ -23,6 +26,23 @@ use std::sync::atomic::Ordering;
 const MAX_BACKLOG: usize = 4 << 20;
 /// How soon a schedule paused by a full backlog looks again.
 const BACKLOG_RETRY_NS: u64 = 1_000_000;
+/// Broadcast closed loop with several worker threads: how soon a worker whose publishers wait for room
+/// in the window looks again (room made by another worker's subscribers wakes no one here): at first
+/// after this long, twice as long after each look that found the window still full...
+pub(super) const WINDOW_RECHECK_MIN_NS: u64 = 100_000;
+/// ...up to this (a stalled server costs a waiting worker at most 100 wake-ups a second).
+const WINDOW_RECHECK_MAX_NS: u64 = 10_000_000;
+
+/// The wait before the next look at a full window, after a look that waited `last_ns`: the first look
+/// after a publish waits the least, each look that found the window full again twice as long, up to the
+/// largest.
+fn next_window_recheck(last_ns: u64, published: bool) -> u64 {
+    if published {
+        WINDOW_RECHECK_MIN_NS
+    } else {
+        (last_ns * 2).clamp(WINDOW_RECHECK_MIN_NS, WINDOW_RECHECK_MAX_NS)
+    }
+}
 
 /// Whether a connection with `backlog` unsent bytes may queue another scheduled message.
 fn backlog_has_room(backlog: usize) -> bool {
@@ -71,6 +91,12 @@ impl<E: Engine> Worker<E> {
                     self.mark_dirty(i);
                 }
             },
+            Behaviour::Publisher if self.window.is_some() => {
+                // Closed loop: publishes whenever the window has room (`publish_in_window`).
+                if !self.window_publishers.contains(&(i as u32)) {
+                    self.window_publishers.push(i as u32);
+                }
+            }
             Behaviour::Publisher => {
                 let interval = self.plan.publish_interval_ns;
                 let offset = self.rng.below(interval);
@@ -158,46 +184,93 @@ impl<E: Engine> Worker<E> {
         }
     }
 
-    /// Publisher: queues every publish due by `now` (stamped with its intended send time, and wrapped
-    /// in a publish command with `--topic`) while the backlog has room, then sets the timer for the next
-    /// look.
+    /// Publisher: queues every publish due by `now` (stamped with its intended send time) while the
+    /// backlog has room, then sets the timer for the next look.
     fn queue_due_publishes(&mut self, i: usize, now: u64) {
         let interval = self.plan.publish_interval_ns;
-        let publisher = self.conns[i].gid;
         while self.conns[i].traffic.next_due_ns <= now && backlog_has_room(self.backlog(i)) {
-            let conn = &mut self.conns[i];
-            let seq = conn.traffic.next_send_seq;
-            conn.traffic.next_send_seq += 1;
             // The stamp is the intended send time: delivery latency includes any sending delay.
-            let payload = self
-                .scratch
-                .broadcast(publisher, seq, conn.traffic.next_due_ns);
-            let message = match &self.plan.topic {
-                Some(topic) => {
-                    payload::publish_command(&mut self.command, self.plan.kind, topic, payload);
-                    &self.command[..]
-                }
-                None => payload,
-            };
-            let compressor = self
-                .compressor
-                .as_mut()
-                .filter(|_| conn.reader.deflate().is_on());
-            encode_data(
-                &mut conn.out,
-                self.plan.opcode,
-                message,
-                self.rng.mask_key(),
-                compressor,
-                &mut self.counters,
-            );
-            conn.traffic.next_due_ns += interval;
-            self.counters.inc(Counter::Sent);
-            self.counters.inc(Counter::Published);
+            let intended = self.conns[i].traffic.next_due_ns;
+            self.queue_publish(i, intended);
+            self.conns[i].traffic.next_due_ns += interval;
         }
         self.mark_dirty(i);
         let due = self.next_schedule_check(i, now);
         self.set_timer(i, due);
+    }
+
+    /// Broadcast closed loop, once per loop iteration during the run: while the window has room, this
+    /// worker's open publishers queue one message each in turn (stamped `now`), skipping those whose
+    /// backlog is full. A full window costs one failed take; the publishers then wait for the loop's next
+    /// wake-up (deliveries to this worker's subscribers, a send completing, a timer), never spinning.
+    pub(super) fn publish_in_window(&mut self, now: u64) {
+        if self.phase != Phase::Run || self.window_publishers.is_empty() {
+            return;
+        }
+        // Taken out for the fill and put back (no reference count touched per loop iteration).
+        let Some(window) = self.window.take() else {
+            return;
+        };
+        let conns = &self.conns;
+        self.window_publishers
+            .retain(|&i| conns[i as usize].state == State::Open);
+        let mut published = false;
+        'fill: loop {
+            let mut queued = false;
+            for k in 0..self.window_publishers.len() {
+                let i = self.window_publishers[k] as usize;
+                if !backlog_has_room(self.backlog(i)) {
+                    continue;
+                }
+                let Some(in_flight) = window.take() else {
+                    break 'fill;
+                };
+                if in_flight > self.max_in_flight {
+                    self.max_in_flight = in_flight;
+                    window.record_in_flight(in_flight);
+                }
+                self.queue_publish(i, now);
+                self.mark_dirty(i);
+                queued = true;
+                published = true;
+            }
+            if !queued {
+                break;
+            }
+        }
+        self.window = Some(window);
+        self.window_recheck_ns = next_window_recheck(self.window_recheck_ns, published);
+    }
+
+    /// Queues one publish of publisher `i`, stamped `stamp_ns` (and wrapped in a publish command with
+    /// `--topic`), and counts it.
+    fn queue_publish(&mut self, i: usize, stamp_ns: u64) {
+        let publisher = self.conns[i].gid;
+        let conn = &mut self.conns[i];
+        let seq = conn.traffic.next_send_seq;
+        conn.traffic.next_send_seq += 1;
+        let payload = self.scratch.broadcast(publisher, seq, stamp_ns);
+        let message = match &self.plan.topic {
+            Some(topic) => {
+                payload::publish_command(&mut self.command, self.plan.kind, topic, payload);
+                &self.command[..]
+            }
+            None => payload,
+        };
+        let compressor = self
+            .compressor
+            .as_mut()
+            .filter(|_| conn.reader.deflate().is_on());
+        encode_data(
+            &mut conn.out,
+            self.plan.opcode,
+            message,
+            self.rng.mask_key(),
+            compressor,
+            &mut self.counters,
+        );
+        self.counters.inc(Counter::Sent);
+        self.counters.inc(Counter::Published);
     }
 
     /// Connect scenario with `--ping-interval`: queues a ping carrying the time, and the next one's timer.
@@ -280,6 +353,15 @@ mod tests {
         assert!(backlog_has_room((4 << 20) - 1));
         assert!(!backlog_has_room(4 << 20));
         assert!(!backlog_has_room(usize::MAX));
+    }
+
+    #[test]
+    fn a_full_window_is_looked_at_less_and_less_often() {
+        assert_eq!(next_window_recheck(0, false), 100_000);
+        assert_eq!(next_window_recheck(100_000, false), 200_000);
+        assert_eq!(next_window_recheck(6_000_000, false), 10_000_000);
+        assert_eq!(next_window_recheck(10_000_000, false), 10_000_000);
+        assert_eq!(next_window_recheck(10_000_000, true), 100_000);
     }
 
     #[test]
