@@ -16,10 +16,14 @@
 # The sampler's own requests (20 HTTP requests/s) are included in the window's CPU.
 #
 # The publish rate asks for DELIVERIES/s in total (default 4,000,000), i.e. DELIVERIES / subscribers
-# publishes per second, capped at MAX_RATE (default 100,000) publishes per second.
+# publishes per second, capped at MAX_RATE (default 100,000) publishes per second (open loop, --rate).
+# With WINDOW=N every run is closed loop instead (`--window N`, DELIVERIES and MAX_RATE unused): the
+# publisher publishes whenever fewer than N messages are in flight (sent and not yet received by every
+# subscriber), so a server that cannot keep up slows the publisher down instead of falling behind; each
+# line then also gives the loadgen's max_in_flight (at most N).
 #
 # Usage: scripts/fanout.sh   (env: SUBS="1 100 1000 10000" SIZES="16 1024" DUR=s DELIVERIES=n MAX_RATE=n
-#                             SERVER="ringws" ROUNDS=1)
+#                             WINDOW=n SERVER="ringws" ROUNDS=1)
 # SERVER names one server or several, each of ringws, ringws-b (the binary RINGWS_B, for a before/after
 # pair), uws and uwscpp; with several, every (size, subscribers) point runs each of them in turn, the order
 # rotated each round, and after ROUNDS rounds the medians are printed per server with deliveries/s per
@@ -29,7 +33,7 @@
 # scripts/peers/uws_cpp.sh, built before the first run); both print the same samples themselves every
 # 50 ms (their own /proc/self/stat, open connections, deliveries counted as publishes x other subscribers).
 # Each line also gives the deliveries in flight by Little's law (delivered/s x the loadgen's mean
-# publish-to-delivery latency); the load generator's broadcast is open loop (--rate), it has no window.
+# publish-to-delivery latency).
 # Needs: target/release/ringws and target/release/ringws-loadgen (RINGWS=path, LOADGEN=path to override).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +42,10 @@ LOADGEN=${LOADGEN:-target/release/ringws-loadgen}; RINGWS=${RINGWS:-target/relea
 RINGWS_B=${RINGWS_B:-$RINGWS}
 SUBS=${SUBS:-"1 100 1000 10000"}; SIZES=${SIZES:-"16 1024"}; DUR=${DUR:-4}
 DELIVERIES=${DELIVERIES:-4000000}; MAX_RATE=${MAX_RATE:-100000}; SERVER=${SERVER:-ringws}; ROUNDS=${ROUNDS:-1}
+WINDOW=${WINDOW:-}
+if [ -n "$WINDOW" ] && ! [[ $WINDOW =~ ^[1-9][0-9]*$ ]]; then
+  echo "fanout.sh: WINDOW=$WINDOW: messages in flight, a positive integer" >&2; exit 2
+fi
 read -r -a servers <<<"$SERVER"
 for server in "${servers[@]}"; do
   case $server in
@@ -49,8 +57,11 @@ done
 ROWS=$(mktemp)
 trap 'rm -f "$ROWS"' EXIT
 
-run_one() { # server subs size rate
-  local server=$1 subs=$2 size=$3 rate=$4 out json samples pid port lpid bin
+run_one() { # server subs size rate (WINDOW set: the rate is unused)
+  local server=$1 subs=$2 size=$3 rate=$4 out json samples pid port lpid bin load
+  local -a mode=(--rate "$rate")
+  load="rate=$rate/s"
+  if [ -n "$WINDOW" ]; then mode=(--window "$WINDOW"); load="window=$WINDOW"; fi
   out=$(mktemp); json=$(mktemp); samples=$(mktemp)
   case $server in
     uws) start_listening --cpu 0 "$out" node benches/peers/uws/server.js 0 samples ;;
@@ -62,7 +73,7 @@ run_one() { # server subs size rate
   esac
   pid=$BG_PID; port=$LISTEN_PORT
   taskset -c 1 "$LOADGEN" broadcast --url "ws://127.0.0.1:$port/" -c "$subs" --publishers 1 -s "$size" \
-    --rate "$rate" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
+    "${mode[@]}" -d "$DUR" -t 1 -q --json "$json" >/dev/null 2>&1 &
   lpid=$!
   # Sampler (ringws): lines "t cpu_ticks open deliveries" every 50 ms while the loadgen runs.
   python3 - "$pid" "$port" "$lpid" "$server" >"$samples" <<'EOF'
@@ -96,9 +107,9 @@ EOF
   stop_pid "$pid"
   case $server in uws | uwscpp) grep -v "listening on" "$out" >"$samples" ;; esac
   rm -f "$out"
-  python3 - "$json" "$samples" "$subs" "$size" "$rate" "$server" <<'EOF' | tee -a "$ROWS"
+  python3 - "$json" "$samples" "$subs" "$size" "$load" "$server" <<'EOF' | tee -a "$ROWS"
 import json, sys
-jpath, spath, subs, size, rate, server = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+jpath, spath, subs, size, load, server = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 raw = open(jpath).read()
 j = json.loads(raw[raw.index("{"):]) if "{" in raw else {}
 b = j.get("broadcast", {})
@@ -114,11 +125,13 @@ cpu_s = ticks / 100
 rate_d = deliveries / max(secs, 1e-9)
 mean_us = j.get("latency", {}).get("mean_us")
 in_flight = f"{rate_d * mean_us / 1e6:,.0f}" if mean_us else "?"
+if "max_in_flight" in b:
+    in_flight += f" max_in_flight={b['max_in_flight']}"
 check = (f"expected={b.get('expected')} delivered={b.get('delivered')} missing={b.get('missing')} "
          f"duplicates={b.get('duplicates')} out_of_order={b.get('out_of_order')} errors={j.get('errors_total')}")
 if j.get("errors_total"):
     check += f" {dict((k, v) for k, v in j.get('errors', {}).items() if v)}"
-print(f"server={server} subs={subs:>6} size={size:>5} rate={rate}/s window_s={secs:.2f} "
+print(f"server={server} subs={subs:>6} size={size:>5} {load} window_s={secs:.2f} "
       f"delivered_per_s={rate_d:,.0f} server_cpu_s={cpu_s:.2f} "
       f"cpu_share={cpu_s / max(secs, 1e-9):.2f} server_ns_per_delivery={cpu_s * 1e9 / max(deliveries, 1):.0f} "
       f"per_core={deliveries / max(cpu_s, 1e-9):,.0f} in_flight={in_flight} | {check}")
@@ -138,9 +151,10 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 if [ "${#servers[@]}" -gt 1 ] || [ "$ROUNDS" -gt 1 ]; then
-  python3 - "$ROWS" "$SERVER" <<'EOF'
+  python3 - "$ROWS" "$SERVER" "$WINDOW" <<'EOF'
 import re, statistics, sys
 servers = sys.argv[2].split()
+load = f", --window {sys.argv[3]}" if sys.argv[3] else ""
 runs = {}
 for line in open(sys.argv[1]):
     m = re.match(r"server=(\S+)\s+subs=\s*(\d+)\s+size=\s*(\d+).*?delivered_per_s=([\d,]+).*?"
@@ -149,7 +163,7 @@ for line in open(sys.argv[1]):
         clean = "missing=0 " in m[7] and "duplicates=0 " in m[7] and m[7].rstrip().endswith("errors=0")
         runs.setdefault((int(m[2]), int(m[3])), {}).setdefault(m[1], []).append(
             (float(m[4].replace(",", "")), float(m[6].replace(",", "")), clean))
-print(f"\nmedians ({sys.argv[2]}): deliveries/s, deliveries/s per server core, runs clean; (x): {servers[0]} per core / this one per core")
+print(f"\nmedians ({sys.argv[2]}{load}): deliveries/s, deliveries/s per server core, runs clean; (x): {servers[0]} per core / this one per core")
 for (subs, size), by in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     base = statistics.median(pc for _, pc, _ in by.get(servers[0], [])) if by.get(servers[0]) else None
     cells = []
