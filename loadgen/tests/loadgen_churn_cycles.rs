@@ -18,8 +18,10 @@ fn churn_completes_cycles_without_errors() {
         );
         assert!(run.success, "{engine}: errors: {}", run.report["errors"]);
         let cycles = run.counter("churn_cycles");
-        // 200 cycles are scheduled; a loaded machine may finish fewer (behind schedule), never more.
-        assert!((100..=210).contains(&cycles), "{engine}: cycles {cycles}");
+        // 200 cycles are scheduled; a loaded machine may finish fewer (behind schedule), never more. What
+        // is tested is that cycles complete and are counted exactly: at least one per slot (a full test
+        // run beside other work on two cores was seen at 16-51).
+        assert!((10..=210).contains(&cycles), "{engine}: cycles {cycles}");
         assert_eq!(run.u64_at("/received"), run.u64_at("/sent"), "{engine}");
         assert_eq!(run.u64_at("/received"), cycles * 3, "{engine}");
     }
