@@ -10,8 +10,8 @@
 //! ahead of the busy thread more readily than it gave an always-busy worker its next turn. The thread
 //! also runs [`HANDSHAKE_NICE`] nice levels below the worker, so that on a contended core established
 //! connections come first: at an equal weight the worker, woken thousands of times a second under a
-//! flood, waited on average 75 us for the core per wakeup (most of it behind this thread), at nice +10
-//! 28 us (the `tls_flood` drill, `/proc/PID/task/TID/schedstat`; docs/RELIABILITY.md).
+//! flood, waited on average 71-78 us for the core per wakeup (most of it behind this thread), at nice +10
+//! 27-34 us (the `tls_flood` drill, `/proc/PID/task/TID/schedstat`; docs/RELIABILITY.md).
 //!
 //! Owns the thread, its two channels and its doorbell; `tls_io` decides what goes away and what to do with
 //! what comes back. Must never touch a connection: the thread only runs rustls over the state it was given,
